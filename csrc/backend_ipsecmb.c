@@ -1,0 +1,246 @@
+/* intel-ipsec-mb backend: VAES/VPCLMULQDQ (AVX-512) GCM and CTR where the CPU has them.
+ * Managers (IMB_MGR) are never shared between threads: a worker takes one from a
+ * small pool for the length of its slice. Key schedules are precomputed per key. */
+#ifdef PQ_HAVE_IPSECMB
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/crypto.h>
+
+#include "internal.h"
+
+#define POOL_MAX 64
+static IMB_MGR *pool[POOL_MAX];
+static int pool_n;
+static pthread_mutex_t pool_lock = PTHREAD_MUTEX_INITIALIZER;
+static IMB_ARCH chosen_arch = IMB_ARCH_NONE;
+static uint64_t features;
+
+static IMB_MGR *new_mgr(void)
+{
+    IMB_MGR *m = alloc_mb_mgr(0);
+    if (!m) return NULL;
+    IMB_ARCH arch = IMB_ARCH_NONE;
+    init_mb_mgr_auto(m, &arch);
+    if (arch == IMB_ARCH_NONE || imb_get_errno(m) != 0) {
+        free_mb_mgr(m);
+        return NULL;
+    }
+    chosen_arch = arch;
+    features = m->features;
+    return m;
+}
+
+static IMB_MGR *take_mgr(void)
+{
+    IMB_MGR *m = NULL;
+    pthread_mutex_lock(&pool_lock);
+    if (pool_n) m = pool[--pool_n];
+    pthread_mutex_unlock(&pool_lock);
+    return m ? m : new_mgr();
+}
+
+static void give_mgr(IMB_MGR *m)
+{
+    pthread_mutex_lock(&pool_lock);
+    if (pool_n < POOL_MAX) {
+        pool[pool_n++] = m;
+        m = NULL;
+    }
+    pthread_mutex_unlock(&pool_lock);
+    if (m) free_mb_mgr(m);
+}
+
+int pq_ipsecmb_init(void)
+{
+    IMB_MGR *m = new_mgr();
+    if (!m) return PQ_ERR_BACKEND;
+    /* Only worth it (and only tested) on the AES-NI paths. */
+    if (chosen_arch < IMB_ARCH_SSE) {
+        free_mb_mgr(m);
+        chosen_arch = IMB_ARCH_NONE;
+        return PQ_ERR_BACKEND;
+    }
+    give_mgr(m);
+    return PQ_OK;
+}
+
+const char *pq_ipsecmb_version(void) { return imb_get_version_str(); }
+
+const char *pq_ipsecmb_arch(void)
+{
+    switch (chosen_arch) {
+    case IMB_ARCH_SSE: return "sse";
+    case IMB_ARCH_AVX: return "avx";
+    case IMB_ARCH_AVX2: return "avx2";
+    case IMB_ARCH_AVX512: return "avx512";
+    default: return "";
+    }
+}
+
+uint64_t pq_ipsecmb_features(void) { return features; }
+
+int pq_ipsecmb_key_init(pq_key *k)
+{
+    IMB_MGR *m = take_mgr();
+    if (!m) return PQ_ERR_BACKEND;
+    switch (k->len) {
+    case 16:
+        IMB_AES128_GCM_PRE(m, k->raw, &k->imb_gcm);
+        IMB_AES_KEYEXP_128(m, k->raw, k->imb_enc, k->imb_dec);
+        break;
+    case 24:
+        IMB_AES192_GCM_PRE(m, k->raw, &k->imb_gcm);
+        IMB_AES_KEYEXP_192(m, k->raw, k->imb_enc, k->imb_dec);
+        break;
+    default:
+        IMB_AES256_GCM_PRE(m, k->raw, &k->imb_gcm);
+        IMB_AES_KEYEXP_256(m, k->raw, k->imb_enc, k->imb_dec);
+        break;
+    }
+    give_mgr(m);
+    return PQ_OK;
+}
+
+static void gcm_one(IMB_MGR *m, const pq_key *k, int enc, uint8_t *out, const uint8_t *in, uint64_t len,
+                    const uint8_t *iv, const uint8_t *aad, uint64_t alen, uint8_t *tag)
+{
+    struct gcm_context_data ctx;
+    if (enc) {
+        switch (k->len) {
+        case 16: IMB_AES128_GCM_ENC(m, &k->imb_gcm, &ctx, out, in, len, iv, aad, alen, tag, PQ_TAG_LEN); break;
+        case 24: IMB_AES192_GCM_ENC(m, &k->imb_gcm, &ctx, out, in, len, iv, aad, alen, tag, PQ_TAG_LEN); break;
+        default: IMB_AES256_GCM_ENC(m, &k->imb_gcm, &ctx, out, in, len, iv, aad, alen, tag, PQ_TAG_LEN); break;
+        }
+    } else {
+        switch (k->len) {
+        case 16: IMB_AES128_GCM_DEC(m, &k->imb_gcm, &ctx, out, in, len, iv, aad, alen, tag, PQ_TAG_LEN); break;
+        case 24: IMB_AES192_GCM_DEC(m, &k->imb_gcm, &ctx, out, in, len, iv, aad, alen, tag, PQ_TAG_LEN); break;
+        default: IMB_AES256_GCM_DEC(m, &k->imb_gcm, &ctx, out, in, len, iv, aad, alen, tag, PQ_TAG_LEN); break;
+        }
+    }
+    /* the context holds partial GHASH state of the message; wipe it */
+    OPENSSL_cleanse(&ctx, sizeof ctx);
+}
+
+/* CTR through the job API, several jobs in flight (multi-buffer): much faster than
+ * one job at a time. IV buffers live until the chunk is flushed. */
+#define CTR_CHUNK 16
+
+static int ctr_chunk(IMB_MGR *m, pq_work *w, size_t lo, size_t hi)
+{
+    pq_batch *b = w->b;
+    uint8_t ivs[CTR_CHUNK][16];
+    uint64_t hdr = pq_header(b);
+    int bad = 0;
+    for (size_t i = lo; i < hi; i++) {
+        const pq_key *k = b->keys[pq_kidx(b, i)];
+        const uint8_t *nonce, *in;
+        uint8_t *out;
+        uint64_t len;
+        if (w->encrypt) {
+            len = b->src_len[i];
+            nonce = w->nonces + i * PQ_NONCE_LEN;
+            pq_store_le32(b->dst[i], (uint32_t)(len + PQ_NONCE_LEN));
+            memcpy(b->dst[i] + PQ_LEN_PREFIX, nonce, PQ_NONCE_LEN);
+            in = b->src[i];
+            out = b->dst[i] + hdr;
+        } else {
+            len = b->src_len[i] - hdr;
+            nonce = b->src[i] + PQ_LEN_PREFIX;
+            in = b->src[i] + hdr;
+            out = b->dst[i];
+        }
+        if (len == 0) continue;
+        uint8_t *iv = ivs[i - lo];
+        memcpy(iv, nonce, PQ_NONCE_LEN);
+        iv[12] = 0; iv[13] = 0; iv[14] = 0; iv[15] = 1;
+        IMB_JOB *j = IMB_GET_NEXT_JOB(m);
+        j->cipher_direction = IMB_DIR_ENCRYPT;
+        j->chain_order = IMB_ORDER_CIPHER_HASH;
+        j->cipher_mode = IMB_CIPHER_CNTR;
+        j->hash_alg = IMB_AUTH_NULL;
+        j->enc_keys = k->imb_enc;
+        j->dec_keys = k->imb_enc;
+        j->key_len_in_bytes = (uint64_t)k->len;
+        j->src = in;
+        j->dst = out;
+        j->cipher_start_src_offset_in_bytes = 0;
+        j->msg_len_to_cipher_in_bytes = len;
+        j->iv = iv;
+        j->iv_len_in_bytes = 16;
+        j = IMB_SUBMIT_JOB(m);
+        if (j && j->status != IMB_STATUS_COMPLETED_CIPHER && j->status != IMB_STATUS_COMPLETED) bad = 1;
+    }
+    IMB_JOB *j;
+    while ((j = IMB_FLUSH_JOB(m)) != NULL)
+        if (j->status != IMB_STATUS_COMPLETED_CIPHER && j->status != IMB_STATUS_COMPLETED) bad = 1;
+    return bad ? PQ_ERR_INTERNAL : PQ_OK;
+}
+
+void pq_ipsecmb_run(pq_work *w)
+{
+    pq_batch *b = w->b;
+    IMB_MGR *m = take_mgr();
+    if (!m) {
+        w->status = PQ_ERR_BACKEND;
+        w->fail_index = w->lo;
+        return;
+    }
+    if (b->algorithm == PQ_ALG_CTR) {
+        for (size_t lo = w->lo; lo < w->hi; lo += CTR_CHUNK) {
+            size_t hi = lo + CTR_CHUNK < w->hi ? lo + CTR_CHUNK : w->hi;
+            if (ctr_chunk(m, w, lo, hi) != PQ_OK) {
+                w->status = PQ_ERR_INTERNAL;
+                w->fail_index = lo;
+                atomic_store(w->stop, 1);
+                break;
+            }
+            if (atomic_load_explicit(w->stop, memory_order_relaxed)) break;
+        }
+        give_mgr(m);
+        return;
+    }
+
+    uint8_t aadbuf[256];
+    uint8_t *aad = aadbuf;
+    if (b->aad_len + PQ_MODULE_AAD_SUFFIX > sizeof aadbuf) aad = malloc(b->aad_len + PQ_MODULE_AAD_SUFFIX);
+    if (!aad) {
+        give_mgr(m);
+        w->status = PQ_ERR_INTERNAL;
+        w->fail_index = w->lo;
+        return;
+    }
+    if (b->aad_len) memcpy(aad, b->aad, b->aad_len);
+    uint64_t hdr = pq_header(b);
+    uint64_t ov = pq_overhead(b);
+    for (size_t i = w->lo; i < w->hi; i++) {
+        if (atomic_load_explicit(w->stop, memory_order_relaxed)) break;
+        const pq_key *k = b->keys[pq_kidx(b, i)];
+        size_t alen = pq_module_aad(b, i, aad);
+        if (w->encrypt) {
+            uint64_t len = b->src_len[i];
+            uint8_t *dst = b->dst[i];
+            const uint8_t *nonce = w->nonces + i * PQ_NONCE_LEN;
+            if (b->framing == PQ_FRAME_MODULE) pq_store_le32(dst, (uint32_t)(len + ov - PQ_LEN_PREFIX));
+            memcpy(dst + hdr - PQ_NONCE_LEN, nonce, PQ_NONCE_LEN);
+            gcm_one(m, k, 1, dst + hdr, b->src[i], len, nonce, aad, alen, dst + hdr + len);
+        } else {
+            const uint8_t *src = b->src[i];
+            uint64_t len = b->src_len[i] - ov;
+            uint8_t tag[PQ_TAG_LEN];
+            gcm_one(m, k, 0, b->dst[i], src + hdr, len, src + hdr - PQ_NONCE_LEN, aad, alen, tag);
+            if (CRYPTO_memcmp(tag, src + hdr + len, PQ_TAG_LEN) != 0) {
+                w->status = PQ_ERR_TAG;
+                w->fail_index = i;
+                atomic_store(w->stop, 1);
+                break;
+            }
+        }
+    }
+    if (aad != aadbuf) free(aad);
+    give_mgr(m);
+}
+#endif

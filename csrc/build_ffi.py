@@ -1,0 +1,99 @@
+"""cffi builder for ``pqseal._native`` (API mode, out of line).
+
+Declarations come from ``csrc/pqseal.h`` so C and Python agree by construction.
+intel-ipsec-mb is used when its header and library are found (Debian:
+``libipsec-mb-dev``); otherwise the extension is built with OpenSSL alone.
+
+Environment:
+  PQSEAL_IPSECMB=0|1|auto   force the intel-ipsec-mb backend off/on (default auto)
+  PQSEAL_SANITIZE=1         build with AddressSanitizer + UndefinedBehaviorSanitizer
+  PQSEAL_EXTRA_CFLAGS       appended to the compiler flags
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+
+from cffi import FFI
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SOURCES = ["core.c", "backend_openssl.c", "backend_ipsecmb.c"]
+
+
+def _cdef_text() -> str:
+    with open(os.path.join(HERE, "pqseal.h"), encoding="utf-8") as f:
+        text = f.read()
+    # drop the include guard and comments; cffi's cdef only needs the declarations
+    text = re.sub(r"/\*.*?\*/", "", text, flags=re.S)
+    lines = [ln for ln in text.splitlines() if not ln.startswith(("#ifndef", "#endif"))]
+    lines = [ln for ln in lines if not re.match(r"#define PQSEAL_H\b", ln)]
+    return "\n".join(lines)
+
+
+def _compiles(code: str, libraries: list[str]) -> bool:
+    """Can this machine compile and link `code` against `libraries`?"""
+    cc = os.environ.get("CC", "cc")
+    if shutil.which(cc.split()[0]) is None:
+        return False
+    with tempfile.TemporaryDirectory() as d:
+        src = os.path.join(d, "probe.c")
+        with open(src, "w") as f:
+            f.write(code)
+        cmd = cc.split() + [src, "-o", os.path.join(d, "probe")] + ["-l" + lib for lib in libraries]
+        return subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode == 0
+
+
+def have_ipsecmb() -> bool:
+    choice = os.environ.get("PQSEAL_IPSECMB", "auto").lower()
+    if choice in ("0", "no", "off", "false"):
+        return False
+    found = _compiles(
+        "#include <intel-ipsec-mb.h>\nint main(void){IMB_MGR *m = alloc_mb_mgr(0); free_mb_mgr(m); return 0;}\n",
+        ["IPSec_MB"],
+    )
+    if choice in ("1", "yes", "on", "true") and not found:
+        raise RuntimeError("PQSEAL_IPSECMB=1 but intel-ipsec-mb (header + libIPSec_MB) was not found")
+    return found
+
+
+def make_ffi() -> FFI:
+    ffibuilder = FFI()
+    ffibuilder.cdef(_cdef_text())
+    libraries = ["crypto"]
+    macros: list[tuple[str, str | None]] = []
+    if have_ipsecmb():
+        libraries.append("IPSec_MB")
+        macros.append(("PQ_HAVE_IPSECMB", "1"))
+    cflags = ["-O3", "-std=gnu11", "-fvisibility=hidden", "-Wall", "-Wextra", "-Wno-unused-parameter"]
+    ldflags: list[str] = ["-lpthread"]
+    if os.environ.get("PQSEAL_SANITIZE") == "1":
+        san = ["-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-fno-omit-frame-pointer", "-O1", "-g"]
+        cflags += san
+        ldflags += san
+    cflags += os.environ.get("PQSEAL_EXTRA_CFLAGS", "").split()
+    ffibuilder.set_source(
+        "pqseal._native",
+        '#include "pqseal.h"\n',
+        sources=[os.path.join("csrc", s) for s in SOURCES],
+        include_dirs=["csrc"],
+        libraries=libraries,
+        define_macros=macros,
+        extra_compile_args=cflags,
+        extra_link_args=ldflags,
+    )
+    return ffibuilder
+
+
+ffibuilder = make_ffi()
+
+if __name__ == "__main__":
+    # Build in place into a directory (used for the sanitizer build):
+    #   python csrc/build_ffi.py OUTDIR   -> OUTDIR/pqseal/_native*.so
+    out = sys.argv[1] if len(sys.argv) > 1 else "build"
+    os.makedirs(os.path.join(out, "pqseal"), exist_ok=True)
+    ffibuilder.compile(tmpdir=out, verbose=True)

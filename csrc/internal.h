@@ -1,0 +1,81 @@
+/* Internal declarations shared by the batch driver and the backends. */
+#ifndef PQSEAL_INTERNAL_H
+#define PQSEAL_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdatomic.h>
+#include "pqseal.h"
+#ifdef PQ_HAVE_IPSECMB
+#include <intel-ipsec-mb.h>
+#endif
+
+#define PQ_MAX_ORDINAL 32767
+#define PQ_MAX_MODULE_TYPE 9
+#define PQ_MODULE_AAD_SUFFIX 7 /* type(1) + rg(2) + col(2) + page(2) */
+/* Largest plaintext that still fits the uint32 length prefix with GCM framing. */
+#define PQ_MAX_PLAINTEXT ((uint64_t)0xFFFFFFFFu - PQ_NONCE_LEN - PQ_TAG_LEN)
+#define PQ_INVOCATION_LIMIT ((uint64_t)1 << 32)
+
+struct pq_key {
+    /* backend-specific precomputed state comes first for alignment */
+#ifdef PQ_HAVE_IPSECMB
+    struct gcm_key_data imb_gcm __attribute__((aligned(64)));
+    uint32_t imb_enc[60] __attribute__((aligned(16)));
+    uint32_t imb_dec[60] __attribute__((aligned(16)));
+#endif
+    uint8_t raw[32];
+    int len;
+    _Atomic uint64_t invocations;
+};
+
+/* One worker's slice of a batch. */
+typedef struct {
+    pq_batch *b;
+    size_t lo, hi;
+    const uint8_t *nonces; /* encryption: 12 bytes per module of the whole batch */
+    int encrypt;
+    int status;
+    size_t fail_index;
+    _Atomic int *stop;     /* set by any worker on failure */
+} pq_work;
+
+/* Module AAD for module i into buf (which already holds the file AAD in its first
+ * aad_len bytes); returns the AAD length. */
+size_t pq_module_aad(const pq_batch *b, size_t i, uint8_t *buf);
+
+/* Backends process modules lo..hi of a batch whose framing was validated. */
+void pq_openssl_run(pq_work *w);
+#ifdef PQ_HAVE_IPSECMB
+int pq_ipsecmb_init(void);
+int pq_ipsecmb_key_init(pq_key *key);
+void pq_ipsecmb_run(pq_work *w);
+#endif
+
+/* Small helpers. */
+static inline uint32_t pq_load_le32(const uint8_t *p)
+{
+    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
+}
+static inline void pq_store_le32(uint8_t *p, uint32_t v)
+{
+    p[0] = (uint8_t)v; p[1] = (uint8_t)(v >> 8); p[2] = (uint8_t)(v >> 16); p[3] = (uint8_t)(v >> 24);
+}
+
+static inline uint8_t pq_mtype(const pq_batch *b, size_t i) { return b->mtype ? b->mtype[i] : b->mtype0; }
+static inline uint16_t pq_kidx(const pq_batch *b, size_t i) { return b->key_index ? b->key_index[i] : b->key_index0; }
+
+/* Overhead of the framing: bytes added to the plaintext. */
+static inline uint64_t pq_overhead(const pq_batch *b)
+{
+    uint64_t o = PQ_NONCE_LEN;
+    if (b->algorithm == PQ_ALG_GCM) o += PQ_TAG_LEN;
+    if (b->framing == PQ_FRAME_MODULE) o += PQ_LEN_PREFIX;
+    return o;
+}
+static inline uint64_t pq_header(const pq_batch *b)
+{
+    return (b->framing == PQ_FRAME_MODULE ? PQ_LEN_PREFIX : 0) + PQ_NONCE_LEN;
+}
+
+#endif

@@ -1,0 +1,16 @@
+"""Hazmat layer: PME module ciphers over the native core.
+
+Everything here is easy to misuse (wrong ordinals, reused keys across files); the
+file engine and key tools build on it. Nonces always come from the CSPRNG.
+"""
+
+from .cipher import LEN_PREFIX, NONCE_LEN, TAG_LEN, Batch, CtrModuleCipher, GcmModuleCipher
+from .keys import GCM_INVOCATION_LIMIT, KEY_LENGTHS, ModuleKey
+from .keywrap import unwrap_key_locally, wrap_key_locally
+from .modules import MAX_ORDINAL, ModuleType, module_aad
+
+__all__ = [
+    "Batch", "CtrModuleCipher", "GcmModuleCipher", "ModuleKey", "ModuleType", "module_aad",
+    "wrap_key_locally", "unwrap_key_locally", "GCM_INVOCATION_LIMIT", "KEY_LENGTHS", "MAX_ORDINAL",
+    "NONCE_LEN", "TAG_LEN", "LEN_PREFIX",
+]

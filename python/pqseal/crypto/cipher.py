@@ -1,0 +1,338 @@
+"""Batch module ciphers over the native core (hazmat layer).
+
+A batch is many PME modules encrypted or decrypted in one native call with the GIL
+released. Input is either a sequence of bytes-like objects or one contiguous buffer
+with ``offsets`` and ``lengths`` (the fast path: no per-module Python work). Output
+is one contiguous buffer that Python allocates and C fills in place.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from .. import _backend
+from .._native import ffi, lib
+from ..errors import (BackendUnavailable, CryptoLibraryError, InvalidKey, InvalidOrdinal, InvalidTag,
+                      InvocationLimitExceeded, MalformedModule, ShortBuffer)
+from .keys import ModuleKey
+from .modules import ModuleType
+
+NONCE_LEN = 12
+TAG_LEN = 16
+LEN_PREFIX = 4
+
+_ALGS = {"gcm": lib.PQ_ALG_GCM, "ctr": lib.PQ_ALG_CTR}
+
+
+class Batch:
+    """Output of a batch call: ``buffer`` (numpy uint8) holding module ``i`` at
+    ``buffer[offsets[i]:offsets[i] + lengths[i]]``."""
+
+    __slots__ = ("buffer", "offsets", "lengths")
+
+    def __init__(self, buffer: np.ndarray, offsets: np.ndarray, lengths: np.ndarray):
+        self.buffer, self.offsets, self.lengths = buffer, offsets, lengths
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def __getitem__(self, i: int) -> memoryview:
+        o = int(self.offsets[i])
+        return memoryview(self.buffer[o:o + int(self.lengths[i])])
+
+    def __iter__(self) -> Iterator[memoryview]:
+        return (self[i] for i in range(len(self)))
+
+    def to_list(self) -> list[bytes]:
+        return [bytes(m) for m in self]
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.lengths.sum())
+
+    def __repr__(self) -> str:
+        return f"<Batch {len(self)} modules, {self.nbytes} bytes>"
+
+
+def _as_meta(value, n: int, dtype, name: str, lo: int, hi: int):
+    """A scalar (returned as int) or an array of n values (returned contiguous)."""
+    if np.isscalar(value) or isinstance(value, (int, ModuleType)):
+        v = int(value)
+        if not lo <= v <= hi:
+            raise (InvalidOrdinal if name != "module_type" else ValueError)(
+                f"{name} {v} outside {lo}..{hi}")
+        return v, None
+    arr = np.asarray(value)
+    if arr.shape != (n,):
+        raise ValueError(f"{name} must be a scalar or have one entry per module ({n}), got shape {arr.shape}")
+    if arr.size and (arr.min() < lo or arr.max() > hi):
+        bad = int(np.flatnonzero((arr < lo) | (arr > hi))[0])
+        raise (InvalidOrdinal if name != "module_type" else ValueError)(
+            f"{name} {int(arr[bad])} of module {bad} outside {lo}..{hi}")
+    return 0, np.ascontiguousarray(arr, dtype=dtype)
+
+
+class _ModuleCipher:
+    """Shared machinery of :class:`GcmModuleCipher` and :class:`CtrModuleCipher`."""
+
+    _alg = "gcm"
+    _framing = lib.PQ_FRAME_MODULE
+
+    def __init__(self, keys, file_aad: bytes = b"", *, backend: str | None = None):
+        if isinstance(keys, (list, tuple)):
+            key_list = [ModuleKey.coerce(k) for k in keys]
+        else:
+            key_list = [ModuleKey.coerce(keys)]
+        if not key_list:
+            raise InvalidKey("at least one key is required")
+        if len(key_list) > 65535:
+            raise InvalidKey("at most 65535 keys per cipher")
+        self._keys = key_list
+        self._key_table = ffi.new("pq_key *[]", [k._handle() for k in key_list])
+        self.file_aad = bytes(file_aad)
+        self.backend, self._backend_code = _backend.backend_code(backend)
+
+    @property
+    def keys(self) -> list[ModuleKey]:
+        return list(self._keys)
+
+    @property
+    def algorithm(self) -> str:
+        return self._alg
+
+    @property
+    def overhead(self) -> int:
+        """Bytes a module grows by when encrypted."""
+        return LEN_PREFIX + NONCE_LEN + (TAG_LEN if self._alg == "gcm" else 0)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} backend={self.backend} keys={len(self._keys)}>"
+
+    def __reduce__(self):
+        raise TypeError(f"{type(self).__name__} holds keys and cannot be pickled")
+
+    # ---- batch API -----------------------------------------------------------------
+
+    def encrypt_batch(self, modules, *, offsets=None, lengths=None, module_type=ModuleType.DATA_PAGE,
+                      row_group=0, column=0, page=0, key_index=0, threads: int = 1,
+                      out=None, out_offsets=None) -> Batch:
+        """Encrypt many modules in one native call; returns the framed modules
+        (``len ‖ nonce ‖ ciphertext [‖ tag]``). Metadata arguments are scalars or
+        arrays with one entry per module. ``threads`` > 1 splits the batch across
+        native threads (0 = all cores)."""
+        return self._run(True, modules, offsets, lengths, module_type, row_group, column, page,
+                         key_index, threads, out, out_offsets, None)
+
+    def decrypt_batch(self, modules, *, offsets=None, lengths=None, module_type=ModuleType.DATA_PAGE,
+                      row_group=0, column=0, page=0, key_index=0, threads: int = 1,
+                      out=None, out_offsets=None) -> Batch:
+        """Decrypt and verify many framed modules in one native call. Any failure
+        raises (:class:`InvalidTag` names the first failing module) and no output
+        of the batch is returned (the output buffer is wiped)."""
+        return self._run(False, modules, offsets, lengths, module_type, row_group, column, page,
+                         key_index, threads, out, out_offsets, None)
+
+    # ---- single-module conveniences ------------------------------------------------
+
+    def encrypt(self, data, module_type=ModuleType.DATA_PAGE, row_group: int = 0, column: int = 0,
+                page: int = 0, *, key_index: int = 0) -> bytes:
+        return self._run(True, [data], None, None, module_type, row_group, column, page, key_index,
+                         1, None, None, None).buffer.tobytes()
+
+    def decrypt(self, module, module_type=ModuleType.DATA_PAGE, row_group: int = 0, column: int = 0,
+                page: int = 0, *, key_index: int = 0) -> bytes:
+        return self._run(False, [module], None, None, module_type, row_group, column, page, key_index,
+                         1, None, None, None).buffer.tobytes()
+
+    # ---- the one place that talks to C -----------------------------------------------
+
+    def _run(self, encrypt, modules, offsets, lengths, module_type, row_group, column, page, key_index,
+             threads, out, out_offsets, nonces, *, aad_mode=None, aad=None, framing=None):
+        keep = []  # cffi buffers that must outlive the call
+        if offsets is not None or lengths is not None:
+            if offsets is None or lengths is None:
+                raise ValueError("offsets and lengths go together")
+            src_buf = ffi.from_buffer(modules)
+            keep.append(src_buf)
+            offs = np.ascontiguousarray(offsets, dtype=np.int64)
+            lens = np.ascontiguousarray(lengths, dtype=np.int64)
+            if offs.ndim != 1 or offs.shape != lens.shape:
+                raise ValueError("offsets and lengths must be 1-D and of equal length")
+            if offs.size and (offs.min() < 0 or lens.min() < 0 or int((offs + lens).max()) > len(src_buf)):
+                raise ValueError("offsets/lengths reach outside the input buffer")
+            n = offs.size
+            base = int(ffi.cast("uintptr_t", src_buf))
+            src_ptrs = offs.astype(np.uint64) + np.uint64(base)
+            src_lens = lens.astype(np.uint64)
+        else:
+            if isinstance(modules, (bytes, bytearray, memoryview, np.ndarray)):
+                raise TypeError("pass a sequence of modules, or one buffer with offsets= and lengths=")
+            bufs = [ffi.from_buffer(m) for m in modules]
+            keep.append(bufs)
+            n = len(bufs)
+            ptr_arr = ffi.new("uint8_t *[]", bufs) if n else ffi.NULL
+            keep.append(ptr_arr)
+            src_lens = np.fromiter((len(b) for b in bufs), dtype=np.uint64, count=n)
+            src_ptrs = None
+
+        framing = self._framing if framing is None else framing
+        ov = self.overhead if framing == lib.PQ_FRAME_MODULE else NONCE_LEN + TAG_LEN
+        if encrypt:
+            out_lens = src_lens.astype(np.int64) + ov
+        else:
+            out_lens = np.maximum(src_lens.astype(np.int64) - ov, 0)  # C reports short modules
+
+        if out is None:
+            if out_offsets is not None:
+                raise ValueError("out_offsets needs out")
+            dst_offs = np.zeros(n, dtype=np.int64)
+            if n > 1:
+                np.cumsum(out_lens[:-1], out=dst_offs[1:])
+            total = int(out_lens.sum()) if n else 0
+            out_arr = np.empty(total, dtype=np.uint8)
+            dst_buf = ffi.from_buffer(out_arr, require_writable=True)
+            caps = out_lens.astype(np.uint64)
+        else:
+            out_arr = np.frombuffer(out, dtype=np.uint8) if not isinstance(out, np.ndarray) else out.view(np.uint8).reshape(-1)
+            dst_buf = ffi.from_buffer(out, require_writable=True)
+            if out_offsets is None:
+                dst_offs = np.zeros(n, dtype=np.int64)
+                if n > 1:
+                    np.cumsum(out_lens[:-1], out=dst_offs[1:])
+            else:
+                dst_offs = np.ascontiguousarray(out_offsets, dtype=np.int64)
+                if dst_offs.shape != (n,):
+                    raise ValueError("out_offsets needs one entry per module")
+            if n and (dst_offs.min() < 0 or int(dst_offs.max()) > len(dst_buf)):
+                raise ShortBuffer("out_offsets reach outside the output buffer")
+            # capacity of each module: up to the end of the buffer (C checks the need)
+            caps = (len(dst_buf) - dst_offs).astype(np.uint64)
+        keep.append(dst_buf)
+        dst_ptrs = dst_offs.astype(np.uint64) + np.uint64(int(ffi.cast("uintptr_t", dst_buf)))
+
+        b = ffi.new("pq_batch *")
+        b.backend = self._backend_code
+        b.algorithm = _ALGS[self._alg]
+        b.framing = framing
+        b.aad_mode = lib.PQ_AAD_MODULE if aad_mode is None else aad_mode
+        aad_bytes = self.file_aad if aad is None else aad
+        if aad_bytes:
+            aad_c = ffi.from_buffer(aad_bytes)
+            keep.append(aad_c)
+            b.aad = aad_c
+        b.aad_len = len(aad_bytes)
+        b.keys = self._key_table
+        b.nkeys = len(self._keys)
+        if threads == 0:
+            threads = os.cpu_count() or 1
+        b.threads = int(threads)
+        b.n = n
+        if n:
+            b.src = ffi.cast("uint8_t **", src_ptrs.ctypes.data) if src_ptrs is not None else ptr_arr
+            b.src_len = ffi.cast("uint64_t *", src_lens.ctypes.data)
+            b.dst = ffi.cast("uint8_t **", dst_ptrs.ctypes.data)
+            b.dst_cap = ffi.cast("uint64_t *", caps.ctypes.data)
+        mt0, mt = _as_meta(module_type, n, np.uint8, "module_type", 0, 9)
+        rg0, rg = _as_meta(row_group, n, np.int32, "row group", 0, 32767)
+        col0, col = _as_meta(column, n, np.int32, "column", 0, 32767)
+        pg0, pg = _as_meta(page, n, np.int32, "page", 0, 32767)
+        ki0, ki = _as_meta(key_index, n, np.uint16, "key_index", 0, len(self._keys) - 1)
+        b.mtype0, b.rg0, b.col0, b.page0, b.key_index0 = mt0, rg0, col0, pg0, ki0
+        if mt is not None:
+            b.mtype = ffi.cast("uint8_t *", mt.ctypes.data)
+        if rg is not None:
+            b.rg = ffi.cast("int32_t *", rg.ctypes.data)
+        if col is not None:
+            b.col = ffi.cast("int32_t *", col.ctypes.data)
+        if pg is not None:
+            b.page = ffi.cast("int32_t *", pg.ctypes.data)
+        if ki is not None:
+            b.key_index = ffi.cast("uint16_t *", ki.ctypes.data)
+        if nonces is not None:
+            nb = ffi.from_buffer(nonces)
+            if len(nb) != n * NONCE_LEN:
+                raise ValueError(f"need {n * NONCE_LEN} nonce bytes, got {len(nb)}")
+            keep.append(nb)
+            b.nonces = nb
+
+        status = lib.pq_encrypt_batch(b) if encrypt else lib.pq_decrypt_batch(b)
+        if status != lib.PQ_OK:
+            idx = b.fail_index
+            idx = None if idx == ffi.cast("size_t", -1) else int(idx)
+            self._raise(status, idx, encrypt, (mt0, mt), (rg0, rg), (col0, col), (pg0, pg), (ki0, ki),
+                        b.aad_mode)
+        return Batch(out_arr, dst_offs, out_lens)
+
+    def _raise(self, status, idx, encrypt, mt, rg, col, pg, ki, aad_mode):
+        def at(pair):
+            scalar, arr = pair
+            return int(arr[idx]) if (arr is not None and idx is not None) else scalar
+
+        where = f"module {idx}" if idx is not None else "batch"
+        if aad_mode == lib.PQ_AAD_MODULE and idx is not None:
+            t = ModuleType(at(mt))
+            parts = [t.name]
+            if t.has_ordinals:
+                parts += [f"row group {at(rg)}", f"column {at(col)}"]
+            if t.has_page_ordinal:
+                parts.append(f"page {at(pg)}")
+            where += " (" + ", ".join(parts) + ")"
+        if status == lib.PQ_ERR_TAG:
+            info = {}
+            if aad_mode == lib.PQ_AAD_MODULE and idx is not None:
+                t = ModuleType(at(mt))
+                info = dict(module_type=t, row_group=at(rg) if t.has_ordinals else None,
+                            column=at(col) if t.has_ordinals else None,
+                            page=at(pg) if t.has_page_ordinal else None)
+            raise InvalidTag(f"authentication tag mismatch in {where}: tampered data, wrong key or wrong AAD",
+                             index=idx, **info)
+        if status == lib.PQ_ERR_LENGTH:
+            what = "too large to encrypt" if encrypt else "truncated or malformed (length prefix/size mismatch)"
+            raise MalformedModule(f"{where} is {what}", index=idx)
+        if status == lib.PQ_ERR_SHORT_BUFFER:
+            raise ShortBuffer(f"output buffer too small for {where}")
+        if status == lib.PQ_ERR_ORDINAL:
+            raise InvalidOrdinal(f"ordinal of {where} outside 0..32767")
+        if status == lib.PQ_ERR_KEY_INDEX:
+            raise InvalidKey(f"key index of {where} outside the key table")
+        if status == lib.PQ_ERR_LIMIT:
+            raise InvocationLimitExceeded(
+                f"key #{at(ki)} reached 2^32 encryptions; use a fresh key")
+        if status == lib.PQ_ERR_MODULE_TYPE:
+            raise ValueError(f"unknown module type in {where}")
+        if status == lib.PQ_ERR_BACKEND:
+            raise BackendUnavailable(f"backend {self.backend!r} is not available")
+        if status == lib.PQ_ERR_RNG:
+            raise CryptoLibraryError("the CSPRNG failed")
+        if status == lib.PQ_ERR_ARGUMENT:
+            raise ValueError(f"inconsistent batch arguments ({where})")
+        raise CryptoLibraryError(f"native cipher failed in {where} (status {status})")
+
+
+class GcmModuleCipher(_ModuleCipher):
+    """AES-GCM PME modules: ``len(4 LE) ‖ nonce(12) ‖ ciphertext ‖ tag(16)`` with the
+    module AAD built from ``file_aad``, module type and ordinals."""
+
+    _alg = "gcm"
+
+
+class CtrModuleCipher(_ModuleCipher):
+    """AES-CTR PME page modules (AES_GCM_CTR_V1 data/dictionary pages):
+    ``len(4 LE) ‖ nonce(12) ‖ ciphertext``, counter block ``nonce ‖ 00000001``, no
+    tag and no AAD. CTR has no integrity: tampering is only caught by page CRCs."""
+
+    _alg = "ctr"
+
+    def __init__(self, keys, *, backend: str | None = None):
+        super().__init__(keys, b"", backend=backend)
+
+
+def _batch_cipher(algorithm: str, keys, file_aad: bytes = b"", *, backend: str | None = None) -> _ModuleCipher:
+    if algorithm == "gcm":
+        return GcmModuleCipher(keys, file_aad, backend=backend)
+    if algorithm == "ctr":
+        return CtrModuleCipher(keys, backend=backend)
+    raise ValueError(f"unknown algorithm {algorithm!r}")

@@ -1,0 +1,92 @@
+"""Native key handles: the raw key lives in C memory that is wiped when freed."""
+
+from __future__ import annotations
+
+import threading
+
+from .._native import ffi, lib
+from ..errors import InvalidKey
+
+KEY_LENGTHS = (16, 24, 32)
+GCM_INVOCATION_LIMIT = int(lib.pq_gcm_invocation_limit())
+
+
+class ModuleKey:
+    """An AES key (128/192/256 bits) prepared for the native core.
+
+    The key bytes are copied into native memory (with the backends' key schedules)
+    and wiped with ``OPENSSL_cleanse`` when the key is closed or collected. Pass a
+    ``bytearray`` and wipe it yourself if the Python-side copy matters: Python
+    ``bytes`` cannot be wiped. The key counts its encryptions and refuses more than
+    2^32 (random 96-bit nonces, NIST SP 800-38D §8.3). No repr, str or pickle shows
+    key bytes.
+    """
+
+    __slots__ = ("_ptr", "_bits", "_lock", "__weakref__")
+
+    def __init__(self, key) -> None:
+        if isinstance(key, ModuleKey):
+            raise TypeError("already a ModuleKey")
+        if isinstance(key, str):
+            raise InvalidKey("a key must be bytes-like, not str")
+        try:
+            buf = ffi.from_buffer(key)
+        except TypeError:
+            raise InvalidKey(f"a key must be bytes-like, not {type(key).__name__}") from None
+        if len(buf) not in KEY_LENGTHS:
+            raise InvalidKey(f"AES key must be 16, 24 or 32 bytes, got {len(buf)}")
+        ptr = lib.pq_key_new(ffi.cast("const uint8_t *", buf), len(buf))
+        if ptr == ffi.NULL:
+            raise MemoryError("could not allocate a native key")
+        self._ptr = ffi.gc(ptr, lib.pq_key_free)
+        self._bits = len(buf) * 8
+        self._lock = threading.Lock()
+
+    @classmethod
+    def coerce(cls, key) -> "ModuleKey":
+        return key if isinstance(key, ModuleKey) else cls(key)
+
+    @property
+    def bits(self) -> int:
+        return self._bits
+
+    @property
+    def invocations(self) -> int:
+        """Encryptions performed under this key (GCM and CTR modules)."""
+        return int(lib.pq_key_invocations(self._handle()))
+
+    def _set_invocations(self, value: int) -> None:  # test hook
+        lib.pq_key_set_invocations(self._handle(), value)
+
+    def _handle(self):
+        ptr = self._ptr
+        if ptr is None:
+            raise ValueError("key is closed")
+        return ptr
+
+    def close(self) -> None:
+        """Wipe and free the native key now (otherwise done on garbage collection)."""
+        with self._lock:
+            ptr, self._ptr = self._ptr, None
+        if ptr is not None:
+            ffi.release(ptr)
+
+    def __enter__(self) -> "ModuleKey":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._ptr is None else "redacted"
+        return f"<ModuleKey AES-{self._bits} ({state})>"
+
+    __str__ = __repr__
+
+    def __reduce__(self):
+        raise TypeError("ModuleKey cannot be pickled: key material does not leave the process this way")
+
+    def __eq__(self, other) -> bool:  # identity only: never compare key bytes from Python
+        return self is other
+
+    __hash__ = object.__hash__

@@ -1,0 +1,88 @@
+"""The pqseal exception vocabulary.
+
+Messages name modules, ordinals and key *ids*; they never contain key bytes.
+Errors about bad arguments are also ``ValueError``/``TypeError`` so generic
+callers can catch them the usual way.
+"""
+
+from __future__ import annotations
+
+
+class PqsealError(Exception):
+    """Base class of every pqseal error."""
+
+
+class InvalidTag(PqsealError):
+    """An authentication tag did not verify: the data was tampered with, truncated,
+    moved, or decrypted with the wrong key or AAD. Names the failing module."""
+
+    def __init__(self, message: str, *, index: int | None = None, module_type=None,
+                 row_group: int | None = None, column: int | None = None, page: int | None = None):
+        super().__init__(message)
+        self.index = index
+        self.module_type = module_type
+        self.row_group = row_group
+        self.column = column
+        self.page = page
+
+
+class MalformedModule(PqsealError, ValueError):
+    """A module is too short, too long or its length prefix disagrees with its size."""
+
+    def __init__(self, message: str, *, index: int | None = None):
+        super().__init__(message)
+        self.index = index
+
+
+class MalformedFile(PqsealError, ValueError):
+    """A file is not a well-formed (encrypted) Parquet file."""
+
+
+class ShortBuffer(PqsealError, ValueError):
+    """A caller-provided output buffer is too small."""
+
+
+class InvalidOrdinal(PqsealError, ValueError):
+    """A row-group, column or page ordinal lies outside 0..32767 (int16)."""
+
+
+class InvalidKey(PqsealError, ValueError):
+    """A key has the wrong length or type (AES keys are 16, 24 or 32 bytes)."""
+
+
+class InvocationLimitExceeded(PqsealError):
+    """A key has been used for 2^32 encryptions; NIST SP 800-38D forbids more with random nonces."""
+
+
+class BackendUnavailable(PqsealError):
+    """The requested cipher backend is not built in, not supported by the CPU, or not allowed (FIPS)."""
+
+
+class CryptoLibraryError(PqsealError):
+    """The underlying crypto library failed (CSPRNG, out of memory, internal error)."""
+
+
+class KeyNotFound(PqsealError, KeyError):
+    """A key id is unknown to the key store or KMS."""
+
+    def __str__(self) -> str:  # KeyError quotes its argument; keep messages plain
+        return str(self.args[0]) if self.args else ""
+
+
+class KeyAccessDenied(PqsealError):
+    """The KMS refused access to a key."""
+
+
+class KmsError(PqsealError):
+    """The KMS failed or answered with something unusable."""
+
+
+class MalformedKeyMaterial(PqsealError, ValueError):
+    """Key material (PKMT1 JSON or a wrapped key) cannot be parsed."""
+
+
+class UnsupportedFeature(PqsealError):
+    """The input uses a feature pqseal does not (yet) support."""
+
+
+__all__ = [name for name in dir() if name[0].isupper()]
