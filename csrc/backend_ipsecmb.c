@@ -53,8 +53,12 @@ static void give_mgr(IMB_MGR *m)
     if (m) free_mb_mgr(m);
 }
 
+/* After fork() the pool lock may be held by a thread that no longer exists. */
+static void after_fork_child(void) { pthread_mutex_init(&pool_lock, NULL); }
+
 int pq_ipsecmb_init(void)
 {
+    pthread_atfork(NULL, NULL, after_fork_child);
     IMB_MGR *m = new_mgr();
     if (!m) return PQ_ERR_BACKEND;
     /* Only worth it (and only tested) on the AES-NI paths. */
@@ -104,10 +108,11 @@ int pq_ipsecmb_key_init(pq_key *k)
     return PQ_OK;
 }
 
-static void gcm_one(IMB_MGR *m, const pq_key *k, int enc, uint8_t *out, const uint8_t *in, uint64_t len,
-                    const uint8_t *iv, const uint8_t *aad, uint64_t alen, uint8_t *tag)
+static void gcm_one(IMB_MGR *m, const pq_key *k, struct gcm_context_data *ctxp, int enc, uint8_t *out,
+                    const uint8_t *in, uint64_t len, const uint8_t *iv, const uint8_t *aad, uint64_t alen,
+                    uint8_t *tag)
 {
-    struct gcm_context_data ctx;
+#define ctx (*ctxp)
     if (enc) {
         switch (k->len) {
         case 16: IMB_AES128_GCM_ENC(m, &k->imb_gcm, &ctx, out, in, len, iv, aad, alen, tag, PQ_TAG_LEN); break;
@@ -121,8 +126,7 @@ static void gcm_one(IMB_MGR *m, const pq_key *k, int enc, uint8_t *out, const ui
         default: IMB_AES256_GCM_DEC(m, &k->imb_gcm, &ctx, out, in, len, iv, aad, alen, tag, PQ_TAG_LEN); break;
         }
     }
-    /* the context holds partial GHASH state of the message; wipe it */
-    OPENSSL_cleanse(&ctx, sizeof ctx);
+#undef ctx
 }
 
 /* CTR through the job API, several jobs in flight (multi-buffer): much faster than
@@ -216,6 +220,7 @@ void pq_ipsecmb_run(pq_work *w)
     if (b->aad_len) memcpy(aad, b->aad, b->aad_len);
     uint64_t hdr = pq_header(b);
     uint64_t ov = pq_overhead(b);
+    struct gcm_context_data ctx; /* per-message state (no key material); wiped once at the end */
     for (size_t i = w->lo; i < w->hi; i++) {
         if (atomic_load_explicit(w->stop, memory_order_relaxed)) break;
         const pq_key *k = b->keys[pq_kidx(b, i)];
@@ -226,12 +231,12 @@ void pq_ipsecmb_run(pq_work *w)
             const uint8_t *nonce = w->nonces + i * PQ_NONCE_LEN;
             if (b->framing == PQ_FRAME_MODULE) pq_store_le32(dst, (uint32_t)(len + ov - PQ_LEN_PREFIX));
             memcpy(dst + hdr - PQ_NONCE_LEN, nonce, PQ_NONCE_LEN);
-            gcm_one(m, k, 1, dst + hdr, b->src[i], len, nonce, aad, alen, dst + hdr + len);
+            gcm_one(m, k, &ctx, 1, dst + hdr, b->src[i], len, nonce, aad, alen, dst + hdr + len);
         } else {
             const uint8_t *src = b->src[i];
             uint64_t len = b->src_len[i] - ov;
             uint8_t tag[PQ_TAG_LEN];
-            gcm_one(m, k, 0, b->dst[i], src + hdr, len, src + hdr - PQ_NONCE_LEN, aad, alen, tag);
+            gcm_one(m, k, &ctx, 0, b->dst[i], src + hdr, len, src + hdr - PQ_NONCE_LEN, aad, alen, tag);
             if (CRYPTO_memcmp(tag, src + hdr + len, PQ_TAG_LEN) != 0) {
                 w->status = PQ_ERR_TAG;
                 w->fail_index = i;
@@ -240,6 +245,7 @@ void pq_ipsecmb_run(pq_work *w)
             }
         }
     }
+    OPENSSL_cleanse(&ctx, sizeof ctx);
     if (aad != aadbuf) free(aad);
     give_mgr(m);
 }

@@ -47,6 +47,7 @@ static pthread_once_t init_once = PTHREAD_ONCE_INIT;
 
 static void do_init(void)
 {
+    pq_pool_init();
 #ifdef PQ_HAVE_IPSECMB
     ipsecmb_ok = pq_ipsecmb_init() == PQ_OK;
 #endif
@@ -188,20 +189,16 @@ static int reserve_invocations(pq_batch *b)
     return st;
 }
 
-static void *run_work(void *arg)
+void pq_run_work(pq_work *w)
 {
-    pq_work *w = arg;
 #ifdef PQ_HAVE_IPSECMB
     if (w->b->backend == PQ_BACKEND_IPSECMB) {
         pq_ipsecmb_run(w);
-        return NULL;
+        return;
     }
 #endif
     pq_openssl_run(w);
-    return NULL;
 }
-
-#define PQ_MAX_THREADS 64
 #define PQ_MIN_BYTES_PER_THREAD (64u * 1024u)
 
 static int run_batch(pq_batch *b, int encrypt)
@@ -251,8 +248,6 @@ static int run_batch(pq_batch *b, int encrypt)
     _Atomic int stop;
     atomic_init(&stop, 0);
     pq_work works[PQ_MAX_THREADS];
-    pthread_t tids[PQ_MAX_THREADS];
-    int started[PQ_MAX_THREADS];
     size_t lo = 0;
     uint64_t acc = 0;
     for (int t = 0; t < nt; t++) {
@@ -262,16 +257,11 @@ static int run_batch(pq_batch *b, int encrypt)
             hi = lo;
             while (hi < b->n && acc < goal) acc += b->src_len[hi++];
         }
-        works[t] = (pq_work){ b, lo, hi, nonces, encrypt, PQ_OK, (size_t)-1, &stop };
+        works[t] = (pq_work){ b, lo, hi, nonces, encrypt, PQ_OK, (size_t)-1, &stop, NULL, NULL, 0 };
         lo = hi;
     }
-    for (int t = 1; t < nt; t++)
-        started[t] = pthread_create(&tids[t], NULL, run_work, &works[t]) == 0;
-    run_work(&works[0]);
-    for (int t = 1; t < nt; t++) {
-        if (started[t]) pthread_join(tids[t], NULL);
-        else run_work(&works[t]);
-    }
+    if (nt == 1) pq_run_work(&works[0]);
+    else pq_pool_run(works, nt);
 
     st = PQ_OK;
     for (int t = 0; t < nt; t++) {

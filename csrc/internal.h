@@ -30,7 +30,7 @@ struct pq_key {
 };
 
 /* One worker's slice of a batch. */
-typedef struct {
+typedef struct pq_work {
     pq_batch *b;
     size_t lo, hi;
     const uint8_t *nonces; /* encryption: 12 bytes per module of the whole batch */
@@ -38,11 +38,22 @@ typedef struct {
     int status;
     size_t fail_index;
     _Atomic int *stop;     /* set by any worker on failure */
+    /* worker pool bookkeeping (pool.c) */
+    struct pq_work *next;
+    int *pending;
 } pq_work;
 
 /* Module AAD for module i into buf (which already holds the file AAD in its first
  * aad_len bytes); returns the AAD length. */
 size_t pq_module_aad(const pq_batch *b, size_t i, uint8_t *buf);
+
+#define PQ_MAX_THREADS 64
+
+/* Run one slice on the calling thread (dispatches to the batch's backend). */
+void pq_run_work(pq_work *w);
+/* Worker pool: run works[0] here and works[1..nt-1] on pool workers; returns when all are done. */
+void pq_pool_init(void);
+void pq_pool_run(pq_work *works, int nt);
 
 /* Backends process modules lo..hi of a batch whose framing was validated. */
 void pq_openssl_run(pq_work *w);
