@@ -147,15 +147,15 @@ static int ctr_chunk(IMB_MGR *m, pq_work *w, size_t lo, size_t hi)
         if (w->encrypt) {
             len = b->src_len[i];
             nonce = w->nonces + i * PQ_NONCE_LEN;
-            pq_store_le32(b->dst[i], (uint32_t)(len + PQ_NONCE_LEN));
-            memcpy(b->dst[i] + PQ_LEN_PREFIX, nonce, PQ_NONCE_LEN);
-            in = b->src[i];
-            out = b->dst[i] + hdr;
+            pq_store_le32(pq_dst(b, i), (uint32_t)(len + PQ_NONCE_LEN));
+            memcpy(pq_dst(b, i) + PQ_LEN_PREFIX, nonce, PQ_NONCE_LEN);
+            in = pq_src(b, i);
+            out = pq_dst(b, i) + hdr;
         } else {
             len = b->src_len[i] - hdr;
-            nonce = b->src[i] + PQ_LEN_PREFIX;
-            in = b->src[i] + hdr;
-            out = b->dst[i];
+            nonce = pq_src(b, i) + PQ_LEN_PREFIX;
+            in = pq_src(b, i) + hdr;
+            out = pq_dst(b, i);
         }
         if (len == 0) continue;
         uint8_t *iv = ivs[i - lo];
@@ -227,16 +227,16 @@ void pq_ipsecmb_run(pq_work *w)
         size_t alen = pq_module_aad(b, i, aad);
         if (w->encrypt) {
             uint64_t len = b->src_len[i];
-            uint8_t *dst = b->dst[i];
+            uint8_t *dst = pq_dst(b, i);
             const uint8_t *nonce = w->nonces + i * PQ_NONCE_LEN;
             if (b->framing == PQ_FRAME_MODULE) pq_store_le32(dst, (uint32_t)(len + ov - PQ_LEN_PREFIX));
             memcpy(dst + hdr - PQ_NONCE_LEN, nonce, PQ_NONCE_LEN);
-            gcm_one(m, k, &ctx, 1, dst + hdr, b->src[i], len, nonce, aad, alen, dst + hdr + len);
+            gcm_one(m, k, &ctx, 1, dst + hdr, pq_src(b, i), len, nonce, aad, alen, dst + hdr + len);
         } else {
-            const uint8_t *src = b->src[i];
+            const uint8_t *src = pq_src(b, i);
             uint64_t len = b->src_len[i] - ov;
             uint8_t tag[PQ_TAG_LEN];
-            gcm_one(m, k, &ctx, 0, b->dst[i], src + hdr, len, src + hdr - PQ_NONCE_LEN, aad, alen, tag);
+            gcm_one(m, k, &ctx, 0, pq_dst(b, i), src + hdr, len, src + hdr - PQ_NONCE_LEN, aad, alen, tag);
             if (CRYPTO_memcmp(tag, src + hdr + len, PQ_TAG_LEN) != 0) {
                 w->status = PQ_ERR_TAG;
                 w->fail_index = i;

@@ -64,8 +64,8 @@ void pq_openssl_run(pq_work *w)
     for (size_t i = w->lo; i < w->hi; i++) {
         if (atomic_load_explicit(w->stop, memory_order_relaxed)) break;
         const pq_key *k = b->keys[pq_kidx(b, i)];
-        const uint8_t *src = b->src[i];
-        uint8_t *dst = b->dst[i];
+        const uint8_t *src = pq_src(b, i);
+        uint8_t *dst = pq_dst(b, i);
         uint64_t ptlen = enc ? b->src_len[i] : b->src_len[i] - pq_overhead(b);
         const uint8_t *nonce;
         const uint8_t *in;

@@ -61,7 +61,8 @@ def have_ipsecmb() -> bool:
     return found
 
 
-def make_ffi() -> FFI:
+def make_ffi(absolute: bool = False) -> FFI:
+    root = os.path.dirname(HERE) if absolute else ""
     ffibuilder = FFI()
     ffibuilder.cdef(_cdef_text())
     libraries = ["crypto"]
@@ -79,8 +80,8 @@ def make_ffi() -> FFI:
     ffibuilder.set_source(
         "pqseal._native",
         '#include "pqseal.h"\n',
-        sources=[os.path.join("csrc", s) for s in SOURCES],
-        include_dirs=["csrc"],
+        sources=[os.path.join(root, "csrc", s) for s in SOURCES],
+        include_dirs=[os.path.join(root, "csrc")],
         libraries=libraries,
         define_macros=macros,
         extra_compile_args=cflags,
@@ -96,4 +97,4 @@ if __name__ == "__main__":
     #   python csrc/build_ffi.py OUTDIR   -> OUTDIR/pqseal/_native*.so
     out = sys.argv[1] if len(sys.argv) > 1 else "build"
     os.makedirs(os.path.join(out, "pqseal"), exist_ok=True)
-    ffibuilder.compile(tmpdir=out, verbose=True)
+    make_ffi(absolute=True).compile(tmpdir=out, verbose=True)

@@ -120,19 +120,27 @@ static int validate(pq_batch *b, int encrypt)
     uint64_t ov = pq_overhead(b);
     for (size_t i = 0; i < b->n; i++) {
         uint64_t sl = b->src_len[i];
-        uint64_t cap = b->dst_cap[i];
-        if (b->src[i] == NULL && sl) { fail(b, PQ_ERR_ARGUMENT, i, &st); return st; }
-        if (b->dst[i] == NULL && cap) { fail(b, PQ_ERR_ARGUMENT, i, &st); return st; }
+        if (b->src) {
+            if (b->src[i] == NULL && sl) { fail(b, PQ_ERR_ARGUMENT, i, &st); return st; }
+        } else if (b->src_off[i] > b->src_size || sl > b->src_size - b->src_off[i]) {
+            fail(b, PQ_ERR_ARGUMENT, i, &st); /* module outside the input buffer */
+            return st;
+        }
+        uint64_t need;
         if (encrypt) {
             if (sl > PQ_MAX_PLAINTEXT) { fail(b, PQ_ERR_LENGTH, i, &st); return st; }
-            if (cap < sl + ov) { fail(b, PQ_ERR_SHORT_BUFFER, i, &st); return st; }
+            need = sl + ov;
         } else {
             if (sl < ov) { fail(b, PQ_ERR_LENGTH, i, &st); return st; }
-            if (b->framing == PQ_FRAME_MODULE && (uint64_t)pq_load_le32(b->src[i]) + PQ_LEN_PREFIX != sl) {
+            if (b->framing == PQ_FRAME_MODULE && (uint64_t)pq_load_le32(pq_src(b, i)) + PQ_LEN_PREFIX != sl) {
                 fail(b, PQ_ERR_LENGTH, i, &st);
                 return st;
             }
-            if (cap < sl - ov) { fail(b, PQ_ERR_SHORT_BUFFER, i, &st); return st; }
+            need = sl - ov;
+        }
+        if (b->dst_off[i] > b->dst_size || need > b->dst_size - b->dst_off[i]) {
+            fail(b, PQ_ERR_SHORT_BUFFER, i, &st);
+            return st;
         }
         if (pq_kidx(b, i) >= b->nkeys || b->keys[pq_kidx(b, i)] == NULL) {
             fail(b, PQ_ERR_KEY_INDEX, i, &st);
@@ -213,7 +221,9 @@ static int run_batch(pq_batch *b, int encrypt)
         (b->aad_len && !b->aad) || (b->nkeys && !b->keys))
         return PQ_ERR_ARGUMENT;
     if (b->n == 0) return PQ_OK;
-    if (!b->src || !b->src_len || !b->dst || !b->dst_cap) return PQ_ERR_ARGUMENT;
+    if ((!b->src && (!b->src_off || (!b->src_base && b->src_size))) || !b->src_len || !b->dst_off ||
+        (!b->dst_base && b->dst_size))
+        return PQ_ERR_ARGUMENT;
 
     int st = validate(b, encrypt);
     if (st != PQ_OK) return st;
@@ -257,7 +267,7 @@ static int run_batch(pq_batch *b, int encrypt)
             hi = lo;
             while (hi < b->n && acc < goal) acc += b->src_len[hi++];
         }
-        works[t] = (pq_work){ b, lo, hi, nonces, encrypt, PQ_OK, (size_t)-1, &stop, NULL, NULL, 0 };
+        works[t] = (pq_work){ b, lo, hi, nonces, encrypt, PQ_OK, (size_t)-1, &stop, NULL, NULL };
         lo = hi;
     }
     if (nt == 1) pq_run_work(&works[0]);
@@ -273,9 +283,12 @@ static int run_batch(pq_batch *b, int encrypt)
     }
     if (nonces && nonces != b->nonces) free(nonces);
     if (st != PQ_OK) {
-        /* nothing of a failed batch may be trusted or leak: wipe every output */
-        for (size_t i = 0; i < b->n; i++)
-            if (b->dst[i] && b->dst_cap[i]) OPENSSL_cleanse(b->dst[i], (size_t)b->dst_cap[i]);
+        /* nothing of a failed batch may be trusted or leak: wipe every module's output */
+        uint64_t ov = pq_overhead(b);
+        for (size_t i = 0; i < b->n; i++) {
+            uint64_t len = encrypt ? b->src_len[i] + ov : b->src_len[i] - ov;
+            if (len) OPENSSL_cleanse(pq_dst(b, i), (size_t)len);
+        }
         if (b->out_len) memset(b->out_len, 0, b->n * sizeof *b->out_len);
     } else if (b->out_len) {
         uint64_t ov = pq_overhead(b);

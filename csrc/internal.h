@@ -73,6 +73,12 @@ static inline void pq_store_le32(uint8_t *p, uint32_t v)
     p[0] = (uint8_t)v; p[1] = (uint8_t)(v >> 8); p[2] = (uint8_t)(v >> 16); p[3] = (uint8_t)(v >> 24);
 }
 
+static inline const uint8_t *pq_src(const pq_batch *b, size_t i)
+{
+    return b->src ? b->src[i] : b->src_base + b->src_off[i];
+}
+static inline uint8_t *pq_dst(const pq_batch *b, size_t i) { return b->dst_base + b->dst_off[i]; }
+
 static inline uint8_t pq_mtype(const pq_batch *b, size_t i) { return b->mtype ? b->mtype[i] : b->mtype0; }
 static inline uint16_t pq_kidx(const pq_batch *b, size_t i) { return b->key_index ? b->key_index[i] : b->key_index0; }
 

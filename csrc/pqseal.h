@@ -57,12 +57,19 @@ typedef struct {
     uint32_t nkeys;
     int threads;                 /* <= 1: run on the calling thread */
 
-    /* modules: arrays of n entries; NULL metadata arrays mean "use the scalar" */
+    /* modules: arrays of n entries; NULL metadata arrays mean "use the scalar".
+     * Input: per-module pointers `src`, or (src == NULL) src_base + src_off[i] with
+     * every module inside src_size bytes. Output: always dst_base + dst_off[i], each
+     * module's output inside dst_size bytes. */
     size_t n;
     const uint8_t *const *src;
+    const uint8_t *src_base;
+    uint64_t src_size;
+    const uint64_t *src_off;
     const uint64_t *src_len;
-    uint8_t *const *dst;
-    const uint64_t *dst_cap;
+    uint8_t *dst_base;
+    uint64_t dst_size;
+    const uint64_t *dst_off;
     uint64_t *out_len;           /* optional: bytes written per module */
     const uint8_t *mtype;
     const int32_t *rg;

@@ -57,6 +57,21 @@ class Batch:
         return f"<Batch {len(self)} modules, {self.nbytes} bytes>"
 
 
+def _u64_view(arr, name: str) -> np.ndarray:
+    """A 1-D contiguous uint64 view of non-negative integers (no copy when already int64/uint64)."""
+    a = np.asarray(arr)
+    if a.ndim != 1:
+        raise ValueError(f"{name} must be 1-D")
+    if a.dtype == np.uint64:
+        return np.ascontiguousarray(a)
+    if a.dtype.kind not in "iu":
+        raise TypeError(f"{name} must hold integers")
+    a = np.ascontiguousarray(a, dtype=np.int64)
+    if a.size and a.min() < 0:
+        raise ValueError(f"{name} must not be negative")
+    return a.view(np.uint64)
+
+
 def _as_meta(value, n: int, dtype, name: str, lo: int, hi: int):
     """A scalar (returned as int) or an array of n values (returned contiguous)."""
     if np.isscalar(value) or isinstance(value, (int, ModuleType)):
@@ -152,68 +167,61 @@ class _ModuleCipher:
     def _run(self, encrypt, modules, offsets, lengths, module_type, row_group, column, page, key_index,
              threads, out, out_offsets, nonces, *, aad_mode=None, aad=None, framing=None):
         keep = []  # cffi buffers that must outlive the call
+        b = ffi.new("pq_batch *")
         if offsets is not None or lengths is not None:
             if offsets is None or lengths is None:
                 raise ValueError("offsets and lengths go together")
             src_buf = ffi.from_buffer(modules)
             keep.append(src_buf)
-            offs = np.ascontiguousarray(offsets, dtype=np.int64)
-            lens = np.ascontiguousarray(lengths, dtype=np.int64)
-            if offs.ndim != 1 or offs.shape != lens.shape:
-                raise ValueError("offsets and lengths must be 1-D and of equal length")
-            if offs.size and (offs.min() < 0 or lens.min() < 0 or int((offs + lens).max()) > len(src_buf)):
-                raise ValueError("offsets/lengths reach outside the input buffer")
+            offs = _u64_view(offsets, "offsets")
+            src_lens = _u64_view(lengths, "lengths")
+            if offs.shape != src_lens.shape:
+                raise ValueError("offsets and lengths must be of equal length")
             n = offs.size
-            base = int(ffi.cast("uintptr_t", src_buf))
-            src_ptrs = offs.astype(np.uint64) + np.uint64(base)
-            src_lens = lens.astype(np.uint64)
+            keep += [offs, src_lens]
+            b.src_base = src_buf
+            b.src_size = len(src_buf)
+            if n:
+                b.src_off = ffi.cast("uint64_t *", offs.ctypes.data)
         else:
             if isinstance(modules, (bytes, bytearray, memoryview, np.ndarray)):
                 raise TypeError("pass a sequence of modules, or one buffer with offsets= and lengths=")
             bufs = [ffi.from_buffer(m) for m in modules]
-            keep.append(bufs)
             n = len(bufs)
-            ptr_arr = ffi.new("uint8_t *[]", bufs) if n else ffi.NULL
-            keep.append(ptr_arr)
-            src_lens = np.fromiter((len(b) for b in bufs), dtype=np.uint64, count=n)
-            src_ptrs = None
+            src_lens = np.fromiter((len(x) for x in bufs), dtype=np.uint64, count=n)
+            if n:
+                ptr_arr = ffi.new("uint8_t *[]", bufs)
+                keep += [bufs, ptr_arr]
+                b.src = ptr_arr
 
         framing = self._framing if framing is None else framing
         ov = self.overhead if framing == lib.PQ_FRAME_MODULE else NONCE_LEN + TAG_LEN
-        if encrypt:
-            out_lens = src_lens.astype(np.int64) + ov
-        else:
-            out_lens = np.maximum(src_lens.astype(np.int64) - ov, 0)  # C reports short modules
-
-        if out is None:
-            if out_offsets is not None:
-                raise ValueError("out_offsets needs out")
-            dst_offs = np.zeros(n, dtype=np.int64)
-            if n > 1:
+        out_lens = src_lens.view(np.int64) + ov if encrypt else np.maximum(src_lens.view(np.int64) - ov, 0)
+        if out_offsets is None:
+            dst_offs = np.empty(n, dtype=np.int64)
+            if n:
+                dst_offs[0] = 0
                 np.cumsum(out_lens[:-1], out=dst_offs[1:])
-            total = int(out_lens.sum()) if n else 0
+        else:
+            if out is None:
+                raise ValueError("out_offsets needs out")
+            dst_offs = _u64_view(out_offsets, "out_offsets").view(np.int64)
+            if dst_offs.shape != (n,):
+                raise ValueError("out_offsets needs one entry per module")
+        if out is None:
+            total = int(dst_offs[-1] + out_lens[-1]) if n else 0
             out_arr = np.empty(total, dtype=np.uint8)
             dst_buf = ffi.from_buffer(out_arr, require_writable=True)
-            caps = out_lens.astype(np.uint64)
         else:
-            out_arr = np.frombuffer(out, dtype=np.uint8) if not isinstance(out, np.ndarray) else out.view(np.uint8).reshape(-1)
             dst_buf = ffi.from_buffer(out, require_writable=True)
-            if out_offsets is None:
-                dst_offs = np.zeros(n, dtype=np.int64)
-                if n > 1:
-                    np.cumsum(out_lens[:-1], out=dst_offs[1:])
-            else:
-                dst_offs = np.ascontiguousarray(out_offsets, dtype=np.int64)
-                if dst_offs.shape != (n,):
-                    raise ValueError("out_offsets needs one entry per module")
-            if n and (dst_offs.min() < 0 or int(dst_offs.max()) > len(dst_buf)):
-                raise ShortBuffer("out_offsets reach outside the output buffer")
-            # capacity of each module: up to the end of the buffer (C checks the need)
-            caps = (len(dst_buf) - dst_offs).astype(np.uint64)
-        keep.append(dst_buf)
-        dst_ptrs = dst_offs.astype(np.uint64) + np.uint64(int(ffi.cast("uintptr_t", dst_buf)))
+            out_arr = np.frombuffer(ffi.buffer(dst_buf), dtype=np.uint8)
+        keep += [dst_buf, dst_offs]
+        b.dst_base = dst_buf
+        b.dst_size = len(dst_buf)
+        if n:
+            b.src_len = ffi.cast("uint64_t *", src_lens.ctypes.data)
+            b.dst_off = ffi.cast("uint64_t *", dst_offs.ctypes.data)
 
-        b = ffi.new("pq_batch *")
         b.backend = self._backend_code
         b.algorithm = _ALGS[self._alg]
         b.framing = framing
@@ -230,11 +238,6 @@ class _ModuleCipher:
             threads = os.cpu_count() or 1
         b.threads = int(threads)
         b.n = n
-        if n:
-            b.src = ffi.cast("uint8_t **", src_ptrs.ctypes.data) if src_ptrs is not None else ptr_arr
-            b.src_len = ffi.cast("uint64_t *", src_lens.ctypes.data)
-            b.dst = ffi.cast("uint8_t **", dst_ptrs.ctypes.data)
-            b.dst_cap = ffi.cast("uint64_t *", caps.ctypes.data)
         mt0, mt = _as_meta(module_type, n, np.uint8, "module_type", 0, 9)
         rg0, rg = _as_meta(row_group, n, np.int32, "row group", 0, 32767)
         col0, col = _as_meta(column, n, np.int32, "column", 0, 32767)
@@ -308,7 +311,9 @@ class _ModuleCipher:
         if status == lib.PQ_ERR_RNG:
             raise CryptoLibraryError("the CSPRNG failed")
         if status == lib.PQ_ERR_ARGUMENT:
-            raise ValueError(f"inconsistent batch arguments ({where})")
+            if idx is not None:
+                raise ValueError(f"{where} lies outside the input buffer")
+            raise ValueError("inconsistent batch arguments")
         raise CryptoLibraryError(f"native cipher failed in {where} (status {status})")
 
 

@@ -1,0 +1,727 @@
+"""Cipher throughput benchmark: pqseal batch ciphers against their peers, in one run.
+
+Measured side by side (AES-128 and AES-256, plaintext bytes per second):
+
+* ``pqseal``: :class:`~pqseal.crypto.GcmModuleCipher` and :class:`~pqseal.crypto.CtrModuleCipher`
+  on every available backend through the fast path (one contiguous input buffer with
+  offsets/lengths, one preallocated output buffer), 1 and 2 native threads;
+* ``cryptography``: ``AESGCM(key).encrypt(os.urandom(12), module, aad)`` per module and
+  ``Cipher(AES(key), CTR(os.urandom(12) + 00000001)).encryptor().update_into(...)`` per
+  module, called from Python, one thread (what a pure-Python PME writer would do);
+* ``raw-ipsecmb``: the C anchor ``<repo>/../shared/perf/raw_ipsecmb.c`` (intel-ipsec-mb's own
+  loop, the CPU limit the targets refer to), compiled and run once, when present;
+* ``openssl-speed``: ``openssl speed -evp aes-128-gcm`` at 64 and 16384 bytes, when the
+  ``openssl`` binary exists.
+
+Each module size gets a batch of ~8 MiB of random plaintext (capped at 65536 modules)
+laid out contiguously, with the output preallocated once, so input plus output stay
+around 16 MiB (in L3, like the C anchor). Every configuration is warmed up, then called
+repeatedly for ``--round-time`` seconds per round; the median of ``--rounds`` rounds is
+reported. The ratios section compares the figures against the project targets.
+
+Run ``python -m pqseal.bench.cipher --help`` (or ``python benchmarks/bench_cipher.py``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+
+KiB = 1 << 10
+MiB = 1 << 20
+
+DEFAULT_SIZES = (64, KiB, 16 * KiB, 256 * KiB, MiB, 4 * MiB)
+QUICK_SIZES = (64, 16 * KiB, MiB)
+BATCH_BYTES = 8 * MiB        # plaintext per batch; with the output the working set is ~16 MiB
+MAX_MODULES = 65536          # cap for small modules, keeps the Python-side setup cheap
+PEER_CHUNK_BYTES = 256 * KiB  # the Python peers check the clock after about this much work
+OVERHEAD = {"gcm": 32, "ctr": 16}  # len(4) + nonce(12) [+ tag(16)]
+ALGORITHMS = ("gcm", "ctr")
+KEY_BITS = (128, 256)
+IMPLS = ("pqseal", "cryptography", "raw-ipsecmb", "openssl-speed")
+FILE_AAD_LEN = 8             # file AAD given to pqseal; the module AAD adds 7 bytes (type + ordinals)
+OPENSSL_SPEED_SIZES = (64, 16384)
+
+
+@dataclass
+class Result:
+    impl: str
+    backend: str
+    algorithm: str
+    key_bits: int
+    module_bytes: int
+    threads: int
+    modules_per_s: float
+    gb_per_s: float
+    modules_per_batch: int | None = None
+    rounds: int | None = None
+    gb_per_s_min: float | None = None
+    gb_per_s_max: float | None = None
+    note: str | None = None
+
+    def to_json(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+# ---- workload ------------------------------------------------------------------------------
+
+
+class Workload:
+    """One module size: ``n`` modules of random plaintext back to back in ``inp``, an
+    output buffer with room for the largest overhead, and the offset arrays."""
+
+    def __init__(self, module_bytes: int, batch_bytes: int = BATCH_BYTES, max_modules: int = MAX_MODULES):
+        self.size = int(module_bytes)
+        self.n = max(1, min(max_modules, batch_bytes // self.size))
+        total = self.n * self.size
+        self.inp = np.frombuffer(bytearray(os.urandom(total)), dtype=np.uint8)
+        self.offsets = np.arange(self.n, dtype=np.int64) * self.size
+        self.lengths = np.full(self.n, self.size, dtype=np.int64)
+        self.out = np.empty(self.n * (self.size + max(OVERHEAD.values())), dtype=np.uint8)
+        self.out.fill(0)  # fault the pages in now, not during the first timed call
+        self.out_offsets = {alg: np.arange(self.n, dtype=np.int64) * (self.size + ov)
+                            for alg, ov in OVERHEAD.items()}
+
+    @property
+    def nbytes(self) -> int:
+        return self.n * self.size
+
+    def module(self, i: int) -> memoryview:
+        return memoryview(self.inp)[i * self.size:(i + 1) * self.size]
+
+    def framed(self, alg: str, i: int) -> memoryview:
+        o = int(self.out_offsets[alg][i])
+        return memoryview(self.out)[o:o + self.size + OVERHEAD[alg]]
+
+
+def pqseal_cipher(alg: str, backend: str, key: bytes, file_aad: bytes):
+    from ..crypto import CtrModuleCipher, GcmModuleCipher
+    if alg == "gcm":
+        return GcmModuleCipher(key, file_aad, backend=backend)
+    return CtrModuleCipher(key, backend=backend)
+
+
+def pqseal_runner(w: Workload, cipher, threads: int) -> Callable[[], int]:
+    """One call = the whole batch through the fast path; returns the modules done."""
+    enc = cipher.encrypt_batch
+    inp, offs, lens, out = w.inp, w.offsets, w.lengths, w.out
+    out_offs = w.out_offsets[cipher.algorithm]
+    n = w.n
+
+    def run() -> int:
+        enc(inp, offsets=offs, lengths=lens, threads=threads, out=out, out_offsets=out_offs)
+        return n
+    return run
+
+
+def module_aad_for(file_aad: bytes) -> bytes:
+    """The AAD pqseal uses for the batch (data page, ordinals 0): file AAD + 7 bytes."""
+    from ..crypto import ModuleType, module_aad
+    return module_aad(file_aad, ModuleType.DATA_PAGE, 0, 0, 0)
+
+
+def peer_runner(w: Workload, alg: str, key: bytes, aad: bytes, chunk_modules: int | None = None
+                ) -> Callable[[], int]:
+    """``cryptography`` called per module from Python with a fresh ``os.urandom(12)`` nonce.
+    One call processes ``chunk_modules`` modules (cycling through the batch), or the whole
+    batch when None; returns the modules done."""
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    size = w.size
+    mv_in, mv_out = memoryview(w.inp), memoryview(w.out)
+    out_offs = w.out_offsets[alg]
+    k = w.n if chunk_modules is None else max(1, min(w.n, chunk_modules))
+    urandom = os.urandom
+
+    if alg == "gcm":
+        ins = [mv_in[i * size:(i + 1) * size] for i in range(w.n)]
+        chunks = [ins[i:i + k] for i in range(0, w.n, k)]
+        encrypt = AESGCM(key).encrypt
+
+        def work(chunk) -> int:
+            for m in chunk:
+                encrypt(urandom(12), m, aad)
+            return len(chunk)
+    else:
+        pairs = [(mv_in[i * size:(i + 1) * size], mv_out[int(o):int(o) + size + 16])
+                 for i, o in enumerate(out_offs)]
+        chunks = [pairs[i:i + k] for i in range(0, w.n, k)]
+        aes = algorithms.AES(key)
+        ctr = modes.CTR
+        one = b"\0\0\0\1"
+
+        def work(chunk) -> int:
+            for m, o in chunk:
+                Cipher(aes, ctr(urandom(12) + one)).encryptor().update_into(m, o)
+            return len(chunk)
+
+    if len(chunks) == 1:
+        only = chunks[0]
+        return lambda: work(only)
+    state = [0]
+
+    def run() -> int:
+        i = state[0]
+        state[0] = (i + 1) % len(chunks)
+        return work(chunks[i])
+    return run
+
+
+def verify(w: Workload, alg: str, key: bytes, aad: bytes) -> str | None:
+    """Check that module 0 of the output decrypts to module 0 of the input (so the
+    benchmark measured real work); returns an error text or None."""
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+    framed = bytes(w.framed(alg, 0))
+    plain = bytes(w.module(0))
+    length = int.from_bytes(framed[:4], "little")
+    if length != len(framed) - 4:
+        return f"length prefix {length} != {len(framed) - 4}"
+    nonce, body = framed[4:16], framed[16:]
+    try:
+        if alg == "gcm":
+            got = AESGCM(key).decrypt(nonce, body, aad)
+        else:
+            d = Cipher(algorithms.AES(key), modes.CTR(nonce + b"\0\0\0\1")).decryptor()
+            got = d.update(body) + d.finalize()
+    except Exception as exc:  # noqa: BLE001 - reported, not raised
+        return f"module 0 does not decrypt: {type(exc).__name__}"
+    return None if got == plain else "module 0 decrypts to different plaintext"
+
+
+# ---- timing --------------------------------------------------------------------------------
+
+
+def time_rounds(run: Callable[[], int], *, rounds: int, round_time: float, warmup: float) -> list[float]:
+    """Modules per second of each round: ``run`` is called until ``round_time`` has
+    passed (at least once). Warm-up runs for ``warmup`` seconds (at least one call)."""
+    clock = time.perf_counter
+    end = clock() + warmup
+    run()
+    while clock() < end:
+        run()
+    rates = []
+    gc_was = gc.isenabled()
+    gc.disable()
+    try:
+        for _ in range(rounds):
+            done = 0
+            t0 = clock()
+            deadline = t0 + round_time
+            while True:
+                done += run()
+                t = clock()
+                if t >= deadline:
+                    break
+            rates.append(done / (t - t0))
+    finally:
+        if gc_was:
+            gc.enable()
+    return rates
+
+
+def summarize(impl, backend, alg, key_bits, size, threads, rates, n, note=None) -> Result:
+    med = statistics.median(rates)
+    gb = lambda r: r * size / 1e9  # noqa: E731
+    return Result(impl, backend, alg, key_bits, size, threads, med, gb(med), n, len(rates),
+                  gb(min(rates)), gb(max(rates)), note)
+
+
+# ---- out-of-process anchors ----------------------------------------------------------------
+
+
+def find_raw_anchor(explicit: str | None) -> tuple[Path | None, str]:
+    if explicit:
+        p = Path(explicit).expanduser()
+        return (p, "") if p.is_file() else (None, f"--raw-anchor {explicit} does not exist")
+    roots = []
+    here = Path(__file__).resolve()
+    if len(here.parents) > 3 and (here.parents[3] / "pyproject.toml").is_file():
+        roots.append(here.parents[3])  # <repo>/python/pqseal/bench/cipher.py
+    try:
+        top = subprocess.run(["git", "rev-parse", "--show-toplevel"], capture_output=True, text=True,
+                             timeout=10).stdout.strip()
+        if top:
+            roots.append(Path(top))
+    except (OSError, subprocess.SubprocessError):
+        pass
+    roots.append(Path.cwd())
+    for root in roots:
+        p = (root / ".." / "shared" / "perf" / "raw_ipsecmb.c").resolve()
+        if p.is_file():
+            return p, ""
+    return None, "no <repo>/../shared/perf/raw_ipsecmb.c (use --raw-anchor PATH)"
+
+
+def run_raw_anchor(src: Path) -> tuple[list[Result], str]:
+    """Compile and run the intel-ipsec-mb C anchor once; it prints
+    ``gcm_1MiB_GB/s ctr_1MiB_GB/s gcm_64B_Mmodules/s`` (best of its own 3 runs)."""
+    cc = os.environ.get("CC") or shutil.which("gcc") or shutil.which("cc")
+    if not cc:
+        return [], "no C compiler (gcc)"
+    with tempfile.TemporaryDirectory(prefix="pqseal-bench-") as tmp:
+        exe = os.path.join(tmp, "raw_ipsecmb")
+        try:
+            cp = subprocess.run([cc, "-O2", str(src), "-o", exe, "-lIPSec_MB"], capture_output=True,
+                                text=True, timeout=120)
+        except (OSError, subprocess.SubprocessError) as exc:
+            return [], f"compiling failed: {exc}"
+        if cp.returncode != 0:
+            return [], "compiling failed (is libipsec-mb-dev installed?): " + cp.stderr.strip()[-300:]
+        try:
+            rp = subprocess.run([exe], capture_output=True, text=True, timeout=120)
+        except (OSError, subprocess.SubprocessError) as exc:
+            return [], f"running failed: {exc}"
+    try:
+        gcm_gb, ctr_gb, gcm64_m = (float(x) for x in rp.stdout.split()[:3])
+    except ValueError:
+        return [], f"unexpected output {rp.stdout!r} (exit {rp.returncode})"
+    note = "best of 3 x 0.3 s (anchor's own method)"
+    return [
+        Result("raw-ipsecmb", "ipsecmb", "gcm", 128, MiB, 1, gcm_gb * 1e9 / MiB, gcm_gb, note=note),
+        Result("raw-ipsecmb", "ipsecmb", "ctr", 128, MiB, 1, ctr_gb * 1e9 / MiB, ctr_gb, note=note),
+        Result("raw-ipsecmb", "ipsecmb", "gcm", 128, 64, 1, gcm64_m * 1e6, gcm64_m * 1e6 * 64 / 1e9, note=note),
+    ], ""
+
+
+_SPEED_HUMAN = re.compile(r"^aes-128-gcm\s+([0-9.]+)k\s*$", re.I | re.M)
+_SPEED_MR = re.compile(r"^\+F:\d+:aes-128-gcm:([0-9.]+)", re.I | re.M)
+
+
+def parse_openssl_speed(text: str) -> float | None:
+    """Bytes per second from ``openssl speed`` output (human form in 1000s of bytes/s,
+    or ``-mr`` form in bytes/s)."""
+    m = _SPEED_HUMAN.search(text)
+    if m:
+        return float(m.group(1)) * 1000.0
+    m = _SPEED_MR.search(text)
+    return float(m.group(1)) if m else None
+
+
+def run_openssl_speed(sizes: Iterable[int] = OPENSSL_SPEED_SIZES) -> tuple[list[Result], str]:
+    exe = shutil.which("openssl")
+    if not exe:
+        return [], "no openssl binary"
+    out, notes = [], []
+    try:
+        version = subprocess.run([exe, "version"], capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        version = "?"
+    for size in sizes:
+        cmd = [exe, "speed", "-evp", "aes-128-gcm", "-seconds", "1", "-bytes", str(size)]
+        try:
+            cp = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+        except (OSError, subprocess.SubprocessError) as exc:
+            notes.append(f"{size} B: {exc}")
+            continue
+        bps = parse_openssl_speed(cp.stdout)
+        if bps is None:
+            notes.append(f"{size} B: no aes-128-gcm result line (exit {cp.returncode}): "
+                         + (cp.stderr or cp.stdout).strip()[-200:])
+            continue
+        out.append(Result("openssl-speed", "openssl", "gcm", 128, size, 1, bps / size, bps / 1e9,
+                          note=version))
+    return out, "; ".join(notes)
+
+
+# ---- reporting -----------------------------------------------------------------------------
+
+
+def fmt_size(n: int) -> str:
+    for unit, div in (("MiB", MiB), ("KiB", KiB)):
+        if n >= div and n % div == 0:
+            return f"{n // div} {unit}"
+    return f"{n} B"
+
+
+def fmt_rate(x: float) -> str:
+    for unit, div in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if x >= div:
+            return f"{x / div:.3g}{unit}"
+    return f"{x:.3g}"
+
+
+def parse_size(text: str) -> int:
+    m = re.fullmatch(r"\s*([0-9]+)\s*(b|k|kb|kib|m|mb|mib)?\s*", text, re.I)
+    if not m:
+        raise argparse.ArgumentTypeError(f"bad size {text!r} (e.g. 64, 1K, 16KiB, 1M)")
+    mult = {"": 1, "b": 1, "k": KiB, "kb": KiB, "kib": KiB, "m": MiB, "mb": MiB, "mib": MiB}
+    v = int(m.group(1)) * mult[(m.group(2) or "").lower()]
+    if v <= 0:
+        raise argparse.ArgumentTypeError("module size must be positive")
+    return v
+
+
+def _impl_order(r: Result) -> tuple:
+    return (IMPLS.index(r.impl), r.backend, ALGORITHMS.index(r.algorithm), r.key_bits, r.threads,
+            r.module_bytes)
+
+
+def print_table(results: Sequence[Result], file=sys.stdout) -> None:
+    head = ("impl", "backend", "alg", "key", "module", "thr", "modules/s", "GB/s", "spread")
+    rows = []
+    prev = None
+    for r in sorted(results, key=_impl_order):
+        group = (r.impl, r.backend, r.algorithm, r.key_bits, r.threads)
+        if prev is not None and group != prev:
+            rows.append(None)
+        prev = group
+        spread = ""
+        if r.gb_per_s_min is not None and r.gb_per_s > 0:
+            spread = f"±{50 * (r.gb_per_s_max - r.gb_per_s_min) / r.gb_per_s:.0f}%"
+        rows.append((r.impl, r.backend, r.algorithm, str(r.key_bits), fmt_size(r.module_bytes),
+                     str(r.threads), fmt_rate(r.modules_per_s), f"{r.gb_per_s:.3f}", spread))
+    widths = [max(len(h), *(len(row[i]) for row in rows if row)) for i, h in enumerate(head)]
+    right = {3, 4, 5, 6, 7, 8}
+
+    def line(cells):
+        return "  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+    print(line(head), file=file)
+    print("  ".join("-" * w for w in widths), file=file)
+    for row in rows:
+        print("" if row is None else line(row), file=file)
+
+
+def _get(results, impl, alg, size, *, backend=None, threads=1, key_bits=128) -> Result | None:
+    cands = [r for r in results if r.impl == impl and r.algorithm == alg and r.module_bytes == size
+             and r.threads == threads and r.key_bits == key_bits and (backend is None or r.backend == backend)]
+    return max(cands, key=lambda r: r.gb_per_s) if cands else None
+
+
+@dataclass
+class Ratio:
+    label: str
+    target: float
+    value: float | None
+    detail: str
+
+    @property
+    def status(self) -> str:
+        if self.value is None:
+            return "n/a"
+        return "PASS" if self.value >= self.target else "MISS"
+
+
+def compute_ratios(results: Sequence[Result], missing: dict[str, str]) -> list[Ratio]:
+    """The project targets, all AES-128 and one thread unless stated."""
+    out: list[Ratio] = []
+
+    def ratio(label, target, num: Result | None, den: Result | None, field: str, num_what: str, den_what: str):
+        if num is None or den is None:
+            why = [f"no {what}" + (f" ({missing[what.split()[0]]})" if what.split()[0] in missing else "")
+                   for r, what in ((num, num_what), (den, den_what)) if r is None]
+            out.append(Ratio(label, target, None, "; ".join(why)))
+            return
+        a, b = getattr(num, field), getattr(den, field)
+        unit = "GB/s" if field == "gb_per_s" else "modules/s"
+        fa, fb = (f"{a:.2f}", f"{b:.2f}") if field == "gb_per_s" else (fmt_rate(a), fmt_rate(b))
+        nb = f" [{num.backend}]" if num.impl == "pqseal" else ""
+        out.append(Ratio(label, target, a / b if b else None, f"{fa}{nb} vs {fb} {unit}"))
+
+    for alg in ALGORITHMS:
+        ratio(f"pqseal {alg.upper()} 1 MiB (best backend) / raw-ipsecmb {alg.upper()} 1 MiB", 0.9,
+              _get(results, "pqseal", alg, MiB), _get(results, "raw-ipsecmb", alg, MiB), "gb_per_s",
+              f"pqseal {alg} 1 MiB", "raw-ipsecmb anchor")
+    ratio("pqseal GCM 1 MiB (best backend) / cryptography GCM 1 MiB", 1.1,
+          _get(results, "pqseal", "gcm", MiB), _get(results, "cryptography", "gcm", MiB), "gb_per_s",
+          "pqseal gcm 1 MiB", "cryptography gcm 1 MiB")
+    ratio("pqseal GCM 64 B modules/s (best backend) / cryptography GCM 64 B", 8.0,
+          _get(results, "pqseal", "gcm", 64), _get(results, "cryptography", "gcm", 64), "modules_per_s",
+          "pqseal gcm 64 B", "cryptography gcm 64 B")
+    for alg in ALGORITHMS:
+        for backend in ("ipsecmb", "openssl"):
+            ratio(f"pqseal {backend} {alg.upper()} 1 MiB: 2 threads / 1 thread", 1.8,
+                  _get(results, "pqseal", alg, MiB, backend=backend, threads=2),
+                  _get(results, "pqseal", alg, MiB, backend=backend, threads=1), "gb_per_s",
+                  f"pqseal {backend} {alg} 1 MiB 2 threads", f"pqseal {backend} {alg} 1 MiB 1 thread")
+    for size in (16384, 64):
+        ratio(f"pqseal openssl GCM {fmt_size(size)} / openssl-speed {size}", 0.95,
+              _get(results, "pqseal", "gcm", size, backend="openssl"),
+              _get(results, "openssl-speed", "gcm", size), "gb_per_s",
+              f"pqseal openssl gcm {fmt_size(size)}", f"openssl-speed {size}")
+    return out
+
+
+def print_ratios(ratios: Sequence[Ratio], file=sys.stdout) -> None:
+    w = max(len(r.label) for r in ratios)
+    print("Ratios (AES-128, 1 thread unless stated; 'best backend' = the faster pqseal backend):", file=file)
+    for r in ratios:
+        val = "   n/a" if r.value is None else f"{r.value:6.2f}"
+        print(f"  {r.label.ljust(w)}  {val}  target >= {r.target:<4g}  {r.status:<4}  {r.detail}", file=file)
+
+
+def write_plot(results: Sequence[Result], path: str) -> str | None:
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "matplotlib is not installed (pip install matplotlib)"
+    rs = [r for r in results if r.key_bits == 128]
+    fig, ax = plt.subplots(figsize=(10, 6.5))
+    colors = {}
+    palette = plt.rcParams["axes.prop_cycle"].by_key()["color"] + ["#444444", "#aa7700", "#007777"]
+    groups: dict[tuple, list[Result]] = {}
+    for r in sorted(rs, key=_impl_order):
+        groups.setdefault((r.impl, r.backend, r.algorithm, r.threads), []).append(r)
+    markers = {"raw-ipsecmb": "*", "openssl-speed": "D"}
+    for (impl, backend, alg, threads), pts in groups.items():
+        ident = (impl, backend, alg)
+        color = colors.setdefault(ident, palette[len(colors) % len(palette)])
+        xs = [p.module_bytes for p in pts]
+        ys = [p.gb_per_s for p in pts]
+        label = f"{impl} {backend} {alg.upper()}" + (f" {threads} threads" if threads > 1 else "")
+        if impl in markers:
+            ax.plot(xs, ys, linestyle="none", marker=markers[impl], markersize=11, color=color, label=label)
+        else:
+            ax.plot(xs, ys, linestyle="--" if threads > 1 else "-", marker="o", markersize=4, color=color,
+                    label=label)
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    sizes = sorted({r.module_bytes for r in rs})
+    ax.set_xticks(sizes)
+    ax.set_xticklabels([fmt_size(s) for s in sizes])
+    ax.set_xlabel("module size (plaintext)")
+    ax.set_ylabel("throughput, GB/s of plaintext (log)")
+    ax.set_title("pqseal cipher throughput, AES-128 (solid: 1 thread, dashed: 2 threads)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return None
+
+
+def environment() -> dict:
+    import pqseal
+    info = dict(pqseal.backend_info())
+    env = {"pqseal": pqseal.__version__, "python": platform.python_version(), "machine": platform.machine(),
+           "cpus": os.cpu_count(), "available": info.get("available"),
+           "openssl_version": info.get("openssl_version"), "ipsecmb_version": info.get("ipsecmb_version"),
+           "ipsecmb_arch": info.get("ipsecmb_arch"), "cpu_features": info.get("cpu_features")}
+    try:
+        import cryptography
+        from cryptography.hazmat.backends.openssl import backend as _ossl
+        env["cryptography"] = f"{cryptography.__version__} ({_ossl.openssl_version_text()})"
+    except Exception:  # noqa: BLE001
+        env["cryptography"] = None
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for ln in fh:
+                if ln.startswith("model name"):
+                    env["cpu"] = ln.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return env
+
+
+def _loadavg() -> str:
+    try:
+        return " ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        return "?"
+
+
+# ---- main ----------------------------------------------------------------------------------
+
+
+def _csv(choices: Sequence[str] | None, conv=str):
+    def parse(text: str):
+        vals = [conv(t.strip()) for t in text.split(",") if t.strip()]
+        if choices is not None:
+            bad = [v for v in vals if v not in choices]
+            if bad:
+                raise argparse.ArgumentTypeError(f"unknown {bad}; choose from {', '.join(map(str, choices))}")
+        if not vals:
+            raise argparse.ArgumentTypeError("empty list")
+        return vals
+    return parse
+
+
+def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=prog, description="Benchmark pqseal's batch GCM/CTR ciphers against cryptography, a raw "
+        "intel-ipsec-mb C loop and `openssl speed`, and print the target ratios.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--quick", action="store_true",
+                   help=f"sizes {', '.join(fmt_size(s) for s in QUICK_SIZES)}, 3 short rounds (< 30 s)")
+    p.add_argument("--backend", type=_csv(("ipsecmb", "openssl")), default=None, metavar="LIST",
+                   help="pqseal backends (comma-separated); default: all available")
+    p.add_argument("--algorithm", type=_csv(ALGORITHMS), default=list(ALGORITHMS), metavar="LIST",
+                   help="gcm, ctr")
+    p.add_argument("--sizes", type=_csv(None, parse_size), default=None, metavar="LIST",
+                   help="module sizes, e.g. 64,1K,16K,256K,1M,4M; default: "
+                   + ",".join(fmt_size(s).replace(" ", "") for s in DEFAULT_SIZES))
+    p.add_argument("--threads", type=_csv(None, int), default=[1, 2], metavar="LIST",
+                   help="native threads for pqseal (peers always run 1 thread, only if 1 is listed)")
+    p.add_argument("--key-bits", type=_csv(None, int), default=list(KEY_BITS), metavar="LIST", help="128, 256")
+    p.add_argument("--impl", type=_csv(IMPLS), default=list(IMPLS), metavar="LIST",
+                   help="implementations to run: " + ", ".join(IMPLS))
+    p.add_argument("--rounds", type=int, default=None, help="timed rounds per configuration (default 5, quick 3)")
+    p.add_argument("--round-time", type=float, default=None,
+                   help="seconds per round (default 0.2, quick 0.05)")
+    p.add_argument("--batch-bytes", type=parse_size, default=BATCH_BYTES,
+                   help="plaintext per batch (output adds as much again)")
+    p.add_argument("--max-modules", type=int, default=MAX_MODULES, help="cap on modules per batch")
+    p.add_argument("--raw-anchor", metavar="PATH", default=None,
+                   help="raw_ipsecmb.c to compile and run (default: <repo>/../shared/perf/raw_ipsecmb.c)")
+    p.add_argument("--plot", metavar="PATH", default="bench-out/cipher.png", help="PNG to write")
+    p.add_argument("--no-plot", action="store_true", help="do not write the PNG")
+    p.add_argument("--json", action="store_true",
+                   help="print one JSON object per measurement (stdout) instead of the table; "
+                   "ratios go to stderr")
+    p.add_argument("--strict", action="store_true", help="exit with status 1 if a ratio misses its target")
+    p.add_argument("-v", "--verbose", action="store_true", help="print each measurement to stderr as it is made")
+    return p
+
+
+def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
+    args = build_parser(prog).parse_args(argv)
+    import pqseal
+
+    t_start = time.perf_counter()
+    rounds = args.rounds or (3 if args.quick else 5)
+    round_time = args.round_time or (0.05 if args.quick else 0.2)
+    warmup = min(0.05, round_time / 2) if not args.quick else 0.02
+    sizes = args.sizes or list(QUICK_SIZES if args.quick else DEFAULT_SIZES)
+    available = pqseal.available_backends()
+    backends = [b for b in (args.backend or available) if b in available]
+    skipped_backends = [b for b in (args.backend or []) if b not in available]
+    impls = set(args.impl)
+    info = sys.stderr if args.json else sys.stdout
+    err = sys.stderr
+    results: list[Result] = []
+    missing: dict[str, str] = {}
+    warnings: list[str] = []
+
+    def emit(r: Result) -> None:
+        results.append(r)
+        if args.json:
+            print(json.dumps(r.to_json()), flush=True)
+        if args.verbose:
+            print(f"  {r.impl} {r.backend} {r.algorithm}-{r.key_bits} {fmt_size(r.module_bytes)} "
+                  f"x{r.threads}: {r.gb_per_s:.3f} GB/s, {fmt_rate(r.modules_per_s)} modules/s", file=err, flush=True)
+
+    env = environment()
+    print(f"pqseal {env['pqseal']} cipher benchmark  (python {env['python']}, {env.get('cpu', env['machine'])}, "
+          f"{env['cpus']} CPUs)", file=info)
+    print(f"  backends: {', '.join(available)}  |  system OpenSSL: {env['openssl_version']}  |  intel-ipsec-mb: "
+          f"{env['ipsecmb_version']} ({env['ipsecmb_arch']})  |  cryptography: {env['cryptography']}", file=info)
+    print(f"  {rounds} rounds x {round_time:g} s per configuration, median reported; batch ~"
+          f"{fmt_size(args.batch_bytes)} plaintext (<= {args.max_modules} modules); load average {_loadavg()}",
+          file=info)
+    if skipped_backends:
+        warnings.append(f"backend(s) not available here: {', '.join(skipped_backends)}")
+    info.flush()
+
+    # Out-of-process anchors first: they run alone, single-threaded.
+    if "raw-ipsecmb" in impls:
+        src, why = find_raw_anchor(args.raw_anchor)
+        if src is not None:
+            rs, why = run_raw_anchor(src)
+            for r in rs:
+                emit(r)
+        if why:
+            missing["raw-ipsecmb"] = why
+            warnings.append(f"raw-ipsecmb anchor skipped: {why}")
+    if "openssl-speed" in impls:
+        rs, why = run_openssl_speed()
+        for r in rs:
+            emit(r)
+        if why:
+            missing["openssl-speed"] = why
+            warnings.append(f"openssl speed: {why}")
+
+    run_peer = "cryptography" in impls and 1 in args.threads
+    if run_peer:
+        try:
+            import cryptography  # noqa: F401
+        except ImportError:
+            run_peer = False
+            missing["cryptography"] = "cryptography is not installed"
+            warnings.append(missing["cryptography"])
+    peer_kw = dict(rounds=rounds, round_time=round_time, warmup=warmup)
+    file_aad = os.urandom(FILE_AAD_LEN)
+    aad = module_aad_for(file_aad)
+    keys = {bits: os.urandom(bits // 8) for bits in args.key_bits}
+
+    n_cfg = len(sizes) * len(keys) * len(args.algorithm) * (
+        (len(backends) * len(args.threads) if "pqseal" in impls else 0) + (1 if run_peer else 0))
+    done = 0
+    tty = err.isatty() and not args.verbose
+
+    def progress(what: str) -> None:
+        if tty:
+            err.write(f"\r  [{done}/{n_cfg}] {what:<48}")
+            err.flush()
+
+    for size in sizes:
+        w = Workload(size, args.batch_bytes, args.max_modules)
+        for alg in args.algorithm:
+            for bits, key in keys.items():
+                if "pqseal" in impls:
+                    for backend in backends:
+                        for threads in args.threads:
+                            progress(f"pqseal {backend} {alg}-{bits} {fmt_size(size)} x{threads}")
+                            cipher = pqseal_cipher(alg, backend, key, file_aad)
+                            rates = time_rounds(pqseal_runner(w, cipher, threads), rounds=rounds,
+                                                round_time=round_time, warmup=warmup)
+                            bad = verify(w, alg, key, aad)
+                            if bad:
+                                warnings.append(f"pqseal {backend} {alg}-{bits} {fmt_size(size)} x{threads}: "
+                                                f"output check failed: {bad}")
+                            emit(summarize("pqseal", backend, alg, bits, size, threads, rates, w.n,
+                                           note=f"VERIFY FAILED: {bad}" if bad else None))
+                            done += 1
+                if run_peer:
+                    progress(f"cryptography {alg}-{bits} {fmt_size(size)}")
+                    chunk = max(1, PEER_CHUNK_BYTES // size)
+                    rates = time_rounds(peer_runner(w, alg, key, aad, chunk), **peer_kw)
+                    emit(summarize("cryptography", "openssl", alg, bits, size, 1, rates, w.n,
+                                   note=env.get("cryptography")))
+                    done += 1
+        del w
+    if tty:
+        err.write("\r" + " " * 60 + "\r")
+        err.flush()
+
+    if not args.json:
+        print(file=info)
+        print_table(results, file=info)
+    print(file=info)
+    ratios = compute_ratios(results, missing)
+    print_ratios(ratios, file=sys.stderr if args.json else sys.stdout)
+    if not args.no_plot and results:
+        why = write_plot(results, args.plot)
+        if why:
+            warnings.append(f"no plot: {why}")
+        else:
+            print(f"\nplot written to {args.plot}", file=info)
+    for wmsg in warnings:
+        print(f"warning: {wmsg}", file=err)
+    print(f"elapsed {time.perf_counter() - t_start:.1f} s; load average {_loadavg()}", file=info)
+    if args.strict and any(r.status == "MISS" for r in ratios):
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
