@@ -189,20 +189,17 @@ void pq_ipsecmb_run(pq_work *w)
     pq_batch *b = w->b;
     IMB_MGR *m = take_mgr();
     if (!m) {
-        w->status = PQ_ERR_BACKEND;
-        w->fail_index = w->lo;
+        pq_fail_at(w, PQ_ERR_BACKEND, w->lo);
         return;
     }
     if (b->algorithm == PQ_ALG_CTR) {
         for (size_t lo = w->lo; lo < w->hi; lo += CTR_CHUNK) {
             size_t hi = lo + CTR_CHUNK < w->hi ? lo + CTR_CHUNK : w->hi;
             if (ctr_chunk(m, w, lo, hi) != PQ_OK) {
-                w->status = PQ_ERR_INTERNAL;
-                w->fail_index = lo;
-                atomic_store(w->stop, 1);
+                pq_fail_at(w, PQ_ERR_INTERNAL, lo);
                 break;
             }
-            if (atomic_load_explicit(w->stop, memory_order_relaxed)) break;
+            if (pq_should_stop(w, hi)) break;
         }
         give_mgr(m);
         return;
@@ -213,8 +210,7 @@ void pq_ipsecmb_run(pq_work *w)
     if (b->aad_len + PQ_MODULE_AAD_SUFFIX > sizeof aadbuf) aad = malloc(b->aad_len + PQ_MODULE_AAD_SUFFIX);
     if (!aad) {
         give_mgr(m);
-        w->status = PQ_ERR_INTERNAL;
-        w->fail_index = w->lo;
+        pq_fail_at(w, PQ_ERR_INTERNAL, w->lo);
         return;
     }
     if (b->aad_len) memcpy(aad, b->aad, b->aad_len);
@@ -222,7 +218,7 @@ void pq_ipsecmb_run(pq_work *w)
     uint64_t ov = pq_overhead(b);
     struct gcm_context_data ctx; /* per-message state (no key material); wiped once at the end */
     for (size_t i = w->lo; i < w->hi; i++) {
-        if (atomic_load_explicit(w->stop, memory_order_relaxed)) break;
+        if (pq_should_stop(w, i)) break;
         const pq_key *k = b->keys[pq_kidx(b, i)];
         size_t alen = pq_module_aad(b, i, aad);
         if (w->encrypt) {
@@ -238,9 +234,7 @@ void pq_ipsecmb_run(pq_work *w)
             uint8_t tag[PQ_TAG_LEN];
             gcm_one(m, k, &ctx, 0, pq_dst(b, i), src + hdr, len, src + hdr - PQ_NONCE_LEN, aad, alen, tag);
             if (CRYPTO_memcmp(tag, src + hdr + len, PQ_TAG_LEN) != 0) {
-                w->status = PQ_ERR_TAG;
-                w->fail_index = i;
-                atomic_store(w->stop, 1);
+                pq_fail_at(w, PQ_ERR_TAG, i);
                 break;
             }
         }

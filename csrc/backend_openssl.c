@@ -54,15 +54,14 @@ void pq_openssl_run(pq_work *w)
     uint8_t *aad = aadbuf;
     if (b->aad_len + PQ_MODULE_AAD_SUFFIX > sizeof aadbuf) aad = malloc(b->aad_len + PQ_MODULE_AAD_SUFFIX);
     if (!ctx || !aad) {
-        w->status = PQ_ERR_INTERNAL;
-        w->fail_index = w->lo;
+        pq_fail_at(w, PQ_ERR_INTERNAL, w->lo);
         goto done;
     }
     if (b->aad_len) memcpy(aad, b->aad, b->aad_len);
 
     const pq_key *cur = NULL;
     for (size_t i = w->lo; i < w->hi; i++) {
-        if (atomic_load_explicit(w->stop, memory_order_relaxed)) break;
+        if (pq_should_stop(w, i)) break;
         const pq_key *k = b->keys[pq_kidx(b, i)];
         const uint8_t *src = pq_src(b, i);
         uint8_t *dst = pq_dst(b, i);
@@ -104,9 +103,7 @@ void pq_openssl_run(pq_work *w)
                 if (EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_TAG, PQ_TAG_LEN, (void *)(in + ptlen)) != 1)
                     goto internal;
                 if (EVP_DecryptFinal_ex(ctx, out + ptlen, &outl) != 1) {
-                    w->status = PQ_ERR_TAG;
-                    w->fail_index = i;
-                    atomic_store(w->stop, 1);
+                    pq_fail_at(w, PQ_ERR_TAG, i);
                     break;
                 }
             }
@@ -125,9 +122,7 @@ void pq_openssl_run(pq_work *w)
         }
         continue;
     internal:
-        w->status = PQ_ERR_INTERNAL;
-        w->fail_index = i;
-        atomic_store(w->stop, 1);
+        pq_fail_at(w, PQ_ERR_INTERNAL, i);
         break;
     }
 done:

@@ -72,6 +72,12 @@ int pq_backend_available(int backend)
     return 0;
 }
 
+#ifndef PQ_HAVE_IPSECMB
+const char *pq_ipsecmb_version(void) { return ""; }
+const char *pq_ipsecmb_arch(void) { return ""; }
+uint64_t pq_ipsecmb_features(void) { return 0; }
+#endif
+
 const char *pq_openssl_version(void) { return OpenSSL_version(OPENSSL_VERSION); }
 uint64_t pq_gcm_invocation_limit(void) { return PQ_INVOCATION_LIMIT; }
 
@@ -255,8 +261,8 @@ static int run_batch(pq_batch *b, int encrypt)
     if ((size_t)nt > b->n) nt = (int)b->n;
     if (nt < 1) nt = 1;
 
-    _Atomic int stop;
-    atomic_init(&stop, 0);
+    _Atomic size_t first_fail;
+    atomic_init(&first_fail, (size_t)-1);
     pq_work works[PQ_MAX_THREADS];
     size_t lo = 0;
     uint64_t acc = 0;
@@ -267,7 +273,7 @@ static int run_batch(pq_batch *b, int encrypt)
             hi = lo;
             while (hi < b->n && acc < goal) acc += b->src_len[hi++];
         }
-        works[t] = (pq_work){ b, lo, hi, nonces, encrypt, PQ_OK, (size_t)-1, &stop, NULL, NULL };
+        works[t] = (pq_work){ b, lo, hi, nonces, encrypt, PQ_OK, (size_t)-1, &first_fail, NULL, NULL };
         lo = hi;
     }
     if (nt == 1) pq_run_work(&works[0]);
@@ -275,7 +281,7 @@ static int run_batch(pq_batch *b, int encrypt)
 
     st = PQ_OK;
     for (int t = 0; t < nt; t++) {
-        if (works[t].status != PQ_OK) { /* slices are in order: first failing slice wins */
+        if (works[t].status != PQ_OK) { /* slices are in index order: the first failing one wins */
             st = works[t].status;
             b->fail_index = works[t].fail_index;
             break;

@@ -37,7 +37,7 @@ typedef struct pq_work {
     int encrypt;
     int status;
     size_t fail_index;
-    _Atomic int *stop;     /* set by any worker on failure */
+    _Atomic size_t *first_fail; /* lowest failing module index seen by any worker */
     /* worker pool bookkeeping (pool.c) */
     struct pq_work *next;
     int *pending;
@@ -62,6 +62,21 @@ int pq_ipsecmb_init(void);
 int pq_ipsecmb_key_init(pq_key *key);
 void pq_ipsecmb_run(pq_work *w);
 #endif
+
+/* Record a failure at module i; the batch reports the lowest failing index. */
+static inline void pq_fail_at(pq_work *w, int status, size_t i)
+{
+    w->status = status;
+    w->fail_index = i;
+    size_t cur = atomic_load(w->first_fail);
+    while (i < cur && !atomic_compare_exchange_weak(w->first_fail, &cur, i)) {
+    }
+}
+/* Stop once a module before i has failed: nothing after it can change the outcome. */
+static inline int pq_should_stop(pq_work *w, size_t i)
+{
+    return atomic_load_explicit(w->first_fail, memory_order_relaxed) < i;
+}
 
 /* Small helpers. */
 static inline uint32_t pq_load_le32(const uint8_t *p)

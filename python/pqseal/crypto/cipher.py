@@ -60,6 +60,8 @@ class Batch:
 def _u64_view(arr, name: str) -> np.ndarray:
     """A 1-D contiguous uint64 view of non-negative integers (no copy when already int64/uint64)."""
     a = np.asarray(arr)
+    if a.size == 0:
+        return np.zeros(0, dtype=np.uint64)
     if a.ndim != 1:
         raise ValueError(f"{name} must be 1-D")
     if a.dtype == np.uint64:
@@ -72,21 +74,23 @@ def _u64_view(arr, name: str) -> np.ndarray:
     return a.view(np.uint64)
 
 
-def _as_meta(value, n: int, dtype, name: str, lo: int, hi: int):
+def _as_meta(value, n: int, dtype, name: str, lo: int, hi: int, error=InvalidOrdinal):
     """A scalar (returned as int) or an array of n values (returned contiguous)."""
-    if np.isscalar(value) or isinstance(value, (int, ModuleType)):
+    if isinstance(value, (bool, np.bool_)) or (np.isscalar(value) and not isinstance(value, (int, np.integer))):
+        raise error(f"{name} must be an integer, got {type(value).__name__}")
+    if isinstance(value, (int, np.integer)):
         v = int(value)
         if not lo <= v <= hi:
-            raise (InvalidOrdinal if name != "module_type" else ValueError)(
-                f"{name} {v} outside {lo}..{hi}")
+            raise error(f"{name} {v} outside {lo}..{hi}")
         return v, None
     arr = np.asarray(value)
     if arr.shape != (n,):
         raise ValueError(f"{name} must be a scalar or have one entry per module ({n}), got shape {arr.shape}")
+    if arr.size and arr.dtype.kind not in "iu":
+        raise error(f"{name} must hold integers, got {arr.dtype}")
     if arr.size and (arr.min() < lo or arr.max() > hi):
         bad = int(np.flatnonzero((arr < lo) | (arr > hi))[0])
-        raise (InvalidOrdinal if name != "module_type" else ValueError)(
-            f"{name} {int(arr[bad])} of module {bad} outside {lo}..{hi}")
+        raise error(f"{name} {int(arr[bad])} of module {bad} outside {lo}..{hi}")
     return 0, np.ascontiguousarray(arr, dtype=dtype)
 
 
@@ -164,8 +168,19 @@ class _ModuleCipher:
 
     # ---- the one place that talks to C -----------------------------------------------
 
-    def _run(self, encrypt, modules, offsets, lengths, module_type, row_group, column, page, key_index,
-             threads, out, out_offsets, nonces, *, aad_mode=None, aad=None, framing=None):
+    def _run(self, *args, **kwargs):
+        pinned = []
+        try:
+            for k in self._keys:  # keys stay alive (and open) for the whole native call
+                k._acquire()
+                pinned.append(k)
+            return self._run_pinned(*args, **kwargs)
+        finally:
+            for k in pinned:
+                k._release()
+
+    def _run_pinned(self, encrypt, modules, offsets, lengths, module_type, row_group, column, page, key_index,
+                    threads, out, out_offsets, nonces, *, aad_mode=None, aad=None, framing=None):
         keep = []  # cffi buffers that must outlive the call
         b = ffi.new("pq_batch *")
         if offsets is not None or lengths is not None:
@@ -238,11 +253,11 @@ class _ModuleCipher:
             threads = os.cpu_count() or 1
         b.threads = int(threads)
         b.n = n
-        mt0, mt = _as_meta(module_type, n, np.uint8, "module_type", 0, 9)
+        mt0, mt = _as_meta(module_type, n, np.uint8, "module_type", 0, 9, ValueError)
         rg0, rg = _as_meta(row_group, n, np.int32, "row group", 0, 32767)
         col0, col = _as_meta(column, n, np.int32, "column", 0, 32767)
         pg0, pg = _as_meta(page, n, np.int32, "page", 0, 32767)
-        ki0, ki = _as_meta(key_index, n, np.uint16, "key_index", 0, len(self._keys) - 1)
+        ki0, ki = _as_meta(key_index, n, np.uint16, "key_index", 0, len(self._keys) - 1, InvalidKey)
         b.mtype0, b.rg0, b.col0, b.page0, b.key_index0 = mt0, rg0, col0, pg0, ki0
         if mt is not None:
             b.mtype = ffi.cast("uint8_t *", mt.ctypes.data)

@@ -22,7 +22,7 @@ class ModuleKey:
     key bytes.
     """
 
-    __slots__ = ("_ptr", "_bits", "_lock", "__weakref__")
+    __slots__ = ("_ptr", "_bits", "_lock", "_users", "_closing", "__weakref__")
 
     def __init__(self, key) -> None:
         if isinstance(key, ModuleKey):
@@ -41,6 +41,8 @@ class ModuleKey:
         self._ptr = ffi.gc(ptr, lib.pq_key_free)
         self._bits = len(buf) * 8
         self._lock = threading.Lock()
+        self._users = 0        # native calls currently using the key
+        self._closing = False  # close() asked for while in use: free after the last user
 
     @classmethod
     def coerce(cls, key) -> "ModuleKey":
@@ -60,14 +62,37 @@ class ModuleKey:
 
     def _handle(self):
         ptr = self._ptr
-        if ptr is None:
+        if ptr is None or self._closing:
             raise ValueError("key is closed")
         return ptr
 
-    def close(self) -> None:
-        """Wipe and free the native key now (otherwise done on garbage collection)."""
+    def _acquire(self):
+        """Pin the native key for the length of a native call; returns its handle."""
         with self._lock:
-            ptr, self._ptr = self._ptr, None
+            if self._ptr is None or self._closing:
+                raise ValueError("key is closed")
+            self._users += 1
+            return self._ptr
+
+    def _release(self) -> None:
+        with self._lock:
+            self._users -= 1
+            ptr = None
+            if self._closing and self._users == 0:
+                ptr, self._ptr = self._ptr, None
+        if ptr is not None:
+            ffi.release(ptr)
+
+    def close(self) -> None:
+        """Wipe and free the native key (otherwise done on garbage collection). Ciphers
+        holding the key refuse further use; a call in progress finishes first."""
+        with self._lock:
+            if self._ptr is None or self._closing:
+                return
+            self._closing = True
+            ptr = None
+            if self._users == 0:
+                ptr, self._ptr = self._ptr, None
         if ptr is not None:
             ffi.release(ptr)
 
@@ -78,7 +103,7 @@ class ModuleKey:
         self.close()
 
     def __repr__(self) -> str:
-        state = "closed" if self._ptr is None else "redacted"
+        state = "closed" if (self._ptr is None or self._closing) else "redacted"
         return f"<ModuleKey AES-{self._bits} ({state})>"
 
     __str__ = __repr__

@@ -1,0 +1,65 @@
+"""Shared fixtures and Hypothesis profiles for the pqseal test suite.
+
+Hypothesis profiles (choose with ``HYPOTHESIS_PROFILE``):
+
+* ``default``: quick local runs;
+* ``ci``: more examples, no deadline (CI exports ``HYPOTHESIS_PROFILE=ci``; the
+  sanitizer and OpenSSL-only passes inherit it);
+* ``slow``: many more examples, for occasional soak runs
+  (``HYPOTHESIS_PROFILE=slow python -m pytest tests``). Only used when asked for.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+import pqseal
+
+settings.register_profile("default", max_examples=40, deadline=timedelta(seconds=2),
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("ci", max_examples=150, deadline=None, print_blob=True,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("slow", max_examples=2000, deadline=None, print_blob=True,
+                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+_profile = os.environ.get("HYPOTHESIS_PROFILE", "default")
+if _profile not in ("default", "ci", "slow"):
+    raise pytest.UsageError(f"HYPOTHESIS_PROFILE={_profile!r}: expected default, ci or slow")
+settings.load_profile(_profile)
+
+BACKENDS = pqseal.available_backends()
+
+
+def pytest_report_header(config):
+    info = pqseal.backend_info()
+    return [f"pqseal {pqseal.__version__}: backends {info['available']} (default {info['backend']}), "
+            f"{info['openssl_version']}, ipsec-mb {info['ipsecmb_version']} {info['ipsecmb_arch']}; "
+            f"hypothesis profile {_profile}"]
+
+
+def pytest_sessionstart(session):
+    # The sanitizer / OpenSSL-only CI passes build the native core elsewhere and put it
+    # first on PYTHONPATH; make sure the tests really run against that build.
+    expect = os.environ.get("PQSEAL_EXPECT_NATIVE")
+    if expect:
+        from pqseal import _native
+        got = os.path.realpath(_native.__file__)
+        if got != os.path.realpath(expect):
+            raise pytest.UsageError(f"PQSEAL_EXPECT_NATIVE={expect} but pqseal._native is {got}")
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+def backend(request) -> str:
+    """Every backend usable in this process (session scoped, so Hypothesis tests may use it)."""
+    return request.param
+
+
+@pytest.fixture(scope="session")
+def all_backends() -> list[str]:
+    """All usable backends; tests comparing backends need at least two."""
+    if len(BACKENDS) < 2:
+        pytest.skip(f"only {BACKENDS} available in this build: nothing to compare against")
+    return list(BACKENDS)
