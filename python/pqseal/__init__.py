@@ -5,4 +5,18 @@ from ._backend import available_backends, backend_info
 from . import errors
 from .errors import PqsealError, InvalidTag
 
-__all__ = ["__version__", "available_backends", "backend_info", "errors", "PqsealError", "InvalidTag"]
+
+def __getattr__(name):
+    # the file engine is imported on first use, so `import pqseal` stays light
+    if name in ("encrypt_file", "decrypt_file", "rekey_file", "verify", "inspect"):
+        from . import api
+        return getattr(api, name)
+    if name in ("EncryptionProperties", "DecryptionProperties", "FOOTER_KEY"):
+        from . import format as _format
+        return getattr(_format, name)
+    raise AttributeError(f"module 'pqseal' has no attribute {name!r}")
+
+
+__all__ = ["__version__", "available_backends", "backend_info", "errors", "PqsealError", "InvalidTag",
+           "encrypt_file", "decrypt_file", "rekey_file", "verify", "inspect",
+           "EncryptionProperties", "DecryptionProperties", "FOOTER_KEY"]

@@ -15,13 +15,14 @@ from .errors import PqsealError
 
 
 class _Group(click.Group):
-    """Turns pqseal errors into a one-line message and exit code 1."""
+    """Turns pqseal errors (and bad files/paths) into a one-line message and exit code 1."""
 
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
-        except PqsealError as exc:
-            click.echo(f"pqseal: error: {type(exc).__name__}: {exc}", err=True)
+        except (PqsealError, OSError, ValueError) as exc:
+            msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            click.echo(f"pqseal: error: {type(exc).__name__}: {msg}", err=True)
             sys.exit(1)
 
 
@@ -95,6 +96,11 @@ def demo(mib: int, threads: int) -> None:
         click.echo(f"tampered module rejected: {exc}")
     else:
         raise click.ClickException("tampering was not detected")
+
+
+from .cli_files import register as _register_file_commands  # noqa: E402
+
+_register_file_commands(main)
 
 
 @main.group()

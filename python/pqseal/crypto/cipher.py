@@ -100,7 +100,7 @@ class _ModuleCipher:
     _alg = "gcm"
     _framing = lib.PQ_FRAME_MODULE
 
-    def __init__(self, keys, file_aad: bytes = b"", *, backend: str | None = None):
+    def __init__(self, keys, file_aad: bytes = b"", *, backend: str | None = None, module_aad: bool = True):
         if isinstance(keys, (list, tuple)):
             key_list = [ModuleKey.coerce(k) for k in keys]
         else:
@@ -112,6 +112,10 @@ class _ModuleCipher:
         self._keys = key_list
         self._key_table = ffi.new("pq_key *[]", [k._handle() for k in key_list])
         self.file_aad = bytes(file_aad)
+        # module_aad=False: no AAD at all (DuckDB's non-spec files)
+        self._aad_mode = lib.PQ_AAD_MODULE if module_aad else lib.PQ_AAD_FIXED
+        if not module_aad and self.file_aad:
+            raise ValueError("module_aad=False takes no file AAD")
         self.backend, self._backend_code = _backend.backend_code(backend)
 
     @property
@@ -240,7 +244,7 @@ class _ModuleCipher:
         b.backend = self._backend_code
         b.algorithm = _ALGS[self._alg]
         b.framing = framing
-        b.aad_mode = lib.PQ_AAD_MODULE if aad_mode is None else aad_mode
+        b.aad_mode = self._aad_mode if aad_mode is None else aad_mode
         aad_bytes = self.file_aad if aad is None else aad
         if aad_bytes:
             aad_c = ffi.from_buffer(aad_bytes)
@@ -337,6 +341,26 @@ class GcmModuleCipher(_ModuleCipher):
     module AAD built from ``file_aad``, module type and ordinals."""
 
     _alg = "gcm"
+
+    def footer_signature(self, footer: bytes, *, key_index: int = 0, nonce: bytes | None = None) -> bytes:
+        """``nonce ‖ tag`` of GCM over ``footer`` with the footer AAD (plaintext-footer
+        signing, PME §5.5): the ciphertext is discarded. With ``nonce`` (taken from a
+        file) this recomputes the tag to verify a signature."""
+        batch = self._run(True, [footer], None, None, ModuleType.FOOTER, 0, 0, 0, key_index, 1, None, None,
+                          nonce, framing=lib.PQ_FRAME_RAW)
+        raw = batch.buffer
+        return raw[:NONCE_LEN].tobytes() + raw[len(raw) - TAG_LEN:].tobytes()
+
+    def verify_footer_signature(self, footer: bytes, signature: bytes, *, key_index: int = 0) -> None:
+        """Raise :class:`InvalidTag` unless ``signature`` (``nonce ‖ tag``) signs ``footer``."""
+        import hmac
+
+        if len(signature) != NONCE_LEN + TAG_LEN:
+            raise MalformedModule(f"footer signature must be {NONCE_LEN + TAG_LEN} bytes")
+        expect = self.footer_signature(footer, key_index=key_index, nonce=bytes(signature[:NONCE_LEN]))
+        if not hmac.compare_digest(expect, bytes(signature)):
+            raise InvalidTag("plaintext footer signature mismatch: the footer was altered or the footer key is wrong",
+                             module_type=ModuleType.FOOTER)
 
 
 class CtrModuleCipher(_ModuleCipher):

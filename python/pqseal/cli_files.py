@@ -1,0 +1,254 @@
+"""CLI: encrypt / decrypt / verify / inspect of files and directories with explicit keys."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import os
+import sys
+import warnings
+from concurrent.futures import ThreadPoolExecutor, as_completed
+
+import click
+
+from .errors import InvalidKey, PqsealError
+
+ALGORITHMS = ("AES_GCM_V1", "AES_GCM_CTR_V1")
+
+
+def load_key(spec: str, what: str) -> bytes:
+    """A key given as base64, ``env:NAME`` (base64 in an environment variable) or
+    ``file:PATH`` / ``@PATH`` (a file holding base64 or the raw 16/24/32 bytes), so keys
+    need not appear in shell history."""
+    if spec.startswith("env:"):
+        name = spec[4:]
+        if name not in os.environ:
+            raise InvalidKey(f"{what}: environment variable {name} is not set")
+        text = os.environ[name].strip().encode()
+    elif spec.startswith(("file:", "@")):
+        path = spec[5:] if spec.startswith("file:") else spec[1:]
+        with open(path, "rb") as f:
+            text = f.read()
+        if len(text) in (16, 24, 32):
+            return text
+        text = text.strip()
+    else:
+        text = spec.strip().encode()
+    try:
+        key = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidKey(f"{what} is not valid base64 (or env:NAME / file:PATH)") from None
+    if len(key) not in (16, 24, 32):
+        raise InvalidKey(f"{what} must decode to 16, 24 or 32 bytes, got {len(key)}")
+    return key
+
+
+def _column_keys(values, what="--column-key-value") -> dict:
+    out = {}
+    for v in values:
+        if "=" not in v:
+            raise click.UsageError(f"{what} takes PATH=KEY, got {v!r}")
+        path, key = v.split("=", 1)
+        path = path.strip()
+        if not path or path in out:
+            raise click.UsageError(f"{what}: empty or repeated column {path!r}")
+        out[path] = load_key(key, f"key of column {path!r}")
+    return out
+
+
+def _decryption(footer_key, column_key_values, aad_prefix):
+    from .format import DecryptionProperties
+
+    return DecryptionProperties(load_key(footer_key, "--footer-key-value") if footer_key else None,
+                                column_keys=_column_keys(column_key_values),
+                                aad_prefix=aad_prefix.encode() if aad_prefix is not None else None)
+
+
+def _pairs(src: str, dst: str | None):
+    """(src, dst) file pairs: one file, or every *.parquet file under a directory."""
+    if not os.path.isdir(src):
+        return [(src, dst)]
+    pairs = []
+    for root, dirs, files in os.walk(src):
+        dirs.sort()
+        for name in sorted(files):
+            if name.endswith(".parquet") and not name.startswith("."):
+                s = os.path.join(root, name)
+                pairs.append((s, None if dst is None else os.path.join(dst, os.path.relpath(s, src))))
+    if not pairs:
+        raise click.UsageError(f"no *.parquet files under {src}")
+    return pairs
+
+
+def _run_many(pairs, fn, jobs: int, label: str):
+    """Run fn(src, dst) over the pairs in parallel with a progress bar; a failing file is
+    reported on one line and makes the exit code 1, the others still complete."""
+    from tqdm import tqdm
+
+    if len(pairs) == 1:
+        return [fn(*pairs[0])]
+    for _, d in pairs:
+        if d:
+            os.makedirs(os.path.dirname(d) or ".", exist_ok=True)
+    results, failed = [], 0
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool, \
+            tqdm(total=len(pairs), desc=label, unit="file", disable=None, file=sys.stderr) as bar:
+        futs = {pool.submit(fn, s, d): s for s, d in pairs}
+        for fut in as_completed(futs):
+            try:
+                results.append(fut.result())
+            except (PqsealError, OSError, ValueError) as exc:
+                failed += 1
+                tqdm.write(f"pqseal: error: {futs[fut]}: {type(exc).__name__}: {exc}", file=sys.stderr)
+            bar.update(1)
+    if failed:
+        click.echo(f"pqseal: {failed} of {len(pairs)} files failed", err=True)
+        sys.exit(1)
+    return results
+
+
+def _report(stats_list, verb):
+    total_in = sum(s.bytes_in for s in stats_list)
+    secs = max((s.seconds for s in stats_list), default=0.0)
+    for s in stats_list:
+        for w in s.warnings:
+            click.echo(f"warning: {w}", err=True)
+    if len(stats_list) == 1:
+        s = stats_list[0]
+        click.echo(f"{verb} {s.src} -> {s.dst}: {s.row_groups} row groups, {s.columns} columns, {s.pages} pages, "
+                   f"{s.bytes_in:,} -> {s.bytes_out:,} bytes in {s.seconds:.3f} s "
+                   f"({s.bytes_in / max(s.seconds, 1e-9) / 1e9:.2f} GB/s)")
+    else:
+        click.echo(f"{verb} {len(stats_list)} files, {total_in:,} bytes")
+
+
+_key_opts = [
+    click.option("--footer-key-value", metavar="KEY", help="Footer key: base64, env:NAME or file:PATH."),
+    click.option("--column-key-value", "column_key_values", multiple=True, metavar="PATH=KEY",
+                 help="Key of one column (dotted leaf path), repeatable."),
+    click.option("--aad-prefix", metavar="TEXT", help="AAD prefix (UTF-8)."),
+]
+
+
+def _with(opts):
+    def deco(f):
+        for o in reversed(opts):
+            f = o(f)
+        return f
+    return deco
+
+
+def register(main: click.Group) -> None:
+    @main.command()
+    @click.argument("src", type=click.Path(exists=True))
+    @click.argument("dst", type=click.Path())
+    @_with(_key_opts)
+    @click.option("--footer-key-column", "footer_key_columns", multiple=True, metavar="PATH",
+                  help="Encrypt this column with the footer key (repeatable).")
+    @click.option("--uniform", is_flag=True, help="Encrypt every column with the footer key (the default "
+                  "when no column keys are given).")
+    @click.option("--no-store-aad-prefix", is_flag=True, help="Do not store the AAD prefix; readers must supply it.")
+    @click.option("--algorithm", type=click.Choice(ALGORITHMS), default="AES_GCM_V1", show_default=True)
+    @click.option("--plaintext-footer", is_flag=True, help="Plaintext (signed) footer for legacy readers.")
+    @click.option("--v2-framing", type=click.Choice(["arrow", "parquet-java"]), default="arrow", show_default=True,
+                  help="DataPageV2 framing: the spec's/Arrow's, or parquet-java's (mutually unreadable).")
+    @click.option("--jobs", "-j", default=os.cpu_count() or 1, show_default=True, help="Files in parallel.")
+    def encrypt(src, dst, footer_key_value, column_key_values, aad_prefix, footer_key_columns, uniform,
+                no_store_aad_prefix, algorithm, plaintext_footer, v2_framing, jobs):
+        """Seal plaintext Parquet file(s) SRC into PME file(s) DST (directories: every *.parquet)."""
+        from .api import encrypt_file
+        from .format import FOOTER_KEY, EncryptionProperties
+
+        if not footer_key_value:
+            raise click.UsageError("--footer-key-value is required")
+        cols = _column_keys(column_key_values)
+        for p in footer_key_columns:
+            if p in cols:
+                raise click.UsageError(f"column {p!r} given both a column key and the footer key")
+            cols[p] = FOOTER_KEY
+        if uniform and cols:
+            raise click.UsageError("--uniform excludes --column-key-value/--footer-key-column")
+        enc = EncryptionProperties(load_key(footer_key_value, "--footer-key-value"),
+                                   column_keys=cols or None, algorithm=algorithm, plaintext_footer=plaintext_footer,
+                                   aad_prefix=aad_prefix.encode() if aad_prefix is not None else None,
+                                   store_aad_prefix=not no_store_aad_prefix, v2_framing=v2_framing)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # reported once per file by _report
+            stats = _run_many(_pairs(src, dst), lambda s, d: encrypt_file(s, d, enc), jobs, "encrypt")
+        _report(stats, "encrypted")
+
+    @main.command()
+    @click.argument("src", type=click.Path(exists=True))
+    @click.argument("dst", type=click.Path())
+    @_with(_key_opts)
+    @click.option("--jobs", "-j", default=os.cpu_count() or 1, show_default=True, help="Files in parallel.")
+    def decrypt(src, dst, footer_key_value, column_key_values, aad_prefix, jobs):
+        """Unseal PME file(s) SRC into plaintext Parquet file(s) DST."""
+        from .api import decrypt_file
+
+        dec = _decryption(footer_key_value, column_key_values, aad_prefix)
+        stats = _run_many(_pairs(src, dst), lambda s, d: decrypt_file(s, d, dec), jobs, "decrypt")
+        _report(stats, "decrypted")
+
+    @main.command()
+    @click.argument("path", type=click.Path(exists=True))
+    @_with(_key_opts)
+    @click.option("--json", "as_json", is_flag=True)
+    @click.option("--jobs", "-j", default=os.cpu_count() or 1, show_default=True, help="Files in parallel.")
+    def verify(path, footer_key_value, column_key_values, aad_prefix, as_json, jobs):
+        """Authenticate every module (and page CRC) of PME file(s) without writing anything."""
+        from .api import verify as verify_one
+
+        dec = _decryption(footer_key_value, column_key_values, aad_prefix)
+        reports = _run_many(_pairs(path, None), lambda s, d: verify_one(s, dec), jobs, "verify")
+        for r in reports:
+            if as_json:
+                click.echo(json.dumps(r))
+            else:
+                click.echo(f"OK {r['file']}: {r['algorithm']}, {r['modules']} modules authenticated, "
+                           f"{r['pages']} pages, {r['row_groups']} row groups")
+
+    @main.command()
+    @click.argument("path", type=click.Path(exists=True))
+    @_with(_key_opts)
+    @click.option("--json", "as_json", is_flag=True)
+    def inspect(path, footer_key_value, column_key_values, aad_prefix, as_json):
+        """Show a file's encryption (no keys needed; keys open an encrypted footer)."""
+        from .api import inspect as inspect_one
+
+        dec = _decryption(footer_key_value, column_key_values, aad_prefix) \
+            if (footer_key_value or column_key_values or aad_prefix is not None) else None
+        for src, _ in _pairs(path, None):
+            info = inspect_one(src, dec)
+            if as_json:
+                click.echo(json.dumps(info))
+            else:
+                _print_inspect(info)
+
+
+def _print_inspect(info: dict) -> None:
+    click.echo(f"file        {info['file']} ({info['size']:,} bytes, {info['magic']})")
+    if not info["encrypted"]:
+        click.echo("encryption  none (plaintext Parquet)")
+    else:
+        click.echo(f"encryption  {info['algorithm']}, {info['footer']} footer")
+        click.echo(f"dialect     {info['dialect']}")
+        click.echo(f"aad prefix  {info['aad_prefix']}")
+        if info.get("footer_key_metadata"):
+            click.echo(f"footer key  {json.dumps(info['footer_key_metadata'])}")
+    if not info.get("footer_readable", True):
+        click.echo(info["note"])
+        return
+    click.echo(f"created_by  {info.get('created_by')}")
+    click.echo(f"rows        {info.get('num_rows')} in {len(info.get('row_groups') or [])} row groups")
+    width = max([len(c["path"]) for c in info.get("columns", [])] + [6])
+    click.echo(f"{'column':<{width}}  {'encryption':<11} {'bytes':>14}  key metadata")
+    for c in info.get("columns", []):
+        md = c.get("key_metadata")
+        extra = json.dumps(md) if md else ""
+        if c.get("v2_framing"):
+            extra = (extra + " " if extra else "") + f"[DataPageV2: {c['v2_framing']} framing]"
+        size = c.get("compressed_bytes")
+        click.echo(f"{c['path']:<{width}}  {c.get('encryption', '?'):<11} {size if size is not None else '?':>14}  "
+                   f"{extra}")

@@ -1,0 +1,138 @@
+"""Inspect a Parquet file's encryption without keys (and its encrypted footer with them)."""
+
+from __future__ import annotations
+
+import json
+import struct
+
+from ..crypto import ModuleType
+from ..errors import InvalidTag, KeyNotFound, PqsealError
+from .layout import PageType, dotted
+from .properties import DecryptionProperties
+from .source import Source, chunk_start
+from . import thrift
+
+_le32 = struct.Struct("<I").unpack_from
+
+
+def parse_key_metadata(md: bytes | None):
+    """Key metadata as shown to people: parsed PKMT1 JSON where it is that, else text or hex."""
+    if md is None:
+        return None
+    try:
+        text = bytes(md).decode("utf-8")
+    except UnicodeDecodeError:
+        return {"hex": bytes(md).hex()}
+    try:
+        obj = json.loads(text)
+    except ValueError:
+        return {"text": text}
+    if isinstance(obj, dict) and obj.get("keyMaterialType") == "PKMT1":
+        return obj
+    return {"text": text}
+
+
+def _text(b):
+    if b is None:
+        return None
+    try:
+        return bytes(b).decode("utf-8")
+    except UnicodeDecodeError:
+        return "0x" + bytes(b).hex()
+
+
+def _v2_framing(s: Source, rg: int, col: int):
+    """Which DataPageV2 framing the first V2 page of a chunk uses (one header decrypt per page looked at)."""
+    try:
+        meta = s.column_meta(rg, col)
+        gcm, _ = s.column_gcm_ctr(rg, col)
+    except PqsealError:
+        return None
+    if gcm is None or s.crypto.dialect != "spec":
+        return None
+    pos = chunk_start(meta, s.name)
+    end = pos + int(meta.get("total_compressed_size") or 0)
+    has_dict = pos != meta.get("data_page_offset")
+    for i in range(2):
+        if pos + 4 > end:
+            return None
+        hl = _le32(s.buf, pos)[0] + 4
+        is_dict = has_dict and i == 0
+        try:
+            plain = gcm.decrypt(s.buf[pos:pos + hl], ModuleType.DICTIONARY_PAGE_HEADER if is_dict
+                                else ModuleType.DATA_PAGE_HEADER, rg, col, 0)
+            hdr, _ = thrift.decode("PageHeader", plain, 0)
+        except (PqsealError, thrift.DecodeError):
+            return None
+        pos += hl
+        size = int(hdr.get("compressed_page_size") or 0)
+        if hdr.get("type") == PageType.DATA_PAGE_V2:
+            return "arrow" if pos + 4 <= end and _le32(s.buf, pos)[0] + 4 == size else "parquet-java"
+        if hdr.get("type") != PageType.DICTIONARY_PAGE:
+            return None
+        pos += size
+    return None
+
+
+def inspect_file(path, decryption: DecryptionProperties | None = None) -> dict:
+    """Everything readable about a file's encryption. Without keys an encrypted footer
+    stays closed (its columns are then unknown); with keys the footer is opened."""
+    with Source(path, decryption) as s:
+        out = {"file": s.path, "size": s.tail.file_size, "magic": s.tail.magic.decode()}
+        c = s.crypto
+        if c is None:
+            out["encrypted"] = False
+        else:
+            out.update({
+                "encrypted": True,
+                "algorithm": c.algorithm,
+                "footer": "plaintext (signed)" if c.plaintext_footer else "encrypted",
+                "dialect": {"spec": "PME spec (parquet-java / Arrow / pqseal)",
+                            "duckdb": "DuckDB (no AADs, page sizes without framing)"}[c.dialect],
+                "aad_prefix": ("stored: " + _text(c.aad_prefix)) if c.aad_prefix is not None else
+                              ("not stored: readers must supply it" if c.supply_aad_prefix else "none"),
+                "aad_file_unique": c.aad_file_unique.hex() if c.aad_file_unique else None,
+                "footer_key_metadata": parse_key_metadata(c.footer_key_metadata),
+            })
+        fmd = s.fmd
+        if fmd is None:
+            out["footer_readable"] = False
+            out["note"] = "the footer is encrypted: give the footer key to see row groups and columns"
+            return out
+        out["footer_readable"] = True
+        out["created_by"] = _text(fmd.get("created_by"))
+        out["num_rows"] = fmd.get("num_rows")
+        rgs = fmd.get("row_groups") or []
+        out["row_groups"] = [{"ordinal": rg.get("ordinal"), "num_rows": rg.get("num_rows"),
+                              "total_byte_size": rg.get("total_byte_size"),
+                              "total_compressed_size": rg.get("total_compressed_size")} for rg in rgs]
+        cols = []
+        for col, path in enumerate(s.paths):
+            entry = {"path": dotted(path)}
+            if rgs:
+                cc = s.column_crypto(0, col)
+                if not cc.encrypted:
+                    entry["encryption"] = "plaintext"
+                elif cc.footer_key:
+                    entry["encryption"] = "footer key"
+                else:
+                    entry["encryption"] = "column key"
+                    entry["key_metadata"] = parse_key_metadata(cc.key_metadata)
+                sizes = []
+                for rg in range(len(rgs)):
+                    try:
+                        meta = s.column_meta(rg, col)
+                        sizes.append(int(meta.get("total_compressed_size") or 0))
+                    except (KeyNotFound, InvalidTag):
+                        sizes = None
+                        entry["metadata"] = "encrypted (no key given)"
+                        break
+                if sizes is not None:
+                    entry["compressed_bytes"] = sum(sizes)
+                if cc.encrypted and decryption is not None:
+                    framing = _v2_framing(s, 0, col)
+                    if framing:
+                        entry["v2_framing"] = framing
+            cols.append(entry)
+        out["columns"] = cols
+        return out

@@ -1,0 +1,356 @@
+"""Writing a Parquet file, plaintext or PME-encrypted, from plaintext column chunks.
+
+Pages are encrypted per column chunk in two native batch calls (all page bodies, then
+all page headers, whose sizes and CRCs depend on the encrypted bodies) straight from
+the source buffer into one output buffer, then written with ``writev``: page bytes are
+copied once on their way out. Column metadata modules of the whole file go in one
+call at the end. Offsets and sizes are relocated as the spec requires.
+"""
+
+from __future__ import annotations
+
+import os
+import zlib
+
+import numpy as np
+
+from ..crypto import CtrModuleCipher, GcmModuleCipher, ModuleKey, ModuleType
+from ..errors import InvalidOrdinal, MalformedFile
+from . import thrift
+from .layout import AAD_FILE_UNIQUE_LEN, MAGIC, MAGIC_ENCRYPTED, PageType, dotted
+from .properties import EncryptionProperties
+from .source import Chunk
+
+_IOV_MAX = 1024
+
+
+def _signed32(v: int) -> int:
+    return v - (1 << 32) if v >= 1 << 31 else v
+
+
+def _crc(*parts) -> int:
+    c = 0
+    for p in parts:
+        c = zlib.crc32(p, c)
+    return _signed32(c)
+
+
+class _ColumnPlan:
+    __slots__ = ("key_index", "footer_key", "key_metadata")
+
+    def __init__(self, key_index, footer_key, key_metadata):
+        self.key_index, self.footer_key, self.key_metadata = key_index, footer_key, key_metadata
+
+
+class Sink:
+    """An output file being written (``fobj`` positioned at 0)."""
+
+    def __init__(self, fobj, paths: list, encryption: EncryptionProperties | None = None, *,
+                 backend: str | None = None, name: str = "output"):
+        self.f = fobj
+        self.fd = fobj.fileno()
+        self.pos = 0
+        self.paths = paths
+        self.enc = encryption
+        self.name = name
+        self.gcm = self.ctr = None
+        self.plans: list[_ColumnPlan | None] = [None] * len(paths)
+        self._meta_modules = []  # (rg, col, key_index, serialized ColumnMetaData, ColumnChunk dict)
+        self._keys: list[ModuleKey] = []
+        if encryption is not None:
+            self._plan(encryption, backend)
+        self._write(MAGIC_ENCRYPTED if (encryption and not encryption.plaintext_footer) else MAGIC)
+
+    # ---- planning ----------------------------------------------------------------------
+
+    def _plan(self, enc: EncryptionProperties, backend) -> None:
+        by_path = {dotted(p): i for i, p in enumerate(self.paths)}
+        unknown = sorted(set(enc.column_keys) - set(by_path))
+        if unknown:
+            raise ValueError(f"{self.name}: column keys for columns not in the schema: {', '.join(unknown)} "
+                             f"(columns: {', '.join(sorted(by_path))})")
+        keys = [enc.footer_key]
+        index = {enc.footer_key: 0}
+        for i, p in enumerate(self.paths):
+            ck = enc.column(dotted(p))
+            if ck is None:
+                continue
+            if ck.key is None:
+                self.plans[i] = _ColumnPlan(0, True, None)
+            else:
+                if ck.key not in index:
+                    index[ck.key] = len(keys)
+                    keys.append(ck.key)
+                self.plans[i] = _ColumnPlan(index[ck.key], False, ck.key_metadata)
+        self.aad_file_unique = os.urandom(AAD_FILE_UNIQUE_LEN)
+        self.file_aad = (enc.aad_prefix or b"") + self.aad_file_unique
+        self._keys = [ModuleKey(k) for k in keys]
+        self.gcm = GcmModuleCipher(self._keys, self.file_aad, backend=backend)
+        if enc.algorithm == "AES_GCM_CTR_V1":
+            self.ctr = CtrModuleCipher(self._keys, backend=backend)
+
+    def close(self) -> None:
+        for k in self._keys:
+            k.close()
+
+    # ---- output ------------------------------------------------------------------------
+
+    def _write(self, data) -> int:
+        off = self.pos
+        mv = memoryview(data)
+        n = len(mv)
+        while mv:
+            w = os.write(self.fd, mv)
+            mv = mv[w:]
+        self.pos += n
+        return off
+
+    def _writev(self, parts: list) -> None:
+        i = 0
+        while i < len(parts):
+            group = [memoryview(p) for p in parts[i:i + _IOV_MAX]]
+            total = sum(len(g) for g in group)
+            done = os.writev(self.fd, group)
+            if done != total:  # short write: finish piecewise
+                skip = done
+                for g in group:
+                    if skip >= len(g):
+                        skip -= len(g)
+                        continue
+                    self._write_raw(g[skip:])
+                    skip = 0
+            self.pos += total
+            i += _IOV_MAX
+
+    def _write_raw(self, mv) -> None:
+        while mv:
+            w = os.write(self.fd, mv)
+            mv = mv[w:]
+
+    # ---- column chunks -----------------------------------------------------------------
+
+    def write_chunk(self, ch: Chunk) -> dict:
+        """Write one column chunk; returns the relocation record used by the footer and
+        the page indexes: {"meta": ColumnMetaData, "pages": {src header offset: (offset, size)}}."""
+        plan = self.plans[ch.col] if self.enc is not None else None
+        n = len(ch.headers)
+        types = [h.get("type") for h in ch.headers]
+        if PageType.INDEX_PAGE in types:
+            raise MalformedFile(f"{self.name}: INDEX_PAGE pages are not supported")
+        start = self.pos
+        pages = {}
+        parts = []
+        if plan is None:
+            hsum = 0
+            for i, h in enumerate(ch.headers):
+                o, ln = int(ch.offs[i]), int(ch.lens[i])
+                body = ch.buf[o:o + ln]
+                h = dict(h)
+                h["compressed_page_size"] = ln
+                if "crc" in h:
+                    h["crc"] = _crc(body)
+                hb = thrift.encode("PageHeader", h)
+                parts += [hb, body]
+                pages[ch.src_header_offsets[i]] = (self.pos + hsum, len(hb) + ln)
+                hsum += len(hb) + ln
+            first_data = self._first_data_offset(start, parts, types)
+            self._writev(parts)
+            new_header_bytes = sum(len(parts[j]) for j in range(0, len(parts), 2))
+        else:
+            is_dict = np.asarray([t == PageType.DICTIONARY_PAGE for t in types], dtype=bool)
+            if n and is_dict[1:].any():
+                raise MalformedFile(f"{self.name}: dictionary page after data pages in {dotted(ch.path)}")
+            ords = np.cumsum(~is_dict) - 1
+            ords[is_dict] = 0
+            if n and int(ords.max()) > 32767:
+                raise InvalidOrdinal(f"column {dotted(ch.path)} in row group {ch.rg} has {int(ords.max()) + 1} "
+                                     "data pages; PME allows at most 32768 per column chunk")
+            if ch.rg > 32767 or ch.col > 32767:
+                raise InvalidOrdinal(f"row group {ch.rg} / column {ch.col} exceed the PME ordinal limit 32767")
+            btypes = np.where(is_dict, ModuleType.DICTIONARY_PAGE, ModuleType.DATA_PAGE).astype(np.uint8)
+            htypes = np.where(is_dict, ModuleType.DICTIONARY_PAGE_HEADER, ModuleType.DATA_PAGE_HEADER).astype(np.uint8)
+            levels = self._v2_levels(ch, types)
+            page_cipher = self.ctr or self.gcm
+            offs, lens = ch.offs, ch.lens
+            if levels is not None:
+                offs, lens = offs + levels, lens - levels
+            body = page_cipher.encrypt_batch(ch.buf, offsets=offs, lengths=lens, module_type=btypes, row_group=ch.rg,
+                                             column=ch.col, page=ords, key_index=plan.key_index)
+            hdrs = []
+            for i, h in enumerate(ch.headers):
+                lev = int(levels[i]) if levels is not None else 0
+                h = dict(h)
+                h["compressed_page_size"] = lev + int(body.lengths[i])
+                if "crc" in h:
+                    o = int(ch.offs[i])
+                    h["crc"] = _crc(ch.buf[o:o + lev], body[i]) if lev else _crc(body[i])
+                hdrs.append(thrift.encode("PageHeader", h))
+            hmods = self.gcm.encrypt_batch(hdrs, module_type=htypes, row_group=ch.rg, column=ch.col, page=ords,
+                                           key_index=plan.key_index)
+            pos = self.pos
+            first_data = None
+            for i in range(n):
+                hm = hmods[i]
+                lev = int(levels[i]) if levels is not None else 0
+                size = len(hm) + lev + int(body.lengths[i])
+                if first_data is None and not is_dict[i]:
+                    first_data = pos
+                pages[ch.src_header_offsets[i]] = (pos, size)
+                parts.append(hm)
+                if lev:
+                    o = int(ch.offs[i])
+                    parts.append(ch.buf[o:o + lev])
+                parts.append(body[i])
+                pos += size
+            self._writev(parts)
+            new_header_bytes = int(hmods.lengths.sum())
+        meta = dict(ch.meta)
+        has_dict = bool(types) and types[0] == PageType.DICTIONARY_PAGE
+        if has_dict:
+            meta["dictionary_page_offset"] = start
+        elif "dictionary_page_offset" in meta:
+            del meta["dictionary_page_offset"]
+        meta["data_page_offset"] = first_data if first_data is not None else start
+        meta["total_compressed_size"] = self.pos - start
+        if "total_uncompressed_size" in meta:
+            meta["total_uncompressed_size"] = int(meta["total_uncompressed_size"]) - ch.disk_header_bytes + new_header_bytes
+        if "index_page_offset" in meta:
+            del meta["index_page_offset"]
+        return {"meta": meta, "pages": pages, "start": start, "end": self.pos}
+
+    def _first_data_offset(self, start, parts, types):
+        pos = start
+        for j, t in enumerate(types):
+            if t != PageType.DICTIONARY_PAGE:
+                return pos
+            pos += len(parts[2 * j]) + len(parts[2 * j + 1])
+        return None
+
+    def _v2_levels(self, ch: Chunk, types):
+        """Per-page level bytes left in plaintext (parquet-java framing of DataPageV2), or None."""
+        if self.enc.v2_framing != "parquet-java" or PageType.DATA_PAGE_V2 not in types:
+            return None
+        lev = np.zeros(len(types), dtype=np.int64)
+        for i, h in enumerate(ch.headers):
+            if types[i] == PageType.DATA_PAGE_V2:
+                v2 = h.get("data_page_header_v2") or {}
+                lev[i] = int(v2.get("definition_levels_byte_length") or 0) + \
+                    int(v2.get("repetition_levels_byte_length") or 0)
+                if not 0 <= lev[i] <= ch.lens[i]:
+                    raise MalformedFile(f"{self.name}: DataPageV2 level lengths exceed the page in {dotted(ch.path)}")
+        return lev
+
+    # ---- page indexes and bloom filters ------------------------------------------------
+
+    def write_bloom_filter(self, rg: int, col: int, header: dict, bitset) -> tuple[int, int]:
+        hb = thrift.encode("BloomFilterHeader", header)
+        plan = self.plans[col] if self.enc is not None else None
+        start = self.pos
+        if plan is None:
+            self._writev([hb, bitset])
+        else:
+            mods = self.gcm.encrypt_batch([hb, bitset], module_type=np.array(
+                [ModuleType.BLOOM_FILTER_HEADER, ModuleType.BLOOM_FILTER_BITSET], np.uint8),
+                row_group=rg, column=col, key_index=plan.key_index)
+            self._writev([mods[0], mods[1]])
+        return start, self.pos - start
+
+    def write_column_index(self, rg: int, col: int, data: bytes) -> tuple[int, int]:
+        plan = self.plans[col] if self.enc is not None else None
+        start = self.pos
+        if plan is None:
+            self._write(data)
+        else:
+            self._write(self.gcm.encrypt(data, ModuleType.COLUMN_INDEX, rg, col, key_index=plan.key_index))
+        return start, self.pos - start
+
+    def write_offset_index(self, rg: int, col: int, oi: dict, pages: dict) -> tuple[int, int]:
+        oi = dict(oi)
+        locs = []
+        for loc in oi.get("page_locations") or []:
+            hit = pages.get(loc.get("offset"))
+            if hit is None:
+                raise MalformedFile(f"{self.name}: offset index of {dotted(self.paths[col])} (row group {rg}) points "
+                                    f"to offset {loc.get('offset')}, which is no page header")
+            loc = dict(loc)
+            loc["offset"], loc["compressed_page_size"] = hit
+            locs.append(loc)
+        oi["page_locations"] = locs
+        data = thrift.encode("OffsetIndex", oi)
+        plan = self.plans[col] if self.enc is not None else None
+        start = self.pos
+        if plan is None:
+            self._write(data)
+        else:
+            self._write(self.gcm.encrypt(data, ModuleType.OFFSET_INDEX, rg, col, key_index=plan.key_index))
+        return start, self.pos - start
+
+    # ---- footer ------------------------------------------------------------------------
+
+    def column_chunk(self, rg: int, col: int, src_cc: dict, meta: dict) -> dict:
+        """The output ColumnChunk for a relocated ColumnMetaData (encrypted modules are
+        queued and filled in by :meth:`finish`)."""
+        cc = {k: v for k, v in src_cc.items()
+              if k not in ("meta_data", "crypto_metadata", "encrypted_column_metadata")}
+        plan = self.plans[col] if self.enc is not None else None
+        if plan is None:
+            cc["meta_data"] = meta
+            return cc
+        enc = self.enc
+        if plan.footer_key:
+            cc["crypto_metadata"] = {"ENCRYPTION_WITH_FOOTER_KEY": {}}
+        else:
+            ck = {"path_in_schema": [p.encode() for p in self.paths[col]]}
+            if plan.key_metadata is not None:
+                ck["key_metadata"] = plan.key_metadata
+            cc["crypto_metadata"] = {"ENCRYPTION_WITH_COLUMN_KEY": ck}
+        if enc.plaintext_footer:
+            cc["meta_data"] = {k: v for k, v in meta.items() if k not in ("statistics", "encoding_stats")}
+        elif plan.footer_key:
+            cc["meta_data"] = meta
+        if enc.plaintext_footer or not plan.footer_key:
+            self._meta_modules.append((rg, col, plan.key_index, thrift.encode("ColumnMetaData", meta), cc))
+        # keep the spec's field order: meta_data (3) before the index fields (4-7) and crypto (8, 9)
+        return cc
+
+    def finish(self, fmd: dict) -> None:
+        """Encrypt the queued column metadata, then write the footer and trailer."""
+        if self._meta_modules:
+            mods = self.gcm.encrypt_batch(
+                [m[3] for m in self._meta_modules], module_type=ModuleType.COLUMN_META_DATA,
+                row_group=np.array([m[0] for m in self._meta_modules], np.int64),
+                column=np.array([m[1] for m in self._meta_modules], np.int64),
+                key_index=np.array([m[2] for m in self._meta_modules], np.int64))
+            for i, m in enumerate(self._meta_modules):
+                m[4]["encrypted_column_metadata"] = bytes(mods[i])
+        fmd = {k: v for k, v in fmd.items() if k not in ("encryption_algorithm", "footer_signing_key_metadata")}
+        enc = self.enc
+        if enc is None:
+            footer = thrift.encode("FileMetaData", fmd)
+            self._write(footer)
+            self._write(len(footer).to_bytes(4, "little") + MAGIC)
+            return
+        params = {"aad_file_unique": self.aad_file_unique, "supply_aad_prefix": not enc.store_aad_prefix}
+        if enc.aad_prefix and enc.store_aad_prefix:
+            params["aad_prefix"] = enc.aad_prefix
+        # field order of AesGcmV1: aad_prefix (1), aad_file_unique (2), supply_aad_prefix (3)
+        params = {k: params[k] for k in ("aad_prefix", "aad_file_unique", "supply_aad_prefix") if k in params}
+        algorithm = {enc.algorithm: params}
+        if enc.plaintext_footer:
+            fmd["encryption_algorithm"] = algorithm
+            if enc.footer_key_metadata is not None:
+                fmd["footer_signing_key_metadata"] = enc.footer_key_metadata
+            footer = thrift.encode("FileMetaData", fmd)
+            sig = self.gcm.footer_signature(footer)
+            self._write(footer)
+            self._write(sig)
+            self._write((len(footer) + len(sig)).to_bytes(4, "little") + MAGIC)
+            return
+        fcm = {"encryption_algorithm": algorithm}
+        if enc.footer_key_metadata is not None:
+            fcm["key_metadata"] = enc.footer_key_metadata
+        crypto = thrift.encode("FileCryptoMetaData", fcm)
+        module = self.gcm.encrypt(thrift.encode("FileMetaData", fmd), ModuleType.FOOTER)
+        self._write(crypto)
+        self._write(module)
+        self._write((len(crypto) + len(module)).to_bytes(4, "little") + MAGIC_ENCRYPTED)

@@ -1,0 +1,601 @@
+"""Reading Parquet files, plaintext or PME-encrypted, into plaintext column chunks.
+
+A :class:`Source` maps the file, parses (and if needed decrypts and verifies) the
+footer, and hands out one column chunk at a time as plaintext pages in one buffer:
+bounded memory, about one column chunk. Dialects read: the spec's (parquet-java,
+Arrow, pqseal), with both DataPageV2 framings detected per page, and DuckDB's
+(no AADs, page sizes without the encryption framing).
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import struct
+import zlib
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..crypto import CtrModuleCipher, GcmModuleCipher, ModuleKey, ModuleType
+from ..crypto.cipher import LEN_PREFIX, NONCE_LEN, TAG_LEN
+from ..errors import InvalidTag, KeyNotFound, MalformedFile, MalformedModule, UnsupportedFeature
+from . import thrift
+from .layout import (AAD_FILE_UNIQUE_LEN, FOOTER_TRAILER, SIGNATURE_LEN, PageType, Tail, dotted, leaf_paths,
+                     read_tail)
+from .properties import DecryptionProperties
+
+GCM_OVERHEAD = LEN_PREFIX + NONCE_LEN + TAG_LEN
+CTR_OVERHEAD = LEN_PREFIX + NONCE_LEN
+_le32 = struct.Struct("<I").unpack_from
+
+
+@dataclass
+class FileCrypto:
+    """What the file says about its encryption (readable without keys)."""
+
+    algorithm: str                 # AES_GCM_V1 / AES_GCM_CTR_V1
+    plaintext_footer: bool
+    aad_prefix: bytes | None       # stored prefix
+    aad_file_unique: bytes | None
+    supply_aad_prefix: bool
+    footer_key_metadata: bytes | None
+    dialect: str                   # "spec" or "duckdb"
+
+
+@dataclass
+class Chunk:
+    """One column chunk as plaintext pages: page ``i`` has header ``headers[i]``
+    (plaintext sizes) and body ``buf[offs[i]:offs[i] + lens[i]]``."""
+
+    rg: int
+    col: int
+    path: tuple
+    cc: dict                        # the ColumnChunk as in the source footer
+    meta: dict                      # plaintext ColumnMetaData
+    headers: list
+    buf: object
+    offs: np.ndarray
+    lens: np.ndarray
+    src_header_offsets: list        # source offset of each page header (offset-index mapping)
+    disk_header_bytes: int          # bytes the headers took in the source (framing included)
+    v2_framing: str | None = None   # framing seen in an encrypted source, for inspect
+    encrypted: bool = False
+
+
+@dataclass
+class ColumnCrypto:
+    encrypted: bool
+    footer_key: bool = False
+    key_metadata: bytes | None = None
+    path_in_schema: tuple | None = None
+
+
+def chunk_start(meta: dict, name: str) -> int:
+    dpo = meta.get("data_page_offset")
+    if dpo is None:
+        raise MalformedFile(f"{name}: column chunk without data_page_offset")
+    dico = meta.get("dictionary_page_offset")
+    # some writers store 0 for "no dictionary"; a dictionary always precedes the data pages
+    if dico is not None and 0 < dico < dpo:
+        return dico
+    return dpo
+
+
+def _named(fn):
+    """Re-raise InvalidTag from a per-column read with the file and column named."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(self, rg, col, *args):
+        try:
+            return fn(self, rg, col, *args)
+        except InvalidTag as exc:
+            if exc.args and str(exc.args[0]).startswith(self.name + ":"):
+                raise
+            raise InvalidTag(f"{self.name}: column {dotted(self.paths[col])} (row group {rg}): {exc}",
+                             index=exc.index, module_type=exc.module_type, row_group=rg, column=col,
+                             page=exc.page) from None
+    return wrapper
+
+
+def _signed32(v: int) -> int:
+    return v - (1 << 32) if v >= 1 << 31 else v
+
+
+class Source:
+    """An input file. Use as a context manager; ``close()`` unmaps it."""
+
+    def __init__(self, path, decryption: DecryptionProperties | None = None, *, backend: str | None = None,
+                 verify_footer: bool = True, check_crc: bool = True):
+        self.path = os.fspath(path)
+        self.check_crc = check_crc
+        self.name = os.path.basename(self.path)
+        self.decryption = decryption
+        self.backend = backend
+        self._f = open(self.path, "rb")
+        try:
+            size = os.fstat(self._f.fileno()).st_size
+            if size < 12:
+                raise MalformedFile(f"{self.name}: {size} bytes is too small for a Parquet file")
+            self._mm = mmap.mmap(self._f.fileno(), 0, access=mmap.ACCESS_READ)
+            self.buf = memoryview(self._mm)
+            self.tail: Tail = read_tail(self.buf, self.name)
+            self.crypto: FileCrypto | None = None
+            self.footer_bytes: bytes | None = None
+            self._footer_cipher: GcmModuleCipher | None = None
+            self._keys: dict[str, tuple] = {}
+            self._read_footer(verify_footer)
+            self.paths = leaf_paths(self.fmd.get("schema") or [], self.name)
+            self._check_row_groups()
+        except BaseException:
+            self.close()
+            raise
+
+    # ---- footer ------------------------------------------------------------------------
+
+    def _region(self) -> memoryview:
+        t = self.tail
+        return self.buf[t.footer_offset:t.file_size - FOOTER_TRAILER]
+
+    def _decode(self, name: str, buf, offset: int = 0, what: str | None = None):
+        try:
+            return thrift.decode(name, buf, offset)
+        except thrift.DecodeError as exc:
+            raise MalformedFile(f"{self.name}: cannot parse {what or name}: {exc}") from None
+
+    def _algorithm(self, alg: dict | None, where: str):
+        if not isinstance(alg, dict) or len([k for k in alg if isinstance(k, str)]) != 1:
+            raise MalformedFile(f"{self.name}: {where} has no usable encryption algorithm")
+        name = next(k for k in alg if isinstance(k, str))
+        params = alg[name] or {}
+        return name, params
+
+    def _read_footer(self, verify_footer: bool) -> None:
+        region = self._region()
+        if self.tail.encrypted_footer:
+            fcm, end = self._decode("FileCryptoMetaData", region, 0)
+            name, params = self._algorithm(fcm.get("encryption_algorithm"), "FileCryptoMetaData")
+            unique = params.get("aad_file_unique")
+            dialect = "duckdb" if unique is None and fcm.get("key_metadata") is None else "spec"
+            self.crypto = FileCrypto(name, False, params.get("aad_prefix"), unique,
+                                     bool(params.get("supply_aad_prefix", False)), fcm.get("key_metadata"), dialect)
+            module = region[end:]
+            if len(module) < GCM_OVERHEAD or _le32(module, 0)[0] + LEN_PREFIX != len(module):
+                raise MalformedFile(f"{self.name}: encrypted footer module is truncated or malformed")
+            if self.decryption is None:
+                self.fmd = None
+                return
+            cipher = self._footer_gcm()
+            try:
+                footer = cipher.decrypt(module, ModuleType.FOOTER)
+            except InvalidTag:
+                raise InvalidTag(f"{self.name}: footer authentication failed: wrong footer key or AAD prefix, "
+                                 "or the footer was altered", module_type=ModuleType.FOOTER) from None
+            fmd, fend = self._decode("FileMetaData", footer, 0, "decrypted footer")
+            if fend != len(footer):
+                raise MalformedFile(f"{self.name}: trailing bytes after the decrypted footer")
+            self.footer_bytes = footer
+            self.fmd = fmd
+            return
+        fmd, end = self._decode("FileMetaData", region, 0, "footer")
+        self.fmd = fmd
+        alg = fmd.get("encryption_algorithm")
+        if alg is None:
+            if end != len(region):
+                raise MalformedFile(f"{self.name}: {len(region) - end} unexpected bytes after the footer")
+            return
+        name, params = self._algorithm(alg, "FileMetaData")
+        self.crypto = FileCrypto(name, True, params.get("aad_prefix"), params.get("aad_file_unique"),
+                                 bool(params.get("supply_aad_prefix", False)),
+                                 fmd.get("footer_signing_key_metadata"), "spec")
+        if len(region) - end != SIGNATURE_LEN:
+            raise MalformedFile(f"{self.name}: plaintext footer signature missing or malformed")
+        self.footer_bytes = bytes(region[:end])
+        if self.decryption is not None and verify_footer:
+            self._footer_gcm().verify_footer_signature(self.footer_bytes, bytes(region[end:]))
+
+    def file_aad(self) -> bytes:
+        c = self.crypto
+        assert c is not None
+        supplied = self.decryption.aad_prefix if self.decryption else None
+        if c.supply_aad_prefix and supplied is None:
+            raise KeyNotFound(f"{self.name}: the file's AAD prefix was not stored; supply it (aad_prefix)")
+        if c.aad_prefix is not None and supplied is not None and supplied != c.aad_prefix:
+            raise InvalidTag(f"{self.name}: the supplied AAD prefix differs from the one stored in the file")
+        if c.aad_prefix is None and not c.supply_aad_prefix and supplied:
+            raise InvalidTag(f"{self.name}: an AAD prefix was supplied but the file uses none")
+        prefix = c.aad_prefix if c.aad_prefix is not None else (supplied or b"")
+        unique = c.aad_file_unique or b""
+        if c.dialect == "spec" and len(unique) == 0:
+            raise MalformedFile(f"{self.name}: aad_file_unique missing")
+        return prefix + unique
+
+    def _ciphers(self, key: bytes) -> tuple:
+        """(gcm, ctr) ciphers for a key, created once per distinct key."""
+        hit = self._keys.get(key)
+        if hit is None:
+            mk = ModuleKey(key)
+            if self.crypto.dialect == "duckdb":
+                gcm = GcmModuleCipher(mk, backend=self.backend, module_aad=False)
+            else:
+                gcm = GcmModuleCipher(mk, self.file_aad(), backend=self.backend)
+            ctr = CtrModuleCipher(mk, backend=self.backend) if self.crypto.algorithm == "AES_GCM_CTR_V1" else None
+            hit = self._keys[key] = (gcm, ctr)
+        return hit
+
+    def _footer_gcm(self) -> GcmModuleCipher:
+        if self._footer_cipher is None:
+            if self.decryption is None:
+                raise KeyNotFound(f"{self.name}: the file is encrypted; keys are needed")
+            key = self.decryption.get_footer_key(self.crypto.footer_key_metadata)
+            self._footer_cipher = self._ciphers(key)[0]
+        return self._footer_cipher
+
+    def _check_row_groups(self) -> None:
+        rgs = self.fmd.get("row_groups") or []
+        if self.crypto is not None and len(rgs) > 32768:
+            raise MalformedFile(f"{self.name}: {len(rgs)} row groups exceed the PME ordinal limit")
+        for i, rg in enumerate(rgs):
+            cols = rg.get("columns") or []
+            if len(cols) != len(self.paths):
+                raise MalformedFile(f"{self.name}: row group {i} has {len(cols)} columns, schema has {len(self.paths)}")
+
+    # ---- columns -----------------------------------------------------------------------
+
+    @property
+    def num_row_groups(self) -> int:
+        return len(self.fmd.get("row_groups") or [])
+
+    def column_chunk(self, rg: int, col: int) -> dict:
+        return self.fmd["row_groups"][rg]["columns"][col]
+
+    def column_crypto(self, rg: int, col: int) -> ColumnCrypto:
+        cm = self.column_chunk(rg, col).get("crypto_metadata")
+        if cm is None:
+            if self.crypto is not None and self.crypto.dialect == "duckdb":
+                return ColumnCrypto(True, footer_key=True)
+            return ColumnCrypto(False)
+        if "ENCRYPTION_WITH_FOOTER_KEY" in cm:
+            return ColumnCrypto(True, footer_key=True)
+        ck = cm.get("ENCRYPTION_WITH_COLUMN_KEY")
+        if not isinstance(ck, dict):
+            raise MalformedFile(f"{self.name}: column {dotted(self.paths[col])} has unknown crypto metadata")
+        pis = tuple(bytes(p).decode("utf-8", "replace") for p in ck.get("path_in_schema") or [])
+        if pis and pis != self.paths[col]:
+            raise MalformedFile(f"{self.name}: crypto metadata path {'.'.join(pis)} does not match column "
+                                f"{dotted(self.paths[col])}")
+        return ColumnCrypto(True, footer_key=False, key_metadata=ck.get("key_metadata"), path_in_schema=pis)
+
+    def column_gcm_ctr(self, rg: int, col: int):
+        cc = self.column_crypto(rg, col)
+        if not cc.encrypted:
+            return None, None
+        if cc.footer_key:
+            return self._footer_gcm(), self._ciphers(self.decryption.get_footer_key(
+                self.crypto.footer_key_metadata))[1]
+        if self.decryption is None:
+            raise KeyNotFound(f"{self.name}: column {dotted(self.paths[col])} is encrypted; keys are needed")
+        key = self.decryption.get_column_key(dotted(self.paths[col]), cc.key_metadata)
+        return self._ciphers(key)
+
+    def column_meta(self, rg: int, col: int) -> dict:
+        """The plaintext ColumnMetaData (decrypted from the column's module when needed)."""
+        cc = self.column_chunk(rg, col)
+        enc = cc.get("encrypted_column_metadata")
+        if enc is None:
+            meta = cc.get("meta_data")
+            if meta is None:
+                raise MalformedFile(f"{self.name}: column {dotted(self.paths[col])} in row group {rg} has no metadata")
+            return meta
+        gcm, _ = self.column_gcm_ctr(rg, col)
+        if gcm is None:
+            raise MalformedFile(f"{self.name}: encrypted column metadata on a plaintext column")
+        try:
+            plain = gcm.decrypt(enc, ModuleType.COLUMN_META_DATA, rg, col)
+        except InvalidTag:
+            raise InvalidTag(f"{self.name}: metadata of column {dotted(self.paths[col])} (row group {rg}) failed "
+                             "authentication: wrong column key, or the footer was altered",
+                             module_type=ModuleType.COLUMN_META_DATA, row_group=rg, column=col) from None
+        meta, end = self._decode("ColumnMetaData", plain, 0, f"metadata of column {dotted(self.paths[col])}")
+        return meta
+
+    # ---- pages -------------------------------------------------------------------------
+
+    def _chunk_span(self, rg: int, col: int, meta: dict) -> tuple[int, int]:
+        start = chunk_start(meta, self.name)
+        total = meta.get("total_compressed_size")
+        if total is None or total < 0 or start < 4 or start + total > self.tail.footer_offset:
+            raise MalformedFile(f"{self.name}: column {dotted(self.paths[col])} in row group {rg} lies outside "
+                                "the data region (truncated or corrupt file)")
+        return start, start + total
+
+    @_named
+    def read_chunk(self, rg: int, col: int) -> Chunk:
+        """Plaintext pages of one column chunk (decrypted and authenticated if encrypted)."""
+        meta = self.column_meta(rg, col)
+        start, end = self._chunk_span(rg, col, meta)
+        gcm, ctr = self.column_gcm_ctr(rg, col)
+        path = self.paths[col]
+        if gcm is None:
+            return self._read_plain_chunk(rg, col, meta, start, end)
+        if self.crypto.dialect == "duckdb":
+            return self._read_encrypted_sequential(rg, col, meta, start, end, gcm, gcm)
+        page_cipher = ctr if ctr is not None else gcm
+        try:
+            return self._read_encrypted_fast(rg, col, meta, start, end, gcm, page_cipher)
+        except _NotFast:
+            return self._read_encrypted_sequential(rg, col, meta, start, end, gcm, page_cipher)
+
+    def _read_plain_chunk(self, rg, col, meta, start, end) -> Chunk:
+        view = self.buf[:end]
+        headers, offs, lens, hoffs = [], [], [], []
+        pos = start
+        hbytes = 0
+        while pos < end:
+            hdr, hend = self._decode("PageHeader", view, pos, f"page header at offset {pos}")
+            size = hdr.get("compressed_page_size")
+            if size is None or size < 0 or size > end - hend:
+                raise MalformedFile(f"{self.name}: page at offset {pos} of column {dotted(self.paths[col])} "
+                                    "overruns its column chunk")
+            headers.append(hdr)
+            hoffs.append(pos)
+            offs.append(hend)
+            lens.append(size)
+            hbytes += hend - pos
+            pos = hend + size
+        return Chunk(rg, col, self.paths[col], self.column_chunk(rg, col), meta, headers, self.buf,
+                     np.asarray(offs, dtype=np.int64), np.asarray(lens, dtype=np.int64), hoffs, hbytes)
+
+    def _header_types(self, meta: dict, n: int):
+        """Module types and page ordinals of n header/page pairs of a chunk."""
+        has_dict = chunk_start(meta, self.name) != meta["data_page_offset"]
+        htypes = np.full(n, ModuleType.DATA_PAGE_HEADER, dtype=np.uint8)
+        btypes = np.full(n, ModuleType.DATA_PAGE, dtype=np.uint8)
+        ords = np.arange(n, dtype=np.int64)
+        if has_dict and n:
+            htypes[0] = ModuleType.DICTIONARY_PAGE_HEADER
+            btypes[0] = ModuleType.DICTIONARY_PAGE
+            ords -= 1
+            ords[0] = 0
+        if n and ords[-1] > 32767:
+            raise MalformedFile(f"{self.name}: more than 32768 data pages in one column chunk")
+        return htypes, btypes, ords, has_dict
+
+    def _read_encrypted_fast(self, rg, col, meta, start, end, gcm, page_cipher) -> Chunk:
+        """Walk modules by their length prefixes, decrypt all headers in one call, then
+        all page bodies in one call. Raises _NotFast when the layout needs the careful walk
+        (parquet-java DataPageV2 framing) or anything disagrees."""
+        buf = self.buf
+        hoffs, hlens, poffs, plens = [], [], [], []
+        pos = start
+        while pos < end:
+            if pos + 4 > end:
+                raise _NotFast
+            hl = _le32(buf, pos)[0] + 4
+            if hl > end - pos:
+                raise _NotFast
+            hoffs.append(pos)
+            hlens.append(hl)
+            pos += hl
+            if pos + 4 > end:
+                raise _NotFast
+            pl = _le32(buf, pos)[0] + 4
+            if pl > end - pos:
+                raise _NotFast
+            poffs.append(pos)
+            plens.append(pl)
+            pos += pl
+        n = len(hoffs)
+        htypes, btypes, ords, has_dict = self._header_types(meta, n)
+        try:
+            hb = gcm.decrypt_batch(buf, offsets=hoffs, lengths=hlens, module_type=htypes, row_group=rg,
+                                   column=col, page=ords)
+        except (InvalidTag, MalformedModule):
+            raise _NotFast from None
+        headers = []
+        for i in range(n):
+            hdr, hend = self._decode("PageHeader", hb[i], 0, f"decrypted page header {i}")
+            if hend != hb.lengths[i] or hdr.get("compressed_page_size") != plens[i]:
+                raise _NotFast
+            if hdr.get("type") == PageType.DICTIONARY_PAGE and not (i == 0 and has_dict):
+                raise _NotFast
+            headers.append(hdr)
+        v2 = any(h.get("type") == PageType.DATA_PAGE_V2 for h in headers)
+        self._check_crcs(headers, poffs, plens, rg, col)
+        pb = page_cipher.decrypt_batch(buf, offsets=poffs, lengths=plens, module_type=btypes, row_group=rg,
+                                       column=col, page=ords)
+        for h, ln in zip(headers, pb.lengths):
+            h["compressed_page_size"] = int(ln)
+        return Chunk(rg, col, self.paths[col], self.column_chunk(rg, col), meta, headers, pb.buffer, pb.offsets,
+                     pb.lengths, hoffs, int(sum(hlens)), "arrow" if v2 else None, True)
+
+    def _read_encrypted_sequential(self, rg, col, meta, start, end, gcm, page_cipher) -> Chunk:
+        """Decrypt one header at a time (needed for parquet-java DataPageV2 framing and
+        DuckDB's sizes); the page bodies still go in one call."""
+        buf = self.buf
+        has_dict = chunk_start(meta, self.name) != meta["data_page_offset"]
+        duck = self.crypto.dialect == "duckdb"
+        headers, hoffs, levels, moffs, mlens, btypes, ords = [], [], [], [], [], [], []
+        hbytes = 0
+        pos = start
+        ordinal = 0
+        framing = None
+        while pos < end:
+            if pos + 4 > end or _le32(buf, pos)[0] + 4 > end - pos:
+                raise MalformedFile(f"{self.name}: page header module at offset {pos} of column "
+                                    f"{dotted(self.paths[col])} is truncated")
+            hl = _le32(buf, pos)[0] + 4
+            is_dict = has_dict and not headers
+            htype = ModuleType.DICTIONARY_PAGE_HEADER if is_dict else ModuleType.DATA_PAGE_HEADER
+            if ordinal > 32767:
+                raise MalformedFile(f"{self.name}: more than 32768 data pages in one column chunk")
+            plain = gcm.decrypt(buf[pos:pos + hl], htype, rg, col, 0 if is_dict else ordinal)
+            hdr, _ = self._decode("PageHeader", plain, 0, f"decrypted page header at offset {pos}")
+            hoffs.append(pos)
+            hbytes += hl
+            pos += hl
+            size = hdr.get("compressed_page_size")
+            if size is None or size < 0:
+                raise MalformedFile(f"{self.name}: page header at offset {hoffs[-1]} has no size")
+            lev = 0
+            if duck:
+                if pos + 4 > end:
+                    raise MalformedFile(f"{self.name}: page module at offset {pos} is truncated")
+                size = _le32(buf, pos)[0] + 4
+            elif hdr.get("type") == PageType.DATA_PAGE_V2 and size >= 4 and _le32(buf, pos)[0] + 4 != size:
+                v2 = hdr.get("data_page_header_v2") or {}
+                lev = int(v2.get("definition_levels_byte_length") or 0) + int(v2.get("repetition_levels_byte_length") or 0)
+                if lev < 0 or lev + 4 > size or _le32(buf, pos + lev)[0] + 4 + lev != size:
+                    raise MalformedFile(f"{self.name}: DataPageV2 at offset {hoffs[-1]} matches neither framing")
+                framing = "parquet-java"
+            elif hdr.get("type") == PageType.DATA_PAGE_V2 and framing is None:
+                framing = "arrow"
+            if size > end - pos:
+                raise MalformedFile(f"{self.name}: page at offset {hoffs[-1]} of column {dotted(self.paths[col])} "
+                                    "overruns its column chunk")
+            headers.append(hdr)
+            levels.append((pos, lev))
+            moffs.append(pos + lev)
+            mlens.append(size - lev)
+            btypes.append(ModuleType.DICTIONARY_PAGE if is_dict else ModuleType.DATA_PAGE)
+            ords.append(0 if is_dict else ordinal)
+            if not is_dict:
+                ordinal += 1
+            pos += size
+        n = len(headers)
+        self._check_crcs(headers, [p for p, _ in levels], [lv + ml for (_, lv), ml in zip(levels, mlens)], rg, col)
+        ov = gcm.overhead if page_cipher is gcm else page_cipher.overhead
+        out_lens = np.asarray([lv for _, lv in levels], dtype=np.int64) + np.asarray(mlens, dtype=np.int64) - ov
+        if n and out_lens.min() < 0:
+            bad = int(np.flatnonzero(out_lens < 0)[0])
+            raise MalformedFile(f"{self.name}: page module at offset {moffs[bad]} is shorter than its framing")
+        out_offs = np.zeros(n, dtype=np.int64)
+        if n > 1:
+            np.cumsum(out_lens[:-1], out=out_offs[1:])
+        out = np.empty(int(out_lens.sum()) if n else 0, dtype=np.uint8)
+        lev_arr = np.asarray([lv for _, lv in levels], dtype=np.int64)
+        page_cipher.decrypt_batch(buf, offsets=moffs, lengths=mlens, module_type=np.asarray(btypes, np.uint8),
+                                  row_group=rg, column=col, page=np.asarray(ords, np.int64), out=out,
+                                  out_offsets=out_offs + lev_arr)
+        for i, (p, lev) in enumerate(levels):
+            if lev:
+                out[out_offs[i]:out_offs[i] + lev] = np.frombuffer(buf[p:p + lev], dtype=np.uint8)
+        for h, ln in zip(headers, out_lens):
+            h["compressed_page_size"] = int(ln)
+        return Chunk(rg, col, self.paths[col], self.column_chunk(rg, col), meta, headers, out, out_offs, out_lens,
+                     hoffs, hbytes, framing, True)
+
+    def _check_crcs(self, headers, offs, lens, rg, col) -> None:
+        """Page CRCs cover the bytes as written; for CTR pages they are the only
+        integrity check there is."""
+        if not self.check_crc:
+            return
+        for i, h in enumerate(headers):
+            crc = h.get("crc")
+            if crc is None:
+                continue
+            o = offs[i]
+            if _signed32(zlib.crc32(self.buf[o:o + lens[i]])) != crc:
+                t = h.get("type")
+                raise InvalidTag(f"{self.name}: page CRC mismatch in column {dotted(self.paths[col])} (row group {rg}, "
+                                 f"{'dictionary page' if t == PageType.DICTIONARY_PAGE else 'page'} {i}): the page "
+                                 "bytes were altered", row_group=rg, column=col, page=i,
+                                 module_type=ModuleType.DICTIONARY_PAGE if t == PageType.DICTIONARY_PAGE
+                                 else ModuleType.DATA_PAGE)
+
+    # ---- page indexes and bloom filters ------------------------------------------------
+
+    def _module_at(self, off: int, what: str):
+        buf = self.buf
+        if off < 4 or off + 4 > self.tail.footer_offset:
+            raise MalformedFile(f"{self.name}: {what} offset {off} outside the data region")
+        ln = _le32(buf, off)[0] + 4
+        if ln > self.tail.footer_offset - off:
+            raise MalformedFile(f"{self.name}: {what} at offset {off} is truncated")
+        return buf[off:off + ln]
+
+    def _plain_span(self, off, length, what):
+        if off is None or length is None or off < 4 or length < 0 or off + length > self.tail.footer_offset:
+            raise MalformedFile(f"{self.name}: {what} lies outside the data region")
+        return self.buf[off:off + length]
+
+    @_named
+    def column_index(self, rg: int, col: int) -> bytes | None:
+        cc = self.column_chunk(rg, col)
+        off, ln = cc.get("column_index_offset"), cc.get("column_index_length")
+        if off is None:
+            return None
+        gcm, _ = self.column_gcm_ctr(rg, col)
+        what = f"column index of {dotted(self.paths[col])} (row group {rg})"
+        if gcm is None:
+            data = bytes(self._plain_span(off, ln, what))
+            try:
+                thrift.skip("ColumnIndex", data, 0)
+            except thrift.DecodeError as exc:
+                raise MalformedFile(f"{self.name}: cannot parse {what}: {exc}") from None
+            return data
+        return gcm.decrypt(self._plain_span(off, ln, what), ModuleType.COLUMN_INDEX, rg, col)
+
+    @_named
+    def offset_index(self, rg: int, col: int) -> dict | None:
+        cc = self.column_chunk(rg, col)
+        off, ln = cc.get("offset_index_offset"), cc.get("offset_index_length")
+        if off is None:
+            return None
+        gcm, _ = self.column_gcm_ctr(rg, col)
+        what = f"offset index of {dotted(self.paths[col])} (row group {rg})"
+        data = self._plain_span(off, ln, what)
+        if gcm is not None:
+            data = gcm.decrypt(data, ModuleType.OFFSET_INDEX, rg, col)
+        oi, _ = self._decode("OffsetIndex", data, 0, what)
+        return oi
+
+    @_named
+    def bloom_filter(self, rg: int, col: int, meta: dict):
+        """(BloomFilterHeader dict, bitset bytes) or None."""
+        off = meta.get("bloom_filter_offset")
+        if off is None:
+            return None
+        gcm, _ = self.column_gcm_ctr(rg, col)
+        what = f"bloom filter of {dotted(self.paths[col])} (row group {rg})"
+        if gcm is None:
+            hdr, hend = self._decode("BloomFilterHeader", self.buf[:self.tail.footer_offset], off, what)
+            nb = hdr.get("numBytes")
+            if nb is None or nb < 0 or hend + nb > self.tail.footer_offset:
+                raise MalformedFile(f"{self.name}: {what} is truncated")
+            return hdr, bytes(self.buf[hend:hend + nb])
+        hmod = self._module_at(off, what)
+        plain = gcm.decrypt(hmod, ModuleType.BLOOM_FILTER_HEADER, rg, col)
+        hdr, _ = self._decode("BloomFilterHeader", plain, 0, what)
+        bmod = self._module_at(off + len(hmod), what)
+        bitset = gcm.decrypt(bmod, ModuleType.BLOOM_FILTER_BITSET, rg, col)
+        return hdr, bitset
+
+    def close(self) -> None:
+        for gcm, ctr in self._keys.values():
+            for k in gcm.keys:
+                k.close()
+        self._keys.clear()
+        buf = getattr(self, "buf", None)
+        self.buf = None
+        mm = getattr(self, "_mm", None)
+        self._mm = None
+        try:
+            if buf is not None:
+                buf.release()
+            if mm is not None:
+                mm.close()
+        except BufferError:
+            pass  # a chunk still references the mapping; it is unmapped when that goes away
+        self._f.close()
+
+    def __enter__(self) -> "Source":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class _NotFast(Exception):
+    pass
