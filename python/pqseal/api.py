@@ -36,30 +36,32 @@ def _warn_v2(src, encryption: EncryptionProperties) -> str | None:
 
 
 def encrypt_file(src, dst, encryption: EncryptionProperties, *, backend: str | None = None,
-                 in_place: bool = False) -> Stats:
+                 in_place: bool = False, fsync: bool = True) -> Stats:
     """Seal a plaintext Parquet file into a PME file (``dst`` written atomically).
     Raises :class:`pqseal.format.AlreadyEncrypted` for PME input."""
     msg = _warn_v2(src, encryption)
     if msg:
         warnings.warn(msg, stacklevel=2)
-    stats = transform(src, dst, encryption=encryption, backend=backend, in_place=in_place, expect="plaintext")
+    stats = transform(src, dst, encryption=encryption, backend=backend, in_place=in_place, expect="plaintext",
+                      fsync=fsync)
     if msg:
         stats.warnings.append(msg)
     return stats
 
 
 def decrypt_file(src, dst, decryption: DecryptionProperties, *, backend: str | None = None,
-                 in_place: bool = False) -> Stats:
+                 in_place: bool = False, fsync: bool = True) -> Stats:
     """Unseal a PME file (any dialect pqseal reads) into a plaintext Parquet file."""
-    return transform(src, dst, decryption=decryption, backend=backend, in_place=in_place, expect="encrypted")
+    return transform(src, dst, decryption=decryption, backend=backend, in_place=in_place, expect="encrypted",
+                     fsync=fsync)
 
 
 def rekey_file(src, dst, decryption: DecryptionProperties, encryption: EncryptionProperties, *,
-               backend: str | None = None, in_place: bool = False) -> Stats:
+               backend: str | None = None, in_place: bool = False, fsync: bool = True) -> Stats:
     """Decrypt with the old keys and encrypt with new ones (or another algorithm) in one
     pass; plaintext never reaches the disk."""
     return transform(src, dst, decryption=decryption, encryption=encryption, backend=backend,
-                     in_place=in_place, expect="encrypted")
+                     in_place=in_place, expect="encrypted", fsync=fsync)
 
 
 def verify(path, decryption: DecryptionProperties, *, backend: str | None = None) -> dict:

@@ -117,5 +117,14 @@ def bench_cipher(ctx) -> None:
     sys.exit(run(list(ctx.args)) or 0)
 
 
+@bench.command("seal", context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.pass_context
+def bench_seal(ctx) -> None:
+    """Seal/unseal/verify a ~1 GiB file: pqseal vs the pyarrow route (options: --help)."""
+    from .bench.seal import main as run
+
+    sys.exit(run(list(ctx.args)) or 0)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

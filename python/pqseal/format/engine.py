@@ -50,15 +50,16 @@ def _relocate(value, old_start, old_end, new_start, new_end):
 
 def transform(src, dst, *, decryption: DecryptionProperties | None = None,
               encryption: EncryptionProperties | None = None, backend: str | None = None,
-              in_place: bool = False, expect: str | None = None) -> Stats:
+              in_place: bool = False, expect: str | None = None, fsync: bool = True) -> Stats:
     """Rewrite ``src`` into ``dst`` (a temporary file renamed into place).
 
-    ``expect``: "plaintext" (sealing: refuse PME input) or "encrypted" (unsealing)."""
+    ``expect``: "plaintext" (sealing: refuse PME input) or "encrypted" (unsealing).
+    ``fsync``: flush the output to stable storage before the rename (default)."""
     t0 = time.perf_counter()
     src, dst = os.fspath(src), os.fspath(dst)
     if not in_place and os.path.exists(dst) and os.path.samefile(src, dst):
         raise ValueError(f"{dst}: output is the input file; pass in_place=True to replace it")
-    with Source(src, decryption, backend=backend) as s:
+    with Source(src, decryption, backend=backend, reuse_buffers=True) as s:
         if expect == "plaintext" and s.crypto is not None:
             raise AlreadyEncrypted(f"{s.name} is already encrypted ({s.crypto.algorithm}); decrypt or re-key it")
         if expect == "encrypted" and s.crypto is None:
@@ -74,7 +75,8 @@ def transform(src, dst, *, decryption: DecryptionProperties | None = None,
                 finally:
                     sink.close()
                 f.flush()
-                os.fsync(f.fileno())
+                if fsync:
+                    os.fsync(f.fileno())
                 stats.bytes_out = sink.pos
             os.replace(tmp, dst)
         except BaseException:
@@ -164,7 +166,7 @@ def verify_file(path, decryption: DecryptionProperties, *, backend: str | None =
     """Decrypt and authenticate every module of a PME file without writing anything.
     Returns a report; raises on the first failure (InvalidTag names the module)."""
     t0 = time.perf_counter()
-    with Source(path, decryption, backend=backend) as s:
+    with Source(path, decryption, backend=backend, reuse_buffers=True) as s:
         if s.crypto is None:
             raise NotEncrypted(f"{s.name} is not an encrypted Parquet file")
         modules = 1

@@ -56,6 +56,7 @@ class Sink:
         self.gcm = self.ctr = None
         self.plans: list[_ColumnPlan | None] = [None] * len(paths)
         self._meta_modules = []  # (rg, col, key_index, serialized ColumnMetaData, ColumnChunk dict)
+        self._scratch = np.empty(0, dtype=np.uint8)  # reused page output buffer (no page faults per chunk)
         self._keys: list[ModuleKey] = []
         if encryption is not None:
             self._plan(encryption, backend)
@@ -174,8 +175,11 @@ class Sink:
             offs, lens = ch.offs, ch.lens
             if levels is not None:
                 offs, lens = offs + levels, lens - levels
+            need = int(lens.sum()) + len(lens) * page_cipher.overhead
+            if len(self._scratch) < need:
+                self._scratch = np.empty(need, dtype=np.uint8)
             body = page_cipher.encrypt_batch(ch.buf, offsets=offs, lengths=lens, module_type=btypes, row_group=ch.rg,
-                                             column=ch.col, page=ords, key_index=plan.key_index)
+                                             column=ch.col, page=ords, key_index=plan.key_index, out=self._scratch)
             hdrs = []
             for i, h in enumerate(ch.headers):
                 lev = int(levels[i]) if levels is not None else 0

@@ -107,9 +107,11 @@ class Source:
     """An input file. Use as a context manager; ``close()`` unmaps it."""
 
     def __init__(self, path, decryption: DecryptionProperties | None = None, *, backend: str | None = None,
-                 verify_footer: bool = True, check_crc: bool = True):
+                 verify_footer: bool = True, check_crc: bool = True, reuse_buffers: bool = False):
         self.path = os.fspath(path)
         self.check_crc = check_crc
+        # reuse_buffers: decrypted chunks share one buffer, valid until the next read_chunk
+        self._scratch = np.empty(0, dtype=np.uint8) if reuse_buffers else None
         self.name = os.path.basename(self.path)
         self.decryption = decryption
         self.backend = backend
@@ -126,8 +128,10 @@ class Source:
             self._footer_cipher: GcmModuleCipher | None = None
             self._keys: dict[str, tuple] = {}
             self._read_footer(verify_footer)
-            self.paths = leaf_paths(self.fmd.get("schema") or [], self.name)
-            self._check_row_groups()
+            self.paths = []
+            if self.fmd is not None:  # None: encrypted footer and no keys given
+                self.paths = leaf_paths(self.fmd.get("schema") or [], self.name)
+                self._check_row_groups()
         except BaseException:
             self.close()
             raise
@@ -172,9 +176,9 @@ class Source:
             except InvalidTag:
                 raise InvalidTag(f"{self.name}: footer authentication failed: wrong footer key or AAD prefix, "
                                  "or the footer was altered", module_type=ModuleType.FOOTER) from None
-            fmd, fend = self._decode("FileMetaData", footer, 0, "decrypted footer")
-            if fend != len(footer):
-                raise MalformedFile(f"{self.name}: trailing bytes after the decrypted footer")
+            # parquet-mr 1.14 pads the encrypted footer with zero bytes; like every reader,
+            # stop at the end of the struct
+            fmd, _ = self._decode("FileMetaData", footer, 0, "decrypted footer")
             self.footer_bytes = footer
             self.fmd = fmd
             return
@@ -404,7 +408,7 @@ class Source:
         v2 = any(h.get("type") == PageType.DATA_PAGE_V2 for h in headers)
         self._check_crcs(headers, poffs, plens, rg, col)
         pb = page_cipher.decrypt_batch(buf, offsets=poffs, lengths=plens, module_type=btypes, row_group=rg,
-                                       column=col, page=ords)
+                                       column=col, page=ords, out=self._out_buffer(sum(plens)))
         for h, ln in zip(headers, pb.lengths):
             h["compressed_page_size"] = int(ln)
         return Chunk(rg, col, self.paths[col], self.column_chunk(rg, col), meta, headers, pb.buffer, pb.offsets,
@@ -473,7 +477,7 @@ class Source:
         out_offs = np.zeros(n, dtype=np.int64)
         if n > 1:
             np.cumsum(out_lens[:-1], out=out_offs[1:])
-        out = np.empty(int(out_lens.sum()) if n else 0, dtype=np.uint8)
+        out = self._out_buffer(int(out_lens.sum()) if n else 0)
         lev_arr = np.asarray([lv for _, lv in levels], dtype=np.int64)
         page_cipher.decrypt_batch(buf, offsets=moffs, lengths=mlens, module_type=np.asarray(btypes, np.uint8),
                                   row_group=rg, column=col, page=np.asarray(ords, np.int64), out=out,
@@ -485,6 +489,13 @@ class Source:
             h["compressed_page_size"] = int(ln)
         return Chunk(rg, col, self.paths[col], self.column_chunk(rg, col), meta, headers, out, out_offs, out_lens,
                      hoffs, hbytes, framing, True)
+
+    def _out_buffer(self, n: int):
+        if self._scratch is None:
+            return np.empty(n, dtype=np.uint8)
+        if len(self._scratch) < n:
+            self._scratch = np.empty(n, dtype=np.uint8)
+        return self._scratch
 
     def _check_crcs(self, headers, offs, lens, rg, col) -> None:
         """Page CRCs cover the bytes as written; for CTR pages they are the only
