@@ -200,8 +200,20 @@ def register(main: click.Group) -> None:
         """Authenticate every module (and page CRC) of PME file(s) without writing anything."""
         from .api import verify as verify_one
 
+        from .format import VerificationFailed
+
         dec = _decryption(footer_key_value, column_key_values, aad_prefix)
-        reports = _run_many(_pairs(path, None), lambda s, d: verify_one(s, dec), jobs, "verify")
+
+        def one(src, _):
+            try:
+                return verify_one(src, dec)
+            except VerificationFailed as exc:
+                for f in exc.report["failures"]:
+                    where = ", ".join(f"{k} {f[k]}" for k in ("module", "row_group", "column", "page")
+                                      if f.get(k) is not None)
+                    click.echo(f"FAILED {src}: {where}: {f['error']}", err=True)
+                raise
+        reports = _run_many(_pairs(path, None), one, jobs, "verify")
         for r in reports:
             if as_json:
                 click.echo(json.dumps(r))

@@ -174,16 +174,22 @@ class _ModuleCipher:
 
     def _run(self, *args, **kwargs):
         pinned = []
+        handles = []  # every ffi.from_buffer handle, released deterministically below
         try:
             for k in self._keys:  # keys stay alive (and open) for the whole native call
                 k._acquire()
                 pinned.append(k)
-            return self._run_pinned(*args, **kwargs)
+            return self._run_pinned(handles, *args, **kwargs)
         finally:
+            # Release buffer exports now rather than at garbage collection: a memoryview
+            # with a live export caught in an exception's reference cycle crashes
+            # CPython 3.11's GC when it is collected.
+            for h in handles:
+                ffi.release(h)
             for k in pinned:
                 k._release()
 
-    def _run_pinned(self, encrypt, modules, offsets, lengths, module_type, row_group, column, page, key_index,
+    def _run_pinned(self, handles, encrypt, modules, offsets, lengths, module_type, row_group, column, page, key_index,
                     threads, out, out_offsets, nonces, *, aad_mode=None, aad=None, framing=None):
         keep = []  # cffi buffers that must outlive the call
         b = ffi.new("pq_batch *")
@@ -191,7 +197,7 @@ class _ModuleCipher:
             if offsets is None or lengths is None:
                 raise ValueError("offsets and lengths go together")
             src_buf = ffi.from_buffer(modules)
-            keep.append(src_buf)
+            handles.append(src_buf)
             offs = _u64_view(offsets, "offsets")
             src_lens = _u64_view(lengths, "lengths")
             if offs.shape != src_lens.shape:
@@ -205,7 +211,10 @@ class _ModuleCipher:
         else:
             if isinstance(modules, (bytes, bytearray, memoryview, np.ndarray)):
                 raise TypeError("pass a sequence of modules, or one buffer with offsets= and lengths=")
-            bufs = [ffi.from_buffer(m) for m in modules]
+            bufs = []
+            for m in modules:
+                bufs.append(ffi.from_buffer(m))
+                handles.append(bufs[-1])
             n = len(bufs)
             src_lens = np.fromiter((len(x) for x in bufs), dtype=np.uint64, count=n)
             if n:
@@ -231,9 +240,11 @@ class _ModuleCipher:
             total = int(dst_offs[-1] + out_lens[-1]) if n else 0
             out_arr = np.empty(total, dtype=np.uint8)
             dst_buf = ffi.from_buffer(out_arr, require_writable=True)
+            handles.append(dst_buf)
         else:
             dst_buf = ffi.from_buffer(out, require_writable=True)
-            out_arr = np.frombuffer(ffi.buffer(dst_buf), dtype=np.uint8)
+            handles.append(dst_buf)
+            out_arr = out.reshape(-1).view(np.uint8) if isinstance(out, np.ndarray) else np.frombuffer(out, np.uint8)
         keep += [dst_buf, dst_offs]
         b.dst_base = dst_buf
         b.dst_size = len(dst_buf)
@@ -248,7 +259,7 @@ class _ModuleCipher:
         aad_bytes = self.file_aad if aad is None else aad
         if aad_bytes:
             aad_c = ffi.from_buffer(aad_bytes)
-            keep.append(aad_c)
+            handles.append(aad_c)
             b.aad = aad_c
         b.aad_len = len(aad_bytes)
         b.keys = self._key_table
@@ -275,6 +286,7 @@ class _ModuleCipher:
             b.key_index = ffi.cast("uint16_t *", ki.ctypes.data)
         if nonces is not None:
             nb = ffi.from_buffer(nonces)
+            handles.append(nb)
             if len(nb) != n * NONCE_LEN:
                 raise ValueError(f"need {n * NONCE_LEN} nonce bytes, got {len(nb)}")
             keep.append(nb)

@@ -33,13 +33,17 @@ class ModuleKey:
             buf = ffi.from_buffer(key)
         except TypeError:
             raise InvalidKey(f"a key must be bytes-like, not {type(key).__name__}") from None
-        if len(buf) not in KEY_LENGTHS:
-            raise InvalidKey(f"AES key must be 16, 24 or 32 bytes, got {len(buf)}")
-        ptr = lib.pq_key_new(ffi.cast("const uint8_t *", buf), len(buf))
+        try:
+            if len(buf) not in KEY_LENGTHS:
+                raise InvalidKey(f"AES key must be 16, 24 or 32 bytes, got {len(buf)}")
+            ptr = lib.pq_key_new(ffi.cast("const uint8_t *", buf), len(buf))
+            nbytes = len(buf)
+        finally:
+            ffi.release(buf)
         if ptr == ffi.NULL:
             raise MemoryError("could not allocate a native key")
         self._ptr = ffi.gc(ptr, lib.pq_key_free)
-        self._bits = len(buf) * 8
+        self._bits = nbytes * 8
         self._lock = threading.Lock()
         self._users = 0        # native calls currently using the key
         self._closing = False  # close() asked for while in use: free after the last user

@@ -214,7 +214,9 @@ class Sink:
             meta["dictionary_page_offset"] = start
         elif "dictionary_page_offset" in meta:
             del meta["dictionary_page_offset"]
-        meta["data_page_offset"] = first_data if first_data is not None else start
+        # a chunk of only a dictionary page (empty row group): keep the writer's convention
+        meta["data_page_offset"] = first_data if first_data is not None else \
+            (0 if ch.meta.get("data_page_offset", 0) <= 0 else start)
         meta["total_compressed_size"] = self.pos - start
         if "total_uncompressed_size" in meta:
             meta["total_uncompressed_size"] = int(meta["total_uncompressed_size"]) - ch.disk_header_bytes + new_header_bytes

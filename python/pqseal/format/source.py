@@ -19,7 +19,7 @@ import numpy as np
 
 from ..crypto import CtrModuleCipher, GcmModuleCipher, ModuleKey, ModuleType
 from ..crypto.cipher import LEN_PREFIX, NONCE_LEN, TAG_LEN
-from ..errors import InvalidTag, KeyNotFound, MalformedFile, MalformedModule, UnsupportedFeature
+from ..errors import InvalidTag, KeyNotFound, MalformedFile, MalformedModule, PqsealError, UnsupportedFeature
 from . import thrift
 from .layout import (AAD_FILE_UNIQUE_LEN, FOOTER_TRAILER, SIGNATURE_LEN, PageType, Tail, dotted, leaf_paths,
                      read_tail)
@@ -76,8 +76,10 @@ def chunk_start(meta: dict, name: str) -> int:
     if dpo is None:
         raise MalformedFile(f"{name}: column chunk without data_page_offset")
     dico = meta.get("dictionary_page_offset")
-    # some writers store 0 for "no dictionary"; a dictionary always precedes the data pages
-    if dico is not None and 0 < dico < dpo:
+    # Some writers store 0 for "no dictionary"; a dictionary always precedes the data
+    # pages. A chunk of an empty row group may hold only its dictionary page, with
+    # data_page_offset 0 (pyarrow).
+    if dico is not None and dico > 0 and (dico < dpo or dpo <= 0):
         return dico
     return dpo
 
@@ -108,6 +110,8 @@ class Source:
 
     def __init__(self, path, decryption: DecryptionProperties | None = None, *, backend: str | None = None,
                  verify_footer: bool = True, check_crc: bool = True, reuse_buffers: bool = False):
+        self._keys: dict[str, tuple] = {}
+        self._f = None
         self.path = os.fspath(path)
         self.check_crc = check_crc
         # reuse_buffers: decrypted chunks share one buffer, valid until the next read_chunk
@@ -126,7 +130,6 @@ class Source:
             self.crypto: FileCrypto | None = None
             self.footer_bytes: bytes | None = None
             self._footer_cipher: GcmModuleCipher | None = None
-            self._keys: dict[str, tuple] = {}
             self._read_footer(verify_footer)
             self.paths = []
             if self.fmd is not None:  # None: encrypted footer and no keys given
@@ -490,6 +493,60 @@ class Source:
         return Chunk(rg, col, self.paths[col], self.column_chunk(rg, col), meta, headers, out, out_offs, out_lens,
                      hoffs, hbytes, framing, True)
 
+    def page_failures(self, rg: int, col: int) -> list:
+        """Every page module of a chunk that fails to authenticate (or its CRC), found by
+        decrypting module by module and stepping by length prefixes; for verify reports."""
+        out = []
+        try:
+            meta = self.column_meta(rg, col)
+            start, end = self._chunk_span(rg, col, meta)
+            gcm, ctr = self.column_gcm_ctr(rg, col)
+        except PqsealError:
+            return out
+        if gcm is None:
+            return out
+        page_cipher = ctr or gcm
+        has_dict = chunk_start(meta, self.name) != meta["data_page_offset"]
+        buf = self.buf
+        pos, i, ordinal = start, 0, 0
+        while pos + 4 <= end:
+            is_dict = has_dict and i == 0
+            page = None if is_dict else ordinal
+            hl = _le32(buf, pos)[0] + 4
+            if hl > end - pos:
+                out.append({"module": "PAGE_HEADER", "page": page, "offset": pos, "error": "truncated module"})
+                break
+            hdr = None
+            try:
+                plain = gcm.decrypt(buf[pos:pos + hl], ModuleType.DICTIONARY_PAGE_HEADER if is_dict
+                                    else ModuleType.DATA_PAGE_HEADER, rg, col, ordinal if not is_dict else 0)
+                hdr, _ = thrift.decode("PageHeader", plain, 0)
+            except (PqsealError, thrift.DecodeError) as exc:
+                out.append({"module": "DICTIONARY_PAGE_HEADER" if is_dict else "DATA_PAGE_HEADER", "page": page,
+                            "offset": pos, "error": f"{type(exc).__name__}: {exc}"})
+            pos += hl
+            if pos + 4 > end:
+                break
+            pl = _le32(buf, pos)[0] + 4
+            if pl > end - pos:
+                out.append({"module": "PAGE", "page": page, "offset": pos, "error": "truncated module"})
+                break
+            mod = buf[pos:pos + pl]
+            try:
+                if hdr is not None and hdr.get("crc") is not None and self.check_crc and \
+                        _signed32(zlib.crc32(mod)) != hdr["crc"]:
+                    raise InvalidTag("page CRC mismatch")
+                page_cipher.decrypt(mod, ModuleType.DICTIONARY_PAGE if is_dict else ModuleType.DATA_PAGE, rg, col,
+                                    ordinal if not is_dict else 0)
+            except PqsealError as exc:
+                out.append({"module": "DICTIONARY_PAGE" if is_dict else "DATA_PAGE", "page": page, "offset": pos,
+                            "error": f"{type(exc).__name__}: {exc}"})
+            pos += pl
+            if not is_dict:
+                ordinal += 1
+            i += 1
+        return out
+
     def _out_buffer(self, n: int):
         if self._scratch is None:
             return np.empty(n, dtype=np.uint8)
@@ -599,7 +656,8 @@ class Source:
                 mm.close()
         except BufferError:
             pass  # a chunk still references the mapping; it is unmapped when that goes away
-        self._f.close()
+        if self._f is not None:
+            self._f.close()
 
     def __enter__(self) -> "Source":
         return self
