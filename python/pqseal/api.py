@@ -17,11 +17,11 @@ from .format.layout import PageType
 from .format.source import Source
 
 
-def _warn_v2(src, encryption: EncryptionProperties) -> str | None:
+def _warn_v2(src, encryption: EncryptionProperties, decryption: DecryptionProperties | None = None) -> str | None:
     """Warn once when a file with DataPageV2 pages is sealed: the two framings in use
     (parquet-java vs the spec/Arrow) cannot read each other's files."""
-    with Source(src) as s:
-        if s.crypto is not None or not s.num_row_groups:
+    with Source(src, decryption) as s:
+        if (s.crypto is not None) != (decryption is not None) or not s.num_row_groups:
             return None
         for col in range(len(s.paths)):
             ch = s.read_chunk(0, col)
@@ -60,8 +60,14 @@ def rekey_file(src, dst, decryption: DecryptionProperties, encryption: Encryptio
                backend: str | None = None, in_place: bool = False, fsync: bool = True) -> Stats:
     """Decrypt with the old keys and encrypt with new ones (or another algorithm) in one
     pass; plaintext never reaches the disk."""
-    return transform(src, dst, decryption=decryption, encryption=encryption, backend=backend,
-                     in_place=in_place, expect="encrypted", fsync=fsync)
+    msg = _warn_v2(src, encryption, decryption)
+    if msg:
+        warnings.warn(msg, stacklevel=2)
+    stats = transform(src, dst, decryption=decryption, encryption=encryption, backend=backend,
+                      in_place=in_place, expect="encrypted", fsync=fsync)
+    if msg:
+        stats.warnings.append(msg)
+    return stats
 
 
 def verify(path, decryption: DecryptionProperties, *, backend: str | None = None) -> dict:

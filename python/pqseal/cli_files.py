@@ -141,7 +141,7 @@ def _with(opts):
 
 def register(main: click.Group) -> None:
     @main.command()
-    @click.argument("src", type=click.Path(exists=True))
+    @click.argument("src", type=click.Path())
     @click.argument("dst", type=click.Path())
     @_with(_key_opts)
     @click.option("--footer-key-column", "footer_key_columns", multiple=True, metavar="PATH",
@@ -179,7 +179,7 @@ def register(main: click.Group) -> None:
         _report(stats, "encrypted")
 
     @main.command()
-    @click.argument("src", type=click.Path(exists=True))
+    @click.argument("src", type=click.Path())
     @click.argument("dst", type=click.Path())
     @_with(_key_opts)
     @click.option("--jobs", "-j", default=os.cpu_count() or 1, show_default=True, help="Files in parallel.")
@@ -192,7 +192,7 @@ def register(main: click.Group) -> None:
         _report(stats, "decrypted")
 
     @main.command()
-    @click.argument("path", type=click.Path(exists=True))
+    @click.argument("path", type=click.Path())
     @_with(_key_opts)
     @click.option("--json", "as_json", is_flag=True)
     @click.option("--jobs", "-j", default=os.cpu_count() or 1, show_default=True, help="Files in parallel.")
@@ -214,7 +214,7 @@ def register(main: click.Group) -> None:
                     click.echo(f"FAILED {src}: {where}: {f['error']}", err=True)
                 raise
         reports = _run_many(_pairs(path, None), one, jobs, "verify")
-        for r in reports:
+        for r in sorted(reports, key=lambda r: r["file"]):
             if as_json:
                 click.echo(json.dumps(r))
             else:
@@ -222,7 +222,7 @@ def register(main: click.Group) -> None:
                            f"{r['pages']} pages, {r['row_groups']} row groups")
 
     @main.command()
-    @click.argument("path", type=click.Path(exists=True))
+    @click.argument("path", type=click.Path())
     @_with(_key_opts)
     @click.option("--json", "as_json", is_flag=True)
     def inspect(path, footer_key_value, column_key_values, aad_prefix, as_json):

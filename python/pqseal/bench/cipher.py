@@ -72,6 +72,7 @@ class Result:
     rounds: int | None = None
     gb_per_s_min: float | None = None
     gb_per_s_max: float | None = None
+    cpu_util: float | None = None  # process CPU time / wall time over the rounds (cores really used)
     note: str | None = None
 
     def to_json(self) -> dict:
@@ -208,39 +209,62 @@ def verify(w: Workload, alg: str, key: bytes, aad: bytes) -> str | None:
 # ---- timing --------------------------------------------------------------------------------
 
 
-def time_rounds(run: Callable[[], int], *, rounds: int, round_time: float, warmup: float) -> list[float]:
-    """Modules per second of each round: ``run`` is called until ``round_time`` has
-    passed (at least once). Warm-up runs for ``warmup`` seconds (at least one call)."""
-    clock = time.perf_counter
-    end = clock() + warmup
-    run()
-    while clock() < end:
+def time_rounds(run: Callable[[], int], *, rounds: int, round_time: float, warmup: float,
+                cpu: list | None = None) -> list[float]:
+    """Modules per second of each round of one configuration (see :func:`time_interleaved`).
+    If ``cpu`` is a list, the process CPU time / wall time of the rounds is appended."""
+    (rates, util), = time_interleaved([run], rounds=rounds, round_time=round_time, warmup=warmup)
+    if cpu is not None:
+        cpu.append(util)
+    return rates
+
+
+def time_interleaved(runs: Sequence[Callable[[], int]], *, rounds: int, round_time: float,
+                     warmup: float) -> list[tuple[list[float], float]]:
+    """Time several configurations round-robin, so that they see the same machine load
+    (this is a shared machine): each is warmed up for ``warmup`` seconds (at least one
+    call), then round ``r`` of every configuration runs before round ``r + 1`` of any.
+    A round calls ``run`` (which returns the modules it did) until ``round_time`` has
+    passed, at least once. Returns, per configuration, the modules per second of each
+    round and the process CPU time / wall time over its rounds (about 2.0 when two
+    native threads really ran in parallel)."""
+    clock, cpu_clock = time.perf_counter, time.process_time
+    for run in runs:
+        end = clock() + warmup
         run()
-    rates = []
+        while clock() < end:
+            run()
+    rates: list[list[float]] = [[] for _ in runs]
+    wall = [0.0] * len(runs)
+    cpu = [0.0] * len(runs)
     gc_was = gc.isenabled()
     gc.disable()
     try:
         for _ in range(rounds):
-            done = 0
-            t0 = clock()
-            deadline = t0 + round_time
-            while True:
-                done += run()
-                t = clock()
-                if t >= deadline:
-                    break
-            rates.append(done / (t - t0))
+            for k, run in enumerate(runs):
+                done = 0
+                c0 = cpu_clock()
+                t0 = clock()
+                deadline = t0 + round_time
+                while True:
+                    done += run()
+                    t = clock()
+                    if t >= deadline:
+                        break
+                cpu[k] += cpu_clock() - c0
+                wall[k] += t - t0
+                rates[k].append(done / (t - t0))
     finally:
         if gc_was:
             gc.enable()
-    return rates
+    return [(r, c / w if w > 0 else 0.0) for r, c, w in zip(rates, cpu, wall)]
 
 
-def summarize(impl, backend, alg, key_bits, size, threads, rates, n, note=None) -> Result:
+def summarize(impl, backend, alg, key_bits, size, threads, rates, n, cpu_util=None, note=None) -> Result:
     med = statistics.median(rates)
     gb = lambda r: r * size / 1e9  # noqa: E731
     return Result(impl, backend, alg, key_bits, size, threads, med, gb(med), n, len(rates),
-                  gb(min(rates)), gb(max(rates)), note)
+                  gb(min(rates)), gb(max(rates)), None if cpu_util is None else round(cpu_util, 3), note)
 
 
 # ---- out-of-process anchors ----------------------------------------------------------------
@@ -374,7 +398,7 @@ def _impl_order(r: Result) -> tuple:
 
 
 def print_table(results: Sequence[Result], file=sys.stdout) -> None:
-    head = ("impl", "backend", "alg", "key", "module", "thr", "modules/s", "GB/s", "spread")
+    head = ("impl", "backend", "alg", "key", "module", "thr", "modules/s", "GB/s", "spread", "cpu")
     rows = []
     prev = None
     for r in sorted(results, key=_impl_order):
@@ -386,9 +410,10 @@ def print_table(results: Sequence[Result], file=sys.stdout) -> None:
         if r.gb_per_s_min is not None and r.gb_per_s > 0:
             spread = f"±{50 * (r.gb_per_s_max - r.gb_per_s_min) / r.gb_per_s:.0f}%"
         rows.append((r.impl, r.backend, r.algorithm, str(r.key_bits), fmt_size(r.module_bytes),
-                     str(r.threads), fmt_rate(r.modules_per_s), f"{r.gb_per_s:.3f}", spread))
+                     str(r.threads), fmt_rate(r.modules_per_s), f"{r.gb_per_s:.3f}", spread,
+                     "" if r.cpu_util is None else f"{r.cpu_util:.2f}"))
     widths = [max(len(h), *(len(row[i]) for row in rows if row)) for i, h in enumerate(head)]
-    right = {3, 4, 5, 6, 7, 8}
+    right = {3, 4, 5, 6, 7, 8, 9}
 
     def line(cells):
         return "  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))
@@ -450,6 +475,13 @@ def compute_ratios(results: Sequence[Result], missing: dict[str, str]) -> list[R
                   _get(results, "pqseal", alg, MiB, backend=backend, threads=2),
                   _get(results, "pqseal", alg, MiB, backend=backend, threads=1), "gb_per_s",
                   f"pqseal {backend} {alg} 1 MiB 2 threads", f"pqseal {backend} {alg} 1 MiB 1 thread")
+            two = _get(results, "pqseal", alg, MiB, backend=backend, threads=2)
+            one = _get(results, "pqseal", alg, MiB, backend=backend, threads=1)
+            if out[-1].value is not None and two and one and two.cpu_util and one.cpu_util:
+                # GB per CPU-second, 2 threads vs 1: about 1.0 if the split costs nothing and
+                # a low 2-thread ratio only reflects a second core taken by another process
+                eff = (two.gb_per_s / two.cpu_util) / (one.gb_per_s / one.cpu_util)
+                out[-1].detail += f" (2 threads used {two.cpu_util:.2f} CPUs; per CPU-second {eff:.2f}x)"
     for size in (16384, 64):
         ratio(f"pqseal openssl GCM {fmt_size(size)} / openssl-speed {size}", 0.95,
               _get(results, "pqseal", "gcm", size, backend="openssl"),
@@ -458,12 +490,21 @@ def compute_ratios(results: Sequence[Result], missing: dict[str, str]) -> list[R
     return out
 
 
-def print_ratios(ratios: Sequence[Ratio], file=sys.stdout) -> None:
+def print_ratios(ratios: Sequence[Ratio], results: Sequence[Result] = (), file=sys.stdout) -> None:
     w = max(len(r.label) for r in ratios)
     print("Ratios (AES-128, 1 thread unless stated; 'best backend' = the faster pqseal backend):", file=file)
     for r in ratios:
         val = "   n/a" if r.value is None else f"{r.value:6.2f}"
         print(f"  {r.label.ljust(w)}  {val}  target >= {r.target:<4g}  {r.status:<4}  {r.detail}", file=file)
+    starved = [r for r in results if r.impl == "pqseal" and r.threads > 1 and r.cpu_util is not None
+               and r.cpu_util < 0.75 * r.threads]
+    if starved:
+        worst = min(starved, key=lambda r: r.cpu_util)
+        print(f"  note: {len(starved)} multi-thread configuration(s) got less than 75% of the CPUs asked for "
+              f"(lowest {worst.cpu_util:.2f} CPUs: {worst.backend} {worst.algorithm}-{worst.key_bits} "
+              f"{fmt_size(worst.module_bytes)} x{worst.threads}). Either other processes hold the cores "
+              f"(see the load average) or the native threads do not run in parallel; see the 'cpu' column.",
+              file=file)
 
 
 def write_plot(results: Sequence[Result], path: str) -> str | None:
@@ -556,34 +597,44 @@ def _csv(choices: Sequence[str] | None, conv=str):
     return parse
 
 
+def _positive_int(text: str) -> int:
+    v = int(text)
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"{v} is not a positive integer")
+    return v
+
+
 def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=prog, description="Benchmark pqseal's batch GCM/CTR ciphers against cryptography, a raw "
         "intel-ipsec-mb C loop and `openssl speed`, and print the target ratios.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        epilog="Sizes take B/K/KiB/M/MiB suffixes. Table: 'spread' is half the min-max range of the "
+        "rounds relative to the median; 'cpu' is process CPU time / wall time (about 2 when two "
+        "native threads really ran in parallel).")
     p.add_argument("--quick", action="store_true",
                    help=f"sizes {', '.join(fmt_size(s) for s in QUICK_SIZES)}, 3 short rounds (< 30 s)")
     p.add_argument("--backend", type=_csv(("ipsecmb", "openssl")), default=None, metavar="LIST",
                    help="pqseal backends (comma-separated); default: all available")
     p.add_argument("--algorithm", type=_csv(ALGORITHMS), default=list(ALGORITHMS), metavar="LIST",
-                   help="gcm, ctr")
+                   help="algorithms: gcm, ctr (default: both)")
     p.add_argument("--sizes", type=_csv(None, parse_size), default=None, metavar="LIST",
                    help="module sizes, e.g. 64,1K,16K,256K,1M,4M; default: "
                    + ",".join(fmt_size(s).replace(" ", "") for s in DEFAULT_SIZES))
-    p.add_argument("--threads", type=_csv(None, int), default=[1, 2], metavar="LIST",
-                   help="native threads for pqseal (peers always run 1 thread, only if 1 is listed)")
-    p.add_argument("--key-bits", type=_csv(None, int), default=list(KEY_BITS), metavar="LIST", help="128, 256")
+    p.add_argument("--threads", type=_csv(None, _positive_int), default=[1, 2], metavar="LIST",
+                   help="native threads for pqseal (default: 1,2); the peers run 1 thread, only if 1 is listed")
+    p.add_argument("--key-bits", type=_csv((128, 192, 256), int), default=list(KEY_BITS), metavar="LIST",
+                   help="AES key sizes (default: 128,256)")
     p.add_argument("--impl", type=_csv(IMPLS), default=list(IMPLS), metavar="LIST",
-                   help="implementations to run: " + ", ".join(IMPLS))
-    p.add_argument("--rounds", type=int, default=None, help="timed rounds per configuration (default 5, quick 3)")
+                   help="implementations to run (default: all): " + ", ".join(IMPLS))
+    p.add_argument("--rounds", type=_positive_int, default=None, help="timed rounds per configuration (default 5, quick 3)")
     p.add_argument("--round-time", type=float, default=None,
                    help="seconds per round (default 0.2, quick 0.05)")
     p.add_argument("--batch-bytes", type=parse_size, default=BATCH_BYTES,
-                   help="plaintext per batch (output adds as much again)")
-    p.add_argument("--max-modules", type=int, default=MAX_MODULES, help="cap on modules per batch")
+                   help="plaintext per batch; the output adds as much again (default: 8M)")
+    p.add_argument("--max-modules", type=int, default=MAX_MODULES, help=f"cap on modules per batch (default: {MAX_MODULES})")
     p.add_argument("--raw-anchor", metavar="PATH", default=None,
                    help="raw_ipsecmb.c to compile and run (default: <repo>/../shared/perf/raw_ipsecmb.c)")
-    p.add_argument("--plot", metavar="PATH", default="bench-out/cipher.png", help="PNG to write")
+    p.add_argument("--plot", metavar="PATH", default="bench-out/cipher.png", help="PNG to write (default: bench-out/cipher.png)")
     p.add_argument("--no-plot", action="store_true", help="do not write the PNG")
     p.add_argument("--json", action="store_true",
                    help="print one JSON object per measurement (stdout) instead of the table; "
@@ -615,7 +666,10 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     def emit(r: Result) -> None:
         results.append(r)
         if args.json:
-            print(json.dumps(r.to_json()), flush=True)
+            try:
+                print(json.dumps(r.to_json()), flush=True)
+            except BrokenPipeError:  # e.g. piped into `head`: keep measuring, stop printing
+                sys.stdout = open(os.devnull, "w")
         if args.verbose:
             print(f"  {r.impl} {r.backend} {r.algorithm}-{r.key_bits} {fmt_size(r.module_bytes)} "
                   f"x{r.threads}: {r.gb_per_s:.3f} GB/s, {fmt_rate(r.modules_per_s)} modules/s", file=err, flush=True)
@@ -658,7 +712,6 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
             run_peer = False
             missing["cryptography"] = "cryptography is not installed"
             warnings.append(missing["cryptography"])
-    peer_kw = dict(rounds=rounds, round_time=round_time, warmup=warmup)
     file_aad = os.urandom(FILE_AAD_LEN)
     aad = module_aad_for(file_aad)
     keys = {bits: os.urandom(bits // 8) for bits in args.key_bits}
@@ -670,37 +723,43 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
 
     def progress(what: str) -> None:
         if tty:
-            err.write(f"\r  [{done}/{n_cfg}] {what:<48}")
+            err.write(f"\r  [{done}/{n_cfg}] {what:<52}")
             err.flush()
 
     for size in sizes:
         w = Workload(size, args.batch_bytes, args.max_modules)
         for alg in args.algorithm:
             for bits, key in keys.items():
+                # One group per (size, algorithm, key): every pqseal backend x threads and the
+                # peer, timed round-robin so the ratios inside the group share the load.
+                labels, runs = [], []
                 if "pqseal" in impls:
                     for backend in backends:
                         for threads in args.threads:
-                            progress(f"pqseal {backend} {alg}-{bits} {fmt_size(size)} x{threads}")
                             cipher = pqseal_cipher(alg, backend, key, file_aad)
-                            rates = time_rounds(pqseal_runner(w, cipher, threads), rounds=rounds,
-                                                round_time=round_time, warmup=warmup)
-                            bad = verify(w, alg, key, aad)
-                            if bad:
-                                warnings.append(f"pqseal {backend} {alg}-{bits} {fmt_size(size)} x{threads}: "
-                                                f"output check failed: {bad}")
-                            emit(summarize("pqseal", backend, alg, bits, size, threads, rates, w.n,
-                                           note=f"VERIFY FAILED: {bad}" if bad else None))
-                            done += 1
+                            labels.append(("pqseal", backend, threads))
+                            runs.append(pqseal_runner(w, cipher, threads))
                 if run_peer:
-                    progress(f"cryptography {alg}-{bits} {fmt_size(size)}")
-                    chunk = max(1, PEER_CHUNK_BYTES // size)
-                    rates = time_rounds(peer_runner(w, alg, key, aad, chunk), **peer_kw)
-                    emit(summarize("cryptography", "openssl", alg, bits, size, 1, rates, w.n,
-                                   note=env.get("cryptography")))
-                    done += 1
+                    labels.append(("cryptography", "openssl", 1))
+                    runs.append(peer_runner(w, alg, key, aad, max(1, PEER_CHUNK_BYTES // size)))
+                if not runs:
+                    continue
+                progress(f"{alg}-{bits} {fmt_size(size)}: {len(runs)} configurations")
+                timed = time_interleaved(runs, rounds=rounds, round_time=round_time, warmup=warmup)
+                for (impl, backend, threads), run, (rates, util) in zip(labels, runs, timed):
+                    note = env.get("cryptography") if impl == "cryptography" else None
+                    if impl == "pqseal":
+                        run()  # the output of this configuration, for the check
+                        bad = verify(w, alg, key, aad)
+                        if bad:
+                            warnings.append(f"pqseal {backend} {alg}-{bits} {fmt_size(size)} x{threads}: "
+                                            f"output check failed: {bad}")
+                            note = f"VERIFY FAILED: {bad}"
+                    emit(summarize(impl, backend, alg, bits, size, threads, rates, w.n, util, note=note))
+                done += len(runs)
         del w
     if tty:
-        err.write("\r" + " " * 60 + "\r")
+        err.write("\r" + " " * 66 + "\r")
         err.flush()
 
     if not args.json:
@@ -708,7 +767,7 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
         print_table(results, file=info)
     print(file=info)
     ratios = compute_ratios(results, missing)
-    print_ratios(ratios, file=sys.stderr if args.json else sys.stdout)
+    print_ratios(ratios, results, file=sys.stderr if args.json else sys.stdout)
     if not args.no_plot and results:
         why = write_plot(results, args.plot)
         if why:
@@ -724,4 +783,4 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(prog="python -m pqseal.bench.cipher"))

@@ -297,15 +297,15 @@ class _ModuleCipher:
             idx = b.fail_index
             idx = None if idx == ffi.cast("size_t", -1) else int(idx)
             self._raise(status, idx, encrypt, (mt0, mt), (rg0, rg), (col0, col), (pg0, pg), (ki0, ki),
-                        b.aad_mode)
+                        b.aad_mode, n)
         return Batch(out_arr, dst_offs, out_lens)
 
-    def _raise(self, status, idx, encrypt, mt, rg, col, pg, ki, aad_mode):
+    def _raise(self, status, idx, encrypt, mt, rg, col, pg, ki, aad_mode, n=2):
         def at(pair):
             scalar, arr = pair
             return int(arr[idx]) if (arr is not None and idx is not None) else scalar
 
-        where = f"module {idx}" if idx is not None else "batch"
+        where = ("module" if n == 1 else f"module {idx}") if idx is not None else "batch"
         if aad_mode == lib.PQ_AAD_MODULE and idx is not None:
             t = ModuleType(at(mt))
             parts = [t.name]

@@ -24,6 +24,13 @@ from .source import Chunk
 _IOV_MAX = 1024
 
 
+def _encode(name: str, obj: dict, where: str) -> bytes:
+    try:
+        return thrift.encode(name, obj)
+    except thrift.EncodeError as exc:
+        raise MalformedFile(f"{where}: the source's {name} cannot be rewritten: {exc}") from None
+
+
 def _signed32(v: int) -> int:
     return v - (1 << 32) if v >= 1 << 31 else v
 
@@ -150,7 +157,7 @@ class Sink:
                 h["compressed_page_size"] = ln
                 if "crc" in h:
                     h["crc"] = _crc(body)
-                hb = thrift.encode("PageHeader", h)
+                hb = _encode("PageHeader", h, f"{self.name}: column {dotted(ch.path)} (row group {ch.rg})")
                 parts += [hb, body]
                 pages[ch.src_header_offsets[i]] = (self.pos + hsum, len(hb) + ln)
                 hsum += len(hb) + ln
@@ -188,7 +195,7 @@ class Sink:
                 if "crc" in h:
                     o = int(ch.offs[i])
                     h["crc"] = _crc(ch.buf[o:o + lev], body[i]) if lev else _crc(body[i])
-                hdrs.append(thrift.encode("PageHeader", h))
+                hdrs.append(_encode("PageHeader", h, f"{self.name}: column {dotted(ch.path)} (row group {ch.rg})"))
             hmods = self.gcm.encrypt_batch(hdrs, module_type=htypes, row_group=ch.rg, column=ch.col, page=ords,
                                            key_index=plan.key_index)
             pos = self.pos
@@ -249,7 +256,7 @@ class Sink:
     # ---- page indexes and bloom filters ------------------------------------------------
 
     def write_bloom_filter(self, rg: int, col: int, header: dict, bitset) -> tuple[int, int]:
-        hb = thrift.encode("BloomFilterHeader", header)
+        hb = _encode("BloomFilterHeader", header, f"{self.name}: bloom filter of {dotted(self.paths[col])}")
         plan = self.plans[col] if self.enc is not None else None
         start = self.pos
         if plan is None:
@@ -282,7 +289,7 @@ class Sink:
             loc["offset"], loc["compressed_page_size"] = hit
             locs.append(loc)
         oi["page_locations"] = locs
-        data = thrift.encode("OffsetIndex", oi)
+        data = _encode("OffsetIndex", oi, f"{self.name}: offset index of {dotted(self.paths[col])}")
         plan = self.plans[col] if self.enc is not None else None
         start = self.pos
         if plan is None:
@@ -315,7 +322,8 @@ class Sink:
         elif plan.footer_key:
             cc["meta_data"] = meta
         if enc.plaintext_footer or not plan.footer_key:
-            self._meta_modules.append((rg, col, plan.key_index, thrift.encode("ColumnMetaData", meta), cc))
+            self._meta_modules.append((rg, col, plan.key_index, _encode("ColumnMetaData", meta,
+                                       f"{self.name}: column {dotted(self.paths[col])}"), cc))
         # keep the spec's field order: meta_data (3) before the index fields (4-7) and crypto (8, 9)
         return cc
 
@@ -332,7 +340,7 @@ class Sink:
         fmd = {k: v for k, v in fmd.items() if k not in ("encryption_algorithm", "footer_signing_key_metadata")}
         enc = self.enc
         if enc is None:
-            footer = thrift.encode("FileMetaData", fmd)
+            footer = _encode("FileMetaData", fmd, self.name)
             self._write(footer)
             self._write(len(footer).to_bytes(4, "little") + MAGIC)
             return
@@ -346,7 +354,7 @@ class Sink:
             fmd["encryption_algorithm"] = algorithm
             if enc.footer_key_metadata is not None:
                 fmd["footer_signing_key_metadata"] = enc.footer_key_metadata
-            footer = thrift.encode("FileMetaData", fmd)
+            footer = _encode("FileMetaData", fmd, self.name)
             sig = self.gcm.footer_signature(footer)
             self._write(footer)
             self._write(sig)
@@ -356,7 +364,7 @@ class Sink:
         if enc.footer_key_metadata is not None:
             fcm["key_metadata"] = enc.footer_key_metadata
         crypto = thrift.encode("FileCryptoMetaData", fcm)
-        module = self.gcm.encrypt(thrift.encode("FileMetaData", fmd), ModuleType.FOOTER)
+        module = self.gcm.encrypt(_encode("FileMetaData", fmd, self.name), ModuleType.FOOTER)
         self._write(crypto)
         self._write(module)
         self._write((len(crypto) + len(module)).to_bytes(4, "little") + MAGIC_ENCRYPTED)

@@ -310,8 +310,10 @@ class Source:
     # ---- pages -------------------------------------------------------------------------
 
     def _chunk_span(self, rg: int, col: int, meta: dict) -> tuple[int, int]:
-        start = chunk_start(meta, self.name)
         total = meta.get("total_compressed_size")
+        if total == 0:  # a chunk without pages (empty row group)
+            return 0, 0
+        start = chunk_start(meta, self.name)
         if total is None or total < 0 or start < 4 or start + total > self.tail.footer_offset:
             raise MalformedFile(f"{self.name}: column {dotted(self.paths[col])} in row group {rg} lies outside "
                                 "the data region (truncated or corrupt file)")
@@ -323,7 +325,9 @@ class Source:
         meta = self.column_meta(rg, col)
         start, end = self._chunk_span(rg, col, meta)
         gcm, ctr = self.column_gcm_ctr(rg, col)
-        path = self.paths[col]
+        if start == end:
+            return Chunk(rg, col, self.paths[col], self.column_chunk(rg, col), meta, [], self.buf,
+                         np.zeros(0, np.int64), np.zeros(0, np.int64), [], 0, None, gcm is not None)
         if gcm is None:
             return self._read_plain_chunk(rg, col, meta, start, end)
         if self.crypto.dialect == "duckdb":
@@ -617,6 +621,9 @@ class Source:
         if gcm is not None:
             data = gcm.decrypt(data, ModuleType.OFFSET_INDEX, rg, col)
         oi, _ = self._decode("OffsetIndex", data, 0, what)
+        locs = oi.get("page_locations")
+        if not isinstance(locs, list) or any(isinstance(k, int) for k in oi):
+            raise MalformedFile(f"{self.name}: {what} has no valid page locations")
         return oi
 
     @_named
