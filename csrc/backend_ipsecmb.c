@@ -193,13 +193,16 @@ void pq_ipsecmb_run(pq_work *w)
         return;
     }
     if (b->algorithm == PQ_ALG_CTR) {
-        for (size_t lo = w->lo; lo < w->hi; lo += CTR_CHUNK) {
-            size_t hi = lo + CTR_CHUNK < w->hi ? lo + CTR_CHUNK : w->hi;
-            if (ctr_chunk(m, w, lo, hi) != PQ_OK) {
-                pq_fail_at(w, PQ_ERR_INTERNAL, lo);
-                break;
+        size_t rlo, rhi;
+        while (pq_next_range(w, &rlo, &rhi)) {
+            for (size_t lo = rlo; lo < rhi; lo += CTR_CHUNK) {
+                size_t hi = lo + CTR_CHUNK < rhi ? lo + CTR_CHUNK : rhi;
+                if (ctr_chunk(m, w, lo, hi) != PQ_OK) {
+                    pq_fail_at(w, PQ_ERR_INTERNAL, lo);
+                    give_mgr(m);
+                    return;
+                }
             }
-            if (pq_should_stop(w, hi)) break;
         }
         give_mgr(m);
         return;
@@ -217,8 +220,10 @@ void pq_ipsecmb_run(pq_work *w)
     uint64_t hdr = pq_header(b);
     uint64_t ov = pq_overhead(b);
     struct gcm_context_data ctx; /* per-message state (no key material); wiped once at the end */
-    for (size_t i = w->lo; i < w->hi; i++) {
-        if (pq_should_stop(w, i)) break;
+    size_t rlo, rhi;
+    while (pq_next_range(w, &rlo, &rhi)) {
+    for (size_t i = rlo; i < rhi; i++) {
+        if (pq_should_stop(w, i)) goto out;
         const pq_key *k = b->keys[pq_kidx(b, i)];
         size_t alen = pq_module_aad(b, i, aad);
         if (w->encrypt) {
@@ -235,10 +240,12 @@ void pq_ipsecmb_run(pq_work *w)
             gcm_one(m, k, &ctx, 0, pq_dst(b, i), src + hdr, len, src + hdr - PQ_NONCE_LEN, aad, alen, tag);
             if (CRYPTO_memcmp(tag, src + hdr + len, PQ_TAG_LEN) != 0) {
                 pq_fail_at(w, PQ_ERR_TAG, i);
-                break;
+                goto out;
             }
         }
     }
+    }
+out:
     OPENSSL_cleanse(&ctx, sizeof ctx);
     if (aad != aadbuf) free(aad);
     give_mgr(m);

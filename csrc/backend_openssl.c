@@ -60,8 +60,10 @@ void pq_openssl_run(pq_work *w)
     if (b->aad_len) memcpy(aad, b->aad, b->aad_len);
 
     const pq_key *cur = NULL;
-    for (size_t i = w->lo; i < w->hi; i++) {
-        if (pq_should_stop(w, i)) break;
+    size_t lo, hi;
+    while (pq_next_range(w, &lo, &hi)) {
+    for (size_t i = lo; i < hi; i++) {
+        if (pq_should_stop(w, i)) goto done;
         const pq_key *k = b->keys[pq_kidx(b, i)];
         const uint8_t *src = pq_src(b, i);
         uint8_t *dst = pq_dst(b, i);
@@ -104,7 +106,7 @@ void pq_openssl_run(pq_work *w)
                     goto internal;
                 if (EVP_DecryptFinal_ex(ctx, out + ptlen, &outl) != 1) {
                     pq_fail_at(w, PQ_ERR_TAG, i);
-                    break;
+                    goto done;
                 }
             }
         } else {
@@ -123,7 +125,8 @@ void pq_openssl_run(pq_work *w)
         continue;
     internal:
         pq_fail_at(w, PQ_ERR_INTERNAL, i);
-        break;
+        goto done;
+    }
     }
 done:
     if (aad != aadbuf) free(aad);

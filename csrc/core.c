@@ -264,27 +264,29 @@ static int run_batch(pq_batch *b, int encrypt)
     _Atomic size_t first_fail;
     atomic_init(&first_fail, (size_t)-1);
     pq_work works[PQ_MAX_THREADS];
-    size_t lo = 0;
-    uint64_t acc = 0;
-    for (int t = 0; t < nt; t++) {
-        size_t hi = b->n;
-        if (t < nt - 1) {
-            uint64_t goal = total / nt * (uint64_t)(t + 1);
-            hi = lo;
-            while (hi < b->n && acc < goal) acc += b->src_len[hi++];
-        }
-        works[t] = (pq_work){ b, lo, hi, nonces, encrypt, PQ_OK, (size_t)-1, &first_fail, NULL, NULL };
-        lo = hi;
+    if (nt == 1) {
+        works[0] = (pq_work){ .b = b, .lo = 0, .hi = b->n, .nonces = nonces, .encrypt = encrypt,
+                              .status = PQ_OK, .fail_index = (size_t)-1, .first_fail = &first_fail };
+        pq_run_work(&works[0]);
+    } else {
+        /* every participant claims ranges of `step` modules: about 8 claims per thread */
+        _Atomic size_t next;
+        atomic_init(&next, 0);
+        size_t step = b->n / ((size_t)nt * 8);
+        if (step < 1) step = 1;
+        for (int t = 0; t < nt; t++)
+            works[t] = (pq_work){ .b = b, .lo = 0, .hi = b->n, .nonces = nonces, .encrypt = encrypt,
+                                  .status = PQ_OK, .fail_index = (size_t)-1, .first_fail = &first_fail,
+                                  .claim_next = &next, .step = step };
+        pq_pool_run(works, nt);
     }
-    if (nt == 1) pq_run_work(&works[0]);
-    else pq_pool_run(works, nt);
 
+    /* the failure with the lowest module index wins */
     st = PQ_OK;
     for (int t = 0; t < nt; t++) {
-        if (works[t].status != PQ_OK) { /* slices are in index order: the first failing one wins */
+        if (works[t].status != PQ_OK && (st == PQ_OK || works[t].fail_index < b->fail_index)) {
             st = works[t].status;
             b->fail_index = works[t].fail_index;
-            break;
         }
     }
     if (nonces && nonces != b->nonces) free(nonces);

@@ -38,6 +38,11 @@ typedef struct pq_work {
     int status;
     size_t fail_index;
     _Atomic size_t *first_fail; /* lowest failing module index seen by any worker */
+    /* dynamic split (threads > 1): participants claim `step` modules at a time from
+     * *claim_next until lo..hi is used up, so a late or preempted thread delays nobody */
+    _Atomic size_t *claim_next;
+    size_t step;
+    int claimed_static;     /* static mode: lo..hi handed out once */
     /* worker pool bookkeeping (pool.c) */
     struct pq_work *next;
     int *pending;
@@ -72,6 +77,23 @@ static inline void pq_fail_at(pq_work *w, int status, size_t i)
     while (i < cur && !atomic_compare_exchange_weak(w->first_fail, &cur, i)) {
     }
 }
+/* The next range of modules for this participant; 0 when there is none left. */
+static inline int pq_next_range(pq_work *w, size_t *lo, size_t *hi)
+{
+    if (!w->claim_next) {
+        if (w->claimed_static) return 0;
+        w->claimed_static = 1;
+        *lo = w->lo;
+        *hi = w->hi;
+        return *lo < *hi;
+    }
+    size_t s = atomic_fetch_add(w->claim_next, w->step);
+    if (s >= w->hi) return 0;
+    *lo = s;
+    *hi = s + w->step < w->hi ? s + w->step : w->hi;
+    return 1;
+}
+
 /* Stop once a module before i has failed: nothing after it can change the outcome. */
 static inline int pq_should_stop(pq_work *w, size_t i)
 {
