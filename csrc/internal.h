@@ -45,7 +45,7 @@ typedef struct pq_work {
     int claimed_static;     /* static mode: lo..hi handed out once */
     /* worker pool bookkeeping (pool.c) */
     struct pq_work *next;
-    int *pending;
+    _Atomic int *pending;
 } pq_work;
 
 /* Module AAD for module i into buf (which already holds the file AAD in its first
