@@ -125,6 +125,8 @@ class Source:
             if size < 12:
                 raise MalformedFile(f"{self.name}: {size} bytes is too small for a Parquet file")
             self._mm = mmap.mmap(self._f.fileno(), 0, access=mmap.ACCESS_READ)
+            if hasattr(self._mm, "madvise"):  # read front to back: larger readahead and fault-around
+                self._mm.madvise(mmap.MADV_SEQUENTIAL)
             self.buf = memoryview(self._mm)
             self.tail: Tail = read_tail(self.buf, self.name)
             self.crypto: FileCrypto | None = None
