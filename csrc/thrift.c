@@ -349,30 +349,19 @@ static PyObject *bytes_at(Rd *r, Py_ssize_t at, Py_ssize_t n)
     return PyBytes_FromStringAndSize((const char *)r->p + at, n);
 }
 
-/* One element of a known list, schema element type et. Returns 0, 1 (mismatch), -1. */
-static inline int rd_elem(Rd *r, const FieldDef *f, int depth, PyObject **out)
+/* A value of a non-bool, non-container type (ints, double, binary, struct); ``sub`` is
+ * the struct for T_STRUCT. Returns 0 or -1. */
+static int rd_scalar(Rd *r, int type, int sub, int depth, PyObject **out)
 {
     int64_t x;
     double d;
     Py_ssize_t at, n;
-    *out = NULL;
-    switch (f->etype) {
-    case T_BOOL: {
-        uint8_t b = r->p[r->pos];   /* present: list size <= remaining */
-        if (b != 1 && b != 2)
-            return 1;
-        r->pos++;
-        if (r->build) {
-            *out = b == 1 ? Py_True : Py_False;
-            Py_INCREF(*out);
-        }
-        return 0;
-    }
+    switch (type) {
     case T_BYTE:
     case T_I16:
     case T_I32:
     case T_I64:
-        if (rd_int(r, f->etype, &x))
+        if (rd_int(r, type, &x))
             return -1;
         if (r->build && !(*out = PyLong_FromLongLong(x)))
             return -1;
@@ -390,19 +379,38 @@ static inline int rd_elem(Rd *r, const FieldDef *f, int depth, PyObject **out)
             return -1;
         return 0;
     case T_STRUCT:
-        return rd_struct(r, &r->codec->structs[f->sub], depth, out);
+        return rd_struct(r, &r->codec->structs[sub], depth, out);
     }
-    PyErr_SetString(PyExc_SystemError, "pqseal._thrift: bad compiled element type");
+    PyErr_SetString(PyExc_SystemError, "pqseal._thrift: bad compiled type");
     return -1;
+}
+
+/* One element of a known list, schema element type et. Returns 0, 1 (mismatch), -1. */
+static inline int rd_elem(Rd *r, const FieldDef *f, int depth, PyObject **out)
+{
+    *out = NULL;
+    switch (f->etype) {
+    case T_BOOL: {
+        uint8_t b = r->p[r->pos];   /* present: list size <= remaining */
+        if (b != 1 && b != 2)
+            return 1;
+        r->pos++;
+        if (r->build) {
+            *out = b == 1 ? Py_True : Py_False;
+            Py_INCREF(*out);
+        }
+        return 0;
+    }
+    default:
+        return rd_scalar(r, f->etype, f->sub, depth, out);
+    }
 }
 
 /* Value of a known field whose wire type matches the schema. Returns 0, 1 (element type
  * mismatch: caller rewinds and keeps the field as unknown), -1 on error. */
 static int rd_field_value(Rd *r, const FieldDef *f, int t, int depth, PyObject **out)
 {
-    int64_t x;
-    double d;
-    Py_ssize_t at, n;
+    Py_ssize_t n;
     *out = NULL;
     if (f->raw) {
         Py_ssize_t start = r->pos;
@@ -419,29 +427,6 @@ static int rd_field_value(Rd *r, const FieldDef *f, int t, int depth, PyObject *
             Py_INCREF(*out);
         }
         return 0;
-    case T_BYTE:
-    case T_I16:
-    case T_I32:
-    case T_I64:
-        if (rd_int(r, f->ttype, &x))
-            return -1;
-        if (r->build && !(*out = PyLong_FromLongLong(x)))
-            return -1;
-        return 0;
-    case T_DOUBLE:
-        if (rd_double(r, &d))
-            return -1;
-        if (r->build && !(*out = PyFloat_FromDouble(d)))
-            return -1;
-        return 0;
-    case T_BINARY:
-        if (rd_binary(r, &at, &n))
-            return -1;
-        if (r->build && !(*out = bytes_at(r, at, n)))
-            return -1;
-        return 0;
-    case T_STRUCT:
-        return rd_struct(r, &r->codec->structs[f->sub], depth, out);
     case T_LIST:
     case T_SET: {
         int et;
@@ -467,9 +452,9 @@ static int rd_field_value(Rd *r, const FieldDef *f, int t, int depth, PyObject *
         *out = lst;
         return 0;
     }
+    default:
+        return rd_scalar(r, f->ttype, f->sub, depth, out);
     }
-    PyErr_SetString(PyExc_SystemError, "pqseal._thrift: bad compiled field type");
-    return -1;
 }
 
 /* Skip mode: the unknown field ids seen in one struct instance (decode uses the dict).

@@ -268,14 +268,18 @@ class Sink:
             self._writev([mods[0], mods[1]])
         return start, self.pos - start
 
-    def write_column_index(self, rg: int, col: int, data: bytes) -> tuple[int, int]:
+    def _write_module(self, data: bytes, mtype: ModuleType, rg: int, col: int) -> tuple[int, int]:
+        """Write one index structure, as a GCM module when its column is encrypted."""
         plan = self.plans[col] if self.enc is not None else None
         start = self.pos
         if plan is None:
             self._write(data)
         else:
-            self._write(self.gcm.encrypt(data, ModuleType.COLUMN_INDEX, rg, col, key_index=plan.key_index))
+            self._write(self.gcm.encrypt(data, mtype, rg, col, key_index=plan.key_index))
         return start, self.pos - start
+
+    def write_column_index(self, rg: int, col: int, data: bytes) -> tuple[int, int]:
+        return self._write_module(data, ModuleType.COLUMN_INDEX, rg, col)
 
     def write_offset_index(self, rg: int, col: int, oi: dict, pages: dict) -> tuple[int, int]:
         oi = dict(oi)
@@ -290,13 +294,7 @@ class Sink:
             locs.append(loc)
         oi["page_locations"] = locs
         data = _encode("OffsetIndex", oi, f"{self.name}: offset index of {dotted(self.paths[col])}")
-        plan = self.plans[col] if self.enc is not None else None
-        start = self.pos
-        if plan is None:
-            self._write(data)
-        else:
-            self._write(self.gcm.encrypt(data, ModuleType.OFFSET_INDEX, rg, col, key_index=plan.key_index))
-        return start, self.pos - start
+        return self._write_module(data, ModuleType.OFFSET_INDEX, rg, col)
 
     # ---- footer ------------------------------------------------------------------------
 

@@ -380,22 +380,23 @@ class Source:
         all page bodies in one call. Raises _NotFast when the layout needs the careful walk
         (parquet-java DataPageV2 framing) or anything disagrees."""
         buf = self.buf
+
+        def module_len(pos):  # a length-prefixed module that fits before `end`
+            if pos + 4 > end:
+                raise _NotFast
+            ln = _le32(buf, pos)[0] + 4
+            if ln > end - pos:
+                raise _NotFast
+            return ln
+
         hoffs, hlens, poffs, plens = [], [], [], []
         pos = start
         while pos < end:
-            if pos + 4 > end:
-                raise _NotFast
-            hl = _le32(buf, pos)[0] + 4
-            if hl > end - pos:
-                raise _NotFast
+            hl = module_len(pos)
             hoffs.append(pos)
             hlens.append(hl)
             pos += hl
-            if pos + 4 > end:
-                raise _NotFast
-            pl = _le32(buf, pos)[0] + 4
-            if pl > end - pos:
-                raise _NotFast
+            pl = module_len(pos)
             poffs.append(pos)
             plens.append(pl)
             pos += pl
