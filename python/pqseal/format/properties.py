@@ -85,11 +85,15 @@ class EncryptionProperties:
             else:
                 self.column_keys[path] = ColumnKey(_check_key(value, f"key of column {path!r}"), None)
 
+    complete_columns = False  # True: columns not listed use the footer key (parquet-java)
+
     def column(self, path: str) -> ColumnKey | None:
         """The key of a column: ``ColumnKey(None)`` for the footer key, ``None`` for plaintext."""
         if self.uniform:
             return ColumnKey(None, None)
         ck = self.column_keys.get(path)
+        if ck is None and self.complete_columns:
+            return ColumnKey(None, None)
         if ck is not None and ck.key is not None and ck.key == self.footer_key:
             return ColumnKey(None, ck.key_metadata)  # same key as the footer: a footer-key column
         return ck

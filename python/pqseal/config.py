@@ -1,0 +1,169 @@
+"""Encryption and decryption configuration with pyarrow's field names and defaults, and
+``from_properties()`` for parquet-java's ``parquet.encryption.*`` Hadoop properties."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Mapping
+
+from .format.layout import ALGORITHMS
+
+
+def _seconds(v) -> float:
+    if isinstance(v, timedelta):
+        return v.total_seconds()
+    return float(v)
+
+
+@dataclass
+class EncryptionConfig:
+    """Like ``pyarrow.parquet.encryption.EncryptionConfiguration``.
+
+    ``column_keys``: {master key id: [column paths]} (ids may contain ``:``, e.g. cloud key
+    ARNs); ``uniform_encryption``: every column with the footer key. Exactly one of the
+    two unless the file is plaintext (neither footer key nor columns)."""
+
+    footer_key: str
+    column_keys: Mapping[str, list] | None = None
+    uniform_encryption: bool = False
+    encryption_algorithm: str = "AES_GCM_V1"
+    plaintext_footer: bool = False
+    double_wrapping: bool = True
+    cache_lifetime: float | timedelta = timedelta(minutes=10)
+    internal_key_material: bool = True
+    data_key_length_bits: int = 128
+    kek_length_bits: int = 128
+    complete_columns: bool = False  # parquet-java: columns not listed use the footer key
+
+    def __post_init__(self):
+        alg = str(self.encryption_algorithm).upper()
+        if alg not in ALGORITHMS:
+            raise ValueError(f"encryption_algorithm must be one of {', '.join(ALGORITHMS)}, got "
+                             f"{self.encryption_algorithm!r}")
+        self.encryption_algorithm = alg
+        if not self.footer_key:
+            raise ValueError("footer_key (a master key id) is required")
+        if self.uniform_encryption and self.column_keys:
+            raise ValueError("column_keys and uniform_encryption are mutually exclusive")
+        if not self.uniform_encryption and not self.column_keys:
+            raise ValueError("give column_keys or set uniform_encryption=True")
+        if self.data_key_length_bits not in (128, 192, 256):
+            raise ValueError("data_key_length_bits must be 128, 192 or 256")
+        if self.kek_length_bits not in (128, 192, 256):
+            raise ValueError("kek_length_bits must be 128, 192 or 256")
+        seen = {}
+        for mk, cols in (self.column_keys or {}).items():
+            if not mk:
+                raise ValueError("empty master key id in column_keys")
+            for c in cols:
+                if not c or not str(c).strip():
+                    raise ValueError(f"empty column name for master key {mk!r}")
+                if c in seen:
+                    raise ValueError(f"column {c!r} listed for master keys {seen[c]!r} and {mk!r}")
+                seen[c] = mk
+        self.cache_lifetime = _seconds(self.cache_lifetime)
+
+
+@dataclass
+class DecryptionConfig:
+    """Like ``pyarrow.parquet.encryption.DecryptionConfiguration``."""
+
+    cache_lifetime: float | timedelta = timedelta(minutes=10)
+
+    def __post_init__(self):
+        self.cache_lifetime = _seconds(self.cache_lifetime)
+
+
+def parse_column_keys(text: str) -> dict[str, list]:
+    """parquet-java's column-keys grammar: ``"mk1:col,col;mk2:col"``: entries split on
+    ``;``, each into exactly ``masterKeyId:columns``, columns on ``,``, all trimmed, empty
+    entries skipped; an empty id or column, or a column listed twice, is an error."""
+    out: dict[str, list] = {}
+    seen: dict[str, str] = {}
+    for entry in (text or "").split(";"):
+        entry = entry.strip()
+        if not entry:
+            continue
+        parts = entry.split(":")
+        if len(parts) != 2:
+            raise ValueError(f"incorrect key to columns mapping in {entry!r} (expected 'masterKeyId:col,col')")
+        mk = parts[0].strip()
+        if not mk:
+            raise ValueError(f"empty master key id in {entry!r}")
+        cols = [c.strip() for c in parts[1].split(",")]
+        for c in cols:
+            if not c:
+                raise ValueError(f"empty column name in {entry!r}")
+            if c in seen:
+                raise ValueError(f"multiple keys defined for column {c!r}")
+            seen[c] = mk
+        out.setdefault(mk, []).extend(cols)
+    return out
+
+
+_PREFIXES = ("parquet.encryption.", "encryption.")
+
+
+def _props(props: Mapping[str, str]) -> dict:
+    """Normalise property names: ``parquet.encryption.x`` and the older ``encryption.x``."""
+    out = {}
+    for k, v in props.items():
+        for p in _PREFIXES:
+            if k.startswith(p):
+                name = k[len(p):]
+                if name in out and out[name] != v:
+                    raise ValueError(f"property {name!r} given twice with different values")
+                out[name] = v
+                break
+    return out
+
+
+def _bool_prop(p, name, default):
+    v = p.get(name)
+    if v is None:
+        return default
+    if str(v).strip().lower() not in ("true", "false"):
+        raise ValueError(f"property {name} must be true or false, got {v!r}")
+    return str(v).strip().lower() == "true"
+
+
+def encryption_config_from_properties(props: Mapping[str, str]):
+    """An :class:`EncryptionConfig` from Hadoop-style properties, or ``None`` when neither
+    footer nor column keys are set (the file stays plaintext, as in parquet-java)."""
+    p = _props(props)
+    footer, cols, uniform = p.get("footer.key"), p.get("column.keys"), p.get("uniform.key")
+    if uniform:
+        if footer or cols:
+            raise ValueError("uniform.key excludes footer.key and column.keys")
+        footer = uniform
+    elif not footer and not cols:
+        return None
+    elif not footer or not cols:
+        raise ValueError("set both footer.key and column.keys (or uniform.key); only one is set")
+    alg = p.get("algorithm", "AES_GCM_V1")
+    if alg not in ALGORITHMS:  # parquet-java: Enum.valueOf, case-sensitive
+        raise ValueError(f"unknown encryption algorithm {alg!r}")
+    column_keys = parse_column_keys(cols) if cols else None
+    complete = _bool_prop(p, "complete.columns", False)
+    cfg = EncryptionConfig(
+        footer_key=footer, column_keys=column_keys, uniform_encryption=bool(uniform),
+        encryption_algorithm=alg, plaintext_footer=_bool_prop(p, "plaintext.footer", False),
+        double_wrapping=_bool_prop(p, "double.wrapping", True),
+        cache_lifetime=float(p.get("cache.lifetime.seconds", 600)),
+        internal_key_material=_bool_prop(p, "key.material.store.internally", True),
+        data_key_length_bits=int(p.get("data.key.length.bits", 128)),
+        kek_length_bits=int(p.get("kek.length.bits", 128)), complete_columns=complete)
+    return cfg
+
+
+EncryptionConfig.from_properties = staticmethod(encryption_config_from_properties)
+
+
+def kms_connection_from_properties(props: Mapping[str, str]):
+    from .kms.base import KmsConnectionConfig
+
+    p = _props(props)
+    return KmsConnectionConfig(kms_instance_id=p.get("kms.instance.id", "DEFAULT"),
+                               kms_instance_url=p.get("kms.instance.url", "DEFAULT"),
+                               key_access_token=p.get("key.access.token", "DEFAULT"))

@@ -1,0 +1,141 @@
+"""Envelope encryption of data keys, compatible with parquet-java's and Arrow's key tools.
+
+- Single wrapping: ``wrappedDEK = kms.wrap_key(DEK, masterKeyID)``.
+- Double wrapping (default): per master key a random KEK and 16-byte KEK id;
+  ``wrappedKEK = kms.wrap_key(KEK, masterKeyID)``, ``wrappedDEK = base64(nonce‖GCM_KEK(DEK,
+  AAD = raw KEK id)‖tag)``. KEKs are cached per access token and master key (writers) or
+  per KEK id (readers) for ``cache_lifetime`` seconds, so a job makes one KMS call per
+  master key, not one per file or column.
+- KMS clients are cached per access token and KMS instance id, as parquet-java does.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import threading
+import time
+from typing import Callable
+
+from ..crypto import unwrap_key_locally, wrap_key_locally
+from ..errors import KmsError, MalformedKeyMaterial, PqsealError
+from ..kms.base import KmsClient, KmsConnectionConfig
+from .material import KeyMaterial
+
+KEK_ID_LEN = 16
+DEFAULT_CACHE_LIFETIME = 600.0
+
+
+class ExpiringCache:
+    """token → {key → value}; a token's whole inner map expires ``lifetime`` seconds after
+    it was created (parquet-java's TwoLevelCacheWithExpiration)."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._maps: dict[str, tuple[float, dict]] = {}
+
+    def get_or_create(self, token: str, key, lifetime: float, create: Callable):
+        now = time.monotonic()
+        with self._lock:
+            entry = self._maps.get(token)
+            if entry is None or now >= entry[0]:
+                entry = self._maps[token] = (now + lifetime, {})
+                for t in [t for t, (exp, _) in self._maps.items() if now >= exp]:
+                    del self._maps[t]
+            inner = entry[1]
+            if key in inner:
+                return inner[key]
+        value = create()  # outside the lock: KMS calls may be slow
+        with self._lock:
+            return inner.setdefault(key, value)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._maps.clear()
+
+
+# process-wide caches, as in parquet-java's KeyToolkit
+KMS_CLIENT_CACHE = ExpiringCache()
+KEK_WRITE_CACHE = ExpiringCache()
+KEK_READ_CACHE = ExpiringCache()
+
+
+def clear_caches() -> None:
+    for c in (KMS_CLIENT_CACHE, KEK_WRITE_CACHE, KEK_READ_CACHE):
+        c.clear()
+
+
+def get_kms_client(factory: Callable[[KmsConnectionConfig], KmsClient], config: KmsConnectionConfig,
+                   lifetime: float) -> KmsClient:
+    return KMS_CLIENT_CACHE.get_or_create(config.key_access_token, (id(factory), config.kms_instance_id),
+                                          lifetime, lambda: factory(config))
+
+
+def _kms_call(fn, what: str):
+    try:
+        return fn()
+    except PqsealError:
+        raise
+    except Exception as exc:  # a third-party client: keep the type and message, no key bytes
+        raise KmsError(f"KMS {what} failed: {type(exc).__name__}: {exc}") from exc
+
+
+class KeyWrapper:
+    """Wraps the DEKs of files written under one KMS connection."""
+
+    def __init__(self, kms: KmsClient, config: KmsConnectionConfig, *, double_wrapping: bool = True,
+                 cache_lifetime: float = DEFAULT_CACHE_LIFETIME, kek_length_bits: int = 128):
+        if kek_length_bits not in (128, 192, 256):
+            raise ValueError("KEK length must be 128, 192 or 256 bits")
+        self.kms, self.config = kms, config
+        self.double_wrapping = double_wrapping
+        self.cache_lifetime = cache_lifetime
+        self.kek_bytes = kek_length_bits // 8
+
+    def _kek(self, master_key_id: str):
+        def create():
+            kek = os.urandom(self.kek_bytes)
+            kek_id = os.urandom(KEK_ID_LEN)
+            wrapped = _kms_call(lambda: self.kms.wrap_key(kek, master_key_id), f"wrap with {master_key_id!r}")
+            return kek, kek_id, wrapped
+        return KEK_WRITE_CACHE.get_or_create(self.config.key_access_token, (id(self.kms), master_key_id),
+                                             self.cache_lifetime, create)
+
+    def wrap(self, dek: bytes, master_key_id: str, is_footer_key: bool) -> KeyMaterial:
+        if self.double_wrapping:
+            kek, kek_id, wrapped_kek = self._kek(master_key_id)
+            wrapped_dek = wrap_key_locally(dek, kek, kek_id)
+            return KeyMaterial(is_footer_key, master_key_id, wrapped_dek, True,
+                               base64.b64encode(kek_id).decode(), wrapped_kek,
+                               self.config.kms_instance_id, self.config.kms_instance_url)
+        wrapped_dek = _kms_call(lambda: self.kms.wrap_key(dek, master_key_id), f"wrap with {master_key_id!r}")
+        if not isinstance(wrapped_dek, str):
+            raise KmsError("KMS wrap_key must return str")
+        return KeyMaterial(is_footer_key, master_key_id, wrapped_dek, False, None, None,
+                           self.config.kms_instance_id, self.config.kms_instance_url)
+
+
+class KeyUnwrapper:
+    """Unwraps DEKs from key material (caching KEKs by KEK id)."""
+
+    def __init__(self, kms: KmsClient, config: KmsConnectionConfig, *,
+                 cache_lifetime: float = DEFAULT_CACHE_LIFETIME):
+        self.kms, self.config = kms, config
+        self.cache_lifetime = cache_lifetime
+
+    def unwrap(self, m: KeyMaterial) -> bytes:
+        if not m.double_wrapping:
+            dek = _kms_call(lambda: self.kms.unwrap_key(m.wrapped_dek, m.master_key_id),
+                            f"unwrap with {m.master_key_id!r}")
+            return bytes(dek)
+        try:
+            kek_id = base64.b64decode(m.kek_id, validate=True)
+        except (ValueError, TypeError):
+            raise MalformedKeyMaterial("keyEncryptionKeyID is not base64") from None
+
+        def create():
+            return bytes(_kms_call(lambda: self.kms.unwrap_key(m.wrapped_kek, m.master_key_id),
+                                   f"unwrap with {m.master_key_id!r}"))
+        kek = KEK_READ_CACHE.get_or_create(self.config.key_access_token, (id(self.kms), m.kek_id),
+                                           self.cache_lifetime, create)
+        return unwrap_key_locally(m.wrapped_dek, kek, kek_id)
