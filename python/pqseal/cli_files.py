@@ -65,6 +65,50 @@ def _decryption(footer_key, column_key_values, aad_prefix):
                                 aad_prefix=aad_prefix.encode() if aad_prefix is not None else None)
 
 
+def _kms_client_factory(kms: str | None, key_list: str | None):
+    """``--kms keystore[:PATH] | keylist`` (``--key-list`` alone selects the key list)."""
+    key_list = key_list or os.environ.get("PQSEAL_KEY_LIST")
+    if kms is None:
+        kms = "keylist" if key_list else "keystore"
+    if kms == "keylist":
+        from .kms import KeyListKms
+
+        if not key_list:
+            raise click.UsageError("--kms keylist needs --key-list 'id: base64, ...' (or PQSEAL_KEY_LIST)")
+        client = KeyListKms(key_list)
+        return lambda cfg: client
+    if kms == "keystore" or kms.startswith("keystore:"):
+        from .kms.keystore import LocalKeystore
+
+        path = kms[len("keystore:"):] or None if kms.startswith("keystore:") else None
+        holder = {}
+
+        def factory(cfg):
+            if "ks" not in holder:
+                holder["ks"] = LocalKeystore(path)
+            return holder["ks"]
+        return factory
+    raise click.UsageError(f"--kms must be keystore, keystore:PATH or keylist, not {kms!r}")
+
+
+def _kms_decryption(kms, key_list, path, properties=()):
+    from .config import kms_connection_from_properties
+    from .keys import CryptoFactory
+
+    conn = kms_connection_from_properties(dict(_properties(properties)))
+    return CryptoFactory(_kms_client_factory(kms, key_list)).file_decryption_properties(conn, None, path)
+
+
+def _properties(values):
+    out = []
+    for v in values:
+        if "=" not in v:
+            raise click.UsageError(f"--property takes NAME=VALUE, got {v!r}")
+        k, val = v.split("=", 1)
+        out.append((k.strip(), val.strip()))
+    return out
+
+
 def _pairs(src: str, dst: str | None):
     """(src, dst) file pairs: one file, or every *.parquet file under a directory."""
     if not os.path.isdir(src):
@@ -124,11 +168,28 @@ def _report(stats_list, verb):
 
 
 _key_opts = [
-    click.option("--footer-key-value", metavar="KEY", help="Footer key: base64, env:NAME or file:PATH."),
+    click.option("--footer-key-value", metavar="KEY", help="Explicit footer key (data key): base64, env:NAME or "
+                 "file:PATH."),
     click.option("--column-key-value", "column_key_values", multiple=True, metavar="PATH=KEY",
-                 help="Key of one column (dotted leaf path), repeatable."),
+                 help="Explicit key of one column (dotted leaf path), repeatable."),
     click.option("--aad-prefix", metavar="TEXT", help="AAD prefix (UTF-8)."),
+    click.option("--kms", metavar="keystore[:PATH]|keylist", help="KMS for envelope keys (default: the local "
+                 "keystore, $PQSEAL_KEYSTORE or ~/.config/pqseal/keystore.json; --key-list alone selects keylist)."),
+    click.option("--key-list", metavar="'ID: B64, ...'", help="Master keys of the key-list KMS "
+                 "(parquet-java InMemoryKMS format; or PQSEAL_KEY_LIST)."),
+    click.option("--property", "properties", multiple=True, metavar="NAME=VALUE",
+                 help="parquet.encryption.* property (repeatable)."),
 ]
+
+
+def _read_keys(src, footer_key_value, column_key_values, aad_prefix, kms, key_list, properties):
+    """Decryption keys: explicit values when given, else the KMS (key material in the file)."""
+    if footer_key_value or column_key_values:
+        return _decryption(footer_key_value, column_key_values, aad_prefix)
+    dec = _kms_decryption(kms, key_list, src, properties)
+    if aad_prefix is not None:
+        dec.aad_prefix = aad_prefix.encode()
+    return dec
 
 
 def _with(opts):
@@ -140,6 +201,8 @@ def _with(opts):
 
 
 def register(main: click.Group) -> None:
+    _register_keys(main)
+
     @main.command()
     @click.argument("src", type=click.Path())
     @click.argument("dst", type=click.Path())
@@ -153,15 +216,37 @@ def register(main: click.Group) -> None:
     @click.option("--plaintext-footer", is_flag=True, help="Plaintext (signed) footer for legacy readers.")
     @click.option("--v2-framing", type=click.Choice(["arrow", "parquet-java"]), default="arrow", show_default=True,
                   help="DataPageV2 framing: the spec's/Arrow's, or parquet-java's (mutually unreadable).")
+    @click.option("--footer-key", metavar="ID", help="Master key id of the footer (envelope keys via --kms).")
+    @click.option("--column-keys", metavar="'ID:col,col;ID2:col'", help="Master key ids of columns.")
+    @click.option("--uniform-key", metavar="ID", help="One master key id for footer and every column.")
+    @click.option("--single-wrapping", is_flag=True, help="Wrap data keys with the KMS directly (no KEKs).")
+    @click.option("--external-key-material", is_flag=True, help="Key material in _KEY_MATERIAL_FOR_<file>.json.")
+    @click.option("--data-key-bits", type=click.Choice(["128", "192", "256"]), default="128", show_default=True)
     @click.option("--jobs", "-j", default=os.cpu_count() or 1, show_default=True, help="Files in parallel.")
-    def encrypt(src, dst, footer_key_value, column_key_values, aad_prefix, footer_key_columns, uniform,
-                no_store_aad_prefix, algorithm, plaintext_footer, v2_framing, jobs):
-        """Seal plaintext Parquet file(s) SRC into PME file(s) DST (directories: every *.parquet)."""
+    def encrypt(src, dst, footer_key_value, column_key_values, aad_prefix, kms, key_list, properties,
+                footer_key_columns, uniform, no_store_aad_prefix, algorithm, plaintext_footer, v2_framing,
+                footer_key, column_keys, uniform_key, single_wrapping, external_key_material, data_key_bits, jobs):
+        """Seal plaintext Parquet file(s) SRC into PME file(s) DST (directories: every *.parquet).
+
+        Keys either come from a KMS (--footer-key/--column-keys/--uniform-key or --property,
+        fresh data keys per file and column, key material stored in the file) or are given
+        explicitly (--footer-key-value, --column-key-value)."""
         from .api import encrypt_file
         from .format import FOOTER_KEY, EncryptionProperties
 
+        envelope = footer_key or column_keys or uniform_key or properties
+        if envelope and (footer_key_value or column_key_values):
+            raise click.UsageError("use either master key ids (--footer-key/--column-keys/--uniform-key) or "
+                                   "explicit keys (--footer-key-value/--column-key-value), not both")
+        if envelope:
+            stats = _encrypt_envelope(src, dst, kms, key_list, properties, footer_key, column_keys, uniform_key,
+                                      algorithm, plaintext_footer, single_wrapping, external_key_material,
+                                      int(data_key_bits), jobs)
+            _report(stats, "encrypted")
+            return
         if not footer_key_value:
-            raise click.UsageError("--footer-key-value is required")
+            raise click.UsageError("give master key ids (--footer-key/--column-keys or --uniform-key) or an "
+                                   "explicit --footer-key-value")
         cols = _column_keys(column_key_values)
         for p in footer_key_columns:
             if p in cols:
@@ -183,12 +268,15 @@ def register(main: click.Group) -> None:
     @click.argument("dst", type=click.Path())
     @_with(_key_opts)
     @click.option("--jobs", "-j", default=os.cpu_count() or 1, show_default=True, help="Files in parallel.")
-    def decrypt(src, dst, footer_key_value, column_key_values, aad_prefix, jobs):
-        """Unseal PME file(s) SRC into plaintext Parquet file(s) DST."""
+    def decrypt(src, dst, footer_key_value, column_key_values, aad_prefix, kms, key_list, properties, jobs):
+        """Unseal PME file(s) SRC into plaintext Parquet file(s) DST (keys explicit, or from
+        the KMS through the key material in each file)."""
         from .api import decrypt_file
 
-        dec = _decryption(footer_key_value, column_key_values, aad_prefix)
-        stats = _run_many(_pairs(src, dst), lambda s, d: decrypt_file(s, d, dec), jobs, "decrypt")
+        def one(s, d):
+            return decrypt_file(s, d, _read_keys(s, footer_key_value, column_key_values, aad_prefix, kms, key_list,
+                                                 properties))
+        stats = _run_many(_pairs(src, dst), one, jobs, "decrypt")
         _report(stats, "decrypted")
 
     @main.command()
@@ -196,15 +284,14 @@ def register(main: click.Group) -> None:
     @_with(_key_opts)
     @click.option("--json", "as_json", is_flag=True)
     @click.option("--jobs", "-j", default=os.cpu_count() or 1, show_default=True, help="Files in parallel.")
-    def verify(path, footer_key_value, column_key_values, aad_prefix, as_json, jobs):
+    def verify(path, footer_key_value, column_key_values, aad_prefix, kms, key_list, properties, as_json, jobs):
         """Authenticate every module (and page CRC) of PME file(s) without writing anything."""
         from .api import verify as verify_one
 
         from .format import VerificationFailed
 
-        dec = _decryption(footer_key_value, column_key_values, aad_prefix)
-
         def one(src, _):
+            dec = _read_keys(src, footer_key_value, column_key_values, aad_prefix, kms, key_list, properties)
             try:
                 return verify_one(src, dec)
             except VerificationFailed as exc:
@@ -225,18 +312,112 @@ def register(main: click.Group) -> None:
     @click.argument("path", type=click.Path())
     @_with(_key_opts)
     @click.option("--json", "as_json", is_flag=True)
-    def inspect(path, footer_key_value, column_key_values, aad_prefix, as_json):
-        """Show a file's encryption (no keys needed; keys open an encrypted footer)."""
+    def inspect(path, footer_key_value, column_key_values, aad_prefix, kms, key_list, properties, as_json):
+        """Show a file's encryption (no keys needed; keys or --kms open an encrypted footer)."""
         from .api import inspect as inspect_one
 
-        dec = _decryption(footer_key_value, column_key_values, aad_prefix) \
-            if (footer_key_value or column_key_values or aad_prefix is not None) else None
+        want_keys = footer_key_value or column_key_values or aad_prefix is not None or kms or key_list
         for src, _ in _pairs(path, None):
+            dec = _read_keys(src, footer_key_value, column_key_values, aad_prefix, kms, key_list, properties) \
+                if want_keys else None
             info = inspect_one(src, dec)
             if as_json:
                 click.echo(json.dumps(info))
             else:
                 _print_inspect(info)
+
+
+def _register_keys(main: click.Group) -> None:
+    @main.group()
+    def keys():
+        """The local keystore (pqseal's embedded KMS): master keys with versions.
+
+        Location: --keystore, $PQSEAL_KEYSTORE, or ~/.config/pqseal/keystore.json.
+        Passphrase: $PQSEAL_KEYSTORE_PASSPHRASE, a file named by
+        $PQSEAL_KEYSTORE_PASSPHRASE_FILE, or a prompt (never an argument)."""
+
+    ks_opt = click.option("--keystore", "path", metavar="PATH", help="Keystore file.")
+
+    @keys.command("init")
+    @ks_opt
+    def keys_init(path):
+        """Create an empty keystore (mode 0600)."""
+        from .kms.keystore import LocalKeystore
+
+        try:
+            ks = LocalKeystore.init(path)
+        except FileExistsError:
+            raise click.ClickException(f"a keystore already exists at {path or 'the default location'}") from None
+        click.echo(f"created keystore {ks.path}")
+
+    @keys.command("create")
+    @ks_opt
+    @click.argument("key_id")
+    @click.option("--bits", type=click.Choice(["128", "192", "256"]), default="256", show_default=True)
+    def keys_create(path, key_id, bits):
+        """Create master key KEY_ID (version 1)."""
+        from .kms.keystore import LocalKeystore
+
+        LocalKeystore(path).create(key_id, int(bits))
+        click.echo(f"created master key {key_id} (version 1, {bits} bits)")
+
+    @keys.command("list")
+    @ks_opt
+    @click.option("--json", "as_json", is_flag=True)
+    def keys_list(path, as_json):
+        """List master keys and their versions (never key bytes)."""
+        from .kms.keystore import LocalKeystore
+
+        rows = LocalKeystore(path).list()
+        if as_json:
+            click.echo(json.dumps(rows))
+            return
+        click.echo(f"{'id':<24} {'version':>7} {'bits':>5}  {'state':<13} created")
+        for r in rows:
+            click.echo(f"{r['id']:<24} {r['version']:>7} {r['bits']:>5}  {r['state']:<13} {r['created']}")
+
+    @keys.command("rotate")
+    @ks_opt
+    @click.argument("key_id")
+    def keys_rotate(path, key_id):
+        """New version of KEY_ID; older versions stay for unwrapping existing files."""
+        from .kms.keystore import LocalKeystore
+
+        v = LocalKeystore(path).rotate(key_id)
+        click.echo(f"master key {key_id} is now at version {v}; earlier versions are decrypt-only")
+
+
+def _encrypt_envelope(src, dst, kms, key_list, properties, footer_key, column_keys, uniform_key, algorithm,
+                      plaintext_footer, single_wrapping, external, data_key_bits, jobs):
+    from .api import encrypt_file
+    from .config import (EncryptionConfig, encryption_config_from_properties, kms_connection_from_properties,
+                         parse_column_keys)
+    from .keys import CryptoFactory
+
+    props = dict(_properties(properties))
+    conn = kms_connection_from_properties(props)
+    if props:
+        if footer_key or column_keys or uniform_key:
+            raise click.UsageError("give master keys either as options or as --property, not both")
+        cfg = encryption_config_from_properties(props)
+        if cfg is None:
+            raise click.UsageError("the properties set neither footer/column keys nor a uniform key")
+    else:
+        if uniform_key and (footer_key or column_keys):
+            raise click.UsageError("--uniform-key excludes --footer-key/--column-keys")
+        if not uniform_key and not (footer_key and column_keys):
+            raise click.UsageError("give --footer-key with --column-keys, or --uniform-key")
+        cfg = EncryptionConfig(uniform_key or footer_key, column_keys=parse_column_keys(column_keys) if column_keys
+                               else None, uniform_encryption=bool(uniform_key), encryption_algorithm=algorithm,
+                               plaintext_footer=plaintext_footer, double_wrapping=not single_wrapping,
+                               internal_key_material=not external, data_key_length_bits=data_key_bits)
+    factory = CryptoFactory(_kms_client_factory(kms, key_list))
+
+    def one(s, d):
+        return encrypt_file(s, d, factory.file_encryption_properties(conn, cfg, d))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return _run_many(_pairs(src, dst), one, jobs, "encrypt")
 
 
 def _print_inspect(info: dict) -> None:
