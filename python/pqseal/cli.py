@@ -105,7 +105,10 @@ def demo(mib: int, threads: int) -> None:
 
 
 def _demo_file() -> None:
-    """Seal a sample Parquet file (explicit random keys), read it with pyarrow, tamper, verify."""
+    """The main job on the embedded default: a throw-away local keystore, a sample table
+    with sensitive columns sealed with column keys (GCM and CTR), inspect, pyarrow reading
+    through the bridge, and a tampered copy rejected."""
+    import secrets
     import tempfile
 
     try:
@@ -117,41 +120,63 @@ def _demo_file() -> None:
         click.echo("(pyarrow not installed: skipping the file demo)")
         return
     from . import api
-    from .format import DecryptionProperties, EncryptionProperties, VerificationFailed
+    from .arrow import crypto_factory
+    from .config import EncryptionConfig
+    from .format import VerificationFailed
+    from .keys import CryptoFactory
+    from .kms import KmsConnectionConfig
+    from .kms.keystore import LocalKeystore
 
     n = 2_000_000
     rng = np.random.default_rng(0)
-    table = pa.table({"id": np.arange(n), "ssn": pa.array([f"{i % 1000:03d}-{i % 100:02d}-{i % 10000:04d}"
-                                                          for i in range(n)]),
-                      "amount": rng.random(n) * 1000, "region": pa.array(["eu", "us", "apac"] * (n // 3) + ["eu"] * (n % 3))})
-    footer_key, ssn_key = os.urandom(16), os.urandom(32)
+    ids = np.arange(n)
+    table = pa.table({"id": ids,
+                      "ssn": pa.array(np.char.mod("%09d", rng.integers(0, 10**9, n)).astype(object), pa.string()),
+                      "email": pa.array(np.char.add(np.char.mod("user%d", ids % 50_000), "@example.org").astype(object),
+                                        pa.string()),
+                      "amount": np.round(rng.random(n) * 1000, 2),
+                      "region": pa.array(np.array(["eu", "us", "apac"])[ids % 3].astype(object), pa.string())})
     with tempfile.TemporaryDirectory(prefix="pqseal-demo-") as d:
+        ks = LocalKeystore.init(os.path.join(d, "keystore.json"), secrets.token_bytes(16))
+        for kid in ("footer-key", "pii-key", "finance-key"):
+            ks.create(kid)
+        click.echo(f"\nthrow-away keystore {ks.path}: master keys {', '.join(r['id'] for r in ks.list())}")
         plain, sealed, unsealed = (os.path.join(d, x) for x in ("plain.parquet", "sealed.parquet", "unsealed.parquet"))
         pq.write_table(table, plain, row_group_size=500_000)
-        click.echo(f"\nfile demo: {n:,} rows, {os.path.getsize(plain) / 1e6:.1f} MB plaintext Parquet written by pyarrow")
+        size = os.path.getsize(plain)
+        click.echo(f"sample table: {n:,} rows, {size / 1e6:.1f} MB Parquet (snappy) written by pyarrow")
+        factory = CryptoFactory(lambda cfg: ks)
+        conn = KmsConnectionConfig()
         for alg in ("AES_GCM_V1", "AES_GCM_CTR_V1"):
-            st = api.encrypt_file(plain, sealed, EncryptionProperties(footer_key, algorithm=alg), fsync=False)
-            t = pq.read_table(sealed, decryption_properties=pe.create_decryption_properties(footer_key))
-            click.echo(f"  sealed {alg:15} uniform key: {st.bytes_in / st.seconds / 1e9:5.2f} GB/s; "
-                       f"pyarrow reads it back: {'same table' if t.equals(table) else 'MISMATCH'}")
-        enc = EncryptionProperties(footer_key, column_keys={"ssn": ssn_key, "amount": (footer_key, None)},
-                                   algorithm="AES_GCM_CTR_V1", plaintext_footer=True)
-        api.encrypt_file(plain, sealed, enc, fsync=False)
+            cfg = EncryptionConfig("footer-key", column_keys={"pii-key": ["ssn", "email"], "finance-key": ["amount"]},
+                                   encryption_algorithm=alg)
+            st = api.encrypt_file(plain, sealed, factory.file_encryption_properties(conn, cfg), fsync=False)
+            # pyarrow reads it back through the bridge, with the same keystore
+            pa_factory = crypto_factory(lambda cfg: ks)
+            t = pq.read_table(sealed, decryption_properties=pa_factory.file_decryption_properties(
+                pe.KmsConnectionConfig(), pe.DecryptionConfiguration()))
+            click.echo(f"  sealed with {alg:15} {st.seconds * 1000:7.1f} ms ({size / st.seconds / 1e9:5.2f} GB/s); "
+                       f"pyarrow reads it through the bridge: {'same table' if t.equals(table) else 'MISMATCH'}")
         info = api.inspect(sealed)
-        click.echo(f"  inspect (no keys): {info['algorithm']}, {info['footer']} footer; " +
-                   ", ".join(f"{c['path']}={c['encryption']}" for c in info["columns"]))
-        dec = DecryptionProperties(footer_key, column_keys={"ssn": ssn_key})
+        click.echo(f"  inspect (no keys): {info['algorithm']}, {info['footer']} footer, footer master key "
+                   f"{info['footer_key_metadata']['masterKeyID']!r} "
+                   f"({'double' if info['footer_key_metadata']['doubleWrapping'] else 'single'} wrapping)")
+        full = api.inspect(sealed, factory.file_decryption_properties(conn))
+        for c in full["columns"]:
+            md = c.get("key_metadata") or {}
+            click.echo(f"    {c['path']:<7} {c['encryption']:<11} {md.get('masterKeyID', '')}")
+        dec = factory.file_decryption_properties(conn)
         st = api.decrypt_file(sealed, unsealed, dec, fsync=False)
-        click.echo(f"  unsealed: {st.bytes_in / st.seconds / 1e9:.2f} GB/s; pyarrow reads the same table: "
-                   f"{pq.read_table(unsealed).equals(table)}")
-        # tamper with one byte of a uniformly GCM-sealed copy and verify it
-        api.encrypt_file(plain, sealed, EncryptionProperties(footer_key), fsync=False)
+        click.echo(f"  unsealed in {st.seconds * 1000:.1f} ms; same table: {pq.read_table(unsealed).equals(table)}")
+        # tamper with one byte of a GCM-sealed copy
+        cfg = EncryptionConfig("footer-key", uniform_encryption=True)
+        api.encrypt_file(plain, sealed, factory.file_encryption_properties(conn, cfg), fsync=False)
         data = bytearray(open(sealed, "rb").read())
         data[len(data) // 3] ^= 0x01
         with open(sealed, "wb") as f:
             f.write(data)
         try:
-            api.verify(sealed, DecryptionProperties(footer_key))
+            api.verify(sealed, factory.file_decryption_properties(conn))
             raise click.ClickException("tampering was not detected")
         except VerificationFailed as exc:
             click.echo(f"  tampered copy rejected: {exc}")
