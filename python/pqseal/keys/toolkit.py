@@ -26,6 +26,22 @@ KEK_ID_LEN = 16
 DEFAULT_CACHE_LIFETIME = 600.0
 
 
+class _Ident:
+    """Cache-key part by object identity that keeps the object alive (so its id() can't be
+    reused by another object while the entry exists), whatever its __eq__/__hash__."""
+
+    __slots__ = ("obj",)
+
+    def __init__(self, obj):
+        self.obj = obj
+
+    def __eq__(self, other):
+        return isinstance(other, _Ident) and other.obj is self.obj
+
+    def __hash__(self):
+        return id(self.obj)
+
+
 class ExpiringCache:
     """token → {key → value}; a token's whole inner map expires ``lifetime`` seconds after
     it was created (parquet-java's TwoLevelCacheWithExpiration)."""
@@ -67,7 +83,8 @@ def clear_caches() -> None:
 
 def get_kms_client(factory: Callable[[KmsConnectionConfig], KmsClient], config: KmsConnectionConfig,
                    lifetime: float) -> KmsClient:
-    return KMS_CLIENT_CACHE.get_or_create(config.key_access_token, (id(factory), config.kms_instance_id),
+    # keyed by the factory object itself (not its id(), which a new object may reuse)
+    return KMS_CLIENT_CACHE.get_or_create(config.key_access_token, (_Ident(factory), config.kms_instance_id),
                                           lifetime, lambda: factory(config))
 
 
@@ -98,7 +115,7 @@ class KeyWrapper:
             kek_id = os.urandom(KEK_ID_LEN)
             wrapped = _kms_call(lambda: self.kms.wrap_key(kek, master_key_id), f"wrap with {master_key_id!r}")
             return kek, kek_id, wrapped
-        return KEK_WRITE_CACHE.get_or_create(self.config.key_access_token, (id(self.kms), master_key_id),
+        return KEK_WRITE_CACHE.get_or_create(self.config.key_access_token, (_Ident(self.kms), master_key_id),
                                              self.cache_lifetime, create)
 
     def wrap(self, dek: bytes, master_key_id: str, is_footer_key: bool) -> KeyMaterial:
@@ -136,6 +153,6 @@ class KeyUnwrapper:
         def create():
             return bytes(_kms_call(lambda: self.kms.unwrap_key(m.wrapped_kek, m.master_key_id),
                                    f"unwrap with {m.master_key_id!r}"))
-        kek = KEK_READ_CACHE.get_or_create(self.config.key_access_token, (id(self.kms), m.kek_id),
+        kek = KEK_READ_CACHE.get_or_create(self.config.key_access_token, (_Ident(self.kms), m.kek_id),
                                            self.cache_lifetime, create)
         return unwrap_key_locally(m.wrapped_dek, kek, kek_id)
