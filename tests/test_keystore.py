@@ -199,3 +199,84 @@ def test_cli_key_list_and_properties(tmp_path):
     assert pq.read_table(out).equals(t)
     res = r.invoke(cli, ["encrypt", str(src), str(sealed), "--key-list", kl, "--footer-key", "kf"])
     assert res.exit_code == 2  # footer key without column keys: usage error
+
+
+def test_external_key_material_write_rotate_and_pyarrow_reads(tmp_path, ks):
+    import pyarrow.parquet.encryption as pe
+    from pqseal.arrow import crypto_factory
+
+    t = pa.table({"id": np.arange(2000), "ssn": [f"{i:09d}" for i in range(2000)]})
+    src = tmp_path / "p.parquet"
+    pq.write_table(t, src)
+    client = LocalKeystore(ks.path, PASS)
+    f = CryptoFactory(lambda cfg: client)
+    sealed = tmp_path / "s.parquet"
+    cfg = EncryptionConfig("footer", column_keys={"pii": ["ssn"]}, internal_key_material=False)
+    pqseal.encrypt_file(src, sealed, f.file_encryption_properties(KmsConnectionConfig(), cfg, sealed))
+    mat_path = tmp_path / "_KEY_MATERIAL_FOR_s.parquet.json"
+    doc = json.loads(mat_path.read_text())
+    assert set(doc) == {"footerKey", "columnKey0"}
+    assert "internalStorage" not in json.loads(doc["footerKey"])
+    assert pqseal.inspect(sealed)["footer_key_metadata"] == {"keyMaterialType": "PKMT1", "internalStorage": False,
+                                                             "keyReference": "footerKey"}
+    # pyarrow reads it (external material found beside the file) through the bridge
+    pa_props = crypto_factory(lambda cfg: client).file_decryption_properties(
+        pe.KmsConnectionConfig(), pe.DecryptionConfiguration(), str(sealed))
+    assert pq.read_table(sealed, decryption_properties=pa_props).equals(t)
+    # rotate the master keys, re-wrap: the parquet file is untouched, both readers still work
+    before = sealed.read_bytes()
+    client.rotate("pii")
+    client.rotate("footer")
+    clear_caches()
+    rotated = LocalKeystore(ks.path, PASS)
+    n = CryptoFactory(lambda cfg: rotated).rotate_master_keys(KmsConnectionConfig(), sealed)
+    assert n == 2 and sealed.read_bytes() == before
+    new_doc = json.loads(mat_path.read_text())
+    assert all(json.loads(v)["wrappedKEK"].startswith("pqks1:2:") for v in new_doc.values())
+    assert not list(tmp_path.glob("_TMP_KEY_MATERIAL_FOR_*"))
+    clear_caches()
+    out = tmp_path / "u.parquet"
+    pqseal.decrypt_file(sealed, out, CryptoFactory(lambda cfg: rotated).file_decryption_properties(
+        KmsConnectionConfig(), None, sealed))
+    assert pq.read_table(out).equals(t)
+    # internal material cannot be rotated (as in parquet-java)
+    internal = tmp_path / "i.parquet"
+    pqseal.encrypt_file(src, internal, f.file_encryption_properties(
+        KmsConnectionConfig(), EncryptionConfig("footer", uniform_encryption=True)))
+    with pytest.raises(pqseal.errors.UnsupportedFeature):
+        f.rotate_master_keys(KmsConnectionConfig(), internal)
+
+
+def test_write_table_and_read_table_projection(tmp_path, ks):
+    t = pa.table({"id": np.arange(3000), "ssn": [f"{i:09d}" for i in range(3000)], "v": np.arange(3000.0)})
+    client = LocalKeystore(ks.path, PASS)
+    path = tmp_path / "t.parquet"
+    pqseal.write_table(t, path, EncryptionConfig("footer", column_keys={"pii": ["ssn"]}), client)
+    assert pqseal.inspect(path)["encrypted"]
+    assert pqseal.read_table(path, client).equals(t)
+    assert pqseal.read_table(path, client, columns=["id", "v"]).equals(t.select(["id", "v"]))
+    assert not list(tmp_path.glob(".pqseal-plain-*"))
+
+
+def test_read_table_decrypts_only_the_projection(tmp_path, ks):
+    from pqseal.kms import KmsClient
+
+    class NoPii(KmsClient):
+        def __init__(self, inner):
+            self.inner = inner
+
+        def wrap_key(self, key_bytes, master_key_identifier):
+            return self.inner.wrap_key(key_bytes, master_key_identifier)
+
+        def unwrap_key(self, wrapped_key, master_key_identifier):
+            if master_key_identifier == "pii":
+                raise KeyAccessDenied("no access to pii")
+            return self.inner.unwrap_key(wrapped_key, master_key_identifier)
+
+    t = pa.table({"id": np.arange(100), "ssn": [f"{i:09d}" for i in range(100)]})
+    client = LocalKeystore(ks.path, PASS)
+    path = tmp_path / "t.parquet"
+    pqseal.write_table(t, path, EncryptionConfig("footer", column_keys={"pii": ["ssn"]}), client)
+    clear_caches()
+    limited = NoPii(client)
+    assert pqseal.read_table(path, limited, columns=["id"]).equals(t.select(["id"]))

@@ -8,7 +8,7 @@ from .errors import PqsealError, InvalidTag
 
 def __getattr__(name):
     # the file engine is imported on first use, so `import pqseal` stays light
-    if name in ("encrypt_file", "decrypt_file", "rekey_file", "verify", "inspect"):
+    if name in ("encrypt_file", "decrypt_file", "rekey_file", "verify", "inspect", "write_table", "read_table"):
         from . import api
         return getattr(api, name)
     if name in ("EncryptionProperties", "DecryptionProperties", "FOOTER_KEY"):
@@ -18,5 +18,5 @@ def __getattr__(name):
 
 
 __all__ = ["__version__", "available_backends", "backend_info", "errors", "PqsealError", "InvalidTag",
-           "encrypt_file", "decrypt_file", "rekey_file", "verify", "inspect",
+           "encrypt_file", "decrypt_file", "rekey_file", "verify", "inspect", "write_table", "read_table",
            "EncryptionProperties", "DecryptionProperties", "FOOTER_KEY"]

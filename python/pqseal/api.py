@@ -10,6 +10,7 @@ decoding their data.
 
 from __future__ import annotations
 
+import os
 import warnings
 
 from .format import (DecryptionProperties, EncryptionProperties, Stats, inspect_file, transform, verify_file)
@@ -42,11 +43,29 @@ def encrypt_file(src, dst, encryption: EncryptionProperties, *, backend: str | N
     msg = _warn_v2(src, encryption)
     if msg:
         warnings.warn(msg, stacklevel=2)
-    stats = transform(src, dst, encryption=encryption, backend=backend, in_place=in_place, expect="plaintext",
-                      fsync=fsync)
+    material = _write_external_material(dst, encryption)
+    try:
+        stats = transform(src, dst, encryption=encryption, backend=backend, in_place=in_place, expect="plaintext",
+                          fsync=fsync)
+    except BaseException:
+        if material:
+            os.unlink(material)
+        raise
     if msg:
         stats.warnings.append(msg)
     return stats
+
+
+def _write_external_material(dst, encryption: EncryptionProperties):
+    """External key material goes beside the file before the file appears (a reader never
+    sees a file without its keys)."""
+    ext = getattr(encryption, "external_key_material", None)
+    if not ext:
+        return None
+    from .keys.factory import write_material_file
+
+    d = os.path.dirname(os.path.abspath(os.fspath(dst)))
+    return write_material_file(d, os.path.basename(os.fspath(dst)), ext)
 
 
 def decrypt_file(src, dst, decryption: DecryptionProperties, *, backend: str | None = None,
@@ -63,6 +82,7 @@ def rekey_file(src, dst, decryption: DecryptionProperties, encryption: Encryptio
     msg = _warn_v2(src, encryption, decryption)
     if msg:
         warnings.warn(msg, stacklevel=2)
+    _write_external_material(dst, encryption)
     stats = transform(src, dst, decryption=decryption, encryption=encryption, backend=backend,
                       in_place=in_place, expect="encrypted", fsync=fsync)
     if msg:
@@ -78,3 +98,65 @@ def verify(path, decryption: DecryptionProperties, *, backend: str | None = None
 def inspect(path, decryption: DecryptionProperties | None = None) -> dict:
     """Describe a file's encryption; keys (optional) open an encrypted footer."""
     return inspect_file(path, decryption)
+
+
+def write_table(table, path, config, kms, *, kms_connection_config=None, backend: str | None = None, **write_kwargs):
+    """pyarrow writes ``table``, pqseal seals it with envelope keys: ``config`` is an
+    :class:`~pqseal.config.EncryptionConfig`, ``kms`` a KMS client or a factory
+    ``(KmsConnectionConfig) -> KmsClient``. ``write_kwargs`` go to ``pyarrow.parquet.write_table``."""
+    import tempfile
+
+    import pyarrow.parquet as pq
+
+    from .keys import CryptoFactory
+    from .kms.base import KmsClient, KmsConnectionConfig
+
+    factory = (lambda cfg: kms) if isinstance(kms, KmsClient) else kms
+    conn = kms_connection_config or KmsConnectionConfig()
+    props = CryptoFactory(factory).file_encryption_properties(conn, config, path)
+    d = os.path.dirname(os.path.abspath(os.fspath(path)))
+    fd, tmp = tempfile.mkstemp(dir=d, prefix=".pqseal-plain-", suffix=".parquet")
+    os.close(fd)
+    try:
+        pq.write_table(table, tmp, **write_kwargs)
+        return encrypt_file(tmp, path, props, backend=backend)
+    finally:
+        os.unlink(tmp)
+
+
+def read_table(path, kms, *, columns=None, kms_connection_config=None, **read_kwargs):
+    """Read a PME file into a pyarrow Table with keys from ``kms`` (a client or a factory).
+    pyarrow reads through pqseal's KMS, so only the columns in ``columns`` are decrypted;
+    files pyarrow cannot read (DuckDB's dialect, parquet-java's DataPageV2 framing) are
+    unsealed by pqseal into a temporary file first."""
+    import tempfile
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import pyarrow.parquet.encryption as pe
+
+    from .arrow import crypto_factory
+    from .keys import CryptoFactory
+    from .kms.base import KmsClient, KmsConnectionConfig
+
+    factory = (lambda cfg: kms) if isinstance(kms, KmsClient) else kms
+    conn = kms_connection_config or KmsConnectionConfig()
+    pa_conn = pe.KmsConnectionConfig(kms_instance_id=conn.kms_instance_id, kms_instance_url=conn.kms_instance_url,
+                                     key_access_token=conn.key_access_token, custom_kms_conf=conn.custom_kms_conf)
+    try:
+        props = crypto_factory(factory).file_decryption_properties(pa_conn, pe.DecryptionConfiguration(),
+                                                                  os.fspath(path))
+        return pq.read_table(path, columns=columns, decryption_properties=props, **read_kwargs)
+    except (OSError, pa.ArrowException):
+        info = inspect(path)
+        if not info.get("encrypted"):
+            raise
+    d = tempfile.mkdtemp(prefix="pqseal-read-")
+    try:
+        out = os.path.join(d, "plain.parquet")
+        decrypt_file(path, out, CryptoFactory(factory).file_decryption_properties(conn, None, path), fsync=False)
+        return pq.read_table(out, columns=columns, **read_kwargs)
+    finally:
+        for name in os.listdir(d):
+            os.unlink(os.path.join(d, name))
+        os.rmdir(d)

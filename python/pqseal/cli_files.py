@@ -202,6 +202,7 @@ def _with(opts):
 
 def register(main: click.Group) -> None:
     _register_keys(main)
+    _register_rotate(main)
 
     @main.command()
     @click.argument("src", type=click.Path())
@@ -325,6 +326,26 @@ def register(main: click.Group) -> None:
                 click.echo(json.dumps(info))
             else:
                 _print_inspect(info)
+
+
+def _register_rotate(main: click.Group) -> None:
+    @main.command()
+    @click.argument("path", type=click.Path())
+    @click.option("--kms", metavar="keystore[:PATH]|keylist")
+    @click.option("--key-list", metavar="'ID: B64, ...'")
+    @click.option("--property", "properties", multiple=True, metavar="NAME=VALUE")
+    @click.option("--single-wrapping", is_flag=True)
+    def rotate(path, kms, key_list, properties, single_wrapping):
+        """Re-wrap the keys of file(s) with external key material under the current master
+        key versions (after `pqseal keys rotate`); the Parquet data is not touched."""
+        from .config import kms_connection_from_properties
+        from .keys import CryptoFactory
+
+        factory = CryptoFactory(_kms_client_factory(kms, key_list))
+        conn = kms_connection_from_properties(dict(_properties(properties)))
+        for src, _ in _pairs(path, None):
+            n = factory.rotate_master_keys(conn, src, double_wrapping=not single_wrapping)
+            click.echo(f"rotated {n} keys of {src}")
 
 
 def _register_keys(main: click.Group) -> None:

@@ -11,10 +11,33 @@ from ..errors import KeyNotFound, MalformedKeyMaterial, UnsupportedFeature
 from ..format.properties import FOOTER_KEY, DecryptionProperties, EncryptionProperties
 from ..kms.base import DEFAULT, KmsClient, KmsConnectionConfig
 from ..config import DecryptionConfig, EncryptionConfig
-from .material import KeyMaterial, KeyMetadata, material_file_name
+from .material import (COLUMN_KEY_REFERENCE_PREFIX, FOOTER_KEY_REFERENCE, KeyMaterial, KeyMetadata,
+                       material_file_name)
 from .toolkit import KeyUnwrapper, KeyWrapper, get_kms_client
 
 KmsClientFactory = Callable[[KmsConnectionConfig], KmsClient]
+
+
+def write_material_file(directory: str, parquet_name: str, material: dict, *,
+                        tmp_prefix: str = "_TMP_KEY_MATERIAL_FOR_") -> str:
+    """Write ``_KEY_MATERIAL_FOR_<name>.json`` atomically (temporary file, fsync, rename)."""
+    path = os.path.join(directory, material_file_name(parquet_name))
+    tmp = os.path.join(directory, tmp_prefix + parquet_name + ".json")
+    data = json.dumps(material, separators=(",", ":")).encode()
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    return path
 
 
 class CryptoFactory:
@@ -30,17 +53,20 @@ class CryptoFactory:
         """Fresh DEKs for the footer and every encrypted column, wrapped under their master
         keys; the key material goes into the file's key metadata (internal storage)."""
         cfg = encryption_config
-        if not cfg.internal_key_material:
-            raise UnsupportedFeature("external key material is not written yet; use internal_key_material=True")
         kms = get_kms_client(self.kms_client_factory, kms_connection_config, cfg.cache_lifetime)
         wrapper = KeyWrapper(kms, kms_connection_config, double_wrapping=cfg.double_wrapping,
                              cache_lifetime=cfg.cache_lifetime, kek_length_bits=cfg.kek_length_bits)
         nbytes = cfg.data_key_length_bits // 8
+        external: dict[str, str] = {}
 
         def new_key(master_key_id: str, is_footer: bool):
             dek = os.urandom(nbytes)
             material = wrapper.wrap(dek, master_key_id, is_footer)
-            return dek, material.to_json(True).encode()
+            if cfg.internal_key_material:
+                return dek, material.to_json(True).encode()
+            ref = FOOTER_KEY_REFERENCE if is_footer else f"{COLUMN_KEY_REFERENCE_PREFIX}{len(external) - 1}"
+            external[ref] = material.to_json(None)
+            return dek, KeyMetadata.external(ref)
 
         footer_dek, footer_md = new_key(cfg.footer_key, True)
         column_keys = None
@@ -52,7 +78,44 @@ class CryptoFactory:
         props = EncryptionProperties(footer_dek, column_keys=column_keys, algorithm=cfg.encryption_algorithm,
                                      plaintext_footer=cfg.plaintext_footer, footer_key_metadata=footer_md)
         props.complete_columns = cfg.complete_columns
+        # written as _KEY_MATERIAL_FOR_<file>.json beside the output by encrypt_file
+        props.external_key_material = external or None
         return props
+
+    def rotate_master_keys(self, kms_connection_config: KmsConnectionConfig, parquet_file_path, *,
+                           double_wrapping: bool = True, cache_lifetime: float = 600.0) -> int:
+        """Re-wrap every key of a file's external key material with the current master key
+        versions (new KEKs when double wrapping); the Parquet file is not touched. Returns
+        the number of keys re-wrapped."""
+        path = os.fspath(parquet_file_path)
+        d, name = os.path.dirname(path), os.path.basename(path)
+        mat_path = os.path.join(d, material_file_name(name))
+        try:
+            with open(mat_path, "rb") as f:
+                doc = json.loads(f.read().decode("utf-8"))
+        except FileNotFoundError:
+            raise UnsupportedFeature(f"{name} has no external key material ({material_file_name(name)}); "
+                                     "rotation needs external key material, as in parquet-java") from None
+        except (ValueError, UnicodeDecodeError):
+            raise MalformedKeyMaterial(f"{mat_path} is not JSON") from None
+        if not isinstance(doc, dict):
+            raise MalformedKeyMaterial(f"{mat_path} is not a JSON object")
+        kms = get_kms_client(self.kms_client_factory, kms_connection_config, cache_lifetime)
+        unwrapper = KeyUnwrapper(kms, kms_connection_config, cache_lifetime=cache_lifetime)
+        from .toolkit import KEK_WRITE_CACHE
+        KEK_WRITE_CACHE.clear()  # fresh KEKs under the new master key versions
+        wrapper = KeyWrapper(kms, kms_connection_config, double_wrapping=double_wrapping, cache_lifetime=cache_lifetime)
+        out = {}
+        for ref, text in doc.items():
+            m = KeyMaterial.parse(text)
+            dek = unwrapper.unwrap(m)
+            new = wrapper.wrap(dek, m.master_key_id, m.is_footer_key)
+            if m.is_footer_key:  # keep the KMS coordinates the file was written with
+                new = KeyMaterial(True, new.master_key_id, new.wrapped_dek, new.double_wrapping, new.kek_id,
+                                  new.wrapped_kek, m.kms_instance_id, m.kms_instance_url)
+            out[ref] = new.to_json(None)
+        write_material_file(d, name, out, tmp_prefix="_TMP_KEY_MATERIAL_FOR_")
+        return len(out)
 
     def file_decryption_properties(self, kms_connection_config: KmsConnectionConfig,
                                    decryption_config: DecryptionConfig | None = None,
