@@ -194,31 +194,42 @@ def test_master_key_ids_may_contain_colons_in_the_dict_form():
 @pytest.mark.parametrize("double_wrapping", [True, False])
 @pytest.mark.parametrize("mode", ["uniform", "per_column", "partly_plaintext"])
 @pytest.mark.parametrize("dek_bits", [128, 256])
+@pytest.mark.parametrize("internal", [True, False])
 def test_interop_with_pyarrow_crypto_factory(tmp_path, table, plain, algorithm, plaintext_footer, double_wrapping,
-                                             mode, dek_bits):
+                                             mode, dek_bits, internal):
     column_keys = {"uniform": None, "per_column": {"kc1": ["a", "b"], "kc2": ["c", "d.list.element"]},
                    "partly_plaintext": {"kc2": ["c"]}}[mode]
     kw = dict(column_keys=column_keys, uniform_encryption=column_keys is None, encryption_algorithm=algorithm,
-              plaintext_footer=plaintext_footer, double_wrapping=double_wrapping, data_key_length_bits=dek_bits)
+              plaintext_footer=plaintext_footer, double_wrapping=double_wrapping, data_key_length_bits=dek_bits,
+              internal_key_material=internal)
     ours = CryptoFactory(lambda cfg: KeyListKms(KEY_LIST))
     theirs = pe.CryptoFactory(PyarrowKeyList)
     # pqseal seals -> pyarrow reads
     sealed = tmp_path / "sealed.parquet"
-    pqseal.encrypt_file(plain, sealed, ours.file_encryption_properties(KmsConnectionConfig(),
-                                                                          EncryptionConfig("kf", **kw)))
+    pqseal.encrypt_file(plain, sealed, EncryptionConfig("kf", **kw), kms=KeyListKms(KEY_LIST))
     got = pq.read_table(sealed, decryption_properties=theirs.file_decryption_properties(
-        pe.KmsConnectionConfig(), pe.DecryptionConfiguration()))
+        pe.KmsConnectionConfig(), pe.DecryptionConfiguration(), str(sealed)))
     assert got.equals(table)
     md = pqseal.inspect(sealed)["footer_key_metadata"]  # readable without keys in both footer modes
-    assert md["masterKeyID"] == "kf" and md["doubleWrapping"] is double_wrapping and md["isFooterKey"] is True
+    if internal:
+        assert md["masterKeyID"] == "kf" and md["doubleWrapping"] is double_wrapping and md["isFooterKey"] is True
+    else:
+        assert md == {"keyMaterialType": "PKMT1", "internalStorage": False, "keyReference": "footerKey"}
     # pyarrow writes -> pqseal unseals
     pa_file = tmp_path / "pyarrow.parquet"
     pq.write_table(table, pa_file, encryption_properties=theirs.file_encryption_properties(
-        pe.KmsConnectionConfig(), pe.EncryptionConfiguration(footer_key="kf", **kw)))
+        pe.KmsConnectionConfig(), pe.EncryptionConfiguration(footer_key="kf", **kw), str(pa_file)))
     out = tmp_path / "unsealed.parquet"
-    pqseal.decrypt_file(pa_file, out, ours.file_decryption_properties(KmsConnectionConfig(), DecryptionConfig(),
-                                                                      pa_file))
+    pqseal.decrypt_file(pa_file, out, DecryptionConfig(), kms=KeyListKms(KEY_LIST))
     assert pq.read_table(out).equals(table)
+    if not internal:  # pyarrow's external material is rotate-ready for pqseal, and the other way round
+        n_keys = 1 + (0 if column_keys is None else sum(len(c) for c in column_keys.values()))
+        assert ours.rotate_master_keys(KmsConnectionConfig(), pa_file, double_wrapping=double_wrapping) == n_keys
+        assert pq.read_table(pa_file, decryption_properties=theirs.file_decryption_properties(
+            pe.KmsConnectionConfig(), pe.DecryptionConfiguration(), str(pa_file))).equals(table)
+        theirs.rotate_master_keys(pe.KmsConnectionConfig(), str(sealed), double_wrapping=double_wrapping)
+        pqseal.decrypt_file(sealed, out, kms=KeyListKms(KEY_LIST))
+        assert pq.read_table(out).equals(table)
 
 
 def test_fresh_dek_per_column_and_file(tmp_path, plain):

@@ -36,10 +36,38 @@ def _warn_v2(src, encryption: EncryptionProperties, decryption: DecryptionProper
     return None
 
 
-def encrypt_file(src, dst, encryption: EncryptionProperties, *, backend: str | None = None,
+def _kms_factory(kms):
+    from .kms.base import KmsClient
+
+    if kms is None:
+        from .kms.keystore import LocalKeystore
+
+        holder = {}
+
+        def default(cfg):  # the embedded default: the local keystore, opened on first use
+            if "ks" not in holder:
+                holder["ks"] = LocalKeystore()
+            return holder["ks"]
+        return default
+    return (lambda cfg: kms) if isinstance(kms, KmsClient) else kms
+
+
+def encrypt_file(src, dst, encryption, *, kms=None, kms_connection_config=None, backend: str | None = None,
                  in_place: bool = False, fsync: bool = True) -> Stats:
     """Seal a plaintext Parquet file into a PME file (``dst`` written atomically).
+
+    ``encryption`` is either explicit :class:`EncryptionProperties` or an
+    :class:`~pqseal.config.EncryptionConfig` (master key ids), in which case fresh data
+    keys are wrapped by ``kms`` (a KMS client or a factory; default: the local keystore).
     Raises :class:`pqseal.format.AlreadyEncrypted` for PME input."""
+    from .config import EncryptionConfig
+
+    if isinstance(encryption, EncryptionConfig):
+        from .keys import CryptoFactory
+        from .kms.base import KmsConnectionConfig
+
+        encryption = CryptoFactory(_kms_factory(kms)).file_encryption_properties(
+            kms_connection_config or KmsConnectionConfig(), encryption, dst)
     msg = _warn_v2(src, encryption)
     if msg:
         warnings.warn(msg, stacklevel=2)
@@ -68,9 +96,24 @@ def _write_external_material(dst, encryption: EncryptionProperties):
     return write_material_file(d, os.path.basename(os.fspath(dst)), ext)
 
 
-def decrypt_file(src, dst, decryption: DecryptionProperties, *, backend: str | None = None,
+def _decryption(src, decryption, kms, kms_connection_config):
+    from .config import DecryptionConfig
+
+    if decryption is None or isinstance(decryption, DecryptionConfig):
+        from .keys import CryptoFactory
+        from .kms.base import KmsConnectionConfig
+
+        return CryptoFactory(_kms_factory(kms)).file_decryption_properties(
+            kms_connection_config or KmsConnectionConfig(), decryption, src)
+    return decryption
+
+
+def decrypt_file(src, dst, decryption=None, *, kms=None, kms_connection_config=None, backend: str | None = None,
                  in_place: bool = False, fsync: bool = True) -> Stats:
-    """Unseal a PME file (any dialect pqseal reads) into a plaintext Parquet file."""
+    """Unseal a PME file (any dialect pqseal reads) into a plaintext Parquet file. Keys:
+    explicit :class:`DecryptionProperties`, or (``None`` / a ``DecryptionConfig``) from
+    ``kms`` through the file's key material (default: the local keystore)."""
+    decryption = _decryption(src, decryption, kms, kms_connection_config)
     return transform(src, dst, decryption=decryption, backend=backend, in_place=in_place, expect="encrypted",
                      fsync=fsync)
 
@@ -90,9 +133,10 @@ def rekey_file(src, dst, decryption: DecryptionProperties, encryption: Encryptio
     return stats
 
 
-def verify(path, decryption: DecryptionProperties, *, backend: str | None = None) -> dict:
-    """Authenticate every module (and page CRC) of a PME file; raises on the first failure."""
-    return verify_file(path, decryption, backend=backend)
+def verify(path, decryption=None, *, kms=None, kms_connection_config=None, backend: str | None = None) -> dict:
+    """Authenticate every module (and page CRC) of a PME file; raises
+    :class:`~pqseal.format.VerificationFailed` listing every failing module."""
+    return verify_file(path, _decryption(path, decryption, kms, kms_connection_config), backend=backend)
 
 
 def inspect(path, decryption: DecryptionProperties | None = None) -> dict:
