@@ -7,6 +7,7 @@ import json
 import os
 from typing import Callable
 
+from .._io import atomic_write
 from ..errors import KeyNotFound, MalformedKeyMaterial, UnsupportedFeature
 from ..format.properties import FOOTER_KEY, DecryptionProperties, EncryptionProperties
 from ..kms.base import DEFAULT, KmsClient, KmsConnectionConfig
@@ -22,21 +23,8 @@ def write_material_file(directory: str, parquet_name: str, material: dict, *,
                         tmp_prefix: str = "_TMP_KEY_MATERIAL_FOR_") -> str:
     """Write ``_KEY_MATERIAL_FOR_<name>.json`` atomically (temporary file, fsync, rename)."""
     path = os.path.join(directory, material_file_name(parquet_name))
-    tmp = os.path.join(directory, tmp_prefix + parquet_name + ".json")
-    data = json.dumps(material, separators=(",", ":")).encode()
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    atomic_write(path, json.dumps(material, separators=(",", ":")).encode(),
+                 tmp=os.path.join(directory, tmp_prefix + parquet_name + ".json"), mode=0o644)
     return path
 
 

@@ -24,6 +24,7 @@ import stat
 
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
+from .._io import atomic_write
 from ..crypto import ModuleKey, unwrap_key_locally, wrap_key_locally
 from ..errors import InvalidTag, KeyAccessDenied, KeyNotFound, MalformedKeyMaterial
 from .base import KmsClient
@@ -154,19 +155,8 @@ class LocalKeystore(KmsClient):
             fcntl.flock(fd, fcntl.LOCK_EX)
             self._load()
             yield self._doc
-            data = json.dumps(self._doc, indent=1).encode()
-            tmp = f"{self.path}.{os.getpid()}.tmp"
-            tfd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            try:
-                with os.fdopen(tfd, "wb") as f:
-                    f.write(data)
-                    f.flush()
-                    os.fsync(f.fileno())
-                os.replace(tmp, self.path)
-            except BaseException:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(tmp)
-                raise
+            atomic_write(self.path, json.dumps(self._doc, indent=1).encode(),
+                         tmp=f"{self.path}.{os.getpid()}.tmp", mode=0o600)
         finally:
             fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)
