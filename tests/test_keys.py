@@ -214,7 +214,8 @@ def test_interop_with_pyarrow_crypto_factory(tmp_path, table, plain, algorithm, 
     if internal:
         assert md["masterKeyID"] == "kf" and md["doubleWrapping"] is double_wrapping and md["isFooterKey"] is True
     else:
-        assert md == {"keyMaterialType": "PKMT1", "internalStorage": False, "keyReference": "footerKey"}
+        assert md["keyReference"] == "footerKey" and md["material"]["masterKeyID"] == "kf"
+        assert md["material"]["doubleWrapping"] is double_wrapping
     # pyarrow writes -> pqseal unseals
     pa_file = tmp_path / "pyarrow.parquet"
     pq.write_table(table, pa_file, encryption_properties=theirs.file_encryption_properties(
@@ -294,8 +295,10 @@ def test_parquet_java_external_key_material(tmp_path):
     kms = KeyListKms({"kf": b"0123456789012345", "kc1": b"1234567890123450", "kc2": b"1234567890123451"})
     f = CryptoFactory(lambda cfg: kms)
     info = pqseal.inspect(path)
-    assert info["footer_key_metadata"] == {"keyMaterialType": "PKMT1", "internalStorage": False,
-                                           "keyReference": "footerKey"}
+    md = dict(info["footer_key_metadata"])
+    material = md.pop("material")  # resolved through _KEY_MATERIAL_FOR_...json
+    assert md == {"keyMaterialType": "PKMT1", "internalStorage": False, "keyReference": "footerKey"}
+    assert material["masterKeyID"] == "kf" and material["doubleWrapping"] is True
     out = tmp_path / "plain.parquet"
     pqseal.decrypt_file(path, out, f.file_decryption_properties(KmsConnectionConfig(), None, path))
     t = pq.read_table(out)

@@ -217,8 +217,9 @@ def test_external_key_material_write_rotate_and_pyarrow_reads(tmp_path, ks):
     doc = json.loads(mat_path.read_text())
     assert set(doc) == {"footerKey", "columnKey0"}
     assert "internalStorage" not in json.loads(doc["footerKey"])
-    assert pqseal.inspect(sealed)["footer_key_metadata"] == {"keyMaterialType": "PKMT1", "internalStorage": False,
-                                                             "keyReference": "footerKey"}
+    md = dict(pqseal.inspect(sealed)["footer_key_metadata"])
+    assert md.pop("material")["masterKeyID"] == "footer"
+    assert md == {"keyMaterialType": "PKMT1", "internalStorage": False, "keyReference": "footerKey"}
     # pyarrow reads it (external material found beside the file) through the bridge
     pa_props = crypto_factory(lambda cfg: client).file_decryption_properties(
         pe.KmsConnectionConfig(), pe.DecryptionConfiguration(), str(sealed))

@@ -15,8 +15,22 @@ from . import thrift
 _le32 = struct.Struct("<I").unpack_from
 
 
-def parse_key_metadata(md: bytes | None):
-    """Key metadata as shown to people: parsed PKMT1 JSON where it is that, else text or hex."""
+def _external_material(path: str) -> dict | None:
+    """The ``_KEY_MATERIAL_FOR_<file>.json`` beside a file, if any (references → JSON)."""
+    import os
+
+    mat = os.path.join(os.path.dirname(path), "_KEY_MATERIAL_FOR_" + os.path.basename(path) + ".json")
+    try:
+        with open(mat, "rb") as f:
+            doc = json.loads(f.read().decode("utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def parse_key_metadata(md: bytes | None, external: dict | None = None):
+    """Key metadata as shown to people: parsed PKMT1 JSON where it is that, else text or
+    hex; an external reference is resolved through ``external`` (the material file)."""
     if md is None:
         return None
     try:
@@ -28,6 +42,14 @@ def parse_key_metadata(md: bytes | None):
     except ValueError:
         return {"text": text}
     if isinstance(obj, dict) and obj.get("keyMaterialType") == "PKMT1":
+        ref = obj.get("keyReference")
+        if obj.get("internalStorage") is False and external and isinstance(external.get(ref), str):
+            try:
+                material = json.loads(external[ref])
+            except ValueError:
+                return obj
+            if isinstance(material, dict):
+                return {**obj, "material": material}
         return obj
     return {"text": text}
 
@@ -78,6 +100,7 @@ def inspect_file(path, decryption: DecryptionProperties | None = None) -> dict:
     """Everything readable about a file's encryption. Without keys an encrypted footer
     stays closed (its columns are then unknown); with keys the footer is opened."""
     with Source(path, decryption) as s:
+        external = _external_material(s.path)
         out = {"file": s.path, "size": s.tail.file_size, "magic": s.tail.magic.decode()}
         c = s.crypto
         if c is None:
@@ -92,7 +115,7 @@ def inspect_file(path, decryption: DecryptionProperties | None = None) -> dict:
                 "aad_prefix": ("stored: " + _text(c.aad_prefix)) if c.aad_prefix is not None else
                               ("not stored: readers must supply it" if c.supply_aad_prefix else "none"),
                 "aad_file_unique": c.aad_file_unique.hex() if c.aad_file_unique else None,
-                "footer_key_metadata": parse_key_metadata(c.footer_key_metadata),
+                "footer_key_metadata": parse_key_metadata(c.footer_key_metadata, external),
             })
         fmd = s.fmd
         if fmd is None:
@@ -117,7 +140,7 @@ def inspect_file(path, decryption: DecryptionProperties | None = None) -> dict:
                     entry["encryption"] = "footer key"
                 else:
                     entry["encryption"] = "column key"
-                    entry["key_metadata"] = parse_key_metadata(cc.key_metadata)
+                    entry["key_metadata"] = parse_key_metadata(cc.key_metadata, external)
                 sizes = []
                 for rg in range(len(rgs)):
                     try:
