@@ -154,7 +154,6 @@ def _run_many(pairs, fn, jobs: int, label: str):
 
 def _report(stats_list, verb):
     total_in = sum(s.bytes_in for s in stats_list)
-    secs = max((s.seconds for s in stats_list), default=0.0)
     for s in stats_list:
         for w in s.warnings:
             click.echo(f"warning: {w}", err=True)

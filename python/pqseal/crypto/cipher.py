@@ -9,7 +9,7 @@ is one contiguous buffer that Python allocates and C fills in place.
 from __future__ import annotations
 
 import os
-from typing import Iterator, Sequence
+from typing import Iterator
 
 import numpy as np
 
@@ -191,7 +191,6 @@ class _ModuleCipher:
 
     def _run_pinned(self, handles, encrypt, modules, offsets, lengths, module_type, row_group, column, page, key_index,
                     threads, out, out_offsets, nonces, *, aad_mode=None, aad=None, framing=None):
-        keep = []  # cffi buffers that must outlive the call
         b = ffi.new("pq_batch *")
         if offsets is not None or lengths is not None:
             if offsets is None or lengths is None:
@@ -203,7 +202,6 @@ class _ModuleCipher:
             if offs.shape != src_lens.shape:
                 raise ValueError("offsets and lengths must be of equal length")
             n = offs.size
-            keep += [offs, src_lens]
             b.src_base = src_buf
             b.src_size = len(src_buf)
             if n:
@@ -219,7 +217,6 @@ class _ModuleCipher:
             src_lens = np.fromiter((len(x) for x in bufs), dtype=np.uint64, count=n)
             if n:
                 ptr_arr = ffi.new("uint8_t *[]", bufs)
-                keep += [bufs, ptr_arr]
                 b.src = ptr_arr
 
         framing = self._framing if framing is None else framing
@@ -245,7 +242,6 @@ class _ModuleCipher:
             dst_buf = ffi.from_buffer(out, require_writable=True)
             handles.append(dst_buf)
             out_arr = out.reshape(-1).view(np.uint8) if isinstance(out, np.ndarray) else np.frombuffer(out, np.uint8)
-        keep += [dst_buf, dst_offs]
         b.dst_base = dst_buf
         b.dst_size = len(dst_buf)
         if n:
@@ -289,7 +285,6 @@ class _ModuleCipher:
             handles.append(nb)
             if len(nb) != n * NONCE_LEN:
                 raise ValueError(f"need {n * NONCE_LEN} nonce bytes, got {len(nb)}")
-            keep.append(nb)
             b.nonces = nb
 
         status = lib.pq_encrypt_batch(b) if encrypt else lib.pq_decrypt_batch(b)
@@ -385,10 +380,3 @@ class CtrModuleCipher(_ModuleCipher):
     def __init__(self, keys, *, backend: str | None = None):
         super().__init__(keys, b"", backend=backend)
 
-
-def _batch_cipher(algorithm: str, keys, file_aad: bytes = b"", *, backend: str | None = None) -> _ModuleCipher:
-    if algorithm == "gcm":
-        return GcmModuleCipher(keys, file_aad, backend=backend)
-    if algorithm == "ctr":
-        return CtrModuleCipher(keys, backend=backend)
-    raise ValueError(f"unknown algorithm {algorithm!r}")

@@ -322,7 +322,6 @@ class Sink:
         if enc.plaintext_footer or not plan.footer_key:
             self._meta_modules.append((rg, col, plan.key_index, _encode("ColumnMetaData", meta,
                                        f"{self.name}: column {dotted(self.paths[col])}"), cc))
-        # keep the spec's field order: meta_data (3) before the index fields (4-7) and crypto (8, 9)
         return cc
 
     def finish(self, fmd: dict) -> None:

@@ -13,15 +13,15 @@ import mmap
 import os
 import struct
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
 from ..crypto import CtrModuleCipher, GcmModuleCipher, ModuleKey, ModuleType
 from ..crypto.cipher import LEN_PREFIX, NONCE_LEN, TAG_LEN
-from ..errors import InvalidTag, KeyNotFound, MalformedFile, MalformedModule, PqsealError, UnsupportedFeature
+from ..errors import InvalidTag, KeyNotFound, MalformedFile, MalformedModule, PqsealError
 from . import thrift
-from .layout import (AAD_FILE_UNIQUE_LEN, FOOTER_TRAILER, SIGNATURE_LEN, PageType, Tail, dotted, leaf_paths,
+from .layout import (FOOTER_TRAILER, SIGNATURE_LEN, PageType, Tail, dotted, leaf_paths,
                      read_tail)
 from .properties import DecryptionProperties
 

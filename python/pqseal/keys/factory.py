@@ -9,7 +9,7 @@ from typing import Callable
 
 from .._io import atomic_write
 from ..errors import KeyNotFound, MalformedKeyMaterial, UnsupportedFeature
-from ..format.properties import FOOTER_KEY, DecryptionProperties, EncryptionProperties
+from ..format.properties import DecryptionProperties, EncryptionProperties
 from ..kms.base import DEFAULT, KmsClient, KmsConnectionConfig
 from ..config import DecryptionConfig, EncryptionConfig
 from .material import (COLUMN_KEY_REFERENCE_PREFIX, FOOTER_KEY_REFERENCE, KeyMaterial, KeyMetadata,

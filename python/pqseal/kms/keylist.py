@@ -27,7 +27,7 @@ def parse_key_list(text: str) -> dict[str, bytes]:
         if not entry.strip():
             continue
         if ":" not in entry:
-            raise MalformedKeyMaterial(f"key list entry without ':' (expected 'id: base64key')")
+            raise MalformedKeyMaterial("key list entry without ':' (expected 'id: base64key')")
         kid, b64 = entry.split(":", 1)
         kid, b64 = kid.strip(), b64.strip()
         if not kid:
