@@ -112,4 +112,11 @@ const char *pq_ipsecmb_arch(void);     /* architecture path chosen at init, "" i
 uint64_t pq_ipsecmb_features(void);    /* IMB_FEATURE_* bit mask, 0 if none */
 uint64_t pq_gcm_invocation_limit(void);
 
+/* Output files (fileio.c). Reserve `len` bytes of disk blocks from `offset` without
+ * changing the file size (fallocate FALLOC_FL_KEEP_SIZE), so that writes into the page
+ * cache need no per-write block reservation. Skipped on tmpfs/ramfs, where reserving
+ * means allocating zeroed pages that the writes then overwrite. Returns 1 when blocks
+ * were reserved, 0 when skipped or unsupported (never an error: it is only a hint). */
+int pq_preallocate(int fd, int64_t offset, int64_t len);
+
 #endif

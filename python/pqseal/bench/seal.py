@@ -11,9 +11,14 @@ The input is a typical analytics file as pyarrow writes it by default (snappy,
 dictionary encoding, statistics; 10 columns of ints, floats, timestamps and strings;
 1 MiB pages; ~1 GiB), generated once and cached. Every timing is wall clock with the
 input in the page cache (read once before timing) and the outputs in ``--work-dir``
-(default: /dev/shm when it exists, so kernel writeback of a disk does not distort the
-timings), one core (native threads=1; pyarrow with ``use_threads=False``), without fsync,
-median of ``--repeat`` runs.
+(default: beside the cached input, on the same file system, as a real job writes),
+one core (native threads=1; pyarrow with ``use_threads=False``), without fsync, median
+of ``--repeat`` runs after one untimed warm-up run. The warm-up matters on a virtual
+machine whose balloon driver hands free memory back to the host (free page reporting):
+the first touch of such memory costs a host page fault, so a run that follows an idle
+pause can take several times longer than the same run repeated. The file system
+type is printed: on tmpfs the kernel's per-4 KiB page cost caps any writer lower than
+on a disk file system with large folios (ext4, xfs).
 """
 
 from __future__ import annotations
@@ -73,15 +78,17 @@ def _warm(path: str) -> None:
 
 
 def _time(fn, repeat: int, out: str | None = None) -> float:
-    """Median wall time; ``out`` is deleted before each run (replacing an existing file
-    would add the kernel's cost of dropping the old one to the timing)."""
+    """Median wall time of ``repeat`` runs after one untimed warm-up run; ``out`` is
+    deleted before each run (replacing an existing file would add the kernel's cost of
+    dropping the old one to the timing)."""
     ts = []
-    for _ in range(repeat):
+    for i in range(repeat + 1):
         if out and os.path.exists(out):
             os.unlink(out)
         t0 = time.perf_counter()
         fn()
-        ts.append(time.perf_counter() - t0)
+        if i:
+            ts.append(time.perf_counter() - t0)
     return statistics.median(ts)
 
 
@@ -90,8 +97,8 @@ def main(argv=None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--gib", type=float, default=1.0, help="input size in GiB (default 1)")
     ap.add_argument("--cache-dir", default=os.path.join("bench-out", "data"))
-    ap.add_argument("--work-dir", default="/dev/shm" if os.path.isdir("/dev/shm") else None,
-                    help="where outputs are written (default /dev/shm, else <cache-dir>/work)")
+    ap.add_argument("--work-dir", default=None,
+                    help="where outputs are written (default: <cache-dir>; e.g. /dev/shm for tmpfs)")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--backend", action="append", help="pqseal backend(s) (default: all available)")
     ap.add_argument("--algorithm", action="append", choices=["AES_GCM_V1", "AES_GCM_CTR_V1"])
@@ -114,6 +121,7 @@ def main(argv=None) -> int:
     size = os.path.getsize(src)
     work = os.path.join(args.work_dir or args.cache_dir, "pqseal-bench-work")
     os.makedirs(work, exist_ok=True)
+    fs = _fs_type(work)
     enc_path, dec_path = os.path.join(work, "sealed.parquet"), os.path.join(work, "unsealed.parquet")
     key = os.urandom(16)
     backends = args.backend or pqseal.available_backends()
@@ -121,7 +129,7 @@ def main(argv=None) -> int:
     rows = []
 
     def record(op, impl, backend, alg, seconds):
-        row = {"op": op, "impl": impl, "backend": backend, "algorithm": alg, "bytes": size,
+        row = {"op": op, "impl": impl, "backend": backend, "algorithm": alg, "bytes": size, "fs": fs,
                "seconds": round(seconds, 4), "gb_per_s": round(size / seconds / 1e9, 3)}
         rows.append(row)
         if args.json:
@@ -163,8 +171,8 @@ def main(argv=None) -> int:
             lambda: pq.read_table(pa_enc, decryption_properties=dp, use_threads=False), args.repeat))
 
     if not args.json:
-        print(f"\ninput: {src} ({size / 1e9:.2f} GB); outputs in {work}; one core, page cache, no fsync; "
-              f"median of {args.repeat}")
+        print(f"\ninput: {src} ({size / 1e9:.2f} GB); outputs in {work} ({_fs_type(work)}); one core, "
+              f"page cache, no fsync; median of {args.repeat}")
         print(f"{'op':7} {'impl':8} {'backend':8} {'algorithm':15} {'seconds':>8} {'GB/s':>7} {'vs pyarrow':>10}")
         peer = {(r["op"], r["algorithm"]): r["seconds"] for r in rows if r["impl"] == "pyarrow"}
         for r in rows:
@@ -181,6 +189,22 @@ def main(argv=None) -> int:
             os.unlink(p)
     os.rmdir(work) if not os.listdir(work) else None
     return 0
+
+
+def _fs_type(path: str) -> str:
+    """The type of the file system holding ``path`` (from /proc/mounts; "?" elsewhere)."""
+    path = os.path.realpath(path)
+    best, kind = "", "?"
+    try:
+        with open("/proc/mounts") as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) >= 3 and (path == parts[1] or path.startswith(parts[1].rstrip("/") + "/")) \
+                        and len(parts[1]) >= len(best):
+                    best, kind = parts[1], parts[2]
+    except OSError:
+        pass
+    return kind
 
 
 def _plot(rows, path: str) -> None:

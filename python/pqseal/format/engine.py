@@ -69,9 +69,13 @@ def transform(src, dst, *, decryption: DecryptionProperties | None = None,
         fd, tmp = tempfile.mkstemp(dir=d, prefix="." + os.path.basename(dst) + ".", suffix=".pqseal-tmp")
         try:
             with os.fdopen(fd, "wb") as f:
-                sink = Sink(f, s.paths, encryption, backend=backend, name=os.path.basename(dst))
+                # output size: the input's, plus module framing when encrypting (about 64 bytes
+                # per page; a low guess only means the rest is written without the reservation)
+                hint = s.tail.file_size + (s.tail.file_size // 64 + (1 << 20) if encryption is not None else 0)
+                sink = Sink(f, s.paths, encryption, backend=backend, name=os.path.basename(dst), size_hint=hint)
                 try:
                     stats.pages = _copy(s, sink, stats)
+                    sink.truncate()
                 finally:
                     sink.close()
                 f.flush()
