@@ -23,6 +23,12 @@ from .properties import EncryptionProperties
 from .source import Chunk
 
 _IOV_MAX = 1024
+# Writes go to the kernel in calls of at most 1 MiB. A larger write makes the page cache
+# allocate 2 MiB folios, and on machines where free memory is fragmented or handed back
+# to a hypervisor (balloon free page reporting) those allocations were erratically slow:
+# unseal of a 1.16 GB file took 1.5-2.7 s with whole-chunk writes, 0.39-0.47 s with 1 MiB
+# writes, in the same interleaved run (ext4; seal 0.88 s -> 0.66 s median).
+_WRITE_MAX = 1 << 20
 
 
 def _encode(name: str, obj: dict, where: str) -> bytes:
@@ -118,30 +124,36 @@ class Sink:
 
     def _write(self, data) -> int:
         off = self.pos
-        mv = memoryview(data)
-        n = len(mv)
-        while mv:
-            w = os.write(self.fd, mv)
-            mv = mv[w:]
-        self.pos += n
+        self._writev([data])
         return off
 
     def _writev(self, parts: list) -> None:
-        i = 0
-        while i < len(parts):
-            group = [memoryview(p) for p in parts[i:i + _IOV_MAX]]
-            total = sum(len(g) for g in group)
-            done = os.writev(self.fd, group)
-            if done != total:  # short write: finish piecewise
-                skip = done
-                for g in group:
-                    if skip >= len(g):
-                        skip -= len(g)
-                        continue
-                    self._write_raw(g[skip:])
-                    skip = 0
-            self.pos += total
-            i += _IOV_MAX
+        """Write ``parts`` in order, in system calls of at most _WRITE_MAX bytes."""
+        group, size = [], 0
+        for p in parts:
+            mv = memoryview(p)
+            while len(mv):
+                take = min(len(mv), _WRITE_MAX - size)
+                group.append(mv[:take])
+                size += take
+                mv = mv[take:]
+                if size == _WRITE_MAX or len(group) == _IOV_MAX:
+                    self._writev_group(group, size)
+                    group, size = [], 0
+        if group:
+            self._writev_group(group, size)
+
+    def _writev_group(self, group: list, total: int) -> None:
+        done = os.writev(self.fd, group)
+        if done != total:  # short write: finish piecewise
+            skip = done
+            for g in group:
+                if skip >= len(g):
+                    skip -= len(g)
+                    continue
+                self._write_raw(g[skip:])
+                skip = 0
+        self.pos += total
 
     def _write_raw(self, mv) -> None:
         while mv:
