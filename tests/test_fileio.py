@@ -108,3 +108,28 @@ def test_sink_writes_in_bounded_calls_and_survives_short_writes(tmp_path, monkey
     expected = b"PAR1" + b"".join(bytes(x) for x in parts)
     assert data == expected and pos == len(expected)
     assert max(sizes) <= sink_mod._WRITE_MAX
+
+
+def test_scratch_buffers_are_kept_per_thread_and_bounded():
+    import threading
+
+    import numpy as np
+
+    from pqseal.format import _buffers
+
+    _buffers.clear()
+    assert len(_buffers.take("sink")) == 0
+    a = np.empty(1000, np.uint8)
+    _buffers.give("sink", a)
+    seen = []
+    t = threading.Thread(target=lambda: seen.append(len(_buffers.take("sink"))))
+    t.start()
+    t.join()
+    assert seen == [0]                     # another thread does not get it
+    assert _buffers.take("sink") is a      # this thread does, once
+    assert len(_buffers.take("sink")) == 0
+    _buffers.give("sink", np.empty(_buffers.KEEP_MAX + 1, np.uint8))
+    assert len(_buffers.take("sink")) == 0  # too large to keep
+    _buffers.give("source", a)
+    _buffers.clear()
+    assert len(_buffers.take("source")) == 0

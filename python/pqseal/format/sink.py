@@ -17,7 +17,7 @@ import numpy as np
 from .._native import lib
 from ..crypto import CtrModuleCipher, GcmModuleCipher, ModuleKey, ModuleType
 from ..errors import InvalidOrdinal, MalformedFile
-from . import thrift
+from . import _buffers, thrift
 from .layout import AAD_FILE_UNIQUE_LEN, MAGIC, MAGIC_ENCRYPTED, PageType, dotted
 from .properties import EncryptionProperties
 from .source import Chunk
@@ -77,7 +77,8 @@ class Sink:
         self.gcm = self.ctr = None
         self.plans: list[_ColumnPlan | None] = [None] * len(paths)
         self._meta_modules = []  # (rg, col, key_index, serialized ColumnMetaData, ColumnChunk dict)
-        self._scratch = np.empty(0, dtype=np.uint8)  # reused page output buffer (no page faults per chunk)
+        # page output buffer, reused across chunks and files (no page faults per chunk)
+        self._scratch = _buffers.take("sink")
         self._keys: list[ModuleKey] = []
         if encryption is not None:
             self._plan(encryption, backend)
@@ -117,6 +118,8 @@ class Sink:
             os.ftruncate(self.fd, self.pos)
 
     def close(self) -> None:
+        _buffers.give("sink", self._scratch)
+        self._scratch = None
         for k in self._keys:
             k.close()
 

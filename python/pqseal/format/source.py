@@ -20,7 +20,7 @@ import numpy as np
 from ..crypto import CtrModuleCipher, GcmModuleCipher, ModuleKey, ModuleType
 from ..crypto.cipher import LEN_PREFIX, NONCE_LEN, TAG_LEN
 from ..errors import InvalidTag, KeyNotFound, MalformedFile, MalformedModule, PqsealError
-from . import thrift
+from . import _buffers, thrift
 from .layout import (FOOTER_TRAILER, SIGNATURE_LEN, PageType, Tail, dotted, leaf_paths,
                      read_tail)
 from .properties import DecryptionProperties
@@ -115,7 +115,8 @@ class Source:
         self.path = os.fspath(path)
         self.check_crc = check_crc
         # reuse_buffers: decrypted chunks share one buffer, valid until the next read_chunk
-        self._scratch = np.empty(0, dtype=np.uint8) if reuse_buffers else None
+        # or close() (which keeps it for this thread's next file)
+        self._scratch = _buffers.take("source") if reuse_buffers else None
         self.name = os.path.basename(self.path)
         self.decryption = decryption
         self.backend = backend
@@ -651,6 +652,9 @@ class Source:
         return hdr, bitset
 
     def close(self) -> None:
+        if self._scratch is not None:  # for the next file read by this thread
+            _buffers.give("source", self._scratch)
+            self._scratch = None
         for gcm, ctr in self._keys.values():
             for k in gcm.keys:
                 k.close()
