@@ -206,7 +206,7 @@ def verify_file(path, decryption: DecryptionProperties, *, backend: str | None =
                 enc = s.column_crypto(rg, col).encrypted
                 if enc and "encrypted_column_metadata" in s.column_chunk(rg, col):
                     modules += 1
-                ch, ok = check("pages", rg, col, lambda: s.read_chunk(rg, col))
+                ch, ok = check("pages", rg, col, lambda: s.read_chunk(rg, col, verify_only=True))
                 if ok:
                     pages += len(ch.headers)
                     modules += 2 * len(ch.headers) if enc else 0

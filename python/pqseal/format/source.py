@@ -89,9 +89,9 @@ def _named(fn):
     import functools
 
     @functools.wraps(fn)
-    def wrapper(self, rg, col, *args):
+    def wrapper(self, rg, col, *args, **kwargs):
         try:
-            return fn(self, rg, col, *args)
+            return fn(self, rg, col, *args, **kwargs)
         except InvalidTag as exc:
             if exc.args and str(exc.args[0]).startswith(self.name + ":"):
                 raise
@@ -117,6 +117,7 @@ class Source:
         # reuse_buffers: decrypted chunks share one buffer, valid until the next read_chunk
         # or close() (which keeps it for this thread's next file)
         self._scratch = _buffers.take("source") if reuse_buffers else None
+        self._verify_buf = None
         self.name = os.path.basename(self.path)
         self.decryption = decryption
         self.backend = backend
@@ -323,8 +324,13 @@ class Source:
         return start, start + total
 
     @_named
-    def read_chunk(self, rg: int, col: int) -> Chunk:
-        """Plaintext pages of one column chunk (decrypted and authenticated if encrypted)."""
+    def read_chunk(self, rg: int, col: int, *, verify_only: bool = False) -> Chunk:
+        """Plaintext pages of one column chunk (decrypted and authenticated if encrypted).
+
+        ``verify_only``: authenticate without keeping the page bytes (the returned chunk
+        has the headers only): GCM pages are decrypted into one small reused buffer, and
+        CTR pages, which carry no tag, are not decrypted at all (their framing and page
+        CRCs are still checked)."""
         meta = self.column_meta(rg, col)
         start, end = self._chunk_span(rg, col, meta)
         gcm, ctr = self.column_gcm_ctr(rg, col)
@@ -337,7 +343,7 @@ class Source:
             return self._read_encrypted_sequential(rg, col, meta, start, end, gcm, gcm)
         page_cipher = ctr if ctr is not None else gcm
         try:
-            return self._read_encrypted_fast(rg, col, meta, start, end, gcm, page_cipher)
+            return self._read_encrypted_fast(rg, col, meta, start, end, gcm, page_cipher, verify_only)
         except _NotFast:
             return self._read_encrypted_sequential(rg, col, meta, start, end, gcm, page_cipher)
 
@@ -376,7 +382,7 @@ class Source:
             raise MalformedFile(f"{self.name}: more than 32768 data pages in one column chunk")
         return htypes, btypes, ords, has_dict
 
-    def _read_encrypted_fast(self, rg, col, meta, start, end, gcm, page_cipher) -> Chunk:
+    def _read_encrypted_fast(self, rg, col, meta, start, end, gcm, page_cipher, verify_only=False) -> Chunk:
         """Walk modules by their length prefixes, decrypt all headers in one call, then
         all page bodies in one call. Raises _NotFast when the layout needs the careful walk
         (parquet-java DataPageV2 framing) or anything disagrees."""
@@ -418,6 +424,11 @@ class Source:
             headers.append(hdr)
         v2 = any(h.get("type") == PageType.DATA_PAGE_V2 for h in headers)
         self._check_crcs(headers, poffs, plens, rg, col)
+        if verify_only:
+            self._verify_bodies(page_cipher, gcm, poffs, plens, btypes, rg, col, ords)
+            return Chunk(rg, col, self.paths[col], self.column_chunk(rg, col), meta, headers, None,
+                         np.asarray(poffs, np.int64), np.asarray(plens, np.int64), hoffs, int(sum(hlens)),
+                         "arrow" if v2 else None, True)
         pb = page_cipher.decrypt_batch(buf, offsets=poffs, lengths=plens, module_type=btypes, row_group=rg,
                                        column=col, page=ords, out=self._out_buffer(sum(plens)))
         for h, ln in zip(headers, pb.lengths):
@@ -500,6 +511,28 @@ class Source:
             h["compressed_page_size"] = int(ln)
         return Chunk(rg, col, self.paths[col], self.column_chunk(rg, col), meta, headers, out, out_offs, out_lens,
                      hoffs, hbytes, framing, True)
+
+    def _verify_bodies(self, page_cipher, gcm, poffs, plens, btypes, rg, col, ords) -> None:
+        n = len(poffs)
+        if not n:
+            return
+        lens = np.asarray(plens, np.int64)
+        short = np.flatnonzero(lens < page_cipher.overhead)
+        if page_cipher is not gcm:
+            # AES_GCM_CTR_V1 pages have no tag: decrypting them would prove nothing
+            if len(short):
+                i = int(short[0])
+                raise MalformedModule(f"{self.name}: page module {i} of column {dotted(self.paths[col])} (row group "
+                                      f"{rg}) is shorter than its framing", index=i)
+            return
+        # GCM: every page's tag is checked in one call; all outputs land on one small
+        # buffer (each overwrites the last), so nothing chunk-sized is written to memory
+        need = max(int(lens.max()) - page_cipher.overhead, 1)
+        if self._verify_buf is None or len(self._verify_buf) < need:
+            self._verify_buf = np.empty(need, dtype=np.uint8)
+        page_cipher.decrypt_batch(self.buf, offsets=poffs, lengths=plens, module_type=btypes, row_group=rg,
+                                  column=col, page=ords, out=self._verify_buf, out_offsets=np.zeros(n, np.int64),
+                                  threads=1)
 
     def page_failures(self, rg: int, col: int) -> list:
         """Every page module of a chunk that fails to authenticate (or its CRC), found by
