@@ -119,4 +119,11 @@ uint64_t pq_gcm_invocation_limit(void);
  * were reserved, 0 when skipped or unsupported (never an error: it is only a hint). */
 int pq_preallocate(int fd, int64_t offset, int64_t len);
 
+/* Length-prefixed modules (walk.c): record the offset and framed length (prefix
+ * included) of consecutive modules of buf[start:end), at most `cap` of them; *next is
+ * where the walk stopped (== end when all were read). Returns how many were recorded,
+ * or -1 when a module (or its prefix) overruns `end`. */
+int64_t pq_walk_modules(const uint8_t *buf, uint64_t start, uint64_t end, uint64_t *offs, uint64_t *lens,
+                        uint64_t cap, uint64_t *next);
+
 #endif

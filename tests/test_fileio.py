@@ -133,3 +133,35 @@ def test_scratch_buffers_are_kept_per_thread_and_bounded():
     _buffers.give("source", a)
     _buffers.clear()
     assert len(_buffers.take("source")) == 0
+
+
+def test_walk_modules_bounds_and_resume():
+    import struct
+
+    import numpy as np
+
+    from pqseal._native import ffi
+
+    def mods(*sizes):
+        return b"".join(struct.pack("<I", n) + bytes([i % 256]) * n for i, n in enumerate(sizes))
+
+    def walk(buf, start, end, cap):
+        o, ln = np.zeros(cap, np.uint64), np.zeros(cap, np.uint64)
+        nxt = ffi.new("uint64_t *")
+        src = ffi.from_buffer(buf)
+        n = lib.pq_walk_modules(ffi.cast("uint8_t *", src), start, end, ffi.cast("uint64_t *", o.ctypes.data),
+                                ffi.cast("uint64_t *", ln.ctypes.data), cap, nxt)
+        ffi.release(src)
+        return n, o[:max(n, 0)].tolist(), ln[:max(n, 0)].tolist(), nxt[0]
+
+    data = b"xx" + mods(3, 0, 10) + b"yy"
+    end = len(data) - 2
+    assert walk(data, 2, end, 8) == (3, [2, 9, 13], [7, 4, 14], end)
+    assert walk(data, 2, end, 2) == (2, [2, 9], [7, 4], 13)     # stops at cap, resumable
+    assert walk(data, 13, end, 2) == (1, [13], [14], end)
+    assert walk(data, 2, end - 1, 8)[0] == -1                   # last module overruns the end
+    assert walk(data, 2, 5, 8)[0] == -1                         # a prefix cut short
+    assert walk(data, 4, 4, 8) == (0, [], [], 4)                # empty range
+    assert walk(data, 5, 4, 8)[0] == -1                         # start past end
+    big = struct.pack("<I", 0xFFFFFFFF) + b"z" * 8
+    assert walk(big, 0, len(big), 8)[0] == -1                   # length beyond the buffer

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .._native import ffi, lib
 from ..crypto import CtrModuleCipher, GcmModuleCipher, ModuleKey, ModuleType
 from ..crypto.cipher import LEN_PREFIX, NONCE_LEN, TAG_LEN
 from ..errors import InvalidTag, KeyNotFound, MalformedFile, MalformedModule, PqsealError
@@ -367,6 +368,33 @@ class Source:
         return Chunk(rg, col, self.paths[col], self.column_chunk(rg, col), meta, headers, self.buf,
                      np.asarray(offs, dtype=np.int64), np.asarray(lens, dtype=np.int64), hoffs, hbytes)
 
+    def _walk(self, start: int, end: int):
+        """Offsets and framed lengths of the length-prefixed modules filling [start, end)
+        (walked in C); raises _NotFast when one overruns ``end``."""
+        parts_o, parts_l = [], []
+        cap = 1024
+        src = ffi.from_buffer(self.buf)
+        nxt = ffi.new("uint64_t *")
+        try:
+            pos = start
+            while pos < end:
+                o = np.empty(cap, np.int64)
+                ln = np.empty(cap, np.int64)
+                n = lib.pq_walk_modules(ffi.cast("uint8_t *", src), pos, end, ffi.cast("uint64_t *", o.ctypes.data),
+                                        ffi.cast("uint64_t *", ln.ctypes.data), cap, nxt)
+                if n < 0:
+                    raise _NotFast
+                parts_o.append(o[:n])
+                parts_l.append(ln[:n])
+                pos = int(nxt[0])
+                cap *= 4
+        finally:
+            ffi.release(src)
+        if len(parts_o) == 1:
+            return parts_o[0], parts_l[0]
+        return (np.concatenate(parts_o), np.concatenate(parts_l)) if parts_o else \
+            (np.zeros(0, np.int64), np.zeros(0, np.int64))
+
     def _header_types(self, meta: dict, n: int):
         """Module types and page ordinals of n header/page pairs of a chunk."""
         has_dict = chunk_start(meta, self.name) != meta["data_page_offset"]
@@ -387,26 +415,10 @@ class Source:
         all page bodies in one call. Raises _NotFast when the layout needs the careful walk
         (parquet-java DataPageV2 framing) or anything disagrees."""
         buf = self.buf
-
-        def module_len(pos):  # a length-prefixed module that fits before `end`
-            if pos + 4 > end:
-                raise _NotFast
-            ln = _le32(buf, pos)[0] + 4
-            if ln > end - pos:
-                raise _NotFast
-            return ln
-
-        hoffs, hlens, poffs, plens = [], [], [], []
-        pos = start
-        while pos < end:
-            hl = module_len(pos)
-            hoffs.append(pos)
-            hlens.append(hl)
-            pos += hl
-            pl = module_len(pos)
-            poffs.append(pos)
-            plens.append(pl)
-            pos += pl
+        offs, lens = self._walk(start, end)
+        if len(offs) % 2:
+            raise _NotFast
+        hoffs, hlens, poffs, plens = offs[0::2], lens[0::2], offs[1::2], lens[1::2]
         n = len(hoffs)
         htypes, btypes, ords, has_dict = self._header_types(meta, n)
         try:
@@ -415,9 +427,10 @@ class Source:
         except (InvalidTag, MalformedModule):
             raise _NotFast from None
         headers = []
+        plens_l, hb_lens = plens.tolist(), hb.lengths.tolist()
         for i in range(n):
             hdr, hend = self._decode("PageHeader", hb[i], 0, f"decrypted page header {i}")
-            if hend != hb.lengths[i] or hdr.get("compressed_page_size") != plens[i]:
+            if hend != hb_lens[i] or hdr.get("compressed_page_size") != plens_l[i]:
                 raise _NotFast
             if hdr.get("type") == PageType.DICTIONARY_PAGE and not (i == 0 and has_dict):
                 raise _NotFast
@@ -427,14 +440,13 @@ class Source:
         if verify_only:
             self._verify_bodies(page_cipher, gcm, poffs, plens, btypes, rg, col, ords)
             return Chunk(rg, col, self.paths[col], self.column_chunk(rg, col), meta, headers, None,
-                         np.asarray(poffs, np.int64), np.asarray(plens, np.int64), hoffs, int(sum(hlens)),
-                         "arrow" if v2 else None, True)
+                         poffs, plens, hoffs.tolist(), int(hlens.sum()), "arrow" if v2 else None, True)
         pb = page_cipher.decrypt_batch(buf, offsets=poffs, lengths=plens, module_type=btypes, row_group=rg,
-                                       column=col, page=ords, out=self._out_buffer(sum(plens)))
-        for h, ln in zip(headers, pb.lengths):
-            h["compressed_page_size"] = int(ln)
+                                       column=col, page=ords, out=self._out_buffer(int(plens.sum())))
+        for h, ln in zip(headers, pb.lengths.tolist()):
+            h["compressed_page_size"] = ln
         return Chunk(rg, col, self.paths[col], self.column_chunk(rg, col), meta, headers, pb.buffer, pb.offsets,
-                     pb.lengths, hoffs, int(sum(hlens)), "arrow" if v2 else None, True)
+                     pb.lengths, hoffs.tolist(), int(hlens.sum()), "arrow" if v2 else None, True)
 
     def _read_encrypted_sequential(self, rg, col, meta, start, end, gcm, page_cipher) -> Chunk:
         """Decrypt one header at a time (needed for parquet-java DataPageV2 framing and
