@@ -118,6 +118,8 @@ uint64_t pq_gcm_invocation_limit(void);
  * means allocating zeroed pages that the writes then overwrite. Returns 1 when blocks
  * were reserved, 0 when skipped or unsupported (never an error: it is only a hint). */
 int pq_preallocate(int fd, int64_t offset, int64_t len);
+/* 1 when fd's file lives on tmpfs/ramfs (always 4 KiB pages), 0 otherwise or unknown. */
+int pq_fs_is_tmpfs(int fd);
 
 /* Length-prefixed modules (walk.c): record the offset and framed length (prefix
  * included) of consecutive modules of buf[start:end), at most `cap` of them; *next is
