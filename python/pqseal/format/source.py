@@ -342,8 +342,12 @@ class Source:
         if start == end:
             return Chunk(rg, col, self.paths[col], self.column_chunk(rg, col), meta, [], self.buf,
                          np.zeros(0, np.int64), np.zeros(0, np.int64), [], 0, None, gcm is not None)
-        # buf holds the chunk's bytes; a file offset o is at buf[o - base]
-        buf, base = self._chunk_bytes(start, end)
+        # buf holds the chunk's bytes; a file offset o is at buf[o - base]. Verifying CTR
+        # pages reads only the headers (and CRC'd pages): the mapping touches no more.
+        if verify_only and ctr is not None and self.crypto.dialect != "duckdb":
+            buf, base = self.buf, 0
+        else:
+            buf, base = self._chunk_bytes(start, end)
         if gcm is None:
             return self._read_plain_chunk(rg, col, meta, buf, base, start, end)
         if self.crypto.dialect == "duckdb":
