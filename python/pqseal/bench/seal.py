@@ -109,7 +109,7 @@ def main(argv=None) -> int:
     ap.add_argument("--cache-dir", default=os.path.join("bench-out", "data"))
     ap.add_argument("--work-dir", default=None,
                     help="where outputs are written (default: <cache-dir>; e.g. /dev/shm for tmpfs)")
-    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--backend", action="append", help="pqseal backend(s) (default: all available)")
     ap.add_argument("--algorithm", action="append", choices=["AES_GCM_V1", "AES_GCM_CTR_V1"])
     ap.add_argument("--no-peer", action="store_true", help="skip the pyarrow route")
