@@ -67,63 +67,35 @@ def _run(benchmark, fn, out, nbytes):
         benchmark.extra_info["gb_per_s"] = round(nbytes / stats.stats.median / 1e9, 3)
 
 
-@pytest.mark.parametrize("impl", ["pqseal", "pyarrow"])
-@pytest.mark.parametrize("alg", ALGS)
-def test_seal(benchmark, files, alg, impl):
-    src, work, _ = files
-    out = os.path.join(work, f"out-seal-{impl}.parquet")
-    benchmark.group = f"seal-{alg}"
+def _operation(op: str, impl: str, alg: str, src: str, out: str | None):
+    """The call benchmarked for one (operation, implementation, algorithm)."""
     if impl == "pqseal":
-        enc = EncryptionProperties(KEY, algorithm=alg)
-
-        def fn():
-            pqseal.encrypt_file(src, out, enc, fsync=False)
-    else:
+        if op == "seal":
+            enc = EncryptionProperties(KEY, algorithm=alg)
+            return lambda: pqseal.encrypt_file(src, out, enc, fsync=False)
+        dec = DecryptionProperties(KEY)
+        if op == "unseal":
+            return lambda: pqseal.decrypt_file(src, out, dec, fsync=False)
+        return lambda: pqseal.verify(src, dec)
+    if op == "seal":
         ep = pe.create_encryption_properties(KEY, encryption_algorithm=alg)
-
-        def fn():
-            pq.write_table(pq.read_table(src, use_threads=False), out, encryption_properties=ep,
-                           data_page_size=MiB, row_group_size=1 << 20)
-    _run(benchmark, fn, out, os.path.getsize(src))
-    assert os.path.getsize(out) > 0
-
-
-@pytest.mark.parametrize("impl", ["pqseal", "pyarrow"])
-@pytest.mark.parametrize("alg", ALGS)
-def test_unseal(benchmark, files, alg, impl):
-    _, work, sealed = files
-    src = sealed[impl, alg]
-    out = os.path.join(work, f"out-unseal-{impl}.parquet")
-    benchmark.group = f"unseal-{alg}"
-    if impl == "pqseal":
-        dec = DecryptionProperties(KEY)
-
-        def fn():
-            pqseal.decrypt_file(src, out, dec, fsync=False)
-    else:
-        dp = pe.create_decryption_properties(KEY)
-
-        def fn():
-            pq.write_table(pq.read_table(src, decryption_properties=dp, use_threads=False), out,
-                           data_page_size=MiB, row_group_size=1 << 20)
-    _run(benchmark, fn, out, os.path.getsize(src))
-    assert os.path.getsize(out) > 0
+        return lambda: pq.write_table(pq.read_table(src, use_threads=False), out, encryption_properties=ep,
+                                      data_page_size=MiB, row_group_size=1 << 20)
+    dp = pe.create_decryption_properties(KEY)
+    if op == "unseal":
+        return lambda: pq.write_table(pq.read_table(src, decryption_properties=dp, use_threads=False), out,
+                                      data_page_size=MiB, row_group_size=1 << 20)
+    return lambda: pq.read_table(src, decryption_properties=dp, use_threads=False)
 
 
 @pytest.mark.parametrize("impl", ["pqseal", "pyarrow"])
 @pytest.mark.parametrize("alg", ALGS)
-def test_verify(benchmark, files, alg, impl):
-    _, _, sealed = files
-    src = sealed[impl, alg]
-    benchmark.group = f"verify-{alg}"
-    if impl == "pqseal":
-        dec = DecryptionProperties(KEY)
-
-        def fn():
-            assert pqseal.verify(src, dec)["ok"]
-    else:
-        dp = pe.create_decryption_properties(KEY)
-
-        def fn():
-            pq.read_table(src, decryption_properties=dp, use_threads=False)
-    _run(benchmark, fn, None, os.path.getsize(src))
+@pytest.mark.parametrize("op", ["seal", "unseal", "verify"])
+def test_file(benchmark, files, op, alg, impl):
+    plain, work, sealed = files
+    src = plain if op == "seal" else sealed[impl, alg]
+    out = None if op == "verify" else os.path.join(work, f"out-{op}-{impl}.parquet")
+    benchmark.group = f"{op}-{alg}"
+    _run(benchmark, _operation(op, impl, alg, src, out), out, os.path.getsize(src))
+    if out:
+        assert os.path.getsize(out) > 0

@@ -16,23 +16,12 @@ import pytest
 
 import pqseal
 from pqseal._native import lib
+from pqseal.bench.seal import _fs_type
 from pqseal.format import DecryptionProperties, EncryptionProperties
 
 from parquet_gen import make_table
 
 KEY = bytes(range(16))
-
-
-def _fs_type(path: str) -> str:
-    path = os.path.realpath(path)
-    best, kind = "", "?"
-    with open("/proc/mounts") as f:
-        for line in f:
-            parts = line.split()
-            if path == parts[1] or path.startswith(parts[1].rstrip("/") + "/"):
-                if len(parts[1]) >= len(best):
-                    best, kind = parts[1], parts[2]
-    return kind
 
 
 def test_preallocate_keeps_size_and_reserves_blocks(tmp_path):
