@@ -128,50 +128,41 @@ static inline void prefetch_range(const uint8_t *p, uint64_t n)
         __builtin_prefetch(p + o, 0, PQ_PF_LOCALITY);
 }
 
-static void gcm_pieces(IMB_MGR *m, const pq_key *k, struct gcm_context_data *ctxp, int enc, uint8_t *out,
+static void gcm_pieces(IMB_MGR *m, const pq_key *k, struct gcm_context_data *ctx, int enc, uint8_t *out,
                        const uint8_t *in, uint64_t len, const uint8_t *iv, const uint8_t *aad, uint64_t alen,
                        uint8_t *tag)
 {
-#define ctx (*ctxp)
+    /* the manager's entry points for this key size (what the IMB_AES*_GCM_* macros call) */
+    aes_gcm_init_t init;
+    aes_gcm_enc_dec_update_t update;
+    aes_gcm_enc_dec_finalize_t finalize;
     switch (k->len) {
-    case 16: IMB_AES128_GCM_INIT(m, &k->imb_gcm, &ctx, iv, aad, alen); break;
-    case 24: IMB_AES192_GCM_INIT(m, &k->imb_gcm, &ctx, iv, aad, alen); break;
-    default: IMB_AES256_GCM_INIT(m, &k->imb_gcm, &ctx, iv, aad, alen); break;
+    case 16:
+        init = m->gcm128_init;
+        update = enc ? m->gcm128_enc_update : m->gcm128_dec_update;
+        finalize = enc ? m->gcm128_enc_finalize : m->gcm128_dec_finalize;
+        break;
+    case 24:
+        init = m->gcm192_init;
+        update = enc ? m->gcm192_enc_update : m->gcm192_dec_update;
+        finalize = enc ? m->gcm192_enc_finalize : m->gcm192_dec_finalize;
+        break;
+    default:
+        init = m->gcm256_init;
+        update = enc ? m->gcm256_enc_update : m->gcm256_dec_update;
+        finalize = enc ? m->gcm256_enc_finalize : m->gcm256_dec_finalize;
+        break;
     }
-    prefetch_range(in, PQ_GCM_PIECE);
+    init(&k->imb_gcm, ctx, iv, aad, alen);
+    prefetch_range(in, len < PQ_GCM_PIECE ? len : PQ_GCM_PIECE);
     for (uint64_t o = 0; o < len; o += PQ_GCM_PIECE) {
         uint64_t n = len - o < PQ_GCM_PIECE ? len - o : PQ_GCM_PIECE;
         uint64_t ahead = o + n;
         if (ahead < len)
             prefetch_range(in + ahead, len - ahead < PQ_GCM_PIECE ? len - ahead : PQ_GCM_PIECE);
-        if (enc) {
-            switch (k->len) {
-            case 16: IMB_AES128_GCM_ENC_UPDATE(m, &k->imb_gcm, &ctx, out + o, in + o, n); break;
-            case 24: IMB_AES192_GCM_ENC_UPDATE(m, &k->imb_gcm, &ctx, out + o, in + o, n); break;
-            default: IMB_AES256_GCM_ENC_UPDATE(m, &k->imb_gcm, &ctx, out + o, in + o, n); break;
-            }
-        } else {
-            switch (k->len) {
-            case 16: IMB_AES128_GCM_DEC_UPDATE(m, &k->imb_gcm, &ctx, out + o, in + o, n); break;
-            case 24: IMB_AES192_GCM_DEC_UPDATE(m, &k->imb_gcm, &ctx, out + o, in + o, n); break;
-            default: IMB_AES256_GCM_DEC_UPDATE(m, &k->imb_gcm, &ctx, out + o, in + o, n); break;
-            }
-        }
+        update(&k->imb_gcm, ctx, out + o, in + o, n);
     }
-    if (enc) {
-        switch (k->len) {
-        case 16: IMB_AES128_GCM_ENC_FINALIZE(m, &k->imb_gcm, &ctx, tag, PQ_TAG_LEN); break;
-        case 24: IMB_AES192_GCM_ENC_FINALIZE(m, &k->imb_gcm, &ctx, tag, PQ_TAG_LEN); break;
-        default: IMB_AES256_GCM_ENC_FINALIZE(m, &k->imb_gcm, &ctx, tag, PQ_TAG_LEN); break;
-        }
-    } else {
-        switch (k->len) {
-        case 16: IMB_AES128_GCM_DEC_FINALIZE(m, &k->imb_gcm, &ctx, tag, PQ_TAG_LEN); break;
-        case 24: IMB_AES192_GCM_DEC_FINALIZE(m, &k->imb_gcm, &ctx, tag, PQ_TAG_LEN); break;
-        default: IMB_AES256_GCM_DEC_FINALIZE(m, &k->imb_gcm, &ctx, tag, PQ_TAG_LEN); break;
-        }
-    }
-#undef ctx
+    finalize(&k->imb_gcm, ctx, tag, PQ_TAG_LEN);
 }
 
 static void gcm_one(IMB_MGR *m, const pq_key *k, struct gcm_context_data *ctxp, int enc, uint8_t *out,
