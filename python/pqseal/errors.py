@@ -81,6 +81,11 @@ class MalformedKeyMaterial(PqsealError, ValueError):
     """Key material (PKMT1 JSON or a wrapped key) cannot be parsed."""
 
 
+class OutputExists(PqsealError, FileExistsError):
+    """The output path exists and the caller did not ask to overwrite it
+    (``overwrite=True`` in the API, ``--force`` on the command line)."""
+
+
 class UnsupportedFeature(PqsealError):
     """The input uses a feature pqseal does not (yet) support."""
 
