@@ -17,6 +17,8 @@ import sys
 import pyarrow.parquet as pq
 import pyarrow.parquet.encryption as pe
 import pytest
+
+from pqseal._io import is_temp_name
 from click.testing import CliRunner
 
 import pqseal
@@ -327,7 +329,7 @@ def test_directory_with_a_failing_file(tree, tmp_path):
                for ln in err), err
     assert "1 of 4 files failed" in err[-1]
     assert sorted(_parquets(out)) == ["a/b/three.parquet", "a/two.parquet", "one.parquet"]
-    assert not [f for _, _, fs in os.walk(out) for f in fs if f.endswith(".pqseal-tmp")]
+    assert not [f for _, _, fs in os.walk(out) for f in fs if is_temp_name(f)]
 
 
 def test_empty_directory(tmp_path):

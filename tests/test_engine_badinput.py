@@ -17,6 +17,8 @@ import pyarrow.parquet as pq
 import pyarrow.parquet.encryption as pe
 import pytest
 
+from pqseal._io import is_temp_name
+
 import pqseal
 from pqseal.errors import InvalidKey, InvalidOrdinal, InvalidTag, KeyNotFound, MalformedFile, PqsealError
 from pqseal.format import (FOOTER_KEY, AlreadyEncrypted, DecryptionProperties, EncryptionProperties, NotEncrypted,
@@ -63,7 +65,7 @@ def check_all_fail(src, tmp_path, exc=PqsealError, *, match=None, skip=()):
         with G.raises(exc, match=match):
             op()
         assert not dst.exists(), name
-        assert not [n for n in os.listdir(tmp_path) if n.endswith(".pqseal-tmp")], name
+        assert not [n for n in os.listdir(tmp_path) if is_temp_name(n)], name
     assert G.sha256(src) == before
 
 
@@ -291,11 +293,11 @@ def test_existing_destination_survives_a_failed_run(files, tmp_path):
     dst = tmp_path / "dst.parquet"
     dst.write_bytes(b"precious")
     with G.raises(InvalidTag):
-        pqseal.decrypt_file(files["sealed"], dst, DecryptionProperties(G.K32))
+        pqseal.decrypt_file(files["sealed"], dst, DecryptionProperties(G.K32), overwrite=True)
     with G.raises(KeyNotFound):
-        pqseal.decrypt_file(files["sealed"], dst, DecryptionProperties(G.K16))
+        pqseal.decrypt_file(files["sealed"], dst, DecryptionProperties(G.K16), overwrite=True)
     with G.raises(AlreadyEncrypted):
-        pqseal.encrypt_file(files["sealed"], dst, ENC)
+        pqseal.encrypt_file(files["sealed"], dst, ENC, overwrite=True)
     assert dst.read_bytes() == b"precious"
     assert sorted(os.listdir(tmp_path)) == ["dst.parquet"]
 
@@ -343,7 +345,7 @@ def test_column_key_for_unknown_column(files, tmp_path):
     assert "'s'" in msg or " s" in msg or "s," in msg      # a group, not a leaf: also unknown
     assert "s.b" in msg                                     # the valid columns are listed
     assert not (tmp_path / "o.parquet").exists()
-    assert not [n for n in os.listdir(tmp_path) if n.endswith(".pqseal-tmp")]
+    assert not [n for n in os.listdir(tmp_path) if is_temp_name(n)]
 
 
 # --------------------------------------------------------------------------- paths and arguments
@@ -357,7 +359,7 @@ def test_paths(files, tmp_path):
         pqseal.encrypt_file(files["plain"], files["plain"], ENC)
     with G.raises((IsADirectoryError, PqsealError, OSError)):
         pqseal.encrypt_file(tmp_path, tmp_path / "o.parquet", ENC)
-    assert not [n for n in os.listdir(tmp_path) if n.endswith(".pqseal-tmp")]
+    assert not [n for n in os.listdir(tmp_path) if is_temp_name(n)]
 
 
 @pytest.mark.parametrize("bad", [b"", b"x" * 15, b"x" * 17, b"x" * 33, "a" * 16, 1234, None])
@@ -421,7 +423,7 @@ def test_too_many_data_pages_in_a_chunk(many_pages, tmp_path):
         pqseal.encrypt_file(src, tmp_path / "o.parquet", EncryptionProperties(G.K16))
     assert isinstance(ei.value, ValueError) and "column v" in str(ei.value)
     assert not (tmp_path / "o.parquet").exists()
-    assert not [n for n in os.listdir(tmp_path) if n.endswith(".pqseal-tmp")]
+    assert not [n for n in os.listdir(tmp_path) if is_temp_name(n)]
     assert G.sha256(src) == before
     with G.raises(InvalidOrdinal):
         pqseal.encrypt_file(src, tmp_path / "o.parquet", EncryptionProperties(G.K16, column_keys={"v": G.KC1}))

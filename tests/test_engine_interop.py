@@ -301,7 +301,7 @@ def test_pqseal_unseals_pyarrow_crypto_factory(plain, table, tmp_path, algorithm
                     for c in range(len(paths)) if paths[c] in enc_cols}
         footer_key = G.dek_from_material(s.crypto.footer_key_metadata)
     assert len(footer_key) == 32
-    pqseal.decrypt_file(theirs, out, DecryptionProperties(footer_key, column_keys=col_keys))
+    pqseal.decrypt_file(theirs, out, DecryptionProperties(footer_key, column_keys=col_keys), overwrite=True)
     assert G.raw_chunks(out) == G.raw_chunks(plain)
 
 

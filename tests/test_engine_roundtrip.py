@@ -34,6 +34,8 @@ import pyarrow.parquet as pq
 import pyarrow.parquet.encryption as pe
 import pytest
 
+from pqseal._io import is_temp_name
+
 import pqseal
 from pqseal.crypto import ModuleType
 from pqseal.errors import InvalidTag, KeyNotFound, MalformedFile
@@ -319,7 +321,7 @@ def round_trip(src, table, tmp_path, enc, dec, labels, mds, *, pyarrow_reads=Non
     assert G.sha256(sealed) == sealed_hash
     assert st.bytes_out == os.path.getsize(unsealed)
     check_unsealed(src, unsealed, table)
-    assert not [n for n in os.listdir(tmp_path) if n.endswith(".pqseal-tmp")]
+    assert not [n for n in os.listdir(tmp_path) if is_temp_name(n)]
     return sealed
 
 
@@ -449,15 +451,15 @@ def test_aad_prefix(srcdir, tmp_path, store, algorithm, plaintext_footer):
     no_prefix = DecryptionProperties(G.K16, column_keys=dec.column_keys)
     if store:
         pqseal.decrypt_file(sealed, out, no_prefix)                       # prefix read from the file
-        pqseal.decrypt_file(sealed, out, DecryptionProperties(G.K16, column_keys=dec.column_keys, aad_prefix=prefix))
+        pqseal.decrypt_file(sealed, out, DecryptionProperties(G.K16, column_keys=dec.column_keys, aad_prefix=prefix), overwrite=True)
     else:
         with G.raises(KeyNotFound, match="AAD prefix"):
-            pqseal.decrypt_file(sealed, out, no_prefix)
+            pqseal.decrypt_file(sealed, out, no_prefix, overwrite=True)
         with G.raises(KeyNotFound, match="AAD prefix"):
             pqseal.verify(sealed, no_prefix)
     with G.raises(InvalidTag):
         pqseal.decrypt_file(sealed, out, DecryptionProperties(G.K16, column_keys=dec.column_keys,
-                                                             aad_prefix=b"tenant-43/table-7"))
+                                                             aad_prefix=b"tenant-43/table-7"), overwrite=True)
     assert not out.exists() or G.pages(out) == G.pages(src)
 
 
@@ -612,9 +614,9 @@ _SCRIPT = textwrap.dedent("""
             dec = DecryptionProperties(G.K16, column_keys={{paths[0]: G.KC1, paths[-1]: G.KC2}})
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                pqseal.encrypt_file(src, out + ".s", enc)
+                pqseal.encrypt_file(src, out + ".s", enc, overwrite=True)
             assert pqseal.verify(out + ".s", dec)["ok"]
-            pqseal.decrypt_file(out + ".s", out, dec)
+            pqseal.decrypt_file(out + ".s", out, dec, overwrite=True)
             assert G.raw_chunks(out) == G.raw_chunks(src)
             assert G.indexes(out) == G.indexes(src)
             assert pq.read_table(out).equals(pq.read_table(src))

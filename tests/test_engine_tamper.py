@@ -15,6 +15,8 @@ import zlib
 
 import pytest
 
+from pqseal._io import is_temp_name
+
 import pqseal
 from pqseal.crypto import ModuleType
 from pqseal.errors import InvalidTag, MalformedFile, MalformedModule, PqsealError
@@ -84,7 +86,7 @@ def expect_failure(path, tmp_path, exc=InvalidTag, match=None, dec=DEC):
             else:
                 pqseal.decrypt_file(path, out, dec)
         assert not out.exists()
-        assert not [n for n in os.listdir(tmp_path) if n.endswith(".pqseal-tmp")]
+        assert not [n for n in os.listdir(tmp_path) if is_temp_name(n)]
         errors.append(ei.value)
     return errors
 
@@ -390,8 +392,8 @@ def test_module_from_another_file_with_the_same_key(uniform_pages, tmp_path, kin
         src = tmp_path / "pi.parquet"
         G.write_pyarrow(src, pq.read_table(uniform_pages), row_group_size=2_000, max_rows_per_page=500,
                         use_dictionary=False, compression="none", write_page_index=True)
-        a, _ = _seal_uniform(src, tmp_path / "a.parquet")
-        b, _ = _seal_uniform(src, tmp_path / "b.parquet")
+        a, _ = _seal_uniform(src, tmp_path / "a2.parquet")
+        b, _ = _seal_uniform(src, tmp_path / "b2.parquet")
     ma, mb = pick(G.module_map(a, dec), kind, 0, 1), pick(G.module_map(b, dec), kind, 0, 1)
     assert (ma.offset, ma.length) == (mb.offset, mb.length)
     data_a = open(a, "rb").read()

@@ -89,7 +89,7 @@ def test_sink_writes_in_bounded_calls_and_survives_short_writes(tmp_path, monkey
     parts.append(b"tail")
     p = tmp_path / "out.bin"
     with open(p, "wb") as f:
-        s = sink_mod.Sink(f, [("a",)])  # writes the magic
+        s = sink_mod.Sink(f.fileno(), [("a",)])  # writes the magic
         s._writev(parts)
         pos = s.pos
         s.close()

@@ -229,7 +229,7 @@ def test_interop_with_pyarrow_crypto_factory(tmp_path, table, plain, algorithm, 
         assert pq.read_table(pa_file, decryption_properties=theirs.file_decryption_properties(
             pe.KmsConnectionConfig(), pe.DecryptionConfiguration(), str(pa_file))).equals(table)
         theirs.rotate_master_keys(pe.KmsConnectionConfig(), str(sealed), double_wrapping=double_wrapping)
-        pqseal.decrypt_file(sealed, out, kms=KeyListKms(KEY_LIST))
+        pqseal.decrypt_file(sealed, out, kms=KeyListKms(KEY_LIST), overwrite=True)
         assert pq.read_table(out).equals(table)
 
 

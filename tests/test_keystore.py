@@ -159,6 +159,7 @@ def test_cli_keys_and_envelope_encryption(tmp_path):
     src, sealed, out = tmp_path / "p.parquet", tmp_path / "s.parquet", tmp_path / "u.parquet"
     pq.write_table(t, src)
     for alg in ("AES_GCM_V1", "AES_GCM_CTR_V1"):
+        sealed, out = tmp_path / f"s-{alg}.parquet", tmp_path / f"u-{alg}.parquet"
         res = r.invoke(cli, ["encrypt", str(src), str(sealed), "--footer-key", "footer", "--column-keys",
                              "pii:email", "--algorithm", alg], env=env)
         assert res.exit_code == 0, res.output

@@ -5,18 +5,37 @@ from ._backend import available_backends, backend_info
 from . import errors
 from .errors import PqsealError, InvalidTag
 
+# Imported on first use, so `import pqseal` stays light: name -> (module, attribute).
+_LAZY = {
+    **{n: (".api", n) for n in ("encrypt_file", "decrypt_file", "rekey_file", "verify", "inspect", "write_table",
+                                "read_table", "recover")},
+    **{n: (".format", n) for n in ("EncryptionProperties", "DecryptionProperties", "FOOTER_KEY", "Stats",
+                                   "AlreadyEncrypted", "NotEncrypted", "VerificationFailed")},
+    "EncryptionConfig": (".config", "EncryptionConfig"),
+    "DecryptionConfig": (".config", "DecryptionConfig"),
+    "CryptoFactory": (".keys", "CryptoFactory"),
+    "KmsClient": (".kms", "KmsClient"),
+    "KmsConnectionConfig": (".kms", "KmsConnectionConfig"),
+    "KeyListKms": (".kms", "KeyListKms"),
+    "LocalKeystore": (".kms.keystore", "LocalKeystore"),
+    "arrow": (".arrow", None),
+}
+
 
 def __getattr__(name):
-    # the file engine is imported on first use, so `import pqseal` stays light
-    if name in ("encrypt_file", "decrypt_file", "rekey_file", "verify", "inspect", "write_table", "read_table"):
-        from . import api
-        return getattr(api, name)
-    if name in ("EncryptionProperties", "DecryptionProperties", "FOOTER_KEY"):
-        from . import format as _format
-        return getattr(_format, name)
-    raise AttributeError(f"module 'pqseal' has no attribute {name!r}")
+    if name not in _LAZY:
+        raise AttributeError(f"module 'pqseal' has no attribute {name!r}")
+    import importlib
+
+    module, attr = _LAZY[name]
+    mod = importlib.import_module(module, __name__)
+    value = mod if attr is None else getattr(mod, attr)
+    globals()[name] = value
+    return value
 
 
-__all__ = ["__version__", "available_backends", "backend_info", "errors", "PqsealError", "InvalidTag",
-           "encrypt_file", "decrypt_file", "rekey_file", "verify", "inspect", "write_table", "read_table",
-           "EncryptionProperties", "DecryptionProperties", "FOOTER_KEY"]
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))
+
+
+__all__ = ["__version__", "available_backends", "backend_info", "errors", "PqsealError", "InvalidTag", *_LAZY]

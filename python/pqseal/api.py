@@ -6,16 +6,29 @@ decoding their data.
     pqseal.encrypt_file("plain.parquet", "sealed.parquet", enc)
     dec = pqseal.DecryptionProperties(footer_key, column_keys={"ssn": key2})
     pqseal.decrypt_file("sealed.parquet", "plain-again.parquet", dec)
+
+Keys are explicit (:class:`EncryptionProperties` / :class:`DecryptionProperties`) or come
+from a KMS (an :class:`~pqseal.config.EncryptionConfig` / ``DecryptionConfig``, or
+pyarrow's ``EncryptionConfiguration`` / ``DecryptionConfiguration``) through ``kms``: a
+KMS client or a factory ``(KmsConnectionConfig) -> KmsClient``; default: the local
+keystore. Inputs are paths or in-memory files (bytes-like objects, binary file objects,
+pyarrow buffers and readers). Outputs are never overwritten unless ``overwrite=True``.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 import warnings
 
 from .format import (DecryptionProperties, EncryptionProperties, Stats, inspect_file, transform, verify_file)
+from .format.engine import transform_to_memory
 from .format.layout import PageType
 from .format.source import Source
+
+
+def _is_path(obj) -> bool:
+    return isinstance(obj, (str, os.PathLike))
 
 
 def _warn_v2(src, encryption: EncryptionProperties, decryption: DecryptionProperties | None = None) -> str | None:
@@ -36,98 +49,170 @@ def _warn_v2(src, encryption: EncryptionProperties, decryption: DecryptionProper
     return None
 
 
-def _kms_factory(kms):
+# ---- keys --------------------------------------------------------------------------------
+
+
+def kms_factory(kms=None):
+    """A KMS client factory from what callers pass as ``kms``: a client, a factory, or
+    None for the local keystore (opened on first use, once per factory)."""
     from .kms.base import KmsClient
 
     if kms is None:
         from .kms.keystore import LocalKeystore
 
-        holder = {}
+        lock = threading.Lock()
+        holder: list = []
 
-        def default(cfg):  # the embedded default: the local keystore, opened on first use
-            if "ks" not in holder:
-                holder["ks"] = LocalKeystore()
-            return holder["ks"]
+        def default(cfg):
+            with lock:
+                if not holder:
+                    holder.append(LocalKeystore())
+                return holder[0]
         return default
-    return (lambda cfg: kms) if isinstance(kms, KmsClient) else kms
+    if isinstance(kms, KmsClient):
+        return lambda cfg: kms
+    if callable(kms):
+        return kms
+    raise TypeError(f"kms must be a KmsClient, a factory (KmsConnectionConfig -> KmsClient) or None, "
+                    f"not {type(kms).__name__}")
+
+
+def _connection(kms_connection_config):
+    from .arrow import connection_config
+    from .kms.base import KmsConnectionConfig
+
+    if kms_connection_config is None:
+        return KmsConnectionConfig()
+    return connection_config(kms_connection_config)
+
+
+def encryption_properties(encryption, dst=None, *, kms=None, kms_connection_config=None) -> EncryptionProperties:
+    """Explicit properties as given, or fresh data keys wrapped by the KMS for a config
+    (pqseal's ``EncryptionConfig`` or pyarrow's ``EncryptionConfiguration``)."""
+    from .arrow import encryption_config
+    from .config import EncryptionConfig
+    from .keys import CryptoFactory
+
+    if isinstance(encryption, EncryptionProperties):
+        return encryption
+    cfg = encryption if isinstance(encryption, EncryptionConfig) else encryption_config(encryption)
+    return CryptoFactory(kms_factory(kms)).file_encryption_properties(_connection(kms_connection_config), cfg,
+                                                                      dst if _is_path(dst) else None)
+
+
+def decryption_properties(src, decryption=None, *, kms=None, kms_connection_config=None) -> DecryptionProperties:
+    """Explicit properties as given, or a key retriever that unwraps the file's key
+    material through the KMS (``decryption``: None, pqseal's ``DecryptionConfig`` or
+    pyarrow's ``DecryptionConfiguration``)."""
+    from .arrow import decryption_config
+    from .keys import CryptoFactory
+
+    if isinstance(decryption, DecryptionProperties):
+        return decryption
+    cfg = decryption_config(decryption)
+    return CryptoFactory(kms_factory(kms)).file_decryption_properties(_connection(kms_connection_config), cfg,
+                                                                      src if _is_path(src) else None)
+
+
+def _material_store(dst, encryption: EncryptionProperties):
+    if not encryption.external_key_material:
+        return None
+    if not _is_path(dst):
+        raise ValueError("external key material needs a file path as output")
+    from .keys.store import KeyMaterialStore
+
+    return KeyMaterialStore(dst, encryption.external_key_material)
+
+
+def file_unique(path) -> bytes | None:
+    """A PME file's ``aad_file_unique`` (readable without keys), None otherwise."""
+    from .errors import PqsealError
+
+    try:
+        with Source(path) as s:
+            return s.crypto.aad_file_unique if s.crypto is not None else None
+    except (PqsealError, OSError):
+        return None
+
+
+def recover(directory) -> list[str]:
+    """Finish or roll back what interrupted pqseal runs left in ``directory``: key
+    material commits cut between the data file's rename and the material's, and
+    temporary files of processes that are gone. Returns one line per action."""
+    from ._io import remove_stale
+    from .keys.store import recover as recover_material
+
+    d = os.path.abspath(os.fspath(directory) or ".")
+    actions = recover_material(d, file_unique)
+    actions += [f"removed {name} (left by an interrupted run)" for name in remove_stale(d, force=True)]
+    return actions
+
+
+_recovered: set[str] = set()
+
+
+def _recover_once(path) -> None:
+    if not _is_path(path):
+        return
+    d = os.path.dirname(os.path.abspath(os.fspath(path)))
+    if d not in _recovered:
+        _recovered.add(d)
+        recover(d)
+
+
+# ---- files -------------------------------------------------------------------------------
 
 
 def encrypt_file(src, dst, encryption, *, kms=None, kms_connection_config=None, backend: str | None = None,
-                 in_place: bool = False, fsync: bool = True) -> Stats:
-    """Seal a plaintext Parquet file into a PME file (``dst`` written atomically).
+                 in_place: bool = False, overwrite: bool = False, fsync: bool = True) -> Stats:
+    """Seal a plaintext Parquet file into a PME file ``dst`` (written to a temporary file
+    and renamed into place; an existing ``dst`` is replaced only with ``overwrite=True``).
 
-    ``encryption`` is either explicit :class:`EncryptionProperties` or an
-    :class:`~pqseal.config.EncryptionConfig` (master key ids), in which case fresh data
-    keys are wrapped by ``kms`` (a KMS client or a factory; default: the local keystore).
+    ``encryption``: explicit :class:`EncryptionProperties`, or a config whose fresh data
+    keys are wrapped by ``kms``. External key material is committed right after the
+    data file; a failed run leaves an existing ``dst`` and its material as they were.
     Raises :class:`pqseal.format.AlreadyEncrypted` for PME input."""
-    from .config import EncryptionConfig
-
-    if isinstance(encryption, EncryptionConfig):
-        from .keys import CryptoFactory
-        from .kms.base import KmsConnectionConfig
-
-        encryption = CryptoFactory(_kms_factory(kms)).file_encryption_properties(
-            kms_connection_config or KmsConnectionConfig(), encryption, dst)
+    _recover_once(dst)
+    encryption = encryption_properties(encryption, dst, kms=kms, kms_connection_config=kms_connection_config)
     msg = _warn_v2(src, encryption)
     if msg:
         warnings.warn(msg, stacklevel=2)
-    material = _write_external_material(dst, encryption)
-    try:
-        stats = transform(src, dst, encryption=encryption, backend=backend, in_place=in_place, expect="plaintext",
-                          fsync=fsync)
-    except BaseException:
-        if material:
-            os.unlink(material)
-        raise
+    stats = transform(src, dst, encryption=encryption, backend=backend, in_place=in_place, overwrite=overwrite,
+                      expect="plaintext", fsync=fsync, companion=_material_store(dst, encryption))
     if msg:
         stats.warnings.append(msg)
     return stats
 
 
-def _write_external_material(dst, encryption: EncryptionProperties):
-    """External key material goes beside the file before the file appears (a reader never
-    sees a file without its keys)."""
-    ext = getattr(encryption, "external_key_material", None)
-    if not ext:
-        return None
-    from .keys.factory import write_material_file
-
-    d = os.path.dirname(os.path.abspath(os.fspath(dst)))
-    return write_material_file(d, os.path.basename(os.fspath(dst)), ext)
-
-
-def _decryption(src, decryption, kms, kms_connection_config):
-    from .config import DecryptionConfig
-
-    if decryption is None or isinstance(decryption, DecryptionConfig):
-        from .keys import CryptoFactory
-        from .kms.base import KmsConnectionConfig
-
-        return CryptoFactory(_kms_factory(kms)).file_decryption_properties(
-            kms_connection_config or KmsConnectionConfig(), decryption, src)
-    return decryption
-
-
 def decrypt_file(src, dst, decryption=None, *, kms=None, kms_connection_config=None, backend: str | None = None,
-                 in_place: bool = False, fsync: bool = True) -> Stats:
-    """Unseal a PME file (any dialect pqseal reads) into a plaintext Parquet file. Keys:
-    explicit :class:`DecryptionProperties`, or (``None`` / a ``DecryptionConfig``) from
-    ``kms`` through the file's key material (default: the local keystore)."""
-    decryption = _decryption(src, decryption, kms, kms_connection_config)
-    return transform(src, dst, decryption=decryption, backend=backend, in_place=in_place, expect="encrypted",
-                     fsync=fsync)
+                 in_place: bool = False, overwrite: bool = False, fsync: bool = True) -> Stats:
+    """Unseal a PME file (any dialect pqseal reads) into a plaintext Parquet file (mode
+    0600 when new). Keys: explicit :class:`DecryptionProperties`, or (``None`` / a
+    config) from ``kms`` through the file's key material (default: the local keystore)."""
+    _recover_once(src)
+    decryption = decryption_properties(src, decryption, kms=kms, kms_connection_config=kms_connection_config)
+    return transform(src, dst, decryption=decryption, backend=backend, in_place=in_place, overwrite=overwrite,
+                     expect="encrypted", fsync=fsync)
 
 
-def rekey_file(src, dst, decryption: DecryptionProperties, encryption: EncryptionProperties, *,
-               backend: str | None = None, in_place: bool = False, fsync: bool = True) -> Stats:
+def rekey_file(src, dst, decryption=None, encryption=None, *, kms=None, kms_connection_config=None,
+               backend: str | None = None, in_place: bool = False, overwrite: bool = False,
+               fsync: bool = True) -> Stats:
     """Decrypt with the old keys and encrypt with new ones (or another algorithm) in one
-    pass; plaintext never reaches the disk."""
+    pass; plaintext never reaches the disk. Keys as in :func:`decrypt_file` and
+    :func:`encrypt_file`."""
+    if encryption is None:
+        raise TypeError("rekey_file needs the new keys: encryption=EncryptionProperties or a config")
+    _recover_once(src)
+    _recover_once(dst)
+    decryption = decryption_properties(src, decryption, kms=kms, kms_connection_config=kms_connection_config)
+    encryption = encryption_properties(encryption, dst, kms=kms, kms_connection_config=kms_connection_config)
     msg = _warn_v2(src, encryption, decryption)
     if msg:
         warnings.warn(msg, stacklevel=2)
-    _write_external_material(dst, encryption)
     stats = transform(src, dst, decryption=decryption, encryption=encryption, backend=backend,
-                      in_place=in_place, expect="encrypted", fsync=fsync)
+                      in_place=in_place, overwrite=overwrite, expect="encrypted", fsync=fsync,
+                      companion=_material_store(dst, encryption))
     if msg:
         stats.warnings.append(msg)
     return stats
@@ -135,72 +220,68 @@ def rekey_file(src, dst, decryption: DecryptionProperties, encryption: Encryptio
 
 def verify(path, decryption=None, *, kms=None, kms_connection_config=None, backend: str | None = None) -> dict:
     """Authenticate every module (and page CRC) of a PME file; raises
-    :class:`~pqseal.format.VerificationFailed` listing every failing module."""
-    return verify_file(path, _decryption(path, decryption, kms, kms_connection_config), backend=backend)
+    :class:`~pqseal.format.VerificationFailed` listing every failing module. Completes an
+    interrupted key-material commit beside the file first (see :func:`recover`)."""
+    _recover_once(path)
+    return verify_file(path, decryption_properties(path, decryption, kms=kms,
+                                                   kms_connection_config=kms_connection_config), backend=backend)
 
 
-def inspect(path, decryption: DecryptionProperties | None = None) -> dict:
-    """Describe a file's encryption; keys (optional) open an encrypted footer."""
-    return inspect_file(path, decryption)
+def inspect(path, decryption=None, *, kms=None, kms_connection_config=None) -> dict:
+    """Describe a file's encryption. Without keys an encrypted footer stays closed; with
+    explicit keys, or a KMS (``kms=`` or a decryption config), it is opened."""
+    if decryption is None and kms is None and kms_connection_config is None:
+        return inspect_file(path, None)
+    return inspect_file(path, decryption_properties(path, decryption, kms=kms,
+                                                    kms_connection_config=kms_connection_config))
 
 
-def write_table(table, path, config, kms, *, kms_connection_config=None, backend: str | None = None, **write_kwargs):
-    """pyarrow writes ``table``, pqseal seals it with envelope keys: ``config`` is an
-    :class:`~pqseal.config.EncryptionConfig`, ``kms`` a KMS client or a factory
-    ``(KmsConnectionConfig) -> KmsClient``. ``write_kwargs`` go to ``pyarrow.parquet.write_table``."""
-    import tempfile
-
-    import pyarrow.parquet as pq
-
-    from .keys import CryptoFactory
-    from .kms.base import KmsClient, KmsConnectionConfig
-
-    factory = (lambda cfg: kms) if isinstance(kms, KmsClient) else kms
-    conn = kms_connection_config or KmsConnectionConfig()
-    props = CryptoFactory(factory).file_encryption_properties(conn, config, path)
-    d = os.path.dirname(os.path.abspath(os.fspath(path)))
-    fd, tmp = tempfile.mkstemp(dir=d, prefix=".pqseal-plain-", suffix=".parquet")
-    os.close(fd)
-    try:
-        pq.write_table(table, tmp, **write_kwargs)
-        return encrypt_file(tmp, path, props, backend=backend)
-    finally:
-        os.unlink(tmp)
-
-
-def read_table(path, kms, *, columns=None, kms_connection_config=None, **read_kwargs):
-    """Read a PME file into a pyarrow Table with keys from ``kms`` (a client or a factory).
-    pyarrow reads through pqseal's KMS, so only the columns in ``columns`` are decrypted;
-    files pyarrow cannot read (DuckDB's dialect, parquet-java's DataPageV2 framing) are
-    unsealed by pqseal into a temporary file first."""
-    import tempfile
-
+def write_table(table, where, encryption, kms=None, *, kms_connection_config=None, backend: str | None = None,
+                overwrite: bool = False, fsync: bool = True, **write_kwargs) -> Stats:
+    """pyarrow writes ``table`` into memory, pqseal seals it into the file ``where``:
+    no plaintext reaches the disk (memory holds the whole plaintext file once; the
+    bounded-memory streaming writer is :class:`pqseal.ParquetWriter`'s job).
+    ``encryption`` as in :func:`encrypt_file`; ``write_kwargs`` go to
+    ``pyarrow.parquet.write_table``."""
     import pyarrow as pa
     import pyarrow.parquet as pq
-    import pyarrow.parquet.encryption as pe
 
-    from .arrow import crypto_factory
-    from .keys import CryptoFactory
-    from .kms.base import KmsClient, KmsConnectionConfig
+    _recover_once(where)
+    encryption = encryption_properties(encryption, where, kms=kms, kms_connection_config=kms_connection_config)
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, **write_kwargs)
+    plain = sink.getvalue()
+    stats = transform(plain, where, encryption=encryption, backend=backend, overwrite=overwrite, expect="plaintext",
+                      fsync=fsync, companion=_material_store(where, encryption))
+    stats.src = "<table>"
+    return stats
 
-    factory = (lambda cfg: kms) if isinstance(kms, KmsClient) else kms
-    conn = kms_connection_config or KmsConnectionConfig()
-    pa_conn = pe.KmsConnectionConfig(kms_instance_id=conn.kms_instance_id, kms_instance_url=conn.kms_instance_url,
-                                     key_access_token=conn.key_access_token, custom_kms_conf=conn.custom_kms_conf)
-    try:
-        props = crypto_factory(factory).file_decryption_properties(pa_conn, pe.DecryptionConfiguration(),
-                                                                  os.fspath(path))
-        return pq.read_table(path, columns=columns, decryption_properties=props, **read_kwargs)
-    except (OSError, pa.ArrowException):
-        info = inspect(path)
-        if not info.get("encrypted"):
-            raise
-    d = tempfile.mkdtemp(prefix="pqseal-read-")
-    try:
-        out = os.path.join(d, "plain.parquet")
-        decrypt_file(path, out, CryptoFactory(factory).file_decryption_properties(conn, None, path), fsync=False)
-        return pq.read_table(out, columns=columns, **read_kwargs)
-    finally:
-        for name in os.listdir(d):
-            os.unlink(os.path.join(d, name))
-        os.rmdir(d)
+
+def read_table(source, kms=None, *, columns=None, decryption=None, kms_connection_config=None, **read_kwargs):
+    """Read a PME file into a pyarrow Table. With a KMS (default: the local keystore)
+    pyarrow reads through pqseal's KMS, so only the columns in ``columns`` are
+    decrypted. Files pyarrow cannot read (DuckDB's dialect, parquet-java's DataPageV2
+    framing), explicit :class:`DecryptionProperties` and in-memory files are unsealed by
+    pqseal in memory (never on disk)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if _is_path(source) and not isinstance(decryption, DecryptionProperties):
+        import pyarrow.parquet.encryption as pe
+
+        from .arrow import crypto_factory, pyarrow_connection_config
+
+        _recover_once(source)
+        factory = kms_factory(kms)
+        try:
+            props = crypto_factory(factory).file_decryption_properties(
+                pyarrow_connection_config(_connection(kms_connection_config)),
+                decryption if isinstance(decryption, pe.DecryptionConfiguration) else pe.DecryptionConfiguration(),
+                os.fspath(source))
+            return pq.read_table(source, columns=columns, decryption_properties=props, **read_kwargs)
+        except (OSError, pa.ArrowException):
+            if not inspect_file(source).get("encrypted"):
+                raise
+    dec = decryption_properties(source, decryption, kms=kms, kms_connection_config=kms_connection_config)
+    plain, _ = transform_to_memory(source, decryption=dec, expect="encrypted")
+    return pq.read_table(pa.BufferReader(pa.py_buffer(plain)), columns=columns, **read_kwargs)

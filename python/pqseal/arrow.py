@@ -46,3 +46,56 @@ def crypto_factory(factory: Callable[[KmsConnectionConfig], KmsClient]):
     import pyarrow.parquet.encryption as pe
 
     return pe.CryptoFactory(kms_client_factory(factory))
+
+
+# ---- pyarrow's configuration objects, accepted wherever pqseal takes its own ------------
+
+
+def connection_config(cfg) -> KmsConnectionConfig:
+    """pqseal's KmsConnectionConfig from pqseal's or pyarrow's."""
+    return cfg if isinstance(cfg, KmsConnectionConfig) else _to_pqseal_config(cfg)
+
+
+def pyarrow_connection_config(cfg: KmsConnectionConfig):
+    import pyarrow.parquet.encryption as pe
+
+    return pe.KmsConnectionConfig(kms_instance_id=cfg.kms_instance_id, kms_instance_url=cfg.kms_instance_url,
+                                  key_access_token=cfg.key_access_token, custom_kms_conf=dict(cfg.custom_kms_conf))
+
+
+def _is_pyarrow(obj, name: str) -> bool:
+    t = type(obj)
+    return t.__name__ == name and t.__module__.startswith("pyarrow")
+
+
+def encryption_config(cfg):
+    """pqseal's EncryptionConfig from pyarrow's ``EncryptionConfiguration`` (same field
+    names); anything else is a TypeError."""
+    from .config import EncryptionConfig
+
+    if isinstance(cfg, EncryptionConfig):
+        return cfg
+    if not _is_pyarrow(cfg, "EncryptionConfiguration"):
+        raise TypeError("encryption must be EncryptionProperties, pqseal.EncryptionConfig or "
+                        f"pyarrow.parquet.encryption.EncryptionConfiguration, not {type(cfg).__name__}")
+    column_keys = dict(cfg.column_keys or {})
+    uniform = bool(getattr(cfg, "uniform_encryption", False))
+    return EncryptionConfig(cfg.footer_key, column_keys={k: list(v) for k, v in column_keys.items()} or None,
+                            uniform_encryption=uniform, encryption_algorithm=cfg.encryption_algorithm,
+                            plaintext_footer=cfg.plaintext_footer, double_wrapping=cfg.double_wrapping,
+                            cache_lifetime=cfg.cache_lifetime, internal_key_material=cfg.internal_key_material,
+                            data_key_length_bits=cfg.data_key_length_bits)
+
+
+def decryption_config(cfg):
+    """pqseal's DecryptionConfig from None, itself or pyarrow's ``DecryptionConfiguration``."""
+    from .config import DecryptionConfig
+
+    if cfg is None:
+        return DecryptionConfig()
+    if isinstance(cfg, DecryptionConfig):
+        return cfg
+    if not _is_pyarrow(cfg, "DecryptionConfiguration"):
+        raise TypeError("decryption must be DecryptionProperties, pqseal.DecryptionConfig, "
+                        f"pyarrow.parquet.encryption.DecryptionConfiguration or None, not {type(cfg).__name__}")
+    return DecryptionConfig(cache_lifetime=cfg.cache_lifetime)

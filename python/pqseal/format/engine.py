@@ -8,10 +8,12 @@ verify = encrypted source read whole, nothing written.
 from __future__ import annotations
 
 import os
-import tempfile
 import time
 from dataclasses import dataclass, field
+from typing import Protocol
 
+from .. import _cancel
+from .._io import create_temp, fsync_dir, plan_output, remove_stale, unlink_quietly
 from ..errors import InvalidTag, MalformedFile, MalformedModule, PqsealError
 from .layout import dotted
 from .properties import DecryptionProperties, EncryptionProperties
@@ -48,57 +50,107 @@ def _relocate(value, old_start, old_end, new_start, new_end):
     return value
 
 
+class Companion(Protocol):
+    """A file committed together with the data file (external key material): staged
+    once the data is on disk, committed right after the data file's rename, aborted
+    when the data file is not committed."""
+
+    def stage(self, file_unique: bytes) -> None: ...
+
+    def commit(self) -> None: ...
+
+    def abort(self) -> None: ...
+
+
+def _check_expect(s: Source, expect: str | None) -> None:
+    if expect == "plaintext" and s.crypto is not None:
+        raise AlreadyEncrypted(f"{s.name} is already encrypted ({s.crypto.algorithm}); decrypt or re-key it")
+    if expect == "encrypted" and s.crypto is None:
+        raise NotEncrypted(f"{s.name} is not an encrypted Parquet file")
+
+
+def _size_hint(s: Source, encryption: EncryptionProperties | None) -> int:
+    # the input's size, plus module framing when encrypting (about 64 bytes per page; a
+    # low guess only means the rest is written without the reservation)
+    return s.tail.file_size + (s.tail.file_size // 64 + (1 << 20) if encryption is not None else 0)
+
+
 def transform(src, dst, *, decryption: DecryptionProperties | None = None,
               encryption: EncryptionProperties | None = None, backend: str | None = None,
-              in_place: bool = False, expect: str | None = None, fsync: bool = True) -> Stats:
-    """Rewrite ``src`` into ``dst`` (a temporary file renamed into place).
+              in_place: bool = False, overwrite: bool = False, expect: str | None = None, fsync: bool = True,
+              companion: Companion | None = None) -> Stats:
+    """Rewrite ``src`` (a path or an in-memory buffer) into the file ``dst``.
 
-    ``expect``: "plaintext" (sealing: refuse PME input) or "encrypted" (unsealing).
-    ``fsync``: flush the output to stable storage before the rename (default)."""
+    The output is written to a temporary file beside ``dst`` (its name carries this
+    process's pid), flushed (``fsync``) and renamed into place; on any failure or
+    cancellation it is removed and an existing ``dst`` is left as it was. An existing
+    ``dst`` is replaced only with ``overwrite`` (or ``in_place`` when it is ``src``) and
+    keeps its mode; new encrypted outputs follow the umask, new plaintext outputs are
+    0600. ``expect``: "plaintext" (sealing: refuse PME input) or "encrypted"."""
     t0 = time.perf_counter()
-    src, dst = os.fspath(src), os.fspath(dst)
-    if not in_place and os.path.exists(dst) and os.path.samefile(src, dst):
-        raise ValueError(f"{dst}: output is the input file; pass in_place=True to replace it")
+    out = plan_output(dst, overwrite=overwrite, src=src if isinstance(src, (str, os.PathLike)) else None,
+                      in_place=in_place)
+    remove_stale(out.directory)
     with Source(src, decryption, backend=backend, reuse_buffers=True) as s:
-        if expect == "plaintext" and s.crypto is not None:
-            raise AlreadyEncrypted(f"{s.name} is already encrypted ({s.crypto.algorithm}); decrypt or re-key it")
-        if expect == "encrypted" and s.crypto is None:
-            raise NotEncrypted(f"{s.name} is not an encrypted Parquet file")
-        stats = Stats(src, dst, bytes_in=s.tail.file_size, row_groups=s.num_row_groups, columns=len(s.paths))
-        d = os.path.dirname(os.path.abspath(dst))
-        fd, tmp = tempfile.mkstemp(dir=d, prefix="." + os.path.basename(dst) + ".", suffix=".pqseal-tmp")
+        _check_expect(s, expect)
+        stats = Stats(s.path, os.fspath(dst), bytes_in=s.tail.file_size, row_groups=s.num_row_groups, columns=len(s.paths))
+        fd, tmp = create_temp(out.directory, out.name, 0o666 if encryption is not None else 0o600)
         try:
             with os.fdopen(fd, "wb") as f:
-                # output size: the input's, plus module framing when encrypting (about 64 bytes
-                # per page; a low guess only means the rest is written without the reservation)
-                hint = s.tail.file_size + (s.tail.file_size // 64 + (1 << 20) if encryption is not None else 0)
-                sink = Sink(f, s.paths, encryption, backend=backend, name=os.path.basename(dst), size_hint=hint)
+                sink = Sink(f.fileno(), s.paths, encryption, backend=backend, name=out.path,
+                            size_hint=_size_hint(s, encryption))
                 try:
-                    stats.pages = _copy(s, sink, stats)
+                    stats.pages = _copy(s, sink)
                     sink.truncate()
                 finally:
                     sink.close()
-                f.flush()
+                if out.mode is not None:
+                    os.fchmod(f.fileno(), out.mode)
                 if fsync:
                     os.fsync(f.fileno())
                 stats.bytes_out = sink.pos
-            os.replace(tmp, dst)
+            if companion is not None:
+                companion.stage(sink.aad_file_unique or b"")
+            os.replace(tmp, out.path)
         except BaseException:
-            try:
-                os.unlink(tmp)
-            except FileNotFoundError:
-                pass
+            unlink_quietly(tmp)
+            if companion is not None:
+                companion.abort()
             raise
+    if companion is not None:
+        companion.commit()
+    fsync_dir(out.directory)
     stats.seconds = time.perf_counter() - t0
     return stats
 
 
-def _copy(s: Source, sink: Sink, stats: Stats) -> int:
+def transform_to_memory(src, *, decryption: DecryptionProperties | None = None,
+                        encryption: EncryptionProperties | None = None, backend: str | None = None,
+                        expect: str | None = None) -> tuple[bytearray, Stats]:
+    """Like :func:`transform`, into memory: (the output file's bytes, stats). Nothing
+    is written to disk."""
+    t0 = time.perf_counter()
+    with Source(src, decryption, backend=backend) as s:
+        _check_expect(s, expect)
+        stats = Stats(s.path, None, bytes_in=s.tail.file_size, row_groups=s.num_row_groups, columns=len(s.paths))
+        buf = bytearray()
+        sink = Sink(buf, s.paths, encryption, backend=backend, name="<memory>")
+        try:
+            stats.pages = _copy(s, sink)
+        finally:
+            sink.close()
+        stats.bytes_out = sink.pos
+    stats.seconds = time.perf_counter() - t0
+    return buf, stats
+
+
+def _copy(s: Source, sink: Sink) -> int:
     nrg, ncol = s.num_row_groups, len(s.paths)
     records = {}
     pages = 0
     for rg in range(nrg):
         for col in range(ncol):
+            _cancel.check()
             ch = s.read_chunk(rg, col)
             pages += len(ch.headers)
             rec = sink.write_chunk(ch)

@@ -49,6 +49,9 @@ class EncryptionProperties:
       not listed stay plaintext. ``None`` (the default) means uniform encryption.
     - ``algorithm``: ``AES_GCM_V1`` or ``AES_GCM_CTR_V1``; ``plaintext_footer``.
     - ``aad_prefix`` (bytes), ``store_aad_prefix`` (else readers must supply it).
+    - ``complete_columns``: columns not in ``column_keys`` use the footer key.
+    - ``external_key_material``: ``{reference: PKMT1 JSON}`` committed beside the output
+      as ``_KEY_MATERIAL_FOR_<file>.json`` (set by the key-management layer).
     - ``v2_framing``: how DataPageV2 pages are encrypted: ``"arrow"`` (the spec's and
       Arrow's: levels and values in one module) or ``"parquet-java"`` (levels left in
       plaintext). The two are mutually unreadable between those implementations.
@@ -57,7 +60,8 @@ class EncryptionProperties:
     def __init__(self, footer_key, *, column_keys: Optional[Mapping[str, object]] = None,
                  algorithm: str = "AES_GCM_V1", plaintext_footer: bool = False,
                  aad_prefix: bytes | None = None, store_aad_prefix: bool = True,
-                 footer_key_metadata: bytes | None = None, v2_framing: str = "arrow"):
+                 footer_key_metadata: bytes | None = None, v2_framing: str = "arrow",
+                 complete_columns: bool = False, external_key_material: Optional[Mapping[str, str]] = None):
         self.footer_key = _check_key(footer_key, "footer key")
         self.footer_key_metadata = None if footer_key_metadata is None else bytes(footer_key_metadata)
         if algorithm not in ALGORITHMS:
@@ -72,6 +76,10 @@ class EncryptionProperties:
             raise ValueError(f"v2_framing must be one of {', '.join(V2_FRAMINGS)}, got {v2_framing!r}")
         self.v2_framing = v2_framing
         self.uniform = column_keys is None
+        # columns not listed use the footer key (parquet-java's complete.columns)
+        self.complete_columns = bool(complete_columns)
+        # {key reference: PKMT1 JSON} written as _KEY_MATERIAL_FOR_<file>.json beside the output
+        self.external_key_material = dict(external_key_material) if external_key_material else None
         self.column_keys: dict[str, ColumnKey] = {}
         for path, value in (column_keys or {}).items():
             if not isinstance(path, str) or not path:
@@ -84,8 +92,6 @@ class EncryptionProperties:
                                                    None if md is None else bytes(md))
             else:
                 self.column_keys[path] = ColumnKey(_check_key(value, f"key of column {path!r}"), None)
-
-    complete_columns = False  # True: columns not listed use the footer key (parquet-java)
 
     def column(self, path: str) -> ColumnKey | None:
         """The key of a column: ``ColumnKey(None)`` for the footer key, ``None`` for plaintext."""

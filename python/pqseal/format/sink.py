@@ -57,24 +57,26 @@ class _ColumnPlan:
 
 
 class Sink:
-    """An output file being written (``fobj`` positioned at 0)."""
+    """An output file being written from its first byte: ``target`` is a file descriptor
+    positioned at 0, or a ``bytearray`` that the file's bytes are appended to."""
 
-    def __init__(self, fobj, paths: list, encryption: EncryptionProperties | None = None, *,
+    def __init__(self, target: int | bytearray, paths: list, encryption: EncryptionProperties | None = None, *,
                  backend: str | None = None, name: str = "output", size_hint: int = 0):
-        self.f = fobj
-        self.fd = fobj.fileno()
+        self.memory = target if isinstance(target, bytearray) else None
+        self.fd = -1 if self.memory is not None else int(target)
         self.pos = 0
         # Reserve the blocks the output will need up front (not on tmpfs): writes into the
         # page cache then skip the file system's per-write block reservation, which costs
         # more than the copy itself on ext4. Blocks past the end are released by truncate()
         # (also after a failed reservation, which may have reserved part of the range).
-        self.preallocated = size_hint > 0
+        self.preallocated = size_hint > 0 and self.memory is None
         if self.preallocated:
             lib.pq_preallocate(self.fd, 0, size_hint)
         self.paths = paths
         self.enc = encryption
         self.name = name
         self.gcm = self.ctr = None
+        self.aad_file_unique: bytes | None = None
         self.plans: list[_ColumnPlan | None] = [None] * len(paths)
         self._meta_modules = []  # (rg, col, key_index, serialized ColumnMetaData, ColumnChunk dict)
         # page output buffer, reused across chunks and files (no page faults per chunk)
@@ -147,15 +149,23 @@ class Sink:
             self._writev_group(group, size)
 
     def _writev_group(self, group: list, total: int) -> None:
-        done = os.writev(self.fd, group)
-        if done != total:  # short write: finish piecewise
-            skip = done
+        if self.memory is not None:
             for g in group:
-                if skip >= len(g):
-                    skip -= len(g)
-                    continue
-                self._write_raw(g[skip:])
-                skip = 0
+                self.memory += g
+            self.pos += total
+            return
+        try:
+            done = os.writev(self.fd, group)
+            if done != total:  # short write: finish piecewise
+                skip = done
+                for g in group:
+                    if skip >= len(g):
+                        skip -= len(g)
+                        continue
+                    self._write_raw(g[skip:])
+                    skip = 0
+        except OSError as exc:  # name the output, not its temporary file
+            raise OSError(exc.errno, f"cannot write {self.name}: {exc.strerror}") from None
         self.pos += total
 
     def _write_raw(self, mv) -> None:

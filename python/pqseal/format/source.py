@@ -72,6 +72,31 @@ class ColumnCrypto:
     path_in_schema: tuple | None = None
 
 
+MEMORY_NAME = "<memory>"
+
+
+def input_buffer(obj) -> memoryview:
+    """A byte view of an in-memory Parquet file: bytes-like objects (``bytes``,
+    ``bytearray``, ``memoryview``, numpy arrays, ``pyarrow.Buffer``), ``pyarrow``
+    readers (``BufferReader``, ``NativeFile``) and binary file objects (read whole:
+    memory grows with the file)."""
+    if hasattr(obj, "read_buffer"):  # pyarrow NativeFile / BufferReader
+        obj.seek(0)
+        obj = obj.read_buffer()
+    elif hasattr(obj, "read") and not isinstance(obj, (bytes, bytearray, memoryview)):
+        if hasattr(obj, "seek"):
+            obj.seek(0)
+        obj = obj.read()
+        if isinstance(obj, str):
+            raise TypeError("the file object must be opened in binary mode")
+    try:
+        view = memoryview(obj)
+    except TypeError:
+        raise TypeError(f"expected a path, a bytes-like object or a binary file object, got "
+                        f"{type(obj).__name__}") from None
+    return view.cast("B") if view.format != "B" or view.ndim != 1 else view
+
+
 def chunk_start(meta: dict, name: str) -> int:
     dpo = meta.get("data_page_offset")
     if dpo is None:
@@ -113,7 +138,9 @@ class Source:
                  verify_footer: bool = True, check_crc: bool = True, reuse_buffers: bool = False):
         self._keys: dict[str, tuple] = {}
         self._f = None
-        self.path = os.fspath(path)
+        self._mm = None
+        data = None if isinstance(path, (str, os.PathLike)) else input_buffer(path)
+        self.path = os.fspath(path) if data is None else MEMORY_NAME
         self.check_crc = check_crc
         # reuse_buffers: decrypted chunks share one buffer, valid until the next read_chunk
         # or close() (which keeps it for this thread's next file)
@@ -124,17 +151,22 @@ class Source:
         self.name = os.path.basename(self.path)
         self.decryption = decryption
         self.backend = backend
-        self._f = open(self.path, "rb")
         try:
-            size = os.fstat(self._f.fileno()).st_size
-            if size < 12:
-                raise MalformedFile(f"{self.name}: {size} bytes is too small for a Parquet file")
-            self._mm = mmap.mmap(self._f.fileno(), 0, access=mmap.ACCESS_READ)
-            if hasattr(self._mm, "madvise"):  # read front to back: larger readahead and fault-around
-                self._mm.madvise(mmap.MADV_SEQUENTIAL)
-            self.buf = memoryview(self._mm)
-            mode = os.environ.get("PQSEAL_READ", "auto")
-            self._pread = mode == "pread" or (mode != "mmap" and lib.pq_fs_is_tmpfs(self._f.fileno()) == 1)
+            if data is not None:
+                if len(data) < 12:
+                    raise MalformedFile(f"{self.name}: {len(data)} bytes is too small for a Parquet file")
+                self.buf = data
+            else:
+                self._f = open(self.path, "rb")
+                size = os.fstat(self._f.fileno()).st_size
+                if size < 12:
+                    raise MalformedFile(f"{self.name}: {size} bytes is too small for a Parquet file")
+                self._mm = mmap.mmap(self._f.fileno(), 0, access=mmap.ACCESS_READ)
+                if hasattr(self._mm, "madvise"):  # read front to back: larger readahead and fault-around
+                    self._mm.madvise(mmap.MADV_SEQUENTIAL)
+                self.buf = memoryview(self._mm)
+                mode = os.environ.get("PQSEAL_READ", "auto")
+                self._pread = mode == "pread" or (mode != "mmap" and lib.pq_fs_is_tmpfs(self._f.fileno()) == 1)
             self.tail: Tail = read_tail(self.buf, self.name)
             self.crypto: FileCrypto | None = None
             self.footer_bytes: bytes | None = None

@@ -3,29 +3,18 @@ PropertiesDrivenCryptoFactory and pyarrow's CryptoFactory in one)."""
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Callable
 
-from .._io import atomic_write
-from ..errors import KeyNotFound, MalformedKeyMaterial, UnsupportedFeature
+from ..errors import KeyNotFound, UnsupportedFeature
 from ..format.properties import DecryptionProperties, EncryptionProperties
 from ..kms.base import DEFAULT, KmsClient, KmsConnectionConfig
 from ..config import DecryptionConfig, EncryptionConfig
-from .material import (COLUMN_KEY_REFERENCE_PREFIX, FOOTER_KEY_REFERENCE, KeyMaterial, KeyMetadata,
-                       material_file_name)
-from .toolkit import KeyUnwrapper, KeyWrapper, get_kms_client
+from .material import COLUMN_KEY_REFERENCE_PREFIX, FOOTER_KEY_REFERENCE, KeyMaterial, KeyMetadata
+from .store import KeyMaterialStore, material_path, read_material
+from .toolkit import ExpiringCache, KeyUnwrapper, KeyWrapper, get_kms_client
 
 KmsClientFactory = Callable[[KmsConnectionConfig], KmsClient]
-
-
-def write_material_file(directory: str, parquet_name: str, material: dict, *,
-                        tmp_prefix: str = "_TMP_KEY_MATERIAL_FOR_") -> str:
-    """Write ``_KEY_MATERIAL_FOR_<name>.json`` atomically (temporary file, fsync, rename)."""
-    path = os.path.join(directory, material_file_name(parquet_name))
-    atomic_write(path, json.dumps(material, separators=(",", ":")).encode(),
-                 tmp=os.path.join(directory, tmp_prefix + parquet_name + ".json"), mode=0o644)
-    return path
 
 
 class CryptoFactory:
@@ -63,12 +52,9 @@ class CryptoFactory:
             for mk, cols in cfg.column_keys.items():
                 for col in cols:
                     column_keys[col] = new_key(mk, False)  # a fresh DEK per column
-        props = EncryptionProperties(footer_dek, column_keys=column_keys, algorithm=cfg.encryption_algorithm,
-                                     plaintext_footer=cfg.plaintext_footer, footer_key_metadata=footer_md)
-        props.complete_columns = cfg.complete_columns
-        # written as _KEY_MATERIAL_FOR_<file>.json beside the output by encrypt_file
-        props.external_key_material = external or None
-        return props
+        return EncryptionProperties(footer_dek, column_keys=column_keys, algorithm=cfg.encryption_algorithm,
+                                    plaintext_footer=cfg.plaintext_footer, footer_key_metadata=footer_md,
+                                    complete_columns=cfg.complete_columns, external_key_material=external or None)
 
     def rotate_master_keys(self, kms_connection_config: KmsConnectionConfig, parquet_file_path, *,
                            double_wrapping: bool = True, cache_lifetime: float = 600.0) -> int:
@@ -76,23 +62,18 @@ class CryptoFactory:
         versions (new KEKs when double wrapping); the Parquet file is not touched. Returns
         the number of keys re-wrapped."""
         path = os.fspath(parquet_file_path)
-        d, name = os.path.dirname(path), os.path.basename(path)
-        mat_path = os.path.join(d, material_file_name(name))
         try:
-            with open(mat_path, "rb") as f:
-                doc = json.loads(f.read().decode("utf-8"))
-        except FileNotFoundError:
-            raise UnsupportedFeature(f"{name} has no external key material ({material_file_name(name)}); "
-                                     "rotation needs external key material, as in parquet-java") from None
-        except (ValueError, UnicodeDecodeError):
-            raise MalformedKeyMaterial(f"{mat_path} is not JSON") from None
-        if not isinstance(doc, dict):
-            raise MalformedKeyMaterial(f"{mat_path} is not a JSON object")
+            doc = read_material(path)
+        except KeyNotFound:
+            raise UnsupportedFeature(f"{os.path.basename(path)} has no external key material "
+                                     f"({material_path(path)}); rotation needs external key material, as in "
+                                     "parquet-java") from None
         kms = get_kms_client(self.kms_client_factory, kms_connection_config, cache_lifetime)
         unwrapper = KeyUnwrapper(kms, kms_connection_config, cache_lifetime=cache_lifetime)
-        from .toolkit import KEK_WRITE_CACHE
-        KEK_WRITE_CACHE.clear()  # fresh KEKs under the new master key versions
-        wrapper = KeyWrapper(kms, kms_connection_config, double_wrapping=double_wrapping, cache_lifetime=cache_lifetime)
+        # fresh KEKs under the new master key versions, in a cache of this rotation only
+        # (other writers keep theirs)
+        wrapper = KeyWrapper(kms, kms_connection_config, double_wrapping=double_wrapping, cache_lifetime=cache_lifetime,
+                             cache=ExpiringCache())
         out = {}
         for ref, text in doc.items():
             m = KeyMaterial.parse(text)
@@ -102,7 +83,7 @@ class CryptoFactory:
                 new = KeyMaterial(True, new.master_key_id, new.wrapped_dek, new.double_wrapping, new.kek_id,
                                   new.wrapped_kek, m.kms_instance_id, m.kms_instance_url)
             out[ref] = new.to_json(None)
-        write_material_file(d, name, out, tmp_prefix="_TMP_KEY_MATERIAL_FOR_")
+        KeyMaterialStore(path, out).write()
         return len(out)
 
     def file_decryption_properties(self, kms_connection_config: KmsConnectionConfig,
@@ -119,17 +100,7 @@ class CryptoFactory:
             if parquet_file_path is None:
                 raise KeyNotFound("the file keeps its key material externally: pass parquet_file_path")
             if state["external"] is None:
-                path = os.path.join(os.path.dirname(os.fspath(parquet_file_path)),
-                                    material_file_name(os.path.basename(os.fspath(parquet_file_path))))
-                try:
-                    with open(path, "rb") as f:
-                        state["external"] = json.loads(f.read().decode("utf-8"))
-                except FileNotFoundError:
-                    raise KeyNotFound(f"external key material file {path} not found") from None
-                except (ValueError, UnicodeDecodeError):
-                    raise MalformedKeyMaterial(f"external key material file {path} is not JSON") from None
-                if not isinstance(state["external"], dict):
-                    raise MalformedKeyMaterial(f"external key material file {path} is not a JSON object")
+                state["external"] = read_material(parquet_file_path)
             entry = state["external"].get(reference)
             if entry is None:
                 raise KeyNotFound(f"key reference {reference!r} not in the external key material file")

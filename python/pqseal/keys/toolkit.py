@@ -101,13 +101,15 @@ class KeyWrapper:
     """Wraps the DEKs of files written under one KMS connection."""
 
     def __init__(self, kms: KmsClient, config: KmsConnectionConfig, *, double_wrapping: bool = True,
-                 cache_lifetime: float = DEFAULT_CACHE_LIFETIME, kek_length_bits: int = 128):
+                 cache_lifetime: float = DEFAULT_CACHE_LIFETIME, kek_length_bits: int = 128,
+                 cache: ExpiringCache | None = None):
         if kek_length_bits not in (128, 192, 256):
             raise ValueError("KEK length must be 128, 192 or 256 bits")
         self.kms, self.config = kms, config
         self.double_wrapping = double_wrapping
         self.cache_lifetime = cache_lifetime
         self.kek_bytes = kek_length_bits // 8
+        self._cache = KEK_WRITE_CACHE if cache is None else cache
 
     def _kek(self, master_key_id: str):
         def create():
@@ -115,7 +117,7 @@ class KeyWrapper:
             kek_id = os.urandom(KEK_ID_LEN)
             wrapped = _kms_call(lambda: self.kms.wrap_key(kek, master_key_id), f"wrap with {master_key_id!r}")
             return kek, kek_id, wrapped
-        return KEK_WRITE_CACHE.get_or_create(self.config.key_access_token, (_Ident(self.kms), master_key_id),
+        return self._cache.get_or_create(self.config.key_access_token, (_Ident(self.kms), master_key_id),
                                              self.cache_lifetime, create)
 
     def wrap(self, dek: bytes, master_key_id: str, is_footer_key: bool) -> KeyMaterial:

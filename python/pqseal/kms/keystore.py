@@ -155,8 +155,7 @@ class LocalKeystore(KmsClient):
             fcntl.flock(fd, fcntl.LOCK_EX)
             self._load()
             yield self._doc
-            atomic_write(self.path, json.dumps(self._doc, indent=1).encode(),
-                         tmp=f"{self.path}.{os.getpid()}.tmp", mode=0o600)
+            atomic_write(self.path, json.dumps(self._doc, indent=1).encode(), mode=0o600)
         finally:
             fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)
