@@ -17,7 +17,7 @@ from .._io import create_temp, fsync_dir, plan_output, remove_stale, unlink_quie
 from ..errors import InvalidTag, MalformedFile, MalformedModule, PqsealError
 from .layout import dotted
 from .properties import DecryptionProperties, EncryptionProperties
-from .sink import Sink
+from .sink import ChunkRecord, Sink
 from .source import Source, chunk_start
 
 
@@ -146,23 +146,23 @@ def transform_to_memory(src, *, decryption: DecryptionProperties | None = None,
 
 def _copy(s: Source, sink: Sink) -> int:
     nrg, ncol = s.num_row_groups, len(s.paths)
-    records = {}
+    records: dict[tuple[int, int], ChunkRecord] = {}
+    old_spans: dict[tuple[int, int], tuple[int, int]] = {}
     pages = 0
     for rg in range(nrg):
         for col in range(ncol):
             _cancel.check()
             ch = s.read_chunk(rg, col)
             pages += len(ch.headers)
-            rec = sink.write_chunk(ch)
-            rec["old_start"] = chunk_start(ch.meta, s.name)
-            rec["old_end"] = rec["old_start"] + int(ch.meta.get("total_compressed_size") or 0)
-            records[rg, col] = rec
+            old_start = chunk_start(ch.meta, s.name)
+            records[rg, col] = sink.write_chunk(ch)
+            old_spans[rg, col] = (old_start, old_start + int(ch.meta.get("total_compressed_size") or 0))
             del ch
     # bloom filters, then column indexes, then offset indexes (parquet-java's and Arrow's layout)
     for (rg, col), rec in records.items():
         src_meta = s.column_meta(rg, col)
         bf = s.bloom_filter(rg, col, src_meta)
-        meta = rec["meta"]
+        meta = rec.meta
         if bf is None:
             meta.pop("bloom_filter_offset", None)
             meta.pop("bloom_filter_length", None)
@@ -181,7 +181,7 @@ def _copy(s: Source, sink: Sink) -> int:
         oi = s.offset_index(rg, col)
         if oi is not None:
             index_fields.setdefault((rg, col), {}).update(zip(("offset_index_offset", "offset_index_length"),
-                                                              sink.write_offset_index(rg, col, oi, rec["pages"])))
+                                                              sink.write_offset_index(rg, col, oi, rec.pages)))
     # footer
     fmd = dict(s.fmd)
     out_rgs = []
@@ -192,22 +192,21 @@ def _copy(s: Source, sink: Sink) -> int:
         for col, src_cc in enumerate(src_rg["columns"]):
             rec = records[rg, col]
             src_meta = s.column_meta(rg, col)
-            meta = rec["meta"]
+            meta = rec.meta
             delta_unc += int(meta.get("total_uncompressed_size") or 0) - int(src_meta.get("total_uncompressed_size") or 0)
             cc = {k: v for k, v in src_cc.items()
                   if k not in ("column_index_offset", "column_index_length", "offset_index_offset",
                                "offset_index_length")}
             cc.update(index_fields.get((rg, col), {}))
             if "file_offset" in cc:
-                cc["file_offset"] = _relocate(cc["file_offset"], rec["old_start"], rec["old_end"], rec["start"],
-                                              rec["end"])
+                cc["file_offset"] = _relocate(cc["file_offset"], *old_spans[rg, col], rec.start, rec.end)
             cols.append(sink.column_chunk(rg, col, cc, meta))
         out["columns"] = cols
         if cols:
             if "file_offset" in out:
-                out["file_offset"] = records[rg, 0]["start"]
+                out["file_offset"] = records[rg, 0].start
             if "total_compressed_size" in out:
-                out["total_compressed_size"] = sum(r["end"] - r["start"] for (g, _), r in records.items() if g == rg)
+                out["total_compressed_size"] = sum(r.end - r.start for (g, _), r in records.items() if g == rg)
         if "total_byte_size" in out:
             out["total_byte_size"] = int(out["total_byte_size"]) + delta_unc
         if sink.enc is not None:

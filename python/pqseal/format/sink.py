@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import zlib
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -54,6 +55,16 @@ class _ColumnPlan:
 
     def __init__(self, key_index, footer_key, key_metadata):
         self.key_index, self.footer_key, self.key_metadata = key_index, footer_key, key_metadata
+
+
+@dataclass(frozen=True, kw_only=True)
+class ChunkRecord:
+    """Where one column chunk went: what the footer and the page indexes need."""
+
+    meta: dict                            # the output ColumnMetaData (relocated)
+    pages: dict[int, tuple[int, int]]     # source page-header offset -> (new offset, new size)
+    start: int                            # the chunk's first byte in the output
+    end: int                              # one past its last byte
 
 
 class Sink:
@@ -175,9 +186,8 @@ class Sink:
 
     # ---- column chunks -----------------------------------------------------------------
 
-    def write_chunk(self, ch: Chunk) -> dict:
-        """Write one column chunk; returns the relocation record used by the footer and
-        the page indexes: {"meta": ColumnMetaData, "pages": {src header offset: (offset, size)}}."""
+    def write_chunk(self, ch: Chunk) -> ChunkRecord:
+        """Write one column chunk; returns where it went (for the footer and page indexes)."""
         plan = self.plans[ch.col] if self.enc is not None else None
         n = len(ch.headers)
         types = [h.get("type") for h in ch.headers]
@@ -267,7 +277,7 @@ class Sink:
             meta["total_uncompressed_size"] = int(meta["total_uncompressed_size"]) - ch.disk_header_bytes + new_header_bytes
         if "index_page_offset" in meta:
             del meta["index_page_offset"]
-        return {"meta": meta, "pages": pages, "start": start, "end": self.pos}
+        return ChunkRecord(meta=meta, pages=pages, start=start, end=self.pos)
 
     def _first_data_offset(self, start, parts, types):
         pos = start
