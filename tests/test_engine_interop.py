@@ -32,6 +32,7 @@ from pqseal.format import FOOTER_KEY, DecryptionProperties, EncryptionProperties
 from pqseal.format.source import Source
 
 import parquet_gen as G
+from interop import require
 
 ALGS = ["AES_GCM_V1", "AES_GCM_CTR_V1"]
 PA_ERRORS = (OSError, pa.ArrowException)   # ArrowIOError is OSError; ArrowInvalid is not
@@ -362,7 +363,7 @@ def test_rekeyed_pyarrow_file_read_by_pyarrow(table, tmp_path, algorithm, plaint
 
 @pytest.fixture(scope="module")
 def duck():
-    duckdb = pytest.importorskip("duckdb")
+    duckdb = require("duckdb")
     con = duckdb.connect()
     con.execute(f"PRAGMA add_parquet_key('k16', '{G.K16.decode()}')")
     con.execute(f"PRAGMA add_parquet_key('k32', '{G.K32.decode()}')")

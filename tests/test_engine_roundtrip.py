@@ -42,6 +42,7 @@ from pqseal.format.layout import PageType
 from pqseal.format.source import Source
 
 import parquet_gen as G
+from interop import require
 
 ALGS = ["AES_GCM_V1", "AES_GCM_CTR_V1"]
 FOOTERS = [pytest.param(False, id="encfooter"), pytest.param(True, id="plainfooter")]
@@ -346,7 +347,7 @@ FEATURE_CONFIGS = [
 @pytest.mark.parametrize("feature", list(FEATURES) + ["duckdb"])
 def test_feature_matrix(srcdir, tmp_path, feature, cfg):
     if feature == "duckdb":
-        pytest.importorskip("duckdb")
+        require("duckdb")
     src, table = feature_source(srcdir, feature)
     layout, algorithm, pf = cfg
     enc, dec, labels, mds = make_config(G.leaf_paths(src), layout, algorithm=algorithm, plaintext_footer=pf)
