@@ -29,10 +29,10 @@ import pytest
 import pqseal
 from pqseal.errors import InvalidTag, MalformedFile
 from pqseal.format import FOOTER_KEY, DecryptionProperties, EncryptionProperties, VerificationFailed
-from pqseal.format.source import Source
 
 import parquet_gen as G
 from interop import require
+from pme_reference import RefFile
 
 ALGS = ["AES_GCM_V1", "AES_GCM_CTR_V1"]
 PA_ERRORS = (OSError, pa.ArrowException)   # ArrowIOError is OSError; ArrowInvalid is not
@@ -161,11 +161,10 @@ def test_pqseal_footer_matches_pyarrow_footer(plain_nocrc, table, tmp_path, algo
     assert scrub(a) == scrub(b)
     assert G.column_metas(ours, dec) == G.column_metas(theirs, dec)
     assert G.indexes(ours, dec) == G.indexes(theirs, dec)
-    with Source(ours, dec) as s1, Source(theirs, dec) as s2:
-        c1, c2 = s1.crypto, s2.crypto
-        assert (c1.algorithm, c1.plaintext_footer, c1.aad_prefix, c1.supply_aad_prefix) == \
-               (c2.algorithm, c2.plaintext_footer, c2.aad_prefix, c2.supply_aad_prefix)
-        assert s1.tail.footer_offset == s2.tail.footer_offset
+    f1, f2 = RefFile(ours, dec), RefFile(theirs, dec)
+    assert (f1.algorithm, f1.magic, f1.aad_prefix, f1.supply_aad_prefix) == \
+           (f2.algorithm, f2.magic, f2.aad_prefix, f2.supply_aad_prefix)
+    assert f1.footer_offset == f2.footer_offset
     assert os.path.getsize(ours) == os.path.getsize(theirs)
 
 
@@ -297,10 +296,12 @@ def test_pqseal_unseals_pyarrow_crypto_factory(plain, table, tmp_path, algorithm
     assert G.raw_chunks(out) == G.raw_chunks(plain)
     assert G.indexes(out) == G.indexes(plain)
     # explicit keys work as well: DEKs taken from the material
-    with Source(theirs, dec) as s:
-        col_keys = {G.leaf_paths(plain)[c]: G.dek_from_material(s.column_crypto(0, c).key_metadata)
-                    for c in range(len(paths)) if paths[c] in enc_cols}
-        footer_key = G.dek_from_material(s.crypto.footer_key_metadata)
+    f = RefFile(theirs, dec)
+    col_keys = {G.leaf_paths(plain)[c]: G.dek_from_material(
+                    f.column(0, c).chunk["crypto_metadata"]["ENCRYPTION_WITH_COLUMN_KEY"]["key_metadata"])
+                for c in range(len(paths)) if paths[c] in enc_cols}
+    footer_key = G.dek_from_material(f.crypto_meta["key_metadata"] if f.crypto_meta
+                                     else f.fmd["footer_signing_key_metadata"])
     assert len(footer_key) == 32
     pqseal.decrypt_file(theirs, out, DecryptionProperties(footer_key, column_keys=col_keys))
     assert G.raw_chunks(out) == G.raw_chunks(plain)
