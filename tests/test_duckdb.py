@@ -191,9 +191,9 @@ def test_plaintext_footer_without_keys(con, tmp_path):
 
 
 def test_bloom_filter_column(con, tmp_path):
-    """pyarrow cannot write encrypted bloom filters; pqseal's follow the spec (checked by
-    tests/pme_reference.py and against parquet-mr's file in test_parquet_testing.py), and
-    DuckDB fails the tag check on the column that has one."""
+    """pyarrow cannot write encrypted bloom filters; pqseal's follow the spec (the reference
+    reader, tests/pme_reference.py, decrypts them with the spec's AADs), and DuckDB fails
+    the tag check on the column that has one."""
     t = pa.table({"int": COLS["int"], "str": COLS["str"]})
     sealed = _seal(tmp_path, t, EncryptionProperties(G.K16), bloom_filter_options={"int": True})
     assert all(v["bloom"] is not None for k, v in G.indexes(sealed, DecryptionProperties(G.K16)).items() if k[1] == 0)
