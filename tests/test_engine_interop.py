@@ -25,8 +25,8 @@ import pyarrow.parquet.encryption as pe
 import pytest
 
 import pqseal
-from pqseal.errors import InvalidTag, MalformedFile
-from pqseal.format import FOOTER_KEY, DecryptionProperties, EncryptionProperties, VerificationFailed
+from pqseal.errors import InvalidTag
+from pqseal.format import FOOTER_KEY, DecryptionProperties, EncryptionProperties
 
 import parquet_gen as G
 from pme_reference import RefFile

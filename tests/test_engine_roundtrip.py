@@ -36,7 +36,7 @@ import pytest
 
 import pqseal
 from pqseal.crypto import ModuleType
-from pqseal.errors import InvalidTag, KeyNotFound, MalformedFile
+from pqseal.errors import InvalidTag, KeyNotFound
 from pqseal.format import FOOTER_KEY, DecryptionProperties, EncryptionProperties
 from pqseal.format.layout import PageType
 

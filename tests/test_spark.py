@@ -10,8 +10,6 @@ import glob
 import os
 import subprocess
 
-import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
