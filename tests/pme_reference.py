@@ -274,6 +274,8 @@ class RefFile:
     metadata: no AADs, page sizes without framing) is read too."""
 
     def __init__(self, path, keys=None):
+        """``keys``: a :class:`RefKeys` or anything :meth:`RefKeys.of` takes. Without keys an
+        encrypted footer is not opened (``fmd`` and ``paths`` are None)."""
         with open(path, "rb") as f:
             self.data = data = f.read()
         self.keys = RefKeys.of(keys)
@@ -290,6 +292,9 @@ class RefFile:
             self.algorithm_union = self.crypto_meta["encryption_algorithm"]
             self.footer_module = RefModule(FOOTER, self.footer_offset + end, len(region) - end)
             self._set_file_aad()
+            if self.keys is None:            # without keys: only the plaintext crypto metadata
+                self.fmd, self.paths = None, None
+                return
             key = self.keys.footer(self.crypto_meta.get("key_metadata"))
             fmd = self._gcm(key, region[end:], FOOTER)
             self.fmd, _ = decode_struct(fmd, 0, "FileMetaData")
