@@ -1,6 +1,6 @@
 """Every ```python and ```bash block of README.md runs as written.
 
-Each block runs on its own, in a fresh temporary directory, in a fresh process with the
+(```text blocks, for sample output, are not run.) Each block runs on its own, in a fresh temporary directory, in a fresh process with the
 code under test (the ``pqseal`` package this test imports), and with:
 
 * a throw-away local keystore: ``PQSEAL_KEYSTORE`` / ``PQSEAL_KEYSTORE_PASSPHRASE`` point
@@ -85,9 +85,11 @@ def without_ci_commands(code: str) -> str:
 
 
 def test_readme_has_runnable_blocks():
+    """Code goes in ```python or ```bash blocks (run here); ```text is for sample output.
+    Anything else (```sh, ```py, an unlabelled fence) would silently escape this test."""
     langs = [b.lang for b in BLOCKS]
     assert langs.count("python") >= 3 and langs.count("bash") >= 2, langs
-    assert set(langs) <= {"python", "bash"}, f"README blocks in a language this test does not run: {langs}"
+    assert set(langs) <= {"python", "bash", "text"}, f"README blocks this test would not run: {langs}"
 
 
 def test_exempt_commands_are_still_in_the_readme():
