@@ -1,6 +1,7 @@
-"""Every ```python and ```bash block of README.md runs as written.
+"""Every ```python and ```bash block of README.md runs as written (```text blocks, for
+sample output, are not run; no other label is allowed).
 
-(```text blocks, for sample output, are not run.) Each block runs on its own, in a fresh temporary directory, in a fresh process with the
+Each block runs on its own, in a fresh temporary directory, in a fresh process with the
 code under test (the ``pqseal`` package this test imports), and with:
 
 * a throw-away local keystore: ``PQSEAL_KEYSTORE`` / ``PQSEAL_KEYSTORE_PASSPHRASE`` point
