@@ -30,6 +30,8 @@ if _profile not in ("default", "ci", "slow"):
     raise pytest.UsageError(f"HYPOTHESIS_PROFILE={_profile!r}: expected default, ci or slow")
 settings.load_profile(_profile)
 
+pytest_plugins = ["pytester"]
+
 BACKENDS = pqseal.available_backends()
 
 

@@ -3,8 +3,8 @@
 Writers: :func:`make_table` (flat, nested, null-heavy columns), :func:`write_pyarrow`
 (every pyarrow writer knob the engine must preserve), :func:`write_duckdb`.
 
-Probes (independent of the engine's writer, built on :class:`pqseal.format.source.Source`
-for reading and the Thrift codec): :func:`pages` (plaintext page headers and bodies of every
+Probes (independent of the engine: built on the reference reader
+:class:`pme_reference.RefFile`, which shares no code with pqseal): :func:`pages` (plaintext page headers and bodies of every
 chunk), :func:`raw_chunks` (on-disk chunk bytes), :func:`indexes` (column/offset index and
 bloom filter, offsets made chunk-relative), :func:`module_map` (file offset of every PME
 module, for tamper tests) and :func:`rewrite_footer` (edit a footer and re-seal it with the
@@ -18,7 +18,6 @@ import contextlib
 import hashlib
 import json
 import os
-import struct
 import traceback
 from dataclasses import dataclass
 
@@ -29,7 +28,9 @@ import pyarrow.parquet as pq
 from pqseal.crypto import GcmModuleCipher, ModuleType
 from pqseal.format import DecryptionProperties, thrift
 from pqseal.format.layout import FOOTER_TRAILER, PageType
-from pqseal.format.source import Source, chunk_start
+from pqseal.format.source import Source
+
+from pme_reference import RefFile
 
 # ASCII-letter keys: DuckDB takes a 16/24/32-character string as the raw key.
 K16 = b"abcdefghijklmnop"
@@ -167,32 +168,18 @@ def sha256(path) -> str:
 
 def pages(path, dec: DecryptionProperties | None = None, *, drop=("crc",)) -> dict:
     """{(rg, col): [(header dict, body bytes), ...]} of plaintext pages (decrypted when
-    the file is encrypted). ``drop``: header fields left out (the CRC covers the bytes
-    as written, so it differs between an encrypted file and its plaintext)."""
-    out = {}
-    with Source(path, dec) as s:
-        for rg in range(s.num_row_groups):
-            for col in range(len(s.paths)):
-                ch = s.read_chunk(rg, col)
-                lst = []
-                for i, h in enumerate(ch.headers):
-                    o, n = int(ch.offs[i]), int(ch.lens[i])
-                    lst.append(({k: v for k, v in h.items() if k not in drop}, bytes(memoryview(ch.buf)[o:o + n])))
-                out[rg, col] = lst
-                del ch
-    return out
+    the file is encrypted), read by the independent reference reader. ``drop``: header
+    fields left out (the CRC covers the bytes as written, so it differs between an
+    encrypted file and its plaintext)."""
+    f = RefFile(path, dec)
+    return {(c.rg, c.col): [({k: v for k, v in p.header.items() if k not in drop}, p.body) for p in f.pages(c)]
+            for c in f.columns()}
 
 
 def raw_chunks(path, dec: DecryptionProperties | None = None) -> dict:
     """{(rg, col): bytes} of every column chunk as stored on disk."""
-    out = {}
-    with Source(path, dec) as s:
-        for rg in range(s.num_row_groups):
-            for col in range(len(s.paths)):
-                meta = s.column_meta(rg, col)
-                start = chunk_start(meta, s.name)
-                out[rg, col] = bytes(s.buf[start:start + int(meta["total_compressed_size"])])
-    return out
+    f = RefFile(path, dec)
+    return {(c.rg, c.col): f.data[c.start:c.end] for c in f.columns()}
 
 
 _OFFSET_FIELDS = ("data_page_offset", "dictionary_page_offset", "index_page_offset", "bloom_filter_offset")
@@ -200,38 +187,25 @@ _OFFSET_FIELDS = ("data_page_offset", "dictionary_page_offset", "index_page_offs
 
 def column_metas(path, dec: DecryptionProperties | None = None) -> dict:
     """{(rg, col): plaintext ColumnMetaData minus file offsets}."""
-    out = {}
-    with Source(path, dec) as s:
-        for rg in range(s.num_row_groups):
-            for col in range(len(s.paths)):
-                meta = dict(s.column_meta(rg, col))
-                for k in _OFFSET_FIELDS:
-                    meta.pop(k, None)
-                out[rg, col] = meta
-    return out
+    return {(c.rg, c.col): {k: v for k, v in c.meta.items() if k not in _OFFSET_FIELDS}
+            for c in RefFile(path, dec).columns()}
 
 
 def indexes(path, dec: DecryptionProperties | None = None) -> dict:
     """{(rg, col): {"column_index": bytes | None, "offset_index": dict | None,
     "bloom": (header, bitset) | None}} with page locations relative to the chunk start."""
+    f = RefFile(path, dec)
     out = {}
-    with Source(path, dec) as s:
-        for rg in range(s.num_row_groups):
-            for col in range(len(s.paths)):
-                meta = s.column_meta(rg, col)
-                start = chunk_start(meta, s.name)
-                oi = s.offset_index(rg, col)
-                if oi is not None:
-                    oi = dict(oi)
-                    oi["page_locations"] = [dict(loc, offset=loc["offset"] - start) for loc in oi["page_locations"]]
-                out[rg, col] = {"column_index": s.column_index(rg, col), "offset_index": oi,
-                                "bloom": s.bloom_filter(rg, col, meta)}
+    for c in f.columns():
+        oi = f.offset_index(c)
+        if oi is not None:
+            oi["page_locations"] = [dict(loc, offset=loc["offset"] - c.start) for loc in oi["page_locations"]]
+        out[c.rg, c.col] = {"column_index": f.column_index(c), "offset_index": oi, "bloom": f.bloom_filter(c)}
     return out
 
 
 def footer(path, dec: DecryptionProperties | None = None) -> dict:
-    with Source(path, dec) as s:
-        return s.fmd
+    return RefFile(path, dec).fmd
 
 
 # --------------------------------------------------------------------------- module map
@@ -252,67 +226,28 @@ class Module:
         return self.offset + 16 + (self.length - 16) // 2
 
 
-def _le32(buf, off) -> int:
-    return struct.unpack_from("<I", buf, off)[0]
-
-
 def module_map(path, dec: DecryptionProperties) -> list[Module]:
-    """Every PME module of a spec-dialect file, in file order within each chunk: each page
-    header module is followed by its page module (which, for DataPageV2 pages in the
-    parquet-java framing, comes after ``levels`` plaintext bytes). Headers are decrypted
-    (independently of the engine's page walk) to learn the page sizes."""
-    mods = []
-    with Source(path, dec) as s:
-        buf = s.buf
-        t = s.tail
-        if t.encrypted_footer:
-            end = thrift.skip("FileCryptoMetaData", buf, t.footer_offset)
-            mods.append(Module(ModuleType.FOOTER, None, None, None, end, t.file_size - FOOTER_TRAILER - end))
-        for rg in range(s.num_row_groups):
-            for col in range(len(s.paths)):
-                cc = s.column_crypto(rg, col)
-                if not cc.encrypted:
-                    continue
-                gcm = s.column_gcm_ctr(rg, col)[0]
-                meta = s.column_meta(rg, col)
-                start = chunk_start(meta, s.name)
-                end = start + int(meta["total_compressed_size"])
-                has_dict = start != meta["data_page_offset"]
-                pos, i, ordinal = start, 0, 0
-                while pos < end:
-                    is_dict = has_dict and i == 0
-                    htype = ModuleType.DICTIONARY_PAGE_HEADER if is_dict else ModuleType.DATA_PAGE_HEADER
-                    hl = _le32(buf, pos) + 4
-                    hdr, _ = thrift.decode("PageHeader", gcm.decrypt(buf[pos:pos + hl], htype, rg, col,
-                                                                     0 if is_dict else ordinal))
-                    mods.append(Module(htype, rg, col, None if is_dict else ordinal, pos, hl))
-                    pos += hl
-                    size = hdr["compressed_page_size"]
-                    lev = 0
-                    if hdr["type"] == PageType.DATA_PAGE_V2 and _le32(buf, pos) + 4 != size:
-                        v2 = hdr["data_page_header_v2"]
-                        lev = int(v2.get("definition_levels_byte_length") or 0) + \
-                            int(v2.get("repetition_levels_byte_length") or 0)
-                        assert _le32(buf, pos + lev) + 4 == size - lev
-                    mods.append(Module(ModuleType.DICTIONARY_PAGE if is_dict else ModuleType.DATA_PAGE,
-                                       rg, col, None if is_dict else ordinal, pos + lev, size - lev, lev))
-                    pos += size
-                    if not is_dict:
-                        ordinal += 1
-                    i += 1
-                assert pos == end, (rg, col, pos, end)
-                chunk = s.column_chunk(rg, col)
-                if chunk.get("column_index_offset") is not None:
-                    mods.append(Module(ModuleType.COLUMN_INDEX, rg, col, None, chunk["column_index_offset"],
-                                       chunk["column_index_length"]))
-                if chunk.get("offset_index_offset") is not None:
-                    mods.append(Module(ModuleType.OFFSET_INDEX, rg, col, None, chunk["offset_index_offset"],
-                                       chunk["offset_index_length"]))
-                bo = meta.get("bloom_filter_offset")
-                if bo is not None:
-                    hl = _le32(buf, bo) + 4
-                    mods.append(Module(ModuleType.BLOOM_FILTER_HEADER, rg, col, None, bo, hl))
-                    mods.append(Module(ModuleType.BLOOM_FILTER_BITSET, rg, col, None, bo + hl, _le32(buf, bo + hl) + 4))
+    """Every PME module of a file, in file order within each chunk (read by the reference
+    reader): each page header module is followed by its page module (which, for DataPageV2
+    pages in the parquet-java framing, comes after ``levels`` plaintext bytes), then the
+    column index, offset index and bloom filter modules. Encrypted column metadata lives
+    inside the footer and is not listed."""
+    f = RefFile(path, dec)
+    mods = [] if f.footer_module is None else [Module(ModuleType.FOOTER, None, None, None, f.footer_module.offset,
+                                                      f.footer_module.length)]
+    for c in f.columns():
+        if c.encryption == "plaintext":
+            continue
+        ordinal = 0
+        for p in f.pages(c):
+            is_dict = p.header_module.kind == ModuleType.DICTIONARY_PAGE_HEADER
+            page = None if is_dict else ordinal
+            mods.append(Module(ModuleType(p.header_module.kind), c.rg, c.col, page, p.header_module.offset,
+                               p.header_module.length))
+            mods.append(Module(ModuleType(p.page_module.kind), c.rg, c.col, page, p.page_module.offset,
+                               p.page_module.length, p.levels))
+            ordinal += not is_dict
+        mods += [Module(ModuleType(m.kind), c.rg, c.col, None, m.offset, m.length) for m in f.index_modules(c)]
     return mods
 
 
@@ -368,7 +303,5 @@ def page_types(path, dec=None) -> set:
 
 
 def count_data_pages(path, rg: int = 0, col: int = 0) -> int:
-    with Source(path) as s:
-        ch = s.read_chunk(rg, col)
-        return sum(1 for h in ch.headers if h["type"] in (PageType.DATA_PAGE, PageType.DATA_PAGE_V2))
-
+    f = RefFile(path)
+    return sum(1 for p in f.pages(f.column(rg, col)) if p.header["type"] in (PageType.DATA_PAGE, PageType.DATA_PAGE_V2))

@@ -26,6 +26,7 @@ from pqseal.cli import main
 from pqseal.format import DecryptionProperties
 
 import parquet_gen as G
+from pme_reference import RefFile
 
 B64 = {k: base64.b64encode(v).decode() for k, v in
        {"footer": G.K16, "c1": G.KC1, "c2": G.KC2, "k32": G.K32}.items()}
@@ -294,7 +295,7 @@ def test_directory_tree(tree, tmp_path):
     assert _parquets(sealed) == _parquets(tree) == ["a/b/three.parquet", "a/two.parquet", "one.parquet"]
     assert not (sealed / "a" / "notes.txt").exists() and not (sealed / "a" / ".hidden.parquet").exists()
     for rel in _parquets(sealed):
-        assert pqseal.inspect(sealed / rel)["algorithm"] == "AES_GCM_CTR_V1"
+        assert RefFile(sealed / rel).algorithm == "AES_GCM_CTR_V1"
 
     r = run("verify", sealed, "--footer-key-value", B64["footer"], "--json")
     assert r.exit_code == 0

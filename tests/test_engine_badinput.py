@@ -25,6 +25,7 @@ from pqseal.format import (FOOTER_KEY, AlreadyEncrypted, DecryptionProperties, E
                            thrift)
 
 import parquet_gen as G
+from interop import require
 
 ENC = EncryptionProperties(G.K16, column_keys={"id": G.KC1, "cat": FOOTER_KEY, "s.b": (G.KC2, b"md")})
 DEC = DecryptionProperties(G.K16, column_keys={"id": G.KC1, "s.b": G.KC2})
@@ -317,7 +318,7 @@ def test_already_encrypted(files, tmp_path):
 
 
 def test_already_encrypted_duckdb(tmp_path):
-    pytest.importorskip("duckdb")
+    require("duckdb")
     f = G.write_duckdb(tmp_path / "d.parquet", rows=1000, key=G.K16)
     with G.raises(AlreadyEncrypted):
         pqseal.encrypt_file(f, tmp_path / "o.parquet", ENC)

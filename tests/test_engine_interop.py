@@ -9,9 +9,7 @@
 * pyarrow-encrypted files (low-level uniform keys, and CryptoFactory per-column keys with
   single wrapping) unsealed by pqseal are byte-identical in their chunks, page indexes and
   metadata to pyarrow's plaintext file of the same data;
-* DuckDB reads pqseal-sealed files (uniform, encrypted footer, GCM, flat columns, one data
-  page per chunk); DuckDB-encrypted files are unsealed by pqseal (dialect "duckdb");
-  DuckDB's known failures are pinned so a fix shows up;
+* DuckDB: see tests/test_duckdb.py;
 * re-keyed files are read by pyarrow with the new key only.
 """
 
@@ -27,11 +25,11 @@ import pyarrow.parquet.encryption as pe
 import pytest
 
 import pqseal
-from pqseal.errors import InvalidTag, MalformedFile
-from pqseal.format import FOOTER_KEY, DecryptionProperties, EncryptionProperties, VerificationFailed
-from pqseal.format.source import Source
+from pqseal.errors import InvalidTag
+from pqseal.format import FOOTER_KEY, DecryptionProperties, EncryptionProperties
 
 import parquet_gen as G
+from pme_reference import RefFile
 
 ALGS = ["AES_GCM_V1", "AES_GCM_CTR_V1"]
 PA_ERRORS = (OSError, pa.ArrowException)   # ArrowIOError is OSError; ArrowInvalid is not
@@ -43,11 +41,6 @@ AADS = [pytest.param((None, True), id="noaad"), pytest.param((b"aad-stored", Tru
 @pytest.fixture(scope="module")
 def table():
     return G.make_table(30_000)
-
-
-@pytest.fixture(scope="module")
-def flat_table():
-    return G.make_table(30_000, nested=False)
 
 
 @pytest.fixture(scope="module")
@@ -160,11 +153,10 @@ def test_pqseal_footer_matches_pyarrow_footer(plain_nocrc, table, tmp_path, algo
     assert scrub(a) == scrub(b)
     assert G.column_metas(ours, dec) == G.column_metas(theirs, dec)
     assert G.indexes(ours, dec) == G.indexes(theirs, dec)
-    with Source(ours, dec) as s1, Source(theirs, dec) as s2:
-        c1, c2 = s1.crypto, s2.crypto
-        assert (c1.algorithm, c1.plaintext_footer, c1.aad_prefix, c1.supply_aad_prefix) == \
-               (c2.algorithm, c2.plaintext_footer, c2.aad_prefix, c2.supply_aad_prefix)
-        assert s1.tail.footer_offset == s2.tail.footer_offset
+    f1, f2 = RefFile(ours, dec), RefFile(theirs, dec)
+    assert (f1.algorithm, f1.magic, f1.aad_prefix, f1.supply_aad_prefix) == \
+           (f2.algorithm, f2.magic, f2.aad_prefix, f2.supply_aad_prefix)
+    assert f1.footer_offset == f2.footer_offset
     assert os.path.getsize(ours) == os.path.getsize(theirs)
 
 
@@ -296,10 +288,12 @@ def test_pqseal_unseals_pyarrow_crypto_factory(plain, table, tmp_path, algorithm
     assert G.raw_chunks(out) == G.raw_chunks(plain)
     assert G.indexes(out) == G.indexes(plain)
     # explicit keys work as well: DEKs taken from the material
-    with Source(theirs, dec) as s:
-        col_keys = {G.leaf_paths(plain)[c]: G.dek_from_material(s.column_crypto(0, c).key_metadata)
-                    for c in range(len(paths)) if paths[c] in enc_cols}
-        footer_key = G.dek_from_material(s.crypto.footer_key_metadata)
+    f = RefFile(theirs, dec)
+    col_keys = {G.leaf_paths(plain)[c]: G.dek_from_material(
+                    f.column(0, c).chunk["crypto_metadata"]["ENCRYPTION_WITH_COLUMN_KEY"]["key_metadata"])
+                for c in range(len(paths)) if paths[c] in enc_cols}
+    footer_key = G.dek_from_material(f.crypto_meta["key_metadata"] if f.crypto_meta
+                                     else f.fmd["footer_signing_key_metadata"])
     assert len(footer_key) == 32
     pqseal.decrypt_file(theirs, out, DecryptionProperties(footer_key, column_keys=col_keys), overwrite=True)
     assert G.raw_chunks(out) == G.raw_chunks(plain)
@@ -358,123 +352,7 @@ def test_rekeyed_pyarrow_file_read_by_pyarrow(table, tmp_path, algorithm, plaint
     assert pqseal.inspect(rekeyed)["algorithm"] == algorithm
 
 
-# --------------------------------------------------------------------------- DuckDB
-
-@pytest.fixture(scope="module")
-def duck():
-    duckdb = pytest.importorskip("duckdb")
-    con = duckdb.connect()
-    con.execute(f"PRAGMA add_parquet_key('k16', '{G.K16.decode()}')")
-    con.execute(f"PRAGMA add_parquet_key('k32', '{G.K32.decode()}')")
-    yield con
-    con.close()
-
-
-def duck_read(con, path, columns, key="k16"):
-    q = f"SELECT {', '.join(columns)} FROM read_parquet('{path}', encryption_config={{footer_key: '{key}'}})"
-    rows = con.execute(q).fetchall()
-    return {c: [r[i] for r in rows] for i, c in enumerate(columns)}
-
-
-FLAT = ["id", "cat", "x", "flag", "blob", "sparse", "all_null"]
-
-
-@pytest.mark.parametrize("key,name", [(G.K16, "k16"), (G.K32, "k32")], ids=["aes128", "aes256"])
-@pytest.mark.parametrize("dictionary", [True, False], ids=["dict", "nodict"])
-def test_duckdb_reads_pqseal(duck, flat_table, tmp_path, dictionary, key, name):
-    plain, sealed = tmp_path / "p.parquet", tmp_path / "s.parquet"
-    G.write_pyarrow(plain, flat_table, row_group_size=10_000, data_page_size=1 << 20, use_dictionary=dictionary,
-                    write_page_index=True, write_page_checksum=True)
-    assert max(sum(h["type"] != 2 for h, _ in v) for v in G.pages(plain).values()) == 1   # one data page
-    pqseal.encrypt_file(plain, sealed, EncryptionProperties(key))
-    got = duck_read(duck, sealed, FLAT, name)
-    for c in FLAT:
-        assert got[c] == flat_table[c].to_pylist(), c
-
-
-def test_duckdb_multipage_chunks_still_fail(duck, flat_table, tmp_path):
-    """DuckDB 2.0.0 bug: any encrypted chunk with more than one data page fails, for
-    pyarrow's own files too. When this test fails, DuckDB fixed it: widen the DuckDB tests."""
-    theirs, ours, plain = tmp_path / "theirs.parquet", tmp_path / "ours.parquet", tmp_path / "plain.parquet"
-    G.write_pyarrow(theirs, flat_table.select(["id"]), row_group_size=10_000, data_page_size=1024,
-                    encryption_properties=pe.create_encryption_properties(G.K16))
-    G.write_pyarrow(plain, flat_table.select(["id"]), row_group_size=10_000, data_page_size=1024)
-    assert G.count_data_pages(plain) > 1
-    pqseal.encrypt_file(plain, ours, EncryptionProperties(G.K16))
-    for f in (theirs, ours):
-        with G.raises(Exception, match="AES tag differs"):
-            duck_read(duck, f, ["id"])
-
-
-def test_duckdb_nested_columns_still_fail(duck, table, tmp_path):
-    """DuckDB 2.0.0 fails the tag check on nested (list/struct/map) columns of
-    spec-conformant files, pyarrow's own included, even with one page per chunk."""
-    theirs, ours, plain = tmp_path / "theirs.parquet", tmp_path / "ours.parquet", tmp_path / "plain.parquet"
-    t = table.select(["id", "l"])
-    kw = dict(row_group_size=10_000, data_page_size=1 << 20)
-    G.write_pyarrow(theirs, t, encryption_properties=pe.create_encryption_properties(G.K16), **kw)
-    G.write_pyarrow(plain, t, **kw)
-    pqseal.encrypt_file(plain, ours, EncryptionProperties(G.K16))
-    for f in (theirs, ours):
-        assert duck_read(duck, f, ["id"])["id"] == t["id"].to_pylist()
-        with G.raises(Exception, match="AES tag differs"):
-            duck_read(duck, f, ["l"])
-
-
-@pytest.mark.parametrize("rows,rgs", [(5_000, None), (60_000, 20_000)])
-def test_pqseal_unseals_duckdb(duck, tmp_path, rows, rgs):
-    enc_path, plain_path, out = tmp_path / "d.parquet", tmp_path / "dp.parquet", tmp_path / "o.parquet"
-    G.write_duckdb(enc_path, rows=rows, key=G.K16, row_group_size=rgs)
-    G.write_duckdb(plain_path, rows=rows, row_group_size=rgs)
-    info = pqseal.inspect(enc_path)
-    assert info["dialect"].startswith("DuckDB") and info["algorithm"] == "AES_GCM_V1"
-    assert info["footer"] == "encrypted" and info["aad_file_unique"] is None
-    dec = DecryptionProperties(G.K16)
-    full = pqseal.inspect(enc_path, dec)
-    assert full["dialect"].startswith("DuckDB") and {c["encryption"] for c in full["columns"]} == {"footer key"}
-    assert pqseal.verify(enc_path, dec)["ok"]
-    h = G.sha256(enc_path)
-    pqseal.decrypt_file(enc_path, out, dec)
-    assert G.sha256(enc_path) == h
-    assert pq.read_table(out).equals(pq.read_table(plain_path))
-    assert G.pages(out) == G.pages(enc_path, dec)
-    with G.raises(InvalidTag):
-        pqseal.decrypt_file(enc_path, tmp_path / "x.parquet", DecryptionProperties(G.K32))
-
-
-def test_duckdb_file_rekeyed_to_spec_is_read_by_pyarrow_and_duckdb(duck, tmp_path):
-    enc_path, out = tmp_path / "d.parquet", tmp_path / "r.parquet"
-    G.write_duckdb(enc_path, rows=8_000, key=G.K16)
-    pqseal.rekey_file(enc_path, out, DecryptionProperties(G.K16), EncryptionProperties(G.K32))
-    assert pqseal.inspect(out)["dialect"].startswith("PME spec")
-    got = pq.read_table(out, decryption_properties=pa_dec(G.K32))
-    assert got["id"].to_pylist() == list(range(8_000))
-    assert duck_read(duck, out, ["id", "cat"], "k32")["id"] == list(range(8_000))
-
-
-def test_duckdb_plaintext_file_sealed_read_by_pyarrow(duck, tmp_path):
-    plain, sealed = tmp_path / "p.parquet", tmp_path / "s.parquet"
-    G.write_duckdb(plain, rows=12_000)
-    pqseal.encrypt_file(plain, sealed, EncryptionProperties(G.K16, algorithm="AES_GCM_CTR_V1", plaintext_footer=True))
-    assert pq.read_table(sealed, decryption_properties=pa_dec()).equals(pq.read_table(plain))
-
-
-def test_sealed_by_pqseal_written_by_pyarrow_round_trips_through_duckdb_copy(duck, flat_table, tmp_path):
-    """DuckDB reads pqseal's file and writes it back encrypted; pqseal unseals that."""
-    plain, sealed, dd = tmp_path / "p.parquet", tmp_path / "s.parquet", tmp_path / "dd.parquet"
-    G.write_pyarrow(plain, flat_table.select(["id", "cat", "x"]), row_group_size=10_000, data_page_size=1 << 20)
-    pqseal.encrypt_file(plain, sealed, EncryptionProperties(G.K16))
-    duck.execute("SET force_mbedtls_unsafe='true'")
-    duck.execute(f"COPY (SELECT * FROM read_parquet('{sealed}', encryption_config={{footer_key: 'k16'}})) "
-                 f"TO '{dd}' (FORMAT parquet, ENCRYPTION_CONFIG {{footer_key: 'k16'}})")
-    out = tmp_path / "o.parquet"
-    pqseal.decrypt_file(dd, out, DecryptionProperties(G.K16))
-    got = pq.read_table(out)
-    assert got["id"].to_pylist() == flat_table["id"].to_pylist()
-    assert got["cat"].to_pylist() == flat_table["cat"].to_pylist()
-
-
-
+# --------------------------------------------------------------------------- pyarrow edge cases
 
 @pytest.mark.parametrize("typ", [pytest.param(pa.int64(), id="int64"), pytest.param(pa.string(), id="string"),
                                  pytest.param(pa.bool_(), id="bool")])

@@ -38,12 +38,13 @@ from pqseal._io import is_temp_name
 
 import pqseal
 from pqseal.crypto import ModuleType
-from pqseal.errors import InvalidTag, KeyNotFound, MalformedFile
+from pqseal.errors import InvalidTag, KeyNotFound
 from pqseal.format import FOOTER_KEY, DecryptionProperties, EncryptionProperties
 from pqseal.format.layout import PageType
-from pqseal.format.source import Source
 
 import parquet_gen as G
+from interop import require
+from pme_reference import RefFile
 
 ALGS = ["AES_GCM_V1", "AES_GCM_CTR_V1"]
 FOOTERS = [pytest.param(False, id="encfooter"), pytest.param(True, id="plainfooter")]
@@ -155,44 +156,37 @@ def make_config(paths, layout, *, algorithm="AES_GCM_V1", plaintext_footer=False
 
 def expected_module_count(mods, sealed, dec):
     n = sum(1 for m in mods if m.kind != ModuleType.FOOTER) + 1   # footer or footer signature
-    with Source(sealed, dec) as s:
-        for rg in range(s.num_row_groups):
-            for col in range(len(s.paths)):
-                if "encrypted_column_metadata" in s.column_chunk(rg, col):
-                    n += 1
-    return n
+    return n + sum("encrypted_column_metadata" in c.chunk for c in RefFile(sealed, dec).columns())
 
 
 def check_sealed_structure(src, sealed, enc, dec, labels, mds):
     paths = G.leaf_paths(src)
-    with Source(sealed, dec) as s:
-        c = s.crypto
-        assert c is not None and c.dialect == "spec"
-        assert c.algorithm == enc.algorithm
-        assert c.plaintext_footer == enc.plaintext_footer
-        assert len(c.aad_file_unique) == 8
-        assert s.tail.magic == (b"PAR1" if enc.plaintext_footer else b"PARE")
-        for rg in range(s.num_row_groups):
-            assert s.fmd["row_groups"][rg]["ordinal"] == rg
-            for col, p in enumerate(paths):
-                cc = s.column_crypto(rg, col)
-                label = "plaintext" if not cc.encrypted else ("footer key" if cc.footer_key else "column key")
-                assert label == labels[p], (rg, p)
-                chunk = s.column_chunk(rg, col)
-                if cc.encrypted:
-                    if enc.plaintext_footer:
-                        # field 3 kept but redacted (no statistics / encoding stats), field 9 present
-                        assert "statistics" not in chunk["meta_data"] and "encoding_stats" not in chunk["meta_data"]
-                        assert "encrypted_column_metadata" in chunk
-                    elif cc.footer_key:
-                        assert "meta_data" in chunk and "encrypted_column_metadata" not in chunk
-                    else:
-                        assert "meta_data" not in chunk and "encrypted_column_metadata" in chunk
-                    if not cc.footer_key:
-                        assert cc.path_in_schema == tuple(p.split("."))
-                        assert cc.key_metadata == mds.get(p)
-                else:
-                    assert "crypto_metadata" not in chunk and "encrypted_column_metadata" not in chunk
+    f = RefFile(sealed, dec)     # the independent reader: pqseal's Source is not the oracle
+    assert f.encrypted and not f.duckdb
+    assert f.algorithm == enc.algorithm
+    assert (f.footer_signature is not None) == enc.plaintext_footer
+    assert len(f.aad_file_unique) == 8
+    assert f.magic == (b"PAR1" if enc.plaintext_footer else b"PARE")
+    assert f.paths == paths
+    for c in f.columns():
+        p, chunk = c.path, c.chunk
+        assert f.fmd["row_groups"][c.rg]["ordinal"] == c.rg
+        assert c.encryption == labels[p], (c.rg, p)
+        if c.encryption != "plaintext":
+            if enc.plaintext_footer:
+                # field 3 kept but redacted (no statistics / encoding stats), field 9 present
+                assert "statistics" not in chunk["meta_data"] and "encoding_stats" not in chunk["meta_data"]
+                assert "encrypted_column_metadata" in chunk
+            elif c.encryption == "footer key":
+                assert "meta_data" in chunk and "encrypted_column_metadata" not in chunk
+            else:
+                assert "meta_data" not in chunk and "encrypted_column_metadata" in chunk
+            if c.encryption == "column key":
+                ck = chunk["crypto_metadata"]["ENCRYPTION_WITH_COLUMN_KEY"]
+                assert ck["path_in_schema"] == [part.encode() for part in p.split(".")]
+                assert ck.get("key_metadata") == mds.get(p)
+        else:
+            assert "crypto_metadata" not in chunk and "encrypted_column_metadata" not in chunk
     # plaintext pages identical to the source's (CRCs differ: they cover the bytes as written)
     assert G.pages(sealed, dec) == G.pages(src)
     # page locations: start of the header module, size = header module + page module
@@ -204,24 +198,22 @@ def check_sealed_structure(src, sealed, enc, dec, labels, mds):
         assert p.offset == h + by_off[h].length + p.levels
         if p.levels:
             assert enc.v2_framing == "parquet-java"
-    src_idx = G.indexes(src)
-    with Source(sealed, dec) as s:
-        for rg in range(s.num_row_groups):
-            for col in range(len(paths)):
-                oi = s.offset_index(rg, col)
-                assert (oi is None) == (src_idx[rg, col]["offset_index"] is None)
-                assert (s.column_index(rg, col) is None) == (src_idx[rg, col]["column_index"] is None)
-                if not s.column_crypto(rg, col).encrypted:
-                    continue
-                assert s.column_index(rg, col) == src_idx[rg, col]["column_index"]
-                assert s.bloom_filter(rg, col, s.column_meta(rg, col)) == src_idx[rg, col]["bloom"]
-                for loc, src_loc in zip((oi or {}).get("page_locations", []),
-                                        (src_idx[rg, col]["offset_index"] or {}).get("page_locations", [])):
-                    hm = by_off[loc["offset"]]
-                    assert hm.kind == ModuleType.DATA_PAGE_HEADER and (hm.rg, hm.col) == (rg, col)
-                    pm = page_of[hm.offset]
-                    assert loc["compressed_page_size"] == hm.length + pm.levels + pm.length
-                    assert loc["first_row_index"] == src_loc["first_row_index"]
+    src_idx, sealed_idx = G.indexes(src), G.indexes(sealed, dec)
+    for c in f.columns():
+        got, want = sealed_idx[c.rg, c.col], src_idx[c.rg, c.col]
+        assert (got["offset_index"] is None) == (want["offset_index"] is None)
+        assert got["column_index"] == want["column_index"]
+        assert got["bloom"] == want["bloom"]
+        if c.encryption == "plaintext":
+            continue
+        oi = f.offset_index(c)       # absolute offsets, unlike G.indexes
+        for loc, src_loc in zip((oi or {}).get("page_locations", []),
+                                (want["offset_index"] or {}).get("page_locations", [])):
+            hm = by_off[loc["offset"]]
+            assert hm.kind == ModuleType.DATA_PAGE_HEADER and (hm.rg, hm.col) == (c.rg, c.col)
+            pm = page_of[hm.offset]
+            assert loc["compressed_page_size"] == hm.length + pm.levels + pm.length
+            assert loc["first_row_index"] == src_loc["first_row_index"]
     report = pqseal.verify(sealed, dec)
     assert report["ok"] and report["algorithm"] == enc.algorithm
     assert report["modules"] == expected_module_count(mods, sealed, dec)
@@ -293,8 +285,8 @@ def check_unsealed(src, unsealed, table):
             assert a.is_stats_set == b.is_stats_set
             if a.is_stats_set:
                 assert a.statistics == b.statistics
-    with Source(unsealed) as s:
-        assert s.crypto is None and s.tail.magic == b"PAR1"
+    f = RefFile(unsealed)
+    assert not f.encrypted and f.magic == b"PAR1"
 
 
 def round_trip(src, table, tmp_path, enc, dec, labels, mds, *, pyarrow_reads=None):
@@ -348,7 +340,7 @@ FEATURE_CONFIGS = [
 @pytest.mark.parametrize("feature", list(FEATURES) + ["duckdb"])
 def test_feature_matrix(srcdir, tmp_path, feature, cfg):
     if feature == "duckdb":
-        pytest.importorskip("duckdb")
+        require("duckdb")
     src, table = feature_source(srcdir, feature)
     layout, algorithm, pf = cfg
     enc, dec, labels, mds = make_config(G.leaf_paths(src), layout, algorithm=algorithm, plaintext_footer=pf)
@@ -419,10 +411,9 @@ def test_v2_framings(srcdir, tmp_path, framing, algorithm):
     pqseal.decrypt_file(sealed, out, dec)
     check_unsealed(src, out, table)
     # the parquet-java framing leaves the level bytes of every V2 page in plaintext
-    if framing == "parquet-java":
-        with Source(sealed, dec) as s:
-            ch = s.read_chunk(0, 0)
-            assert ch.v2_framing == "parquet-java"
+    f = RefFile(sealed, dec)
+    levels = [p.levels for p in f.pages(f.column(0, 0)) if p.header["type"] == PageType.DATA_PAGE_V2]
+    assert levels and all(levels) == (framing == "parquet-java"), levels
 
 
 def test_v1_pages_do_not_warn(srcdir, tmp_path):
@@ -444,9 +435,9 @@ def test_aad_prefix(srcdir, tmp_path, store, algorithm, plaintext_footer):
     enc, dec, labels, mds = make_config(G.leaf_paths(src), "per_column", algorithm=algorithm,
                                         plaintext_footer=plaintext_footer, aad_prefix=prefix, store_aad_prefix=store)
     sealed = round_trip(src, table, tmp_path, enc, dec, labels, mds)
-    with Source(sealed) as s:
-        assert s.crypto.aad_prefix == (prefix if store else None)
-        assert s.crypto.supply_aad_prefix is (not store)
+    f = RefFile(sealed, DecryptionProperties(G.K16, column_keys=dec.column_keys, aad_prefix=prefix))
+    assert f.aad_prefix == (prefix if store else None)
+    assert f.supply_aad_prefix is (not store)
     out = tmp_path / "again.parquet"
     no_prefix = DecryptionProperties(G.K16, column_keys=dec.column_keys)
     if store:
@@ -484,8 +475,7 @@ def test_rekey(kitchen, table, tmp_path, plaintext_footer):
     h = G.sha256(a)
     pqseal.rekey_file(a, b, dec1, enc2)
     assert G.sha256(a) == h
-    with Source(a) as s1, Source(b) as s2:
-        assert s1.crypto.aad_file_unique != s2.crypto.aad_file_unique
+    assert RefFile(a, dec1).aad_file_unique != RefFile(b, dec2).aad_file_unique
     check_sealed_structure(kitchen, b, enc2, dec2, labels2, mds2)
     check_inspect(b, enc2, dec2, labels2, mds2)
     with G.raises(InvalidTag):
@@ -589,9 +579,9 @@ def test_sealed_size_is_source_plus_framing(srcdir, tmp_path):
         pqseal.encrypt_file(src, out, EncryptionProperties(G.K16, algorithm=alg))
         mods = G.module_map(out, DecryptionProperties(G.K16))
         data = sum(m.length for m in mods if m.kind in (ModuleType.DATA_PAGE, ModuleType.DATA_PAGE_HEADER))
-        with Source(src) as s:
-            plain = sum(int(s.column_meta(rg, c)["total_compressed_size"])
-                        for rg in range(s.num_row_groups) for c in range(len(s.paths)))
+        md = pq.ParquetFile(src).metadata
+        plain = sum(md.row_group(rg).column(c).total_compressed_size
+                    for rg in range(md.num_row_groups) for c in range(md.num_columns))
         assert data == plain + npages * per_page
         assert os.path.getsize(out) > size
 
@@ -737,6 +727,5 @@ def test_concurrent_files_share_properties(srcdir, tmp_path):
         assert all(pool.map(job, range(len(srcs))))
     uniques = set()
     for i in range(len(srcs)):
-        with Source(tmp_path / f"s{i}.parquet") as s:
-            uniques.add(s.crypto.aad_file_unique)
+        uniques.add(RefFile(tmp_path / f"s{i}.parquet", dec).aad_file_unique)
     assert len(uniques) == len(srcs)

@@ -22,9 +22,9 @@ from pqseal.crypto import ModuleType
 from pqseal.errors import InvalidTag, MalformedFile, MalformedModule, PqsealError
 from pqseal.format import FOOTER_KEY, DecryptionProperties, EncryptionProperties, VerificationFailed
 from pqseal.format.layout import FOOTER_TRAILER
-from pqseal.format.source import Source
 
 import parquet_gen as G
+from pme_reference import RefFile
 
 MT = ModuleType
 COLUMNS = {"id": 0, "cat": 1}      # id: its own column key; cat: the footer key
@@ -183,10 +183,8 @@ def test_encrypted_footer(sealed, tmp_path):
 def test_file_crypto_metadata_aad_file_unique(sealed, tmp_path):
     """aad_file_unique is plaintext but bound into every AAD: altering it fails the footer."""
     path = sealed()
-    with Source(path) as s:
-        unique = s.crypto.aad_file_unique
-        region = bytes(s.buf[s.tail.footer_offset:])
-        at = s.tail.footer_offset + region.index(unique)
+    f = RefFile(path, DEC)
+    at = f.footer_offset + f.data[f.footer_offset:].index(f.aad_file_unique)
     bad = G.flip_bit(path, tmp_path / "bad.parquet", at + 2)
     expect_failure(bad, tmp_path, match="footer")
 
@@ -203,15 +201,14 @@ def test_stored_aad_prefix_altered(plain, tmp_path):
 @pytest.mark.parametrize("where", ["metadata", "signature_nonce", "signature_tag"])
 def test_plaintext_footer_signature(sealed, tmp_path, where):
     path = sealed(plaintext_footer=True)
-    with Source(path) as s:
-        end = s.tail.file_size - FOOTER_TRAILER
-        region = bytes(s.buf[s.tail.footer_offset:end])
-        if where == "metadata":
-            at = s.tail.footer_offset + region.index(b"parquet-cpp-arrow") + 3   # inside created_by
-        elif where == "signature_nonce":
-            at = end - 28 + 5
-        else:
-            at = end - 1
+    f = RefFile(path, DEC)
+    end = len(f.data) - FOOTER_TRAILER
+    if where == "metadata":
+        at = f.footer_offset + f.data[f.footer_offset:end].index(b"parquet-cpp-arrow") + 3   # inside created_by
+    elif where == "signature_nonce":
+        at = end - 28 + 5
+    else:
+        at = end - 1
     bad = G.flip_bit(path, tmp_path / "bad.parquet", at, 1)
     for e in expect_failure(bad, tmp_path, match="footer"):
         assert e.module_type == MT.FOOTER
@@ -322,11 +319,9 @@ def test_swapped_page_bodies_ctr_without_crc_go_undetected(uniform_pages, tmp_pa
 
 def test_swapped_row_group_chunks(uniform_pages, tmp_path):
     path, dec = _seal_uniform(uniform_pages, tmp_path / "s.parquet")
-    with Source(path, dec) as s:
-        spans = []
-        for rg in range(2):
-            meta = s.column_meta(rg, 0)
-            spans.append((meta["data_page_offset"], meta["total_compressed_size"]))
+    f = RefFile(path, dec)
+    spans = [(f.column(rg, 0).meta["data_page_offset"], f.column(rg, 0).meta["total_compressed_size"])
+             for rg in range(2)]
     bad = _swap(path, tmp_path / "bad.parquet", spans[0], spans[1])
     v, e = expect_failure(bad, tmp_path, dec=dec)
     for rg in (0, 1):
@@ -455,17 +450,15 @@ def test_gcm_page_flip_with_crc_is_caught(plain_crc, sealed, tmp_path):
 
 def test_crc_is_over_the_encrypted_bytes(plain_crc, sealed):
     path = sealed(algorithm="AES_GCM_CTR_V1", src=plain_crc)
-    mods = G.module_map(path, DEC)
-    with Source(path, DEC) as s:
-        from pqseal.format import thrift
-
-        gcm = s.column_gcm_ctr(1, 0)[0]
-        for m in [x for x in mods if x.kind in (MT.DATA_PAGE_HEADER, MT.DICTIONARY_PAGE_HEADER) and x.col == 0]:
-            hdr, _ = thrift.decode("PageHeader", gcm.decrypt(s.buf[m.offset:m.offset + m.length], m.kind, m.rg, m.col,
-                                                             m.page or 0))
-            body = s.buf[m.offset + m.length:m.offset + m.length + hdr["compressed_page_size"]]
+    f = RefFile(path, DEC)
+    checked = 0
+    for rg in range(f.num_row_groups):
+        for p in f.pages(f.column(rg, 0)):
+            body = f.data[p.header_module.offset + p.header_module.length:p.page_module.offset + p.page_module.length]
             crc = zlib.crc32(body)
-            assert hdr["crc"] == (crc - (1 << 32) if crc >= 1 << 31 else crc)
+            assert p.header["crc"] == (crc - (1 << 32) if crc >= 1 << 31 else crc)
+            checked += 1
+    assert checked > 1
 
 
 # --------------------------------------------------------------------------- truncation

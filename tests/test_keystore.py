@@ -24,6 +24,8 @@ from pqseal.kms import KmsConnectionConfig
 from pqseal.kms.keystore import LocalKeystore
 from pqseal.config import EncryptionConfig
 
+from pme_reference import RefFile
+
 PASS = b"correct horse battery staple"
 
 
@@ -192,9 +194,9 @@ def test_cli_key_list_and_properties(tmp_path):
                          "--property", "parquet.encryption.column.keys=kc:b",
                          "--property", "parquet.encryption.plaintext.footer=true"])
     assert res.exit_code == 0, res.output
-    info = pqseal.inspect(sealed)
-    assert info["footer"] == "plaintext (signed)"
-    assert {c["path"]: c["encryption"] for c in info["columns"]} == {"a": "plaintext", "b": "column key"}
+    f = RefFile(sealed)     # the independent reader: a signed plaintext footer opens without keys
+    assert f.magic == b"PAR1" and f.footer_signature is not None
+    assert {c.path: c.encryption for c in f.columns()} == {"a": "plaintext", "b": "column key"}
     res = r.invoke(cli, ["decrypt", str(sealed), str(out)], env={"PQSEAL_KEY_LIST": kl})
     assert res.exit_code == 0, res.output
     assert pq.read_table(out).equals(t)

@@ -16,7 +16,9 @@ import pytest
 import pqseal
 from pqseal.config import EncryptionConfig
 from pqseal.crypto import CtrModuleCipher, GcmModuleCipher, ModuleKey, unwrap_key_locally
-from pqseal.format import DecryptionProperties, EncryptionProperties
+from pqseal.errors import (InvalidKey, InvalidOrdinal, InvalidTag, KeyAccessDenied, KeyNotFound,
+                           MalformedKeyMaterial)
+from pqseal.format import DecryptionProperties, EncryptionProperties, VerificationFailed
 from pqseal.keys import CryptoFactory, clear_caches
 from pqseal.kms import KeyListKms, KmsConnectionConfig
 from pqseal.kms.keystore import LocalKeystore
@@ -34,13 +36,14 @@ def test_no_key_bytes_anywhere(tmp_path, caplog):
     passphrase = b"p" + os.urandom(12).hex().encode()
     texts: list[str] = []
 
-    def grab(fn):
-        try:
+    def grab(expected, fn):
+        """Run a call that must fail with ``expected``; keep everything its error shows."""
+        with pytest.raises(expected) as ei:
             fn()
-        except Exception as exc:  # noqa: BLE001 - every error is checked
-            texts.extend([str(exc), repr(exc), repr(exc.args)])
-            if exc.__cause__ is not None:
-                texts.append(repr(exc.__cause__))
+        exc = ei.value
+        texts.extend([str(exc), repr(exc), repr(exc.args)])
+        if exc.__cause__ is not None:
+            texts.append(repr(exc.__cause__))
 
     t = pa.table({"a": np.arange(100), "b": [str(i) for i in range(100)]})
     src = tmp_path / "p.parquet"
@@ -57,21 +60,24 @@ def test_no_key_bytes_anywhere(tmp_path, caplog):
                                 KmsConnectionConfig(key_access_token=footer.hex()))]
     texts += [str(x) for x in (mk, gcm)]
     # errors on every path that holds keys
-    grab(lambda: pqseal.decrypt_file(sealed, tmp_path / "x.parquet", DecryptionProperties(col, column_keys={"b": col})))
-    grab(lambda: pqseal.decrypt_file(sealed, tmp_path / "x.parquet", DecryptionProperties(footer, column_keys={"b": footer})))
-    grab(lambda: pqseal.decrypt_file(sealed, tmp_path / "x.parquet", DecryptionProperties(footer)))
-    grab(lambda: gcm.decrypt(gcm.encrypt(b"x" * 40)[:-1] + b"\0"))
-    grab(lambda: gcm.encrypt(b"x", row_group=40000))
-    grab(lambda: ModuleKey(footer[:15]))
-    grab(lambda: unwrap_key_locally(kms.wrap_key(footer, "m"), col, b"m"))
-    grab(lambda: kms.unwrap_key(kms.wrap_key(footer, "m")[:-4] + "AAA=", "m"))
-    grab(lambda: kms.wrap_key(footer, "missing"))
-    grab(lambda: LocalKeystore(ks.path, b"wrong"))
-    grab(lambda: ks.unwrap_key("pqks1:1:" + base64.b64encode(os.urandom(40)).decode(), "m2"))
-    grab(lambda: pqseal.verify(sealed, DecryptionProperties(footer, column_keys={"b": footer})))
+    out = tmp_path / "x.parquet"
+    grab(InvalidTag, lambda: pqseal.decrypt_file(sealed, out, DecryptionProperties(col, column_keys={"b": col})))
+    grab(InvalidTag, lambda: pqseal.decrypt_file(sealed, out, DecryptionProperties(footer, column_keys={"b": footer})))
+    grab(KeyNotFound, lambda: pqseal.decrypt_file(sealed, out, DecryptionProperties(footer)))
+    grab(InvalidTag, lambda: gcm.decrypt(gcm.encrypt(b"x" * 40)[:-1] + b"\0"))
+    grab(InvalidOrdinal, lambda: gcm.encrypt(b"x", row_group=40000))
+    grab(InvalidKey, lambda: ModuleKey(footer[:15]))
+    grab(InvalidTag, lambda: unwrap_key_locally(kms.wrap_key(footer, "m"), col, b"m"))
+    grab(InvalidTag, lambda: kms.unwrap_key(kms.wrap_key(footer, "m")[:-4] + "AAA=", "m"))
+    grab(KeyNotFound, lambda: kms.wrap_key(footer, "missing"))
+    grab(KeyAccessDenied, lambda: LocalKeystore(ks.path, b"wrong"))
+    grab(InvalidTag, lambda: ks.unwrap_key("pqks1:1:" + base64.b64encode(os.urandom(40)).decode(), "m2"))
+    grab(VerificationFailed, lambda: pqseal.verify(sealed, DecryptionProperties(footer, column_keys={"b": footer})))
     f = CryptoFactory(lambda cfg: kms)
-    grab(lambda: pqseal.decrypt_file(sealed, tmp_path / "x.parquet", f.file_decryption_properties(KmsConnectionConfig())))
-    grab(lambda: f.file_encryption_properties(KmsConnectionConfig(), EncryptionConfig("nope", uniform_encryption=True)))
+    grab(MalformedKeyMaterial, lambda: pqseal.decrypt_file(sealed, out, f.file_decryption_properties(KmsConnectionConfig())))
+    grab(KeyNotFound, lambda: f.file_encryption_properties(KmsConnectionConfig(),
+                                                           EncryptionConfig("nope", uniform_encryption=True)))
+    assert not out.exists()
     texts += [r.getMessage() for r in caplog.records]
     blob = "\n".join(texts)
     assert len(texts) > 20

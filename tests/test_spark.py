@@ -8,20 +8,19 @@ from __future__ import annotations
 import base64
 import glob
 import os
-import shutil
 import subprocess
 
-import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-pyspark = pytest.importorskip("pyspark", reason="pyspark is not installed")
+import pqseal
+from pqseal.config import EncryptionConfig
+from pqseal.keys import CryptoFactory, clear_caches
+from pqseal.kms import KeyListKms, KmsConnectionConfig
 
-import pqseal  # noqa: E402
-from pqseal.config import EncryptionConfig  # noqa: E402
-from pqseal.keys import CryptoFactory, clear_caches  # noqa: E402
-from pqseal.kms import KeyListKms, KmsConnectionConfig  # noqa: E402
+from interop import require, require_tool
+
+pyspark = require("pyspark")
 
 pytestmark = pytest.mark.spark
 MASTER = {"kf": os.urandom(16), "kc1": os.urandom(16), "kc2": os.urandom(32)}
@@ -31,13 +30,11 @@ JAVA_SRC = os.path.join(os.path.dirname(__file__), "java", "KeyListKmsClient.jav
 
 @pytest.fixture(scope="module")
 def kms_jar(tmp_path_factory):
-    javac = shutil.which("javac")
-    if javac is None:
-        pytest.fail("javac not found: install a JDK (the CI setup installs default-jdk-headless)")
+    javac, jar = require_tool("javac"), require_tool("jar")
     jars = os.path.join(os.path.dirname(pyspark.__file__), "jars", "*")
     d = tmp_path_factory.mktemp("kms")
     subprocess.run([javac, "-d", str(d / "classes"), "-cp", jars, JAVA_SRC], check=True)
-    subprocess.run(["jar", "cf", str(d / "kms.jar"), "-C", str(d / "classes"), "pqseal"], check=True)
+    subprocess.run([jar, "cf", str(d / "kms.jar"), "-C", str(d / "classes"), "pqseal"], check=True)
     return str(d / "kms.jar")
 
 

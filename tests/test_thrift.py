@@ -28,6 +28,8 @@ from hypothesis import strategies as st
 
 from pqseal.format import thrift as T
 
+from interop import require
+
 C = T.native_codec
 PY = T.python_codec
 CODECS = [pytest.param(C, id="c", marks=pytest.mark.skipif(C is None, reason="pqseal._thrift not built")),
@@ -270,8 +272,8 @@ def _walk_file(data, md):
 
 @pytest.fixture(scope="module")
 def pa_files(tmp_path_factory):
-    pa = pytest.importorskip("pyarrow")
-    pq = pytest.importorskip("pyarrow.parquet")
+    pa = require("pyarrow")
+    pq = require("pyarrow.parquet")
     import datetime
     import decimal
     d = tmp_path_factory.mktemp("thrift")
@@ -303,12 +305,9 @@ def pa_files(tmp_path_factory):
 
 
 def _pa_encrypted(tmp_path_factory):
-    pa = pytest.importorskip("pyarrow")
-    pq = pytest.importorskip("pyarrow.parquet")
-    try:
-        import pyarrow.parquet.encryption as pe
-    except ImportError:
-        pytest.skip("pyarrow built without Parquet encryption")
+    pa = require("pyarrow")
+    pq = require("pyarrow.parquet")
+    pe = require("pyarrow.parquet.encryption")
     import base64
 
     class Kms(pe.KmsClient):
@@ -365,7 +364,7 @@ def test_pyarrow_file_roundtrip(pa_files, kind):
 
 
 def test_pyarrow_values_match(pa_files, tmp_path):
-    pq = pytest.importorskip("pyarrow.parquet")
+    pq = require("pyarrow.parquet")
     data = pa_files["v1"]
     p = tmp_path / "f.parquet"
     p.write_bytes(data)
@@ -434,7 +433,7 @@ def test_encrypted_files_roundtrip(enc_files):
 
 
 def test_duckdb_file_roundtrip(tmp_path):
-    duckdb = pytest.importorskip("duckdb")
+    duckdb = require("duckdb")
     p = tmp_path / "duck.parquet"
     con = duckdb.connect()
     con.execute(
@@ -454,7 +453,7 @@ def test_buffer_types(pa_files, tmp_path):
     data = pa_files["v1"]
     start, n, _ = _footer(data)
     want = T.decode("FileMetaData", data, start)
-    np = pytest.importorskip("numpy")
+    np = require("numpy")
     p = tmp_path / "f.bin"
     p.write_bytes(data)
     with open(p, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
@@ -637,8 +636,8 @@ def test_duplicates_in_unknown_nested_struct_are_kept_verbatim():
 
 @pytest.fixture(scope="module")
 def tiny_footer(tmp_path_factory):
-    pa = pytest.importorskip("pyarrow")
-    pq = pytest.importorskip("pyarrow.parquet")
+    pa = require("pyarrow")
+    pq = require("pyarrow.parquet")
     p = tmp_path_factory.mktemp("thrift_tiny") / "t.parquet"
     pq.write_table(pa.table({"a": [1, 2, 3], "s": ["x", None, "z"]}), p, row_group_size=2)
     data = p.read_bytes()
