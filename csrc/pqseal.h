@@ -112,6 +112,13 @@ const char *pq_ipsecmb_arch(void);     /* architecture path chosen at init, "" i
 uint64_t pq_ipsecmb_features(void);    /* IMB_FEATURE_* bit mask, 0 if none */
 uint64_t pq_gcm_invocation_limit(void);
 
+/* Random bytes from OpenSSL's DRBG (RAND_bytes), the source of every key, salt, file
+ * AAD and nonce. Returns PQ_OK, PQ_ERR_RNG, or what pq_init() reports. */
+int pq_random_bytes(uint8_t *out, size_t n);
+/* Drain the calling thread's OpenSSL error queue into buf as one line of text
+ * (NUL-terminated, cut at cap); returns its length. */
+size_t pq_openssl_error(char *buf, size_t cap);
+
 /* Output files (fileio.c). Reserve `len` bytes of disk blocks from `offset` without
  * changing the file size (fallocate FALLOC_FL_KEEP_SIZE), so that writes into the page
  * cache need no per-write block reservation. Skipped on tmpfs/ramfs, where reserving

@@ -23,6 +23,25 @@ _IMB_FEATURES = {
 }
 
 
+def openssl_error() -> str:
+    """What OpenSSL said about the last failure on this thread ("" if nothing)."""
+    buf = ffi.new("char[]", 512)
+    lib.pq_openssl_error(buf, len(buf))
+    return ffi.string(buf).decode("utf-8", "replace")
+
+
+def rng_error() -> CryptoLibraryError:
+    """The error for a failed draw from OpenSSL's DRBG (call right after the failing native call)."""
+    detail = openssl_error()
+    return CryptoLibraryError("OpenSSL's random generator (DRBG) failed" + (f": {detail}" if detail else "")
+                              + "; no key, nonce or salt was produced")
+
+
+def native_error(status: int) -> CryptoLibraryError:
+    """The error for a native status that is not about one batch's input."""
+    return CryptoLibraryError(f"pqseal native core failed (status {status})")
+
+
 def available_backends() -> list[str]:
     """Backends usable in this process, fastest first."""
     return [name for name in (IPSECMB, OPENSSL) if lib.pq_backend_available(_CODES[name])]

@@ -335,7 +335,7 @@ class _ModuleCipher:
         if status == lib.PQ_ERR_BACKEND:
             raise BackendUnavailable(f"backend {self.backend!r} is not available")
         if status == lib.PQ_ERR_RNG:
-            raise CryptoLibraryError("the CSPRNG failed")
+            raise _backend.rng_error()
         if status == lib.PQ_ERR_ARGUMENT:
             if idx is not None:
                 raise ValueError(f"{where} lies outside the input buffer")
