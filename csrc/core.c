@@ -5,7 +5,6 @@
 #include <string.h>
 
 #include <openssl/crypto.h>
-#include <openssl/evp.h>
 #include <openssl/rand.h>
 
 #include "internal.h"
@@ -51,23 +50,24 @@ static void do_init(void)
 #ifdef PQ_HAVE_IPSECMB
     ipsecmb_ok = pq_ipsecmb_init() == PQ_OK;
 #endif
+    pq_fips_check_config();
     init_status = PQ_OK;
 }
 
 int pq_init(void)
 {
     pthread_once(&init_once, do_init);
-    return init_status;
+    if (init_status != PQ_OK) return init_status;
+    return pq_fips_reason() == PQ_FIPS_OK ? PQ_OK : PQ_ERR_FIPS;
 }
-
-int pq_fips_enabled(void) { return EVP_default_properties_is_fips_enabled(NULL); }
 
 int pq_backend_available(int backend)
 {
     pq_init();
     if (backend == PQ_BACKEND_OPENSSL) return 1;
 #ifdef PQ_HAVE_IPSECMB
-    if (backend == PQ_BACKEND_IPSECMB) return ipsecmb_ok && !pq_fips_enabled();
+    /* intel-ipsec-mb is no FIPS module: refused whenever FIPS mode is on or asked for */
+    if (backend == PQ_BACKEND_IPSECMB) return ipsecmb_ok && !pq_fips_enabled() && pq_fips_reason() == PQ_FIPS_OK;
 #endif
     return 0;
 }
@@ -92,7 +92,8 @@ pq_key *pq_key_new(const uint8_t *raw, size_t len)
     k->len = (int)len;
     atomic_init(&k->invocations, 0);
 #ifdef PQ_HAVE_IPSECMB
-    if (ipsecmb_ok && pq_ipsecmb_key_init(k) != PQ_OK) {
+    /* in FIPS mode no code outside the FIPS provider touches the key */
+    if (ipsecmb_ok && !pq_fips_enabled() && pq_ipsecmb_key_init(k) != PQ_OK) {
         OPENSSL_cleanse(k, sizeof *k);
         free(k);
         return NULL;
@@ -218,7 +219,8 @@ void pq_run_work(pq_work *w)
 static int run_batch(pq_batch *b, int encrypt)
 {
     b->fail_index = (size_t)-1;
-    if (pq_init() != PQ_OK) return PQ_ERR_INTERNAL;
+    int st = pq_init();
+    if (st != PQ_OK) return st;
     if (!pq_backend_available(b->backend)) return PQ_ERR_BACKEND;
     if ((b->algorithm != PQ_ALG_GCM && b->algorithm != PQ_ALG_CTR) ||
         (b->framing != PQ_FRAME_MODULE && b->framing != PQ_FRAME_RAW) ||
@@ -231,7 +233,7 @@ static int run_batch(pq_batch *b, int encrypt)
         (!b->dst_base && b->dst_size))
         return PQ_ERR_ARGUMENT;
 
-    int st = validate(b, encrypt);
+    st = validate(b, encrypt);
     if (st != PQ_OK) return st;
 
     uint8_t *nonces = NULL;

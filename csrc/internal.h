@@ -60,6 +60,9 @@ void pq_run_work(pq_work *w);
 void pq_pool_init(void);
 void pq_pool_run(pq_work *works, int nt);
 
+/* At init: note when OpenSSL's config asks for FIPS but offers no FIPS implementations. */
+void pq_fips_check_config(void);
+
 /* Backends process modules lo..hi of a batch whose framing was validated. */
 void pq_openssl_run(pq_work *w);
 #ifdef PQ_HAVE_IPSECMB

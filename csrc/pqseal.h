@@ -40,6 +40,7 @@ typedef struct pq_key pq_key;
 #define PQ_ERR_BACKEND 9      /* backend not available in this build / mode */
 #define PQ_ERR_MODULE_TYPE 10 /* unknown module type */
 #define PQ_ERR_ARGUMENT 11    /* inconsistent batch arguments */
+#define PQ_ERR_FIPS 12        /* FIPS mode was asked for but is unusable: see pq_fips_reason() */
 
 #define PQ_NONCE_LEN 12
 #define PQ_TAG_LEN 16
@@ -88,8 +89,24 @@ typedef struct {
     size_t fail_index;
 } pq_batch;
 
-/* Library set-up; safe to call more than once. Returns PQ_OK or PQ_ERR_INTERNAL. */
+/* Library set-up; safe to call more than once. Returns PQ_OK, PQ_ERR_INTERNAL, or
+ * PQ_ERR_FIPS while FIPS mode is asked for but unusable (every entry point then refuses). */
 int pq_init(void);
+
+/* FIPS mode (fips.c): OpenSSL's "fips" and "base" providers loaded, default properties
+ * fips=yes, the OpenSSL backend only. pq_enable_fips() returns one of the reasons below
+ * (PQ_FIPS_OK on success); a failure is sticky until a later call succeeds. */
+#define PQ_FIPS_OK 0
+#define PQ_FIPS_NO_PROVIDER 1  /* the "fips" provider did not load */
+#define PQ_FIPS_NO_BASE 2      /* the "base" provider did not load */
+#define PQ_FIPS_NOT_APPROVED 3 /* an algorithm pqseal uses is not offered with fips=yes */
+#define PQ_FIPS_DRBG_IN_USE 4  /* the DRBG already in use is not a FIPS implementation */
+#define PQ_FIPS_CONFIG 5       /* OpenSSL's config sets fips=yes but nothing offers pqseal's algorithms so */
+int pq_enable_fips(void);
+int pq_fips_reason(void);     /* PQ_FIPS_OK, or why FIPS mode is unusable */
+int pq_fips_enabled(void);    /* 1 when OpenSSL's default properties are fips=yes and usable */
+const char *pq_openssl_modules_dir(void);  /* where OpenSSL looks for providers */
+const char *pq_openssl_config_file(void);  /* the OpenSSL config file OpenSSL reads */
 
 /* Keys: the raw key is copied into the key object (len 16, 24 or 32); the caller may
  * wipe its copy. pq_key_free wipes the key material. NULL on bad length/OOM. */
@@ -105,7 +122,6 @@ int pq_decrypt_batch(pq_batch *batch);
 
 /* Backend information. */
 int pq_backend_available(int backend);
-int pq_fips_enabled(void);
 const char *pq_openssl_version(void);
 const char *pq_ipsecmb_version(void);  /* "" if not built with intel-ipsec-mb */
 const char *pq_ipsecmb_arch(void);     /* architecture path chosen at init, "" if none */

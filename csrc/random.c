@@ -26,11 +26,13 @@ int pq_random_bytes(uint8_t *out, size_t n)
 size_t pq_openssl_error(char *buf, size_t cap)
 {
     size_t used = 0;
-    unsigned long e;
+    unsigned long e, prev = 0;
     if (!buf || !cap) return 0;
     buf[0] = '\0';
     while ((e = ERR_get_error()) != 0) {
-        if (used + 3 >= cap) continue; /* drain the queue even when the text is full */
+        /* drain the whole queue; repeats and what does not fit are left out */
+        if (e == prev || used + 3 >= cap) continue;
+        prev = e;
         if (used) {
             buf[used++] = ';';
             buf[used++] = ' ';

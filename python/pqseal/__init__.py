@@ -2,6 +2,7 @@
 
 from ._version import __version__
 from ._backend import available_backends, backend_info
+from ._fips import enable_fips
 from . import errors
 from .errors import PqsealError, InvalidTag
 
@@ -17,6 +18,6 @@ def __getattr__(name):
     raise AttributeError(f"module 'pqseal' has no attribute {name!r}")
 
 
-__all__ = ["__version__", "available_backends", "backend_info", "errors", "PqsealError", "InvalidTag",
+__all__ = ["__version__", "available_backends", "backend_info", "enable_fips", "errors", "PqsealError", "InvalidTag",
            "encrypt_file", "decrypt_file", "rekey_file", "verify", "inspect", "write_table", "read_table",
            "EncryptionProperties", "DecryptionProperties", "FOOTER_KEY"]

@@ -15,7 +15,7 @@ import numpy as np
 
 from .. import _backend
 from .._native import ffi, lib
-from ..errors import (BackendUnavailable, CryptoLibraryError, InvalidKey, InvalidOrdinal, InvalidTag,
+from ..errors import (CryptoLibraryError, InvalidKey, InvalidOrdinal, InvalidTag,
                       InvocationLimitExceeded, MalformedModule, ShortBuffer)
 from .keys import ModuleKey
 from .modules import ModuleType
@@ -333,7 +333,9 @@ class _ModuleCipher:
         if status == lib.PQ_ERR_MODULE_TYPE:
             raise ValueError(f"unknown module type in {where}")
         if status == lib.PQ_ERR_BACKEND:
-            raise BackendUnavailable(f"backend {self.backend!r} is not available")
+            raise _backend.unavailable(self.backend)
+        if status == lib.PQ_ERR_FIPS:
+            raise _backend.native_error(status)
         if status == lib.PQ_ERR_RNG:
             raise _backend.rng_error()
         if status == lib.PQ_ERR_ARGUMENT:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 
+from .. import _fips
 from .._native import ffi, lib
 from ..errors import InvalidKey
 
@@ -27,6 +28,7 @@ class ModuleKey:
     def __init__(self, key) -> None:
         if isinstance(key, ModuleKey):
             raise TypeError("already a ModuleKey")
+        _fips.check()
         if isinstance(key, str):
             raise InvalidKey("a key must be bytes-like, not str")
         try:

@@ -3,12 +3,12 @@
 Every secret or unique value pqseal makes comes from this one generator: data keys,
 key-encryption keys and their ids, keystore master keys and salts, the file AAD's
 unique part, and (drawn inside the native batch call) every GCM/CTR nonce. In FIPS
-mode it is the FIPS provider's DRBG (see :mod:`pqseal._backend`).
+mode it is the FIPS provider's DRBG (see :mod:`pqseal._fips`).
 """
 
 from __future__ import annotations
 
-from .. import _backend
+from .. import _backend, _fips
 from .._native import ffi, lib
 
 
@@ -19,6 +19,7 @@ def random_bytes(n: int) -> bytes:
         raise TypeError(f"n must be an int, got {type(n).__name__}")
     if n < 0:
         raise ValueError(f"n must not be negative, got {n}")
+    _fips.check()
     out = bytearray(n)
     if n:
         with ffi.from_buffer(out, require_writable=True) as buf:
