@@ -47,6 +47,7 @@ static pthread_once_t init_once = PTHREAD_ONCE_INIT;
 static void do_init(void)
 {
     pq_pool_init();
+    pq_counters_init();
 #ifdef PQ_HAVE_IPSECMB
     ipsecmb_ok = pq_ipsecmb_init() == PQ_OK;
 #endif
@@ -81,37 +82,41 @@ uint64_t pq_ipsecmb_features(void) { return 0; }
 const char *pq_openssl_version(void) { return OpenSSL_version(OPENSSL_VERSION); }
 uint64_t pq_gcm_invocation_limit(void) { return PQ_INVOCATION_LIMIT; }
 
-pq_key *pq_key_new(const uint8_t *raw, size_t len)
+int pq_key_new(const uint8_t *raw, size_t len, pq_key **out)
 {
-    if (pq_init() != PQ_OK) return NULL;
-    if (len != 16 && len != 24 && len != 32) return NULL;
+    *out = NULL;
+    int st = pq_init();
+    if (st != PQ_OK) return st;
+    if (len != 16 && len != 24 && len != 32) return PQ_ERR_ARGUMENT;
     pq_key *k = NULL;
-    if (posix_memalign((void **)&k, 64, sizeof *k) != 0) return NULL;
+    if (posix_memalign((void **)&k, 64, sizeof *k) != 0) return PQ_ERR_INTERNAL;
     memset(k, 0, sizeof *k);
     memcpy(k->raw, raw, len);
     k->len = (int)len;
-    atomic_init(&k->invocations, 0);
+    st = pq_counter_acquire(raw, len, &k->counter);
 #ifdef PQ_HAVE_IPSECMB
     /* in FIPS mode no code outside the FIPS provider touches the key */
-    if (ipsecmb_ok && !pq_fips_enabled() && pq_ipsecmb_key_init(k) != PQ_OK) {
-        OPENSSL_cleanse(k, sizeof *k);
-        free(k);
-        return NULL;
-    }
+    if (st == PQ_OK && ipsecmb_ok && !pq_fips_enabled() && pq_ipsecmb_key_init(k) != PQ_OK) st = PQ_ERR_INTERNAL;
 #endif
-    return k;
+    if (st != PQ_OK) {
+        pq_key_free(k);
+        return st;
+    }
+    *out = k;
+    return PQ_OK;
 }
 
 void pq_key_free(pq_key *k)
 {
     if (!k) return;
+    pq_counter_release(k->counter);
     OPENSSL_cleanse(k, sizeof *k);
     free(k);
 }
 
 int pq_key_bits(const pq_key *k) { return k->len * 8; }
-uint64_t pq_key_invocations(const pq_key *k) { return atomic_load(&k->invocations); }
-void pq_key_set_invocations(pq_key *k, uint64_t v) { atomic_store(&k->invocations, v); }
+uint64_t pq_key_invocations(const pq_key *k) { return atomic_load(&k->counter->invocations); }
+void pq_key_set_invocations(pq_key *k, uint64_t v) { atomic_store(&k->counter->invocations, v); }
 
 static void fail(pq_batch *b, int status, size_t i, int *st)
 {
@@ -170,7 +175,8 @@ static int validate(pq_batch *b, int encrypt)
     return st;
 }
 
-/* Reserve one invocation per module on each key; all or nothing. */
+/* Reserve one invocation per module on each key (one atomic add per key of the
+ * batch, on the count shared by every key object of the same bytes); all or nothing. */
 static int reserve_invocations(pq_batch *b)
 {
     uint64_t counts[256];
@@ -186,9 +192,9 @@ static int reserve_invocations(pq_batch *b)
     int st = PQ_OK;
     for (k = 0; k < b->nkeys; k++) {
         if (!cnt[k]) continue;
-        uint64_t before = atomic_fetch_add(&b->keys[k]->invocations, cnt[k]);
+        uint64_t before = atomic_fetch_add(&b->keys[k]->counter->invocations, cnt[k]);
         if (before + cnt[k] > PQ_INVOCATION_LIMIT || before + cnt[k] < before) {
-            atomic_fetch_sub(&b->keys[k]->invocations, cnt[k]);
+            atomic_fetch_sub(&b->keys[k]->counter->invocations, cnt[k]);
             st = PQ_ERR_LIMIT;
             break;
         }
@@ -196,7 +202,7 @@ static int reserve_invocations(pq_batch *b)
     if (st != PQ_OK) {
         /* roll back what was reserved on earlier keys */
         for (uint32_t j = 0; j < k; j++)
-            if (cnt[j]) atomic_fetch_sub(&b->keys[j]->invocations, cnt[j]);
+            if (cnt[j]) atomic_fetch_sub(&b->keys[j]->counter->invocations, cnt[j]);
         for (size_t i = 0; i < b->n; i++)
             if (pq_kidx(b, i) == k) { b->fail_index = i; break; }
     }

@@ -109,12 +109,16 @@ const char *pq_openssl_modules_dir(void);  /* where OpenSSL looks for providers 
 const char *pq_openssl_config_file(void);  /* the OpenSSL config file OpenSSL reads */
 
 /* Keys: the raw key is copied into the key object (len 16, 24 or 32); the caller may
- * wipe its copy. pq_key_free wipes the key material. NULL on bad length/OOM. */
-pq_key *pq_key_new(const uint8_t *raw, size_t len);
+ * wipe its copy. pq_key_free wipes the key material. pq_key_new returns PQ_OK (*out
+ * set), PQ_ERR_ARGUMENT (bad length), PQ_ERR_RNG, PQ_ERR_INTERNAL (out of memory) or
+ * what pq_init() reports.
+ * Invocations are counted per key per process: every key object holding the same key
+ * bytes shares one count (see keyreg.c for how long an unused key's count is kept). */
+int pq_key_new(const uint8_t *raw, size_t len, pq_key **out);
 void pq_key_free(pq_key *key);
 int pq_key_bits(const pq_key *key);
 uint64_t pq_key_invocations(const pq_key *key);
-void pq_key_set_invocations(pq_key *key, uint64_t value); /* test hook */
+void pq_key_set_invocations(pq_key *key, uint64_t value); /* test hook: sets the shared count */
 
 /* The batch entry points. The GIL is released around them by cffi. */
 int pq_encrypt_batch(pq_batch *batch);
