@@ -5,7 +5,11 @@ life of a process. The error paths point OPENSSL_MODULES at a directory without 
 provider, so they hold on machines that have one too. The positive path needs a FIPS
 provider, which Debian's OpenSSL 3.0 packages do not ship: it runs when
 PQSEAL_TEST_FIPS=1 is set together with an OpenSSL config (OPENSSL_CONF) that includes
-the provider's fipsmodule.cnf and, if needed, OPENSSL_MODULES.
+the provider's fipsmodule.cnf and, if needed, OPENSSL_MODULES. One way to get a provider:
+in OpenSSL 3.0's source, `./Configure enable-fips && make build_generated && make
+providers/fips.so`; then `openssl fipsinstall -module DIR/fips.so -out fipsmodule.cnf`,
+OPENSSL_MODULES=DIR, and an OPENSSL_CONF that `.include`s fipsmodule.cnf and lists
+`fips = fips_sect` (and `default = default_sect` with `activate = 1`) under its providers.
 """
 
 from __future__ import annotations

@@ -21,7 +21,8 @@ What FIPS mode pins
   the FIPS provider's DRBG: the switch checks that the DRBG instances in use are FIPS
   implementations. A DRBG instantiated before the switch keeps its provider, so FIPS
   mode has to be switched on before the process draws its first random byte from
-  OpenSSL; ``PQSEAL_FIPS=1`` does that at import, and :func:`enable_fips` refuses (with
+  OpenSSL (making the first ``ModuleKey`` draws one: the secret of the invocation
+  counts); ``PQSEAL_FIPS=1`` does that at import, and :func:`enable_fips` refuses (with
   a message saying so) when it is too late.
 * **GCM nonces.** 96-bit random IVs from that DRBG (SP 800-38D §8.2.2), drawn by pqseal
   and handed to the provider with the key, and at most 2^32 encryptions per key per
@@ -102,7 +103,7 @@ def _message(reason: int) -> str:
     elif reason == lib.PQ_FIPS_DRBG_IN_USE:
         text = ("FIPS mode: OpenSSL's random generator was already running outside the FIPS provider when FIPS "
                 "mode was asked for; set PQSEAL_FIPS=1 in the environment, or call pqseal.enable_fips() before "
-                "the process draws random bytes.")
+                "the process makes its first key or draws random bytes.")
     elif reason == lib.PQ_FIPS_CONFIG:
         text = ("OpenSSL's config sets default_properties = fips=yes, but no FIPS implementation of AES-GCM, "
                 "AES-CTR and the DRBG is available, so every cipher call and random draw would fail: "
