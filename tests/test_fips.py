@@ -63,7 +63,7 @@ def run(code: str, tmp_path, **env_extra) -> subprocess.CompletedProcess:
     env["PYTHONPATH"] = PY_PATH + os.pathsep + env.get("PYTHONPATH", "")
     env.update(env_extra)
     return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env, cwd=tmp_path,
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=120, check=False)
 
 
 def results(r: subprocess.CompletedProcess) -> dict:

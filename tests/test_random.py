@@ -121,7 +121,7 @@ def run_python(code: str, env_extra: dict, tmp_path) -> subprocess.CompletedProc
     env["PYTHONPATH"] = PY_PATH + os.pathsep + env.get("PYTHONPATH", "")
     env.update(env_extra)
     return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env, cwd=tmp_path,
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=120, check=False)
 
 
 def test_drbg_failure_is_a_clear_crypto_library_error(tmp_path):

@@ -43,8 +43,9 @@ def native_error(status: int) -> CryptoLibraryError:
     """The error for a native status that is not about one batch's input."""
     from . import _fips
 
-    if status == lib.PQ_ERR_FIPS and _fips.error() is not None:
-        return _fips.error()
+    fips_error = _fips.error()
+    if status == lib.PQ_ERR_FIPS and fips_error is not None:
+        return fips_error
     return CryptoLibraryError(f"pqseal native core failed (status {status})")
 
 
