@@ -22,7 +22,7 @@ import tempfile
 from cffi import FFI
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-SOURCES = ["core.c", "pool.c", "backend_openssl.c", "backend_ipsecmb.c", "fileio.c", "walk.c"]
+SOURCES = ["core.c", "pool.c", "random.c", "fips.c", "keyreg.c", "backend_openssl.c", "backend_ipsecmb.c", "fileio.c", "walk.c"]
 
 
 def _cdef_text() -> str:

@@ -5,7 +5,6 @@
 #include <string.h>
 
 #include <openssl/crypto.h>
-#include <openssl/evp.h>
 #include <openssl/rand.h>
 
 #include "internal.h"
@@ -48,26 +47,28 @@ static pthread_once_t init_once = PTHREAD_ONCE_INIT;
 static void do_init(void)
 {
     pq_pool_init();
+    pq_counters_init();
 #ifdef PQ_HAVE_IPSECMB
     ipsecmb_ok = pq_ipsecmb_init() == PQ_OK;
 #endif
+    pq_fips_check_config();
     init_status = PQ_OK;
 }
 
 int pq_init(void)
 {
     pthread_once(&init_once, do_init);
-    return init_status;
+    if (init_status != PQ_OK) return init_status;
+    return pq_fips_reason() == PQ_FIPS_OK ? PQ_OK : PQ_ERR_FIPS;
 }
-
-int pq_fips_enabled(void) { return EVP_default_properties_is_fips_enabled(NULL); }
 
 int pq_backend_available(int backend)
 {
     pq_init();
     if (backend == PQ_BACKEND_OPENSSL) return 1;
 #ifdef PQ_HAVE_IPSECMB
-    if (backend == PQ_BACKEND_IPSECMB) return ipsecmb_ok && !pq_fips_enabled();
+    /* intel-ipsec-mb is no FIPS module: refused whenever FIPS mode is on or asked for */
+    if (backend == PQ_BACKEND_IPSECMB) return ipsecmb_ok && !pq_fips_enabled() && pq_fips_reason() == PQ_FIPS_OK;
 #endif
     return 0;
 }
@@ -81,36 +82,41 @@ uint64_t pq_ipsecmb_features(void) { return 0; }
 const char *pq_openssl_version(void) { return OpenSSL_version(OPENSSL_VERSION); }
 uint64_t pq_gcm_invocation_limit(void) { return PQ_INVOCATION_LIMIT; }
 
-pq_key *pq_key_new(const uint8_t *raw, size_t len)
+int pq_key_new(const uint8_t *raw, size_t len, pq_key **out)
 {
-    if (pq_init() != PQ_OK) return NULL;
-    if (len != 16 && len != 24 && len != 32) return NULL;
+    *out = NULL;
+    int st = pq_init();
+    if (st != PQ_OK) return st;
+    if (len != 16 && len != 24 && len != 32) return PQ_ERR_ARGUMENT;
     pq_key *k = NULL;
-    if (posix_memalign((void **)&k, 64, sizeof *k) != 0) return NULL;
+    if (posix_memalign((void **)&k, 64, sizeof *k) != 0) return PQ_ERR_INTERNAL;
     memset(k, 0, sizeof *k);
     memcpy(k->raw, raw, len);
     k->len = (int)len;
-    atomic_init(&k->invocations, 0);
+    st = pq_counter_acquire(raw, len, &k->counter);
 #ifdef PQ_HAVE_IPSECMB
-    if (ipsecmb_ok && pq_ipsecmb_key_init(k) != PQ_OK) {
-        OPENSSL_cleanse(k, sizeof *k);
-        free(k);
-        return NULL;
-    }
+    /* in FIPS mode no code outside the FIPS provider touches the key */
+    if (st == PQ_OK && ipsecmb_ok && !pq_fips_enabled() && pq_ipsecmb_key_init(k) != PQ_OK) st = PQ_ERR_INTERNAL;
 #endif
-    return k;
+    if (st != PQ_OK) {
+        pq_key_free(k);
+        return st;
+    }
+    *out = k;
+    return PQ_OK;
 }
 
 void pq_key_free(pq_key *k)
 {
     if (!k) return;
+    pq_counter_release(k->counter);
     OPENSSL_cleanse(k, sizeof *k);
     free(k);
 }
 
 int pq_key_bits(const pq_key *k) { return k->len * 8; }
-uint64_t pq_key_invocations(const pq_key *k) { return atomic_load(&k->invocations); }
-void pq_key_set_invocations(pq_key *k, uint64_t v) { atomic_store(&k->invocations, v); }
+uint64_t pq_key_invocations(const pq_key *k) { return atomic_load(&k->counter->invocations); }
+void pq_key_set_invocations(pq_key *k, uint64_t v) { atomic_store(&k->counter->invocations, v); }
 
 static void fail(pq_batch *b, int status, size_t i, int *st)
 {
@@ -169,7 +175,8 @@ static int validate(pq_batch *b, int encrypt)
     return st;
 }
 
-/* Reserve one invocation per module on each key; all or nothing. */
+/* Reserve one invocation per module on each key (one atomic add per key of the
+ * batch, on the count shared by every key object of the same bytes); all or nothing. */
 static int reserve_invocations(pq_batch *b)
 {
     uint64_t counts[256];
@@ -185,9 +192,9 @@ static int reserve_invocations(pq_batch *b)
     int st = PQ_OK;
     for (k = 0; k < b->nkeys; k++) {
         if (!cnt[k]) continue;
-        uint64_t before = atomic_fetch_add(&b->keys[k]->invocations, cnt[k]);
+        uint64_t before = atomic_fetch_add(&b->keys[k]->counter->invocations, cnt[k]);
         if (before + cnt[k] > PQ_INVOCATION_LIMIT || before + cnt[k] < before) {
-            atomic_fetch_sub(&b->keys[k]->invocations, cnt[k]);
+            atomic_fetch_sub(&b->keys[k]->counter->invocations, cnt[k]);
             st = PQ_ERR_LIMIT;
             break;
         }
@@ -195,7 +202,7 @@ static int reserve_invocations(pq_batch *b)
     if (st != PQ_OK) {
         /* roll back what was reserved on earlier keys */
         for (uint32_t j = 0; j < k; j++)
-            if (cnt[j]) atomic_fetch_sub(&b->keys[j]->invocations, cnt[j]);
+            if (cnt[j]) atomic_fetch_sub(&b->keys[j]->counter->invocations, cnt[j]);
         for (size_t i = 0; i < b->n; i++)
             if (pq_kidx(b, i) == k) { b->fail_index = i; break; }
     }
@@ -218,7 +225,8 @@ void pq_run_work(pq_work *w)
 static int run_batch(pq_batch *b, int encrypt)
 {
     b->fail_index = (size_t)-1;
-    if (pq_init() != PQ_OK) return PQ_ERR_INTERNAL;
+    int st = pq_init();
+    if (st != PQ_OK) return st;
     if (!pq_backend_available(b->backend)) return PQ_ERR_BACKEND;
     if ((b->algorithm != PQ_ALG_GCM && b->algorithm != PQ_ALG_CTR) ||
         (b->framing != PQ_FRAME_MODULE && b->framing != PQ_FRAME_RAW) ||
@@ -231,7 +239,7 @@ static int run_batch(pq_batch *b, int encrypt)
         (!b->dst_base && b->dst_size))
         return PQ_ERR_ARGUMENT;
 
-    int st = validate(b, encrypt);
+    st = validate(b, encrypt);
     if (st != PQ_OK) return st;
 
     uint8_t *nonces = NULL;

@@ -17,6 +17,21 @@
 #define PQ_MAX_PLAINTEXT ((uint64_t)0xFFFFFFFFu - PQ_NONCE_LEN - PQ_TAG_LEN)
 #define PQ_INVOCATION_LIMIT ((uint64_t)1 << 32)
 
+/* One key's invocation count, shared by every pq_key with the same bytes (keyreg.c). */
+#define PQ_TAG_HMAC 32
+typedef struct pq_counter {
+    _Atomic uint64_t invocations;
+    uint8_t tag[PQ_TAG_HMAC];             /* HMAC-SHA-256(process secret, key) */
+    uint64_t users;                       /* key objects using it (under the table's lock) */
+    struct pq_counter *chain;             /* hash bucket */
+    struct pq_counter *older, *newer;     /* idle list (users == 0), oldest first */
+} pq_counter;
+
+void pq_counters_init(void);
+/* The counter of this key (made at 0 if new); PQ_OK, PQ_ERR_RNG or PQ_ERR_INTERNAL. */
+int pq_counter_acquire(const uint8_t *raw, size_t len, pq_counter **out);
+void pq_counter_release(pq_counter *c);
+
 struct pq_key {
     /* backend-specific precomputed state comes first for alignment */
 #ifdef PQ_HAVE_IPSECMB
@@ -26,7 +41,7 @@ struct pq_key {
 #endif
     uint8_t raw[32];
     int len;
-    _Atomic uint64_t invocations;
+    pq_counter *counter; /* shared with every pq_key of the same bytes */
 };
 
 /* One worker's slice of a batch. */
@@ -59,6 +74,9 @@ void pq_run_work(pq_work *w);
 /* Worker pool: run works[0] here and works[1..nt-1] on pool workers; returns when all are done. */
 void pq_pool_init(void);
 void pq_pool_run(pq_work *works, int nt);
+
+/* At init: note when OpenSSL's config asks for FIPS but offers no FIPS implementations. */
+void pq_fips_check_config(void);
 
 /* Backends process modules lo..hi of a batch whose framing was validated. */
 void pq_openssl_run(pq_work *w);

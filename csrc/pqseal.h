@@ -40,6 +40,7 @@ typedef struct pq_key pq_key;
 #define PQ_ERR_BACKEND 9      /* backend not available in this build / mode */
 #define PQ_ERR_MODULE_TYPE 10 /* unknown module type */
 #define PQ_ERR_ARGUMENT 11    /* inconsistent batch arguments */
+#define PQ_ERR_FIPS 12        /* FIPS mode was asked for but is unusable: see pq_fips_reason() */
 
 #define PQ_NONCE_LEN 12
 #define PQ_TAG_LEN 16
@@ -88,16 +89,36 @@ typedef struct {
     size_t fail_index;
 } pq_batch;
 
-/* Library set-up; safe to call more than once. Returns PQ_OK or PQ_ERR_INTERNAL. */
+/* Library set-up; safe to call more than once. Returns PQ_OK, PQ_ERR_INTERNAL, or
+ * PQ_ERR_FIPS while FIPS mode is asked for but unusable (every entry point then refuses). */
 int pq_init(void);
 
+/* FIPS mode (fips.c): OpenSSL's "fips" and "base" providers loaded, default properties
+ * fips=yes, the OpenSSL backend only. pq_enable_fips() returns one of the reasons below
+ * (PQ_FIPS_OK on success); a failure is sticky until a later call succeeds. */
+#define PQ_FIPS_OK 0
+#define PQ_FIPS_NO_PROVIDER 1  /* the "fips" provider did not load */
+#define PQ_FIPS_NO_BASE 2      /* the "base" provider did not load */
+#define PQ_FIPS_NOT_APPROVED 3 /* an algorithm pqseal uses is not offered with fips=yes */
+#define PQ_FIPS_DRBG_IN_USE 4  /* the DRBG already in use is not a FIPS implementation */
+#define PQ_FIPS_CONFIG 5       /* OpenSSL's config sets fips=yes but nothing offers pqseal's algorithms so */
+int pq_enable_fips(void);
+int pq_fips_reason(void);     /* PQ_FIPS_OK, or why FIPS mode is unusable */
+int pq_fips_enabled(void);    /* 1 when OpenSSL's default properties are fips=yes and usable */
+const char *pq_openssl_modules_dir(void);  /* where OpenSSL looks for providers */
+const char *pq_openssl_config_file(void);  /* the OpenSSL config file OpenSSL reads */
+
 /* Keys: the raw key is copied into the key object (len 16, 24 or 32); the caller may
- * wipe its copy. pq_key_free wipes the key material. NULL on bad length/OOM. */
-pq_key *pq_key_new(const uint8_t *raw, size_t len);
+ * wipe its copy. pq_key_free wipes the key material. pq_key_new returns PQ_OK (*out
+ * set), PQ_ERR_ARGUMENT (bad length), PQ_ERR_RNG, PQ_ERR_INTERNAL (out of memory) or
+ * what pq_init() reports.
+ * Invocations are counted per key per process: every key object holding the same key
+ * bytes shares one count (see keyreg.c for how long an unused key's count is kept). */
+int pq_key_new(const uint8_t *raw, size_t len, pq_key **out);
 void pq_key_free(pq_key *key);
 int pq_key_bits(const pq_key *key);
 uint64_t pq_key_invocations(const pq_key *key);
-void pq_key_set_invocations(pq_key *key, uint64_t value); /* test hook */
+void pq_key_set_invocations(pq_key *key, uint64_t value); /* test hook: sets the shared count */
 
 /* The batch entry points. The GIL is released around them by cffi. */
 int pq_encrypt_batch(pq_batch *batch);
@@ -105,12 +126,18 @@ int pq_decrypt_batch(pq_batch *batch);
 
 /* Backend information. */
 int pq_backend_available(int backend);
-int pq_fips_enabled(void);
 const char *pq_openssl_version(void);
 const char *pq_ipsecmb_version(void);  /* "" if not built with intel-ipsec-mb */
 const char *pq_ipsecmb_arch(void);     /* architecture path chosen at init, "" if none */
 uint64_t pq_ipsecmb_features(void);    /* IMB_FEATURE_* bit mask, 0 if none */
 uint64_t pq_gcm_invocation_limit(void);
+
+/* Random bytes from OpenSSL's DRBG (RAND_bytes), the source of every key, salt, file
+ * AAD and nonce. Returns PQ_OK, PQ_ERR_RNG, or what pq_init() reports. */
+int pq_random_bytes(uint8_t *out, size_t n);
+/* Drain the calling thread's OpenSSL error queue into buf as one line of text
+ * (NUL-terminated, cut at cap); returns its length. */
+size_t pq_openssl_error(char *buf, size_t cap);
 
 /* Output files (fileio.c). Reserve `len` bytes of disk blocks from `offset` without
  * changing the file size (fallocate FALLOC_FL_KEEP_SIZE), so that writes into the page

@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 import pqseal
 from pqseal import errors
 from pqseal.crypto import (GCM_INVOCATION_LIMIT, Batch, CtrModuleCipher, GcmModuleCipher, ModuleKey, ModuleType,
-                           module_aad, unwrap_key_locally, wrap_key_locally)
+                           module_aad, random_bytes, unwrap_key_locally, wrap_key_locally)
 from pqseal.errors import (BackendUnavailable, InvalidKey, InvalidOrdinal, InvalidTag, InvocationLimitExceeded,
                            MalformedKeyMaterial, MalformedModule, ShortBuffer)
 
@@ -177,7 +177,7 @@ def test_bad_ordinals_array_names_the_module(backend, field, dtype):
 
 
 def test_failed_validation_uses_no_invocations(backend):
-    mk = ModuleKey(K16)
+    mk = ModuleKey(random_bytes(16))  # a key of its own: counts are per key per process
     c = GcmModuleCipher(mk, backend=backend)
     with pytest.raises(InvalidOrdinal):
         c.encrypt_batch([b"a", b"b"], row_group=np.array([1, 40000]))
@@ -312,7 +312,7 @@ def test_malformed_modules(backend, cls):
 @pytest.mark.parametrize("cls", CIPHERS)
 def test_invocation_limit(backend, cls):
     assert GCM_INVOCATION_LIMIT == 2**32
-    mk = ModuleKey(K32)
+    mk = ModuleKey(random_bytes(32))  # a key of its own: counts are per key per process
     c = cls(mk, backend=backend)
     mk._set_invocations(2**32 - 1)
     m = c.encrypt(b"last one")
@@ -332,7 +332,7 @@ def test_invocation_limit(backend, cls):
 
 def test_invocation_limit_rolls_back_other_keys(backend):
     # 300 keys: more than the native 256-entry fast table
-    keys = [ModuleKey(bytes([i % 256]) * 16) for i in range(300)]
+    keys = [ModuleKey(random_bytes(16)) for i in range(300)]
     c = GcmModuleCipher(keys, backend=backend)
     keys[299]._set_invocations(2**32)
     ki = np.array([0, 5, 299, 7, 270])
@@ -346,7 +346,7 @@ def test_invocation_limit_rolls_back_other_keys(backend):
 
 
 def test_same_key_twice_in_a_table_counts_once_per_use(backend):
-    mk = ModuleKey(K16)
+    mk = ModuleKey(random_bytes(16))
     c = GcmModuleCipher([mk, mk], backend=backend)
     mk._set_invocations(2**32 - 3)
     with pytest.raises(InvocationLimitExceeded):

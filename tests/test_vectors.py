@@ -226,3 +226,30 @@ def test_rfc3686_ctr_one_batch_mixed_key_sizes(backend):
     offs = np.concatenate([[0], np.cumsum(lens)[:-1]])
     back = c.decrypt_batch(buf, offsets=offs, lengths=lens, key_index=idx[::-1]).to_list()
     assert back == [v.pt for v in vecs][::-1] * reps
+
+
+# ---- plaintext-footer signature (PME §5.5) ----------------------------------------------------
+
+
+@pytest.mark.parametrize("bits", KEY_BITS)
+def test_footer_signature_is_gcm_tag_under_a_fresh_nonce(backend, bits):
+    """nonce ‖ tag of AES-GCM over the footer with AAD file_aad ‖ 0x00, checked with
+    `cryptography`; the nonce is pqseal's, never the caller's."""
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    from pqseal.crypto import random_bytes
+
+    key, file_aad, footer = random_bytes(bits // 8), b"prefix" + random_bytes(8), b"thrift footer bytes" * 7
+    c = GcmModuleCipher(key, file_aad, backend=backend)
+    sigs = [c.footer_signature(footer) for _ in range(3)]
+    for sig in sigs:
+        nonce, tag = sig[:12], sig[12:]
+        assert len(sig) == 28
+        assert AESGCM(key).encrypt(nonce, footer, file_aad + b"\x00")[-16:] == tag
+        c.verify_footer_signature(footer, sig)
+        with pytest.raises(InvalidTag):
+            c.verify_footer_signature(footer + b"x", sig)
+    assert len({s[:12] for s in sigs}) == 3  # a fresh nonce per signature
+    # the public call takes no nonce: a caller cannot make pqseal sign under a nonce it chose
+    with pytest.raises(TypeError):
+        c.footer_signature(footer, nonce=sigs[0][:12])

@@ -4,6 +4,7 @@ from ._version import __version__
 from ._backend import available_backends, backend_info
 from . import errors
 from .errors import PqsealError, InvalidTag
+from ._fips import enable_fips  # eager: PQSEAL_FIPS=1 is applied at import
 
 # Imported on first use, so `import pqseal` stays light: name -> (module, attribute).
 _LAZY = {
@@ -38,4 +39,5 @@ def __dir__():
     return sorted(set(globals()) | set(_LAZY))
 
 
-__all__ = ["__version__", "available_backends", "backend_info", "errors", "PqsealError", "InvalidTag", *_LAZY]
+__all__ = ["__version__", "available_backends", "backend_info", "enable_fips", "errors", "PqsealError", "InvalidTag",
+           *_LAZY]

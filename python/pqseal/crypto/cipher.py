@@ -15,7 +15,7 @@ import numpy as np
 
 from .. import _backend
 from .._native import ffi, lib
-from ..errors import (BackendUnavailable, CryptoLibraryError, InvalidKey, InvalidOrdinal, InvalidTag,
+from ..errors import (CryptoLibraryError, InvalidKey, InvalidOrdinal, InvalidTag,
                       InvocationLimitExceeded, MalformedModule, ShortBuffer)
 from .keys import ModuleKey
 from .modules import ModuleType
@@ -333,9 +333,11 @@ class _ModuleCipher:
         if status == lib.PQ_ERR_MODULE_TYPE:
             raise ValueError(f"unknown module type in {where}")
         if status == lib.PQ_ERR_BACKEND:
-            raise BackendUnavailable(f"backend {self.backend!r} is not available")
+            raise _backend.unavailable(self.backend)
+        if status == lib.PQ_ERR_FIPS:
+            raise _backend.native_error(status)
         if status == lib.PQ_ERR_RNG:
-            raise CryptoLibraryError("the CSPRNG failed")
+            raise _backend.rng_error()
         if status == lib.PQ_ERR_ARGUMENT:
             if idx is not None:
                 raise ValueError(f"{where} lies outside the input buffer")
@@ -349,14 +351,10 @@ class GcmModuleCipher(_ModuleCipher):
 
     _alg = "gcm"
 
-    def footer_signature(self, footer: bytes, *, key_index: int = 0, nonce: bytes | None = None) -> bytes:
+    def footer_signature(self, footer: bytes, *, key_index: int = 0) -> bytes:
         """``nonce ‖ tag`` of GCM over ``footer`` with the footer AAD (plaintext-footer
-        signing, PME §5.5): the ciphertext is discarded. With ``nonce`` (taken from a
-        file) this recomputes the tag to verify a signature."""
-        batch = self._run(True, [footer], None, None, ModuleType.FOOTER, 0, 0, 0, key_index, 1, None, None,
-                          nonce, framing=lib.PQ_FRAME_RAW)
-        raw = batch.buffer
-        return raw[:NONCE_LEN].tobytes() + raw[len(raw) - TAG_LEN:].tobytes()
+        signing, PME §5.5) under a fresh nonce from the DRBG: the ciphertext is discarded."""
+        return self._footer_tag(footer, key_index, None)
 
     def verify_footer_signature(self, footer: bytes, signature: bytes, *, key_index: int = 0) -> None:
         """Raise :class:`InvalidTag` unless ``signature`` (``nonce ‖ tag``) signs ``footer``."""
@@ -364,10 +362,19 @@ class GcmModuleCipher(_ModuleCipher):
 
         if len(signature) != NONCE_LEN + TAG_LEN:
             raise MalformedModule(f"footer signature must be {NONCE_LEN + TAG_LEN} bytes")
-        expect = self.footer_signature(footer, key_index=key_index, nonce=bytes(signature[:NONCE_LEN]))
+        expect = self._footer_tag(footer, key_index, bytes(signature[:NONCE_LEN]))
         if not hmac.compare_digest(expect, bytes(signature)):
             raise InvalidTag("plaintext footer signature mismatch: the footer was altered or the footer key is wrong",
                              module_type=ModuleType.FOOTER)
+
+    def _footer_tag(self, footer: bytes, key_index: int, nonce: bytes | None) -> bytes:
+        """``nonce ‖ tag`` over ``footer``. A given ``nonce`` (read from a file, to verify
+        its signature) is for recomputing a tag only: its output is compared, never
+        written, so no caller can make pqseal sign under a nonce of its choice."""
+        batch = self._run(True, [footer], None, None, ModuleType.FOOTER, 0, 0, 0, key_index, 1, None, None,
+                          nonce, framing=lib.PQ_FRAME_RAW)
+        raw = batch.buffer
+        return raw[:NONCE_LEN].tobytes() + raw[len(raw) - TAG_LEN:].tobytes()
 
 
 class CtrModuleCipher(_ModuleCipher):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 
+from .. import _backend, _fips
 from .._native import ffi, lib
 from ..errors import InvalidKey
 
@@ -17,9 +18,13 @@ class ModuleKey:
     The key bytes are copied into native memory (with the backends' key schedules)
     and wiped with ``OPENSSL_cleanse`` when the key is closed or collected. Pass a
     ``bytearray`` and wipe it yourself if the Python-side copy matters: Python
-    ``bytes`` cannot be wiped. The key counts its encryptions and refuses more than
-    2^32 (random 96-bit nonces, NIST SP 800-38D §8.3). No repr, str or pickle shows
-    key bytes.
+    ``bytes`` cannot be wiped. Encryptions are counted per key per process, across
+    every ``ModuleKey`` made from the same bytes (a key reused for many files counts in
+    total), and more than 2^32 are refused (random 96-bit nonces, NIST SP 800-38D §8.3).
+    The count of a key no object uses any more is kept until 65536 other keys have
+    fallen out of use after it; a forked child starts from its parent's counts. The
+    counts are found by a keyed hash whose key never leaves the process: there is no
+    stable fingerprint of the key anywhere. No repr, str or pickle shows key bytes.
     """
 
     __slots__ = ("_ptr", "_bits", "_lock", "_users", "_closing", "__weakref__")
@@ -27,22 +32,28 @@ class ModuleKey:
     def __init__(self, key) -> None:
         if isinstance(key, ModuleKey):
             raise TypeError("already a ModuleKey")
+        _fips.check()
         if isinstance(key, str):
             raise InvalidKey("a key must be bytes-like, not str")
         try:
             buf = ffi.from_buffer(key)
         except TypeError:
             raise InvalidKey(f"a key must be bytes-like, not {type(key).__name__}") from None
+        out = ffi.new("pq_key **")
         try:
             if len(buf) not in KEY_LENGTHS:
                 raise InvalidKey(f"AES key must be 16, 24 or 32 bytes, got {len(buf)}")
-            ptr = lib.pq_key_new(ffi.cast("const uint8_t *", buf), len(buf))
+            status = lib.pq_key_new(ffi.cast("const uint8_t *", buf), len(buf), out)
             nbytes = len(buf)
         finally:
             ffi.release(buf)
-        if ptr == ffi.NULL:
+        if status == lib.PQ_ERR_RNG:
+            raise _backend.rng_error()
+        if status == lib.PQ_ERR_INTERNAL:
             raise MemoryError("could not allocate a native key")
-        self._ptr = ffi.gc(ptr, lib.pq_key_free)
+        if status != lib.PQ_OK:
+            raise _backend.native_error(status)
+        self._ptr = ffi.gc(out[0], lib.pq_key_free)
         self._bits = nbytes * 8
         self._lock = threading.Lock()
         self._users = 0        # native calls currently using the key
@@ -58,7 +69,8 @@ class ModuleKey:
 
     @property
     def invocations(self) -> int:
-        """Encryptions performed under this key (GCM and CTR modules)."""
+        """Encryptions performed in this process under this key's bytes (GCM and CTR
+        modules), by this object and any other holding the same key."""
         return int(lib.pq_key_invocations(self._handle()))
 
     def _set_invocations(self, value: int) -> None:  # test hook

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .._native import lib
-from ..crypto import CtrModuleCipher, GcmModuleCipher, ModuleKey, ModuleType
+from ..crypto import CtrModuleCipher, GcmModuleCipher, ModuleKey, ModuleType, random_bytes
 from ..errors import InvalidOrdinal, MalformedFile
 from . import _buffers, thrift
 from .layout import AAD_FILE_UNIQUE_LEN, MAGIC, MAGIC_ENCRYPTED, PageType, dotted
@@ -118,7 +118,7 @@ class Sink:
                     index[ck.key] = len(keys)
                     keys.append(ck.key)
                 self.plans[i] = _ColumnPlan(index[ck.key], False, ck.key_metadata)
-        self.aad_file_unique = os.urandom(AAD_FILE_UNIQUE_LEN)
+        self.aad_file_unique = random_bytes(AAD_FILE_UNIQUE_LEN)
         self.file_aad = (enc.aad_prefix or b"") + self.aad_file_unique
         self._keys = [ModuleKey(k) for k in keys]
         self.gcm = GcmModuleCipher(self._keys, self.file_aad, backend=backend)

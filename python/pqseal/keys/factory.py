@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from typing import Callable
 
+from ..crypto import random_bytes
 from ..errors import KeyNotFound, UnsupportedFeature
 from ..format.properties import DecryptionProperties, EncryptionProperties
 from ..kms.base import DEFAULT, KmsClient, KmsConnectionConfig
@@ -37,7 +38,7 @@ class CryptoFactory:
         external: dict[str, str] = {}
 
         def new_key(master_key_id: str, is_footer: bool):
-            dek = os.urandom(nbytes)
+            dek = random_bytes(nbytes)
             material = wrapper.wrap(dek, master_key_id, is_footer)
             if cfg.internal_key_material:
                 return dek, material.to_json(True).encode()

@@ -12,12 +12,11 @@
 from __future__ import annotations
 
 import base64
-import os
 import threading
 import time
 from typing import Callable
 
-from ..crypto import unwrap_key_locally, wrap_key_locally
+from ..crypto import random_bytes, unwrap_key_locally, wrap_key_locally
 from ..errors import KmsError, MalformedKeyMaterial, PqsealError
 from ..kms.base import KmsClient, KmsConnectionConfig
 from .material import KeyMaterial
@@ -113,8 +112,8 @@ class KeyWrapper:
 
     def _kek(self, master_key_id: str):
         def create():
-            kek = os.urandom(self.kek_bytes)
-            kek_id = os.urandom(KEK_ID_LEN)
+            kek = random_bytes(self.kek_bytes)
+            kek_id = random_bytes(KEK_ID_LEN)
             wrapped = _kms_call(lambda: self.kms.wrap_key(kek, master_key_id), f"wrap with {master_key_id!r}")
             return kek, kek_id, wrapped
         return self._cache.get_or_create(self.config.key_access_token, (_Ident(self.kms), master_key_id),

@@ -25,7 +25,7 @@ import stat
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 from .._io import atomic_write
-from ..crypto import ModuleKey, unwrap_key_locally, wrap_key_locally
+from ..crypto import ModuleKey, random_bytes, unwrap_key_locally, wrap_key_locally
 from ..errors import InvalidTag, KeyAccessDenied, KeyNotFound, MalformedKeyMaterial
 from .base import KmsClient
 
@@ -108,7 +108,7 @@ class LocalKeystore(KmsClient):
         if not passphrase:
             raise KeyAccessDenied("the keystore passphrase must not be empty")
         os.makedirs(os.path.dirname(os.path.abspath(path)), mode=0o700, exist_ok=True)
-        salt = os.urandom(16)
+        salt = random_bytes(16)
         kdf = {"name": "scrypt", "salt": _b64(salt), "n": SCRYPT_N, "r": SCRYPT_R, "p": SCRYPT_P}
         kek = _derive(passphrase, kdf)
         doc = {"format": FORMAT, "kdf": kdf, "check": wrap_key_locally(_CHECK, kek, b"check"), "keys": {}}
@@ -163,7 +163,7 @@ class LocalKeystore(KmsClient):
     # ---- key lifecycle -------------------------------------------------------------------
 
     def _new_version(self, key_id: str, version: int, bits: int) -> dict:
-        raw = os.urandom(bits // 8)
+        raw = random_bytes(bits // 8)
         sealed = wrap_key_locally(raw, self._kek, f"{key_id}:{version}".encode())
         return {"version": version, "bits": bits, "state": "active",
                 "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "sealed": sealed}
