@@ -6,27 +6,29 @@ import json
 
 import click
 
-from .jobs import _pairs
-from .kms import _kms_client_factory, _properties
+from . import jobs as J
+from .kms import KmsChoice, properties
 
 
 @click.command()
 @click.argument("path", type=click.Path())
-@click.option("--kms", metavar="keystore[:PATH]|keylist")
-@click.option("--key-list", metavar="'ID: B64, ...'")
-@click.option("--property", "properties", multiple=True, metavar="NAME=VALUE")
-@click.option("--single-wrapping", is_flag=True)
-def rotate(path, kms, key_list, properties, single_wrapping):
+@click.option("--kms", metavar="keystore[:PATH]|keylist", help="KMS of the master keys (as for encrypt).")
+@click.option("--key-list", metavar="LIST", help="Master keys of the key-list KMS: 'id: base64, ...', env:NAME or "
+              "file:PATH.")
+@click.option("--property", "props", multiple=True, metavar="NAME=VALUE", help="KMS connection property.")
+@click.option("--single-wrapping", is_flag=True, help="Wrap data keys with the KMS directly (no KEKs).")
+def rotate(path, kms, key_list, props, single_wrapping):
     """Re-wrap the keys of file(s) with external key material under the current master
     key versions (after `pqseal keys rotate`); the Parquet data is not touched."""
-    from ..config import kms_connection_from_properties
     from ..keys import CryptoFactory
 
-    factory = CryptoFactory(_kms_client_factory(kms, key_list))
-    conn = kms_connection_from_properties(dict(_properties(properties)))
-    for src, _ in _pairs(path, None):
+    choice = KmsChoice(kms, key_list, properties(props))
+    factory, conn = CryptoFactory(choice.client_factory()), choice.connection()
+
+    def one(src, _):
         n = factory.rotate_master_keys(conn, src, double_wrapping=not single_wrapping)
         click.echo(f"rotated {n} keys of {src}")
+    J.run(J.plan(path, None), one, 1, "rotated")
 
 
 @click.group()

@@ -1,4 +1,13 @@
-"""Key values on the command line: base64, ``env:NAME`` or ``file:PATH``."""
+"""Keys and key lists on the command line, with their encoding always explicit:
+
+- ``BASE64``: the key itself, base64 (visible in ``ps`` and shell history);
+- ``env:NAME``: base64 text in an environment variable;
+- ``file:PATH``: base64 text in a file (surrounding whitespace ignored);
+- ``raw:PATH``: the raw 16, 24 or 32 key bytes in a file.
+
+Key files must not be readable by group or others (like the keystore). Error messages
+name options, columns, variables and files, never a key or a part of one.
+"""
 
 from __future__ import annotations
 
@@ -9,51 +18,69 @@ import os
 import click
 
 from ..errors import InvalidKey
+from ..kms.keystore import read_private_file
+
+KEY_FORMS = "base64, env:NAME, file:PATH (base64 text) or raw:PATH (raw bytes)"
 
 
 def load_key(spec: str, what: str) -> bytes:
-    """A key given as base64, ``env:NAME`` (base64 in an environment variable) or
-    ``file:PATH`` / ``@PATH`` (a file holding base64 or the raw 16/24/32 bytes), so keys
-    need not appear in shell history."""
+    """The key bytes of a key spec (see the module's docstring)."""
+    if spec.startswith("raw:"):
+        key = read_private_file(spec[4:], f"{what}: key file")
+        if len(key) not in (16, 24, 32):
+            raise InvalidKey(f"{what}: raw key file {spec[4:]} holds {len(key)} bytes, not 16, 24 or 32"
+                             + (" (base64 text? use file:PATH)" if len(key) > 16 else ""))
+        return key
     if spec.startswith("env:"):
         name = spec[4:]
         if name not in os.environ:
             raise InvalidKey(f"{what}: environment variable {name} is not set")
-        text = os.environ[name].strip().encode()
-    elif spec.startswith(("file:", "@")):
-        path = spec[5:] if spec.startswith("file:") else spec[1:]
-        with open(path, "rb") as f:
-            text = f.read()
-        if len(text) in (16, 24, 32):
-            return text
-        text = text.strip()
+        text, source = os.environ[name].encode(), f"environment variable {name}"
+    elif spec.startswith("file:"):
+        text, source = read_private_file(spec[5:], f"{what}: key file"), f"key file {spec[5:]}"
+    elif spec.startswith("@"):
+        raise click.UsageError(f"{what}: @PATH is ambiguous; use file:PATH for base64 text or raw:PATH for raw "
+                               "key bytes")
     else:
-        text = spec.strip().encode()
+        text, source = spec.encode(), "the value"
     try:
-        key = base64.b64decode(text, validate=True)
+        key = base64.b64decode(text.strip(), validate=True)
     except (binascii.Error, ValueError):
-        raise InvalidKey(f"{what} is not valid base64 (or env:NAME / file:PATH)") from None
+        hint = "; for raw key bytes use raw:PATH" if spec.startswith("file:") else ""
+        raise InvalidKey(f"{what}: {source} is not valid base64 (keys are {KEY_FORMS}){hint}") from None
     if len(key) not in (16, 24, 32):
-        raise InvalidKey(f"{what} must decode to 16, 24 or 32 bytes, got {len(key)}")
+        raise InvalidKey(f"{what}: {source} decodes to {len(key)} bytes, not 16, 24 or 32")
     return key
 
 
-def _column_keys(values, what="--column-key-value") -> dict:
-    out = {}
+def column_key_values(values, option: str = "--column-key-value") -> dict[str, bytes]:
+    """``PATH=KEY`` values → {column path: key}. A value without a column path (such as
+    a bare base64 key, whose ``=`` padding looks like a separator) is refused without
+    being echoed."""
+    out: dict[str, bytes] = {}
     for v in values:
-        if "=" not in v:
-            raise click.UsageError(f"{what} takes PATH=KEY, got {v!r}")
-        path, key = v.split("=", 1)
+        path, sep, spec = v.partition("=")
         path = path.strip()
-        if not path or path in out:
-            raise click.UsageError(f"{what}: empty or repeated column {path!r}")
-        out[path] = load_key(key, f"key of column {path!r}")
+        if not sep or not path or not spec.strip("= \t"):
+            raise click.UsageError(f"{option} takes COLUMN=KEY (a dotted column path, '=', then a key as "
+                                   f"{KEY_FORMS}); a value was given without a column path or without a key")
+        if path in out:
+            raise click.UsageError(f"{option}: column {path!r} given twice")
+        out[path] = load_key(spec, f"key of column {path!r}")
     return out
 
 
-def _decryption(footer_key, column_key_values, aad_prefix):
-    from ..format import DecryptionProperties
-
-    return DecryptionProperties(load_key(footer_key, "--footer-key-value") if footer_key else None,
-                                column_keys=_column_keys(column_key_values),
-                                aad_prefix=aad_prefix.encode() if aad_prefix is not None else None)
+def load_key_list(spec: str, what: str = "--key-list") -> str:
+    """The text of a key list (``"id: base64, ..."``), given as such, as ``env:NAME`` or
+    as ``file:PATH`` (a private file)."""
+    if spec.startswith("env:"):
+        name = spec[4:]
+        if name not in os.environ:
+            raise InvalidKey(f"{what}: environment variable {name} is not set")
+        return os.environ[name]
+    if spec.startswith("file:"):
+        try:
+            return read_private_file(spec[5:], f"{what}: key list file").decode("utf-8")
+        except UnicodeDecodeError:
+            raise InvalidKey(f"{what}: key list file {spec[5:]} is not UTF-8 text") from None
+    return spec
