@@ -200,7 +200,7 @@ def encrypt(src, dst, **o):
                             in_place=o["in_place"])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # reported once per file by report()
-        J.report(J.run(plan, one, o["jobs"], "encrypted"), "encrypted")
+        J.run(plan, one, o["jobs"], "encrypted", lambda stats: J.report(stats, "encrypted"))
 
 
 # ---- decrypt, verify, inspect ------------------------------------------------------------------------
@@ -221,8 +221,8 @@ def decrypt(src, dst, footer_key_value, column_key_values, aad_prefix, kms, key_
 
     keys = _read_keys(footer_key_value, column_key_values, aad_prefix, kms, key_list, properties).decryption()
     plan = J.plan(src, dst, in_place=in_place)
-    J.report(J.run(plan, lambda s, d: decrypt_file(s, d, keys(s), overwrite=force, in_place=in_place), jobs,
-                   "decrypted"), "decrypted")
+    J.run(plan, lambda s, d: decrypt_file(s, d, keys(s), overwrite=force, in_place=in_place), jobs, "decrypted",
+          lambda stats: J.report(stats, "decrypted"))
 
 
 def _ok_line(r: dict) -> str:
@@ -257,9 +257,10 @@ def verify(path, footer_key_value, column_key_values, aad_prefix, kms, key_list,
                                   if f.get(k) is not None)
                 click.echo(f"FAILED {src}: {where}: {f['error']}", err=True)
             raise
-    reports = J.run(J.plan(path, None), one, jobs, "verified")
-    for r in sorted(reports, key=lambda r: r["file"]):
-        click.echo(json.dumps(r) if as_json else _ok_line(r))
+    def show(reports):
+        for r in sorted(reports, key=lambda r: r["file"]):
+            click.echo(json.dumps(r) if as_json else _ok_line(r))
+    J.run(J.plan(path, None), one, jobs, "verified", show)
 
 
 @click.command()
@@ -273,12 +274,10 @@ def inspect(path, footer_key_value, column_key_values, aad_prefix, kms, key_list
 
     read = _read_keys(footer_key_value, column_key_values, aad_prefix, kms, key_list, properties)
     keys = read.decryption() if read.any else None
-    infos = J.run(J.plan(path, None), lambda s, _: inspect_one(s, keys(s) if keys else None), 1, "inspected")
-    for info in sorted(infos, key=lambda i: i["file"]):
-        if as_json:
-            click.echo(json.dumps(info))
-        else:
-            _print_inspect(info)
+    def show(infos):
+        for info in sorted(infos, key=lambda i: i["file"]):
+            click.echo(json.dumps(info)) if as_json else _print_inspect(info)
+    J.run(J.plan(path, None), lambda s, _: inspect_one(s, keys(s) if keys else None), 1, "inspected", show)
 
 
 def _print_inspect(info: dict) -> None:

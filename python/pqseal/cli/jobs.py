@@ -15,9 +15,9 @@ from __future__ import annotations
 import os
 import sys
 from collections import defaultdict
+from collections.abc import Callable
 from concurrent.futures import CancelledError, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
-from typing import Callable
 
 import click
 
@@ -108,10 +108,12 @@ def _leftovers(jobs: list[Job]) -> list[str]:
     return found
 
 
-def run(p: Plan, fn: Callable[[str, str | None], object], jobs: int, verb: str) -> list:
-    """Run ``fn(src, dst)`` over the plan's jobs, ``jobs`` at a time, with a progress bar.
-    A failing file is reported on one line and the others still run; the command then
-    exits 1. SIGINT/SIGTERM stop every job at its next chunk (see ``interrupt``)."""
+def run(p: Plan, fn: Callable[[str, str | None], object], jobs: int, verb: str,
+        show: Callable[[list], None] | None = None) -> list:
+    """Run ``fn(src, dst)`` over the plan's jobs, ``jobs`` at a time, with a progress bar,
+    and ``show`` the results. A failing file is reported on one line and the others still
+    run; the command then exits 1. SIGINT/SIGTERM stop every job at its next chunk (see
+    ``interrupt``)."""
     if p.directory:
         print_skipped(p)
         if not p.jobs:
@@ -135,6 +137,14 @@ def run(p: Plan, fn: Callable[[str, str | None], object], jobs: int, verb: str) 
         else:
             click.echo(f"pqseal: error: {line}", err=True)
 
+    def collect(fut, job: Job) -> None:
+        try:
+            results.append(fut.result())
+        except (_cancel.Cancelled, CancelledError):
+            pass
+        except (PqsealError, OSError, ValueError) as exc:
+            failed(job, exc)
+
     with interruptible() as interruption:
         if len(p.jobs) == 1 and not p.directory:
             try:
@@ -149,16 +159,21 @@ def run(p: Plan, fn: Callable[[str, str | None], object], jobs: int, verb: str) 
             with ThreadPoolExecutor(max_workers=max(1, min(jobs, len(p.jobs)))) as pool, \
                     tqdm(total=len(p.jobs), desc=verb, unit="file", disable=None, file=sys.stderr) as bar:
                 futures = {pool.submit(one, j): j for j in p.jobs}
+                pending = set(futures)
                 for fut in as_completed(futures):
-                    try:
-                        results.append(fut.result())
-                    except (_cancel.Cancelled, CancelledError):
-                        pool.shutdown(wait=False, cancel_futures=True)
-                    except (PqsealError, OSError, ValueError) as exc:
-                        failed(futures[fut], exc)
+                    pending.discard(fut)
+                    collect(fut, futures[fut])
                     bar.update(1)
                     if interruption.requested:
-                        pool.shutdown(wait=False, cancel_futures=True)
+                        # files not started are not started; running ones stop at their next
+                        # chunk (cancelled futures never complete: stop waiting on them)
+                        pool.shutdown(wait=True, cancel_futures=True)
+                        break
+                for fut in pending:
+                    if fut.done() and not fut.cancelled():
+                        collect(fut, futures[fut])
+    if show is not None:
+        show(results)
     if interruption.requested:
         _interrupted(interruption, p, len(results), len(failures), verb)
     if failures:
@@ -183,6 +198,8 @@ def report(stats_list, verb: str) -> None:
     for s in stats_list:
         for w in s.warnings:
             click.echo(f"warning: {w}", err=True)
+    if not stats_list:
+        return
     if len(stats_list) == 1:
         s = stats_list[0]
         click.echo(f"{verb} {s.src} -> {s.dst}: {s.row_groups} row groups, {s.columns} columns, {s.pages} pages, "

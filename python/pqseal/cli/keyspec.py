@@ -28,8 +28,8 @@ def load_key(spec: str, what: str) -> bytes:
     if spec.startswith("raw:"):
         key = read_private_file(spec[4:], f"{what}: key file")
         if len(key) not in (16, 24, 32):
-            raise InvalidKey(f"{what}: raw key file {spec[4:]} holds {len(key)} bytes, not 16, 24 or 32"
-                             + (" (base64 text? use file:PATH)" if len(key) > 16 else ""))
+            raise InvalidKey(f"{what}: raw key file {spec[4:]} holds {len(key)} bytes, not 16, 24 or 32 "
+                             "(base64 text goes in file:PATH)")
         return key
     if spec.startswith("env:"):
         name = spec[4:]
@@ -43,13 +43,13 @@ def load_key(spec: str, what: str) -> bytes:
                                "key bytes")
     else:
         text, source = spec.encode(), "the value"
+    hint = "; for raw key bytes use raw:PATH" if spec.startswith("file:") else ""
     try:
         key = base64.b64decode(text.strip(), validate=True)
     except (binascii.Error, ValueError):
-        hint = "; for raw key bytes use raw:PATH" if spec.startswith("file:") else ""
         raise InvalidKey(f"{what}: {source} is not valid base64 (keys are {KEY_FORMS}){hint}") from None
     if len(key) not in (16, 24, 32):
-        raise InvalidKey(f"{what}: {source} decodes to {len(key)} bytes, not 16, 24 or 32")
+        raise InvalidKey(f"{what}: {source} decodes to {len(key)} bytes, not 16, 24 or 32{hint}")
     return key
 
 
