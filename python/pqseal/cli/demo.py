@@ -36,7 +36,7 @@ def demo(mib: int, threads: int) -> None:
         pages = np.arange(n, dtype=np.int64) % 32768
         for name, cipher in (("AES_GCM", GcmModuleCipher(os.urandom(16), file_aad)),
                              ("AES_CTR", CtrModuleCipher(os.urandom(16)))):
-            kw = dict(module_type=ModuleType.DATA_PAGE, row_group=0, column=1, page=pages, threads=threads)
+            kw = {"module_type": ModuleType.DATA_PAGE, "row_group": 0, "column": 1, "page": pages, "threads": threads}
             # output buffers allocated once and reused, as the file engine does
             enc_out = np.empty(n * (size + cipher.overhead), dtype=np.uint8)
             dec_out = np.empty(n * size, dtype=np.uint8)
@@ -112,7 +112,8 @@ def _demo_file() -> None:
         for alg in ("AES_GCM_V1", "AES_GCM_CTR_V1"):
             cfg = EncryptionConfig("footer-key", column_keys={"pii-key": ["ssn", "email"], "finance-key": ["amount"]},
                                    encryption_algorithm=alg)
-            st = api.encrypt_file(plain, sealed, factory.file_encryption_properties(conn, cfg), fsync=False)
+            st = api.encrypt_file(plain, sealed, factory.file_encryption_properties(conn, cfg), fsync=False,
+                                  overwrite=True)
             # pyarrow reads it back through the bridge, with the same keystore
             pa_factory = crypto_factory(lambda cfg: ks)
             t = pq.read_table(sealed, decryption_properties=pa_factory.file_decryption_properties(
@@ -132,8 +133,9 @@ def _demo_file() -> None:
         click.echo(f"  unsealed in {st.seconds * 1000:.1f} ms; same table: {pq.read_table(unsealed).equals(table)}")
         # tamper with one byte of a GCM-sealed copy
         cfg = EncryptionConfig("footer-key", uniform_encryption=True)
-        api.encrypt_file(plain, sealed, factory.file_encryption_properties(conn, cfg), fsync=False)
-        data = bytearray(open(sealed, "rb").read())
+        api.encrypt_file(plain, sealed, factory.file_encryption_properties(conn, cfg), fsync=False, overwrite=True)
+        with open(sealed, "rb") as f:
+            data = bytearray(f.read())
         data[len(data) // 3] ^= 0x01
         with open(sealed, "wb") as f:
             f.write(data)

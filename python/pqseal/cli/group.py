@@ -29,8 +29,12 @@ def one_line(exc: BaseException, src=None, dst=None) -> str:
     if isinstance(exc, OSError) and exc.strerror:
         msg = exc.strerror
         name = os.fspath(exc.filename) if exc.filename is not None else None
+        paths = [os.fspath(p) for p in (src, dst) if p is not None]
+        named = any(os.path.basename(p) in msg or os.path.dirname(os.path.abspath(p)) in msg for p in paths)
         if name and not is_temp_name(os.path.basename(name)):
             msg += f": {name}"
+        elif named:
+            pass
         elif dst is not None and exc.errno in _WRITE_ERRNOS:
             msg += f" (writing {dst})"
         elif src is not None:
