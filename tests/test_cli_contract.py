@@ -67,7 +67,7 @@ def sha(path) -> str:
 def pyarrow_reads(path, kms=KL):
     client = KeyListKms(kms)
     props = crypto_factory(lambda cfg: client).file_decryption_properties(pe.KmsConnectionConfig(),
-                                                                         pe.DecryptionConfiguration())
+                                                                         pe.DecryptionConfiguration(), str(path))
     return pq.read_table(path, decryption_properties=props)
 
 
@@ -446,3 +446,46 @@ def test_an_oserror_without_a_path_is_given_the_users_path():
     tmp = OSError(errno.EIO, "Input/output error", "/d/.o.parquet.pqseal-123-abcd.tmp")
     assert one_line(tmp, "/s/in.parquet", "/d/o.parquet") == "OSError: Input/output error (/s/in.parquet -> /d/o.parquet)"
     assert one_line(ValueError("two\nlines")) == "ValueError: two lines"
+
+
+def test_explicit_keys_with_complete_columns(plain, tmp_path, table):
+    sealed = tmp_path / "s.parquet"
+    r = run("encrypt", plain, sealed, "--footer-key-value", B64["footer"], "--column-key-value", f"id={B64['c1']}",
+            "--complete-columns")
+    assert r.exit_code == 0, r.stderr
+    enc = {c["path"]: c["encryption"] for c in
+           pqseal.inspect(sealed, DecryptionProperties(G.K16, column_keys={"id": G.KC1}))["columns"]}
+    assert enc.pop("id") == "column key" and set(enc.values()) == {"footer key"}
+    assert_error(run("encrypt", plain, tmp_path / "o.parquet", "--footer-key-value", B64["footer"],
+                     "--complete-columns"), "--complete-columns", code=2)
+
+
+def test_rotate_command(plain, tmp_path, table):
+    sealed = tmp_path / "s.parquet"
+    r = run("encrypt", plain, sealed, "--key-list", KL, "--footer-key", "kf", "--column-keys", "kc:id",
+            "--external-key-material")
+    assert r.exit_code == 0, r.stderr
+    material = tmp_path / "_KEY_MATERIAL_FOR_s.parquet.json"
+    before = material.read_bytes()
+    r = run("rotate", sealed, "--key-list", "env:KL", env={"KL": KL})
+    assert r.exit_code == 0, r.stderr
+    assert r.stdout.strip() == f"rotated 2 keys of {sealed}" and material.read_bytes() != before
+    assert pyarrow_reads(sealed).equals(table)
+    # a directory: the key material file is not data; a file without external material fails alone
+    assert run("encrypt", plain, tmp_path / "i.parquet", "--key-list", KL, "--footer-key", "kf").exit_code == 0
+    r = run("rotate", tmp_path, "--key-list", KL)
+    assert r.exit_code == 1 and f"rotated 2 keys of {sealed}" in r.stdout
+    assert "i.parquet" in r.stderr and "UnsupportedFeature" in r.stderr and "1 of 2 files failed" in r.stderr
+    assert "_KEY_MATERIAL_FOR_s.parquet.json" in r.stderr and "key material" in r.stderr
+
+
+def test_verify_line_separates_authenticated_modules_from_ctr_pages():
+    """With the report fields of the CTR integrity change, CTR page bodies are not
+    counted as authenticated; without them the line is as before."""
+    from pqseal.cli.files import _ok_line
+
+    base = {"file": "f.parquet", "algorithm": "AES_GCM_CTR_V1", "modules": 52, "pages": 40, "row_groups": 2}
+    assert _ok_line(base) == "OK f.parquet: AES_GCM_CTR_V1, 52 modules authenticated, 40 pages, 2 row groups"
+    new = {**base, "modules_authenticated": 12, "pages_framing_checked": 40}
+    assert _ok_line(new) == ("OK f.parquet: AES_GCM_CTR_V1, 12 modules authenticated, 40 CTR pages framing "
+                             "checked (not authenticated), 40 pages, 2 row groups")

@@ -1,7 +1,9 @@
 """The file commands of the CLI: ``pqseal encrypt|decrypt|verify|inspect`` on files and
-directory trees, keys given as base64, ``env:NAME``, ``file:PATH`` and ``@PATH``; error
+directory trees, keys given as base64, ``env:NAME``, ``file:PATH`` and ``raw:PATH``; error
 exits (code 1, one ``pqseal: error: ...`` line on stderr, no key material anywhere in the
-output); the DataPageV2 framing warning. Most tests use click's CliRunner; a few run the
+output); the DataPageV2 framing warning. The contract itself (every option honoured or
+refused, exit codes, directories) is in test_cli_contract.py, signals in
+test_cli_signals.py. Most tests use click's CliRunner; a few run the
 installed ``pqseal`` executable.
 """
 
