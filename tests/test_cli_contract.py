@@ -192,6 +192,12 @@ def test_key_list_property_is_the_kms(plain, tmp_path, table, prefix):
     assert pq.read_table(out).equals(table)
 
 
+def test_a_malformed_property_is_not_echoed(plain, tmp_path):
+    r = run("encrypt", plain, tmp_path / "o.parquet", "--footer-key", "kf", "--column-keys", "kc:id",
+            "--property", f"parquet.encryption.key.list {KL}")      # '=' forgotten: the value is keys
+    assert_error(r, "NAME=VALUE", code=2)
+
+
 def test_option_and_property_for_the_same_thing(plain, tmp_path):
     r = run("encrypt", plain, tmp_path / "o.parquet", "--key-list", KL, "--footer-key", "kf", "--column-keys", "kc:id",
             "--algorithm", "AES_GCM_CTR_V1", "--property", "parquet.encryption.algorithm=AES_GCM_V1")

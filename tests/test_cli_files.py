@@ -358,17 +358,17 @@ def test_executable_round_trip_and_errors(plain, tmp_path):
     env = dict(os.environ, PQ_KEY=B64["footer"])
     sealed, out = tmp_path / "s.parquet", tmp_path / "o.parquet"
     r = subprocess.run([exe, "encrypt", plain, sealed, "--footer-key-value", "env:PQ_KEY"], env=env,
-                       capture_output=True, text=True, timeout=120)
+                       capture_output=True, text=True, timeout=120, check=False)
     assert r.returncode == 0, r.stderr
     r = subprocess.run([exe, "decrypt", sealed, out, "--footer-key-value", B64["k32"]], capture_output=True,
-                       text=True, timeout=120)
+                       text=True, timeout=120, check=False)
     assert r.returncode == 1
     assert r.stderr.count("\n") == 1 and r.stderr.startswith("pqseal: error: InvalidTag")
     assert "Traceback" not in r.stderr and not out.exists()
     r = subprocess.run([exe, "encrypt", sealed, out, "--footer-key-value", "env:PQ_KEY"], env=env,
-                       capture_output=True, text=True, timeout=120)
+                       capture_output=True, text=True, timeout=120, check=False)
     assert r.returncode == 1 and r.stderr.startswith("pqseal: error: AlreadyEncrypted")
     r = subprocess.run([sys.executable, "-m", "pqseal", "decrypt", sealed, out, "--footer-key-value",
-                        "env:PQ_KEY"], env=env, capture_output=True, text=True, timeout=120)
+                        "env:PQ_KEY"], env=env, capture_output=True, text=True, timeout=120, check=False)
     assert r.returncode == 0, r.stderr
     assert G.raw_chunks(out) == G.raw_chunks(plain)

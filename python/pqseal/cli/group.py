@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import os
+import signal
 import sys
 
 import click
@@ -62,8 +63,12 @@ class Group(click.Group):
             fail(f"{' '.join(exc.format_message().split())} (see '{where} --help')", EXIT_USAGE)
         except click.ClickException as exc:
             fail(" ".join(exc.format_message().split()), exc.exit_code)
-        except (click.Abort, KeyboardInterrupt):
-            fail("interrupted (SIGINT)", 130)
+        except KeyboardInterrupt:
+            fail("interrupted (SIGINT)", 128 + signal.SIGINT)
+        except click.Abort as exc:   # click's wrapping of Ctrl-C or end of input at a prompt
+            if isinstance(exc.__cause__, KeyboardInterrupt):
+                fail("interrupted (SIGINT)", 128 + signal.SIGINT)
+            fail("aborted (end of input)")
         sys.exit(rv if isinstance(rv, int) else EXIT_OK)
 
     def invoke(self, ctx):

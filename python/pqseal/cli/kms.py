@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 
 import click
@@ -22,8 +23,9 @@ def properties(values, allowed=CONNECTION_PROPERTIES) -> dict[str, str]:
         full, sep, value = v.partition("=")
         full = full.strip()
         name = property_name(full)
-        if not sep or not full:
-            raise click.UsageError("--property takes NAME=VALUE")
+        if not sep or not re.fullmatch(r"[A-Za-z0-9._-]+", full):
+            # not echoed: a mistyped value may hold master keys (key.list)
+            raise click.UsageError("--property takes NAME=VALUE, NAME made of letters, digits, '.', '_' and '-'")
         if name is None:
             raise click.UsageError(f"--property {full}: not a parquet.encryption.* (or encryption.*) property")
         if name not in allowed:
