@@ -116,11 +116,8 @@ def _envelope_config(o: dict, props: dict):
 def _explicit_properties(o: dict):
     from ..format import FOOTER_KEY, EncryptionProperties
 
-    for name, (option, _, _) in _ENVELOPE_OPTIONS.items():
-        if o[name]:
-            raise click.UsageError(f"{option} applies to master key ids (--footer-key/--column-keys), not to "
-                                   "explicit keys")
-    for name, option in (("kms", "--kms"), ("key_list", "--key-list"), ("properties", "--property")):
+    envelope_only = [(name, option) for name, (option, _, _) in _ENVELOPE_OPTIONS.items()]
+    for name, option in envelope_only + [("kms", "--kms"), ("key_list", "--key-list"), ("properties", "--property")]:
         if o[name]:
             raise click.UsageError(f"{option} applies to master key ids (--footer-key/--column-keys), not to "
                                    "explicit keys")
