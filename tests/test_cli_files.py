@@ -1,7 +1,9 @@
 """The file commands of the CLI: ``pqseal encrypt|decrypt|verify|inspect`` on files and
-directory trees, keys given as base64, ``env:NAME``, ``file:PATH`` and ``@PATH``; error
+directory trees, keys given as base64, ``env:NAME``, ``file:PATH`` and ``raw:PATH``; error
 exits (code 1, one ``pqseal: error: ...`` line on stderr, no key material anywhere in the
-output); the DataPageV2 framing warning. Most tests use click's CliRunner; a few run the
+output); the DataPageV2 framing warning. The contract itself (every option honoured or
+refused, exit codes, directories) is in test_cli_contract.py, signals in
+test_cli_signals.py. Most tests use click's CliRunner; a few run the
 installed ``pqseal`` executable.
 """
 
@@ -128,8 +130,10 @@ def test_key_sources(plain, tmp_path, monkeypatch):
     raw.write_bytes(G.K32)                                 # raw 32 bytes
     text = tmp_path / "b64.key"
     text.write_text(B64["k32"] + "\n")                     # base64 with a newline
+    for f in (raw, text):
+        f.chmod(0o600)
     env = {"PQ_FOOTER": B64["k32"], "PQ_COL": B64["c1"]}
-    specs = [B64["k32"], "env:PQ_FOOTER", f"file:{raw}", f"file:{text}", f"@{raw}", f"@{text}"]
+    specs = [B64["k32"], "env:PQ_FOOTER", f"raw:{raw}", f"file:{text}"]
     for i, spec in enumerate(specs):
         sealed = tmp_path / f"s{i}.parquet"
         r = run("encrypt", plain, sealed, "--footer-key-value", spec, "--column-key-value", "id=env:PQ_COL", env=env)
@@ -226,7 +230,7 @@ def test_usage_errors(plain, tmp_path):
     assert r.exit_code == 2
     r = run("encrypt", plain, tmp_path / "o.parquet", "--footer-key-value", B64["footer"],
             "--column-key-value", "id")
-    assert r.exit_code == 2 and "PATH=KEY" in r.stderr
+    assert r.exit_code == 2 and "COLUMN=KEY" in r.stderr
     r = run("encrypt", plain, tmp_path / "o.parquet", "--footer-key-value", B64["footer"], "--algorithm", "AES")
     assert r.exit_code == 2
     assert not (tmp_path / "o.parquet").exists()
@@ -276,8 +280,9 @@ def tree(tmp_path, table, plain):
     shutil.copy(plain, root / "one.parquet")
     G.write_pyarrow(root / "a" / "two.parquet", table.slice(0, 3_000), compression="zstd")
     G.write_pyarrow(root / "a" / "b" / "three.parquet", table.slice(100, 7_000), use_dictionary=False)
-    (root / "a" / "notes.txt").write_text("not parquet")
+    (root / "a" / "_notes.txt").write_text("not parquet")
     shutil.copy(plain, root / "a" / ".hidden.parquet")
+    (root / "_SUCCESS").write_bytes(b"")
     return root
 
 
@@ -293,7 +298,8 @@ def test_directory_tree(tree, tmp_path):
     assert r.exit_code == 0, r.stderr
     assert r.stdout.strip().startswith("encrypted 3 files")
     assert _parquets(sealed) == _parquets(tree) == ["a/b/three.parquet", "a/two.parquet", "one.parquet"]
-    assert not (sealed / "a" / "notes.txt").exists() and not (sealed / "a" / ".hidden.parquet").exists()
+    assert not (sealed / "a" / "_notes.txt").exists() and not (sealed / "a" / ".hidden.parquet").exists()
+    assert not (sealed / "_SUCCESS").exists()
     for rel in _parquets(sealed):
         assert RefFile(sealed / rel).algorithm == "AES_GCM_CTR_V1"
 
@@ -336,7 +342,7 @@ def test_directory_with_a_failing_file(tree, tmp_path):
 def test_empty_directory(tmp_path):
     (tmp_path / "nothing").mkdir()
     r = run("encrypt", tmp_path / "nothing", tmp_path / "out", "--footer-key-value", B64["footer"])
-    assert r.exit_code == 2 and "no *.parquet" in r.stderr
+    assert_error(r, "no data files", "nothing")
 
 
 # --------------------------------------------------------------------------- the real executable
@@ -353,17 +359,17 @@ def test_executable_round_trip_and_errors(plain, tmp_path):
     env = dict(os.environ, PQ_KEY=B64["footer"])
     sealed, out = tmp_path / "s.parquet", tmp_path / "o.parquet"
     r = subprocess.run([exe, "encrypt", plain, sealed, "--footer-key-value", "env:PQ_KEY"], env=env,
-                       capture_output=True, text=True, timeout=120)
+                       capture_output=True, text=True, timeout=120, check=False)
     assert r.returncode == 0, r.stderr
     r = subprocess.run([exe, "decrypt", sealed, out, "--footer-key-value", B64["k32"]], capture_output=True,
-                       text=True, timeout=120)
+                       text=True, timeout=120, check=False)
     assert r.returncode == 1
     assert r.stderr.count("\n") == 1 and r.stderr.startswith("pqseal: error: InvalidTag")
     assert "Traceback" not in r.stderr and not out.exists()
     r = subprocess.run([exe, "encrypt", sealed, out, "--footer-key-value", "env:PQ_KEY"], env=env,
-                       capture_output=True, text=True, timeout=120)
+                       capture_output=True, text=True, timeout=120, check=False)
     assert r.returncode == 1 and r.stderr.startswith("pqseal: error: AlreadyEncrypted")
     r = subprocess.run([sys.executable, "-m", "pqseal", "decrypt", sealed, out, "--footer-key-value",
-                        "env:PQ_KEY"], env=env, capture_output=True, text=True, timeout=120)
+                        "env:PQ_KEY"], env=env, capture_output=True, text=True, timeout=120, check=False)
     assert r.returncode == 0, r.stderr
     assert G.raw_chunks(out) == G.raw_chunks(plain)

@@ -20,7 +20,7 @@ import pqseal
 from pqseal.cli import main as cli
 from pqseal.errors import KeyAccessDenied, KeyNotFound, MalformedKeyMaterial
 from pqseal.keys import CryptoFactory, clear_caches
-from pqseal.kms import KmsConnectionConfig
+from pqseal.kms import KeyListKms, KmsConnectionConfig
 from pqseal.kms.keystore import LocalKeystore
 from pqseal.config import EncryptionConfig
 
@@ -200,8 +200,9 @@ def test_cli_key_list_and_properties(tmp_path):
     res = r.invoke(cli, ["decrypt", str(sealed), str(out)], env={"PQSEAL_KEY_LIST": kl})
     assert res.exit_code == 0, res.output
     assert pq.read_table(out).equals(t)
-    res = r.invoke(cli, ["encrypt", str(src), str(sealed), "--key-list", kl, "--footer-key", "kf"])
-    assert res.exit_code == 2  # footer key without column keys: usage error
+    res = r.invoke(cli, ["encrypt", str(src), str(sealed), "--key-list", kl, "--footer-key", "kf", "--force"])
+    assert res.exit_code == 0, res.output  # footer key without column keys: uniform, as the help says
+    assert {c["encryption"] for c in pqseal.inspect(sealed, kms=KeyListKms(kl))["columns"]} == {"footer key"}
 
 
 def test_external_key_material_write_rotate_and_pyarrow_reads(tmp_path, ks):

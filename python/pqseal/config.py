@@ -3,11 +3,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Mapping
 
 from .format.layout import ALGORITHMS
+from .format.properties import V2_FRAMINGS
 
 
 def _seconds(v) -> float:
@@ -22,7 +23,11 @@ class EncryptionConfig:
 
     ``column_keys``: {master key id: [column paths]} (ids may contain ``:``, e.g. cloud key
     ARNs); ``uniform_encryption``: every column with the footer key. Exactly one of the
-    two unless the file is plaintext (neither footer key nor columns)."""
+    two. ``complete_columns`` (parquet-java's ``parquet.encryption.complete.columns``):
+    columns not in ``column_keys`` are encrypted with the footer key instead of staying
+    plaintext. ``aad_prefix`` (bytes, or text as UTF-8) and ``store_aad_prefix`` (else
+    readers must supply it) as in parquet-java's ``withAADPrefix`` /
+    ``withoutAADPrefixStorage``; ``v2_framing``: see :class:`EncryptionProperties`."""
 
     footer_key: str
     column_keys: Mapping[str, list] | None = None
@@ -34,7 +39,10 @@ class EncryptionConfig:
     internal_key_material: bool = True
     data_key_length_bits: int = 128
     kek_length_bits: int = 128
-    complete_columns: bool = False  # parquet-java: columns not listed use the footer key
+    complete_columns: bool = False
+    aad_prefix: bytes | str | None = None
+    store_aad_prefix: bool = True
+    v2_framing: str = "arrow"
 
     def __post_init__(self):
         alg = str(self.encryption_algorithm).upper()
@@ -48,6 +56,17 @@ class EncryptionConfig:
             raise ValueError("column_keys and uniform_encryption are mutually exclusive")
         if not self.uniform_encryption and not self.column_keys:
             raise ValueError("give column_keys or set uniform_encryption=True")
+        if self.complete_columns and self.uniform_encryption:
+            raise ValueError("complete_columns needs column_keys: with uniform_encryption every column already "
+                             "uses the footer key")
+        if isinstance(self.aad_prefix, str):
+            self.aad_prefix = self.aad_prefix.encode("utf-8")
+        if self.aad_prefix is not None and not isinstance(self.aad_prefix, bytes):
+            raise TypeError(f"aad_prefix must be bytes or str, not {type(self.aad_prefix).__name__}")
+        if not self.store_aad_prefix and not self.aad_prefix:
+            raise ValueError("store_aad_prefix=False needs an aad_prefix")
+        if self.v2_framing not in V2_FRAMINGS:
+            raise ValueError(f"v2_framing must be one of {', '.join(V2_FRAMINGS)}, got {self.v2_framing!r}")
         if self.data_key_length_bits not in (128, 192, 256):
             raise ValueError("data_key_length_bits must be 128, 192 or 256")
         if self.kek_length_bits not in (128, 192, 256):
@@ -104,18 +123,36 @@ def parse_column_keys(text: str) -> dict[str, list]:
 
 _PREFIXES = ("parquet.encryption.", "encryption.")
 
+#: Property names (without the prefix) that parquet-java's PropertiesDrivenCryptoFactory
+#: and KeyToolkit read to encrypt a file,
+ENCRYPTION_PROPERTIES = frozenset((
+    "column.keys", "footer.key", "uniform.key", "complete.columns", "algorithm", "plaintext.footer",
+    "double.wrapping", "key.material.store.internally", "data.key.length.bits", "kek.length.bits"))
+#: and those that reach the KMS, when encrypting and decrypting (``key.list``: the master
+#: keys of parquet-java's InMemoryKMS; ``kms.client.class``: pqseal has no Java classes).
+CONNECTION_PROPERTIES = frozenset((
+    "kms.client.class", "kms.instance.id", "kms.instance.url", "key.access.token", "cache.lifetime.seconds",
+    "key.list"))
+
+
+def property_name(name: str) -> str | None:
+    """The name of a ``parquet.encryption.x`` / ``encryption.x`` property without its
+    prefix (``x``), None for other names."""
+    for p in _PREFIXES:
+        if name.startswith(p):
+            return name[len(p):]
+    return None
+
 
 def _props(props: Mapping[str, str]) -> dict:
     """Normalise property names: ``parquet.encryption.x`` and the older ``encryption.x``."""
     out = {}
     for k, v in props.items():
-        for p in _PREFIXES:
-            if k.startswith(p):
-                name = k[len(p):]
-                if name in out and out[name] != v:
-                    raise ValueError(f"property {name!r} given twice with different values")
-                out[name] = v
-                break
+        name = property_name(k)
+        if name is not None:
+            if name in out and out[name] != v:
+                raise ValueError(f"property {name!r} given twice with different values")
+            out[name] = v
     return out
 
 

@@ -29,7 +29,8 @@ class CryptoFactory:
     def file_encryption_properties(self, kms_connection_config: KmsConnectionConfig,
                                    encryption_config: EncryptionConfig, parquet_file_path=None) -> EncryptionProperties:
         """Fresh DEKs for the footer and every encrypted column, wrapped under their master
-        keys; the key material goes into the file's key metadata (internal storage)."""
+        keys; the key material goes into the file's key metadata (internal storage) or
+        beside it. Every other field of the config is passed on to the properties."""
         cfg = encryption_config
         kms = get_kms_client(self.kms_client_factory, kms_connection_config, cfg.cache_lifetime)
         wrapper = KeyWrapper(kms, kms_connection_config, double_wrapping=cfg.double_wrapping,
@@ -55,7 +56,9 @@ class CryptoFactory:
                     column_keys[col] = new_key(mk, False)  # a fresh DEK per column
         return EncryptionProperties(footer_dek, column_keys=column_keys, algorithm=cfg.encryption_algorithm,
                                     plaintext_footer=cfg.plaintext_footer, footer_key_metadata=footer_md,
-                                    complete_columns=cfg.complete_columns, external_key_material=external or None)
+                                    aad_prefix=cfg.aad_prefix, store_aad_prefix=cfg.store_aad_prefix,
+                                    v2_framing=cfg.v2_framing, complete_columns=cfg.complete_columns,
+                                    external_key_material=external or None)
 
     def rotate_master_keys(self, kms_connection_config: KmsConnectionConfig, parquet_file_path, *,
                            double_wrapping: bool = True, cache_lifetime: float = 600.0) -> int:

@@ -42,12 +42,25 @@ def default_path() -> str:
     return os.path.join(base, "pqseal", "keystore.json")
 
 
+def read_private_file(path, what: str) -> bytes:
+    """The bytes of a file holding a secret (keystore, passphrase, key), refused with
+    :class:`KeyAccessDenied` when group or others may read or write it. The mode is
+    checked on the opened file, so a missing file raises ``FileNotFoundError`` first."""
+    path = os.fspath(path)
+    with open(path, "rb") as f:
+        mode = stat.S_IMODE(os.fstat(f.fileno()).st_mode)
+        if mode & (stat.S_IRWXG | stat.S_IRWXO):
+            raise KeyAccessDenied(f"{what} {path} is accessible by group or others (mode {mode:o}); "
+                                  f"run: chmod 600 {path}")
+        return f.read()
+
+
 def passphrase_from_environment(prompt: bool = True, confirm: bool = False) -> bytes:
     if "PQSEAL_KEYSTORE_PASSPHRASE" in os.environ:
         return os.environ["PQSEAL_KEYSTORE_PASSPHRASE"].encode("utf-8")
     if os.environ.get("PQSEAL_KEYSTORE_PASSPHRASE_FILE"):
-        with open(os.environ["PQSEAL_KEYSTORE_PASSPHRASE_FILE"], "rb") as f:
-            return f.read().rstrip(b"\r\n")
+        return read_private_file(os.environ["PQSEAL_KEYSTORE_PASSPHRASE_FILE"],
+                                 "passphrase file (PQSEAL_KEYSTORE_PASSPHRASE_FILE)").rstrip(b"\r\n")
     if prompt:
         import getpass
         import sys
@@ -86,18 +99,12 @@ class LocalKeystore(KmsClient):
 
     def __init__(self, path: str | None = None, passphrase: bytes | None = None):
         self.path = os.fspath(path or default_path())
+        self._read()  # a missing or exposed keystore is reported before a passphrase is asked for
         self._passphrase = passphrase if passphrase is not None else passphrase_from_environment()
         self._cache: dict = {}
         self._load()
 
     # ---- file handling -------------------------------------------------------------------
-
-    @staticmethod
-    def _check_mode(path: str) -> None:
-        st = os.stat(path)
-        if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-            raise KeyAccessDenied(f"keystore {path} is accessible by group or others "
-                                  f"(mode {stat.S_IMODE(st.st_mode):o}); run: chmod 600 {path}")
 
     @classmethod
     def init(cls, path: str | None = None, passphrase: bytes | None = None) -> "LocalKeystore":
@@ -121,10 +128,8 @@ class LocalKeystore(KmsClient):
         return cls(path, passphrase)
 
     def _read(self) -> dict:
-        self._check_mode(self.path)
         try:
-            with open(self.path, "rb") as f:
-                doc = json.loads(f.read().decode("utf-8"))
+            doc = json.loads(read_private_file(self.path, "keystore").decode("utf-8"))
         except FileNotFoundError:
             raise KeyNotFound(f"no keystore at {self.path}: create one with `pqseal keys init`") from None
         except (ValueError, UnicodeDecodeError):

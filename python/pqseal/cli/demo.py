@@ -1,63 +1,25 @@
-"""The ``pqseal`` command line. Exit codes: 0 ok, 1 failure (bad input, tag mismatch), 2 usage."""
+"""``pqseal demo``: cipher throughput on this machine and the main job on a throw-away keystore."""
 
 from __future__ import annotations
 
-import json
 import os
-import sys
 import time
 
 import click
 
-from . import __version__
-from ._backend import backend_info
-from .errors import PqsealError
+from .. import __version__
+from .._backend import backend_info
 
 
-class _Group(click.Group):
-    """Turns pqseal errors (and bad files/paths) into a one-line message and exit code 1."""
-
-    def invoke(self, ctx):
-        try:
-            return super().invoke(ctx)
-        except BrokenPipeError:
-            # the reader went away (`pqseal inspect --json DIR | head`): stop quietly
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, sys.stdout.fileno())
-            sys.exit(0)
-        except (PqsealError, OSError, ValueError) as exc:
-            msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            click.echo(f"pqseal: error: {type(exc).__name__}: {msg}", err=True)
-            sys.exit(1)
-
-
-@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="pqseal")
-def main() -> None:
-    """Parquet Modular Encryption with a native AES-GCM/CTR core."""
-
-
-@main.command()
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def info(as_json: bool) -> None:
-    """Show the cipher backend in use, library versions and CPU features."""
-    data = backend_info()
-    if as_json:
-        click.echo(json.dumps(data, indent=2))
-        return
-    for k, v in data.items():
-        click.echo(f"{k:16} {', '.join(v) if isinstance(v, list) else v}")
-
-
-@main.command()
+@click.command()
 @click.option("--mib", default=16, show_default=True, help="Plaintext MiB per batch.")
 @click.option("--threads", default=1, show_default=True, help="Native threads per batch (0 = all cores).")
 def demo(mib: int, threads: int) -> None:
     """Encrypt and decrypt batches of Parquet-like modules and print throughput."""
     import numpy as np
 
-    from .crypto import CtrModuleCipher, GcmModuleCipher, ModuleType
-    from .errors import InvalidTag
+    from ..crypto import CtrModuleCipher, GcmModuleCipher, ModuleType
+    from ..errors import InvalidTag
 
     info_ = backend_info()
     click.echo(f"pqseal {__version__}: backend {info_['backend']} "
@@ -74,7 +36,7 @@ def demo(mib: int, threads: int) -> None:
         pages = np.arange(n, dtype=np.int64) % 32768
         for name, cipher in (("AES_GCM", GcmModuleCipher(os.urandom(16), file_aad)),
                              ("AES_CTR", CtrModuleCipher(os.urandom(16)))):
-            kw = dict(module_type=ModuleType.DATA_PAGE, row_group=0, column=1, page=pages, threads=threads)
+            kw = {"module_type": ModuleType.DATA_PAGE, "row_group": 0, "column": 1, "page": pages, "threads": threads}
             # output buffers allocated once and reused, as the file engine does
             enc_out = np.empty(n * (size + cipher.overhead), dtype=np.uint8)
             dec_out = np.empty(n * size, dtype=np.uint8)
@@ -119,13 +81,13 @@ def _demo_file() -> None:
     except ImportError:
         click.echo("(pyarrow not installed: skipping the file demo)")
         return
-    from . import api
-    from .arrow import crypto_factory
-    from .config import EncryptionConfig
-    from .format import VerificationFailed
-    from .keys import CryptoFactory
-    from .kms import KmsConnectionConfig
-    from .kms.keystore import LocalKeystore
+    from .. import api
+    from ..arrow import crypto_factory
+    from ..config import EncryptionConfig
+    from ..format import VerificationFailed
+    from ..keys import CryptoFactory
+    from ..kms import KmsConnectionConfig
+    from ..kms.keystore import LocalKeystore
 
     n = 2_000_000
     rng = np.random.default_rng(0)
@@ -150,7 +112,8 @@ def _demo_file() -> None:
         for alg in ("AES_GCM_V1", "AES_GCM_CTR_V1"):
             cfg = EncryptionConfig("footer-key", column_keys={"pii-key": ["ssn", "email"], "finance-key": ["amount"]},
                                    encryption_algorithm=alg)
-            st = api.encrypt_file(plain, sealed, factory.file_encryption_properties(conn, cfg), fsync=False)
+            st = api.encrypt_file(plain, sealed, factory.file_encryption_properties(conn, cfg), fsync=False,
+                                  overwrite=True)
             # pyarrow reads it back through the bridge, with the same keystore
             pa_factory = crypto_factory(lambda cfg: ks)
             t = pq.read_table(sealed, decryption_properties=pa_factory.file_decryption_properties(
@@ -170,8 +133,9 @@ def _demo_file() -> None:
         click.echo(f"  unsealed in {st.seconds * 1000:.1f} ms; same table: {pq.read_table(unsealed).equals(table)}")
         # tamper with one byte of a GCM-sealed copy
         cfg = EncryptionConfig("footer-key", uniform_encryption=True)
-        api.encrypt_file(plain, sealed, factory.file_encryption_properties(conn, cfg), fsync=False)
-        data = bytearray(open(sealed, "rb").read())
+        api.encrypt_file(plain, sealed, factory.file_encryption_properties(conn, cfg), fsync=False, overwrite=True)
+        with open(sealed, "rb") as f:
+            data = bytearray(f.read())
         data[len(data) // 3] ^= 0x01
         with open(sealed, "wb") as f:
             f.write(data)
@@ -180,35 +144,3 @@ def _demo_file() -> None:
             raise click.ClickException("tampering was not detected")
         except VerificationFailed as exc:
             click.echo(f"  tampered copy rejected: {exc}")
-
-
-from .cli_files import register as _register_file_commands  # noqa: E402
-
-_register_file_commands(main)
-
-
-@main.group()
-def bench() -> None:
-    """Benchmarks (see benchmarks/README.md)."""
-
-
-@bench.command("cipher", context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
-@click.pass_context
-def bench_cipher(ctx) -> None:
-    """Cipher throughput: pqseal GCM/CTR per backend vs cryptography (options: --help)."""
-    from .bench.cipher import main as run
-
-    sys.exit(run(list(ctx.args)) or 0)
-
-
-@bench.command("seal", context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
-@click.pass_context
-def bench_seal(ctx) -> None:
-    """Seal/unseal/verify a ~1 GiB file: pqseal vs the pyarrow route (options: --help)."""
-    from .bench.seal import main as run
-
-    sys.exit(run(list(ctx.args)) or 0)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    main()

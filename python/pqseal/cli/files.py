@@ -1,0 +1,304 @@
+"""``pqseal encrypt|decrypt|verify|inspect`` of files and directory trees.
+
+Keys are explicit (``--footer-key-value``, ``--column-key-value``) or come from a KMS
+(master key ids, ``--property``); every option is either honoured or refused with a
+usage error, never ignored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import warnings
+
+import click
+
+from ..config import CONNECTION_PROPERTIES, ENCRYPTION_PROPERTIES
+from ..format.layout import ALGORITHMS
+from ..format.properties import V2_FRAMINGS
+from . import jobs as J
+from .keyspec import KEY_FORMS, column_key_values, load_key
+from .kms import KmsChoice, ReadKeys, prefixed, properties
+
+DEFAULT_JOBS = os.cpu_count() or 1
+
+
+def _read_key_options(f):
+    for o in reversed([
+        click.option("--footer-key-value", metavar="KEY", help=f"Explicit footer key: {KEY_FORMS}."),
+        click.option("--column-key-value", "column_key_values", multiple=True, metavar="COLUMN=KEY",
+                     help="Explicit key of one column (dotted leaf path), repeatable."),
+        click.option("--aad-prefix", metavar="TEXT", help="AAD prefix (UTF-8)."),
+        click.option("--kms", metavar="keystore[:PATH]|keylist", help="KMS of the master keys (default: the "
+                     "local keystore: $PQSEAL_KEYSTORE or ~/.config/pqseal/keystore.json; a key list selects "
+                     "keylist)."),
+        click.option("--key-list", metavar="LIST", help="Master keys of the key-list KMS (parquet-java's "
+                     "InMemoryKMS): 'id: base64, ...', env:NAME or file:PATH; or $PQSEAL_KEY_LIST."),
+        click.option("--property", "properties", multiple=True, metavar="NAME=VALUE",
+                     help="parquet.encryption.* property (repeatable); unknown names are refused."),
+    ]):
+        f = o(f)
+    return f
+
+
+def _jobs_option(f):
+    return click.option("--jobs", "-j", type=click.IntRange(min=1), default=DEFAULT_JOBS, show_default=True,
+                        help="Files in parallel.")(f)
+
+
+def _output_options(f):
+    f = click.option("--in-place", is_flag=True, help="DST may be SRC: replace the input file(s).")(f)
+    return click.option("--force", is_flag=True, help="Replace existing output files (they keep their mode).")(f)
+
+
+def _read_keys(footer_key_value, column_key_values, aad_prefix, kms, key_list, props) -> ReadKeys:
+    keys = ReadKeys(footer_key_value, column_key_values, aad_prefix,
+                    KmsChoice(kms, key_list, properties(props, CONNECTION_PROPERTIES)))
+    keys.check()
+    return keys
+
+
+# ---- encrypt -----------------------------------------------------------------------------------------
+
+#: envelope-only options and the parquet.encryption property each one sets
+_ENVELOPE_OPTIONS = {"single_wrapping": ("--single-wrapping", "double.wrapping", "false"),
+                     "external_key_material": ("--external-key-material", "key.material.store.internally", "false"),
+                     "data_key_bits": ("--data-key-bits", "data.key.length.bits", None)}
+
+
+def _envelope_config(o: dict, props: dict):
+    """An EncryptionConfig from master key ids given as options and/or properties."""
+    from ..config import encryption_config_from_properties
+
+    if o["footer_key_columns"]:
+        raise click.UsageError("--footer-key-column takes explicit keys; with master key ids list the column "
+                               "under the footer's master key in --column-keys, or use --complete-columns")
+    if o["uniform"] and not o["footer_key"]:
+        raise click.UsageError("--uniform goes with --footer-key (or give --uniform-key)")
+    given: dict[str, tuple[str, str]] = {}      # property -> (option, value)
+    if o["footer_key"]:
+        # alone, the footer's master key is every column's too, as with --footer-key-value
+        uniform = o["uniform"] or not (o["column_keys"] or "column.keys" in props)
+        given["uniform.key" if uniform else "footer.key"] = ("--footer-key", o["footer_key"])
+    if o["column_keys"]:
+        if o["uniform"]:
+            raise click.UsageError("--uniform excludes --column-keys")
+        given["column.keys"] = ("--column-keys", o["column_keys"])
+    if o["uniform_key"]:
+        if "uniform.key" in given or "footer.key" in given:
+            raise click.UsageError("--uniform-key excludes --footer-key")
+        given["uniform.key"] = ("--uniform-key", o["uniform_key"])
+    if o["algorithm"]:
+        given["algorithm"] = ("--algorithm", o["algorithm"])
+    if o["plaintext_footer"]:
+        given["plaintext.footer"] = ("--plaintext-footer", "true")
+    if o["complete_columns"]:
+        given["complete.columns"] = ("--complete-columns", "true")
+    for name, (option, prop, value) in _ENVELOPE_OPTIONS.items():
+        if o[name]:
+            given[prop] = (option, value or str(o[name]))
+    for prop, (option, _) in given.items():
+        if prop in props:
+            raise click.UsageError(f"{option} and --property parquet.encryption.{prop} both given")
+    try:
+        cfg = encryption_config_from_properties(prefixed({**props, **{k: v for k, (_, v) in given.items()}}))
+        if cfg is None:
+            raise click.UsageError("no master key ids: give --footer-key [--column-keys], --uniform-key, or "
+                                   "the footer.key/column.keys/uniform.key properties")
+        aad = o["aad_prefix"].encode() if o["aad_prefix"] is not None else None
+        return dataclasses.replace(cfg, aad_prefix=aad, store_aad_prefix=not o["no_store_aad_prefix"],
+                                   v2_framing=o["v2_framing"])
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+
+
+def _explicit_properties(o: dict):
+    from ..format import FOOTER_KEY, EncryptionProperties
+
+    envelope_only = [(name, option) for name, (option, _, _) in _ENVELOPE_OPTIONS.items()]
+    for name, option in envelope_only + [("kms", "--kms"), ("key_list", "--key-list"), ("properties", "--property")]:
+        if o[name]:
+            raise click.UsageError(f"{option} applies to master key ids (--footer-key/--column-keys), not to "
+                                   "explicit keys")
+    if not o["footer_key_value"]:
+        raise click.UsageError("give master key ids (--footer-key [--column-keys], --uniform-key, --property) or "
+                               "an explicit --footer-key-value")
+    cols: dict = dict(column_key_values(o["column_key_values"]))
+    for p in o["footer_key_columns"]:
+        if p in cols:
+            raise click.UsageError(f"column {p!r} given both a column key and the footer key")
+        cols[p] = FOOTER_KEY
+    if o["uniform"] and cols:
+        raise click.UsageError("--uniform excludes --column-key-value/--footer-key-column")
+    if o["complete_columns"] and not cols:
+        raise click.UsageError("--complete-columns needs column keys: without them every column uses the "
+                               "footer key already")
+    try:
+        return EncryptionProperties(load_key(o["footer_key_value"], "--footer-key-value"), column_keys=cols or None,
+                                    algorithm=o["algorithm"] or "AES_GCM_V1", plaintext_footer=o["plaintext_footer"],
+                                    aad_prefix=o["aad_prefix"].encode() if o["aad_prefix"] is not None else None,
+                                    store_aad_prefix=not o["no_store_aad_prefix"], v2_framing=o["v2_framing"],
+                                    complete_columns=o["complete_columns"])
+    except ValueError as exc:
+        if type(exc) is not ValueError:     # InvalidKey: a bad key, not a bad command line
+            raise
+        raise click.UsageError(str(exc)) from None
+
+
+@click.command()
+@click.argument("src", type=click.Path())
+@click.argument("dst", type=click.Path())
+@_read_key_options
+@click.option("--footer-key-column", "footer_key_columns", multiple=True, metavar="COLUMN",
+              help="With explicit keys: encrypt this column with the footer key (repeatable).")
+@click.option("--uniform", is_flag=True, help="Encrypt every column with the footer key (the default when no "
+              "column keys are given).")
+@click.option("--complete-columns", is_flag=True, help="Columns without a key of their own are encrypted with "
+              "the footer key instead of staying plaintext (parquet.encryption.complete.columns).")
+@click.option("--no-store-aad-prefix", is_flag=True, help="Do not store the AAD prefix; readers must supply it.")
+@click.option("--algorithm", type=click.Choice(ALGORITHMS), help="Default: AES_GCM_V1.")
+@click.option("--plaintext-footer", is_flag=True, help="Plaintext (signed) footer for legacy readers.")
+@click.option("--v2-framing", type=click.Choice(V2_FRAMINGS), default="arrow", show_default=True,
+              help="DataPageV2 framing: the spec's/Arrow's, or parquet-java's (mutually unreadable).")
+@click.option("--footer-key", metavar="ID", help="Master key id of the footer; alone, of every column too.")
+@click.option("--column-keys", metavar="'ID:col,col;ID2:col'", help="Master key ids of columns.")
+@click.option("--uniform-key", metavar="ID", help="One master key id for footer and every column.")
+@click.option("--single-wrapping", is_flag=True, help="Wrap data keys with the KMS directly (no KEKs).")
+@click.option("--external-key-material", is_flag=True, help="Key material in _KEY_MATERIAL_FOR_<file>.json.")
+@click.option("--data-key-bits", type=click.Choice(["128", "192", "256"]), help="Default: 128.")
+@_jobs_option
+@_output_options
+def encrypt(src, dst, **o):
+    """Seal plaintext Parquet file(s) SRC into PME file(s) DST (a directory: its data
+    files, as pyarrow.dataset finds them).
+
+    Keys come from a KMS (--footer-key/--column-keys/--uniform-key or --property: fresh
+    data keys per file and column, key material in the file or beside it) or are given
+    explicitly (--footer-key-value, --column-key-value). Existing outputs are refused
+    unless --force (or --in-place when DST is SRC)."""
+    from ..api import encrypt_file
+
+    envelope = o["footer_key"] or o["column_keys"] or o["uniform_key"] or o["properties"]
+    if envelope and (o["footer_key_value"] or o["column_key_values"]):
+        raise click.UsageError("use either master key ids (--footer-key/--column-keys/--uniform-key/--property) "
+                               "or explicit keys (--footer-key-value/--column-key-value), not both")
+    if envelope:
+        props = properties(o["properties"], ENCRYPTION_PROPERTIES | CONNECTION_PROPERTIES)
+        choice = KmsChoice(o["kms"], o["key_list"], {k: v for k, v in props.items() if k in CONNECTION_PROPERTIES})
+        cfg = _envelope_config(o, {k: v for k, v in props.items() if k in ENCRYPTION_PROPERTIES})
+        kms, conn = choice.client_factory(), choice.connection()
+    else:
+        cfg, kms, conn = _explicit_properties(o), None, None
+    plan = J.plan(src, dst, in_place=o["in_place"])
+
+    def one(s, d):
+        return encrypt_file(s, d, cfg, kms=kms, kms_connection_config=conn, overwrite=o["force"],
+                            in_place=o["in_place"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # reported once per file by report()
+        J.run(plan, one, o["jobs"], "encrypted", lambda stats: J.report(stats, "encrypted"))
+
+
+# ---- decrypt, verify, inspect ------------------------------------------------------------------------
+
+
+@click.command()
+@click.argument("src", type=click.Path())
+@click.argument("dst", type=click.Path())
+@_read_key_options
+@_jobs_option
+@_output_options
+def decrypt(src, dst, footer_key_value, column_key_values, aad_prefix, kms, key_list, properties, jobs, force,
+            in_place):
+    """Unseal PME file(s) SRC into plaintext Parquet file(s) DST (mode 0600 when new);
+    keys explicit, or from the KMS through each file's key material. Existing outputs
+    are refused unless --force (or --in-place when DST is SRC)."""
+    from ..api import decrypt_file
+
+    keys = _read_keys(footer_key_value, column_key_values, aad_prefix, kms, key_list, properties).decryption()
+    plan = J.plan(src, dst, in_place=in_place)
+    J.run(plan, lambda s, d: decrypt_file(s, d, keys(s), overwrite=force, in_place=in_place), jobs, "decrypted",
+          lambda stats: J.report(stats, "decrypted"))
+
+
+def _ok_line(r: dict) -> str:
+    if "modules_authenticated" in r:
+        what = f"{r['modules_authenticated']} modules authenticated"
+        if r.get("pages_framing_checked"):
+            what += f", {r['pages_framing_checked']} CTR pages framing checked (not authenticated)"
+    else:
+        what = f"{r['modules']} modules authenticated"
+    return f"OK {r['file']}: {r['algorithm']}, {what}, {r['pages']} pages, {r['row_groups']} row groups"
+
+
+@click.command()
+@click.argument("path", type=click.Path())
+@_read_key_options
+@click.option("--json", "as_json", is_flag=True)
+@_jobs_option
+def verify(path, footer_key_value, column_key_values, aad_prefix, kms, key_list, properties, as_json, jobs):
+    """Authenticate every module (and check page CRCs) of PME file(s) without writing
+    anything; every failing module and every failing file is reported."""
+    from ..api import verify as verify_one
+    from ..format import VerificationFailed
+
+    keys = _read_keys(footer_key_value, column_key_values, aad_prefix, kms, key_list, properties).decryption()
+
+    def one(src, _):
+        try:
+            return verify_one(src, keys(src))
+        except VerificationFailed as exc:
+            for f in exc.report["failures"]:
+                where = ", ".join(f"{k} {f[k]}" for k in ("module", "row_group", "column", "page")
+                                  if f.get(k) is not None)
+                click.echo(f"FAILED {src}: {where}: {f['error']}", err=True)
+            raise
+    def show(reports):
+        for r in sorted(reports, key=lambda r: r["file"]):
+            click.echo(json.dumps(r) if as_json else _ok_line(r))
+    J.run(J.plan(path, None), one, jobs, "verified", show)
+
+
+@click.command()
+@click.argument("path", type=click.Path())
+@_read_key_options
+@click.option("--json", "as_json", is_flag=True)
+def inspect(path, footer_key_value, column_key_values, aad_prefix, kms, key_list, properties, as_json):
+    """Show a file's encryption (no keys needed; keys or a KMS open an encrypted footer).
+    A directory: every data file; each bad file is reported and the rest still shown."""
+    from ..api import inspect as inspect_one
+
+    read = _read_keys(footer_key_value, column_key_values, aad_prefix, kms, key_list, properties)
+    keys = read.decryption() if read.any else None
+    def show(infos):
+        for info in sorted(infos, key=lambda i: i["file"]):
+            click.echo(json.dumps(info)) if as_json else _print_inspect(info)
+    J.run(J.plan(path, None), lambda s, _: inspect_one(s, keys(s) if keys else None), 1, "inspected", show)
+
+
+def _print_inspect(info: dict) -> None:
+    click.echo(f"file        {info['file']} ({info['size']:,} bytes, {info['magic']})")
+    if not info["encrypted"]:
+        click.echo("encryption  none (plaintext Parquet)")
+    else:
+        click.echo(f"encryption  {info['algorithm']}, {info['footer']} footer")
+        click.echo(f"dialect     {info['dialect']}")
+        click.echo(f"aad prefix  {info['aad_prefix']}")
+        if info.get("footer_key_metadata"):
+            click.echo(f"footer key  {json.dumps(info['footer_key_metadata'])}")
+    if not info.get("footer_readable", True):
+        click.echo(info["note"])
+        return
+    click.echo(f"created_by  {info.get('created_by')}")
+    click.echo(f"rows        {info.get('num_rows')} in {len(info.get('row_groups') or [])} row groups")
+    width = max([len(c["path"]) for c in info.get("columns", [])] + [6])
+    click.echo(f"{'column':<{width}}  {'encryption':<11} {'bytes':>14}  key metadata")
+    for c in info.get("columns", []):
+        md = c.get("key_metadata")
+        extra = json.dumps(md) if md else ""
+        if c.get("v2_framing"):
+            extra = (extra + " " if extra else "") + f"[DataPageV2: {c['v2_framing']} framing]"
+        size = c.get("compressed_bytes")
+        click.echo(f"{c['path']:<{width}}  {c.get('encryption', '?'):<11} {size if size is not None else '?':>14}  "
+                   f"{extra}")
