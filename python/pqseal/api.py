@@ -17,9 +17,12 @@ pyarrow buffers and readers). Outputs are never overwritten unless ``overwrite=T
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import os
 import threading
 import warnings
+import weakref
 
 from .format import (DecryptionProperties, EncryptionProperties, Stats, inspect_file, transform, verify_file)
 from .format.engine import transform_to_memory
@@ -54,7 +57,7 @@ def _warn_v2(src, encryption: EncryptionProperties, decryption: DecryptionProper
 
 def kms_factory(kms=None):
     """A KMS client factory from what callers pass as ``kms``: a client, a factory, or
-    None for the local keystore (opened on first use, once per factory)."""
+    None for the local keystore (opened on first use)."""
     from .kms.base import KmsClient
 
     if kms is None:
@@ -77,6 +80,38 @@ def kms_factory(kms=None):
                     f"not {type(kms).__name__}")
 
 
+_sessions: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()   # kms object -> CryptoFactory
+_default_sessions: dict[tuple, object] = {}                           # keystore coordinates -> CryptoFactory
+_sessions_lock = threading.Lock()
+
+
+def crypto_factory(kms=None):
+    """The :class:`~pqseal.keys.CryptoFactory` (and so the KEK caches) of this process for
+    ``kms``: calls with the same client, factory or default keystore share one, so a loop
+    over files makes one KMS call per master key, as one pyarrow CryptoFactory would."""
+    from .keys import CryptoFactory
+    from .kms.keystore import default_path
+
+    with _sessions_lock:
+        if kms is None:
+            env = os.environ
+            where = (default_path(), env.get("PQSEAL_KEYSTORE_PASSPHRASE_FILE"),
+                     hashlib.sha256(env.get("PQSEAL_KEYSTORE_PASSPHRASE", "").encode()).hexdigest())
+            f = _default_sessions.get(where)
+            if f is None:
+                f = _default_sessions[where] = CryptoFactory(kms_factory(None))
+            return f
+        try:
+            f = _sessions.get(kms)
+        except TypeError:  # neither hashable nor weakly referable: a session of its own
+            return CryptoFactory(kms_factory(kms))
+        if f is None:
+            f = CryptoFactory(kms_factory(kms))
+            with contextlib.suppress(TypeError):
+                _sessions[kms] = f
+        return f
+
+
 def _connection(kms_connection_config):
     from .arrow import connection_config
     from .kms.base import KmsConnectionConfig
@@ -91,12 +126,11 @@ def encryption_properties(encryption, dst=None, *, kms=None, kms_connection_conf
     (pqseal's ``EncryptionConfig`` or pyarrow's ``EncryptionConfiguration``)."""
     from .arrow import encryption_config
     from .config import EncryptionConfig
-    from .keys import CryptoFactory
 
     if isinstance(encryption, EncryptionProperties):
         return encryption
     cfg = encryption if isinstance(encryption, EncryptionConfig) else encryption_config(encryption)
-    return CryptoFactory(kms_factory(kms)).file_encryption_properties(_connection(kms_connection_config), cfg,
+    return crypto_factory(kms).file_encryption_properties(_connection(kms_connection_config), cfg,
                                                                       dst if _is_path(dst) else None)
 
 
@@ -105,12 +139,11 @@ def decryption_properties(src, decryption=None, *, kms=None, kms_connection_conf
     material through the KMS (``decryption``: None, pqseal's ``DecryptionConfig`` or
     pyarrow's ``DecryptionConfiguration``)."""
     from .arrow import decryption_config
-    from .keys import CryptoFactory
 
     if isinstance(decryption, DecryptionProperties):
         return decryption
     cfg = decryption_config(decryption)
-    return CryptoFactory(kms_factory(kms)).file_decryption_properties(_connection(kms_connection_config), cfg,
+    return crypto_factory(kms).file_decryption_properties(_connection(kms_connection_config), cfg,
                                                                       src if _is_path(src) else None)
 
 
@@ -269,12 +302,12 @@ def read_table(source, kms=None, *, columns=None, decryption=None, kms_connectio
     if _is_path(source) and not isinstance(decryption, DecryptionProperties):
         import pyarrow.parquet.encryption as pe
 
-        from .arrow import crypto_factory, pyarrow_connection_config
+        from .arrow import crypto_factory as pyarrow_crypto_factory
+        from .arrow import pyarrow_connection_config
 
         _recover_once(source)
-        factory = kms_factory(kms)
         try:
-            props = crypto_factory(factory).file_decryption_properties(
+            props = pyarrow_crypto_factory(crypto_factory(kms).kms_client_factory).file_decryption_properties(
                 pyarrow_connection_config(_connection(kms_connection_config)),
                 decryption if isinstance(decryption, pe.DecryptionConfiguration) else pe.DecryptionConfiguration(),
                 os.fspath(source))

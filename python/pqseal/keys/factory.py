@@ -13,18 +13,20 @@ from ..kms.base import DEFAULT, KmsClient, KmsConnectionConfig
 from ..config import DecryptionConfig, EncryptionConfig
 from .material import COLUMN_KEY_REFERENCE_PREFIX, FOOTER_KEY_REFERENCE, KeyMaterial, KeyMetadata
 from .store import KeyMaterialStore, material_path, read_material
-from .toolkit import ExpiringCache, KeyUnwrapper, KeyWrapper, get_kms_client
+from .toolkit import ExpiringCache, KeyCaches, KeyUnwrapper, KeyWrapper
 
 KmsClientFactory = Callable[[KmsConnectionConfig], KmsClient]
 
 
 class CryptoFactory:
     """``CryptoFactory(kms_client_factory)``: ``kms_client_factory(KmsConnectionConfig)``
-    returns a :class:`~pqseal.kms.KmsClient`; clients are cached per access token and KMS
-    instance id."""
+    returns a :class:`~pqseal.kms.KmsClient`. The factory owns its caches (KMS clients per
+    access token and KMS instance id, KEKs per master key and per KEK id): use one factory
+    per job, so a job makes one KMS call per master key."""
 
-    def __init__(self, kms_client_factory: KmsClientFactory):
+    def __init__(self, kms_client_factory: KmsClientFactory, *, caches: KeyCaches | None = None):
         self.kms_client_factory = kms_client_factory
+        self.caches = KeyCaches() if caches is None else caches
 
     def file_encryption_properties(self, kms_connection_config: KmsConnectionConfig,
                                    encryption_config: EncryptionConfig, parquet_file_path=None) -> EncryptionProperties:
@@ -32,9 +34,10 @@ class CryptoFactory:
         keys; the key material goes into the file's key metadata (internal storage) or
         beside it. Every other field of the config is passed on to the properties."""
         cfg = encryption_config
-        kms = get_kms_client(self.kms_client_factory, kms_connection_config, cfg.cache_lifetime)
+        kms = self.caches.kms_client(self.kms_client_factory, kms_connection_config, cfg.cache_lifetime)
         wrapper = KeyWrapper(kms, kms_connection_config, double_wrapping=cfg.double_wrapping,
-                             cache_lifetime=cfg.cache_lifetime, kek_length_bits=cfg.kek_length_bits)
+                             cache_lifetime=cfg.cache_lifetime, kek_length_bits=cfg.kek_length_bits,
+                             cache=self.caches.kek_write)
         nbytes = cfg.data_key_length_bits // 8
         external: dict[str, str] = {}
 
@@ -72,8 +75,9 @@ class CryptoFactory:
             raise UnsupportedFeature(f"{os.path.basename(path)} has no external key material "
                                      f"({material_path(path)}); rotation needs external key material, as in "
                                      "parquet-java") from None
-        kms = get_kms_client(self.kms_client_factory, kms_connection_config, cache_lifetime)
-        unwrapper = KeyUnwrapper(kms, kms_connection_config, cache_lifetime=cache_lifetime)
+        kms = self.caches.kms_client(self.kms_client_factory, kms_connection_config, cache_lifetime)
+        unwrapper = KeyUnwrapper(kms, kms_connection_config, cache_lifetime=cache_lifetime,
+                                 cache=self.caches.kek_read)
         # fresh KEKs under the new master key versions, in a cache of this rotation only
         # (other writers keep theirs)
         wrapper = KeyWrapper(kms, kms_connection_config, double_wrapping=double_wrapping, cache_lifetime=cache_lifetime,
@@ -120,7 +124,7 @@ class CryptoFactory:
                                           else cfg.kms_instance_url,
                                           cfg.key_access_token, dict(cfg.custom_kms_conf))
                 state["config"] = cfg
-            kms = get_kms_client(self.kms_client_factory, cfg, dcfg.cache_lifetime)
-            return KeyUnwrapper(kms, cfg, cache_lifetime=dcfg.cache_lifetime).unwrap(material)
+            kms = self.caches.kms_client(self.kms_client_factory, cfg, dcfg.cache_lifetime)
+            return KeyUnwrapper(kms, cfg, cache_lifetime=dcfg.cache_lifetime, cache=self.caches.kek_read).unwrap(material)
 
         return DecryptionProperties(key_retriever=retrieve)

@@ -7,6 +7,8 @@
   per KEK id (readers) for ``cache_lifetime`` seconds, so a job makes one KMS call per
   master key, not one per file or column.
 - KMS clients are cached per access token and KMS instance id, as parquet-java does.
+- The caches belong to a session (:class:`KeyCaches`, one per ``CryptoFactory``), not to
+  the process: parquet-java keeps them in static fields; Arrow, like pqseal, per factory.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import base64
 import threading
 import time
+import weakref
 from typing import Callable
 
 from ..crypto import random_bytes, unwrap_key_locally, wrap_key_locally
@@ -69,22 +72,36 @@ class ExpiringCache:
             self._maps.clear()
 
 
-# process-wide caches, as in parquet-java's KeyToolkit
-KMS_CLIENT_CACHE = ExpiringCache()
-KEK_WRITE_CACHE = ExpiringCache()
-KEK_READ_CACHE = ExpiringCache()
+class KeyCaches:
+    """The caches of one key-management session (a :class:`~pqseal.keys.CryptoFactory`
+    owns one): KMS clients per access token and KMS instance, KEKs for writing per master
+    key, KEKs for reading per KEK id, each expiring after the configured lifetime. Two
+    factories share nothing, so a rotation or a test cannot clear another writer's KEKs."""
+
+    def __init__(self):
+        self.kms_clients = ExpiringCache()
+        self.kek_write = ExpiringCache()
+        self.kek_read = ExpiringCache()
+        _ALL.add(self)
+
+    def clear(self) -> None:
+        for c in (self.kms_clients, self.kek_write, self.kek_read):
+            c.clear()
+
+    def kms_client(self, factory: Callable[[KmsConnectionConfig], KmsClient], config: KmsConnectionConfig,
+                   lifetime: float) -> KmsClient:
+        # keyed by the factory object itself (not its id(), which a new object may reuse)
+        return self.kms_clients.get_or_create(config.key_access_token, (_Ident(factory), config.kms_instance_id),
+                                              lifetime, lambda: factory(config))
+
+
+_ALL: weakref.WeakSet = weakref.WeakSet()
 
 
 def clear_caches() -> None:
-    for c in (KMS_CLIENT_CACHE, KEK_WRITE_CACHE, KEK_READ_CACHE):
+    """Forget every cached KMS client and KEK of this process (all sessions)."""
+    for c in list(_ALL):
         c.clear()
-
-
-def get_kms_client(factory: Callable[[KmsConnectionConfig], KmsClient], config: KmsConnectionConfig,
-                   lifetime: float) -> KmsClient:
-    # keyed by the factory object itself (not its id(), which a new object may reuse)
-    return KMS_CLIENT_CACHE.get_or_create(config.key_access_token, (_Ident(factory), config.kms_instance_id),
-                                          lifetime, lambda: factory(config))
 
 
 def _kms_call(fn, what: str):
@@ -102,13 +119,15 @@ class KeyWrapper:
     def __init__(self, kms: KmsClient, config: KmsConnectionConfig, *, double_wrapping: bool = True,
                  cache_lifetime: float = DEFAULT_CACHE_LIFETIME, kek_length_bits: int = 128,
                  cache: ExpiringCache | None = None):
+        """``cache``: where KEKs live (a session's ``KeyCaches.kek_write``); None: this
+        wrapper's own."""
         if kek_length_bits not in (128, 192, 256):
             raise ValueError("KEK length must be 128, 192 or 256 bits")
         self.kms, self.config = kms, config
         self.double_wrapping = double_wrapping
         self.cache_lifetime = cache_lifetime
         self.kek_bytes = kek_length_bits // 8
-        self._cache = KEK_WRITE_CACHE if cache is None else cache
+        self._cache = ExpiringCache() if cache is None else cache
 
     def _kek(self, master_key_id: str):
         def create():
@@ -137,9 +156,10 @@ class KeyUnwrapper:
     """Unwraps DEKs from key material (caching KEKs by KEK id)."""
 
     def __init__(self, kms: KmsClient, config: KmsConnectionConfig, *,
-                 cache_lifetime: float = DEFAULT_CACHE_LIFETIME):
+                 cache_lifetime: float = DEFAULT_CACHE_LIFETIME, cache: ExpiringCache | None = None):
         self.kms, self.config = kms, config
         self.cache_lifetime = cache_lifetime
+        self._cache = ExpiringCache() if cache is None else cache
 
     def unwrap(self, m: KeyMaterial) -> bytes:
         if not m.double_wrapping:
@@ -154,6 +174,6 @@ class KeyUnwrapper:
         def create():
             return bytes(_kms_call(lambda: self.kms.unwrap_key(m.wrapped_kek, m.master_key_id),
                                    f"unwrap with {m.master_key_id!r}"))
-        kek = KEK_READ_CACHE.get_or_create(self.config.key_access_token, (_Ident(self.kms), m.kek_id),
-                                           self.cache_lifetime, create)
+        kek = self._cache.get_or_create(self.config.key_access_token, (_Ident(self.kms), m.kek_id),
+                                        self.cache_lifetime, create)
         return unwrap_key_locally(m.wrapped_dek, kek, kek_id)

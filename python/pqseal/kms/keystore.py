@@ -149,7 +149,27 @@ class LocalKeystore(KmsClient):
             raise KeyAccessDenied(f"wrong passphrase for keystore {self.path}")
         self._kek = kek
         self._doc = doc
+        self._stamp = self._file_stamp()
         self._cache.clear()
+
+    def _file_stamp(self):
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return None
+        return st.st_mtime_ns, st.st_size, st.st_ino
+
+    def _refresh(self) -> None:
+        """Re-read the file if another process (``pqseal keys rotate``) changed it since it
+        was loaded; the passphrase-derived key is reused when the KDF is unchanged."""
+        if self._file_stamp() == self._stamp:
+            return
+        doc = self._read()
+        if doc.get("kdf") != self._doc.get("kdf") or doc.get("check") != self._doc.get("check"):
+            self._load()
+            return
+        self._doc = doc
+        self._stamp = self._file_stamp()
 
     @contextlib.contextmanager
     def _locked(self):
@@ -207,10 +227,12 @@ class LocalKeystore(KmsClient):
         return out
 
     def _master(self, key_id: str, version: int | None) -> tuple[int, ModuleKey]:
+        if version is None:  # wrapping: the newest active version, also after a rotation elsewhere
+            self._refresh()
         entry = self._doc["keys"].get(key_id)
         if entry is None:
             # another process may have created it since we loaded
-            self._load()
+            self._refresh()
             entry = self._doc["keys"].get(key_id)
         if entry is None:
             raise KeyNotFound(f"master key {key_id!r} not in keystore {self.path}")
