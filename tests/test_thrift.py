@@ -17,10 +17,14 @@ to build inputs and expected outputs.
 from __future__ import annotations
 
 import gc
+import json
 import mmap
 import os
 import random
 import struct
+import subprocess
+import sys
+import textwrap
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -1006,3 +1010,164 @@ def test_random_mutations_agree(name, tree, edits, cut):
 @given(st.sampled_from(sorted(STRUCTS)), st.binary(max_size=200))
 def test_random_bytes_agree(name, buf):
     decode_both(name, buf)
+
+
+# --------------------------------------------------------------------------- size limits (Arrow's)
+# Arrow's ReaderProperties: thrift string size limit 100,000,000 bytes, container size limit
+# 1,000,000 elements, applied to every value read or skipped. Beyond them, a decode call
+# builds at most OBJECT_BUDGET_BASE + consumed / BYTES_PER_OBJECT structs and unknown fields.
+
+def test_limits_are_arrows():
+    from pqseal import _thrift
+    assert (T.STRING_SIZE_LIMIT, T.CONTAINER_SIZE_LIMIT) == (100_000_000, 1_000_000)
+    assert (_thrift.STRING_SIZE_LIMIT, _thrift.CONTAINER_SIZE_LIMIT) == (T.STRING_SIZE_LIMIT, T.CONTAINER_SIZE_LIMIT)
+    assert (_thrift.OBJECT_BUDGET_BASE, _thrift.BYTES_PER_OBJECT) == (T.OBJECT_BUDGET_BASE, T.BYTES_PER_OBJECT)
+
+
+def _list_header(et, n):
+    return bytes([0xF0 | et]) + g_varint(n)
+
+
+# FileMetaData: version 1, schema [root], num_rows 0, then field 4 (row_groups) at offset 15
+FMD_HEAD = b"\x15\x02" + b"\x19\x1c" + b"\x48\x06schema\x00" + b"\x16\x00" + b"\x19"
+
+
+def test_container_limit_known_list():
+    lim = T.CONTAINER_SIZE_LIMIT
+    # ColumnMetaData.encodings, list<i32> of zeros: one byte per element
+    at_limit = b"\x29" + _list_header(I32, lim) + b"\x00" * lim + b"\x00"
+    res = decode_both("ColumnMetaData", at_limit)
+    assert res[0] == "ok" and len(res[1][0]["encodings"]) == lim
+    over = b"\x29" + _list_header(I32, lim + 1) + b"\x00" * (lim + 1) + b"\x00"
+    res = decode_both("ColumnMetaData", over)
+    assert res[:2] == ("err", "DecodeError")
+    assert res[2] == "ColumnMetaData.encodings: list size 1000001 exceeds the container size limit 1000000 at offset 1"
+
+
+def test_container_limit_in_list_of_structs_names_the_field():
+    n = T.CONTAINER_SIZE_LIMIT + 1
+    buf = FMD_HEAD + _list_header(STRUCT, n) + b"\x00" * n + b"\x00"
+    res = decode_both("FileMetaData", buf)
+    assert res[2] == ("FileMetaData.row_groups: list size 1000001 exceeds the container size limit 1000000 "
+                      "at offset 16")
+
+
+def test_container_limit_in_skipped_values():
+    n = T.CONTAINER_SIZE_LIMIT + 1
+    # unknown field 10 of FileMetaData: a list<byte>, skipped without building it
+    unknown = b"\xa9" + _list_header(BYTE, n) + b"\x00" * n + b"\x00"
+    res = decode_both("FileMetaData", unknown)
+    assert res[2] == "FileMetaData[10]: list size 1000001 exceeds the container size limit 1000000 at offset 1"
+    # a raw field (ColumnMetaData.statistics) holding a map nested in a struct
+    raw = b"\xcc" + b"\x1b" + g_varint(n) + b"\x33" + b"\x00" * (2 * n) + b"\x00" + b"\x00"
+    res = decode_both("ColumnMetaData", raw)
+    assert res[2] == ("ColumnMetaData.statistics: map size 1000001 exceeds the container size limit 1000000 "
+                      "at offset 2")
+    # a known id with another wire type is kept as unknown: named by its id
+    mism = b"\x69" + _list_header(BYTE, n) + b"\x00" * n + b"\x00"
+    res = decode_both("FileMetaData", mism)
+    assert res[2] == "FileMetaData[6]: list size 1000001 exceeds the container size limit 1000000 at offset 1"
+
+
+def test_string_limit():
+    lim = T.STRING_SIZE_LIMIT
+    over = b"\x68" + g_varint(lim + 1) + bytes(lim + 1) + b"\x00"
+    res = decode_both("FileMetaData", over)
+    assert res[2] == "FileMetaData.created_by: binary length 100000001 exceeds the string size limit 100000000 at offset 1"
+    del over
+    exact = b"\x68" + g_varint(lim) + bytes(lim) + b"\x00"
+    for codec in (C, PY):
+        obj, end = codec.decode("FileMetaData", exact)
+        assert len(obj["created_by"]) == lim and end == len(exact)
+        del obj
+        assert codec.skip("FileMetaData", exact) == len(exact)
+
+
+def test_encode_respects_the_limits():
+    lim = T.CONTAINER_SIZE_LIMIT
+    for codec in (C, PY):
+        out = codec.encode("ColumnMetaData", {"encodings": [0] * lim})
+        assert codec.decode("ColumnMetaData", out)[0] == {"encodings": [0] * lim}
+    msg = _enc_err("ColumnMetaData", {"encodings": [0] * (lim + 1)})
+    assert msg == "ColumnMetaData.encodings: list of 1000001 elements exceeds the container size limit 1000000"
+    big = bytes(T.STRING_SIZE_LIMIT + 1)
+    msg = _enc_err("KeyValue", {"key": b"k", "value": big})
+    assert msg == "KeyValue.value: binary value of 100000001 bytes exceeds the string size limit 100000000"
+    del big
+    # a raw value breaking a limit is not a valid encoded value
+    msg = _enc_err("FileMetaData", {10: (LIST, _list_header(BYTE, lim + 1) + bytes(lim + 1))})
+    assert msg == ("FileMetaData[10]: invalid encoded value: list size 1000001 exceeds the container size limit "
+                   "1000000 at offset 0")
+
+
+def _empty_struct_lists(n_lists, per_list):
+    """FileMetaData whose row groups hold many empty ColumnChunks (each list under the limit)."""
+    rg = b"\x19" + _list_header(STRUCT, per_list) + b"\x00" * per_list + b"\x00"
+    return FMD_HEAD + _list_header(STRUCT, n_lists) + rg * n_lists + b"\x00"
+
+
+def _unknown_bool_fields(n_structs):
+    """FileMetaData whose row groups each carry 32,668 unknown bool fields (1 byte each)."""
+    rg = b"\x01" + g_varint(g_zz(100)) + b"\x11" * 32667 + b"\x00"
+    return FMD_HEAD + _list_header(STRUCT, n_structs) + rg * n_structs + b"\x00"
+
+
+def test_object_budget():
+    base, per = T.OBJECT_BUDGET_BASE, T.BYTES_PER_OBJECT
+    # many empty structs spread over lists that each stay under the container limit
+    res = decode_both("FileMetaData", _empty_struct_lists(2, 600_000))
+    assert res[:2] == ("err", "DecodeError")
+    assert res[2].startswith("RowGroup.columns: ")
+    assert f"structs and unknown fields in " in res[2]
+    assert res[2].split(" at offset")[0].endswith(f"exceed the object budget ({base} + 1 per {per} bytes)")
+    objects, consumed = int(res[2].split()[1]), int(res[2].split()[7])
+    assert objects == base + consumed // per + 1
+    # unknown fields count too
+    res = decode_both("FileMetaData", _unknown_bool_fields(40))
+    assert res[:2] == ("err", "DecodeError") and "exceed the object budget" in res[2]
+    assert res[2].startswith("RowGroup[")
+    # under the budget: both decode, and real footers use far more than 8 bytes per struct
+    res = decode_both("FileMetaData", _empty_struct_lists(2, 450_000))
+    assert res[0] == "ok" and len(res[1][0]["row_groups"][1]["columns"]) == 450_000
+
+
+_INSPECT_CHILD = textwrap.dedent("""
+    import json, resource, sys
+    import pqseal
+    from pqseal.errors import MalformedFile
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    try:
+        pqseal.inspect(sys.argv[1])
+        out = {"error": None}
+    except Exception as e:
+        out = {"error": type(e).__name__, "malformed": isinstance(e, MalformedFile), "message": str(e)}
+    out["growth_kib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+    print(json.dumps(out))
+""")
+
+
+@pytest.mark.parametrize("shape", ["10M_row_groups", "10x1M_column_chunks", "unknown_fields"])
+def test_inspect_footer_amplification_bounded(tmp_path, shape):
+    """A ~10 MB footer of empty structs or 1-byte unknown fields: inspect (no keys) fails
+    cleanly with MalformedFile naming the limit, and the process grows by far less than the
+    ~750 MB to 2.6 GB such footers used to cost (peak RSS is a memory bound, not a timing)."""
+    if shape == "10M_row_groups":
+        n = 10_000_000
+        footer = FMD_HEAD + _list_header(STRUCT, n) + b"\x00" * n + b"\x00"
+        want = "FileMetaData.row_groups: list size 10000000 exceeds the container size limit 1000000"
+    elif shape == "10x1M_column_chunks":
+        footer = _empty_struct_lists(10, 1_000_000)
+        want = "exceed the object budget"
+    else:
+        footer = _unknown_bool_fields(310)
+        want = "exceed the object budget"
+    assert len(footer) > 10_000_000
+    p = tmp_path / f"{shape}.parquet"
+    p.write_bytes(b"PAR1" + footer + struct.pack("<I", len(footer)) + b"PAR1")
+    r = subprocess.run([sys.executable, "-c", _INSPECT_CHILD, os.fspath(p)], capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["error"] == "MalformedFile" and out["malformed"], out
+    assert want in out["message"], out
+    assert out["growth_kib"] < 250 * 1024, out

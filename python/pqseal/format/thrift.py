@@ -26,7 +26,14 @@ values are re-emitted verbatim after checking they are exactly one well-formed v
 Bounds (both codecs): at most ``MAX_DEPTH`` (64) nested containers; every length and count
 is checked against the remaining input before anything is allocated; varints are at most
 10 bytes and fit 64 bits, i16/i32 varints fit their width, lengths/counts fit a
-non-negative i32, field ids fit i16, a struct may not repeat a field id. Malformed input
+non-negative i32, field ids fit i16, a struct may not repeat a field id. As in Apache
+Arrow's Parquet reader (its default thrift string and container size limits), a binary
+value is at most ``STRING_SIZE_LIMIT`` (100,000,000) bytes and a list, set or map at most
+``CONTAINER_SIZE_LIMIT`` (1,000,000) elements, whether decoded or skipped (encode refuses
+the same); the error names the limit and the field. One decode call also builds at most
+``OBJECT_BUDGET_BASE`` + (bytes consumed) / ``BYTES_PER_OBJECT`` structs and unknown
+fields, so a footer of empty structs spread over many lists cannot cost ~100 times its
+size in memory (real footers use tens of bytes per struct). Malformed input
 raises ``DecodeError`` (a ``ValueError``) whose message ends with the byte offset;
 values that do not fit the schema raise ``EncodeError`` (a ``ValueError``) naming the
 struct and field.
@@ -53,6 +60,7 @@ except ImportError:  # pragma: no cover - exercised when the extension is not bu
 
 __all__ = [
     "decode", "encode", "skip", "DecodeError", "EncodeError", "SCHEMA", "MAX_DEPTH",
+    "STRING_SIZE_LIMIT", "CONTAINER_SIZE_LIMIT", "OBJECT_BUDGET_BASE", "BYTES_PER_OBJECT",
     "PyCodec", "codec", "native_codec", "python_codec", "implementation",
     "BOOL", "BYTE", "I16", "I32", "I64", "DOUBLE", "BINARY", "LIST", "SET", "MAP", "STRUCT",
 ]
@@ -61,6 +69,10 @@ __all__ = [
 BOOL, BOOL_FALSE, BYTE, I16, I32, I64, DOUBLE, BINARY, LIST, SET, MAP, STRUCT = range(1, 13)
 MAX_DEPTH = 64
 _MAX_LEN = 0x7FFFFFFF
+STRING_SIZE_LIMIT = 100_000_000      # Arrow's default thrift string size limit
+CONTAINER_SIZE_LIMIT = 1_000_000     # Arrow's default thrift container size limit
+OBJECT_BUDGET_BASE = 1_000_000
+BYTES_PER_OBJECT = 8
 _FID_MIN, _FID_MAX = -32768, 32767
 
 if _cthrift is not None:
@@ -339,10 +351,29 @@ def _zigzag(v):
 class _Reader:
     """Mirrors the decoder in csrc/thrift.c check for check."""
 
-    __slots__ = ("buf", "pos", "n", "build")
+    __slots__ = ("buf", "pos", "n", "build", "start", "objects", "wsd", "wf", "wfid")
 
     def __init__(self, buf, pos, build):
         self.buf, self.pos, self.n, self.build = buf, pos, len(buf), build
+        self.start, self.objects = pos, 0
+        self.wsd = self.wf = self.wfid = None     # the field being read, for limit errors
+
+    def where(self):
+        if self.wsd is None:
+            return ""
+        if self.wf is not None:
+            return f"{self.wsd.name}.{self.wf.name}: "
+        return f"{self.wsd.name}[{self.wfid}]: "
+
+    def limit(self, off, what, n, limit_name, limit):
+        return _derr(off, f"{self.where()}{what} {n} exceeds the {limit_name} limit {limit}")
+
+    def count_object(self):
+        self.objects += 1
+        consumed = self.pos - self.start
+        if self.objects > OBJECT_BUDGET_BASE + consumed // BYTES_PER_OBJECT:
+            raise _derr(self.pos, f"{self.where()}{self.objects} structs and unknown fields in {consumed} bytes "
+                                  f"exceed the object budget ({OBJECT_BUDGET_BASE} + 1 per {BYTES_PER_OBJECT} bytes)")
 
     def varint(self):
         buf, start = self.buf, self.pos
@@ -394,6 +425,8 @@ class _Reader:
         n = self.rd_len("binary length")
         if n > self.n - self.pos:
             raise _derr(start, f"binary length {n} exceeds remaining input")
+        if n > STRING_SIZE_LIMIT:
+            raise self.limit(start, "binary length", n, "string size", STRING_SIZE_LIMIT)
         at = self.pos
         self.pos = at + n
         return at, n
@@ -411,6 +444,8 @@ class _Reader:
             n = self.rd_len("list size")
         if n > self.n - self.pos:
             raise _derr(start, f"list size {n} exceeds remaining input")
+        if n > CONTAINER_SIZE_LIMIT:
+            raise self.limit(start, "list size", n, "container size", CONTAINER_SIZE_LIMIT)
         return et, n
 
     def map_header(self):
@@ -429,6 +464,8 @@ class _Reader:
             raise _derr(start, f"bad element type {vt}")
         if n > (self.n - self.pos) // 2:
             raise _derr(start, f"map size {n} exceeds remaining input")
+        if n > CONTAINER_SIZE_LIMIT:
+            raise self.limit(start, "map size", n, "container size", CONTAINER_SIZE_LIMIT)
         return kt, vt, n
 
     def field_header(self, last):
@@ -534,7 +571,9 @@ class _Reader:
         if et != f.etype:
             return _MISMATCH
         out = []
+        wsd = self.wsd
         for _ in range(n):
+            self.wsd, self.wf = wsd, f      # an element struct's fields moved them
             v = self.rd_elem(f, depth + 1)
             if v is _MISMATCH:
                 return _MISMATCH
@@ -544,6 +583,7 @@ class _Reader:
     def rd_struct(self, sd, depth):
         if depth > MAX_DEPTH:
             raise _derr(self.pos, "nesting too deep")
+        self.count_object()
         build = self.build
         d = {} if build else None
         seen = set()
@@ -558,15 +598,19 @@ class _Reader:
             if fid in seen:
                 raise _derr(hdr, f"duplicate field id {fid}")
             seen.add(fid)
+            self.wsd, self.wfid, self.wf = sd, fid, None
             if f is not None and (f.ttype == t or (f.ttype == BOOL and t == BOOL_FALSE)):
                 vstart = self.pos
+                self.wf = f
                 v = self.rd_field_value(f, t, depth + 1)
                 if v is not _MISMATCH:
                     if build:
                         d[f.name] = v
                     continue
                 self.pos = vstart
+                self.wsd, self.wf = sd, None
             vstart = self.pos
+            self.count_object()
             self.skip_value(t, depth + 1, False)
             if build:
                 d[fid] = (t, bytes(self.buf[vstart:self.pos]))
@@ -678,8 +722,8 @@ class _Writer:
             b = _as_bytes_like(v)
             if b is None:
                 raise c.err_type("expected bytes-like, got ", v)
-            if len(b) > _MAX_LEN:
-                raise c.err("binary value too long")
+            if len(b) > STRING_SIZE_LIMIT:
+                raise c.err(f"binary value of {len(b)} bytes exceeds the string size limit {STRING_SIZE_LIMIT}")
             self.varint(len(b))
             self.out += b
         elif t == STRUCT:
@@ -694,8 +738,8 @@ class _Writer:
             if depth > MAX_DEPTH:
                 raise c.err("nesting too deep")
             n = len(v)
-            if n > _MAX_LEN:
-                raise c.err("list too long")
+            if n > CONTAINER_SIZE_LIMIT:
+                raise c.err(f"list of {n} elements exceeds the container size limit {CONTAINER_SIZE_LIMIT}")
             if n < 15:
                 self.out.append((n << 4) | et)
             else:
