@@ -28,8 +28,8 @@
  * Errors raise DecodeError / EncodeError (both ValueError). The cyclic GC is paused while
  * decoding.
  *
- * The pure-Python codec in thrift.py mirrors this file check for check (same accepted
- * inputs, same results, same error messages); the tests compare the two.
+ * The test oracle tests/thrift_oracle.py mirrors this file check for check in pure Python
+ * (same accepted inputs, same results, same error messages); the tests compare the two.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>

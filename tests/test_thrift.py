@@ -1,4 +1,4 @@
-"""The Thrift compact codec (pqseal._thrift and its pure-Python twin in pqseal.format.thrift).
+"""The Thrift compact codec (pqseal._thrift, checked against its pure-Python twin tests/thrift_oracle.py).
 
 * byte-identical round trips of real footers, page headers, page indexes and bloom filter
   headers written by pyarrow (V1/V2 pages, dictionaries, statistics, nested columns,
@@ -30,13 +30,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from pqseal import _thrift
 from pqseal.format import thrift as T
+from thrift_oracle import PyCodec
 
-C = T.native_codec
-PY = T.python_codec
-CODECS = [pytest.param(C, id="c", marks=pytest.mark.skipif(C is None, reason="pqseal._thrift not built")),
-          pytest.param(PY, id="python")]
-needs_c = pytest.mark.skipif(C is None, reason="pqseal._thrift not built")
+C = T.codec
+PY = PyCodec(T.SCHEMA)
 
 BOOL, BOOL_FALSE, BYTE, I16, I32, I64, DOUBLE, BINARY, LIST, SET, MAP, STRUCT = range(1, 13)
 
@@ -206,9 +205,8 @@ def decode_both(name, buf, offset=0):
     """Decode with every codec; assert they agree (also with skip); return the result."""
     res = outcome(PY.decode, name, buf, offset)
     skipped = outcome(PY.skip, name, buf, offset)
-    if C is not None:
-        assert outcome(C.decode, name, buf, offset) == res
-        assert outcome(C.skip, name, buf, offset) == skipped
+    assert outcome(C.decode, name, buf, offset) == res
+    assert outcome(C.skip, name, buf, offset) == skipped
     if res[0] == "ok":
         assert skipped == ("ok", res[1][1])
     else:
@@ -225,8 +223,7 @@ def roundtrip(name, buf, offset=0, end=None):
         assert stop == end
     want = bytes(buf[offset:stop])
     assert PY.encode(name, obj) == want
-    if C is not None:
-        assert C.encode(name, obj) == want
+    assert C.encode(name, obj) == want
     return obj, stop
 
 
@@ -463,8 +460,6 @@ def test_buffer_types(pa_files, tmp_path):
     p.write_bytes(data)
     with open(p, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
         for codec in (C, PY):
-            if codec is None:
-                continue
             assert codec.decode("FileMetaData", mm, start) == want
             assert codec.decode("FileMetaData", np.frombuffer(data, np.uint8), offset=start) == want
             assert codec.skip("FileMetaData", mm, start) == start + n
@@ -532,8 +527,6 @@ def test_unknown_fields_survive_edit(small_footer):
             g_set(want_tree, 6, BINARY, b"modified by pqseal")
         want = g_struct(want_tree)
         for codec in (C, PY):
-            if codec is None:
-                continue
             out = codec.encode("FileMetaData", obj)
             assert out == want, name
             again, _ = codec.decode("FileMetaData", out)
@@ -543,8 +536,6 @@ def test_unknown_fields_survive_edit(small_footer):
 def test_unknown_field_representation(small_footer):
     inputs, _ = _inject_cases(small_footer)
     for codec in (C, PY):
-        if codec is None:
-            continue
         obj, _ = codec.decode("FileMetaData", inputs["cmd_fid18_short"])
         assert obj["row_groups"][0]["columns"][0]["meta_data"][18] == (I32, g_varint(g_zz(777)))
         obj, _ = codec.decode("FileMetaData", inputs["cmd_fid99_long"])
@@ -564,8 +555,6 @@ def test_unknown_field_representation(small_footer):
 
 def test_bool_fields_and_lists():
     for codec in (C, PY):
-        if codec is None:
-            continue
         # DictionaryPageHeader.is_sorted: wire types 1 (true) and 2 (false)
         for b, want in ((b"\x15\x02\x15\x00\x11\x00", True), (b"\x15\x02\x15\x00\x12\x00", False)):
             obj, end = codec.decode("DictionaryPageHeader", b)
@@ -573,7 +562,7 @@ def test_bool_fields_and_lists():
             assert codec.encode("DictionaryPageHeader", obj) == b
     # a schema list<bool> (a test schema; Parquet's only one, ColumnIndex.null_pages, is raw)
     defs = [("S", [(1, "flags", LIST, BOOL, None, False), (2, "x", DOUBLE, 0, None, False)])]
-    codecs = [T.PyCodec(defs)] + ([T._cthrift.Codec(defs)] if C is not None else [])
+    codecs = [PyCodec(defs), _thrift.Codec(defs)]
     for codec in codecs:
         b = b"\x19\x31\x01\x02\x01" + b"\x17" + struct.pack("<d", -0.5) + b"\x00"
         obj, _ = codec.decode("S", b)
@@ -659,7 +648,6 @@ def test_every_truncation(tiny_footer):
     assert decode_both("FileMetaData", tiny_footer)[0] == "ok"
 
 
-@needs_c
 @pytest.mark.parametrize("kind", ["v1", "v2"])
 def test_every_truncation_bigger_footer_c(pa_files, kind):
     data = pa_files[kind]
@@ -697,12 +685,10 @@ def test_garbage_and_bit_flips(tiny_footer):
             # whatever decodes re-encodes (maybe canonicalised) and decodes to the same
             out = PY.encode("FileMetaData", obj)
             assert T.decode("FileMetaData", out)[0] == obj
-            if C is not None:
-                assert C.encode("FileMetaData", obj) == out
+            assert C.encode("FileMetaData", obj) == out
     assert oks > 0
 
 
-@needs_c
 def test_bit_flips_bigger_footer_c(small_footer):
     rnd = random.Random(7)
     for _ in range(3000):
@@ -716,8 +702,6 @@ def test_bit_flips_bigger_footer_c(small_footer):
 def test_gc_state_restored():
     assert gc.isenabled()
     for codec in (C, PY):
-        if codec is None:
-            continue
         with pytest.raises(T.DecodeError):
             codec.decode("FileMetaData", b"\x15")
         assert gc.isenabled()
@@ -731,8 +715,6 @@ def test_gc_state_restored():
 
 def test_bad_arguments():
     for codec in (C, PY):
-        if codec is None:
-            continue
         with pytest.raises(ValueError, match="unknown struct"):
             codec.decode("Nope", b"\x00")
         with pytest.raises(ValueError, match="unknown struct"):
@@ -751,8 +733,7 @@ def test_bad_arguments():
 
 def _enc_err(name, obj):
     res = outcome(PY.encode, name, obj)
-    if C is not None:
-        assert outcome(C.encode, name, obj) == res
+    assert outcome(C.encode, name, obj) == res
     assert res[0] == "err" and res[1] == "EncodeError", res
     return res[2]
 
@@ -807,7 +788,7 @@ def test_encode_errors():
 
 def test_encode_depth_bound():
     defs = [("N", [(1, "next", STRUCT, 0, "N", False), (2, "xs", LIST, STRUCT, "N", False)])]
-    codecs = [T.PyCodec(defs)] + ([T._cthrift.Codec(defs)] if C is not None else [])
+    codecs = [PyCodec(defs), _thrift.Codec(defs)]
     cyc = {}
     cyc["next"] = cyc
     lcyc = {"xs": []}
@@ -837,8 +818,6 @@ def test_encode_depth_bound():
 def test_encode_accepts_bytes_like_and_tuples():
     obj = {"key": bytearray(b"k"), "value": memoryview(b"xvx")[1:2]}
     for codec in (C, PY):
-        if codec is None:
-            continue
         assert codec.encode("KeyValue", obj) == b"\x18\x01k\x18\x01v\x00"
         assert codec.encode("ColumnMetaData", {"encodings": (0, 3)}) == b"\x29\x25\x00\x06\x00"
         assert codec.encode("FileMetaData", {10: (1, b""), 3: (2, bytearray())}) == b"\x32\x71\x00"
@@ -867,10 +846,9 @@ def test_schema_compile_errors():
     ]
     for defs in bad:
         with pytest.raises(ValueError, match="bad schema"):
-            T.PyCodec(defs)
-        if C is not None:
-            with pytest.raises(ValueError, match="bad schema"):
-                T._cthrift.Codec(defs)
+            PyCodec(defs)
+        with pytest.raises(ValueError, match="bad schema"):
+            _thrift.Codec(defs)
 
 
 # --------------------------------------------------------------------------- Hypothesis
@@ -968,8 +946,7 @@ def test_random_objects_roundtrip(data):
     name = data.draw(st.sampled_from(sorted(STRUCTS)))
     obj = data.draw(objects(name))
     out = PY.encode(name, obj)
-    if C is not None:
-        assert C.encode(name, obj) == out
+    assert C.encode(name, obj) == out
     res = decode_both(name, out)
     assert res == ("ok", (obj, len(out)))
     assert PY.encode(name, res[1][0]) == out
@@ -985,8 +962,7 @@ def test_random_wire_trees_roundtrip(name, tree):
     obj, end = res[1]
     assert end == len(buf)
     assert PY.encode(name, obj) == buf
-    if C is not None:
-        assert C.encode(name, obj) == buf
+    assert C.encode(name, obj) == buf
 
 
 @_HSET
@@ -1001,8 +977,7 @@ def test_random_mutations_agree(name, tree, edits, cut):
     if res[0] == "ok":
         obj = res[1][0]
         out = PY.encode(name, obj)
-        if C is not None:
-            assert C.encode(name, obj) == out
+        assert C.encode(name, obj) == out
         assert decode_both(name, out) == ("ok", (obj, len(out)))
 
 
@@ -1018,7 +993,6 @@ def test_random_bytes_agree(name, buf):
 # builds at most OBJECT_BUDGET_BASE + consumed / BYTES_PER_OBJECT structs and unknown fields.
 
 def test_limits_are_arrows():
-    from pqseal import _thrift
     assert (T.STRING_SIZE_LIMIT, T.CONTAINER_SIZE_LIMIT) == (100_000_000, 1_000_000)
     assert (_thrift.STRING_SIZE_LIMIT, _thrift.CONTAINER_SIZE_LIMIT) == (T.STRING_SIZE_LIMIT, T.CONTAINER_SIZE_LIMIT)
     assert (_thrift.OBJECT_BUDGET_BASE, _thrift.BYTES_PER_OBJECT) == (T.OBJECT_BUDGET_BASE, T.BYTES_PER_OBJECT)
@@ -1118,7 +1092,7 @@ def test_object_budget():
     res = decode_both("FileMetaData", _empty_struct_lists(2, 600_000))
     assert res[:2] == ("err", "DecodeError")
     assert res[2].startswith("RowGroup.columns: ")
-    assert f"structs and unknown fields in " in res[2]
+    assert "structs and unknown fields in " in res[2]
     assert res[2].split(" at offset")[0].endswith(f"exceed the object budget ({base} + 1 per {per} bytes)")
     objects, consumed = int(res[2].split()[1]), int(res[2].split()[7])
     assert objects == base + consumed // per + 1
