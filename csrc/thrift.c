@@ -17,11 +17,19 @@
  * Bounds: nesting depth <= MAX_DEPTH containers (the top struct counts as 1); every length
  * and element count is checked against the remaining input before anything is allocated;
  * varints are at most 10 bytes and must fit 64 bits; i16/i32 varints must fit their width;
- * lengths and counts must fit a non-negative i32. Errors raise DecodeError / EncodeError
- * (both ValueError). The cyclic GC is paused while decoding.
+ * lengths and counts must fit a non-negative i32. Like Apache Arrow's Parquet reader
+ * (ReaderProperties' thrift string and container size limits, applied by the Thrift
+ * protocol to every value read or skipped), a binary value is at most STRING_SIZE_LIMIT
+ * bytes and a list, set or map at most CONTAINER_SIZE_LIMIT elements; the error names the
+ * limit and the field. Beyond Arrow, one decode call builds at most OBJECT_BUDGET_BASE +
+ * (bytes consumed) / BYTES_PER_OBJECT structs and unknown fields (the values that cost a
+ * dict or a tuple each, so tiny-struct input cannot turn a footer into ~100x its size in
+ * memory spread over many containers); real footers use tens of bytes per struct.
+ * Errors raise DecodeError / EncodeError (both ValueError). The cyclic GC is paused while
+ * decoding.
  *
- * The pure-Python codec in thrift.py mirrors this file check for check (same accepted
- * inputs, same results, same error messages); the tests compare the two.
+ * The test oracle tests/thrift_oracle.py mirrors this file check for check in pure Python
+ * (same accepted inputs, same results, same error messages); the tests compare the two.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -38,6 +46,10 @@ enum {
 #define MAX_FIELDS 64
 #define FID_TABLE 256
 #define MAX_LEN 0x7fffffffULL
+#define STRING_SIZE_LIMIT 100000000     /* Arrow: kDefaultThriftStringSizeLimit */
+#define CONTAINER_SIZE_LIMIT 1000000    /* Arrow: kDefaultThriftContainerSizeLimit */
+#define OBJECT_BUDGET_BASE 65536
+#define BYTES_PER_OBJECT 8
 #define FID_MIN (-32768)
 #define FID_MAX 32767
 
@@ -94,6 +106,13 @@ typedef struct {
     Py_ssize_t pos, len;
     int build;             /* 0: validate only (skip) */
     const CodecObject *codec;
+    Py_ssize_t start;      /* where decoding began (for the object budget) */
+    Py_ssize_t objects;    /* structs and unknown fields so far */
+    /* the field whose value is being read, for limit errors: struct (NULL: none given),
+     * field (NULL: unknown field id wfid) */
+    const StructDef *wsd;
+    const FieldDef *wf;
+    long wfid;
 } Rd;
 
 static int derr(Py_ssize_t off, const char *fmt, ...)
@@ -105,6 +124,44 @@ static int derr(Py_ssize_t off, const char *fmt, ...)
     if (msg) {
         PyErr_Format(DecodeError, "%U at offset %zd", msg, off);
         Py_DECREF(msg);
+    }
+    return -1;
+}
+
+/* "Struct.field: ", "Struct[fid]: " (unknown field) or "" (no field: top struct, or an
+ * encoded value checked by the encoder, whose error names the field itself). */
+static PyObject *where_prefix(const Rd *r)
+{
+    if (r->wsd && r->wf)
+        return PyUnicode_FromFormat("%U.%U: ", r->wsd->name, r->wf->name);
+    if (r->wsd)
+        return PyUnicode_FromFormat("%U[%ld]: ", r->wsd->name, r->wfid);
+    return PyUnicode_FromString("");
+}
+
+/* A size limit error naming the field being read. */
+static int limit_err(const Rd *r, Py_ssize_t off, const char *what, Py_ssize_t n, const char *limit_name,
+                     long limit)
+{
+    PyObject *where = where_prefix(r);
+    if (where) {
+        derr(off, "%U%s %zd exceeds the %s limit %ld", where, what, n, limit_name, limit);
+        Py_DECREF(where);
+    }
+    return -1;
+}
+
+/* Count one struct or unknown field against the object budget. */
+static int count_object(Rd *r)
+{
+    Py_ssize_t consumed = r->pos - r->start;
+    if (++r->objects <= OBJECT_BUDGET_BASE + consumed / BYTES_PER_OBJECT)
+        return 0;
+    PyObject *where = where_prefix(r);
+    if (where) {
+        derr(r->pos, "%U%zd structs and unknown fields in %zd bytes exceed the object budget "
+             "(%d + 1 per %d bytes)", where, r->objects, consumed, OBJECT_BUDGET_BASE, BYTES_PER_OBJECT);
+        Py_DECREF(where);
     }
     return -1;
 }
@@ -192,6 +249,8 @@ static int rd_binary(Rd *r, Py_ssize_t *data_at, Py_ssize_t *n)
         return -1;
     if (*n > r->len - r->pos)
         return derr(start, "binary length %zd exceeds remaining input", *n);
+    if (*n > STRING_SIZE_LIMIT)
+        return limit_err(r, start, "binary length", *n, "string size", STRING_SIZE_LIMIT);
     *data_at = r->pos;
     r->pos += *n;
     return 0;
@@ -211,6 +270,8 @@ static int rd_list_header(Rd *r, int *et, Py_ssize_t *n)
         return -1;
     if (*n > r->len - r->pos)
         return derr(start, "list size %zd exceeds remaining input", *n);
+    if (*n > CONTAINER_SIZE_LIMIT)
+        return limit_err(r, start, "list size", *n, "container size", CONTAINER_SIZE_LIMIT);
     return 0;
 }
 
@@ -234,6 +295,8 @@ static int rd_map_header(Rd *r, int *kt, int *vt, Py_ssize_t *n)
         return derr(start, "bad element type %d", *vt);
     if (*n > (r->len - r->pos) / 2)
         return derr(start, "map size %zd exceeds remaining input", *n);
+    if (*n > CONTAINER_SIZE_LIMIT)
+        return limit_err(r, start, "map size", *n, "container size", CONTAINER_SIZE_LIMIT);
     return 0;
 }
 
@@ -439,8 +502,11 @@ static int rd_field_value(Rd *r, const FieldDef *f, int t, int depth, PyObject *
         PyObject *lst = NULL;
         if (r->build && !(lst = PyList_New(n)))
             return -1;
+        const StructDef *wsd = r->wsd;
         for (Py_ssize_t i = 0; i < n; i++) {
             PyObject *v;
+            r->wsd = wsd;   /* an element struct's fields moved it */
+            r->wf = f;
             int rc = rd_elem(r, f, depth + 1, &v);
             if (rc) {
                 Py_XDECREF(lst);
@@ -530,6 +596,8 @@ static int rd_struct(Rd *r, const StructDef *sd, int depth, PyObject **out)
     *out = NULL;
     if (depth > MAX_DEPTH)
         return derr(r->pos, "nesting too deep");
+    if (count_object(r))
+        return -1;
     PyObject *d = NULL;
     if (r->build && !(d = PyDict_New()))
         return -1;
@@ -546,6 +614,9 @@ static int rd_struct(Rd *r, const StructDef *sd, int depth, PyObject **out)
             break;
         int slot = find_slot(sd, fid);
         PyObject *key = NULL;
+        r->wsd = sd;
+        r->wfid = fid;
+        r->wf = NULL;
         if (slot >= 0) {
             const FieldDef *f = &sd->fields[slot];
             if (seen & (1ULL << slot)) {
@@ -556,6 +627,7 @@ static int rd_struct(Rd *r, const StructDef *sd, int depth, PyObject **out)
             if (f->ttype == t || (f->ttype == T_BOOL && t == T_BOOL_FALSE)) {
                 Py_ssize_t vstart = r->pos;
                 PyObject *v;
+                r->wf = f;
                 rc = rd_field_value(r, f, t, depth + 1, &v);
                 if (rc < 0)
                     goto fail;
@@ -569,6 +641,8 @@ static int rd_struct(Rd *r, const StructDef *sd, int depth, PyObject **out)
                     continue;
                 }
                 r->pos = vstart;   /* element type mismatch: keep as unknown */
+                r->wsd = sd;
+                r->wf = NULL;
             }
             if (d && !(key = PyLong_FromLong(fid)))
                 goto fail;
@@ -592,7 +666,7 @@ static int rd_struct(Rd *r, const StructDef *sd, int depth, PyObject **out)
         }
         /* unknown field, or known id with another wire type: keep the encoded value */
         Py_ssize_t vstart = r->pos;
-        if (skip_value(r, t, depth + 1, 0)) {
+        if (count_object(r) || skip_value(r, t, depth + 1, 0)) {
             Py_XDECREF(key);
             goto fail;
         }
@@ -651,7 +725,7 @@ static PyObject *decode_impl(CodecObject *self, PyObject *args, PyObject *kw, in
         PyErr_Format(PyExc_ValueError, "offset %zd outside the buffer (length %zd)", offset, view.len);
         goto done;
     }
-    Rd r = {view.buf, offset, view.len, build, self};
+    Rd r = {.p = view.buf, .pos = offset, .len = view.len, .build = build, .codec = self, .start = offset};
     int gc_was_enabled = build ? PyGC_Disable() : 0;
     int rc = rd_struct(&r, &self->structs[si], 1, &obj);
     if (gc_was_enabled)
@@ -822,7 +896,7 @@ static int check_encoded(const Ctx *c, const CodecObject *codec, int t, const Py
             return eerr(c, "a bool field has no encoded value bytes");
         return 0;
     }
-    Rd r = {view->buf, 0, view->len, 0, codec};
+    Rd r = {.p = view->buf, .pos = 0, .len = view->len, .build = 0, .codec = codec};
     if (skip_value(&r, t, depth, 0)) {
         if (!PyErr_ExceptionMatches(DecodeError))
             return -1;
@@ -902,8 +976,9 @@ static int wr_value(Wr *w, const CodecObject *codec, const Ctx *c, int t, int et
         if (!get_bytes_like(v, &view))
             return eerr_obj(c, "expected bytes-like, got ", v, 0);
         int rc;
-        if ((unsigned long long)view.len > MAX_LEN)
-            rc = eerr(c, "binary value too long");
+        if (view.len > STRING_SIZE_LIMIT)
+            rc = eerr(c, "binary value of %zd bytes exceeds the string size limit %ld", view.len,
+                      (long)STRING_SIZE_LIMIT);
         else
             rc = (wr_varint(w, (uint64_t)view.len) || wr_bytes(w, view.buf, view.len)) ? -1 : 0;
         PyBuffer_Release(&view);
@@ -923,8 +998,9 @@ static int wr_value(Wr *w, const CodecObject *codec, const Ctx *c, int t, int et
         if (depth > MAX_DEPTH)
             return eerr(c, "nesting too deep");
         Py_ssize_t n = Py_SIZE(v);
-        if ((unsigned long long)n > MAX_LEN)
-            return eerr(c, "list too long");
+        if (n > CONTAINER_SIZE_LIMIT)
+            return eerr(c, "list of %zd elements exceeds the container size limit %ld", n,
+                        (long)CONTAINER_SIZE_LIMIT);
         if (n < 15) {
             if (wr_byte(w, (uint8_t)((n << 4) | et)))
                 return -1;
@@ -1443,7 +1519,11 @@ PyMODINIT_FUNC PyInit__thrift(void)
         Py_DECREF(&CodecType);
         goto fail;
     }
-    if (PyModule_AddIntConstant(m, "MAX_DEPTH", MAX_DEPTH))
+    if (PyModule_AddIntConstant(m, "MAX_DEPTH", MAX_DEPTH)
+        || PyModule_AddIntConstant(m, "STRING_SIZE_LIMIT", STRING_SIZE_LIMIT)
+        || PyModule_AddIntConstant(m, "CONTAINER_SIZE_LIMIT", CONTAINER_SIZE_LIMIT)
+        || PyModule_AddIntConstant(m, "OBJECT_BUDGET_BASE", OBJECT_BUDGET_BASE)
+        || PyModule_AddIntConstant(m, "BYTES_PER_OBJECT", BYTES_PER_OBJECT))
         goto fail;
     return m;
 fail:

@@ -1,4 +1,4 @@
-"""The Thrift compact codec (pqseal._thrift and its pure-Python twin in pqseal.format.thrift).
+"""The Thrift compact codec (pqseal._thrift, checked against its pure-Python twin tests/thrift_oracle.py).
 
 * byte-identical round trips of real footers, page headers, page indexes and bloom filter
   headers written by pyarrow (V1/V2 pages, dictionaries, statistics, nested columns,
@@ -17,24 +17,27 @@ to build inputs and expected outputs.
 from __future__ import annotations
 
 import gc
+import json
 import mmap
 import os
 import random
 import struct
+import subprocess
+import sys
+import textwrap
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from pqseal import _thrift
 from pqseal.format import thrift as T
+from thrift_oracle import PyCodec
 
 from interop import require
 
-C = T.native_codec
-PY = T.python_codec
-CODECS = [pytest.param(C, id="c", marks=pytest.mark.skipif(C is None, reason="pqseal._thrift not built")),
-          pytest.param(PY, id="python")]
-needs_c = pytest.mark.skipif(C is None, reason="pqseal._thrift not built")
+C = T.codec
+PY = PyCodec(T.SCHEMA)
 
 BOOL, BOOL_FALSE, BYTE, I16, I32, I64, DOUBLE, BINARY, LIST, SET, MAP, STRUCT = range(1, 13)
 
@@ -204,9 +207,8 @@ def decode_both(name, buf, offset=0):
     """Decode with every codec; assert they agree (also with skip); return the result."""
     res = outcome(PY.decode, name, buf, offset)
     skipped = outcome(PY.skip, name, buf, offset)
-    if C is not None:
-        assert outcome(C.decode, name, buf, offset) == res
-        assert outcome(C.skip, name, buf, offset) == skipped
+    assert outcome(C.decode, name, buf, offset) == res
+    assert outcome(C.skip, name, buf, offset) == skipped
     if res[0] == "ok":
         assert skipped == ("ok", res[1][1])
     else:
@@ -223,8 +225,7 @@ def roundtrip(name, buf, offset=0, end=None):
         assert stop == end
     want = bytes(buf[offset:stop])
     assert PY.encode(name, obj) == want
-    if C is not None:
-        assert C.encode(name, obj) == want
+    assert C.encode(name, obj) == want
     return obj, stop
 
 
@@ -458,8 +459,6 @@ def test_buffer_types(pa_files, tmp_path):
     p.write_bytes(data)
     with open(p, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
         for codec in (C, PY):
-            if codec is None:
-                continue
             assert codec.decode("FileMetaData", mm, start) == want
             assert codec.decode("FileMetaData", np.frombuffer(data, np.uint8), offset=start) == want
             assert codec.skip("FileMetaData", mm, start) == start + n
@@ -527,8 +526,6 @@ def test_unknown_fields_survive_edit(small_footer):
             g_set(want_tree, 6, BINARY, b"modified by pqseal")
         want = g_struct(want_tree)
         for codec in (C, PY):
-            if codec is None:
-                continue
             out = codec.encode("FileMetaData", obj)
             assert out == want, name
             again, _ = codec.decode("FileMetaData", out)
@@ -538,8 +535,6 @@ def test_unknown_fields_survive_edit(small_footer):
 def test_unknown_field_representation(small_footer):
     inputs, _ = _inject_cases(small_footer)
     for codec in (C, PY):
-        if codec is None:
-            continue
         obj, _ = codec.decode("FileMetaData", inputs["cmd_fid18_short"])
         assert obj["row_groups"][0]["columns"][0]["meta_data"][18] == (I32, g_varint(g_zz(777)))
         obj, _ = codec.decode("FileMetaData", inputs["cmd_fid99_long"])
@@ -559,8 +554,6 @@ def test_unknown_field_representation(small_footer):
 
 def test_bool_fields_and_lists():
     for codec in (C, PY):
-        if codec is None:
-            continue
         # DictionaryPageHeader.is_sorted: wire types 1 (true) and 2 (false)
         for b, want in ((b"\x15\x02\x15\x00\x11\x00", True), (b"\x15\x02\x15\x00\x12\x00", False)):
             obj, end = codec.decode("DictionaryPageHeader", b)
@@ -568,7 +561,7 @@ def test_bool_fields_and_lists():
             assert codec.encode("DictionaryPageHeader", obj) == b
     # a schema list<bool> (a test schema; Parquet's only one, ColumnIndex.null_pages, is raw)
     defs = [("S", [(1, "flags", LIST, BOOL, None, False), (2, "x", DOUBLE, 0, None, False)])]
-    codecs = [T.PyCodec(defs)] + ([T._cthrift.Codec(defs)] if C is not None else [])
+    codecs = [PyCodec(defs), _thrift.Codec(defs)]
     for codec in codecs:
         b = b"\x19\x31\x01\x02\x01" + b"\x17" + struct.pack("<d", -0.5) + b"\x00"
         obj, _ = codec.decode("S", b)
@@ -654,7 +647,6 @@ def test_every_truncation(tiny_footer):
     assert decode_both("FileMetaData", tiny_footer)[0] == "ok"
 
 
-@needs_c
 @pytest.mark.parametrize("kind", ["v1", "v2"])
 def test_every_truncation_bigger_footer_c(pa_files, kind):
     data = pa_files[kind]
@@ -692,12 +684,10 @@ def test_garbage_and_bit_flips(tiny_footer):
             # whatever decodes re-encodes (maybe canonicalised) and decodes to the same
             out = PY.encode("FileMetaData", obj)
             assert T.decode("FileMetaData", out)[0] == obj
-            if C is not None:
-                assert C.encode("FileMetaData", obj) == out
+            assert C.encode("FileMetaData", obj) == out
     assert oks > 0
 
 
-@needs_c
 def test_bit_flips_bigger_footer_c(small_footer):
     rnd = random.Random(7)
     for _ in range(3000):
@@ -711,8 +701,6 @@ def test_bit_flips_bigger_footer_c(small_footer):
 def test_gc_state_restored():
     assert gc.isenabled()
     for codec in (C, PY):
-        if codec is None:
-            continue
         with pytest.raises(T.DecodeError):
             codec.decode("FileMetaData", b"\x15")
         assert gc.isenabled()
@@ -726,8 +714,6 @@ def test_gc_state_restored():
 
 def test_bad_arguments():
     for codec in (C, PY):
-        if codec is None:
-            continue
         with pytest.raises(ValueError, match="unknown struct"):
             codec.decode("Nope", b"\x00")
         with pytest.raises(ValueError, match="unknown struct"):
@@ -746,8 +732,7 @@ def test_bad_arguments():
 
 def _enc_err(name, obj):
     res = outcome(PY.encode, name, obj)
-    if C is not None:
-        assert outcome(C.encode, name, obj) == res
+    assert outcome(C.encode, name, obj) == res
     assert res[0] == "err" and res[1] == "EncodeError", res
     return res[2]
 
@@ -802,7 +787,7 @@ def test_encode_errors():
 
 def test_encode_depth_bound():
     defs = [("N", [(1, "next", STRUCT, 0, "N", False), (2, "xs", LIST, STRUCT, "N", False)])]
-    codecs = [T.PyCodec(defs)] + ([T._cthrift.Codec(defs)] if C is not None else [])
+    codecs = [PyCodec(defs), _thrift.Codec(defs)]
     cyc = {}
     cyc["next"] = cyc
     lcyc = {"xs": []}
@@ -832,8 +817,6 @@ def test_encode_depth_bound():
 def test_encode_accepts_bytes_like_and_tuples():
     obj = {"key": bytearray(b"k"), "value": memoryview(b"xvx")[1:2]}
     for codec in (C, PY):
-        if codec is None:
-            continue
         assert codec.encode("KeyValue", obj) == b"\x18\x01k\x18\x01v\x00"
         assert codec.encode("ColumnMetaData", {"encodings": (0, 3)}) == b"\x29\x25\x00\x06\x00"
         assert codec.encode("FileMetaData", {10: (1, b""), 3: (2, bytearray())}) == b"\x32\x71\x00"
@@ -862,10 +845,9 @@ def test_schema_compile_errors():
     ]
     for defs in bad:
         with pytest.raises(ValueError, match="bad schema"):
-            T.PyCodec(defs)
-        if C is not None:
-            with pytest.raises(ValueError, match="bad schema"):
-                T._cthrift.Codec(defs)
+            PyCodec(defs)
+        with pytest.raises(ValueError, match="bad schema"):
+            _thrift.Codec(defs)
 
 
 # --------------------------------------------------------------------------- Hypothesis
@@ -963,8 +945,7 @@ def test_random_objects_roundtrip(data):
     name = data.draw(st.sampled_from(sorted(STRUCTS)))
     obj = data.draw(objects(name))
     out = PY.encode(name, obj)
-    if C is not None:
-        assert C.encode(name, obj) == out
+    assert C.encode(name, obj) == out
     res = decode_both(name, out)
     assert res == ("ok", (obj, len(out)))
     assert PY.encode(name, res[1][0]) == out
@@ -980,8 +961,7 @@ def test_random_wire_trees_roundtrip(name, tree):
     obj, end = res[1]
     assert end == len(buf)
     assert PY.encode(name, obj) == buf
-    if C is not None:
-        assert C.encode(name, obj) == buf
+    assert C.encode(name, obj) == buf
 
 
 @_HSET
@@ -996,8 +976,7 @@ def test_random_mutations_agree(name, tree, edits, cut):
     if res[0] == "ok":
         obj = res[1][0]
         out = PY.encode(name, obj)
-        if C is not None:
-            assert C.encode(name, obj) == out
+        assert C.encode(name, obj) == out
         assert decode_both(name, out) == ("ok", (obj, len(out)))
 
 
@@ -1005,3 +984,164 @@ def test_random_mutations_agree(name, tree, edits, cut):
 @given(st.sampled_from(sorted(STRUCTS)), st.binary(max_size=200))
 def test_random_bytes_agree(name, buf):
     decode_both(name, buf)
+
+
+# --------------------------------------------------------------------------- size limits (Arrow's)
+# Arrow's ReaderProperties: thrift string size limit 100,000,000 bytes, container size limit
+# 1,000,000 elements, applied to every value read or skipped. Beyond them, a decode call
+# builds at most OBJECT_BUDGET_BASE + consumed / BYTES_PER_OBJECT structs and unknown fields.
+
+def test_limits_are_arrows():
+    assert (T.STRING_SIZE_LIMIT, T.CONTAINER_SIZE_LIMIT) == (100_000_000, 1_000_000)
+    assert (_thrift.STRING_SIZE_LIMIT, _thrift.CONTAINER_SIZE_LIMIT) == (T.STRING_SIZE_LIMIT, T.CONTAINER_SIZE_LIMIT)
+    assert (_thrift.OBJECT_BUDGET_BASE, _thrift.BYTES_PER_OBJECT) == (T.OBJECT_BUDGET_BASE, T.BYTES_PER_OBJECT)
+
+
+def _list_header(et, n):
+    return bytes([0xF0 | et]) + g_varint(n)
+
+
+# FileMetaData: version 1, schema [root], num_rows 0, then field 4 (row_groups) at offset 15
+FMD_HEAD = b"\x15\x02" + b"\x19\x1c" + b"\x48\x06schema\x00" + b"\x16\x00" + b"\x19"
+
+
+def test_container_limit_known_list():
+    lim = T.CONTAINER_SIZE_LIMIT
+    # ColumnMetaData.encodings, list<i32> of zeros: one byte per element
+    at_limit = b"\x29" + _list_header(I32, lim) + b"\x00" * lim + b"\x00"
+    res = decode_both("ColumnMetaData", at_limit)
+    assert res[0] == "ok" and len(res[1][0]["encodings"]) == lim
+    over = b"\x29" + _list_header(I32, lim + 1) + b"\x00" * (lim + 1) + b"\x00"
+    res = decode_both("ColumnMetaData", over)
+    assert res[:2] == ("err", "DecodeError")
+    assert res[2] == "ColumnMetaData.encodings: list size 1000001 exceeds the container size limit 1000000 at offset 1"
+
+
+def test_container_limit_in_list_of_structs_names_the_field():
+    n = T.CONTAINER_SIZE_LIMIT + 1
+    buf = FMD_HEAD + _list_header(STRUCT, n) + b"\x00" * n + b"\x00"
+    res = decode_both("FileMetaData", buf)
+    assert res[2] == ("FileMetaData.row_groups: list size 1000001 exceeds the container size limit 1000000 "
+                      "at offset 16")
+
+
+def test_container_limit_in_skipped_values():
+    n = T.CONTAINER_SIZE_LIMIT + 1
+    # unknown field 10 of FileMetaData: a list<byte>, skipped without building it
+    unknown = b"\xa9" + _list_header(BYTE, n) + b"\x00" * n + b"\x00"
+    res = decode_both("FileMetaData", unknown)
+    assert res[2] == "FileMetaData[10]: list size 1000001 exceeds the container size limit 1000000 at offset 1"
+    # a raw field (ColumnMetaData.statistics) holding a map nested in a struct
+    raw = b"\xcc" + b"\x1b" + g_varint(n) + b"\x33" + b"\x00" * (2 * n) + b"\x00" + b"\x00"
+    res = decode_both("ColumnMetaData", raw)
+    assert res[2] == ("ColumnMetaData.statistics: map size 1000001 exceeds the container size limit 1000000 "
+                      "at offset 2")
+    # a known id with another wire type is kept as unknown: named by its id
+    mism = b"\x69" + _list_header(BYTE, n) + b"\x00" * n + b"\x00"
+    res = decode_both("FileMetaData", mism)
+    assert res[2] == "FileMetaData[6]: list size 1000001 exceeds the container size limit 1000000 at offset 1"
+
+
+def test_string_limit():
+    lim = T.STRING_SIZE_LIMIT
+    over = b"\x68" + g_varint(lim + 1) + bytes(lim + 1) + b"\x00"
+    res = decode_both("FileMetaData", over)
+    assert res[2] == "FileMetaData.created_by: binary length 100000001 exceeds the string size limit 100000000 at offset 1"
+    del over
+    exact = b"\x68" + g_varint(lim) + bytes(lim) + b"\x00"
+    for codec in (C, PY):
+        obj, end = codec.decode("FileMetaData", exact)
+        assert len(obj["created_by"]) == lim and end == len(exact)
+        del obj
+        assert codec.skip("FileMetaData", exact) == len(exact)
+
+
+def test_encode_respects_the_limits():
+    lim = T.CONTAINER_SIZE_LIMIT
+    for codec in (C, PY):
+        out = codec.encode("ColumnMetaData", {"encodings": [0] * lim})
+        assert codec.decode("ColumnMetaData", out)[0] == {"encodings": [0] * lim}
+    msg = _enc_err("ColumnMetaData", {"encodings": [0] * (lim + 1)})
+    assert msg == "ColumnMetaData.encodings: list of 1000001 elements exceeds the container size limit 1000000"
+    big = bytes(T.STRING_SIZE_LIMIT + 1)
+    msg = _enc_err("KeyValue", {"key": b"k", "value": big})
+    assert msg == "KeyValue.value: binary value of 100000001 bytes exceeds the string size limit 100000000"
+    del big
+    # a raw value breaking a limit is not a valid encoded value
+    msg = _enc_err("FileMetaData", {10: (LIST, _list_header(BYTE, lim + 1) + bytes(lim + 1))})
+    assert msg == ("FileMetaData[10]: invalid encoded value: list size 1000001 exceeds the container size limit "
+                   "1000000 at offset 0")
+
+
+def _empty_struct_lists(n_lists, per_list):
+    """FileMetaData whose row groups hold many empty ColumnChunks (each list under the limit)."""
+    rg = b"\x19" + _list_header(STRUCT, per_list) + b"\x00" * per_list + b"\x00"
+    return FMD_HEAD + _list_header(STRUCT, n_lists) + rg * n_lists + b"\x00"
+
+
+def _unknown_bool_fields(n_structs):
+    """FileMetaData whose row groups each carry 32,668 unknown bool fields (1 byte each)."""
+    rg = b"\x01" + g_varint(g_zz(100)) + b"\x11" * 32667 + b"\x00"
+    return FMD_HEAD + _list_header(STRUCT, n_structs) + rg * n_structs + b"\x00"
+
+
+def test_object_budget():
+    base, per = T.OBJECT_BUDGET_BASE, T.BYTES_PER_OBJECT
+    # many empty structs spread over lists that each stay under the container limit
+    res = decode_both("FileMetaData", _empty_struct_lists(2, base))
+    assert res[:2] == ("err", "DecodeError")
+    assert res[2].startswith("RowGroup.columns: ")
+    assert "structs and unknown fields in " in res[2]
+    assert res[2].split(" at offset")[0].endswith(f"exceed the object budget ({base} + 1 per {per} bytes)")
+    objects, consumed = int(res[2].split()[1]), int(res[2].split()[7])
+    assert objects == base + consumed // per + 1
+    # unknown fields count too
+    res = decode_both("FileMetaData", _unknown_bool_fields(40))
+    assert res[:2] == ("err", "DecodeError") and "exceed the object budget" in res[2]
+    assert res[2].startswith("RowGroup[")
+    # under the budget: both decode, and real footers use far more than 8 bytes per struct
+    n = base * 4 // 10
+    res = decode_both("FileMetaData", _empty_struct_lists(2, n))
+    assert res[0] == "ok" and len(res[1][0]["row_groups"][1]["columns"]) == n
+
+
+_INSPECT_CHILD = textwrap.dedent("""
+    import json, resource, sys
+    import pqseal
+    from pqseal.errors import MalformedFile
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    try:
+        pqseal.inspect(sys.argv[1])
+        out = {"error": None}
+    except Exception as e:
+        out = {"error": type(e).__name__, "malformed": isinstance(e, MalformedFile), "message": str(e)}
+    out["growth_kib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+    print(json.dumps(out))
+""")
+
+
+@pytest.mark.parametrize("shape", ["10M_row_groups", "10x1M_column_chunks", "unknown_fields"])
+def test_inspect_footer_amplification_bounded(tmp_path, shape):
+    """A ~10 MB footer of empty structs or 1-byte unknown fields: inspect (no keys) fails
+    cleanly with MalformedFile naming the limit, and the process grows by far less than the
+    ~750 MB to 2.6 GB such footers used to cost (peak RSS is a memory bound, not a timing)."""
+    if shape == "10M_row_groups":
+        n = 10_000_000
+        footer = FMD_HEAD + _list_header(STRUCT, n) + b"\x00" * n + b"\x00"
+        want = "FileMetaData.row_groups: list size 10000000 exceeds the container size limit 1000000"
+    elif shape == "10x1M_column_chunks":
+        footer = _empty_struct_lists(10, 1_000_000)
+        want = "exceed the object budget"
+    else:
+        footer = _unknown_bool_fields(310)
+        want = "exceed the object budget"
+    assert len(footer) > 10_000_000
+    p = tmp_path / f"{shape}.parquet"
+    p.write_bytes(b"PAR1" + footer + struct.pack("<I", len(footer)) + b"PAR1")
+    r = subprocess.run([sys.executable, "-c", _INSPECT_CHILD, os.fspath(p)], capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["error"] == "MalformedFile" and out["malformed"], out
+    assert want in out["message"], out
+    assert out["growth_kib"] < 250 * 1024, out

@@ -1,8 +1,9 @@
-"""Benchmarks shipped with pqseal.
+"""Measuring tools shipped with pqseal (``pqseal bench ...``).
 
 :mod:`pqseal.bench.cipher` measures the batch module ciphers (GCM and CTR on every
-available backend) side by side with ``cryptography`` called per module from Python,
-and with two out-of-process anchors when present (a raw intel-ipsec-mb C loop and
-``openssl speed``), then prints the throughput table and the target ratios.
-Run it with ``python -m pqseal.bench.cipher`` or ``python benchmarks/bench_cipher.py``.
+available backend) side by side with ``cryptography`` called per module from Python;
+:mod:`pqseal.bench.seal` times seal / unseal / verify of a generated ~1 GiB file against
+the pyarrow route. They only measure and report: the repository's ``benchmarks/``
+directory holds the anchors (raw intel-ipsec-mb loop, ``openssl speed``), the project's
+targets and the pytest-benchmark cases.
 """

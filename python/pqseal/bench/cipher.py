@@ -1,4 +1,4 @@
-"""Cipher throughput benchmark: pqseal batch ciphers against their peers, in one run.
+"""Cipher throughput of pqseal's batch module ciphers, with the ``cryptography`` peer, in one run.
 
 Measured side by side (AES-128 and AES-256, plaintext bytes per second):
 
@@ -7,19 +7,16 @@ Measured side by side (AES-128 and AES-256, plaintext bytes per second):
   offsets/lengths, one preallocated output buffer), 1 and 2 native threads;
 * ``cryptography``: ``AESGCM(key).encrypt(os.urandom(12), module, aad)`` per module and
   ``Cipher(AES(key), CTR(os.urandom(12) + 00000001)).encryptor().update_into(...)`` per
-  module, called from Python, one thread (what a pure-Python PME writer would do);
-* ``raw-ipsecmb``: the C anchor ``<repo>/../shared/perf/raw_ipsecmb.c`` (intel-ipsec-mb's own
-  loop, the CPU limit the targets refer to), compiled and run once, when present;
-* ``openssl-speed``: ``openssl speed -evp aes-128-gcm`` at 64 and 16384 bytes, when the
-  ``openssl`` binary exists.
+  module, called from Python, one thread (what a pure-Python PME writer would do).
 
 Each module size gets a batch of ~8 MiB of random plaintext (capped at 65536 modules)
 laid out contiguously, with the output preallocated once, so input plus output stay
-around 16 MiB (in L3, like the C anchor). Every configuration is warmed up, then called
-repeatedly for ``--round-time`` seconds per round; the median of ``--rounds`` rounds is
-reported. The ratios section compares the figures against the project targets.
+around 16 MiB (in L3). Every configuration is warmed up, then called repeatedly for
+``--round-time`` seconds per round; the median of ``--rounds`` rounds is reported.
 
-Run ``python -m pqseal.bench.cipher --help`` (or ``python benchmarks/bench_cipher.py``).
+This module only measures. The repository's ``benchmarks/bench_cipher.py`` adds the
+out-of-process anchors (a raw intel-ipsec-mb C loop, ``openssl speed``) and the project's
+target ratios. Run ``pqseal bench cipher --help`` (or ``python -m pqseal.bench.cipher``).
 """
 
 from __future__ import annotations
@@ -30,15 +27,12 @@ import json
 import os
 import platform
 import re
-import shutil
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -53,9 +47,8 @@ PEER_CHUNK_BYTES = 256 * KiB  # the Python peers check the clock after about thi
 OVERHEAD = {"gcm": 32, "ctr": 16}  # len(4) + nonce(12) [+ tag(16)]
 ALGORITHMS = ("gcm", "ctr")
 KEY_BITS = (128, 256)
-IMPLS = ("pqseal", "cryptography", "raw-ipsecmb", "openssl-speed")
+IMPLS = ("pqseal", "cryptography")
 FILE_AAD_LEN = 8             # file AAD given to pqseal; the module AAD adds 7 bytes (type + ordinals)
-OPENSSL_SPEED_SIZES = (64, 16384)
 
 
 @dataclass
@@ -209,16 +202,6 @@ def verify(w: Workload, alg: str, key: bytes, aad: bytes) -> str | None:
 # ---- timing --------------------------------------------------------------------------------
 
 
-def time_rounds(run: Callable[[], int], *, rounds: int, round_time: float, warmup: float,
-                cpu: list | None = None) -> list[float]:
-    """Modules per second of each round of one configuration (see :func:`time_interleaved`).
-    If ``cpu`` is a list, the process CPU time / wall time of the rounds is appended."""
-    (rates, util), = time_interleaved([run], rounds=rounds, round_time=round_time, warmup=warmup)
-    if cpu is not None:
-        cpu.append(util)
-    return rates
-
-
 def time_interleaved(runs: Sequence[Callable[[], int]], *, rounds: int, round_time: float,
                      warmup: float) -> list[tuple[list[float], float]]:
     """Time several configurations round-robin, so that they see the same machine load
@@ -267,102 +250,6 @@ def summarize(impl, backend, alg, key_bits, size, threads, rates, n, cpu_util=No
                   gb(min(rates)), gb(max(rates)), None if cpu_util is None else round(cpu_util, 3), note)
 
 
-# ---- out-of-process anchors ----------------------------------------------------------------
-
-
-def find_raw_anchor(explicit: str | None) -> tuple[Path | None, str]:
-    if explicit:
-        p = Path(explicit).expanduser()
-        return (p, "") if p.is_file() else (None, f"--raw-anchor {explicit} does not exist")
-    roots = []
-    here = Path(__file__).resolve()
-    if len(here.parents) > 3 and (here.parents[3] / "pyproject.toml").is_file():
-        roots.append(here.parents[3])  # <repo>/python/pqseal/bench/cipher.py
-    try:
-        top = subprocess.run(["git", "rev-parse", "--show-toplevel"], capture_output=True, text=True,
-                             timeout=10).stdout.strip()
-        if top:
-            roots.append(Path(top))
-    except (OSError, subprocess.SubprocessError):
-        pass
-    roots.append(Path.cwd())
-    for root in roots:
-        p = (root / ".." / "shared" / "perf" / "raw_ipsecmb.c").resolve()
-        if p.is_file():
-            return p, ""
-    return None, "no <repo>/../shared/perf/raw_ipsecmb.c (use --raw-anchor PATH)"
-
-
-def run_raw_anchor(src: Path) -> tuple[list[Result], str]:
-    """Compile and run the intel-ipsec-mb C anchor once; it prints
-    ``gcm_1MiB_GB/s ctr_1MiB_GB/s gcm_64B_Mmodules/s`` (best of its own 3 runs)."""
-    cc = os.environ.get("CC") or shutil.which("gcc") or shutil.which("cc")
-    if not cc:
-        return [], "no C compiler (gcc)"
-    with tempfile.TemporaryDirectory(prefix="pqseal-bench-") as tmp:
-        exe = os.path.join(tmp, "raw_ipsecmb")
-        try:
-            cp = subprocess.run([cc, "-O2", str(src), "-o", exe, "-lIPSec_MB"], capture_output=True,
-                                text=True, timeout=120)
-        except (OSError, subprocess.SubprocessError) as exc:
-            return [], f"compiling failed: {exc}"
-        if cp.returncode != 0:
-            return [], "compiling failed (is libipsec-mb-dev installed?): " + cp.stderr.strip()[-300:]
-        try:
-            rp = subprocess.run([exe], capture_output=True, text=True, timeout=120)
-        except (OSError, subprocess.SubprocessError) as exc:
-            return [], f"running failed: {exc}"
-    try:
-        gcm_gb, ctr_gb, gcm64_m = (float(x) for x in rp.stdout.split()[:3])
-    except ValueError:
-        return [], f"unexpected output {rp.stdout!r} (exit {rp.returncode})"
-    note = "best of 3 x 0.3 s (anchor's own method)"
-    return [
-        Result("raw-ipsecmb", "ipsecmb", "gcm", 128, MiB, 1, gcm_gb * 1e9 / MiB, gcm_gb, note=note),
-        Result("raw-ipsecmb", "ipsecmb", "ctr", 128, MiB, 1, ctr_gb * 1e9 / MiB, ctr_gb, note=note),
-        Result("raw-ipsecmb", "ipsecmb", "gcm", 128, 64, 1, gcm64_m * 1e6, gcm64_m * 1e6 * 64 / 1e9, note=note),
-    ], ""
-
-
-_SPEED_HUMAN = re.compile(r"^aes-128-gcm\s+([0-9.]+)k\s*$", re.I | re.M)
-_SPEED_MR = re.compile(r"^\+F:\d+:aes-128-gcm:([0-9.]+)", re.I | re.M)
-
-
-def parse_openssl_speed(text: str) -> float | None:
-    """Bytes per second from ``openssl speed`` output (human form in 1000s of bytes/s,
-    or ``-mr`` form in bytes/s)."""
-    m = _SPEED_HUMAN.search(text)
-    if m:
-        return float(m.group(1)) * 1000.0
-    m = _SPEED_MR.search(text)
-    return float(m.group(1)) if m else None
-
-
-def run_openssl_speed(sizes: Iterable[int] = OPENSSL_SPEED_SIZES) -> tuple[list[Result], str]:
-    exe = shutil.which("openssl")
-    if not exe:
-        return [], "no openssl binary"
-    out, notes = [], []
-    try:
-        version = subprocess.run([exe, "version"], capture_output=True, text=True, timeout=10).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        version = "?"
-    for size in sizes:
-        cmd = [exe, "speed", "-evp", "aes-128-gcm", "-seconds", "1", "-bytes", str(size)]
-        try:
-            cp = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
-        except (OSError, subprocess.SubprocessError) as exc:
-            notes.append(f"{size} B: {exc}")
-            continue
-        bps = parse_openssl_speed(cp.stdout)
-        if bps is None:
-            notes.append(f"{size} B: no aes-128-gcm result line (exit {cp.returncode}): "
-                         + (cp.stderr or cp.stdout).strip()[-200:])
-            continue
-        out.append(Result("openssl-speed", "openssl", "gcm", 128, size, 1, bps / size, bps / 1e9,
-                          note=version))
-    return out, "; ".join(notes)
-
 
 # ---- reporting -----------------------------------------------------------------------------
 
@@ -392,9 +279,11 @@ def parse_size(text: str) -> int:
     return v
 
 
+
 def _impl_order(r: Result) -> tuple:
-    return (IMPLS.index(r.impl), r.backend, ALGORITHMS.index(r.algorithm), r.key_bits, r.threads,
-            r.module_bytes)
+    """pqseal, then cryptography, then results measured elsewhere (anchors), by name."""
+    rank = IMPLS.index(r.impl) if r.impl in IMPLS else len(IMPLS)
+    return (rank, r.impl, r.backend, r.algorithm, r.key_bits, r.threads, r.module_bytes)
 
 
 def print_table(results: Sequence[Result], file=sys.stdout) -> None:
@@ -423,88 +312,6 @@ def print_table(results: Sequence[Result], file=sys.stdout) -> None:
         print("" if row is None else line(row), file=file)
 
 
-def _get(results, impl, alg, size, *, backend=None, threads=1, key_bits=128) -> Result | None:
-    cands = [r for r in results if r.impl == impl and r.algorithm == alg and r.module_bytes == size
-             and r.threads == threads and r.key_bits == key_bits and (backend is None or r.backend == backend)]
-    return max(cands, key=lambda r: r.gb_per_s) if cands else None
-
-
-@dataclass
-class Ratio:
-    label: str
-    target: float
-    value: float | None
-    detail: str
-
-    @property
-    def status(self) -> str:
-        if self.value is None:
-            return "n/a"
-        return "PASS" if self.value >= self.target else "MISS"
-
-
-def compute_ratios(results: Sequence[Result], missing: dict[str, str]) -> list[Ratio]:
-    """The project targets, all AES-128 and one thread unless stated."""
-    out: list[Ratio] = []
-
-    def ratio(label, target, num: Result | None, den: Result | None, field: str, num_what: str, den_what: str):
-        if num is None or den is None:
-            why = [f"no {what}" + (f" ({missing[what.split()[0]]})" if what.split()[0] in missing else "")
-                   for r, what in ((num, num_what), (den, den_what)) if r is None]
-            out.append(Ratio(label, target, None, "; ".join(why)))
-            return
-        a, b = getattr(num, field), getattr(den, field)
-        unit = "GB/s" if field == "gb_per_s" else "modules/s"
-        fa, fb = (f"{a:.2f}", f"{b:.2f}") if field == "gb_per_s" else (fmt_rate(a), fmt_rate(b))
-        nb = f" [{num.backend}]" if num.impl == "pqseal" else ""
-        out.append(Ratio(label, target, a / b if b else None, f"{fa}{nb} vs {fb} {unit}"))
-
-    for alg in ALGORITHMS:
-        ratio(f"pqseal {alg.upper()} 1 MiB (best backend) / raw-ipsecmb {alg.upper()} 1 MiB", 0.9,
-              _get(results, "pqseal", alg, MiB), _get(results, "raw-ipsecmb", alg, MiB), "gb_per_s",
-              f"pqseal {alg} 1 MiB", "raw-ipsecmb anchor")
-    ratio("pqseal GCM 1 MiB (best backend) / cryptography GCM 1 MiB", 1.1,
-          _get(results, "pqseal", "gcm", MiB), _get(results, "cryptography", "gcm", MiB), "gb_per_s",
-          "pqseal gcm 1 MiB", "cryptography gcm 1 MiB")
-    ratio("pqseal GCM 64 B modules/s (best backend) / cryptography GCM 64 B", 8.0,
-          _get(results, "pqseal", "gcm", 64), _get(results, "cryptography", "gcm", 64), "modules_per_s",
-          "pqseal gcm 64 B", "cryptography gcm 64 B")
-    for alg in ALGORITHMS:
-        for backend in ("ipsecmb", "openssl"):
-            ratio(f"pqseal {backend} {alg.upper()} 1 MiB: 2 threads / 1 thread", 1.8,
-                  _get(results, "pqseal", alg, MiB, backend=backend, threads=2),
-                  _get(results, "pqseal", alg, MiB, backend=backend, threads=1), "gb_per_s",
-                  f"pqseal {backend} {alg} 1 MiB 2 threads", f"pqseal {backend} {alg} 1 MiB 1 thread")
-            two = _get(results, "pqseal", alg, MiB, backend=backend, threads=2)
-            one = _get(results, "pqseal", alg, MiB, backend=backend, threads=1)
-            if out[-1].value is not None and two and one and two.cpu_util and one.cpu_util:
-                # GB per CPU-second, 2 threads vs 1: about 1.0 if the split costs nothing and
-                # a low 2-thread ratio only reflects a second core taken by another process
-                eff = (two.gb_per_s / two.cpu_util) / (one.gb_per_s / one.cpu_util)
-                out[-1].detail += f" (2 threads used {two.cpu_util:.2f} CPUs; per CPU-second {eff:.2f}x)"
-    for size in (16384, 64):
-        ratio(f"pqseal openssl GCM {fmt_size(size)} / openssl-speed {size}", 0.95,
-              _get(results, "pqseal", "gcm", size, backend="openssl"),
-              _get(results, "openssl-speed", "gcm", size), "gb_per_s",
-              f"pqseal openssl gcm {fmt_size(size)}", f"openssl-speed {size}")
-    return out
-
-
-def print_ratios(ratios: Sequence[Ratio], results: Sequence[Result] = (), file=sys.stdout) -> None:
-    w = max(len(r.label) for r in ratios)
-    print("Ratios (AES-128, 1 thread unless stated; 'best backend' = the faster pqseal backend):", file=file)
-    for r in ratios:
-        val = "   n/a" if r.value is None else f"{r.value:6.2f}"
-        print(f"  {r.label.ljust(w)}  {val}  target >= {r.target:<4g}  {r.status:<4}  {r.detail}", file=file)
-    starved = [r for r in results if r.impl == "pqseal" and r.threads > 1 and r.cpu_util is not None
-               and r.cpu_util < 0.75 * r.threads]
-    if starved:
-        worst = min(starved, key=lambda r: r.cpu_util)
-        print(f"  note: {len(starved)} multi-thread configuration(s) got less than 75% of the CPUs asked for "
-              f"(lowest {worst.cpu_util:.2f} CPUs: {worst.backend} {worst.algorithm}-{worst.key_bits} "
-              f"{fmt_size(worst.module_bytes)} x{worst.threads}). Either other processes hold the cores "
-              f"(see the load average) or the native threads do not run in parallel; see the 'cpu' column.",
-              file=file)
 
 
 def write_plot(results: Sequence[Result], path: str) -> str | None:
@@ -521,15 +328,16 @@ def write_plot(results: Sequence[Result], path: str) -> str | None:
     groups: dict[tuple, list[Result]] = {}
     for r in sorted(rs, key=_impl_order):
         groups.setdefault((r.impl, r.backend, r.algorithm, r.threads), []).append(r)
-    markers = {"raw-ipsecmb": "*", "openssl-speed": "D"}
+    markers: dict[str, str] = {}   # results measured elsewhere (anchors): one marker shape each
     for (impl, backend, alg, threads), pts in groups.items():
         ident = (impl, backend, alg)
         color = colors.setdefault(ident, palette[len(colors) % len(palette)])
         xs = [p.module_bytes for p in pts]
         ys = [p.gb_per_s for p in pts]
         label = f"{impl} {backend} {alg.upper()}" + (f" {threads} threads" if threads > 1 else "")
-        if impl in markers:
-            ax.plot(xs, ys, linestyle="none", marker=markers[impl], markersize=11, color=color, label=label)
+        if impl not in IMPLS:
+            marker = markers.setdefault(impl, "*DsP^"[len(markers) % 5])
+            ax.plot(xs, ys, linestyle="none", marker=marker, markersize=11, color=color, label=label)
         else:
             ax.plot(xs, ys, linestyle="--" if threads > 1 else "-", marker="o", markersize=4, color=color,
                     label=label)
@@ -604,10 +412,13 @@ def _positive_int(text: str) -> int:
     return v
 
 
-def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
+
+def build_parser(prog: str | None = None, impls: Sequence[str] = IMPLS) -> argparse.ArgumentParser:
+    """The measuring options; ``impls`` lets a caller that adds its own measurements
+    (benchmarks/bench_cipher.py) accept their names in ``--impl``."""
     p = argparse.ArgumentParser(
-        prog=prog, description="Benchmark pqseal's batch GCM/CTR ciphers against cryptography, a raw "
-        "intel-ipsec-mb C loop and `openssl speed`, and print the target ratios.",
+        prog=prog, description="Measure pqseal's batch GCM/CTR ciphers on every backend, side by side "
+        "with the cryptography package called per module from Python.",
         epilog="Sizes take B/K/KiB/M/MiB suffixes. Table: 'spread' is half the min-max range of the "
         "rounds relative to the median; 'cpu' is process CPU time / wall time (about 2 when two "
         "native threads really ran in parallel).")
@@ -621,31 +432,30 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
                    help="module sizes, e.g. 64,1K,16K,256K,1M,4M; default: "
                    + ",".join(fmt_size(s).replace(" ", "") for s in DEFAULT_SIZES))
     p.add_argument("--threads", type=_csv(None, _positive_int), default=[1, 2], metavar="LIST",
-                   help="native threads for pqseal (default: 1,2); the peers run 1 thread, only if 1 is listed")
+                   help="native threads for pqseal (default: 1,2); the peer runs 1 thread, only if 1 is listed")
     p.add_argument("--key-bits", type=_csv((128, 192, 256), int), default=list(KEY_BITS), metavar="LIST",
                    help="AES key sizes (default: 128,256)")
-    p.add_argument("--impl", type=_csv(IMPLS), default=list(IMPLS), metavar="LIST",
-                   help="implementations to run (default: all): " + ", ".join(IMPLS))
+    p.add_argument("--impl", type=_csv(tuple(impls)), default=list(impls), metavar="LIST",
+                   help="implementations to run (default: all): " + ", ".join(impls))
     p.add_argument("--rounds", type=_positive_int, default=None, help="timed rounds per configuration (default 5, quick 3)")
     p.add_argument("--round-time", type=float, default=None,
                    help="seconds per round (default 0.2, quick 0.05)")
     p.add_argument("--batch-bytes", type=parse_size, default=BATCH_BYTES,
                    help="plaintext per batch; the output adds as much again (default: 8M)")
-    p.add_argument("--max-modules", type=int, default=MAX_MODULES, help=f"cap on modules per batch (default: {MAX_MODULES})")
-    p.add_argument("--raw-anchor", metavar="PATH", default=None,
-                   help="raw_ipsecmb.c to compile and run (default: <repo>/../shared/perf/raw_ipsecmb.c)")
+    p.add_argument("--max-modules", type=_positive_int, default=MAX_MODULES,
+                   help=f"cap on modules per batch (default: {MAX_MODULES})")
     p.add_argument("--plot", metavar="PATH", default="bench-out/cipher.png", help="PNG to write (default: bench-out/cipher.png)")
     p.add_argument("--no-plot", action="store_true", help="do not write the PNG")
     p.add_argument("--json", action="store_true",
-                   help="print one JSON object per measurement (stdout) instead of the table; "
-                   "ratios go to stderr")
-    p.add_argument("--strict", action="store_true", help="exit with status 1 if a ratio misses its target")
+                   help="print one JSON object per measurement (stdout) instead of the table")
     p.add_argument("-v", "--verbose", action="store_true", help="print each measurement to stderr as it is made")
     return p
 
 
-def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
-    args = build_parser(prog).parse_args(argv)
+def run(args: argparse.Namespace, measured_elsewhere: Sequence[Result] = ()) -> list[Result]:
+    """Measure what ``args`` asks for (``build_parser``), print the header, the table (or JSON
+    lines), warnings and the plot; ``measured_elsewhere`` (e.g. anchors) joins the table,
+    the JSON lines and the plot. Returns every result."""
     import pqseal
 
     t_start = time.perf_counter()
@@ -660,7 +470,6 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     info = sys.stderr if args.json else sys.stdout
     err = sys.stderr
     results: list[Result] = []
-    missing: dict[str, str] = {}
     warnings: list[str] = []
 
     def emit(r: Result) -> None:
@@ -685,24 +494,8 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     if skipped_backends:
         warnings.append(f"backend(s) not available here: {', '.join(skipped_backends)}")
     info.flush()
-
-    # Out-of-process anchors first: they run alone, single-threaded.
-    if "raw-ipsecmb" in impls:
-        src, why = find_raw_anchor(args.raw_anchor)
-        if src is not None:
-            rs, why = run_raw_anchor(src)
-            for r in rs:
-                emit(r)
-        if why:
-            missing["raw-ipsecmb"] = why
-            warnings.append(f"raw-ipsecmb anchor skipped: {why}")
-    if "openssl-speed" in impls:
-        rs, why = run_openssl_speed()
-        for r in rs:
-            emit(r)
-        if why:
-            missing["openssl-speed"] = why
-            warnings.append(f"openssl speed: {why}")
+    for r in measured_elsewhere:
+        emit(r)
 
     run_peer = "cryptography" in impls and 1 in args.threads
     if run_peer:
@@ -710,8 +503,7 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
             import cryptography  # noqa: F401
         except ImportError:
             run_peer = False
-            missing["cryptography"] = "cryptography is not installed"
-            warnings.append(missing["cryptography"])
+            warnings.append("cryptography is not installed: no peer figures")
     file_aad = os.urandom(FILE_AAD_LEN)
     aad = module_aad_for(file_aad)
     keys = {bits: os.urandom(bits // 8) for bits in args.key_bits}
@@ -746,10 +538,10 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
                     continue
                 progress(f"{alg}-{bits} {fmt_size(size)}: {len(runs)} configurations")
                 timed = time_interleaved(runs, rounds=rounds, round_time=round_time, warmup=warmup)
-                for (impl, backend, threads), run, (rates, util) in zip(labels, runs, timed):
+                for (impl, backend, threads), run_one, (rates, util) in zip(labels, runs, timed):
                     note = env.get("cryptography") if impl == "cryptography" else None
                     if impl == "pqseal":
-                        run()  # the output of this configuration, for the check
+                        run_one()  # the output of this configuration, for the check
                         bad = verify(w, alg, key, aad)
                         if bad:
                             warnings.append(f"pqseal {backend} {alg}-{bits} {fmt_size(size)} x{threads}: "
@@ -765,9 +557,14 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     if not args.json:
         print(file=info)
         print_table(results, file=info)
-    print(file=info)
-    ratios = compute_ratios(results, missing)
-    print_ratios(ratios, results, file=sys.stderr if args.json else sys.stdout)
+    starved = [r for r in results if r.impl == "pqseal" and r.threads > 1 and r.cpu_util is not None
+               and r.cpu_util < 0.75 * r.threads]
+    if starved:
+        worst = min(starved, key=lambda r: r.cpu_util)
+        warnings.append(f"{len(starved)} multi-thread configuration(s) got less than 75% of the CPUs asked for "
+                        f"(lowest {worst.cpu_util:.2f} CPUs: {worst.backend} {worst.algorithm}-{worst.key_bits} "
+                        f"{fmt_size(worst.module_bytes)} x{worst.threads}). Either other processes hold the cores "
+                        "(see the load average) or the native threads do not run in parallel; see the 'cpu' column.")
     if not args.no_plot and results:
         why = write_plot(results, args.plot)
         if why:
@@ -777,8 +574,11 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     for wmsg in warnings:
         print(f"warning: {wmsg}", file=err)
     print(f"elapsed {time.perf_counter() - t_start:.1f} s; load average {_loadavg()}", file=info)
-    if args.strict and any(r.status == "MISS" for r in ratios):
-        return 1
+    return results
+
+
+def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
+    run(build_parser(prog).parse_args(argv))
     return 0
 
 

@@ -109,7 +109,7 @@ def main(argv=None) -> int:
     ap.add_argument("--cache-dir", default=os.path.join("bench-out", "data"))
     ap.add_argument("--work-dir", default=None,
                     help="where outputs are written (default: <cache-dir>; e.g. /dev/shm for tmpfs)")
-    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--repeat", type=_positive_int, default=5, help="timed runs per measurement (default 5)")
     ap.add_argument("--backend", action="append", help="pqseal backend(s) (default: all available)")
     ap.add_argument("--algorithm", action="append", choices=["AES_GCM_V1", "AES_GCM_CTR_V1"])
     ap.add_argument("--no-peer", action="store_true", help="skip the pyarrow route")
@@ -191,8 +191,10 @@ def main(argv=None) -> int:
             print(f"{r['op']:7} {r['impl']:8} {r['backend'] or '-':8} {r['algorithm']:15} {r['seconds']:8.3f} "
                   f"{r['gb_per_s']:7.2f} {ratio_s:>10}")
     if args.plot:
-        _plot(rows, args.plot)
-        if not args.json:
+        why = _plot(rows, args.plot)
+        if why:
+            print(f"warning: no plot: {why}", file=sys.stderr)
+        elif not args.json:
             print(f"plot: {args.plot}")
     for p in (enc_path, dec_path, os.path.join(work, "pyarrow-sealed.parquet")):
         if os.path.exists(p):
@@ -217,11 +219,22 @@ def _fs_type(path: str) -> str:
     return kind
 
 
-def _plot(rows, path: str) -> None:
-    import matplotlib
+def _positive_int(text: str) -> int:
+    v = int(text)
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"{v} is not a positive integer")
+    return v
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+
+def _plot(rows, path: str) -> str | None:
+    """Write the bar chart; returns why not, or None."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "matplotlib is not installed (pip install matplotlib)"
 
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     ops = ["seal", "unseal", "verify"]
@@ -239,6 +252,8 @@ def _plot(rows, path: str) -> None:
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return None
 
 
 if __name__ == "__main__":  # pragma: no cover
