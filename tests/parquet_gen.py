@@ -191,7 +191,7 @@ def raw_chunks(path, dec: DecryptionProperties | None = None) -> dict:
             for col in range(len(s.paths)):
                 meta = s.column_meta(rg, col)
                 start = chunk_start(meta, s.name)
-                out[rg, col] = bytes(s.buf[start:start + int(meta["total_compressed_size"])])
+                out[rg, col] = bytes(s.read(start, int(meta["total_compressed_size"])))
     return out
 
 
@@ -263,8 +263,8 @@ def module_map(path, dec: DecryptionProperties) -> list[Module]:
     (independently of the engine's page walk) to learn the page sizes."""
     mods = []
     with Source(path, dec) as s:
-        buf = s.buf
         t = s.tail
+        buf = s.read(0, t.file_size)
         if t.encrypted_footer:
             end = thrift.skip("FileCryptoMetaData", buf, t.footer_offset)
             mods.append(Module(ModuleType.FOOTER, None, None, None, end, t.file_size - FOOTER_TRAILER - end))
@@ -346,8 +346,8 @@ def rewrite_footer(src, dst, footer_key: bytes, mutate, *, aad_prefix: bytes | N
         fmd = {k: v for k, v in s.fmd.items()}
         file_aad = s.file_aad()
         t = s.tail
-        data = bytes(s.buf[:t.footer_offset])
-        region = bytes(s.buf[t.footer_offset:t.file_size - FOOTER_TRAILER])
+        data = bytes(s.read(0, t.footer_offset))
+        region = bytes(s.read(t.footer_offset, t.file_size - FOOTER_TRAILER - t.footer_offset))
     mutate(fmd)
     gcm = GcmModuleCipher(footer_key, file_aad)
     body = thrift.encode("FileMetaData", fmd)

@@ -183,7 +183,7 @@ def test_file_crypto_metadata_aad_file_unique(sealed, tmp_path):
     path = sealed()
     with Source(path) as s:
         unique = s.crypto.aad_file_unique
-        region = bytes(s.buf[s.tail.footer_offset:])
+        region = bytes(s.read(s.tail.footer_offset, s.tail.file_size - s.tail.footer_offset))
         at = s.tail.footer_offset + region.index(unique)
     bad = G.flip_bit(path, tmp_path / "bad.parquet", at + 2)
     expect_failure(bad, tmp_path, match="footer")
@@ -203,7 +203,7 @@ def test_plaintext_footer_signature(sealed, tmp_path, where):
     path = sealed(plaintext_footer=True)
     with Source(path) as s:
         end = s.tail.file_size - FOOTER_TRAILER
-        region = bytes(s.buf[s.tail.footer_offset:end])
+        region = bytes(s.read(s.tail.footer_offset, end - s.tail.footer_offset))
         if where == "metadata":
             at = s.tail.footer_offset + region.index(b"parquet-cpp-arrow") + 3   # inside created_by
         elif where == "signature_nonce":
@@ -459,9 +459,9 @@ def test_crc_is_over_the_encrypted_bytes(plain_crc, sealed):
 
         gcm = s.column_gcm_ctr(1, 0)[0]
         for m in [x for x in mods if x.kind in (MT.DATA_PAGE_HEADER, MT.DICTIONARY_PAGE_HEADER) and x.col == 0]:
-            hdr, _ = thrift.decode("PageHeader", gcm.decrypt(s.buf[m.offset:m.offset + m.length], m.kind, m.rg, m.col,
+            hdr, _ = thrift.decode("PageHeader", gcm.decrypt(s.read(m.offset, m.length), m.kind, m.rg, m.col,
                                                              m.page or 0))
-            body = s.buf[m.offset + m.length:m.offset + m.length + hdr["compressed_page_size"]]
+            body = s.read(m.offset + m.length, hdr["compressed_page_size"])
             crc = zlib.crc32(body)
             assert hdr["crc"] == (crc - (1 << 32) if crc >= 1 << 31 else crc)
 

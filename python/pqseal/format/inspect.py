@@ -9,7 +9,7 @@ from ..crypto import ModuleType
 from ..errors import InvalidTag, KeyNotFound, PqsealError
 from .layout import PageType, dotted
 from .properties import DecryptionProperties
-from .source import Source, chunk_start
+from .source import Source
 from . import thrift
 
 _le32 = struct.Struct("<I").unpack_from
@@ -68,31 +68,29 @@ def _v2_framing(s: Source, rg: int, col: int):
     try:
         meta = s.column_meta(rg, col)
         gcm, _ = s.column_gcm_ctr(rg, col)
-    except PqsealError:
-        return None
-    if gcm is None or s.crypto.dialect != "spec":
-        return None
-    pos = chunk_start(meta, s.name)
-    end = pos + int(meta.get("total_compressed_size") or 0)
-    has_dict = pos != meta.get("data_page_offset")
-    for i in range(2):
-        if pos + 4 > end:
+        if gcm is None or s.crypto.dialect != "spec":
             return None
-        hl = _le32(s.buf, pos)[0] + 4
-        is_dict = has_dict and i == 0
-        try:
-            plain = gcm.decrypt(s.buf[pos:pos + hl], ModuleType.DICTIONARY_PAGE_HEADER if is_dict
+        pos, end = s._chunk_span(rg, col, meta)
+        has_dict = pos != meta.get("data_page_offset")
+        for i in range(2):
+            if pos + 4 > end:
+                return None
+            hl = _le32(s.read(pos, 4), 0)[0] + 4
+            if hl > end - pos:
+                return None
+            is_dict = has_dict and i == 0
+            plain = gcm.decrypt(s.read(pos, hl), ModuleType.DICTIONARY_PAGE_HEADER if is_dict
                                 else ModuleType.DATA_PAGE_HEADER, rg, col, 0)
             hdr, _ = thrift.decode("PageHeader", plain, 0)
-        except (PqsealError, thrift.DecodeError):
-            return None
-        pos += hl
-        size = int(hdr.get("compressed_page_size") or 0)
-        if hdr.get("type") == PageType.DATA_PAGE_V2:
-            return "arrow" if pos + 4 <= end and _le32(s.buf, pos)[0] + 4 == size else "parquet-java"
-        if hdr.get("type") != PageType.DICTIONARY_PAGE:
-            return None
-        pos += size
+            pos += hl
+            size = int(hdr.get("compressed_page_size") or 0)
+            if hdr.get("type") == PageType.DATA_PAGE_V2:
+                return "arrow" if pos + 4 <= end and _le32(s.read(pos, 4), 0)[0] + 4 == size else "parquet-java"
+            if hdr.get("type") != PageType.DICTIONARY_PAGE:
+                return None
+            pos += size
+    except (PqsealError, thrift.DecodeError):
+        return None
     return None
 
 

@@ -1,15 +1,15 @@
 """Reading Parquet files, plaintext or PME-encrypted, into plaintext column chunks.
 
-A :class:`Source` maps the file, parses (and if needed decrypts and verifies) the
-footer, and hands out one column chunk at a time as plaintext pages in one buffer:
-bounded memory, about one column chunk. Dialects read: the spec's (parquet-java,
+A :class:`Source` reads the file with ``preadv`` (never through a mapping: a file
+truncated while it is read then gives :class:`MalformedFile`, not SIGBUS), parses (and
+if needed decrypts and verifies) the footer, and hands out one column chunk at a time as
+plaintext pages in one buffer: bounded memory, about one column chunk. Dialects read: the spec's (parquet-java,
 Arrow, pqseal), with both DataPageV2 framings detected per page, and DuckDB's
 (no AADs, page sizes without the encryption framing).
 """
 
 from __future__ import annotations
 
-import mmap
 import os
 import struct
 import zlib
@@ -29,6 +29,7 @@ from .properties import DecryptionProperties
 GCM_OVERHEAD = LEN_PREFIX + NONCE_LEN + TAG_LEN
 CTR_OVERHEAD = LEN_PREFIX + NONCE_LEN
 _le32 = struct.Struct("<I").unpack_from
+_BLOOM_HEADER_MAX = 1024  # bytes read to decode a plaintext BloomFilterHeader
 
 
 @dataclass
@@ -107,7 +108,7 @@ def _signed32(v: int) -> int:
 
 
 class Source:
-    """An input file. Use as a context manager; ``close()`` unmaps it."""
+    """An input file. Use as a context manager; ``close()`` closes it."""
 
     def __init__(self, path, decryption: DecryptionProperties | None = None, *, backend: str | None = None,
                  verify_footer: bool = True, check_crc: bool = True, reuse_buffers: bool = False):
@@ -119,8 +120,7 @@ class Source:
         # or close() (which keeps it for this thread's next file)
         self._scratch = _buffers.take("source") if reuse_buffers else None
         self._verify_buf = None
-        self._window = None  # chunk read buffer when reading with preadv (tmpfs)
-        self._pread = False
+        self._window = None  # chunk read buffer, kept between chunks (reuse_buffers)
         self.name = os.path.basename(self.path)
         self.decryption = decryption
         self.backend = backend
@@ -129,13 +129,10 @@ class Source:
             size = os.fstat(self._f.fileno()).st_size
             if size < 12:
                 raise MalformedFile(f"{self.name}: {size} bytes is too small for a Parquet file")
-            self._mm = mmap.mmap(self._f.fileno(), 0, access=mmap.ACCESS_READ)
-            if hasattr(self._mm, "madvise"):  # read front to back: larger readahead and fault-around
-                self._mm.madvise(mmap.MADV_SEQUENTIAL)
-            self.buf = memoryview(self._mm)
-            mode = os.environ.get("PQSEAL_READ", "auto")
-            self._pread = mode == "pread" or (mode != "mmap" and lib.pq_fs_is_tmpfs(self._f.fileno()) == 1)
-            self.tail: Tail = read_tail(self.buf, self.name)
+            self.buf = None  # the whole file when it is held in memory; a file is read with preadv
+            self.size = size
+            self.tail: Tail = read_tail(self.read(0, 4), self.read(size - FOOTER_TRAILER, FOOTER_TRAILER), size,
+                                        self.name)
             self.crypto: FileCrypto | None = None
             self.footer_bytes: bytes | None = None
             self._footer_cipher: GcmModuleCipher | None = None
@@ -148,11 +145,31 @@ class Source:
             self.close()
             raise
 
+    # ---- reading -----------------------------------------------------------------------
+
+    def read(self, offset: int, length: int, out=None) -> memoryview:
+        """The file's bytes [offset, offset + length) (into ``out`` when given). A range
+        past the end, also of a file truncated while it is read, is a MalformedFile."""
+        if offset < 0 or length < 0 or offset + length > self.size:
+            raise MalformedFile(f"{self.name}: bytes {offset}..{offset + length} lie outside the "
+                                f"{self.size}-byte file")
+        if self.buf is not None:
+            return self.buf[offset:offset + length]
+        view = memoryview(bytearray(length) if out is None else out)[:length]
+        got = 0
+        while got < length:
+            r = os.preadv(self._f.fileno(), [view[got:]], offset + got)
+            if r <= 0:
+                raise MalformedFile(f"{self.name}: the file ends at offset {offset + got}, before the "
+                                    f"{self.size} bytes it had when opened (changed while being read)")
+            got += r
+        return view
+
     # ---- footer ------------------------------------------------------------------------
 
     def _region(self) -> memoryview:
         t = self.tail
-        return self.buf[t.footer_offset:t.file_size - FOOTER_TRAILER]
+        return self.read(t.footer_offset, t.file_size - FOOTER_TRAILER - t.footer_offset)
 
     def _decode(self, name: str, buf, offset: int = 0, what: str | None = None):
         try:
@@ -340,14 +357,10 @@ class Source:
         start, end = self._chunk_span(rg, col, meta)
         gcm, ctr = self.column_gcm_ctr(rg, col)
         if start == end:
-            return Chunk(rg, col, self.paths[col], self.column_chunk(rg, col), meta, [], self.buf,
+            return Chunk(rg, col, self.paths[col], self.column_chunk(rg, col), meta, [], memoryview(b""),
                          np.zeros(0, np.int64), np.zeros(0, np.int64), [], 0, None, gcm is not None)
-        # buf holds the chunk's bytes; a file offset o is at buf[o - base]. Verifying CTR
-        # pages reads only the headers (and CRC'd pages): the mapping touches no more.
-        if verify_only and ctr is not None and self.crypto.dialect != "duckdb":
-            buf, base = self.buf, 0
-        else:
-            buf, base = self._chunk_bytes(start, end)
+        # buf holds the chunk's bytes; a file offset o is at buf[o - base]
+        buf, base = self._chunk_bytes(start, end)
         if gcm is None:
             return self._read_plain_chunk(rg, col, meta, buf, base, start, end)
         if self.crypto.dialect == "duckdb":
@@ -359,13 +372,11 @@ class Source:
             return self._read_encrypted_sequential(rg, col, meta, buf, base, start, end, gcm, page_cipher)
 
     def _chunk_bytes(self, start: int, end: int):
-        """(buffer, base) holding the file's bytes [start, end) at buffer[o - base].
-
-        From the mapping (base 0) as a rule. On tmpfs, whose pages are always 4 KiB,
-        mapping a file costs a fault per 64 KiB and page-table work per 4 KiB (about
-        0.17 s per GB here), more than copying it: there the chunk is read with
-        ``preadv`` into a buffer kept for the next chunk."""
-        if not self._pread:
+        """(buffer, base) holding the file's bytes [start, end) at buffer[o - base]: read
+        with ``preadv`` into a buffer kept for the next chunk (a fresh one per chunk unless
+        reuse_buffers). Reading through a mapping instead saved 20-50 % of a seal/unseal
+        on ext4, but a file truncated meanwhile then kills the process with SIGBUS."""
+        if self.buf is not None:
             return self.buf, 0
         n = end - start
         if self._scratch is None:  # chunks must stay valid: a fresh buffer each time
@@ -376,14 +387,7 @@ class Source:
             if len(self._window) < n:
                 self._window = np.empty(n, dtype=np.uint8)
             window = self._window
-        view = memoryview(window)[:n]
-        got = 0
-        while got < n:
-            r = os.preadv(self._f.fileno(), [view[got:]], start + got)
-            if r <= 0:
-                raise MalformedFile(f"{self.name}: the file changed while being read (offset {start + got})")
-            got += r
-        return view, start
+        return self.read(start, n, window), start
 
     def _read_plain_chunk(self, rg, col, meta, buf, base, start, end) -> Chunk:
         start, end = start - base, end - base
@@ -519,17 +523,17 @@ class Source:
                 if pos + 4 > end:
                     raise MalformedFile(f"{self.name}: page module at offset {base + pos} is truncated")
                 size = _le32(buf, pos)[0] + 4
-            elif hdr.get("type") == PageType.DATA_PAGE_V2 and size >= 4 and _le32(buf, pos)[0] + 4 != size:
+            if size > end - pos:
+                raise MalformedFile(f"{self.name}: page at offset {base + hoffs[-1]} of column {dotted(self.paths[col])} "
+                                    "overruns its column chunk")
+            if not duck and hdr.get("type") == PageType.DATA_PAGE_V2 and size >= 4 and _le32(buf, pos)[0] + 4 != size:
                 v2 = hdr.get("data_page_header_v2") or {}
                 lev = int(v2.get("definition_levels_byte_length") or 0) + int(v2.get("repetition_levels_byte_length") or 0)
                 if lev < 0 or lev + 4 > size or _le32(buf, pos + lev)[0] + 4 + lev != size:
                     raise MalformedFile(f"{self.name}: DataPageV2 at offset {base + hoffs[-1]} matches neither framing")
                 framing = "parquet-java"
-            elif hdr.get("type") == PageType.DATA_PAGE_V2 and framing is None:
+            elif not duck and hdr.get("type") == PageType.DATA_PAGE_V2 and framing is None:
                 framing = "arrow"
-            if size > end - pos:
-                raise MalformedFile(f"{self.name}: page at offset {base + hoffs[-1]} of column {dotted(self.paths[col])} "
-                                    "overruns its column chunk")
             headers.append(hdr)
             levels.append((pos, lev))
             moffs.append(pos + lev)
@@ -592,20 +596,21 @@ class Source:
             meta = self.column_meta(rg, col)
             start, end = self._chunk_span(rg, col, meta)
             gcm, ctr = self.column_gcm_ctr(rg, col)
+            buf, base = self._chunk_bytes(start, end)
         except PqsealError:
             return out
         if gcm is None:
             return out
         page_cipher = ctr or gcm
         has_dict = chunk_start(meta, self.name) != meta["data_page_offset"]
-        buf = self.buf
-        pos, i, ordinal = start, 0, 0
+        pos, end = start - base, end - base
+        i, ordinal = 0, 0
         while pos + 4 <= end:
             is_dict = has_dict and i == 0
             page = None if is_dict else ordinal
             hl = _le32(buf, pos)[0] + 4
             if hl > end - pos:
-                out.append({"module": "PAGE_HEADER", "page": page, "offset": pos, "error": "truncated module"})
+                out.append({"module": "PAGE_HEADER", "page": page, "offset": base + pos, "error": "truncated module"})
                 break
             hdr = None
             try:
@@ -614,13 +619,13 @@ class Source:
                 hdr, _ = thrift.decode("PageHeader", plain, 0)
             except (PqsealError, thrift.DecodeError) as exc:
                 out.append({"module": "DICTIONARY_PAGE_HEADER" if is_dict else "DATA_PAGE_HEADER", "page": page,
-                            "offset": pos, "error": f"{type(exc).__name__}: {exc}"})
+                            "offset": base + pos, "error": f"{type(exc).__name__}: {exc}"})
             pos += hl
             if pos + 4 > end:
                 break
             pl = _le32(buf, pos)[0] + 4
             if pl > end - pos:
-                out.append({"module": "PAGE", "page": page, "offset": pos, "error": "truncated module"})
+                out.append({"module": "PAGE", "page": page, "offset": base + pos, "error": "truncated module"})
                 break
             mod = buf[pos:pos + pl]
             try:
@@ -630,8 +635,8 @@ class Source:
                 page_cipher.decrypt(mod, ModuleType.DICTIONARY_PAGE if is_dict else ModuleType.DATA_PAGE, rg, col,
                                     ordinal if not is_dict else 0)
             except PqsealError as exc:
-                out.append({"module": "DICTIONARY_PAGE" if is_dict else "DATA_PAGE", "page": page, "offset": pos,
-                            "error": f"{type(exc).__name__}: {exc}"})
+                out.append({"module": "DICTIONARY_PAGE" if is_dict else "DATA_PAGE", "page": page,
+                            "offset": base + pos, "error": f"{type(exc).__name__}: {exc}"})
             pos += pl
             if not is_dict:
                 ordinal += 1
@@ -666,18 +671,17 @@ class Source:
     # ---- page indexes and bloom filters ------------------------------------------------
 
     def _module_at(self, off: int, what: str):
-        buf = self.buf
         if off < 4 or off + 4 > self.tail.footer_offset:
             raise MalformedFile(f"{self.name}: {what} offset {off} outside the data region")
-        ln = _le32(buf, off)[0] + 4
+        ln = _le32(self.read(off, 4), 0)[0] + 4
         if ln > self.tail.footer_offset - off:
             raise MalformedFile(f"{self.name}: {what} at offset {off} is truncated")
-        return buf[off:off + ln]
+        return self.read(off, ln)
 
     def _plain_span(self, off, length, what):
         if off is None or length is None or off < 4 or length < 0 or off + length > self.tail.footer_offset:
             raise MalformedFile(f"{self.name}: {what} lies outside the data region")
-        return self.buf[off:off + length]
+        return self.read(off, length)
 
     @_named
     def column_index(self, rg: int, col: int) -> bytes | None:
@@ -722,11 +726,15 @@ class Source:
         gcm, _ = self.column_gcm_ctr(rg, col)
         what = f"bloom filter of {dotted(self.paths[col])} (row group {rg})"
         if gcm is None:
-            hdr, hend = self._decode("BloomFilterHeader", self.buf[:self.tail.footer_offset], off, what)
+            if off < 4 or off >= self.tail.footer_offset:
+                raise MalformedFile(f"{self.name}: {what} offset {off} outside the data region")
+            # the header is a few small fields: read it from a bounded window
+            head = self.read(off, min(self.tail.footer_offset - off, _BLOOM_HEADER_MAX))
+            hdr, hend = self._decode("BloomFilterHeader", head, 0, what)
             nb = hdr.get("numBytes")
-            if nb is None or nb < 0 or hend + nb > self.tail.footer_offset:
+            if nb is None or nb < 0 or off + hend + nb > self.tail.footer_offset:
                 raise MalformedFile(f"{self.name}: {what} is truncated")
-            return hdr, bytes(self.buf[hend:hend + nb])
+            return hdr, bytes(self.read(off + hend, nb))
         hmod = self._module_at(off, what)
         plain = gcm.decrypt(hmod, ModuleType.BLOOM_FILTER_HEADER, rg, col)
         hdr, _ = self._decode("BloomFilterHeader", plain, 0, what)
@@ -745,17 +753,7 @@ class Source:
             for k in gcm.keys:
                 k.close()
         self._keys.clear()
-        buf = getattr(self, "buf", None)
         self.buf = None
-        mm = getattr(self, "_mm", None)
-        self._mm = None
-        try:
-            if buf is not None:
-                buf.release()
-            if mm is not None:
-                mm.close()
-        except BufferError:
-            pass  # a chunk still references the mapping; it is unmapped when that goes away
         if self._f is not None:
             self._f.close()
 
