@@ -588,45 +588,50 @@ class Source:
                                   column=col, page=ords, out=self._verify_buf, out_offsets=np.zeros(n, np.int64),
                                   threads=1)
 
-    def page_failures(self, rg: int, col: int) -> list:
-        """Every page module of a chunk that fails to authenticate (or its CRC), found by
-        decrypting module by module and stepping by length prefixes; for verify reports."""
-        out = []
+    def page_failures(self, rg: int, col: int, failures) -> None:
+        """Append to ``failures`` every page module of a chunk that fails to authenticate
+        (or its CRC), found by decrypting module by module and stepping by length
+        prefixes; for verify reports. Where the framing breaks (a length prefix that
+        cannot be right) the walk stops: one failure names the bytes left unchecked."""
         try:
             meta = self.column_meta(rg, col)
             start, end = self._chunk_span(rg, col, meta)
             gcm, ctr = self.column_gcm_ctr(rg, col)
             buf, base = self._chunk_bytes(start, end)
         except PqsealError:
-            return out
+            return
         if gcm is None:
-            return out
+            return
         page_cipher = ctr or gcm
         has_dict = chunk_start(meta, self.name) != meta["data_page_offset"]
         pos, end = start - base, end - base
         i, ordinal = 0, 0
-        while pos + 4 <= end:
+
+        def broken(what: str) -> None:
+            failures.append({"module": "PAGES", "page": None, "offset": base + pos, "end": base + end,
+                             "error": f"MalformedFile: {what} at offset {base + pos}: the module framing is broken; "
+                                      f"bytes {base + pos}..{base + end} of the chunk were not checked"})
+
+        while pos < end:
             is_dict = has_dict and i == 0
             page = None if is_dict else ordinal
-            hl = _le32(buf, pos)[0] + 4
-            if hl > end - pos:
-                out.append({"module": "PAGE_HEADER", "page": page, "offset": base + pos, "error": "truncated module"})
-                break
+            if not is_dict and ordinal > 32767:
+                return broken("more than 32768 data pages")
+            hl = _le32(buf, pos)[0] + 4 if pos + 4 <= end else 0
+            if hl < GCM_OVERHEAD or hl > end - pos:
+                return broken("page header module length")
             hdr = None
             try:
                 plain = gcm.decrypt(buf[pos:pos + hl], ModuleType.DICTIONARY_PAGE_HEADER if is_dict
                                     else ModuleType.DATA_PAGE_HEADER, rg, col, ordinal if not is_dict else 0)
                 hdr, _ = thrift.decode("PageHeader", plain, 0)
             except (PqsealError, thrift.DecodeError) as exc:
-                out.append({"module": "DICTIONARY_PAGE_HEADER" if is_dict else "DATA_PAGE_HEADER", "page": page,
-                            "offset": base + pos, "error": f"{type(exc).__name__}: {exc}"})
+                failures.append({"module": "DICTIONARY_PAGE_HEADER" if is_dict else "DATA_PAGE_HEADER", "page": page,
+                                 "offset": base + pos, "error": f"{type(exc).__name__}: {exc}"})
             pos += hl
-            if pos + 4 > end:
-                break
-            pl = _le32(buf, pos)[0] + 4
-            if pl > end - pos:
-                out.append({"module": "PAGE", "page": page, "offset": base + pos, "error": "truncated module"})
-                break
+            pl = _le32(buf, pos)[0] + 4 if pos + 4 <= end else 0
+            if pl < page_cipher.overhead or pl > end - pos:
+                return broken("page module length")
             mod = buf[pos:pos + pl]
             try:
                 if hdr is not None and hdr.get("crc") is not None and self.check_crc and \
@@ -635,13 +640,12 @@ class Source:
                 page_cipher.decrypt(mod, ModuleType.DICTIONARY_PAGE if is_dict else ModuleType.DATA_PAGE, rg, col,
                                     ordinal if not is_dict else 0)
             except PqsealError as exc:
-                out.append({"module": "DICTIONARY_PAGE" if is_dict else "DATA_PAGE", "page": page,
-                            "offset": base + pos, "error": f"{type(exc).__name__}: {exc}"})
+                failures.append({"module": "DICTIONARY_PAGE" if is_dict else "DATA_PAGE", "page": page,
+                                 "offset": base + pos, "error": f"{type(exc).__name__}: {exc}"})
             pos += pl
             if not is_dict:
                 ordinal += 1
             i += 1
-        return out
 
     def _out_buffer(self, n: int):
         if self._scratch is None:
