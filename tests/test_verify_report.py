@@ -78,3 +78,16 @@ def test_failures_beyond_the_cap_are_counted(big_chunk, tmp_path):
     assert report["failures_total"] == len(pages)
     assert [f["page"] for f in report["failures"]] == list(range(MAX_LISTED))
     assert all(f["module"] == "DATA_PAGE" for f in report["failures"])
+
+
+def test_ctr_page_bodies_are_not_counted_as_authenticated(big_chunk, tmp_path):
+    """The same file sealed with GCM and with CTR: the CTR report counts its page bodies
+    as framing-checked, not among the authenticated modules (it counted them before)."""
+    gcm = pqseal.verify(_seal(big_chunk, tmp_path / "g.parquet"), DEC)
+    ctr = pqseal.verify(_seal(big_chunk, tmp_path / "c.parquet", "AES_GCM_CTR_V1"), DEC)
+    assert gcm["pages"] == ctr["pages"] > 100
+    assert ctr["modules"] == gcm["modules"] - ctr["pages"]
+    assert gcm["pages_framing_checked"] == 0
+    assert ctr["pages_framing_checked"] == ctr["pages"]
+    assert ctr["modules_authenticated"] == ctr["modules"] == gcm["modules"] - ctr["pages"]
+    assert gcm["modules_authenticated"] == gcm["modules"]

@@ -5,6 +5,12 @@ bounded whatever the damage: a column chunk whose module framing is broken (a le
 prefix that cannot be right) is one failure with the byte range left unchecked, and only
 the first :data:`MAX_LISTED` failures are listed (``failures_total`` counts them all).
 Time and memory are proportional to the file, not to the damage.
+
+AES_GCM_CTR_V1 page bodies carry no tag: their framing (and page CRC, if any) is checked
+but they are not authenticated, and the report counts them apart
+(``pages_framing_checked``); ``modules`` and ``modules_authenticated`` count only modules
+whose tag verified. CRCs catch accidental damage, not deliberate tampering: use
+AES_GCM_V1 when integrity matters.
 """
 
 from __future__ import annotations
@@ -70,8 +76,11 @@ def verify_file(path, decryption: DecryptionProperties, *, backend: str | None =
     with Source(path, decryption, backend=backend, reuse_buffers=True) as s:
         if s.crypto is None:
             raise NotEncrypted(f"{s.name} is not an encrypted Parquet file")
-        modules = 1
+        modules = 1          # authenticated: the footer, then every module whose tag verified
+        framing_only = 0     # CTR page bodies: no tag
         pages = 0
+        # DuckDB encrypts page bodies with GCM whatever the algorithm field says
+        tagged_bodies = s.crypto.algorithm == "AES_GCM_V1" or s.crypto.dialect == "duckdb"
         failures = Failures(max_listed)
 
         for rg in range(s.num_row_groups):
@@ -95,7 +104,9 @@ def verify_file(path, decryption: DecryptionProperties, *, backend: str | None =
                 try:
                     ch = s.read_chunk(rg, col, verify_only=True)
                     pages += len(ch.headers)
-                    modules += 2 * len(ch.headers) if enc else 0
+                    if enc:
+                        modules += 2 * len(ch.headers) if tagged_bodies else len(ch.headers)
+                        framing_only += 0 if tagged_bodies else len(ch.headers)
                     del ch
                 except (InvalidTag, MalformedFile, MalformedModule) as exc:
                     # name every failing page module of the chunk, not just the first
@@ -110,7 +121,8 @@ def verify_file(path, decryption: DecryptionProperties, *, backend: str | None =
                 modules += 1 if (ok and ci is not None and enc) else 0
                 oi, ok = check("OFFSET_INDEX", lambda: s.offset_index(rg, col))
                 modules += 1 if (ok and oi is not None and enc) else 0
-        report = {"file": s.path, "algorithm": s.crypto.algorithm, "modules": modules, "pages": pages,
+        report = {"file": s.path, "algorithm": s.crypto.algorithm, "modules": modules,
+                  "modules_authenticated": modules, "pages_framing_checked": framing_only, "pages": pages,
                   "row_groups": s.num_row_groups, "columns": len(s.paths), "ok": not failures.total,
                   "failures": failures.listed, "failures_total": failures.total,
                   "seconds": time.perf_counter() - t0}
