@@ -15,19 +15,19 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import hashlib
 import json
 import os
 import struct
 import traceback
-from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pqseal.crypto import GcmModuleCipher, ModuleType
-from pqseal.format import DecryptionProperties, thrift
+from pqseal.format import DecryptionProperties, plan, thrift
 from pqseal.format.layout import FOOTER_TRAILER, PageType
 from pqseal.format.source import Source, chunk_start
 
@@ -236,15 +236,9 @@ def footer(path, dec: DecryptionProperties | None = None) -> dict:
 
 # --------------------------------------------------------------------------- module map
 
-@dataclass(frozen=True)
-class Module:
-    kind: ModuleType
-    rg: int | None
-    col: int | None
-    page: int | None
-    offset: int          # first byte of the 4-byte length prefix
-    length: int          # whole module including the prefix
-    levels: int = 0      # plaintext level bytes just before the module (parquet-java DataPageV2 framing)
+class Module(plan.Module):
+    """A PME module of a file (the footer and index modules have no page, the footer no
+    row group or column)."""
 
     @property
     def ciphertext_offset(self) -> int:
@@ -259,8 +253,8 @@ def _le32(buf, off) -> int:
 def module_map(path, dec: DecryptionProperties) -> list[Module]:
     """Every PME module of a spec-dialect file, in file order within each chunk: each page
     header module is followed by its page module (which, for DataPageV2 pages in the
-    parquet-java framing, comes after ``levels`` plaintext bytes). Headers are decrypted
-    (independently of the engine's page walk) to learn the page sizes."""
+    parquet-java framing, comes after ``levels`` plaintext bytes), from the chunk's
+    module plan; then the chunk's index and bloom filter modules."""
     mods = []
     with Source(path, dec) as s:
         t = s.tail
@@ -273,34 +267,10 @@ def module_map(path, dec: DecryptionProperties) -> list[Module]:
                 cc = s.column_crypto(rg, col)
                 if not cc.encrypted:
                     continue
-                gcm = s.column_gcm_ctr(rg, col)[0]
                 meta = s.column_meta(rg, col)
-                start = chunk_start(meta, s.name)
-                end = start + int(meta["total_compressed_size"])
-                has_dict = start != meta["data_page_offset"]
-                pos, i, ordinal = start, 0, 0
-                while pos < end:
-                    is_dict = has_dict and i == 0
-                    htype = ModuleType.DICTIONARY_PAGE_HEADER if is_dict else ModuleType.DATA_PAGE_HEADER
-                    hl = _le32(buf, pos) + 4
-                    hdr, _ = thrift.decode("PageHeader", gcm.decrypt(buf[pos:pos + hl], htype, rg, col,
-                                                                     0 if is_dict else ordinal))
-                    mods.append(Module(htype, rg, col, None if is_dict else ordinal, pos, hl))
-                    pos += hl
-                    size = hdr["compressed_page_size"]
-                    lev = 0
-                    if hdr["type"] == PageType.DATA_PAGE_V2 and _le32(buf, pos) + 4 != size:
-                        v2 = hdr["data_page_header_v2"]
-                        lev = int(v2.get("definition_levels_byte_length") or 0) + \
-                            int(v2.get("repetition_levels_byte_length") or 0)
-                        assert _le32(buf, pos + lev) + 4 == size - lev
-                    mods.append(Module(ModuleType.DICTIONARY_PAGE if is_dict else ModuleType.DATA_PAGE,
-                                       rg, col, None if is_dict else ordinal, pos + lev, size - lev, lev))
-                    pos += size
-                    if not is_dict:
-                        ordinal += 1
-                    i += 1
-                assert pos == end, (rg, col, pos, end)
+                chunk_plan = s.chunk_plan(rg, col)
+                assert chunk_plan.encrypted and chunk_plan.end == chunk_start(meta, s.name) + meta["total_compressed_size"]
+                mods += [Module(*dataclasses.astuple(m)) for m in chunk_plan.modules()]
                 chunk = s.column_chunk(rg, col)
                 if chunk.get("column_index_offset") is not None:
                     mods.append(Module(ModuleType.COLUMN_INDEX, rg, col, None, chunk["column_index_offset"],

@@ -4,7 +4,6 @@ authenticated (CTR page bodies carry no tag: their framing is checked, nothing m
 
 from __future__ import annotations
 
-import os
 
 import numpy as np
 import pyarrow as pa

@@ -3,9 +3,10 @@
 A :class:`Source` reads the file with ``preadv`` (never through a mapping: a file
 truncated while it is read then gives :class:`MalformedFile`, not SIGBUS), parses (and
 if needed decrypts and verifies) the footer, and hands out one column chunk at a time as
-plaintext pages in one buffer: bounded memory, about one column chunk. Dialects read: the spec's (parquet-java,
-Arrow, pqseal), with both DataPageV2 framings detected per page, and DuckDB's
-(no AADs, page sizes without the encryption framing).
+plaintext pages in one buffer: bounded memory, about one column chunk. Where the pages
+lie is the chunk's :class:`~.plan.ChunkPlan`. Dialects read: the spec's (parquet-java,
+Arrow, pqseal), with both DataPageV2 framings detected per page, and DuckDB's (no AADs,
+page sizes without the encryption framing).
 """
 
 from __future__ import annotations
@@ -17,17 +18,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .._native import ffi, lib
 from ..crypto import CtrModuleCipher, GcmModuleCipher, ModuleKey, ModuleType
-from ..crypto.cipher import LEN_PREFIX, NONCE_LEN, TAG_LEN
-from ..errors import InvalidTag, KeyNotFound, MalformedFile, MalformedModule, PqsealError
+from ..crypto.cipher import LEN_PREFIX
+from ..errors import InvalidTag, KeyNotFound, MalformedFile, PqsealError
 from . import _buffers, thrift
-from .layout import (FOOTER_TRAILER, SIGNATURE_LEN, PageType, Tail, dotted, leaf_paths,
-                     read_tail)
+from .layout import FOOTER_TRAILER, SIGNATURE_LEN, Tail, dotted, leaf_paths, read_tail
+from .plan import GCM_OVERHEAD, ChunkPlan, ChunkSpot, plan_encrypted, plan_plain
 from .properties import DecryptionProperties
 
-GCM_OVERHEAD = LEN_PREFIX + NONCE_LEN + TAG_LEN
-CTR_OVERHEAD = LEN_PREFIX + NONCE_LEN
 _le32 = struct.Struct("<I").unpack_from
 _BLOOM_HEADER_MAX = 1024  # bytes read to decode a plaintext BloomFilterHeader
 
@@ -63,6 +61,7 @@ class Chunk:
     disk_header_bytes: int          # bytes the headers took in the source (framing included)
     v2_framing: str | None = None   # framing seen in an encrypted source, for inspect
     encrypted: bool = False
+    plan: ChunkPlan | None = None   # where the pages lie in the source
 
 
 @dataclass
@@ -345,6 +344,36 @@ class Source:
                                 "the data region (truncated or corrupt file)")
         return start, start + total
 
+    def _spot(self, rg: int, col: int, meta: dict, start: int, end: int) -> ChunkSpot:
+        return ChunkSpot(rg=rg, col=col, start=start, end=end, name=self.name,
+                         dictionary=end > start and chunk_start(meta, self.name) != meta["data_page_offset"],
+                         where=f"column {dotted(self.paths[col])} (row group {rg})")
+
+    def _page_cipher(self, gcm, ctr):
+        """The cipher of page bodies (DuckDB uses GCM whatever the algorithm says)."""
+        return gcm if ctr is None or self.crypto.dialect == "duckdb" else ctr
+
+    def _plan(self, spot: ChunkSpot, gcm, ctr, buf, base: int, *, failures=None, max_pages=None) -> ChunkPlan:
+        if gcm is None:
+            return plan_plain(spot, buf, base)
+        return plan_encrypted(spot, gcm, page_overhead=self._page_cipher(gcm, ctr).overhead,
+                              duckdb=self.crypto.dialect == "duckdb", buf=buf, base=base,
+                              read=self.read if buf is None else None, failures=failures, max_pages=max_pages)
+
+    @_named
+    def chunk_plan(self, rg: int, col: int, *, max_pages: int | None = None) -> ChunkPlan:
+        """The module plan of a column chunk (decrypting its page headers when encrypted).
+        ``max_pages``: only the first pages of an encrypted chunk, reading just their
+        headers."""
+        meta = self.column_meta(rg, col)
+        start, end = self._chunk_span(rg, col, meta)
+        gcm, ctr = self.column_gcm_ctr(rg, col)
+        if max_pages is not None and gcm is not None:
+            buf, base = None, 0
+        else:
+            buf, base = self._chunk_bytes(start, end)
+        return self._plan(self._spot(rg, col, meta, start, end), gcm, ctr, buf, base, max_pages=max_pages)
+
     @_named
     def read_chunk(self, rg: int, col: int, *, verify_only: bool = False) -> Chunk:
         """Plaintext pages of one column chunk (decrypted and authenticated if encrypted).
@@ -356,20 +385,36 @@ class Source:
         meta = self.column_meta(rg, col)
         start, end = self._chunk_span(rg, col, meta)
         gcm, ctr = self.column_gcm_ctr(rg, col)
-        if start == end:
-            return Chunk(rg, col, self.paths[col], self.column_chunk(rg, col), meta, [], memoryview(b""),
-                         np.zeros(0, np.int64), np.zeros(0, np.int64), [], 0, None, gcm is not None)
         # buf holds the chunk's bytes; a file offset o is at buf[o - base]
         buf, base = self._chunk_bytes(start, end)
+        plan = self._plan(self._spot(rg, col, meta, start, end), gcm, ctr, buf, base)
+        cc = self.column_chunk(rg, col)
+        src_hoffs, hbytes = plan.header_offsets.tolist(), int(plan.header_lengths.sum())
         if gcm is None:
-            return self._read_plain_chunk(rg, col, meta, buf, base, start, end)
-        if self.crypto.dialect == "duckdb":
-            return self._read_encrypted_sequential(rg, col, meta, buf, base, start, end, gcm, gcm)
-        page_cipher = ctr if ctr is not None else gcm
-        try:
-            return self._read_encrypted_fast(rg, col, meta, buf, base, start, end, gcm, page_cipher, verify_only)
-        except _NotFast:
-            return self._read_encrypted_sequential(rg, col, meta, buf, base, start, end, gcm, page_cipher)
+            return Chunk(rg, col, self.paths[col], cc, meta, plan.headers, buf, plan.body_offsets - base,
+                         plan.body_lengths, src_hoffs, hbytes, plan=plan)
+        page_cipher = self._page_cipher(gcm, ctr)
+        self._check_crcs(buf, base, plan)
+        if verify_only:
+            self._verify_bodies(buf, base, plan, page_cipher)
+            return Chunk(rg, col, self.paths[col], cc, meta, plan.headers, None, plan.body_offsets - base,
+                         plan.body_lengths, src_hoffs, hbytes, plan.framing, True, plan)
+        out_lens = plan.levels + plan.body_lengths - page_cipher.overhead
+        out_offs = np.zeros(len(plan), dtype=np.int64)
+        if len(plan) > 1:
+            np.cumsum(out_lens[:-1], out=out_offs[1:])
+        out = self._out_buffer(int(out_lens.sum()))
+        if len(plan):
+            page_cipher.decrypt_batch(buf, offsets=plan.body_offsets - base, lengths=plan.body_lengths,
+                                      module_type=plan.body_types, row_group=rg, column=col, page=plan.ordinals,
+                                      out=out, out_offsets=out_offs + plan.levels)
+        for i in np.flatnonzero(plan.levels).tolist():   # parquet-java V2 framing: levels stay plaintext
+            o, lev = int(plan.body_offsets[i]) - base, int(plan.levels[i])
+            out[out_offs[i]:out_offs[i] + lev] = np.frombuffer(buf[o - lev:o], dtype=np.uint8)
+        for h, ln in zip(plan.headers, out_lens.tolist()):
+            h["compressed_page_size"] = ln
+        return Chunk(rg, col, self.paths[col], cc, meta, plan.headers, out, out_offs, out_lens, src_hoffs, hbytes,
+                     plan.framing, True, plan)
 
     def _chunk_bytes(self, start: int, end: int):
         """(buffer, base) holding the file's bytes [start, end) at buffer[o - base]: read
@@ -389,210 +434,27 @@ class Source:
             window = self._window
         return self.read(start, n, window), start
 
-    def _read_plain_chunk(self, rg, col, meta, buf, base, start, end) -> Chunk:
-        start, end = start - base, end - base
-        view = buf[:end]
-        headers, offs, lens, hoffs = [], [], [], []
-        pos = start
-        hbytes = 0
-        while pos < end:
-            hdr, hend = self._decode("PageHeader", view, pos, f"page header at offset {base + pos}")
-            size = hdr.get("compressed_page_size")
-            if size is None or size < 0 or size > end - hend:
-                raise MalformedFile(f"{self.name}: page at offset {base + pos} of column {dotted(self.paths[col])} "
-                                    "overruns its column chunk")
-            headers.append(hdr)
-            hoffs.append(base + pos)
-            offs.append(hend)
-            lens.append(size)
-            hbytes += hend - pos
-            pos = hend + size
-        return Chunk(rg, col, self.paths[col], self.column_chunk(rg, col), meta, headers, buf,
-                     np.asarray(offs, dtype=np.int64), np.asarray(lens, dtype=np.int64), hoffs, hbytes)
-
-    def _walk(self, buf, start: int, end: int):
-        """Offsets and framed lengths of the length-prefixed modules filling [start, end)
-        (walked in C); raises _NotFast when one overruns ``end``."""
-        parts_o, parts_l = [], []
-        cap = 1024
-        src = ffi.from_buffer(buf)
-        nxt = ffi.new("uint64_t *")
-        try:
-            pos = start
-            while pos < end:
-                o = np.empty(cap, np.int64)
-                ln = np.empty(cap, np.int64)
-                n = lib.pq_walk_modules(ffi.cast("uint8_t *", src), pos, end, ffi.cast("uint64_t *", o.ctypes.data),
-                                        ffi.cast("uint64_t *", ln.ctypes.data), cap, nxt)
-                if n < 0:
-                    raise _NotFast
-                parts_o.append(o[:n])
-                parts_l.append(ln[:n])
-                pos = int(nxt[0])
-                cap *= 4
-        finally:
-            ffi.release(src)
-        if len(parts_o) == 1:
-            return parts_o[0], parts_l[0]
-        return (np.concatenate(parts_o), np.concatenate(parts_l)) if parts_o else \
-            (np.zeros(0, np.int64), np.zeros(0, np.int64))
-
-    def _header_types(self, meta: dict, n: int):
-        """Module types and page ordinals of n header/page pairs of a chunk."""
-        has_dict = chunk_start(meta, self.name) != meta["data_page_offset"]
-        htypes = np.full(n, ModuleType.DATA_PAGE_HEADER, dtype=np.uint8)
-        btypes = np.full(n, ModuleType.DATA_PAGE, dtype=np.uint8)
-        ords = np.arange(n, dtype=np.int64)
-        if has_dict and n:
-            htypes[0] = ModuleType.DICTIONARY_PAGE_HEADER
-            btypes[0] = ModuleType.DICTIONARY_PAGE
-            ords -= 1
-            ords[0] = 0
-        if n and ords[-1] > 32767:
-            raise MalformedFile(f"{self.name}: more than 32768 data pages in one column chunk")
-        return htypes, btypes, ords, has_dict
-
-    def _read_encrypted_fast(self, rg, col, meta, buf, base, start, end, gcm, page_cipher,
-                             verify_only=False) -> Chunk:
-        """Walk modules by their length prefixes, decrypt all headers in one call, then
-        all page bodies in one call. Raises _NotFast when the layout needs the careful walk
-        (parquet-java DataPageV2 framing) or anything disagrees."""
-        offs, lens = self._walk(buf, start - base, end - base)
-        if len(offs) % 2:
-            raise _NotFast
-        hoffs, hlens, poffs, plens = offs[0::2], lens[0::2], offs[1::2], lens[1::2]
-        n = len(hoffs)
-        htypes, btypes, ords, has_dict = self._header_types(meta, n)
-        try:
-            hb = gcm.decrypt_batch(buf, offsets=hoffs, lengths=hlens, module_type=htypes, row_group=rg,
-                                   column=col, page=ords)
-        except (InvalidTag, MalformedModule):
-            raise _NotFast from None
-        headers = []
-        plens_l, hb_lens = plens.tolist(), hb.lengths.tolist()
-        for i in range(n):
-            hdr, hend = self._decode("PageHeader", hb[i], 0, f"decrypted page header {i}")
-            if hend != hb_lens[i] or hdr.get("compressed_page_size") != plens_l[i]:
-                raise _NotFast
-            if hdr.get("type") == PageType.DICTIONARY_PAGE and not (i == 0 and has_dict):
-                raise _NotFast
-            headers.append(hdr)
-        v2 = any(h.get("type") == PageType.DATA_PAGE_V2 for h in headers)
-        self._check_crcs(buf, headers, poffs, plens, rg, col)
-        if verify_only:
-            self._verify_bodies(buf, page_cipher, gcm, poffs, plens, btypes, rg, col, ords)
-            return Chunk(rg, col, self.paths[col], self.column_chunk(rg, col), meta, headers, None,
-                         poffs, plens, (hoffs + base).tolist(), int(hlens.sum()), "arrow" if v2 else None, True)
-        pb = page_cipher.decrypt_batch(buf, offsets=poffs, lengths=plens, module_type=btypes, row_group=rg,
-                                       column=col, page=ords, out=self._out_buffer(int(plens.sum())))
-        for h, ln in zip(headers, pb.lengths.tolist()):
-            h["compressed_page_size"] = ln
-        return Chunk(rg, col, self.paths[col], self.column_chunk(rg, col), meta, headers, pb.buffer, pb.offsets,
-                     pb.lengths, (hoffs + base).tolist(), int(hlens.sum()), "arrow" if v2 else None, True)
-
-    def _read_encrypted_sequential(self, rg, col, meta, buf, base, start, end, gcm, page_cipher) -> Chunk:
-        """Decrypt one header at a time (needed for parquet-java DataPageV2 framing and
-        DuckDB's sizes); the page bodies still go in one call."""
-        start, end = start - base, end - base
-        has_dict = chunk_start(meta, self.name) != meta["data_page_offset"]
-        duck = self.crypto.dialect == "duckdb"
-        headers, hoffs, levels, moffs, mlens, btypes, ords = [], [], [], [], [], [], []
-        hbytes = 0
-        pos = start
-        ordinal = 0
-        framing = None
-        while pos < end:
-            if pos + 4 > end or _le32(buf, pos)[0] + 4 > end - pos:
-                raise MalformedFile(f"{self.name}: page header module at offset {base + pos} of column "
-                                    f"{dotted(self.paths[col])} is truncated")
-            hl = _le32(buf, pos)[0] + 4
-            is_dict = has_dict and not headers
-            htype = ModuleType.DICTIONARY_PAGE_HEADER if is_dict else ModuleType.DATA_PAGE_HEADER
-            if ordinal > 32767:
-                raise MalformedFile(f"{self.name}: more than 32768 data pages in one column chunk")
-            plain = gcm.decrypt(buf[pos:pos + hl], htype, rg, col, 0 if is_dict else ordinal)
-            hdr, _ = self._decode("PageHeader", plain, 0, f"decrypted page header at offset {base + pos}")
-            hoffs.append(pos)
-            hbytes += hl
-            pos += hl
-            size = hdr.get("compressed_page_size")
-            if size is None or size < 0:
-                raise MalformedFile(f"{self.name}: page header at offset {base + hoffs[-1]} has no size")
-            lev = 0
-            if duck:
-                if pos + 4 > end:
-                    raise MalformedFile(f"{self.name}: page module at offset {base + pos} is truncated")
-                size = _le32(buf, pos)[0] + 4
-            if size > end - pos:
-                raise MalformedFile(f"{self.name}: page at offset {base + hoffs[-1]} of column {dotted(self.paths[col])} "
-                                    "overruns its column chunk")
-            if not duck and hdr.get("type") == PageType.DATA_PAGE_V2 and size >= 4 and _le32(buf, pos)[0] + 4 != size:
-                v2 = hdr.get("data_page_header_v2") or {}
-                lev = int(v2.get("definition_levels_byte_length") or 0) + int(v2.get("repetition_levels_byte_length") or 0)
-                if lev < 0 or lev + 4 > size or _le32(buf, pos + lev)[0] + 4 + lev != size:
-                    raise MalformedFile(f"{self.name}: DataPageV2 at offset {base + hoffs[-1]} matches neither framing")
-                framing = "parquet-java"
-            elif not duck and hdr.get("type") == PageType.DATA_PAGE_V2 and framing is None:
-                framing = "arrow"
-            headers.append(hdr)
-            levels.append((pos, lev))
-            moffs.append(pos + lev)
-            mlens.append(size - lev)
-            btypes.append(ModuleType.DICTIONARY_PAGE if is_dict else ModuleType.DATA_PAGE)
-            ords.append(0 if is_dict else ordinal)
-            if not is_dict:
-                ordinal += 1
-            pos += size
-        n = len(headers)
-        self._check_crcs(buf, headers, [p for p, _ in levels], [lv + ml for (_, lv), ml in zip(levels, mlens)], rg, col)
-        ov = gcm.overhead if page_cipher is gcm else page_cipher.overhead
-        out_lens = np.asarray([lv for _, lv in levels], dtype=np.int64) + np.asarray(mlens, dtype=np.int64) - ov
-        if n and out_lens.min() < 0:
-            bad = int(np.flatnonzero(out_lens < 0)[0])
-            raise MalformedFile(f"{self.name}: page module at offset {base + moffs[bad]} is shorter than its framing")
-        out_offs = np.zeros(n, dtype=np.int64)
-        if n > 1:
-            np.cumsum(out_lens[:-1], out=out_offs[1:])
-        out = self._out_buffer(int(out_lens.sum()) if n else 0)
-        lev_arr = np.asarray([lv for _, lv in levels], dtype=np.int64)
-        page_cipher.decrypt_batch(buf, offsets=moffs, lengths=mlens, module_type=np.asarray(btypes, np.uint8),
-                                  row_group=rg, column=col, page=np.asarray(ords, np.int64), out=out,
-                                  out_offsets=out_offs + lev_arr)
-        for i, (p, lev) in enumerate(levels):
-            if lev:
-                out[out_offs[i]:out_offs[i] + lev] = np.frombuffer(buf[p:p + lev], dtype=np.uint8)
-        for h, ln in zip(headers, out_lens):
-            h["compressed_page_size"] = int(ln)
-        return Chunk(rg, col, self.paths[col], self.column_chunk(rg, col), meta, headers, out, out_offs, out_lens,
-                     [base + h for h in hoffs], hbytes, framing, True)
-
-    def _verify_bodies(self, buf, page_cipher, gcm, poffs, plens, btypes, rg, col, ords) -> None:
-        n = len(poffs)
-        if not n:
+    def _verify_bodies(self, buf, base: int, plan: ChunkPlan, page_cipher) -> None:
+        """Authenticate every GCM page of a chunk in one call; all outputs land on one small
+        buffer (each overwrites the last), so nothing chunk-sized is written to memory.
+        AES_GCM_CTR_V1 pages have no tag: decrypting them would prove nothing (the plan
+        checked their framing)."""
+        n = len(plan)
+        if not n or isinstance(page_cipher, CtrModuleCipher):
             return
-        lens = np.asarray(plens, np.int64)
-        short = np.flatnonzero(lens < page_cipher.overhead)
-        if page_cipher is not gcm:
-            # AES_GCM_CTR_V1 pages have no tag: decrypting them would prove nothing
-            if len(short):
-                i = int(short[0])
-                raise MalformedModule(f"{self.name}: page module {i} of column {dotted(self.paths[col])} (row group "
-                                      f"{rg}) is shorter than its framing", index=i)
-            return
-        # GCM: every page's tag is checked in one call; all outputs land on one small
-        # buffer (each overwrites the last), so nothing chunk-sized is written to memory
-        need = max(int(lens.max()) - page_cipher.overhead, 1)
+        need = max(int(plan.body_lengths.max()) - page_cipher.overhead, 1)
         if self._verify_buf is None or len(self._verify_buf) < need:
             self._verify_buf = np.empty(need, dtype=np.uint8)
-        page_cipher.decrypt_batch(buf, offsets=poffs, lengths=plens, module_type=btypes, row_group=rg,
-                                  column=col, page=ords, out=self._verify_buf, out_offsets=np.zeros(n, np.int64),
+        page_cipher.decrypt_batch(buf, offsets=plan.body_offsets - base, lengths=plan.body_lengths,
+                                  module_type=plan.body_types, row_group=plan.rg, column=plan.col,
+                                  page=plan.ordinals, out=self._verify_buf, out_offsets=np.zeros(n, np.int64),
                                   threads=1)
 
     def page_failures(self, rg: int, col: int, failures) -> None:
         """Append to ``failures`` every page module of a chunk that fails to authenticate
-        (or its CRC), found by decrypting module by module and stepping by length
-        prefixes; for verify reports. Where the framing breaks (a length prefix that
-        cannot be right) the walk stops: one failure names the bytes left unchecked."""
+        (or its CRC), walking the chunk with a tolerant plan and checking each page on its
+        own; for verify reports. Where the framing breaks the walk stops: one failure
+        names the bytes left unchecked."""
         try:
             meta = self.column_meta(rg, col)
             start, end = self._chunk_span(rg, col, meta)
@@ -602,50 +464,21 @@ class Source:
             return
         if gcm is None:
             return
-        page_cipher = ctr or gcm
-        has_dict = chunk_start(meta, self.name) != meta["data_page_offset"]
-        pos, end = start - base, end - base
-        i, ordinal = 0, 0
-
-        def broken(what: str) -> None:
-            failures.append({"module": "PAGES", "page": None, "offset": base + pos, "end": base + end,
-                             "error": f"MalformedFile: {what} at offset {base + pos}: the module framing is broken; "
-                                      f"bytes {base + pos}..{base + end} of the chunk were not checked"})
-
-        while pos < end:
-            is_dict = has_dict and i == 0
-            page = None if is_dict else ordinal
-            if not is_dict and ordinal > 32767:
-                return broken("more than 32768 data pages")
-            hl = _le32(buf, pos)[0] + 4 if pos + 4 <= end else 0
-            if hl < GCM_OVERHEAD or hl > end - pos:
-                return broken("page header module length")
-            hdr = None
-            try:
-                plain = gcm.decrypt(buf[pos:pos + hl], ModuleType.DICTIONARY_PAGE_HEADER if is_dict
-                                    else ModuleType.DATA_PAGE_HEADER, rg, col, ordinal if not is_dict else 0)
-                hdr, _ = thrift.decode("PageHeader", plain, 0)
-            except (PqsealError, thrift.DecodeError) as exc:
-                failures.append({"module": "DICTIONARY_PAGE_HEADER" if is_dict else "DATA_PAGE_HEADER", "page": page,
-                                 "offset": base + pos, "error": f"{type(exc).__name__}: {exc}"})
-            pos += hl
-            pl = _le32(buf, pos)[0] + 4 if pos + 4 <= end else 0
-            if pl < page_cipher.overhead or pl > end - pos:
-                return broken("page module length")
-            mod = buf[pos:pos + pl]
+        plan = self._plan(self._spot(rg, col, meta, start, end), gcm, ctr, buf, base, failures=failures)
+        page_cipher = self._page_cipher(gcm, ctr)
+        ords, kinds = plan.ordinals.tolist(), plan.body_types.tolist()
+        for i, hdr in enumerate(plan.headers):
+            o, ln, lev = int(plan.body_offsets[i]) - base, int(plan.body_lengths[i]), int(plan.levels[i])
             try:
                 if hdr is not None and hdr.get("crc") is not None and self.check_crc and \
-                        _signed32(zlib.crc32(mod)) != hdr["crc"]:
+                        _signed32(zlib.crc32(buf[o - lev:o + ln])) != hdr["crc"]:
                     raise InvalidTag("page CRC mismatch")
-                page_cipher.decrypt(mod, ModuleType.DICTIONARY_PAGE if is_dict else ModuleType.DATA_PAGE, rg, col,
-                                    ordinal if not is_dict else 0)
+                if not isinstance(page_cipher, CtrModuleCipher):   # CTR: the plan checked the framing
+                    page_cipher.decrypt(buf[o:o + ln], kinds[i], rg, col, ords[i])
             except PqsealError as exc:
-                failures.append({"module": "DICTIONARY_PAGE" if is_dict else "DATA_PAGE", "page": page,
-                                 "offset": base + pos, "error": f"{type(exc).__name__}: {exc}"})
-            pos += pl
-            if not is_dict:
-                ordinal += 1
-            i += 1
+                failures.append({"module": ModuleType(kinds[i]).name,
+                                 "page": None if (plan.dictionary and i == 0) else ords[i],
+                                 "offset": base + o, "error": f"{type(exc).__name__}: {exc}"})
 
     def _out_buffer(self, n: int):
         if self._scratch is None:
@@ -654,23 +487,22 @@ class Source:
             self._scratch = np.empty(n, dtype=np.uint8)
         return self._scratch
 
-    def _check_crcs(self, buf, headers, offs, lens, rg, col) -> None:
+    def _check_crcs(self, buf, base: int, plan: ChunkPlan) -> None:
         """Page CRCs cover the bytes as written; for CTR pages they are the only
         integrity check there is."""
         if not self.check_crc:
             return
-        for i, h in enumerate(headers):
+        for i, h in enumerate(plan.headers):
             crc = h.get("crc")
             if crc is None:
                 continue
-            o = offs[i]
-            if _signed32(zlib.crc32(buf[o:o + lens[i]])) != crc:
-                t = h.get("type")
-                raise InvalidTag(f"{self.name}: page CRC mismatch in column {dotted(self.paths[col])} (row group {rg}, "
-                                 f"{'dictionary page' if t == PageType.DICTIONARY_PAGE else 'page'} {i}): the page "
-                                 "bytes were altered", row_group=rg, column=col, page=i,
-                                 module_type=ModuleType.DICTIONARY_PAGE if t == PageType.DICTIONARY_PAGE
-                                 else ModuleType.DATA_PAGE)
+            o = int(plan.body_offsets[i] - plan.levels[i]) - base
+            if _signed32(zlib.crc32(buf[o:o + int(plan.levels[i] + plan.body_lengths[i])])) != crc:
+                dictionary = plan.dictionary and i == 0
+                raise InvalidTag(f"{self.name}: page CRC mismatch in column {dotted(self.paths[plan.col])} (row group "
+                                 f"{plan.rg}, {'dictionary page' if dictionary else 'page'} {i}): the page bytes were "
+                                 "altered", row_group=plan.rg, column=plan.col, page=i,
+                                 module_type=ModuleType.DICTIONARY_PAGE if dictionary else ModuleType.DATA_PAGE)
 
     # ---- page indexes and bloom filters ------------------------------------------------
 
@@ -724,27 +556,40 @@ class Source:
     @_named
     def bloom_filter(self, rg: int, col: int, meta: dict):
         """(BloomFilterHeader dict, bitset bytes) or None."""
+        head = self.bloom_filter_header(rg, col, meta)
+        return None if head is None else (head[0], self.bloom_filter_bitset(rg, col, *head))
+
+    @_named
+    def bloom_filter_header(self, rg: int, col: int, meta: dict) -> tuple[dict, int] | None:
+        """(BloomFilterHeader dict, file offset of the bitset after it) or None."""
         off = meta.get("bloom_filter_offset")
         if off is None:
             return None
         gcm, _ = self.column_gcm_ctr(rg, col)
-        what = f"bloom filter of {dotted(self.paths[col])} (row group {rg})"
+        what = f"bloom filter header of {dotted(self.paths[col])} (row group {rg})"
         if gcm is None:
             if off < 4 or off >= self.tail.footer_offset:
                 raise MalformedFile(f"{self.name}: {what} offset {off} outside the data region")
             # the header is a few small fields: read it from a bounded window
             head = self.read(off, min(self.tail.footer_offset - off, _BLOOM_HEADER_MAX))
             hdr, hend = self._decode("BloomFilterHeader", head, 0, what)
-            nb = hdr.get("numBytes")
-            if nb is None or nb < 0 or off + hend + nb > self.tail.footer_offset:
-                raise MalformedFile(f"{self.name}: {what} is truncated")
-            return hdr, bytes(self.read(off + hend, nb))
+            return hdr, off + hend
         hmod = self._module_at(off, what)
         plain = gcm.decrypt(hmod, ModuleType.BLOOM_FILTER_HEADER, rg, col)
         hdr, _ = self._decode("BloomFilterHeader", plain, 0, what)
-        bmod = self._module_at(off + len(hmod), what)
-        bitset = gcm.decrypt(bmod, ModuleType.BLOOM_FILTER_BITSET, rg, col)
-        return hdr, bitset
+        return hdr, off + len(hmod)
+
+    @_named
+    def bloom_filter_bitset(self, rg: int, col: int, header: dict, offset: int):
+        """The bitset that ``header`` announces, at file offset ``offset``."""
+        gcm, _ = self.column_gcm_ctr(rg, col)
+        what = f"bloom filter bitset of {dotted(self.paths[col])} (row group {rg})"
+        if gcm is None:
+            nb = header.get("numBytes")
+            if nb is None or nb < 0 or offset + nb > self.tail.footer_offset:
+                raise MalformedFile(f"{self.name}: {what} is truncated")
+            return bytes(self.read(offset, nb))
+        return gcm.decrypt(self._module_at(offset, what), ModuleType.BLOOM_FILTER_BITSET, rg, col)
 
     def close(self) -> None:
         if self._scratch is not None:  # for the next file read by this thread
@@ -766,7 +611,3 @@ class Source:
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-
-class _NotFast(Exception):
-    pass

@@ -115,8 +115,10 @@ def verify_file(path, decryption: DecryptionProperties, *, backend: str | None =
                     if failures.total == before:
                         at.append({"module": "pages", "page": getattr(exc, "page", None),
                                    "error": f"{type(exc).__name__}: {exc}"})
-                bf, ok = check("BLOOM_FILTER", lambda: s.bloom_filter(rg, col, meta))
-                modules += 2 if (ok and bf is not None and enc) else 0
+                head, ok = check("BLOOM_FILTER_HEADER", lambda: s.bloom_filter_header(rg, col, meta))
+                if ok and head is not None:
+                    _, ok = check("BLOOM_FILTER_BITSET", lambda: s.bloom_filter_bitset(rg, col, *head))
+                    modules += (2 if ok else 1) if enc else 0
                 ci, ok = check("COLUMN_INDEX", lambda: s.column_index(rg, col))
                 modules += 1 if (ok and ci is not None and enc) else 0
                 oi, ok = check("OFFSET_INDEX", lambda: s.offset_index(rg, col))
