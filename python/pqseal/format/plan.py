@@ -162,13 +162,17 @@ def plan_plain(spot: ChunkSpot, buf, base: int) -> ChunkPlan:
 def plan_encrypted(spot: ChunkSpot, gcm, *, page_overhead: int, duckdb: bool = False, buf=None, base: int = 0,
                    read: Callable | None = None, failures=None, max_pages: int | None = None) -> ChunkPlan:
     """The plan of an encrypted chunk: its bytes are ``buf[o - base]``, or come from
-    ``read(offset, length)`` (then only the headers are read). ``gcm`` decrypts the page
-    headers; ``page_overhead``: the framing bytes of a page module. ``failures``: a
-    tolerant walk, appending what fails there instead of raising. ``max_pages``: stop
-    after that many pages."""
-    if buf is not None and not duckdb and failures is None and max_pages is None:
+    ``read(offset, length)`` (then only the module prefixes and the headers are read).
+    ``gcm`` decrypts the page headers; ``page_overhead``: the framing bytes of a page
+    module. ``failures``: a tolerant walk, appending what fails there instead of raising.
+    ``max_pages``: stop after that many pages."""
+    if not duckdb and failures is None and max_pages is None:
         try:
-            return _plan_fast(spot, gcm, buf, base, page_overhead)
+            if buf is not None:
+                offs, lens = _walk_prefixes(buf, spot.start - base, spot.end - base)
+                return _plan_fast(spot, gcm, page_overhead, offs + base, lens, buf, offs[0::2])
+            offs, lens, hbuf, hoffs = _walk_prefixes_sparse(read, spot.start, spot.end)
+            return _plan_fast(spot, gcm, page_overhead, offs, lens, hbuf, hoffs)
         except _NotFast:
             pass
     if read is None:
@@ -205,10 +209,44 @@ def _walk_prefixes(buf, start: int, end: int):
         (np.zeros(0, np.int64), np.zeros(0, np.int64))
 
 
-def _plan_fast(spot: ChunkSpot, gcm, buf, base: int, page_overhead: int) -> ChunkPlan:
-    """Header module, page module, header module...: all headers decrypted in one call.
-    Raises _NotFast when the chunk is laid out otherwise or anything disagrees."""
-    offs, lens = _walk_prefixes(buf, spot.start - base, spot.end - base)
+_SPARSE_BLOCK = 64 << 10
+
+
+def _walk_prefixes_sparse(read: Callable, start: int, end: int):
+    """What _walk_prefixes finds (file offsets), reading only blocks that hold a module
+    prefix and the header modules (every other module) themselves; also returns the
+    header modules one after the other in one buffer, and their offsets in it. For
+    pages that need not be read (CTR pages, which carry no tag, when verifying)."""
+    offs, lens, hmods = [], [], []
+    lo = hi = start
+    block = b""
+    pos = start
+    while pos < end:
+        if end - pos < LEN_PREFIX:
+            raise _NotFast
+        if pos + LEN_PREFIX > hi:
+            lo, hi = pos, min(end, pos + _SPARSE_BLOCK)
+            block = read(lo, hi - lo)
+        ln = _le32(block, pos - lo)[0] + LEN_PREFIX
+        if ln > end - pos:
+            raise _NotFast
+        if not len(offs) % 2:
+            hmods.append(bytes(block[pos - lo:pos - lo + ln]) if pos + ln <= hi else bytes(read(pos, ln)))
+        offs.append(pos)
+        lens.append(ln)
+        pos += ln
+    hlens = np.fromiter(map(len, hmods), np.int64, len(hmods))
+    hoffs = np.zeros(len(hmods), np.int64)
+    if len(hmods) > 1:
+        np.cumsum(hlens[:-1], out=hoffs[1:])
+    return np.asarray(offs, np.int64), np.asarray(lens, np.int64), b"".join(hmods), hoffs
+
+
+def _plan_fast(spot: ChunkSpot, gcm, page_overhead: int, offs, lens, hbuf, hbuf_offs) -> ChunkPlan:
+    """Header module, page module, header module... (``offs``, ``lens``: file offsets and
+    lengths of every module): all headers, found in ``hbuf`` at ``hbuf_offs``, decrypted
+    in one call. Raises _NotFast when the chunk is laid out otherwise or anything
+    disagrees."""
     if len(offs) % 2:
         raise _NotFast
     hoffs, hlens, poffs, plens = offs[0::2], lens[0::2], offs[1::2], lens[1::2]
@@ -221,8 +259,8 @@ def _plan_fast(spot: ChunkSpot, gcm, buf, base: int, page_overhead: int) -> Chun
         raise _NotFast
     probe = _plan(spot, True, [None] * n, hoffs, hlens, poffs, plens, None)
     try:
-        hb = gcm.decrypt_batch(buf, offsets=hoffs, lengths=hlens, module_type=probe.header_types, row_group=spot.rg,
-                               column=spot.col, page=probe.ordinals)
+        hb = gcm.decrypt_batch(hbuf, offsets=hbuf_offs, lengths=hlens, module_type=probe.header_types,
+                               row_group=spot.rg, column=spot.col, page=probe.ordinals)
     except (InvalidTag, MalformedModule):
         raise _NotFast from None
     headers = []
@@ -237,7 +275,7 @@ def _plan_fast(spot: ChunkSpot, gcm, buf, base: int, page_overhead: int) -> Chun
             raise _NotFast
         v2 = v2 or t == PageType.DATA_PAGE_V2
         headers.append(hdr)
-    return _plan(spot, True, headers, hoffs + base, hlens, poffs + base, plens, None, "arrow" if v2 else None)
+    return _plan(spot, True, headers, hoffs, hlens, poffs, plens, None, "arrow" if v2 else None)
 
 
 def _plan_careful(spot: ChunkSpot, gcm, read: Callable, page_overhead: int, duckdb: bool, failures,
