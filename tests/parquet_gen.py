@@ -17,6 +17,7 @@ import base64
 import contextlib
 import dataclasses
 import hashlib
+import itertools
 import json
 import os
 import struct
@@ -160,6 +161,11 @@ def dek_from_material(md: bytes | None, path=None) -> bytes:
 
 # --------------------------------------------------------------------------- probes
 
+def _chunks(s: Source):
+    """(row group, column) of every column chunk of a source, in file order."""
+    return itertools.product(range(s.num_row_groups), range(len(s.paths)))
+
+
 def sha256(path) -> str:
     with open(path, "rb") as f:
         return hashlib.sha256(f.read()).hexdigest()
@@ -171,15 +177,14 @@ def pages(path, dec: DecryptionProperties | None = None, *, drop=("crc",)) -> di
     as written, so it differs between an encrypted file and its plaintext)."""
     out = {}
     with Source(path, dec) as s:
-        for rg in range(s.num_row_groups):
-            for col in range(len(s.paths)):
-                ch = s.read_chunk(rg, col)
-                lst = []
-                for i, h in enumerate(ch.headers):
-                    o, n = int(ch.offs[i]), int(ch.lens[i])
-                    lst.append(({k: v for k, v in h.items() if k not in drop}, bytes(memoryview(ch.buf)[o:o + n])))
-                out[rg, col] = lst
-                del ch
+        for rg, col in _chunks(s):
+            ch = s.read_chunk(rg, col)
+            lst = []
+            for i, h in enumerate(ch.headers):
+                o, n = int(ch.offs[i]), int(ch.lens[i])
+                lst.append(({k: v for k, v in h.items() if k not in drop}, bytes(memoryview(ch.buf)[o:o + n])))
+            out[rg, col] = lst
+            del ch
     return out
 
 
@@ -187,11 +192,10 @@ def raw_chunks(path, dec: DecryptionProperties | None = None) -> dict:
     """{(rg, col): bytes} of every column chunk as stored on disk."""
     out = {}
     with Source(path, dec) as s:
-        for rg in range(s.num_row_groups):
-            for col in range(len(s.paths)):
-                meta = s.column_meta(rg, col)
-                start = chunk_start(meta, s.name)
-                out[rg, col] = bytes(s.read(start, int(meta["total_compressed_size"])))
+        for rg, col in _chunks(s):
+            meta = s.column_meta(rg, col)
+            start = chunk_start(meta, s.name)
+            out[rg, col] = bytes(s.read(start, int(meta["total_compressed_size"])))
     return out
 
 
@@ -202,12 +206,11 @@ def column_metas(path, dec: DecryptionProperties | None = None) -> dict:
     """{(rg, col): plaintext ColumnMetaData minus file offsets}."""
     out = {}
     with Source(path, dec) as s:
-        for rg in range(s.num_row_groups):
-            for col in range(len(s.paths)):
-                meta = dict(s.column_meta(rg, col))
-                for k in _OFFSET_FIELDS:
-                    meta.pop(k, None)
-                out[rg, col] = meta
+        for rg, col in _chunks(s):
+            meta = dict(s.column_meta(rg, col))
+            for k in _OFFSET_FIELDS:
+                meta.pop(k, None)
+            out[rg, col] = meta
     return out
 
 
@@ -216,16 +219,15 @@ def indexes(path, dec: DecryptionProperties | None = None) -> dict:
     "bloom": (header, bitset) | None}} with page locations relative to the chunk start."""
     out = {}
     with Source(path, dec) as s:
-        for rg in range(s.num_row_groups):
-            for col in range(len(s.paths)):
-                meta = s.column_meta(rg, col)
-                start = chunk_start(meta, s.name)
-                oi = s.offset_index(rg, col)
-                if oi is not None:
-                    oi = dict(oi)
-                    oi["page_locations"] = [dict(loc, offset=loc["offset"] - start) for loc in oi["page_locations"]]
-                out[rg, col] = {"column_index": s.column_index(rg, col), "offset_index": oi,
-                                "bloom": s.bloom_filter(rg, col, meta)}
+        for rg, col in _chunks(s):
+            meta = s.column_meta(rg, col)
+            start = chunk_start(meta, s.name)
+            oi = s.offset_index(rg, col)
+            if oi is not None:
+                oi = dict(oi)
+                oi["page_locations"] = [dict(loc, offset=loc["offset"] - start) for loc in oi["page_locations"]]
+            out[rg, col] = {"column_index": s.column_index(rg, col), "offset_index": oi,
+                            "bloom": s.bloom_filter(rg, col, meta)}
     return out
 
 
@@ -262,27 +264,26 @@ def module_map(path, dec: DecryptionProperties) -> list[Module]:
         if t.encrypted_footer:
             end = thrift.skip("FileCryptoMetaData", buf, t.footer_offset)
             mods.append(Module(ModuleType.FOOTER, None, None, None, end, t.file_size - FOOTER_TRAILER - end))
-        for rg in range(s.num_row_groups):
-            for col in range(len(s.paths)):
-                cc = s.column_crypto(rg, col)
-                if not cc.encrypted:
-                    continue
-                meta = s.column_meta(rg, col)
-                chunk_plan = s.chunk_plan(rg, col)
-                assert chunk_plan.encrypted and chunk_plan.end == chunk_start(meta, s.name) + meta["total_compressed_size"]
-                mods += [Module(*dataclasses.astuple(m)) for m in chunk_plan.modules()]
-                chunk = s.column_chunk(rg, col)
-                if chunk.get("column_index_offset") is not None:
-                    mods.append(Module(ModuleType.COLUMN_INDEX, rg, col, None, chunk["column_index_offset"],
-                                       chunk["column_index_length"]))
-                if chunk.get("offset_index_offset") is not None:
-                    mods.append(Module(ModuleType.OFFSET_INDEX, rg, col, None, chunk["offset_index_offset"],
-                                       chunk["offset_index_length"]))
-                bo = meta.get("bloom_filter_offset")
-                if bo is not None:
-                    hl = _le32(buf, bo) + 4
-                    mods.append(Module(ModuleType.BLOOM_FILTER_HEADER, rg, col, None, bo, hl))
-                    mods.append(Module(ModuleType.BLOOM_FILTER_BITSET, rg, col, None, bo + hl, _le32(buf, bo + hl) + 4))
+        for rg, col in _chunks(s):
+            cc = s.column_crypto(rg, col)
+            if not cc.encrypted:
+                continue
+            meta = s.column_meta(rg, col)
+            chunk_plan = s.chunk_plan(rg, col)
+            assert chunk_plan.encrypted and chunk_plan.end == chunk_start(meta, s.name) + meta["total_compressed_size"]
+            mods += [Module(*dataclasses.astuple(m)) for m in chunk_plan.modules()]
+            chunk = s.column_chunk(rg, col)
+            if chunk.get("column_index_offset") is not None:
+                mods.append(Module(ModuleType.COLUMN_INDEX, rg, col, None, chunk["column_index_offset"],
+                                   chunk["column_index_length"]))
+            if chunk.get("offset_index_offset") is not None:
+                mods.append(Module(ModuleType.OFFSET_INDEX, rg, col, None, chunk["offset_index_offset"],
+                                   chunk["offset_index_length"]))
+            bo = meta.get("bloom_filter_offset")
+            if bo is not None:
+                hl = _le32(buf, bo) + 4
+                mods.append(Module(ModuleType.BLOOM_FILTER_HEADER, rg, col, None, bo, hl))
+                mods.append(Module(ModuleType.BLOOM_FILTER_BITSET, rg, col, None, bo + hl, _le32(buf, bo + hl) + 4))
     return mods
 
 

@@ -209,7 +209,7 @@ def _walk_prefixes(buf, start: int, end: int):
         (np.zeros(0, np.int64), np.zeros(0, np.int64))
 
 
-_SPARSE_BLOCK = 64 << 10
+_SPARSE_BLOCK = 4 << 10   # a page header module and the next prefix fit, as a rule
 
 
 def _walk_prefixes_sparse(read: Callable, start: int, end: int):

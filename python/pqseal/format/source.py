@@ -525,34 +525,36 @@ class Source:
             raise MalformedFile(f"{self.name}: {what} lies outside the data region")
         return self.read(off, length)
 
-    @_named
-    def column_index(self, rg: int, col: int) -> bytes | None:
+    def _page_index(self, rg: int, col: int, kind: str, mtype: ModuleType):
+        """(bytes, description) of a chunk's "column_index" or "offset_index" (decrypted
+        when its column is encrypted), or None."""
         cc = self.column_chunk(rg, col)
-        off, ln = cc.get("column_index_offset"), cc.get("column_index_length")
+        off = cc.get(kind + "_offset")
         if off is None:
             return None
         gcm, _ = self.column_gcm_ctr(rg, col)
-        what = f"column index of {dotted(self.paths[col])} (row group {rg})"
-        if gcm is None:
-            data = bytes(self._plain_span(off, ln, what))
-            try:
-                thrift.skip("ColumnIndex", data, 0)
-            except thrift.DecodeError as exc:
-                raise MalformedFile(f"{self.name}: cannot parse {what}: {exc}") from None
-            return data
-        return gcm.decrypt(self._plain_span(off, ln, what), ModuleType.COLUMN_INDEX, rg, col)
+        what = f"{kind.replace('_', ' ')} of {dotted(self.paths[col])} (row group {rg})"
+        data = self._plain_span(off, cc.get(kind + "_length"), what)
+        return (bytes(data) if gcm is None else gcm.decrypt(data, mtype, rg, col)), what
+
+    @_named
+    def column_index(self, rg: int, col: int) -> bytes | None:
+        got = self._page_index(rg, col, "column_index", ModuleType.COLUMN_INDEX)
+        if got is None:
+            return None
+        data, what = got
+        try:
+            thrift.skip("ColumnIndex", data, 0)
+        except thrift.DecodeError as exc:
+            raise MalformedFile(f"{self.name}: cannot parse {what}: {exc}") from None
+        return data
 
     @_named
     def offset_index(self, rg: int, col: int) -> dict | None:
-        cc = self.column_chunk(rg, col)
-        off, ln = cc.get("offset_index_offset"), cc.get("offset_index_length")
-        if off is None:
+        got = self._page_index(rg, col, "offset_index", ModuleType.OFFSET_INDEX)
+        if got is None:
             return None
-        gcm, _ = self.column_gcm_ctr(rg, col)
-        what = f"offset index of {dotted(self.paths[col])} (row group {rg})"
-        data = self._plain_span(off, ln, what)
-        if gcm is not None:
-            data = gcm.decrypt(data, ModuleType.OFFSET_INDEX, rg, col)
+        data, what = got
         oi, _ = self._decode("OffsetIndex", data, 0, what)
         locs = oi.get("page_locations")
         if not isinstance(locs, list) or any(isinstance(k, int) for k in oi):
