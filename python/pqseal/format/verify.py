@@ -113,7 +113,7 @@ def verify_file(path, decryption: DecryptionProperties, *, backend: str | None =
                     before = failures.total
                     s.page_failures(rg, col, at)
                     if failures.total == before:
-                        at.append({"module": "pages", "page": getattr(exc, "page", None),
+                        at.append({"module": "PAGES", "page": getattr(exc, "page", None),
                                    "error": f"{type(exc).__name__}: {exc}"})
                 head, ok = check("BLOOM_FILTER_HEADER", lambda: s.bloom_filter_header(rg, col, meta))
                 if ok and head is not None:
