@@ -168,10 +168,11 @@ def plan_encrypted(spot: ChunkSpot, gcm, *, page_overhead: int, duckdb: bool = F
     ``max_pages``: stop after that many pages."""
     if not duckdb and failures is None and max_pages is None:
         try:
+            shortest = min(page_overhead, GCM_OVERHEAD)
             if buf is not None:
-                offs, lens = _walk_prefixes(buf, spot.start - base, spot.end - base)
+                offs, lens = _walk_prefixes(buf, spot.start - base, spot.end - base, shortest)
                 return _plan_fast(spot, gcm, page_overhead, offs + base, lens, buf, offs[0::2])
-            offs, lens, hbuf, hoffs = _walk_prefixes_sparse(read, spot.start, spot.end)
+            offs, lens, hbuf, hoffs = _walk_prefixes_sparse(read, spot.start, spot.end, shortest)
             return _plan_fast(spot, gcm, page_overhead, offs, lens, hbuf, hoffs)
         except _NotFast:
             pass
@@ -181,10 +182,16 @@ def plan_encrypted(spot: ChunkSpot, gcm, *, page_overhead: int, duckdb: bool = F
     return _plan_careful(spot, gcm, read, page_overhead, duckdb, failures, max_pages)
 
 
-def _walk_prefixes(buf, start: int, end: int):
+_MAX_MODULES = 2 * (MAX_DATA_PAGES + 1)   # header and page module of every page a chunk may hold
+
+
+def _walk_prefixes(buf, start: int, end: int, shortest: int):
     """Offsets and framed lengths of the length-prefixed modules filling buf[start:end]
-    (walked in C); raises _NotFast when one overruns ``end``."""
+    (walked in C); raises _NotFast when one overruns ``end``, is shorter than
+    ``shortest`` (damage: zeroed bytes read as 4-byte modules) or there are more than a
+    chunk can hold."""
     parts_o, parts_l = [], []
+    total = 0
     cap = 1024
     src = ffi.from_buffer(buf)
     nxt = ffi.new("uint64_t *")
@@ -195,12 +202,13 @@ def _walk_prefixes(buf, start: int, end: int):
             ln = np.empty(cap, np.int64)
             n = lib.pq_walk_modules(ffi.cast("uint8_t *", src), pos, end, ffi.cast("uint64_t *", o.ctypes.data),
                                     ffi.cast("uint64_t *", ln.ctypes.data), cap, nxt)
-            if n < 0:
+            total += n
+            if n < 0 or total > _MAX_MODULES or (n and int(ln[:n].min()) < shortest):
                 raise _NotFast
             parts_o.append(o[:n])
             parts_l.append(ln[:n])
             pos = int(nxt[0])
-            cap *= 4
+            cap = min(cap * 4, _MAX_MODULES + 1)
     finally:
         ffi.release(src)
     if len(parts_o) == 1:
@@ -212,11 +220,11 @@ def _walk_prefixes(buf, start: int, end: int):
 _SPARSE_BLOCK = 4 << 10   # a page header module and the next prefix fit, as a rule
 
 
-def _walk_prefixes_sparse(read: Callable, start: int, end: int):
-    """What _walk_prefixes finds (file offsets), reading only blocks that hold a module
-    prefix and the header modules (every other module) themselves; also returns the
-    header modules one after the other in one buffer, and their offsets in it. For
-    pages that need not be read (CTR pages, which carry no tag, when verifying)."""
+def _walk_prefixes_sparse(read: Callable, start: int, end: int, shortest: int):
+    """What _walk_prefixes finds (file offsets, same limits), reading only blocks that
+    hold a module prefix and the header modules (every other module) themselves; also
+    returns the header modules one after the other in one buffer, and their offsets in
+    it. For pages that need not be read (CTR pages, which carry no tag, when verifying)."""
     offs, lens, hmods = [], [], []
     lo = hi = start
     block = b""
@@ -228,7 +236,7 @@ def _walk_prefixes_sparse(read: Callable, start: int, end: int):
             lo, hi = pos, min(end, pos + _SPARSE_BLOCK)
             block = read(lo, hi - lo)
         ln = _le32(block, pos - lo)[0] + LEN_PREFIX
-        if ln > end - pos:
+        if ln > end - pos or ln < shortest or len(offs) == _MAX_MODULES:
             raise _NotFast
         if not len(offs) % 2:
             hmods.append(bytes(block[pos - lo:pos - lo + ln]) if pos + ln <= hi else bytes(read(pos, ln)))
