@@ -19,14 +19,13 @@ import hashlib
 import json
 import os
 import traceback
-from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pqseal.crypto import GcmModuleCipher, ModuleType
-from pqseal.format import DecryptionProperties, thrift
+from pqseal.format import DecryptionProperties, plan, thrift
 from pqseal.format.layout import FOOTER_TRAILER, PageType
 from pqseal.format.source import Source
 
@@ -210,15 +209,9 @@ def footer(path, dec: DecryptionProperties | None = None) -> dict:
 
 # --------------------------------------------------------------------------- module map
 
-@dataclass(frozen=True)
-class Module:
-    kind: ModuleType
-    rg: int | None
-    col: int | None
-    page: int | None
-    offset: int          # first byte of the 4-byte length prefix
-    length: int          # whole module including the prefix
-    levels: int = 0      # plaintext level bytes just before the module (parquet-java DataPageV2 framing)
+class Module(plan.Module):
+    """A PME module of a file (the footer and index modules have no page, the footer no
+    row group or column)."""
 
     @property
     def ciphertext_offset(self) -> int:
@@ -281,8 +274,8 @@ def rewrite_footer(src, dst, footer_key: bytes, mutate, *, aad_prefix: bytes | N
         fmd = {k: v for k, v in s.fmd.items()}
         file_aad = s.file_aad()
         t = s.tail
-        data = bytes(s.buf[:t.footer_offset])
-        region = bytes(s.buf[t.footer_offset:t.file_size - FOOTER_TRAILER])
+        data = bytes(s.read(0, t.footer_offset))
+        region = bytes(s.read(t.footer_offset, t.file_size - FOOTER_TRAILER - t.footer_offset))
     mutate(fmd)
     gcm = GcmModuleCipher(footer_key, file_aad)
     body = thrift.encode("FileMetaData", fmd)

@@ -20,6 +20,7 @@ import pytest
 from pqseal._io import is_temp_name
 
 import pqseal
+from pqseal.crypto import ModuleType as MT
 from pqseal.errors import InvalidKey, InvalidOrdinal, InvalidTag, KeyNotFound, MalformedFile, PqsealError
 from pqseal.format import (FOOTER_KEY, AlreadyEncrypted, DecryptionProperties, EncryptionProperties, NotEncrypted,
                            thrift)
@@ -457,3 +458,92 @@ def test_key_retriever_called_once_per_key(files, tmp_path):
 
     pqseal.decrypt_file(files["sealed"], tmp_path / "o.parquet", DecryptionProperties(key_retriever=retriever))
     assert max(calls.values()) == 1, dict(calls)
+
+
+# --------------------------------------------------------------------------- offsets the footer vouches for
+# A footer re-sealed with the right key can point anywhere: the writer holds the keys.
+
+
+def test_inspect_of_a_chunk_outside_the_file(files, tmp_path):
+    """inspect with keys looks at the first page headers of each encrypted chunk (DataPageV2
+    framing); a chunk placed past the end of the file raised struct.error there."""
+    size = os.path.getsize(files["sealed"])
+
+    def move(fmd):
+        md = fmd["row_groups"][0]["columns"][1]["meta_data"]   # "cat": footer key, metadata in the footer
+        md.pop("dictionary_page_offset", None)
+        md["data_page_offset"] = size + 100
+    bad = G.rewrite_footer(files["sealed"], tmp_path / "bad.parquet", G.K16, move)
+    info = pqseal.inspect(bad, DEC)
+    assert [c["path"] for c in info["columns"]][1] == "cat" and "v2_framing" not in info["columns"][1]
+    check_all_fail(bad, tmp_path, skip=("encrypt", "inspect", "inspect_keys"))
+
+
+@pytest.mark.parametrize("framing", ["arrow", "parquet-java"])
+def test_data_page_v2_cut_short_by_its_chunk(tmp_path, monkeypatch, framing):
+    """A chunk that ends inside its last DataPageV2: the level lengths and the framing were
+    read before the page's size was checked against the chunk (struct.error when the chunk
+    was read into a buffer of its own size, as all chunks are now)."""
+    monkeypatch.setenv("PQSEAL_READ", "pread")   # older versions read through a mapping unless told so
+    plain = G.write_pyarrow(tmp_path / "v2.parquet", G.make_table(3_000, nested=False), data_page_version="2.0",
+                            row_group_size=3_000)
+    sealed = tmp_path / "sealed.parquet"
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")   # the parquet-java framing warns that Arrow cannot read it
+        pqseal.encrypt_file(plain, sealed, EncryptionProperties(G.K16, v2_framing=framing))
+    dec = DecryptionProperties(G.K16)
+    last = [m for m in G.module_map(sealed, dec) if m.kind == MT.DATA_PAGE and m.rg == 0 and m.col == 0][-1]
+
+    def cut(fmd):
+        md = fmd["row_groups"][0]["columns"][0]["meta_data"]
+        start = md.get("dictionary_page_offset") or md["data_page_offset"]
+        md["total_compressed_size"] = last.offset - last.levels + 2 - start
+    bad = G.rewrite_footer(sealed, tmp_path / "bad.parquet", G.K16, cut)
+    for op in (lambda: pqseal.verify(bad, dec), lambda: pqseal.decrypt_file(bad, tmp_path / "out.parquet", dec)):
+        with G.raises(PqsealError):
+            op()
+    assert not (tmp_path / "out.parquet").exists()
+
+
+_TRUNCATE_WHILE_READING = r"""
+import os, sys
+from pqseal.errors import MalformedFile
+from pqseal.format import DecryptionProperties
+from pqseal.format.source import Source
+
+path, keyed = sys.argv[1], sys.argv[2] == "1"
+with Source(path, DecryptionProperties(bytes.fromhex(sys.argv[3])) if keyed else None) as s:
+    s.read_chunk(0, 0)
+    os.truncate(path, s.tail.footer_offset // 2)
+    try:
+        for rg in range(s.num_row_groups):
+            for col in range(len(s.paths)):
+                s.read_chunk(rg, col, verify_only=keyed)
+                s.bloom_filter(rg, col, s.column_meta(rg, col))
+                s.column_index(rg, col)
+    except MalformedFile as exc:
+        print(exc)
+        sys.exit(3)
+sys.exit(0)
+"""
+
+
+@pytest.mark.parametrize("keyed", [False, True], ids=["plaintext", "sealed"])
+def test_file_truncated_while_being_read(files, tmp_path, keyed):
+    """A file truncated between two chunk reads is a MalformedFile: reading through a
+    mapping killed the process with SIGBUS (a signal exit code here)."""
+    import shutil
+    import subprocess
+    import sys
+
+    src = tmp_path / "victim.parquet"
+    if keyed:
+        pqseal.encrypt_file(files["plain"], src, EncryptionProperties(G.K16))
+    else:
+        shutil.copy(files["plain"], src)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    r = subprocess.run([sys.executable, "-c", _TRUNCATE_WHILE_READING, os.fspath(src), "1" if keyed else "0",
+                        G.K16.hex()], capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 3, (r.returncode, r.stdout, r.stderr)
+    assert "changed while being read" in r.stdout or "outside" in r.stdout, r.stdout

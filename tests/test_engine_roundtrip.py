@@ -154,8 +154,10 @@ def make_config(paths, layout, *, algorithm="AES_GCM_V1", plaintext_footer=False
 
 # --------------------------------------------------------------------------- the check
 
-def expected_module_count(mods, sealed, dec):
-    n = sum(1 for m in mods if m.kind != ModuleType.FOOTER) + 1   # footer or footer signature
+def expected_module_count(mods, sealed, dec, algorithm):
+    """Modules whose tag verify checks: AES_GCM_CTR_V1 page bodies have none."""
+    untagged = (ModuleType.DATA_PAGE, ModuleType.DICTIONARY_PAGE) if algorithm == "AES_GCM_CTR_V1" else ()
+    n = sum(1 for m in mods if m.kind != ModuleType.FOOTER and m.kind not in untagged) + 1   # footer or signature
     return n + sum("encrypted_column_metadata" in c.chunk for c in RefFile(sealed, dec).columns())
 
 
@@ -216,7 +218,10 @@ def check_sealed_structure(src, sealed, enc, dec, labels, mds):
             assert loc["first_row_index"] == src_loc["first_row_index"]
     report = pqseal.verify(sealed, dec)
     assert report["ok"] and report["algorithm"] == enc.algorithm
-    assert report["modules"] == expected_module_count(mods, sealed, dec)
+    assert report["modules"] == report["modules_authenticated"] == expected_module_count(mods, sealed, dec,
+                                                                                         enc.algorithm)
+    bodies = sum(1 for m in mods if m.kind in (ModuleType.DATA_PAGE, ModuleType.DICTIONARY_PAGE))
+    assert report["pages_framing_checked"] == (bodies if enc.algorithm == "AES_GCM_CTR_V1" else 0)
     return mods
 
 

@@ -91,16 +91,13 @@ def expect_failure(path, tmp_path, exc=InvalidTag, match=None, dec=DEC):
     return errors
 
 
-_REPORT_NAMES = {MT.BLOOM_FILTER_HEADER: "BLOOM_FILTER", MT.BLOOM_FILTER_BITSET: "BLOOM_FILTER"}
-
-
 def check_report(exc, kind, rg, column, page=None, *, only=True):
     """verify's VerificationFailed names the failing module: type, row group, column path, page."""
     assert isinstance(exc, VerificationFailed), repr(exc)
     failures = exc.report["failures"]
     assert exc.report["ok"] is False and failures
     hits = [f for f in failures if f.get("row_group") == rg and f.get("column") == column
-            and f.get("module") == _REPORT_NAMES.get(kind, kind.name)
+            and f.get("module") == kind.name
             and (page is None or f.get("page") == page)]
     assert hits, failures
     if only:

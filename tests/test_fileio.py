@@ -176,7 +176,7 @@ def test_both_read_paths(tmp_path, monkeypatch, mode, framing, algorithm):
     """Chunks read through the mapping and through preadv (the tmpfs path) give the same
     results: round trip, the careful walk (parquet-java V2 framing), page CRCs, and a
     tampered page named by verify."""
-    from pqseal.format.engine import VerificationFailed
+    from pqseal.format import VerificationFailed
 
     monkeypatch.setenv("PQSEAL_READ", mode)
     src = tmp_path / "plain.parquet"

@@ -14,8 +14,7 @@ from typing import Protocol
 
 from .. import _cancel
 from .._io import create_temp, fsync_dir, plan_output, remove_stale, unlink_quietly
-from ..errors import InvalidTag, MalformedFile, MalformedModule, PqsealError
-from .layout import dotted
+from ..errors import PqsealError
 from .properties import DecryptionProperties, EncryptionProperties
 from .sink import ChunkRecord, Sink
 from .source import Source, chunk_start
@@ -215,73 +214,3 @@ def _copy(s: Source, sink: Sink) -> int:
     fmd["row_groups"] = out_rgs
     sink.finish(fmd)
     return pages
-
-
-class VerificationFailed(InvalidTag):
-    """Some modules of a file failed authentication; ``report["failures"]`` lists each one
-    (module type, row group, column path, page)."""
-
-    def __init__(self, message: str, report: dict):
-        super().__init__(message)
-        self.report = report
-
-
-def verify_file(path, decryption: DecryptionProperties, *, backend: str | None = None) -> dict:
-    """Authenticate every module (and page CRC) of a PME file without writing anything.
-
-    Returns a report when everything verifies; otherwise raises :class:`VerificationFailed`
-    whose ``report["failures"]`` names every failing module by type, row group, column
-    path and page. A footer that fails to authenticate raises :class:`InvalidTag` at once
-    (nothing else can be trusted then)."""
-    t0 = time.perf_counter()
-    with Source(path, decryption, backend=backend, reuse_buffers=True) as s:
-        if s.crypto is None:
-            raise NotEncrypted(f"{s.name} is not an encrypted Parquet file")
-        modules = 1
-        pages = 0
-        failures = []
-
-        def check(what, rg, col, fn):
-            try:
-                return fn(), True
-            except (InvalidTag, MalformedFile, MalformedModule) as exc:
-                failures.append({"module": what, "row_group": rg, "column": dotted(s.paths[col]),
-                                 "page": getattr(exc, "page", None), "error": f"{type(exc).__name__}: {exc}"})
-                return None, False
-
-        for rg in range(s.num_row_groups):
-            for col in range(len(s.paths)):
-                meta, ok = check("COLUMN_META_DATA", rg, col, lambda: s.column_meta(rg, col))
-                if not ok:
-                    continue
-                enc = s.column_crypto(rg, col).encrypted
-                if enc and "encrypted_column_metadata" in s.column_chunk(rg, col):
-                    modules += 1
-                ch, ok = check("pages", rg, col, lambda: s.read_chunk(rg, col, verify_only=True))
-                if ok:
-                    pages += len(ch.headers)
-                    modules += 2 * len(ch.headers) if enc else 0
-                    del ch
-                else:
-                    # name every failing page module of the chunk, not just the first
-                    detail = s.page_failures(rg, col)
-                    if detail:
-                        failures.pop()
-                        for d in detail:
-                            failures.append({"row_group": rg, "column": dotted(s.paths[col]), **d})
-                bf, ok = check("BLOOM_FILTER", rg, col, lambda: s.bloom_filter(rg, col, meta))
-                modules += 2 if (ok and bf is not None and enc) else 0
-                ci, ok = check("COLUMN_INDEX", rg, col, lambda: s.column_index(rg, col))
-                modules += 1 if (ok and ci is not None and enc) else 0
-                oi, ok = check("OFFSET_INDEX", rg, col, lambda: s.offset_index(rg, col))
-                modules += 1 if (ok and oi is not None and enc) else 0
-        report = {"file": s.path, "algorithm": s.crypto.algorithm, "modules": modules, "pages": pages,
-                  "row_groups": s.num_row_groups, "columns": len(s.paths), "ok": not failures,
-                  "failures": failures, "seconds": time.perf_counter() - t0}
-        if failures:
-            first = failures[0]
-            where = ", ".join(f"{k} {first[k]}" for k in ("module", "row_group", "column", "page")
-                              if first.get(k) is not None)
-            raise VerificationFailed(f"{s.name}: {len(failures)} module(s) failed verification; first: {where}: "
-                                     f"{first['error']}", report)
-        return report

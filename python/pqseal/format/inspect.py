@@ -3,16 +3,11 @@
 from __future__ import annotations
 
 import json
-import struct
 
-from ..crypto import ModuleType
 from ..errors import InvalidTag, KeyNotFound, PqsealError
-from .layout import PageType, dotted
+from .layout import dotted
 from .properties import DecryptionProperties
-from .source import Source, chunk_start
-from . import thrift
-
-_le32 = struct.Struct("<I").unpack_from
+from .source import Source
 
 
 def _external_material(path: str) -> dict | None:
@@ -64,36 +59,14 @@ def _text(b):
 
 
 def _v2_framing(s: Source, rg: int, col: int):
-    """Which DataPageV2 framing the first V2 page of a chunk uses (one header decrypt per page looked at)."""
+    """Which DataPageV2 framing the first V2 page of a chunk uses (looking at the headers
+    of its first two pages only)."""
     try:
-        meta = s.column_meta(rg, col)
-        gcm, _ = s.column_gcm_ctr(rg, col)
+        if s.crypto.dialect != "spec" or not s.column_crypto(rg, col).encrypted:
+            return None
+        return s.chunk_plan(rg, col, max_pages=2).framing
     except PqsealError:
         return None
-    if gcm is None or s.crypto.dialect != "spec":
-        return None
-    pos = chunk_start(meta, s.name)
-    end = pos + int(meta.get("total_compressed_size") or 0)
-    has_dict = pos != meta.get("data_page_offset")
-    for i in range(2):
-        if pos + 4 > end:
-            return None
-        hl = _le32(s.buf, pos)[0] + 4
-        is_dict = has_dict and i == 0
-        try:
-            plain = gcm.decrypt(s.buf[pos:pos + hl], ModuleType.DICTIONARY_PAGE_HEADER if is_dict
-                                else ModuleType.DATA_PAGE_HEADER, rg, col, 0)
-            hdr, _ = thrift.decode("PageHeader", plain, 0)
-        except (PqsealError, thrift.DecodeError):
-            return None
-        pos += hl
-        size = int(hdr.get("compressed_page_size") or 0)
-        if hdr.get("type") == PageType.DATA_PAGE_V2:
-            return "arrow" if pos + 4 <= end and _le32(s.buf, pos)[0] + 4 == size else "parquet-java"
-        if hdr.get("type") != PageType.DICTIONARY_PAGE:
-            return None
-        pos += size
-    return None
 
 
 def inspect_file(path, decryption: DecryptionProperties | None = None) -> dict:

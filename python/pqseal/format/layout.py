@@ -36,17 +36,16 @@ class Tail:
         return self.magic == MAGIC_ENCRYPTED
 
 
-def read_tail(buf, name: str = "file") -> Tail:
-    size = len(buf)
+def read_tail(head: bytes, trailer: bytes, size: int, name: str = "file") -> Tail:
+    """The file's layout from its first 4 and last 8 bytes (``size``: the file's length)."""
     if size < 4 + FOOTER_TRAILER:
         raise MalformedFile(f"{name}: {size} bytes is too small for a Parquet file")
-    head = bytes(buf[:4])
-    magic = bytes(buf[size - 4:size])
+    head, magic = bytes(head), bytes(trailer[4:])
     if magic not in (MAGIC, MAGIC_ENCRYPTED) or head not in (MAGIC, MAGIC_ENCRYPTED):
         raise MalformedFile(f"{name}: not a Parquet file (magic {head!r} ... {magic!r})")
     if head != magic:
         raise MalformedFile(f"{name}: leading magic {head!r} does not match trailing magic {magic!r}")
-    (flen,) = struct.unpack_from("<I", buf, size - FOOTER_TRAILER)
+    (flen,) = struct.unpack_from("<I", trailer, 0)
     if flen == 0 or flen > size - 4 - FOOTER_TRAILER:
         raise MalformedFile(f"{name}: footer length {flen} does not fit in a {size}-byte file (truncated?)")
     return Tail(magic, size - FOOTER_TRAILER - flen, flen, size)

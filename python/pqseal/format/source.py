@@ -1,15 +1,16 @@
 """Reading Parquet files, plaintext or PME-encrypted, into plaintext column chunks.
 
-A :class:`Source` maps the file, parses (and if needed decrypts and verifies) the
-footer, and hands out one column chunk at a time as plaintext pages in one buffer:
-bounded memory, about one column chunk. Dialects read: the spec's (parquet-java,
-Arrow, pqseal), with both DataPageV2 framings detected per page, and DuckDB's
-(no AADs, page sizes without the encryption framing).
+A :class:`Source` reads the file with ``preadv`` (never through a mapping: a file
+truncated while it is read then gives :class:`MalformedFile`, not SIGBUS), parses (and
+if needed decrypts and verifies) the footer, and hands out one column chunk at a time as
+plaintext pages in one buffer: bounded memory, about one column chunk. Where the pages
+lie is the chunk's :class:`~.plan.ChunkPlan`. Dialects read: the spec's (parquet-java,
+Arrow, pqseal), with both DataPageV2 framings detected per page, and DuckDB's (no AADs,
+page sizes without the encryption framing).
 """
 
 from __future__ import annotations
 
-import mmap
 import os
 import struct
 import zlib
@@ -17,18 +18,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .._native import ffi, lib
 from ..crypto import CtrModuleCipher, GcmModuleCipher, ModuleKey, ModuleType
-from ..crypto.cipher import LEN_PREFIX, NONCE_LEN, TAG_LEN
-from ..errors import InvalidTag, KeyNotFound, MalformedFile, MalformedModule, PqsealError
+from ..crypto.cipher import LEN_PREFIX
+from ..errors import InvalidTag, KeyNotFound, MalformedFile, PqsealError
 from . import _buffers, thrift
-from .layout import (FOOTER_TRAILER, SIGNATURE_LEN, PageType, Tail, dotted, leaf_paths,
-                     read_tail)
+from .layout import FOOTER_TRAILER, SIGNATURE_LEN, Tail, dotted, leaf_paths, read_tail
+from .plan import GCM_OVERHEAD, ChunkPlan, ChunkSpot, plan_encrypted, plan_plain
 from .properties import DecryptionProperties
 
-GCM_OVERHEAD = LEN_PREFIX + NONCE_LEN + TAG_LEN
-CTR_OVERHEAD = LEN_PREFIX + NONCE_LEN
 _le32 = struct.Struct("<I").unpack_from
+_BLOOM_HEADER_MAX = 1024  # bytes read to decode a plaintext BloomFilterHeader
 
 
 @dataclass
@@ -62,6 +61,7 @@ class Chunk:
     disk_header_bytes: int          # bytes the headers took in the source (framing included)
     v2_framing: str | None = None   # framing seen in an encrypted source, for inspect
     encrypted: bool = False
+    plan: ChunkPlan | None = None   # where the pages lie in the source
 
 
 @dataclass
@@ -132,13 +132,12 @@ def _signed32(v: int) -> int:
 
 
 class Source:
-    """An input file. Use as a context manager; ``close()`` unmaps it."""
+    """An input file. Use as a context manager; ``close()`` closes it."""
 
     def __init__(self, path, decryption: DecryptionProperties | None = None, *, backend: str | None = None,
                  verify_footer: bool = True, check_crc: bool = True, reuse_buffers: bool = False):
         self._keys: dict[str, tuple] = {}
         self._f = None
-        self._mm = None
         data = None if isinstance(path, (str, os.PathLike)) else input_buffer(path)
         self.path = os.fspath(path) if data is None else MEMORY_NAME
         self.check_crc = check_crc
@@ -146,28 +145,23 @@ class Source:
         # or close() (which keeps it for this thread's next file)
         self._scratch = _buffers.take("source") if reuse_buffers else None
         self._verify_buf = None
-        self._window = None  # chunk read buffer when reading with preadv (tmpfs)
-        self._pread = False
+        self._window = None  # chunk read buffer, kept between chunks (reuse_buffers)
         self.name = os.path.basename(self.path)
         self.decryption = decryption
         self.backend = backend
         try:
             if data is not None:
-                if len(data) < 12:
-                    raise MalformedFile(f"{self.name}: {len(data)} bytes is too small for a Parquet file")
-                self.buf = data
+                size = len(data)
+                self.buf = data  # the whole file, held in memory
             else:
                 self._f = open(self.path, "rb")
                 size = os.fstat(self._f.fileno()).st_size
-                if size < 12:
-                    raise MalformedFile(f"{self.name}: {size} bytes is too small for a Parquet file")
-                self._mm = mmap.mmap(self._f.fileno(), 0, access=mmap.ACCESS_READ)
-                if hasattr(self._mm, "madvise"):  # read front to back: larger readahead and fault-around
-                    self._mm.madvise(mmap.MADV_SEQUENTIAL)
-                self.buf = memoryview(self._mm)
-                mode = os.environ.get("PQSEAL_READ", "auto")
-                self._pread = mode == "pread" or (mode != "mmap" and lib.pq_fs_is_tmpfs(self._f.fileno()) == 1)
-            self.tail: Tail = read_tail(self.buf, self.name)
+                self.buf = None  # a file is read with preadv, never mapped (a truncation is then an error, not SIGBUS)
+            if size < 12:
+                raise MalformedFile(f"{self.name}: {size} bytes is too small for a Parquet file")
+            self.size = size
+            self.tail: Tail = read_tail(self.read(0, 4), self.read(size - FOOTER_TRAILER, FOOTER_TRAILER), size,
+                                        self.name)
             self.crypto: FileCrypto | None = None
             self.footer_bytes: bytes | None = None
             self._footer_cipher: GcmModuleCipher | None = None
@@ -180,11 +174,31 @@ class Source:
             self.close()
             raise
 
+    # ---- reading -----------------------------------------------------------------------
+
+    def read(self, offset: int, length: int, out=None) -> memoryview:
+        """The file's bytes [offset, offset + length) (into ``out`` when given). A range
+        past the end, also of a file truncated while it is read, is a MalformedFile."""
+        if offset < 0 or length < 0 or offset + length > self.size:
+            raise MalformedFile(f"{self.name}: bytes {offset}..{offset + length} lie outside the "
+                                f"{self.size}-byte file")
+        if self.buf is not None:
+            return self.buf[offset:offset + length]
+        view = memoryview(bytearray(length) if out is None else out)[:length]
+        got = 0
+        while got < length:
+            r = os.preadv(self._f.fileno(), [view[got:]], offset + got)
+            if r <= 0:
+                raise MalformedFile(f"{self.name}: the file ends at offset {offset + got}, before the "
+                                    f"{self.size} bytes it had when opened (changed while being read)")
+            got += r
+        return view
+
     # ---- footer ------------------------------------------------------------------------
 
     def _region(self) -> memoryview:
         t = self.tail
-        return self.buf[t.footer_offset:t.file_size - FOOTER_TRAILER]
+        return self.read(t.footer_offset, t.file_size - FOOTER_TRAILER - t.footer_offset)
 
     def _decode(self, name: str, buf, offset: int = 0, what: str | None = None):
         try:
@@ -360,6 +374,37 @@ class Source:
                                 "the data region (truncated or corrupt file)")
         return start, start + total
 
+    def _spot(self, rg: int, col: int, meta: dict, start: int, end: int) -> ChunkSpot:
+        return ChunkSpot(rg=rg, col=col, start=start, end=end, name=self.name,
+                         dictionary=end > start and chunk_start(meta, self.name) != meta["data_page_offset"],
+                         where=f"column {dotted(self.paths[col])} (row group {rg})")
+
+    def _page_cipher(self, gcm, ctr):
+        """The cipher of page bodies (DuckDB uses GCM whatever the algorithm says; None:
+        plaintext)."""
+        return gcm if ctr is None or self.crypto.dialect == "duckdb" else ctr
+
+    def _plan(self, spot: ChunkSpot, gcm, ctr, buf, base: int, *, failures=None, max_pages=None) -> ChunkPlan:
+        if gcm is None:
+            return plan_plain(spot, buf, base)
+        return plan_encrypted(spot, gcm, page_overhead=self._page_cipher(gcm, ctr).overhead,
+                              duckdb=self.crypto.dialect == "duckdb", buf=buf, base=base,
+                              read=self.read if buf is None else None, failures=failures, max_pages=max_pages)
+
+    @_named
+    def chunk_plan(self, rg: int, col: int, *, max_pages: int | None = None) -> ChunkPlan:
+        """The module plan of a column chunk (decrypting its page headers when encrypted).
+        ``max_pages``: only the first pages of an encrypted chunk, reading just their
+        headers."""
+        meta = self.column_meta(rg, col)
+        start, end = self._chunk_span(rg, col, meta)
+        gcm, ctr = self.column_gcm_ctr(rg, col)
+        if max_pages is not None and gcm is not None:
+            buf, base = None, 0
+        else:
+            buf, base = self._chunk_bytes(start, end)
+        return self._plan(self._spot(rg, col, meta, start, end), gcm, ctr, buf, base, max_pages=max_pages)
+
     @_named
     def read_chunk(self, rg: int, col: int, *, verify_only: bool = False) -> Chunk:
         """Plaintext pages of one column chunk (decrypted and authenticated if encrypted).
@@ -371,33 +416,48 @@ class Source:
         meta = self.column_meta(rg, col)
         start, end = self._chunk_span(rg, col, meta)
         gcm, ctr = self.column_gcm_ctr(rg, col)
-        if start == end:
-            return Chunk(rg, col, self.paths[col], self.column_chunk(rg, col), meta, [], self.buf,
-                         np.zeros(0, np.int64), np.zeros(0, np.int64), [], 0, None, gcm is not None)
-        # buf holds the chunk's bytes; a file offset o is at buf[o - base]. Verifying CTR
-        # pages reads only the headers (and CRC'd pages): the mapping touches no more.
-        if verify_only and ctr is not None and self.crypto.dialect != "duckdb":
-            buf, base = self.buf, 0
-        else:
-            buf, base = self._chunk_bytes(start, end)
+        page_cipher = self._page_cipher(gcm, ctr)
+        # verifying CTR pages, which carry no tag, needs the headers only (and CRC'd pages)
+        headers_only = verify_only and isinstance(page_cipher, CtrModuleCipher)
+        # buf holds the chunk's bytes; a file offset o is at buf[o - base]
+        buf, base = (None, 0) if headers_only else self._chunk_bytes(start, end)
+        plan = self._plan(self._spot(rg, col, meta, start, end), gcm, ctr, buf, base)
+        cc = self.column_chunk(rg, col)
+        src_hoffs, hbytes = plan.header_offsets.tolist(), int(plan.header_lengths.sum())
         if gcm is None:
-            return self._read_plain_chunk(rg, col, meta, buf, base, start, end)
-        if self.crypto.dialect == "duckdb":
-            return self._read_encrypted_sequential(rg, col, meta, buf, base, start, end, gcm, gcm)
-        page_cipher = ctr if ctr is not None else gcm
-        try:
-            return self._read_encrypted_fast(rg, col, meta, buf, base, start, end, gcm, page_cipher, verify_only)
-        except _NotFast:
-            return self._read_encrypted_sequential(rg, col, meta, buf, base, start, end, gcm, page_cipher)
+            return Chunk(rg, col, self.paths[col], cc, meta, plan.headers, buf, plan.body_offsets - base,
+                         plan.body_lengths, src_hoffs, hbytes, plan=plan)
+        if headers_only and self.check_crc and any(h.get("crc") is not None for h in plan.headers):
+            buf, base = self._chunk_bytes(start, end)
+        if buf is not None:
+            self._check_crcs(buf, base, plan)
+        if verify_only:
+            self._verify_bodies(buf, base, plan, page_cipher)
+            return Chunk(rg, col, self.paths[col], cc, meta, plan.headers, None, plan.body_offsets - base,
+                         plan.body_lengths, src_hoffs, hbytes, plan.framing, True, plan)
+        out_lens = plan.levels + plan.body_lengths - page_cipher.overhead
+        out_offs = np.zeros(len(plan), dtype=np.int64)
+        if len(plan) > 1:
+            np.cumsum(out_lens[:-1], out=out_offs[1:])
+        out = self._out_buffer(int(out_lens.sum()))
+        if len(plan):
+            page_cipher.decrypt_batch(buf, offsets=plan.body_offsets - base, lengths=plan.body_lengths,
+                                      module_type=plan.body_types, row_group=rg, column=col, page=plan.ordinals,
+                                      out=out, out_offsets=out_offs + plan.levels)
+        for i in np.flatnonzero(plan.levels).tolist():   # parquet-java V2 framing: levels stay plaintext
+            o, lev = int(plan.body_offsets[i]) - base, int(plan.levels[i])
+            out[out_offs[i]:out_offs[i] + lev] = np.frombuffer(buf[o - lev:o], dtype=np.uint8)
+        for h, ln in zip(plan.headers, out_lens.tolist()):
+            h["compressed_page_size"] = ln
+        return Chunk(rg, col, self.paths[col], cc, meta, plan.headers, out, out_offs, out_lens, src_hoffs, hbytes,
+                     plan.framing, True, plan)
 
     def _chunk_bytes(self, start: int, end: int):
-        """(buffer, base) holding the file's bytes [start, end) at buffer[o - base].
-
-        From the mapping (base 0) as a rule. On tmpfs, whose pages are always 4 KiB,
-        mapping a file costs a fault per 64 KiB and page-table work per 4 KiB (about
-        0.17 s per GB here), more than copying it: there the chunk is read with
-        ``preadv`` into a buffer kept for the next chunk."""
-        if not self._pread:
+        """(buffer, base) holding the file's bytes [start, end) at buffer[o - base]: read
+        with ``preadv`` into a buffer kept for the next chunk (a fresh one per chunk unless
+        reuse_buffers). Reading through a mapping instead saved 20-50 % of a seal/unseal
+        on ext4, but a file truncated meanwhile then kills the process with SIGBUS."""
+        if self.buf is not None:
             return self.buf, 0
         n = end - start
         if self._scratch is None:  # chunks must stay valid: a fresh buffer each time
@@ -408,267 +468,53 @@ class Source:
             if len(self._window) < n:
                 self._window = np.empty(n, dtype=np.uint8)
             window = self._window
-        view = memoryview(window)[:n]
-        got = 0
-        while got < n:
-            r = os.preadv(self._f.fileno(), [view[got:]], start + got)
-            if r <= 0:
-                raise MalformedFile(f"{self.name}: the file changed while being read (offset {start + got})")
-            got += r
-        return view, start
+        return self.read(start, n, window), start
 
-    def _read_plain_chunk(self, rg, col, meta, buf, base, start, end) -> Chunk:
-        start, end = start - base, end - base
-        view = buf[:end]
-        headers, offs, lens, hoffs = [], [], [], []
-        pos = start
-        hbytes = 0
-        while pos < end:
-            hdr, hend = self._decode("PageHeader", view, pos, f"page header at offset {base + pos}")
-            size = hdr.get("compressed_page_size")
-            if size is None or size < 0 or size > end - hend:
-                raise MalformedFile(f"{self.name}: page at offset {base + pos} of column {dotted(self.paths[col])} "
-                                    "overruns its column chunk")
-            headers.append(hdr)
-            hoffs.append(base + pos)
-            offs.append(hend)
-            lens.append(size)
-            hbytes += hend - pos
-            pos = hend + size
-        return Chunk(rg, col, self.paths[col], self.column_chunk(rg, col), meta, headers, buf,
-                     np.asarray(offs, dtype=np.int64), np.asarray(lens, dtype=np.int64), hoffs, hbytes)
-
-    def _walk(self, buf, start: int, end: int):
-        """Offsets and framed lengths of the length-prefixed modules filling [start, end)
-        (walked in C); raises _NotFast when one overruns ``end``."""
-        parts_o, parts_l = [], []
-        cap = 1024
-        src = ffi.from_buffer(buf)
-        nxt = ffi.new("uint64_t *")
-        try:
-            pos = start
-            while pos < end:
-                o = np.empty(cap, np.int64)
-                ln = np.empty(cap, np.int64)
-                n = lib.pq_walk_modules(ffi.cast("uint8_t *", src), pos, end, ffi.cast("uint64_t *", o.ctypes.data),
-                                        ffi.cast("uint64_t *", ln.ctypes.data), cap, nxt)
-                if n < 0:
-                    raise _NotFast
-                parts_o.append(o[:n])
-                parts_l.append(ln[:n])
-                pos = int(nxt[0])
-                cap *= 4
-        finally:
-            ffi.release(src)
-        if len(parts_o) == 1:
-            return parts_o[0], parts_l[0]
-        return (np.concatenate(parts_o), np.concatenate(parts_l)) if parts_o else \
-            (np.zeros(0, np.int64), np.zeros(0, np.int64))
-
-    def _header_types(self, meta: dict, n: int):
-        """Module types and page ordinals of n header/page pairs of a chunk."""
-        has_dict = chunk_start(meta, self.name) != meta["data_page_offset"]
-        htypes = np.full(n, ModuleType.DATA_PAGE_HEADER, dtype=np.uint8)
-        btypes = np.full(n, ModuleType.DATA_PAGE, dtype=np.uint8)
-        ords = np.arange(n, dtype=np.int64)
-        if has_dict and n:
-            htypes[0] = ModuleType.DICTIONARY_PAGE_HEADER
-            btypes[0] = ModuleType.DICTIONARY_PAGE
-            ords -= 1
-            ords[0] = 0
-        if n and ords[-1] > 32767:
-            raise MalformedFile(f"{self.name}: more than 32768 data pages in one column chunk")
-        return htypes, btypes, ords, has_dict
-
-    def _read_encrypted_fast(self, rg, col, meta, buf, base, start, end, gcm, page_cipher,
-                             verify_only=False) -> Chunk:
-        """Walk modules by their length prefixes, decrypt all headers in one call, then
-        all page bodies in one call. Raises _NotFast when the layout needs the careful walk
-        (parquet-java DataPageV2 framing) or anything disagrees."""
-        offs, lens = self._walk(buf, start - base, end - base)
-        if len(offs) % 2:
-            raise _NotFast
-        hoffs, hlens, poffs, plens = offs[0::2], lens[0::2], offs[1::2], lens[1::2]
-        n = len(hoffs)
-        htypes, btypes, ords, has_dict = self._header_types(meta, n)
-        try:
-            hb = gcm.decrypt_batch(buf, offsets=hoffs, lengths=hlens, module_type=htypes, row_group=rg,
-                                   column=col, page=ords)
-        except (InvalidTag, MalformedModule):
-            raise _NotFast from None
-        headers = []
-        plens_l, hb_lens = plens.tolist(), hb.lengths.tolist()
-        for i in range(n):
-            hdr, hend = self._decode("PageHeader", hb[i], 0, f"decrypted page header {i}")
-            if hend != hb_lens[i] or hdr.get("compressed_page_size") != plens_l[i]:
-                raise _NotFast
-            if hdr.get("type") == PageType.DICTIONARY_PAGE and not (i == 0 and has_dict):
-                raise _NotFast
-            headers.append(hdr)
-        v2 = any(h.get("type") == PageType.DATA_PAGE_V2 for h in headers)
-        self._check_crcs(buf, headers, poffs, plens, rg, col)
-        if verify_only:
-            self._verify_bodies(buf, page_cipher, gcm, poffs, plens, btypes, rg, col, ords)
-            return Chunk(rg, col, self.paths[col], self.column_chunk(rg, col), meta, headers, None,
-                         poffs, plens, (hoffs + base).tolist(), int(hlens.sum()), "arrow" if v2 else None, True)
-        pb = page_cipher.decrypt_batch(buf, offsets=poffs, lengths=plens, module_type=btypes, row_group=rg,
-                                       column=col, page=ords, out=self._out_buffer(int(plens.sum())))
-        for h, ln in zip(headers, pb.lengths.tolist()):
-            h["compressed_page_size"] = ln
-        return Chunk(rg, col, self.paths[col], self.column_chunk(rg, col), meta, headers, pb.buffer, pb.offsets,
-                     pb.lengths, (hoffs + base).tolist(), int(hlens.sum()), "arrow" if v2 else None, True)
-
-    def _read_encrypted_sequential(self, rg, col, meta, buf, base, start, end, gcm, page_cipher) -> Chunk:
-        """Decrypt one header at a time (needed for parquet-java DataPageV2 framing and
-        DuckDB's sizes); the page bodies still go in one call."""
-        start, end = start - base, end - base
-        has_dict = chunk_start(meta, self.name) != meta["data_page_offset"]
-        duck = self.crypto.dialect == "duckdb"
-        headers, hoffs, levels, moffs, mlens, btypes, ords = [], [], [], [], [], [], []
-        hbytes = 0
-        pos = start
-        ordinal = 0
-        framing = None
-        while pos < end:
-            if pos + 4 > end or _le32(buf, pos)[0] + 4 > end - pos:
-                raise MalformedFile(f"{self.name}: page header module at offset {base + pos} of column "
-                                    f"{dotted(self.paths[col])} is truncated")
-            hl = _le32(buf, pos)[0] + 4
-            is_dict = has_dict and not headers
-            htype = ModuleType.DICTIONARY_PAGE_HEADER if is_dict else ModuleType.DATA_PAGE_HEADER
-            if ordinal > 32767:
-                raise MalformedFile(f"{self.name}: more than 32768 data pages in one column chunk")
-            plain = gcm.decrypt(buf[pos:pos + hl], htype, rg, col, 0 if is_dict else ordinal)
-            hdr, _ = self._decode("PageHeader", plain, 0, f"decrypted page header at offset {base + pos}")
-            hoffs.append(pos)
-            hbytes += hl
-            pos += hl
-            size = hdr.get("compressed_page_size")
-            if size is None or size < 0:
-                raise MalformedFile(f"{self.name}: page header at offset {base + hoffs[-1]} has no size")
-            lev = 0
-            if duck:
-                if pos + 4 > end:
-                    raise MalformedFile(f"{self.name}: page module at offset {base + pos} is truncated")
-                size = _le32(buf, pos)[0] + 4
-            elif hdr.get("type") == PageType.DATA_PAGE_V2 and size >= 4 and _le32(buf, pos)[0] + 4 != size:
-                v2 = hdr.get("data_page_header_v2") or {}
-                lev = int(v2.get("definition_levels_byte_length") or 0) + int(v2.get("repetition_levels_byte_length") or 0)
-                if lev < 0 or lev + 4 > size or _le32(buf, pos + lev)[0] + 4 + lev != size:
-                    raise MalformedFile(f"{self.name}: DataPageV2 at offset {base + hoffs[-1]} matches neither framing")
-                framing = "parquet-java"
-            elif hdr.get("type") == PageType.DATA_PAGE_V2 and framing is None:
-                framing = "arrow"
-            if size > end - pos:
-                raise MalformedFile(f"{self.name}: page at offset {base + hoffs[-1]} of column {dotted(self.paths[col])} "
-                                    "overruns its column chunk")
-            headers.append(hdr)
-            levels.append((pos, lev))
-            moffs.append(pos + lev)
-            mlens.append(size - lev)
-            btypes.append(ModuleType.DICTIONARY_PAGE if is_dict else ModuleType.DATA_PAGE)
-            ords.append(0 if is_dict else ordinal)
-            if not is_dict:
-                ordinal += 1
-            pos += size
-        n = len(headers)
-        self._check_crcs(buf, headers, [p for p, _ in levels], [lv + ml for (_, lv), ml in zip(levels, mlens)], rg, col)
-        ov = gcm.overhead if page_cipher is gcm else page_cipher.overhead
-        out_lens = np.asarray([lv for _, lv in levels], dtype=np.int64) + np.asarray(mlens, dtype=np.int64) - ov
-        if n and out_lens.min() < 0:
-            bad = int(np.flatnonzero(out_lens < 0)[0])
-            raise MalformedFile(f"{self.name}: page module at offset {base + moffs[bad]} is shorter than its framing")
-        out_offs = np.zeros(n, dtype=np.int64)
-        if n > 1:
-            np.cumsum(out_lens[:-1], out=out_offs[1:])
-        out = self._out_buffer(int(out_lens.sum()) if n else 0)
-        lev_arr = np.asarray([lv for _, lv in levels], dtype=np.int64)
-        page_cipher.decrypt_batch(buf, offsets=moffs, lengths=mlens, module_type=np.asarray(btypes, np.uint8),
-                                  row_group=rg, column=col, page=np.asarray(ords, np.int64), out=out,
-                                  out_offsets=out_offs + lev_arr)
-        for i, (p, lev) in enumerate(levels):
-            if lev:
-                out[out_offs[i]:out_offs[i] + lev] = np.frombuffer(buf[p:p + lev], dtype=np.uint8)
-        for h, ln in zip(headers, out_lens):
-            h["compressed_page_size"] = int(ln)
-        return Chunk(rg, col, self.paths[col], self.column_chunk(rg, col), meta, headers, out, out_offs, out_lens,
-                     [base + h for h in hoffs], hbytes, framing, True)
-
-    def _verify_bodies(self, buf, page_cipher, gcm, poffs, plens, btypes, rg, col, ords) -> None:
-        n = len(poffs)
-        if not n:
+    def _verify_bodies(self, buf, base: int, plan: ChunkPlan, page_cipher) -> None:
+        """Authenticate every GCM page of a chunk in one call; all outputs land on one small
+        buffer (each overwrites the last), so nothing chunk-sized is written to memory.
+        AES_GCM_CTR_V1 pages have no tag: decrypting them would prove nothing (the plan
+        checked their framing)."""
+        n = len(plan)
+        if not n or isinstance(page_cipher, CtrModuleCipher):
             return
-        lens = np.asarray(plens, np.int64)
-        short = np.flatnonzero(lens < page_cipher.overhead)
-        if page_cipher is not gcm:
-            # AES_GCM_CTR_V1 pages have no tag: decrypting them would prove nothing
-            if len(short):
-                i = int(short[0])
-                raise MalformedModule(f"{self.name}: page module {i} of column {dotted(self.paths[col])} (row group "
-                                      f"{rg}) is shorter than its framing", index=i)
-            return
-        # GCM: every page's tag is checked in one call; all outputs land on one small
-        # buffer (each overwrites the last), so nothing chunk-sized is written to memory
-        need = max(int(lens.max()) - page_cipher.overhead, 1)
+        need = max(int(plan.body_lengths.max()) - page_cipher.overhead, 1)
         if self._verify_buf is None or len(self._verify_buf) < need:
             self._verify_buf = np.empty(need, dtype=np.uint8)
-        page_cipher.decrypt_batch(buf, offsets=poffs, lengths=plens, module_type=btypes, row_group=rg,
-                                  column=col, page=ords, out=self._verify_buf, out_offsets=np.zeros(n, np.int64),
+        page_cipher.decrypt_batch(buf, offsets=plan.body_offsets - base, lengths=plan.body_lengths,
+                                  module_type=plan.body_types, row_group=plan.rg, column=plan.col,
+                                  page=plan.ordinals, out=self._verify_buf, out_offsets=np.zeros(n, np.int64),
                                   threads=1)
 
-    def page_failures(self, rg: int, col: int) -> list:
-        """Every page module of a chunk that fails to authenticate (or its CRC), found by
-        decrypting module by module and stepping by length prefixes; for verify reports."""
-        out = []
+    def page_failures(self, rg: int, col: int, failures) -> None:
+        """Append to ``failures`` every page module of a chunk that fails to authenticate
+        (or its CRC), walking the chunk with a tolerant plan and checking each page on its
+        own; for verify reports. Where the framing breaks the walk stops: one failure
+        names the bytes left unchecked."""
         try:
             meta = self.column_meta(rg, col)
             start, end = self._chunk_span(rg, col, meta)
             gcm, ctr = self.column_gcm_ctr(rg, col)
+            buf, base = self._chunk_bytes(start, end)
         except PqsealError:
-            return out
+            return
         if gcm is None:
-            return out
-        page_cipher = ctr or gcm
-        has_dict = chunk_start(meta, self.name) != meta["data_page_offset"]
-        buf = self.buf
-        pos, i, ordinal = start, 0, 0
-        while pos + 4 <= end:
-            is_dict = has_dict and i == 0
-            page = None if is_dict else ordinal
-            hl = _le32(buf, pos)[0] + 4
-            if hl > end - pos:
-                out.append({"module": "PAGE_HEADER", "page": page, "offset": pos, "error": "truncated module"})
-                break
-            hdr = None
-            try:
-                plain = gcm.decrypt(buf[pos:pos + hl], ModuleType.DICTIONARY_PAGE_HEADER if is_dict
-                                    else ModuleType.DATA_PAGE_HEADER, rg, col, ordinal if not is_dict else 0)
-                hdr, _ = thrift.decode("PageHeader", plain, 0)
-            except (PqsealError, thrift.DecodeError) as exc:
-                out.append({"module": "DICTIONARY_PAGE_HEADER" if is_dict else "DATA_PAGE_HEADER", "page": page,
-                            "offset": pos, "error": f"{type(exc).__name__}: {exc}"})
-            pos += hl
-            if pos + 4 > end:
-                break
-            pl = _le32(buf, pos)[0] + 4
-            if pl > end - pos:
-                out.append({"module": "PAGE", "page": page, "offset": pos, "error": "truncated module"})
-                break
-            mod = buf[pos:pos + pl]
+            return
+        plan = self._plan(self._spot(rg, col, meta, start, end), gcm, ctr, buf, base, failures=failures)
+        page_cipher = self._page_cipher(gcm, ctr)
+        ords, kinds = plan.ordinals.tolist(), plan.body_types.tolist()
+        for i, hdr in enumerate(plan.headers):
+            o, ln, lev = int(plan.body_offsets[i]) - base, int(plan.body_lengths[i]), int(plan.levels[i])
             try:
                 if hdr is not None and hdr.get("crc") is not None and self.check_crc and \
-                        _signed32(zlib.crc32(mod)) != hdr["crc"]:
+                        _signed32(zlib.crc32(buf[o - lev:o + ln])) != hdr["crc"]:
                     raise InvalidTag("page CRC mismatch")
-                page_cipher.decrypt(mod, ModuleType.DICTIONARY_PAGE if is_dict else ModuleType.DATA_PAGE, rg, col,
-                                    ordinal if not is_dict else 0)
+                if not isinstance(page_cipher, CtrModuleCipher):   # CTR: the plan checked the framing
+                    page_cipher.decrypt(buf[o:o + ln], kinds[i], rg, col, ords[i])
             except PqsealError as exc:
-                out.append({"module": "DICTIONARY_PAGE" if is_dict else "DATA_PAGE", "page": page, "offset": pos,
-                            "error": f"{type(exc).__name__}: {exc}"})
-            pos += pl
-            if not is_dict:
-                ordinal += 1
-            i += 1
-        return out
+                failures.append({"module": ModuleType(kinds[i]).name,
+                                 "page": None if (plan.dictionary and i == 0) else ords[i],
+                                 "offset": base + o, "error": f"{type(exc).__name__}: {exc}"})
 
     def _out_buffer(self, n: int):
         if self._scratch is None:
@@ -677,68 +523,68 @@ class Source:
             self._scratch = np.empty(n, dtype=np.uint8)
         return self._scratch
 
-    def _check_crcs(self, buf, headers, offs, lens, rg, col) -> None:
+    def _check_crcs(self, buf, base: int, plan: ChunkPlan) -> None:
         """Page CRCs cover the bytes as written; for CTR pages they are the only
         integrity check there is."""
         if not self.check_crc:
             return
-        for i, h in enumerate(headers):
+        for i, h in enumerate(plan.headers):
             crc = h.get("crc")
             if crc is None:
                 continue
-            o = offs[i]
-            if _signed32(zlib.crc32(buf[o:o + lens[i]])) != crc:
-                t = h.get("type")
-                raise InvalidTag(f"{self.name}: page CRC mismatch in column {dotted(self.paths[col])} (row group {rg}, "
-                                 f"{'dictionary page' if t == PageType.DICTIONARY_PAGE else 'page'} {i}): the page "
-                                 "bytes were altered", row_group=rg, column=col, page=i,
-                                 module_type=ModuleType.DICTIONARY_PAGE if t == PageType.DICTIONARY_PAGE
-                                 else ModuleType.DATA_PAGE)
+            o = int(plan.body_offsets[i] - plan.levels[i]) - base
+            if _signed32(zlib.crc32(buf[o:o + int(plan.levels[i] + plan.body_lengths[i])])) != crc:
+                dictionary = plan.dictionary and i == 0
+                raise InvalidTag(f"{self.name}: page CRC mismatch in column {dotted(self.paths[plan.col])} (row group "
+                                 f"{plan.rg}, {'dictionary page' if dictionary else 'page'} {i}): the page bytes were "
+                                 "altered", row_group=plan.rg, column=plan.col, page=i,
+                                 module_type=ModuleType.DICTIONARY_PAGE if dictionary else ModuleType.DATA_PAGE)
 
     # ---- page indexes and bloom filters ------------------------------------------------
 
     def _module_at(self, off: int, what: str):
-        buf = self.buf
         if off < 4 or off + 4 > self.tail.footer_offset:
             raise MalformedFile(f"{self.name}: {what} offset {off} outside the data region")
-        ln = _le32(buf, off)[0] + 4
+        ln = _le32(self.read(off, 4), 0)[0] + 4
         if ln > self.tail.footer_offset - off:
             raise MalformedFile(f"{self.name}: {what} at offset {off} is truncated")
-        return buf[off:off + ln]
+        return self.read(off, ln)
 
     def _plain_span(self, off, length, what):
         if off is None or length is None or off < 4 or length < 0 or off + length > self.tail.footer_offset:
             raise MalformedFile(f"{self.name}: {what} lies outside the data region")
-        return self.buf[off:off + length]
+        return self.read(off, length)
+
+    def _page_index(self, rg: int, col: int, kind: str, mtype: ModuleType):
+        """(bytes, description) of a chunk's "column_index" or "offset_index" (decrypted
+        when its column is encrypted), or None."""
+        cc = self.column_chunk(rg, col)
+        off = cc.get(kind + "_offset")
+        if off is None:
+            return None
+        gcm, _ = self.column_gcm_ctr(rg, col)
+        what = f"{kind.replace('_', ' ')} of {dotted(self.paths[col])} (row group {rg})"
+        data = self._plain_span(off, cc.get(kind + "_length"), what)
+        return (bytes(data) if gcm is None else gcm.decrypt(data, mtype, rg, col)), what
 
     @_named
     def column_index(self, rg: int, col: int) -> bytes | None:
-        cc = self.column_chunk(rg, col)
-        off, ln = cc.get("column_index_offset"), cc.get("column_index_length")
-        if off is None:
+        got = self._page_index(rg, col, "column_index", ModuleType.COLUMN_INDEX)
+        if got is None:
             return None
-        gcm, _ = self.column_gcm_ctr(rg, col)
-        what = f"column index of {dotted(self.paths[col])} (row group {rg})"
-        if gcm is None:
-            data = bytes(self._plain_span(off, ln, what))
-            try:
-                thrift.skip("ColumnIndex", data, 0)
-            except thrift.DecodeError as exc:
-                raise MalformedFile(f"{self.name}: cannot parse {what}: {exc}") from None
-            return data
-        return gcm.decrypt(self._plain_span(off, ln, what), ModuleType.COLUMN_INDEX, rg, col)
+        data, what = got
+        try:
+            thrift.skip("ColumnIndex", data, 0)
+        except thrift.DecodeError as exc:
+            raise MalformedFile(f"{self.name}: cannot parse {what}: {exc}") from None
+        return data
 
     @_named
     def offset_index(self, rg: int, col: int) -> dict | None:
-        cc = self.column_chunk(rg, col)
-        off, ln = cc.get("offset_index_offset"), cc.get("offset_index_length")
-        if off is None:
+        got = self._page_index(rg, col, "offset_index", ModuleType.OFFSET_INDEX)
+        if got is None:
             return None
-        gcm, _ = self.column_gcm_ctr(rg, col)
-        what = f"offset index of {dotted(self.paths[col])} (row group {rg})"
-        data = self._plain_span(off, ln, what)
-        if gcm is not None:
-            data = gcm.decrypt(data, ModuleType.OFFSET_INDEX, rg, col)
+        data, what = got
         oi, _ = self._decode("OffsetIndex", data, 0, what)
         locs = oi.get("page_locations")
         if not isinstance(locs, list) or any(isinstance(k, int) for k in oi):
@@ -748,23 +594,40 @@ class Source:
     @_named
     def bloom_filter(self, rg: int, col: int, meta: dict):
         """(BloomFilterHeader dict, bitset bytes) or None."""
+        head = self.bloom_filter_header(rg, col, meta)
+        return None if head is None else (head[0], self.bloom_filter_bitset(rg, col, *head))
+
+    @_named
+    def bloom_filter_header(self, rg: int, col: int, meta: dict) -> tuple[dict, int] | None:
+        """(BloomFilterHeader dict, file offset of the bitset after it) or None."""
         off = meta.get("bloom_filter_offset")
         if off is None:
             return None
         gcm, _ = self.column_gcm_ctr(rg, col)
-        what = f"bloom filter of {dotted(self.paths[col])} (row group {rg})"
+        what = f"bloom filter header of {dotted(self.paths[col])} (row group {rg})"
         if gcm is None:
-            hdr, hend = self._decode("BloomFilterHeader", self.buf[:self.tail.footer_offset], off, what)
-            nb = hdr.get("numBytes")
-            if nb is None or nb < 0 or hend + nb > self.tail.footer_offset:
-                raise MalformedFile(f"{self.name}: {what} is truncated")
-            return hdr, bytes(self.buf[hend:hend + nb])
+            if off < 4 or off >= self.tail.footer_offset:
+                raise MalformedFile(f"{self.name}: {what} offset {off} outside the data region")
+            # the header is a few small fields: read it from a bounded window
+            head = self.read(off, min(self.tail.footer_offset - off, _BLOOM_HEADER_MAX))
+            hdr, hend = self._decode("BloomFilterHeader", head, 0, what)
+            return hdr, off + hend
         hmod = self._module_at(off, what)
         plain = gcm.decrypt(hmod, ModuleType.BLOOM_FILTER_HEADER, rg, col)
         hdr, _ = self._decode("BloomFilterHeader", plain, 0, what)
-        bmod = self._module_at(off + len(hmod), what)
-        bitset = gcm.decrypt(bmod, ModuleType.BLOOM_FILTER_BITSET, rg, col)
-        return hdr, bitset
+        return hdr, off + len(hmod)
+
+    @_named
+    def bloom_filter_bitset(self, rg: int, col: int, header: dict, offset: int):
+        """The bitset that ``header`` announces, at file offset ``offset``."""
+        gcm, _ = self.column_gcm_ctr(rg, col)
+        what = f"bloom filter bitset of {dotted(self.paths[col])} (row group {rg})"
+        if gcm is None:
+            nb = header.get("numBytes")
+            if nb is None or nb < 0 or offset + nb > self.tail.footer_offset:
+                raise MalformedFile(f"{self.name}: {what} is truncated")
+            return bytes(self.read(offset, nb))
+        return gcm.decrypt(self._module_at(offset, what), ModuleType.BLOOM_FILTER_BITSET, rg, col)
 
     def close(self) -> None:
         if self._scratch is not None:  # for the next file read by this thread
@@ -777,17 +640,7 @@ class Source:
             for k in gcm.keys:
                 k.close()
         self._keys.clear()
-        buf = getattr(self, "buf", None)
         self.buf = None
-        mm = getattr(self, "_mm", None)
-        self._mm = None
-        try:
-            if buf is not None:
-                buf.release()
-            if mm is not None:
-                mm.close()
-        except BufferError:
-            pass  # a chunk still references the mapping; it is unmapped when that goes away
         if self._f is not None:
             self._f.close()
 
@@ -796,7 +649,3 @@ class Source:
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-
-class _NotFast(Exception):
-    pass
