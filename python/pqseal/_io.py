@@ -21,7 +21,7 @@ from dataclasses import dataclass
 TEMP_SUFFIX = ".tmp"
 # ".<target>.pqseal-<pid>-<random>.tmp" (data files) and
 # "_TMP_KEY_MATERIAL_FOR_<name>.pqseal-<pid>-<tag>.json" (key material, see keys/store.py)
-_TEMP_RE = re.compile(r"^\.(?P<target>.+)\.pqseal-(?P<pid>\d+)-(?P<rand>[0-9a-f]+)\.tmp$")
+_TEMP_RE = re.compile(r"^\.(?P<target>.+)\.pqseal-(?P<pid>\d+)-(?P<rand>[0-9A-Za-z]+)\.tmp$")
 
 
 def temp_name(target: str, tag: str | None = None) -> str:

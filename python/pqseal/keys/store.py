@@ -31,7 +31,7 @@ from ..errors import KeyNotFound, MalformedKeyMaterial
 from .material import EXTERNAL_PREFIX, material_file_name
 
 TEMP_PREFIX = "_TMP_KEY_MATERIAL_FOR_"
-_STAGED_RE = re.compile(r"^" + TEMP_PREFIX + r"(?P<target>.+)\.pqseal-(?P<pid>\d+)-(?P<tag>[0-9a-f]+)\.json$")
+_STAGED_RE = re.compile(r"^" + TEMP_PREFIX + r"(?P<target>.+)\.pqseal-(?P<pid>\d+)-(?P<tag>[0-9A-Za-z]+)\.json$")
 
 
 def material_path(parquet_path) -> str:
