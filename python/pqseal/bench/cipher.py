@@ -437,14 +437,16 @@ def build_parser(prog: str | None = None, impls: Sequence[str] = IMPLS) -> argpa
                    help="AES key sizes (default: 128,256)")
     p.add_argument("--impl", type=_csv(tuple(impls)), default=list(impls), metavar="LIST",
                    help="implementations to run (default: all): " + ", ".join(impls))
-    p.add_argument("--rounds", type=_positive_int, default=None, help="timed rounds per configuration (default 5, quick 3)")
+    p.add_argument("--rounds", type=_positive_int, default=None,
+                   help="timed rounds per configuration (default 5, quick 3)")
     p.add_argument("--round-time", type=float, default=None,
                    help="seconds per round (default 0.2, quick 0.05)")
     p.add_argument("--batch-bytes", type=parse_size, default=BATCH_BYTES,
                    help="plaintext per batch; the output adds as much again (default: 8M)")
     p.add_argument("--max-modules", type=_positive_int, default=MAX_MODULES,
                    help=f"cap on modules per batch (default: {MAX_MODULES})")
-    p.add_argument("--plot", metavar="PATH", default="bench-out/cipher.png", help="PNG to write (default: bench-out/cipher.png)")
+    p.add_argument("--plot", metavar="PATH", default="bench-out/cipher.png",
+                   help="PNG to write (default: bench-out/cipher.png)")
     p.add_argument("--no-plot", action="store_true", help="do not write the PNG")
     p.add_argument("--json", action="store_true",
                    help="print one JSON object per measurement (stdout) instead of the table")

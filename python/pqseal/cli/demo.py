@@ -22,9 +22,10 @@ def demo(mib: int, threads: int) -> None:
     from ..errors import InvalidTag
 
     info_ = backend_info()
+    cpu = " ".join(f for f in info_["cpu_features"] if f in ("aesni", "vaes", "vpclmulqdq", "avx512f"))
     click.echo(f"pqseal {__version__}: backend {info_['backend']} "
                f"(OpenSSL: {info_['openssl_version']}; intel-ipsec-mb: {info_['ipsecmb_version'] or 'not built'}; "
-               f"CPU: {' '.join(f for f in info_['cpu_features'] if f in ('aesni', 'vaes', 'vpclmulqdq', 'avx512f')) or 'n/a'})")
+               f"CPU: {cpu or 'n/a'})")
     rng = np.random.default_rng()
     file_aad = os.urandom(8)
     click.echo(f"{'modules':>18} {'algorithm':>10} {'encrypt GB/s':>13} {'decrypt GB/s':>13} {'modules/s':>12}")

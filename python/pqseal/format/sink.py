@@ -274,7 +274,8 @@ class Sink:
             (0 if ch.meta.get("data_page_offset", 0) <= 0 else start)
         meta["total_compressed_size"] = self.pos - start
         if "total_uncompressed_size" in meta:
-            meta["total_uncompressed_size"] = int(meta["total_uncompressed_size"]) - ch.disk_header_bytes + new_header_bytes
+            meta["total_uncompressed_size"] = (int(meta["total_uncompressed_size"]) - ch.disk_header_bytes
+                                               + new_header_bytes)
         if "index_page_offset" in meta:
             del meta["index_page_offset"]
         return ChunkRecord(meta=meta, pages=pages, start=start, end=self.pos)

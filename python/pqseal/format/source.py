@@ -636,7 +636,7 @@ class Source:
         if getattr(self, "_window", None) is not None:
             _buffers.give("window", self._window)
             self._window = None
-        for gcm, ctr in self._keys.values():
+        for gcm, _ctr in self._keys.values():  # the CTR cipher shares the GCM cipher's key
             for k in gcm.keys:
                 k.close()
         self._keys.clear()

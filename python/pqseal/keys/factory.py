@@ -125,6 +125,7 @@ class CryptoFactory:
                                           cfg.key_access_token, dict(cfg.custom_kms_conf))
                 state["config"] = cfg
             kms = self.caches.kms_client(self.kms_client_factory, cfg, dcfg.cache_lifetime)
-            return KeyUnwrapper(kms, cfg, cache_lifetime=dcfg.cache_lifetime, cache=self.caches.kek_read).unwrap(material)
+            unwrapper = KeyUnwrapper(kms, cfg, cache_lifetime=dcfg.cache_lifetime, cache=self.caches.kek_read)
+            return unwrapper.unwrap(material)
 
         return DecryptionProperties(key_retriever=retrieve)
