@@ -183,9 +183,9 @@ def _copy(s: Source, sink: Sink) -> int:
             index_fields.setdefault((rg, col), {}).update(zip(("offset_index_offset", "offset_index_length"),
                                                               sink.write_offset_index(rg, col, oi, rec.pages)))
     # footer
-    fmd = dict(s.fmd)
+    fmd = dict(s.file_metadata())
     out_rgs = []
-    for rg, src_rg in enumerate(s.fmd.get("row_groups") or []):
+    for rg, src_rg in enumerate(s.file_metadata().get("row_groups") or []):
         out = dict(src_rg)
         cols = []
         delta_unc = 0
