@@ -55,7 +55,7 @@ class Chunk:
     cc: dict                        # the ColumnChunk as in the source footer
     meta: dict                      # plaintext ColumnMetaData
     headers: list
-    buf: object
+    buf: memoryview | np.ndarray | None   # None: read to verify only
     offs: np.ndarray
     lens: np.ndarray
     src_header_offsets: list        # source offset of each page header (offset-index mapping)
