@@ -37,16 +37,19 @@ def demo(mib: int, threads: int) -> None:
         pages = np.arange(n, dtype=np.int64) % 32768
         for name, cipher in (("AES_GCM", GcmModuleCipher(os.urandom(16), file_aad)),
                              ("AES_CTR", CtrModuleCipher(os.urandom(16)))):
-            kw = {"module_type": ModuleType.DATA_PAGE, "row_group": 0, "column": 1, "page": pages, "threads": threads}
             # output buffers allocated once and reused, as the file engine does
             enc_out = np.empty(n * (size + cipher.overhead), dtype=np.uint8)
             dec_out = np.empty(n * size, dtype=np.uint8)
             t_enc = t_dec = float("inf")
             for _ in range(3):
                 t0 = time.perf_counter()
-                enc = cipher.encrypt_batch(data, offsets=offsets, lengths=lengths, out=enc_out, **kw)
+                enc = cipher.encrypt_batch(data, offsets=offsets, lengths=lengths, out=enc_out,
+                                           module_type=ModuleType.DATA_PAGE, row_group=0, column=1, page=pages,
+                                           threads=threads)
                 t1 = time.perf_counter()
-                dec = cipher.decrypt_batch(enc_out, offsets=enc.offsets, lengths=enc.lengths, out=dec_out, **kw)
+                dec = cipher.decrypt_batch(enc_out, offsets=enc.offsets, lengths=enc.lengths, out=dec_out,
+                                           module_type=ModuleType.DATA_PAGE, row_group=0, column=1, page=pages,
+                                           threads=threads)
                 t2 = time.perf_counter()
                 t_enc, t_dec = min(t_enc, t1 - t0), min(t_dec, t2 - t1)
             if not np.array_equal(dec.buffer, data):
