@@ -4,8 +4,9 @@ Writers: :func:`make_table` (flat, nested, null-heavy columns), :func:`write_pya
 (every pyarrow writer knob the engine must preserve), :func:`write_duckdb`.
 
 Probes (independent of the engine: built on the reference reader
-:class:`pme_reference.RefFile`, which shares no code with pqseal): :func:`pages` (plaintext page headers and bodies of every
-chunk), :func:`raw_chunks` (on-disk chunk bytes), :func:`indexes` (column/offset index and
+:class:`pme_reference.RefFile`, which shares no code with pqseal): :func:`pages` (plaintext
+page headers and bodies of every chunk), :func:`raw_chunks` (on-disk chunk bytes),
+:func:`indexes` (column/offset index and
 bloom filter, offsets made chunk-relative), :func:`module_map` (file offset of every PME
 module, for tamper tests) and :func:`rewrite_footer` (edit a footer and re-seal it with the
 right key, to reach modules that live inside the footer).

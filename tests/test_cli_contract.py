@@ -450,7 +450,8 @@ def test_an_oserror_without_a_path_is_given_the_users_path():
     full = OSError(errno.ENOSPC, "No space left on device")
     assert one_line(full, "in.parquet", "out/o.parquet") == "OSError: No space left on device (writing out/o.parquet)"
     tmp = OSError(errno.EIO, "Input/output error", "/d/.o.parquet.pqseal-123-abcd.tmp")
-    assert one_line(tmp, "/s/in.parquet", "/d/o.parquet") == "OSError: Input/output error (/s/in.parquet -> /d/o.parquet)"
+    assert (one_line(tmp, "/s/in.parquet", "/d/o.parquet")
+            == "OSError: Input/output error (/s/in.parquet -> /d/o.parquet)")
     assert one_line(ValueError("two\nlines")) == "ValueError: two lines"
 
 

@@ -47,7 +47,7 @@ def test_sixteen_threads_share_keys_and_ciphers():
         out_buf = bytearray(2 * MiB)
         barrier.wait()
         try:
-            for it in range(ITERATIONS):
+            for _ in range(ITERATIONS):
                 be = backends[int(rng.integers(len(backends)))]
                 other = backends[int(rng.integers(len(backends)))]
                 threads = int(rng.choice([1, 2]))

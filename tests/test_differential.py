@@ -302,7 +302,8 @@ def test_backends_agree_with_injected_nonces(all_backends, alg, threads):
     first = outs[all_backends[0]]
     for be in all_backends[1:]:
         diff = [i for i in range(n) if outs[be][i] != first[i]]
-        assert not diff, f"{be} differs from {all_backends[0]} at modules {diff[:5]} (sizes {[sizes[i] for i in diff[:5]]})"
+        assert not diff, (f"{be} differs from {all_backends[0]} at modules {diff[:5]} "
+                          f"(sizes {[sizes[i] for i in diff[:5]]})")
     # and both equal cryptography with the same nonces
     for i in range(n):
         nonce = nonces[12 * i:12 * i + 12]

@@ -163,6 +163,24 @@ def test_schema_and_row_group_mismatch(files, tmp_path):
         assert not (tmp_path / "o.parquet").exists()
 
 
+def test_column_crypto_metadata_in_a_plaintext_file(files, tmp_path):
+    """Regression: a plaintext footer (no encryption algorithm) whose column chunk claims
+    crypto metadata made ``inspect`` with keys raise AttributeError and ``encrypt`` a
+    misleading "keys are needed"; both are now a MalformedFile naming the column."""
+    fmd, _ = thrift.decode("FileMetaData", open(files["plain"], "rb").read(), _foff(files["plain"]))
+    data = open(files["plain"], "rb").read()
+    for cm in ({"ENCRYPTION_WITH_FOOTER_KEY": {}}, {"ENCRYPTION_WITH_COLUMN_KEY": {"path_in_schema": [b"id"]}}):
+        rg = dict(fmd["row_groups"][0])
+        rg["columns"] = [dict(rg["columns"][0], crypto_metadata=cm)] + rg["columns"][1:]
+        body = thrift.encode("FileMetaData", {**fmd, "row_groups": [rg] + fmd["row_groups"][1:]})
+        f = tmp_path / "claims_crypto.parquet"
+        f.write_bytes(data[:_foff(files["plain"])] + body + struct.pack("<I", len(body)) + b"PAR1")
+        for op in ("encrypt", "inspect_keys"):
+            with G.raises(MalformedFile, match="claims_crypto.parquet: column id has crypto metadata"):
+                all_ops(f, tmp_path / "o.parquet")[op]()
+        assert not (tmp_path / "o.parquet").exists()
+
+
 def _foff(path):
     data = open(path, "rb").read()
     (flen,) = struct.unpack("<I", data[-8:-4])

@@ -447,7 +447,8 @@ def test_aad_prefix(srcdir, tmp_path, store, algorithm, plaintext_footer):
     no_prefix = DecryptionProperties(G.K16, column_keys=dec.column_keys)
     if store:
         pqseal.decrypt_file(sealed, out, no_prefix)                       # prefix read from the file
-        pqseal.decrypt_file(sealed, out, DecryptionProperties(G.K16, column_keys=dec.column_keys, aad_prefix=prefix), overwrite=True)
+        with_prefix = DecryptionProperties(G.K16, column_keys=dec.column_keys, aad_prefix=prefix)
+        pqseal.decrypt_file(sealed, out, with_prefix, overwrite=True)
     else:
         with G.raises(KeyNotFound, match="AAD prefix"):
             pqseal.decrypt_file(sealed, out, no_prefix, overwrite=True)

@@ -498,7 +498,7 @@ def test_random_corruption_never_crashes(sealed, tmp_path):
     for alg, pf in (("AES_GCM_V1", False), ("AES_GCM_CTR_V1", True)):
         path = sealed(algorithm=alg, plaintext_footer=pf)
         data = bytearray(open(path, "rb").read())
-        for i in range(60):
+        for _ in range(60):
             d = bytearray(data)
             for _ in range(rng.choice((1, 1, 2, 8))):
                 d[rng.randrange(len(d))] = rng.randrange(256)

@@ -82,7 +82,8 @@ class CountingKms(KmsClient):
 
 
 def test_key_list_parsing():
-    keys = parse_key_list(" k1 : " + base64.b64encode(b"a" * 16).decode() + " ,k2:" + base64.b64encode(b"b" * 32).decode())
+    keys = parse_key_list(" k1 : " + base64.b64encode(b"a" * 16).decode()
+                          + " ,k2:" + base64.b64encode(b"b" * 32).decode())
     assert keys == {"k1": b"a" * 16, "k2": b"b" * 32}
     for bad in ["k1", ": AAAA", "k1: notbase64!!", "k1: " + base64.b64encode(b"x" * 15).decode(),
                 "k1: " + base64.b64encode(b"a" * 16).decode() + ", k1: " + base64.b64encode(b"b" * 16).decode()]:

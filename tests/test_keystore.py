@@ -7,8 +7,6 @@ import json
 import multiprocessing
 import os
 import stat
-import subprocess
-import sys
 
 import numpy as np
 import pyarrow as pa

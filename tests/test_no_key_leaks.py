@@ -74,7 +74,8 @@ def test_no_key_bytes_anywhere(tmp_path, caplog):
     grab(InvalidTag, lambda: ks.unwrap_key("pqks1:1:" + base64.b64encode(os.urandom(40)).decode(), "m2"))
     grab(VerificationFailed, lambda: pqseal.verify(sealed, DecryptionProperties(footer, column_keys={"b": footer})))
     f = CryptoFactory(lambda cfg: kms)
-    grab(MalformedKeyMaterial, lambda: pqseal.decrypt_file(sealed, out, f.file_decryption_properties(KmsConnectionConfig())))
+    grab(MalformedKeyMaterial,
+         lambda: pqseal.decrypt_file(sealed, out, f.file_decryption_properties(KmsConnectionConfig())))
     grab(KeyNotFound, lambda: f.file_encryption_properties(KmsConnectionConfig(),
                                                            EncryptionConfig("nope", uniform_encryption=True)))
     assert not out.exists()

@@ -577,11 +577,14 @@ def test_bool_fields_and_lists():
 # --------------------------------------------------------------------------- hostile input
 
 HOSTILE = {
-    "list_struct_2^31": ("FileMetaData", b"\x15\x02" + b"\x19\xfc" + g_varint(2**31), "list size 2147483648 out of range"),
-    "list_struct_2^31-1": ("FileMetaData", b"\x15\x02\x19\xfc" + g_varint(2**31 - 1) + b"\0" * 10, "exceeds remaining input"),
+    "list_struct_2^31": ("FileMetaData", b"\x15\x02" + b"\x19\xfc" + g_varint(2**31),
+                         "list size 2147483648 out of range"),
+    "list_struct_2^31-1": ("FileMetaData", b"\x15\x02\x19\xfc" + g_varint(2**31 - 1) + b"\0" * 10,
+                           "exceeds remaining input"),
     "list_i32_mismatch_2^31-1": ("FileMetaData", b"\x15\x02\x19\xf5" + g_varint(2**31 - 1), "exceeds remaining input"),
     "list_bool_raw": ("ColumnIndex", b"\x19\xf1" + g_varint(2**31 - 1), "exceeds remaining input"),
-    "binary_len_2^31": ("FileMetaData", b"\x15\x02\x48" + g_varint(2**31) + b"abc", "binary length 2147483648 out of range"),
+    "binary_len_2^31": ("FileMetaData", b"\x15\x02\x48" + g_varint(2**31) + b"abc",
+                        "binary length 2147483648 out of range"),
     "binary_len_2^62": ("FileMetaData", b"\x15\x02\x48" + g_varint(2**62) + b"abc", "out of range"),
     "binary_len_too_long": ("FileMetaData", b"\x68\x05abc", "binary length 5 exceeds remaining input at offset 1"),
     "map_huge": ("FileMetaData", b"\x0b" + g_varint(g_zz(50)) + g_varint(2**30) + b"\x88" + b"\0" * 8, "map size"),
@@ -598,7 +601,8 @@ HOSTILE = {
     "bad_type_0": ("FileMetaData", b"\x10\x00", "bad field type 0 at offset 0"),
     "bad_elem_type": ("FileMetaData", b"\x19\x1d\x00", "bad element type 13 at offset 1"),
     "fid_out_of_range": ("FileMetaData", b"\x05" + g_varint(g_zz(40000)) + b"\x00\x00", "field id out of range"),
-    "fid_overflow_short": ("FileMetaData", b"\x05" + g_varint(g_zz(32767)) + b"\x00\x15\x00\x00", "field id out of range"),
+    "fid_overflow_short": ("FileMetaData", b"\x05" + g_varint(g_zz(32767)) + b"\x00\x15\x00\x00",
+                           "field id out of range"),
     "duplicate_known": ("FileMetaData", b"\x15\x02\x05\x02\x02\x00", "duplicate field id 1 at offset 2"),
     "duplicate_unknown": ("FileMetaData", b"\x05\x28\x02\x05\x28\x02\x00", "duplicate field id 20"),
     # the same unknown id inside a nested struct does not count; the repeat in the outer one does
@@ -756,23 +760,29 @@ def test_encode_errors():
         ("FileMetaData", {"schema": [{"name": b"x"}, 3]}, "FileMetaData.schema[1]: expected dict, got int"),
         ("FileMetaData", {"schema": [{"name": b"x"}, {"name": 3}]}, "SchemaElement.name: expected bytes-like, got int"),
         ("ColumnMetaData", {"encodings": [0, "x"]}, "ColumnMetaData.encodings[1]: expected int, got str"),
-        ("ColumnMetaData", {"path_in_schema": [b"a", None]}, "ColumnMetaData.path_in_schema[1]: expected bytes-like, got NoneType"),
-        ("ColumnMetaData", {"statistics": "x"}, "ColumnMetaData.statistics: expected bytes-like encoded value, got str"),
-        ("ColumnMetaData", {"statistics": b"\x15"}, "ColumnMetaData.statistics: invalid encoded value: truncated varint at offset 1"),
-        ("ColumnMetaData", {"statistics": b"\x00\x00"}, "ColumnMetaData.statistics: invalid encoded value: 1 trailing bytes"),
+        ("ColumnMetaData", {"path_in_schema": [b"a", None]},
+         "ColumnMetaData.path_in_schema[1]: expected bytes-like, got NoneType"),
+        ("ColumnMetaData", {"statistics": "x"},
+         "ColumnMetaData.statistics: expected bytes-like encoded value, got str"),
+        ("ColumnMetaData", {"statistics": b"\x15"},
+         "ColumnMetaData.statistics: invalid encoded value: truncated varint at offset 1"),
+        ("ColumnMetaData", {"statistics": b"\x00\x00"},
+         "ColumnMetaData.statistics: invalid encoded value: 1 trailing bytes"),
         ("ColumnMetaData", {"statistics": b""}, "invalid encoded value: truncated input at offset 0"),
         ("FileMetaData", {10: [12, b"\x00"]}, "FileMetaData[10]: expected (ttype, bytes) tuple, got list"),
         ("FileMetaData", {10: (13, b"\x00")}, "FileMetaData[10]: bad ttype 13"),
         ("FileMetaData", {10: (True, b"")}, "FileMetaData[10]: expected int ttype, got bool"),
         ("FileMetaData", {10: (1, b"\x01")}, "FileMetaData[10]: a bool field has no encoded value bytes"),
         ("FileMetaData", {10: (8, "x")}, "FileMetaData[10]: expected bytes-like encoded value, got str"),
-        ("FileMetaData", {10: (12, b"\x1c" * 70 + b"\x00" * 71)}, "FileMetaData[10]: invalid encoded value: nesting too deep"),
+        ("FileMetaData", {10: (12, b"\x1c" * 70 + b"\x00" * 71)},
+         "FileMetaData[10]: invalid encoded value: nesting too deep"),
         ("FileMetaData", [], "FileMetaData: expected dict, got list"),
         ("FileMetaData", {"encryption_algorithm": {"AES_GCM_V1": {"supply_aad_prefix": None}}},
          "AesGcmV1.supply_aad_prefix: expected bool, got NoneType"),
         ("ColumnChunk", {"meta_data": {"key_value_metadata": [{"key": b"k", "value": bytearray(b"v")}, {"key": "k"}]}},
          "KeyValue.key: expected bytes-like, got str"),
-        ("FileMetaData", {"created_by": memoryview(b"abcd")[::2]}, "FileMetaData.created_by: expected bytes-like, got memoryview"),
+        ("FileMetaData", {"created_by": memoryview(b"abcd")[::2]},
+         "FileMetaData.created_by: expected bytes-like, got memoryview"),
         ("FileMetaData", {"key_value_metadata": [{"key": b"k"}], "row_groups": [{"columns": [{"meta_data": []}]}]},
          "ColumnChunk.meta_data: expected dict, got list"),
     ]
@@ -965,8 +975,8 @@ def test_random_wire_trees_roundtrip(name, tree):
 
 
 @_HSET
-@given(st.sampled_from(sorted(STRUCTS)), g_structs(), st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 255)), max_size=4),
-       st.integers(0, 10**6))
+@given(st.sampled_from(sorted(STRUCTS)), g_structs(),
+       st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 255)), max_size=4), st.integers(0, 10**6))
 def test_random_mutations_agree(name, tree, edits, cut):
     buf = bytearray(g_struct(tree))
     for pos, val in edits:
@@ -1046,7 +1056,8 @@ def test_string_limit():
     lim = T.STRING_SIZE_LIMIT
     over = b"\x68" + g_varint(lim + 1) + bytes(lim + 1) + b"\x00"
     res = decode_both("FileMetaData", over)
-    assert res[2] == "FileMetaData.created_by: binary length 100000001 exceeds the string size limit 100000000 at offset 1"
+    assert res[2] == ("FileMetaData.created_by: binary length 100000001 exceeds the string size limit 100000000"
+                      " at offset 1")
     del over
     exact = b"\x68" + g_varint(lim) + bytes(lim) + b"\x00"
     for codec in (C, PY):

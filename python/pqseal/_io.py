@@ -155,7 +155,7 @@ def remove_stale(directory: str, *, force: bool = False) -> list[str]:
         if directory in _cleaned and not force:
             return []
         _cleaned.add(directory)
-    removed = []
+    removed: list[str] = []
     try:
         names = os.listdir(directory)
     except OSError:

@@ -11,10 +11,20 @@ from .format.layout import ALGORITHMS
 from .format.properties import V2_FRAMINGS
 
 
-def _seconds(v) -> float:
+def seconds(v: float | timedelta) -> float:
+    """A cache lifetime in seconds (the configs take a number or a ``timedelta``)."""
     if isinstance(v, timedelta):
         return v.total_seconds()
     return float(v)
+
+
+def prefix_bytes(v: bytes | str | None) -> bytes | None:
+    """An AAD prefix as bytes (text is taken as UTF-8)."""
+    if isinstance(v, str):
+        return v.encode("utf-8")
+    if v is not None and not isinstance(v, bytes):
+        raise TypeError(f"aad_prefix must be bytes or str, not {type(v).__name__}")
+    return v
 
 
 @dataclass
@@ -59,10 +69,7 @@ class EncryptionConfig:
         if self.complete_columns and self.uniform_encryption:
             raise ValueError("complete_columns needs column_keys: with uniform_encryption every column already "
                              "uses the footer key")
-        if isinstance(self.aad_prefix, str):
-            self.aad_prefix = self.aad_prefix.encode("utf-8")
-        if self.aad_prefix is not None and not isinstance(self.aad_prefix, bytes):
-            raise TypeError(f"aad_prefix must be bytes or str, not {type(self.aad_prefix).__name__}")
+        self.aad_prefix = prefix_bytes(self.aad_prefix)
         if not self.store_aad_prefix and not self.aad_prefix:
             raise ValueError("store_aad_prefix=False needs an aad_prefix")
         if self.v2_framing not in V2_FRAMINGS:
@@ -71,7 +78,7 @@ class EncryptionConfig:
             raise ValueError("data_key_length_bits must be 128, 192 or 256")
         if self.kek_length_bits not in (128, 192, 256):
             raise ValueError("kek_length_bits must be 128, 192 or 256")
-        seen = {}
+        seen: dict[str, str] = {}
         for mk, cols in (self.column_keys or {}).items():
             if not mk:
                 raise ValueError("empty master key id in column_keys")
@@ -81,7 +88,12 @@ class EncryptionConfig:
                 if c in seen:
                     raise ValueError(f"column {c!r} listed for master keys {seen[c]!r} and {mk!r}")
                 seen[c] = mk
-        self.cache_lifetime = _seconds(self.cache_lifetime)
+        self.cache_lifetime = seconds(self.cache_lifetime)
+
+    @staticmethod
+    def from_properties(props: Mapping[str, str]) -> EncryptionConfig | None:
+        """See :func:`encryption_config_from_properties`."""
+        return encryption_config_from_properties(props)
 
 
 @dataclass
@@ -91,7 +103,7 @@ class DecryptionConfig:
     cache_lifetime: float | timedelta = timedelta(minutes=10)
 
     def __post_init__(self):
-        self.cache_lifetime = _seconds(self.cache_lifetime)
+        self.cache_lifetime = seconds(self.cache_lifetime)
 
 
 def parse_column_keys(text: str) -> dict[str, list]:
@@ -146,7 +158,7 @@ def property_name(name: str) -> str | None:
 
 def _props(props: Mapping[str, str]) -> dict:
     """Normalise property names: ``parquet.encryption.x`` and the older ``encryption.x``."""
-    out = {}
+    out: dict[str, str] = {}
     for k, v in props.items():
         name = property_name(k)
         if name is not None:
@@ -165,7 +177,7 @@ def _bool_prop(p, name, default):
     return str(v).strip().lower() == "true"
 
 
-def encryption_config_from_properties(props: Mapping[str, str]):
+def encryption_config_from_properties(props: Mapping[str, str]) -> EncryptionConfig | None:
     """An :class:`EncryptionConfig` from Hadoop-style properties, or ``None`` when neither
     footer nor column keys are set (the file stays plaintext, as in parquet-java)."""
     p = _props(props)
@@ -192,9 +204,6 @@ def encryption_config_from_properties(props: Mapping[str, str]):
         data_key_length_bits=int(p.get("data.key.length.bits", 128)),
         kek_length_bits=int(p.get("kek.length.bits", 128)), complete_columns=complete)
     return cfg
-
-
-EncryptionConfig.from_properties = staticmethod(encryption_config_from_properties)
 
 
 def kms_connection_from_properties(props: Mapping[str, str]):

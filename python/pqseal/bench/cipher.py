@@ -96,11 +96,11 @@ class Workload:
         return self.n * self.size
 
     def module(self, i: int) -> memoryview:
-        return memoryview(self.inp)[i * self.size:(i + 1) * self.size]
+        return self.inp.data[i * self.size:(i + 1) * self.size]
 
     def framed(self, alg: str, i: int) -> memoryview:
         o = int(self.out_offsets[alg][i])
-        return memoryview(self.out)[o:o + self.size + OVERHEAD[alg]]
+        return self.out.data[o:o + self.size + OVERHEAD[alg]]
 
 
 def pqseal_cipher(alg: str, backend: str, key: bytes, file_aad: bytes):
@@ -138,10 +138,11 @@ def peer_runner(w: Workload, alg: str, key: bytes, aad: bytes, chunk_modules: in
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
     size = w.size
-    mv_in, mv_out = memoryview(w.inp), memoryview(w.out)
+    mv_in, mv_out = w.inp.data, w.out.data
     out_offs = w.out_offsets[alg]
     k = w.n if chunk_modules is None else max(1, min(w.n, chunk_modules))
     urandom = os.urandom
+    chunks: list[list]  # of modules (GCM) or of (module, output) pairs (CTR)
 
     if alg == "gcm":
         ins = [mv_in[i * size:(i + 1) * size] for i in range(w.n)]
@@ -288,7 +289,7 @@ def _impl_order(r: Result) -> tuple:
 
 def print_table(results: Sequence[Result], file=sys.stdout) -> None:
     head = ("impl", "backend", "alg", "key", "module", "thr", "modules/s", "GB/s", "spread", "cpu")
-    rows = []
+    rows: list[tuple[str, ...] | None] = []
     prev = None
     for r in sorted(results, key=_impl_order):
         group = (r.impl, r.backend, r.algorithm, r.key_bits, r.threads)
@@ -296,7 +297,7 @@ def print_table(results: Sequence[Result], file=sys.stdout) -> None:
             rows.append(None)
         prev = group
         spread = ""
-        if r.gb_per_s_min is not None and r.gb_per_s > 0:
+        if r.gb_per_s_min is not None and r.gb_per_s_max is not None and r.gb_per_s > 0:
             spread = f"±{50 * (r.gb_per_s_max - r.gb_per_s_min) / r.gb_per_s:.0f}%"
         rows.append((r.impl, r.backend, r.algorithm, str(r.key_bits), fmt_size(r.module_bytes),
                      str(r.threads), fmt_rate(r.modules_per_s), f"{r.gb_per_s:.3f}", spread,
@@ -323,7 +324,7 @@ def write_plot(results: Sequence[Result], path: str) -> str | None:
         return "matplotlib is not installed (pip install matplotlib)"
     rs = [r for r in results if r.key_bits == 128]
     fig, ax = plt.subplots(figsize=(10, 6.5))
-    colors = {}
+    colors: dict[tuple, str] = {}
     palette = plt.rcParams["axes.prop_cycle"].by_key()["color"] + ["#444444", "#aa7700", "#007777"]
     groups: dict[tuple, list[Result]] = {}
     for r in sorted(rs, key=_impl_order):
@@ -392,7 +393,7 @@ def _loadavg() -> str:
 # ---- main ----------------------------------------------------------------------------------
 
 
-def _csv(choices: Sequence[str] | None, conv=str):
+def _csv(choices: Sequence[object] | None, conv: Callable[[str], object] = str):
     def parse(text: str):
         vals = [conv(t.strip()) for t in text.split(",") if t.strip()]
         if choices is not None:
@@ -437,14 +438,16 @@ def build_parser(prog: str | None = None, impls: Sequence[str] = IMPLS) -> argpa
                    help="AES key sizes (default: 128,256)")
     p.add_argument("--impl", type=_csv(tuple(impls)), default=list(impls), metavar="LIST",
                    help="implementations to run (default: all): " + ", ".join(impls))
-    p.add_argument("--rounds", type=_positive_int, default=None, help="timed rounds per configuration (default 5, quick 3)")
+    p.add_argument("--rounds", type=_positive_int, default=None,
+                   help="timed rounds per configuration (default 5, quick 3)")
     p.add_argument("--round-time", type=float, default=None,
                    help="seconds per round (default 0.2, quick 0.05)")
     p.add_argument("--batch-bytes", type=parse_size, default=BATCH_BYTES,
                    help="plaintext per batch; the output adds as much again (default: 8M)")
     p.add_argument("--max-modules", type=_positive_int, default=MAX_MODULES,
                    help=f"cap on modules per batch (default: {MAX_MODULES})")
-    p.add_argument("--plot", metavar="PATH", default="bench-out/cipher.png", help="PNG to write (default: bench-out/cipher.png)")
+    p.add_argument("--plot", metavar="PATH", default="bench-out/cipher.png",
+                   help="PNG to write (default: bench-out/cipher.png)")
     p.add_argument("--no-plot", action="store_true", help="do not write the PNG")
     p.add_argument("--json", action="store_true",
                    help="print one JSON object per measurement (stdout) instead of the table")
@@ -557,12 +560,12 @@ def run(args: argparse.Namespace, measured_elsewhere: Sequence[Result] = ()) -> 
     if not args.json:
         print(file=info)
         print_table(results, file=info)
-    starved = [r for r in results if r.impl == "pqseal" and r.threads > 1 and r.cpu_util is not None
+    starved = [(r.cpu_util, r) for r in results if r.impl == "pqseal" and r.threads > 1 and r.cpu_util is not None
                and r.cpu_util < 0.75 * r.threads]
     if starved:
-        worst = min(starved, key=lambda r: r.cpu_util)
+        lowest, worst = min(starved, key=lambda s: s[0])
         warnings.append(f"{len(starved)} multi-thread configuration(s) got less than 75% of the CPUs asked for "
-                        f"(lowest {worst.cpu_util:.2f} CPUs: {worst.backend} {worst.algorithm}-{worst.key_bits} "
+                        f"(lowest {lowest:.2f} CPUs: {worst.backend} {worst.algorithm}-{worst.key_bits} "
                         f"{fmt_size(worst.module_bytes)} x{worst.threads}). Either other processes hold the cores "
                         "(see the load average) or the native threads do not run in parallel; see the 'cpu' column.")
     if not args.no_plot and results:

@@ -41,7 +41,7 @@ class Batch:
 
     def __getitem__(self, i: int) -> memoryview:
         o = int(self.offsets[i])
-        return memoryview(self.buffer[o:o + int(self.lengths[i])])
+        return self.buffer[o:o + int(self.lengths[i])].data
 
     def __iter__(self) -> Iterator[memoryview]:
         return (self[i] for i in range(len(self)))
@@ -173,8 +173,8 @@ class _ModuleCipher:
     # ---- the one place that talks to C -----------------------------------------------
 
     def _run(self, *args, **kwargs):
-        pinned = []
-        handles = []  # every ffi.from_buffer handle, released deterministically below
+        pinned: list[ModuleKey] = []
+        handles: list[object] = []  # every ffi.from_buffer handle, released deterministically below
         try:
             for k in self._keys:  # keys stay alive (and open) for the whole native call
                 k._acquire()

@@ -5,5 +5,5 @@ from .inspect import inspect_file, parse_key_metadata
 from .properties import FOOTER_KEY, DecryptionProperties, EncryptionProperties
 from .verify import VerificationFailed, verify_file
 
-__all__ = ["AlreadyEncrypted", "NotEncrypted", "VerificationFailed", "Stats", "transform", "verify_file", "inspect_file",
-           "parse_key_metadata", "FOOTER_KEY", "DecryptionProperties", "EncryptionProperties"]
+__all__ = ["AlreadyEncrypted", "NotEncrypted", "VerificationFailed", "Stats", "transform", "verify_file",
+           "inspect_file", "parse_key_metadata", "FOOTER_KEY", "DecryptionProperties", "EncryptionProperties"]

@@ -92,7 +92,8 @@ def transform(src, dst, *, decryption: DecryptionProperties | None = None,
     remove_stale(out.directory)
     with Source(src, decryption, backend=backend, reuse_buffers=True) as s:
         _check_expect(s, expect)
-        stats = Stats(s.path, os.fspath(dst), bytes_in=s.tail.file_size, row_groups=s.num_row_groups, columns=len(s.paths))
+        stats = Stats(s.path, os.fspath(dst), bytes_in=s.tail.file_size, row_groups=s.num_row_groups,
+                      columns=len(s.paths))
         fd, tmp = create_temp(out.directory, out.name, 0o666 if encryption is not None else 0o600)
         try:
             with os.fdopen(fd, "wb") as f:
@@ -171,7 +172,7 @@ def _copy(s: Source, sink: Sink) -> int:
         if "bloom_filter_length" in src_meta or sink.enc is not None:
             meta["bloom_filter_length"] = ln
     index_fields = {}
-    for (rg, col), rec in records.items():
+    for rg, col in records:
         ci = s.column_index(rg, col)
         if ci is not None:
             index_fields[rg, col] = dict(zip(("column_index_offset", "column_index_length"),
@@ -182,9 +183,9 @@ def _copy(s: Source, sink: Sink) -> int:
             index_fields.setdefault((rg, col), {}).update(zip(("offset_index_offset", "offset_index_length"),
                                                               sink.write_offset_index(rg, col, oi, rec.pages)))
     # footer
-    fmd = dict(s.fmd)
+    fmd = dict(s.file_metadata())
     out_rgs = []
-    for rg, src_rg in enumerate(s.fmd.get("row_groups") or []):
+    for rg, src_rg in enumerate(s.file_metadata().get("row_groups") or []):
         out = dict(src_rg)
         cols = []
         delta_unc = 0
@@ -192,7 +193,8 @@ def _copy(s: Source, sink: Sink) -> int:
             rec = records[rg, col]
             src_meta = s.column_meta(rg, col)
             meta = rec.meta
-            delta_unc += int(meta.get("total_uncompressed_size") or 0) - int(src_meta.get("total_uncompressed_size") or 0)
+            delta_unc += (int(meta.get("total_uncompressed_size") or 0)
+                          - int(src_meta.get("total_uncompressed_size") or 0))
             cc = {k: v for k, v in src_cc.items()
                   if k not in ("column_index_offset", "column_index_length", "offset_index_offset",
                                "offset_index_length")}

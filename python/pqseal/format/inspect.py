@@ -62,7 +62,7 @@ def _v2_framing(s: Source, rg: int, col: int):
     """Which DataPageV2 framing the first V2 page of a chunk uses (looking at the headers
     of its first two pages only)."""
     try:
-        if s.crypto.dialect != "spec" or not s.column_crypto(rg, col).encrypted:
+        if s.crypto is None or s.crypto.dialect != "spec" or not s.column_crypto(rg, col).encrypted:
             return None
         return s.chunk_plan(rg, col, max_pages=2).framing
     except PqsealError:
@@ -104,7 +104,7 @@ def inspect_file(path, decryption: DecryptionProperties | None = None) -> dict:
                               "total_compressed_size": rg.get("total_compressed_size")} for rg in rgs]
         cols = []
         for col, path in enumerate(s.paths):
-            entry = {"path": dotted(path)}
+            entry: dict[str, object] = {"path": dotted(path)}
             if rgs:
                 cc = s.column_crypto(0, col)
                 if not cc.encrypted:
@@ -114,16 +114,15 @@ def inspect_file(path, decryption: DecryptionProperties | None = None) -> dict:
                 else:
                     entry["encryption"] = "column key"
                     entry["key_metadata"] = parse_key_metadata(cc.key_metadata, external)
-                sizes = []
+                sizes: list[int] = []
                 for rg in range(len(rgs)):
                     try:
                         meta = s.column_meta(rg, col)
                         sizes.append(int(meta.get("total_compressed_size") or 0))
                     except (KeyNotFound, InvalidTag):
-                        sizes = None
                         entry["metadata"] = "encrypted (no key given)"
                         break
-                if sizes is not None:
+                else:
                     entry["compressed_bytes"] = sum(sizes)
                 if cc.encrypted and decryption is not None:
                     framing = _v2_framing(s, 0, col)

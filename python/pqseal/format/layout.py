@@ -36,7 +36,7 @@ class Tail:
         return self.magic == MAGIC_ENCRYPTED
 
 
-def read_tail(head: bytes, trailer: bytes, size: int, name: str = "file") -> Tail:
+def read_tail(head: bytes | memoryview, trailer: bytes | memoryview, size: int, name: str = "file") -> Tail:
     """The file's layout from its first 4 and last 8 bytes (``size``: the file's length)."""
     if size < 4 + FOOTER_TRAILER:
         raise MalformedFile(f"{name}: {size} bytes is too small for a Parquet file")

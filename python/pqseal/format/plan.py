@@ -166,6 +166,13 @@ def plan_encrypted(spot: ChunkSpot, gcm, *, page_overhead: int, duckdb: bool = F
     ``gcm`` decrypts the page headers; ``page_overhead``: the framing bytes of a page
     module. ``failures``: a tolerant walk, appending what fails there instead of raising.
     ``max_pages``: stop after that many pages."""
+    if read is None:
+        if buf is None:
+            raise ValueError(f"{spot.name}: the plan of {spot.where} needs its bytes or a read function")
+        chunk = buf
+
+        def read(off: int, n: int):
+            return chunk[off - base:off - base + n]
     if not duckdb and failures is None and max_pages is None:
         try:
             shortest = min(page_overhead, GCM_OVERHEAD)
@@ -176,9 +183,6 @@ def plan_encrypted(spot: ChunkSpot, gcm, *, page_overhead: int, duckdb: bool = F
             return _plan_fast(spot, gcm, page_overhead, offs, lens, hbuf, hoffs)
         except _NotFast:
             pass
-    if read is None:
-        def read(off, n):
-            return buf[off - base:off - base + n]
     return _plan_careful(spot, gcm, read, page_overhead, duckdb, failures, max_pages)
 
 
@@ -225,7 +229,9 @@ def _walk_prefixes_sparse(read: Callable, start: int, end: int, shortest: int):
     hold a module prefix and the header modules (every other module) themselves; also
     returns the header modules one after the other in one buffer, and their offsets in
     it. For pages that need not be read (CTR pages, which carry no tag, when verifying)."""
-    offs, lens, hmods = [], [], []
+    offs: list[int] = []
+    lens: list[int] = []
+    hmods: list[bytes] = []
     lo = hi = start
     block = b""
     pos = start
@@ -291,7 +297,12 @@ def _plan_careful(spot: ChunkSpot, gcm, read: Callable, page_overhead: int, duck
     """One header decrypted at a time; the page sizes come from the headers (DuckDB: from
     the page modules' prefixes), both DataPageV2 framings recognised per page."""
     end = spot.end
-    headers, hoffs, hlens, boffs, blens, levels = [], [], [], [], [], []
+    headers: list[dict | None] = []  # None: a header that failed (tolerant walk)
+    hoffs: list[int] = []
+    hlens: list[int] = []
+    boffs: list[int] = []
+    blens: list[int] = []
+    levels: list[int] = []
     framing = None
     pos = spot.start
     ordinal = 0

@@ -133,18 +133,18 @@ class DecryptionProperties:
         self.aad_prefix = None if aad_prefix is None else bytes(aad_prefix)
         self._retrieved: dict = {}  # (key_metadata, path) -> key: one retriever call per key
 
-    def _retrieve(self, key_metadata, path, what: str) -> bytes:
+    def _retrieve(self, retriever: KeyRetriever, key_metadata, path, what: str) -> bytes:
         k = (None if key_metadata is None else bytes(key_metadata), path)
         key = self._retrieved.get(k)
         if key is None:
-            key = self._retrieved[k] = _check_key(self.key_retriever(key_metadata, path), what)
+            key = self._retrieved[k] = _check_key(retriever(key_metadata, path), what)
         return key
 
     def get_footer_key(self, key_metadata: bytes | None) -> bytes:
         if self.footer_key is not None:
             return self.footer_key
         if self.key_retriever is not None:
-            return self._retrieve(key_metadata, None, "retrieved footer key")
+            return self._retrieve(self.key_retriever, key_metadata, None, "retrieved footer key")
         raise KeyNotFound("the file's footer key is needed: give footer_key or a key retriever")
 
     def get_column_key(self, path: str, key_metadata: bytes | None) -> bytes:
@@ -152,7 +152,7 @@ class DecryptionProperties:
         if key is not None:
             return key
         if self.key_retriever is not None:
-            return self._retrieve(key_metadata, path, f"retrieved key of column {path!r}")
+            return self._retrieve(self.key_retriever, key_metadata, path, f"retrieved key of column {path!r}")
         raise KeyNotFound(f"no key for encrypted column {path!r}")
 
     def __repr__(self) -> str:

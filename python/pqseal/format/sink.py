@@ -86,12 +86,14 @@ class Sink:
         self.paths = paths
         self.enc = encryption
         self.name = name
-        self.gcm = self.ctr = None
+        self.gcm: GcmModuleCipher | None = None
+        self.ctr: CtrModuleCipher | None = None
         self.aad_file_unique: bytes | None = None
         self.plans: list[_ColumnPlan | None] = [None] * len(paths)
-        self._meta_modules = []  # (rg, col, key_index, serialized ColumnMetaData, ColumnChunk dict)
+        # (rg, col, key_index, serialized ColumnMetaData, ColumnChunk dict)
+        self._meta_modules: list[tuple[int, int, int, bytes, dict]] = []
         # page output buffer, reused across chunks and files (no page faults per chunk)
-        self._scratch = _buffers.take("sink")
+        self._scratch: np.ndarray | None = _buffers.take("sink")
         self._keys: list[ModuleKey] = []
         if encryption is not None:
             self._plan(encryption, backend)
@@ -124,6 +126,12 @@ class Sink:
         self.gcm = GcmModuleCipher(self._keys, self.file_aad, backend=backend)
         if enc.algorithm == "AES_GCM_CTR_V1":
             self.ctr = CtrModuleCipher(self._keys, backend=backend)
+
+    def _encryption(self) -> tuple[EncryptionProperties, GcmModuleCipher]:
+        """The properties and GCM cipher of an encrypted output (columns have plans only then)."""
+        if self.enc is None or self.gcm is None:
+            raise ValueError(f"{self.name}: the output is not encrypted")
+        return self.enc, self.gcm
 
     def truncate(self) -> None:
         """Release blocks reserved past the end of what was written."""
@@ -189,6 +197,8 @@ class Sink:
     def write_chunk(self, ch: Chunk) -> ChunkRecord:
         """Write one column chunk; returns where it went (for the footer and page indexes)."""
         plan = self.plans[ch.col] if self.enc is not None else None
+        if ch.buf is None:
+            raise ValueError(f"{self.name}: column {dotted(ch.path)} (row group {ch.rg}) was read without its pages")
         n = len(ch.headers)
         types = [h.get("type") for h in ch.headers]
         if PageType.INDEX_PAGE in types:
@@ -225,33 +235,35 @@ class Sink:
                 raise InvalidOrdinal(f"row group {ch.rg} / column {ch.col} exceed the PME ordinal limit 32767")
             btypes = np.where(is_dict, ModuleType.DICTIONARY_PAGE, ModuleType.DATA_PAGE).astype(np.uint8)
             htypes = np.where(is_dict, ModuleType.DICTIONARY_PAGE_HEADER, ModuleType.DATA_PAGE_HEADER).astype(np.uint8)
-            levels = self._v2_levels(ch, types)
-            page_cipher = self.ctr or self.gcm
+            enc, gcm = self._encryption()
+            levels = self._v2_levels(ch, types, enc.v2_framing)
+            page_cipher = self.ctr or gcm
             offs, lens = ch.offs, ch.lens
             if levels is not None:
                 offs, lens = offs + levels, lens - levels
             need = int(lens.sum()) + len(lens) * page_cipher.overhead
-            if len(self._scratch) < need:
+            if self._scratch is None or len(self._scratch) < need:
                 self._scratch = np.empty(need, dtype=np.uint8)
-            body = page_cipher.encrypt_batch(ch.buf, offsets=offs, lengths=lens, module_type=btypes, row_group=ch.rg,
-                                             column=ch.col, page=ords, key_index=plan.key_index, out=self._scratch)
+            bodies = page_cipher.encrypt_batch(ch.buf, offsets=offs, lengths=lens, module_type=btypes,
+                                               row_group=ch.rg, column=ch.col, page=ords, key_index=plan.key_index,
+                                               out=self._scratch)
             hdrs = []
             for i, h in enumerate(ch.headers):
                 lev = int(levels[i]) if levels is not None else 0
                 h = dict(h)
-                h["compressed_page_size"] = lev + int(body.lengths[i])
+                h["compressed_page_size"] = lev + int(bodies.lengths[i])
                 if "crc" in h:
                     o = int(ch.offs[i])
-                    h["crc"] = _crc(ch.buf[o:o + lev], body[i]) if lev else _crc(body[i])
+                    h["crc"] = _crc(ch.buf[o:o + lev], bodies[i]) if lev else _crc(bodies[i])
                 hdrs.append(_encode("PageHeader", h, f"{self.name}: column {dotted(ch.path)} (row group {ch.rg})"))
-            hmods = self.gcm.encrypt_batch(hdrs, module_type=htypes, row_group=ch.rg, column=ch.col, page=ords,
-                                           key_index=plan.key_index)
+            hmods = gcm.encrypt_batch(hdrs, module_type=htypes, row_group=ch.rg, column=ch.col, page=ords,
+                                      key_index=plan.key_index)
             pos = self.pos
             first_data = None
             for i in range(n):
                 hm = hmods[i]
                 lev = int(levels[i]) if levels is not None else 0
-                size = len(hm) + lev + int(body.lengths[i])
+                size = len(hm) + lev + int(bodies.lengths[i])
                 if first_data is None and not is_dict[i]:
                     first_data = pos
                 pages[ch.src_header_offsets[i]] = (pos, size)
@@ -259,7 +271,7 @@ class Sink:
                 if lev:
                     o = int(ch.offs[i])
                     parts.append(ch.buf[o:o + lev])
-                parts.append(body[i])
+                parts.append(bodies[i])
                 pos += size
             self._writev(parts)
             new_header_bytes = int(hmods.lengths.sum())
@@ -274,7 +286,8 @@ class Sink:
             (0 if ch.meta.get("data_page_offset", 0) <= 0 else start)
         meta["total_compressed_size"] = self.pos - start
         if "total_uncompressed_size" in meta:
-            meta["total_uncompressed_size"] = int(meta["total_uncompressed_size"]) - ch.disk_header_bytes + new_header_bytes
+            meta["total_uncompressed_size"] = (int(meta["total_uncompressed_size"]) - ch.disk_header_bytes
+                                               + new_header_bytes)
         if "index_page_offset" in meta:
             del meta["index_page_offset"]
         return ChunkRecord(meta=meta, pages=pages, start=start, end=self.pos)
@@ -287,9 +300,9 @@ class Sink:
             pos += len(parts[2 * j]) + len(parts[2 * j + 1])
         return None
 
-    def _v2_levels(self, ch: Chunk, types):
+    def _v2_levels(self, ch: Chunk, types: list, v2_framing: str) -> np.ndarray | None:
         """Per-page level bytes left in plaintext (parquet-java framing of DataPageV2), or None."""
-        if self.enc.v2_framing != "parquet-java" or PageType.DATA_PAGE_V2 not in types:
+        if v2_framing != "parquet-java" or PageType.DATA_PAGE_V2 not in types:
             return None
         lev = np.zeros(len(types), dtype=np.int64)
         for i, h in enumerate(ch.headers):
@@ -310,7 +323,7 @@ class Sink:
         if plan is None:
             self._writev([hb, bitset])
         else:
-            mods = self.gcm.encrypt_batch([hb, bitset], module_type=np.array(
+            mods = self._encryption()[1].encrypt_batch([hb, bitset], module_type=np.array(
                 [ModuleType.BLOOM_FILTER_HEADER, ModuleType.BLOOM_FILTER_BITSET], np.uint8),
                 row_group=rg, column=col, key_index=plan.key_index)
             self._writev([mods[0], mods[1]])
@@ -323,7 +336,7 @@ class Sink:
         if plan is None:
             self._write(data)
         else:
-            self._write(self.gcm.encrypt(data, mtype, rg, col, key_index=plan.key_index))
+            self._write(self._encryption()[1].encrypt(data, mtype, rg, col, key_index=plan.key_index))
         return start, self.pos - start
 
     def write_column_index(self, rg: int, col: int, data: bytes) -> tuple[int, int]:
@@ -355,7 +368,7 @@ class Sink:
         if plan is None:
             cc["meta_data"] = meta
             return cc
-        enc = self.enc
+        enc = self._encryption()[0]
         if plan.footer_key:
             cc["crypto_metadata"] = {"ENCRYPTION_WITH_FOOTER_KEY": {}}
         else:
@@ -375,7 +388,7 @@ class Sink:
     def finish(self, fmd: dict) -> None:
         """Encrypt the queued column metadata, then write the footer and trailer."""
         if self._meta_modules:
-            mods = self.gcm.encrypt_batch(
+            mods = self._encryption()[1].encrypt_batch(
                 [m[3] for m in self._meta_modules], module_type=ModuleType.COLUMN_META_DATA,
                 row_group=np.array([m[0] for m in self._meta_modules], np.int64),
                 column=np.array([m[1] for m in self._meta_modules], np.int64),
@@ -400,16 +413,16 @@ class Sink:
             if enc.footer_key_metadata is not None:
                 fmd["footer_signing_key_metadata"] = enc.footer_key_metadata
             footer = _encode("FileMetaData", fmd, self.name)
-            sig = self.gcm.footer_signature(footer)
+            sig = self._encryption()[1].footer_signature(footer)
             self._write(footer)
             self._write(sig)
             self._write((len(footer) + len(sig)).to_bytes(4, "little") + MAGIC)
             return
-        fcm = {"encryption_algorithm": algorithm}
+        fcm: dict[str, object] = {"encryption_algorithm": algorithm}
         if enc.footer_key_metadata is not None:
             fcm["key_metadata"] = enc.footer_key_metadata
         crypto = thrift.encode("FileCryptoMetaData", fcm)
-        module = self.gcm.encrypt(_encode("FileMetaData", fmd, self.name), ModuleType.FOOTER)
+        module = self._encryption()[1].encrypt(_encode("FileMetaData", fmd, self.name), ModuleType.FOOTER)
         self._write(crypto)
         self._write(module)
         self._write((len(crypto) + len(module)).to_bytes(4, "little") + MAGIC_ENCRYPTED)

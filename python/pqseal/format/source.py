@@ -15,6 +15,7 @@ import os
 import struct
 import zlib
 from dataclasses import dataclass
+from typing import BinaryIO
 
 import numpy as np
 
@@ -54,7 +55,7 @@ class Chunk:
     cc: dict                        # the ColumnChunk as in the source footer
     meta: dict                      # plaintext ColumnMetaData
     headers: list
-    buf: object
+    buf: memoryview | np.ndarray | None   # None: read to verify only
     offs: np.ndarray
     lens: np.ndarray
     src_header_offsets: list        # source offset of each page header (offset-index mapping)
@@ -136,19 +137,21 @@ class Source:
 
     def __init__(self, path, decryption: DecryptionProperties | None = None, *, backend: str | None = None,
                  verify_footer: bool = True, check_crc: bool = True, reuse_buffers: bool = False):
-        self._keys: dict[str, tuple] = {}
-        self._f = None
+        self._keys: dict[bytes, tuple[GcmModuleCipher, CtrModuleCipher | None]] = {}
+        self._f: BinaryIO | None = None
         data = None if isinstance(path, (str, os.PathLike)) else input_buffer(path)
         self.path = os.fspath(path) if data is None else MEMORY_NAME
         self.check_crc = check_crc
         # reuse_buffers: decrypted chunks share one buffer, valid until the next read_chunk
         # or close() (which keeps it for this thread's next file)
         self._scratch = _buffers.take("source") if reuse_buffers else None
-        self._verify_buf = None
-        self._window = None  # chunk read buffer, kept between chunks (reuse_buffers)
+        self._verify_buf: np.ndarray | None = None
+        self._window: np.ndarray | None = None  # chunk read buffer, kept between chunks (reuse_buffers)
         self.name = os.path.basename(self.path)
         self.decryption = decryption
         self.backend = backend
+        self.buf: memoryview | None
+        self.fmd: dict | None = None  # None: encrypted footer and no keys given
         try:
             if data is not None:
                 size = len(data)
@@ -166,8 +169,8 @@ class Source:
             self.footer_bytes: bytes | None = None
             self._footer_cipher: GcmModuleCipher | None = None
             self._read_footer(verify_footer)
-            self.paths = []
-            if self.fmd is not None:  # None: encrypted footer and no keys given
+            self.paths: list[tuple[str, ...]] = []
+            if self.fmd is not None:
                 self.paths = leaf_paths(self.fmd.get("schema") or [], self.name)
                 self._check_row_groups()
         except BaseException:
@@ -176,7 +179,7 @@ class Source:
 
     # ---- reading -----------------------------------------------------------------------
 
-    def read(self, offset: int, length: int, out=None) -> memoryview:
+    def read(self, offset: int, length: int, out: np.ndarray | None = None) -> memoryview:
         """The file's bytes [offset, offset + length) (into ``out`` when given). A range
         past the end, also of a file truncated while it is read, is a MalformedFile."""
         if offset < 0 or length < 0 or offset + length > self.size:
@@ -184,7 +187,9 @@ class Source:
                                 f"{self.size}-byte file")
         if self.buf is not None:
             return self.buf[offset:offset + length]
-        view = memoryview(bytearray(length) if out is None else out)[:length]
+        if self._f is None:
+            raise ValueError(f"{self.name}: read from a closed Source")
+        view = (memoryview(bytearray(length)) if out is None else out.data)[:length]
         got = 0
         while got < length:
             r = os.preadv(self._f.fileno(), [view[got:]], offset + got)
@@ -257,9 +262,20 @@ class Source:
         if self.decryption is not None and verify_footer:
             self._footer_gcm().verify_footer_signature(self.footer_bytes, bytes(region[end:]))
 
+    def file_crypto(self) -> FileCrypto:
+        """The file's encryption parameters; a plaintext file has none."""
+        if self.crypto is None:
+            raise MalformedFile(f"{self.name}: the file has no encryption algorithm")
+        return self.crypto
+
+    def file_metadata(self) -> dict:
+        """The decoded FileMetaData (of an encrypted footer: only once it was decrypted)."""
+        if self.fmd is None:
+            raise KeyNotFound(f"{self.name}: the footer is encrypted; keys are needed")
+        return self.fmd
+
     def file_aad(self) -> bytes:
-        c = self.crypto
-        assert c is not None
+        c = self.file_crypto()
         supplied = self.decryption.aad_prefix if self.decryption else None
         if c.supply_aad_prefix and supplied is None:
             raise KeyNotFound(f"{self.name}: the file's AAD prefix was not stored; supply it (aad_prefix)")
@@ -273,29 +289,32 @@ class Source:
             raise MalformedFile(f"{self.name}: aad_file_unique missing")
         return prefix + unique
 
-    def _ciphers(self, key: bytes) -> tuple:
+    def _ciphers(self, key: bytes) -> tuple[GcmModuleCipher, CtrModuleCipher | None]:
         """(gcm, ctr) ciphers for a key, created once per distinct key."""
         hit = self._keys.get(key)
         if hit is None:
+            crypto = self.file_crypto()
             mk = ModuleKey(key)
-            if self.crypto.dialect == "duckdb":
+            if crypto.dialect == "duckdb":
                 gcm = GcmModuleCipher(mk, backend=self.backend, module_aad=False)
             else:
                 gcm = GcmModuleCipher(mk, self.file_aad(), backend=self.backend)
-            ctr = CtrModuleCipher(mk, backend=self.backend) if self.crypto.algorithm == "AES_GCM_CTR_V1" else None
+            ctr = CtrModuleCipher(mk, backend=self.backend) if crypto.algorithm == "AES_GCM_CTR_V1" else None
             hit = self._keys[key] = (gcm, ctr)
         return hit
 
+    def _footer_key(self) -> bytes:
+        if self.decryption is None:
+            raise KeyNotFound(f"{self.name}: the file is encrypted; keys are needed")
+        return self.decryption.get_footer_key(self.file_crypto().footer_key_metadata)
+
     def _footer_gcm(self) -> GcmModuleCipher:
         if self._footer_cipher is None:
-            if self.decryption is None:
-                raise KeyNotFound(f"{self.name}: the file is encrypted; keys are needed")
-            key = self.decryption.get_footer_key(self.crypto.footer_key_metadata)
-            self._footer_cipher = self._ciphers(key)[0]
+            self._footer_cipher = self._ciphers(self._footer_key())[0]
         return self._footer_cipher
 
     def _check_row_groups(self) -> None:
-        rgs = self.fmd.get("row_groups") or []
+        rgs = self.file_metadata().get("row_groups") or []
         if self.crypto is not None and len(rgs) > 32768:
             raise MalformedFile(f"{self.name}: {len(rgs)} row groups exceed the PME ordinal limit")
         for i, rg in enumerate(rgs):
@@ -307,10 +326,10 @@ class Source:
 
     @property
     def num_row_groups(self) -> int:
-        return len(self.fmd.get("row_groups") or [])
+        return len(self.file_metadata().get("row_groups") or [])
 
     def column_chunk(self, rg: int, col: int) -> dict:
-        return self.fmd["row_groups"][rg]["columns"][col]
+        return self.file_metadata()["row_groups"][rg]["columns"][col]
 
     def column_crypto(self, rg: int, col: int) -> ColumnCrypto:
         cm = self.column_chunk(rg, col).get("crypto_metadata")
@@ -318,6 +337,9 @@ class Source:
             if self.crypto is not None and self.crypto.dialect == "duckdb":
                 return ColumnCrypto(True, footer_key=True)
             return ColumnCrypto(False)
+        if self.crypto is None:
+            raise MalformedFile(f"{self.name}: column {dotted(self.paths[col])} has crypto metadata, but the file "
+                                "has no encryption algorithm")
         if "ENCRYPTION_WITH_FOOTER_KEY" in cm:
             return ColumnCrypto(True, footer_key=True)
         ck = cm.get("ENCRYPTION_WITH_COLUMN_KEY")
@@ -334,8 +356,7 @@ class Source:
         if not cc.encrypted:
             return None, None
         if cc.footer_key:
-            return self._footer_gcm(), self._ciphers(self.decryption.get_footer_key(
-                self.crypto.footer_key_metadata))[1]
+            return self._footer_gcm(), self._ciphers(self._footer_key())[1]
         if self.decryption is None:
             raise KeyNotFound(f"{self.name}: column {dotted(self.paths[col])} is encrypted; keys are needed")
         key = self.decryption.get_column_key(dotted(self.paths[col]), cc.key_metadata)
@@ -382,13 +403,13 @@ class Source:
     def _page_cipher(self, gcm, ctr):
         """The cipher of page bodies (DuckDB uses GCM whatever the algorithm says; None:
         plaintext)."""
-        return gcm if ctr is None or self.crypto.dialect == "duckdb" else ctr
+        return gcm if ctr is None or self.file_crypto().dialect == "duckdb" else ctr
 
     def _plan(self, spot: ChunkSpot, gcm, ctr, buf, base: int, *, failures=None, max_pages=None) -> ChunkPlan:
         if gcm is None:
             return plan_plain(spot, buf, base)
         return plan_encrypted(spot, gcm, page_overhead=self._page_cipher(gcm, ctr).overhead,
-                              duckdb=self.crypto.dialect == "duckdb", buf=buf, base=base,
+                              duckdb=self.file_crypto().dialect == "duckdb", buf=buf, base=base,
                               read=self.read if buf is None else None, failures=failures, max_pages=max_pages)
 
     @_named
@@ -435,6 +456,8 @@ class Source:
             self._verify_bodies(buf, base, plan, page_cipher)
             return Chunk(rg, col, self.paths[col], cc, meta, plan.headers, None, plan.body_offsets - base,
                          plan.body_lengths, src_hoffs, hbytes, plan.framing, True, plan)
+        if buf is None:  # only a verify reads headers alone
+            raise PqsealError(f"{self.name}: chunk bytes not read before decrypting")
         out_lens = plan.levels + plan.body_lengths - page_cipher.overhead
         out_offs = np.zeros(len(plan), dtype=np.int64)
         if len(plan) > 1:
@@ -636,7 +659,7 @@ class Source:
         if getattr(self, "_window", None) is not None:
             _buffers.give("window", self._window)
             self._window = None
-        for gcm, ctr in self._keys.values():
+        for gcm, _ctr in self._keys.values():  # the CTR cipher shares the GCM cipher's key
             for k in gcm.keys:
                 k.close()
         self._keys.clear()

@@ -7,10 +7,10 @@ import os
 from typing import Callable
 
 from ..crypto import random_bytes
-from ..errors import KeyNotFound, UnsupportedFeature
+from ..errors import KeyNotFound, MalformedKeyMaterial, UnsupportedFeature
 from ..format.properties import DecryptionProperties, EncryptionProperties
 from ..kms.base import DEFAULT, KmsClient, KmsConnectionConfig
-from ..config import DecryptionConfig, EncryptionConfig
+from ..config import DecryptionConfig, EncryptionConfig, prefix_bytes, seconds
 from .material import COLUMN_KEY_REFERENCE_PREFIX, FOOTER_KEY_REFERENCE, KeyMaterial, KeyMetadata
 from .store import KeyMaterialStore, material_path, read_material
 from .toolkit import ExpiringCache, KeyCaches, KeyUnwrapper, KeyWrapper
@@ -34,9 +34,10 @@ class CryptoFactory:
         keys; the key material goes into the file's key metadata (internal storage) or
         beside it. Every other field of the config is passed on to the properties."""
         cfg = encryption_config
-        kms = self.caches.kms_client(self.kms_client_factory, kms_connection_config, cfg.cache_lifetime)
+        lifetime = seconds(cfg.cache_lifetime)
+        kms = self.caches.kms_client(self.kms_client_factory, kms_connection_config, lifetime)
         wrapper = KeyWrapper(kms, kms_connection_config, double_wrapping=cfg.double_wrapping,
-                             cache_lifetime=cfg.cache_lifetime, kek_length_bits=cfg.kek_length_bits,
+                             cache_lifetime=lifetime, kek_length_bits=cfg.kek_length_bits,
                              cache=self.caches.kek_write)
         nbytes = cfg.data_key_length_bits // 8
         external: dict[str, str] = {}
@@ -53,13 +54,15 @@ class CryptoFactory:
         footer_dek, footer_md = new_key(cfg.footer_key, True)
         column_keys = None
         if not cfg.uniform_encryption:
+            if not cfg.column_keys:
+                raise ValueError("give column_keys or set uniform_encryption=True")
             column_keys = {}
             for mk, cols in cfg.column_keys.items():
                 for col in cols:
                     column_keys[col] = new_key(mk, False)  # a fresh DEK per column
         return EncryptionProperties(footer_dek, column_keys=column_keys, algorithm=cfg.encryption_algorithm,
                                     plaintext_footer=cfg.plaintext_footer, footer_key_metadata=footer_md,
-                                    aad_prefix=cfg.aad_prefix, store_aad_prefix=cfg.store_aad_prefix,
+                                    aad_prefix=prefix_bytes(cfg.aad_prefix), store_aad_prefix=cfg.store_aad_prefix,
                                     v2_framing=cfg.v2_framing, complete_columns=cfg.complete_columns,
                                     external_key_material=external or None)
 
@@ -101,30 +104,37 @@ class CryptoFactory:
         ``_KEY_MATERIAL_FOR_<file>.json`` beside ``parquet_file_path``). KMS coordinates
         come from ``kms_connection_config`` and, where that says DEFAULT, from the
         footer's key material."""
-        dcfg = decryption_config or DecryptionConfig()
-        state = {"config": kms_connection_config, "external": None}
+        lifetime = seconds((decryption_config or DecryptionConfig()).cache_lifetime)
+        conn = kms_connection_config
+        external: dict[str, str] | None = None
 
         def external_material(reference: str) -> KeyMaterial:
+            nonlocal external
             if parquet_file_path is None:
                 raise KeyNotFound("the file keeps its key material externally: pass parquet_file_path")
-            if state["external"] is None:
-                state["external"] = read_material(parquet_file_path)
-            entry = state["external"].get(reference)
+            if external is None:
+                external = read_material(parquet_file_path)
+            entry = external.get(reference)
             if entry is None:
                 raise KeyNotFound(f"key reference {reference!r} not in the external key material file")
             return KeyMaterial.parse(entry)
 
-        def retrieve(key_metadata, column_path):
+        def retrieve(key_metadata: bytes | None, column_path: str | None) -> bytes:
+            nonlocal conn
             md = KeyMetadata.parse(key_metadata)
-            material = md.material if md.internal else external_material(md.reference)
-            cfg = state["config"]
-            if material.is_footer_key and cfg.kms_instance_id == DEFAULT and material.kms_instance_id:
-                cfg = KmsConnectionConfig(material.kms_instance_id,
-                                          material.kms_instance_url if cfg.kms_instance_url == DEFAULT
-                                          else cfg.kms_instance_url,
-                                          cfg.key_access_token, dict(cfg.custom_kms_conf))
-                state["config"] = cfg
-            kms = self.caches.kms_client(self.kms_client_factory, cfg, dcfg.cache_lifetime)
-            return KeyUnwrapper(kms, cfg, cache_lifetime=dcfg.cache_lifetime, cache=self.caches.kek_read).unwrap(material)
+            if md.material is not None:
+                material = md.material
+            elif md.reference is not None:
+                material = external_material(md.reference)
+            else:
+                raise MalformedKeyMaterial("key metadata holds neither key material nor a key reference")
+            if material.is_footer_key and conn.kms_instance_id == DEFAULT and material.kms_instance_id:
+                conn = KmsConnectionConfig(material.kms_instance_id,
+                                           (material.kms_instance_url or DEFAULT) if conn.kms_instance_url == DEFAULT
+                                           else conn.kms_instance_url,
+                                           conn.key_access_token, dict(conn.custom_kms_conf))
+            kms = self.caches.kms_client(self.kms_client_factory, conn, lifetime)
+            unwrapper = KeyUnwrapper(kms, conn, cache_lifetime=lifetime, cache=self.caches.kek_read)
+            return unwrapper.unwrap(material)
 
         return DecryptionProperties(key_retriever=retrieve)

@@ -45,7 +45,7 @@ class KeyMaterial:
         """Arrow's field order. ``internal=True`` for material stored in the file's key
         metadata (it carries ``internalStorage: true``); ``None`` for an entry of an
         external material file (no ``internalStorage`` field)."""
-        d = {F_TYPE: KEY_MATERIAL_TYPE}
+        d: dict[str, str | bool | None] = {F_TYPE: KEY_MATERIAL_TYPE}
         if internal is not None:
             d[F_INTERNAL] = internal
         d[F_IS_FOOTER] = self.is_footer_key

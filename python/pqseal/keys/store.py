@@ -109,7 +109,7 @@ def recover(directory: str, file_unique: Callable[[str], bytes | None]) -> list[
 
     ``file_unique(path)`` returns a data file's ``aad_file_unique`` (None if it is not a
     readable PME file). Returns a line per action taken."""
-    actions = []
+    actions: list[str] = []
     try:
         names = os.listdir(directory)
     except OSError:

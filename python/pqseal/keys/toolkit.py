@@ -166,14 +166,17 @@ class KeyUnwrapper:
             dek = _kms_call(lambda: self.kms.unwrap_key(m.wrapped_dek, m.master_key_id),
                             f"unwrap with {m.master_key_id!r}")
             return bytes(dek)
+        kek_id_text, wrapped_kek = m.kek_id, m.wrapped_kek
+        if kek_id_text is None or wrapped_kek is None:
+            raise MalformedKeyMaterial("double-wrapped key material without keyEncryptionKeyID or wrappedKEK")
         try:
-            kek_id = base64.b64decode(m.kek_id, validate=True)
+            kek_id = base64.b64decode(kek_id_text, validate=True)
         except (ValueError, TypeError):
             raise MalformedKeyMaterial("keyEncryptionKeyID is not base64") from None
 
         def create():
-            return bytes(_kms_call(lambda: self.kms.unwrap_key(m.wrapped_kek, m.master_key_id),
+            return bytes(_kms_call(lambda: self.kms.unwrap_key(wrapped_kek, m.master_key_id),
                                    f"unwrap with {m.master_key_id!r}"))
-        kek = self._cache.get_or_create(self.config.key_access_token, (_Ident(self.kms), m.kek_id),
+        kek = self._cache.get_or_create(self.config.key_access_token, (_Ident(self.kms), kek_id_text),
                                         self.cache_lifetime, create)
         return unwrap_key_locally(m.wrapped_dek, kek, kek_id)
