@@ -11,6 +11,7 @@ page sizes without the encryption framing).
 
 from __future__ import annotations
 
+import functools
 import os
 import struct
 import zlib
@@ -44,25 +45,36 @@ class FileCrypto:
     dialect: str                   # "spec" or "duckdb"
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Chunk:
     """One column chunk as plaintext pages: page ``i`` has header ``headers[i]``
-    (plaintext sizes) and body ``buf[offs[i]:offs[i] + lens[i]]``."""
+    (plaintext sizes) and body ``buf[offs[i]:offs[i] + lens[i]]``; where each page lay
+    in the source is the chunk's ``plan``."""
 
     rg: int
     col: int
     path: tuple
     cc: dict                        # the ColumnChunk as in the source footer
     meta: dict                      # plaintext ColumnMetaData
-    headers: list
+    plan: ChunkPlan                 # where the pages lie in the source
     buf: memoryview | np.ndarray | None   # None: read to verify only
     offs: np.ndarray
     lens: np.ndarray
-    src_header_offsets: list        # source offset of each page header (offset-index mapping)
-    disk_header_bytes: int          # bytes the headers took in the source (framing included)
-    v2_framing: str | None = None   # framing seen in an encrypted source, for inspect
     encrypted: bool = False
-    plan: ChunkPlan | None = None   # where the pages lie in the source
+
+    @property
+    def headers(self) -> list:
+        return self.plan.headers
+
+    @property
+    def src_header_offsets(self) -> list:
+        """Source offset of each page header (for the offset index)."""
+        return self.plan.header_offsets.tolist()
+
+    @property
+    def disk_header_bytes(self) -> int:
+        """Bytes the page headers took in the source (framing included)."""
+        return int(self.plan.header_lengths.sum())
 
 
 @dataclass
@@ -443,19 +455,17 @@ class Source:
         # buf holds the chunk's bytes; a file offset o is at buf[o - base]
         buf, base = (None, 0) if headers_only else self._chunk_bytes(start, end)
         plan = self._plan(self._spot(rg, col, meta, start, end), gcm, ctr, buf, base)
-        cc = self.column_chunk(rg, col)
-        src_hoffs, hbytes = plan.header_offsets.tolist(), int(plan.header_lengths.sum())
+        chunk = functools.partial(Chunk, rg=rg, col=col, path=self.paths[col], cc=self.column_chunk(rg, col),
+                                  meta=meta, plan=plan)
         if gcm is None:
-            return Chunk(rg, col, self.paths[col], cc, meta, plan.headers, buf, plan.body_offsets - base,
-                         plan.body_lengths, src_hoffs, hbytes, plan=plan)
+            return chunk(buf=buf, offs=plan.body_offsets - base, lens=plan.body_lengths)
         if headers_only and self.check_crc and any(h.get("crc") is not None for h in plan.headers):
             buf, base = self._chunk_bytes(start, end)
         if buf is not None:
             self._check_crcs(buf, base, plan)
         if verify_only:
             self._verify_bodies(buf, base, plan, page_cipher)
-            return Chunk(rg, col, self.paths[col], cc, meta, plan.headers, None, plan.body_offsets - base,
-                         plan.body_lengths, src_hoffs, hbytes, plan.framing, True, plan)
+            return chunk(buf=None, offs=plan.body_offsets - base, lens=plan.body_lengths, encrypted=True)
         if buf is None:  # only a verify reads headers alone
             raise PqsealError(f"{self.name}: chunk bytes not read before decrypting")
         out_lens = plan.levels + plan.body_lengths - page_cipher.overhead
@@ -472,8 +482,7 @@ class Source:
             out[out_offs[i]:out_offs[i] + lev] = np.frombuffer(buf[o - lev:o], dtype=np.uint8)
         for h, ln in zip(plan.headers, out_lens.tolist()):
             h["compressed_page_size"] = ln
-        return Chunk(rg, col, self.paths[col], cc, meta, plan.headers, out, out_offs, out_lens, src_hoffs, hbytes,
-                     plan.framing, True, plan)
+        return chunk(buf=out, offs=out_offs, lens=out_lens, encrypted=True)
 
     def _chunk_bytes(self, start: int, end: int):
         """(buffer, base) holding the file's bytes [start, end) at buffer[o - base]: read
