@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 import pqseal
 from pqseal import errors
+from pqseal.crypto.cipher import BatchSpec
 from pqseal.crypto import (GCM_INVOCATION_LIMIT, Batch, CtrModuleCipher, GcmModuleCipher, ModuleKey, ModuleType,
                            module_aad, random_bytes, unwrap_key_locally, wrap_key_locally)
 from pqseal.errors import (BackendUnavailable, InvalidKey, InvalidOrdinal, InvalidTag, InvocationLimitExceeded,
@@ -65,8 +66,9 @@ def test_bytes_like_keys_are_equivalent(backend, raw):
     """bytes, bytearray, memoryview, numpy array and ModuleKey all give the same key."""
     forms = [raw, bytearray(raw), memoryview(raw), np.frombuffer(raw, dtype=np.uint8), ModuleKey(raw)]
     nonce = b"\x07" * 12
-    outs = {GcmModuleCipher(k, b"f", backend=backend)._run(True, [b"data"], None, None, 2, 1, 2, 3, 0, 1,
-                                                            None, None, nonce).buffer.tobytes() for k in forms}
+    outs = {GcmModuleCipher(k, b"f", backend=backend)._run(BatchSpec(encrypt=True, modules=[b"data"], module_type=2,
+                                                                     row_group=1, column=2, page=3,
+                                                                     nonces=nonce)).buffer.tobytes() for k in forms}
     assert outs == {struct.pack("<I", 12 + 4 + 16) + nonce
                     + AESGCM(raw).encrypt(nonce, b"data", b"f\x02\x01\x00\x02\x00\x03\x00")}
     assert ModuleKey(raw).bits == len(raw) * 8

@@ -18,6 +18,7 @@ from cryptography.exceptions import InvalidTag as CryptoInvalidTag
 from hypothesis import given
 from hypothesis import strategies as st
 
+from pqseal.crypto.cipher import BatchSpec
 from pqseal.crypto import CtrModuleCipher, GcmModuleCipher, ModuleType
 
 from pme_reference import (ALL_TYPES, ctr_decrypt_module, ctr_encrypt_module, ctr_keystream_xor,
@@ -298,7 +299,8 @@ def test_backends_agree_with_injected_nonces(all_backends, alg, threads):
             c = GcmModuleCipher(keys, fa, backend=be)
         else:
             c = CtrModuleCipher(keys, backend=be)
-        outs[be] = c._run(True, pts, None, None, mt, rg, col, pg, ki, threads, None, None, nonces).to_list()
+        outs[be] = c._run(BatchSpec(encrypt=True, modules=pts, module_type=mt, row_group=rg, column=col, page=pg,
+                                    key_index=ki, threads=threads, nonces=nonces)).to_list()
     first = outs[all_backends[0]]
     for be in all_backends[1:]:
         diff = [i for i in range(n) if outs[be][i] != first[i]]
@@ -328,7 +330,8 @@ def test_backends_agree_on_contiguous_batches(all_backends):
     for be in all_backends:
         for cls, extra in ((GcmModuleCipher, (b"file",)), (CtrModuleCipher, ())):
             c = cls(keys, *extra, backend=be)
-            r = c._run(True, buf, offs, lens, 3, 5, 6, 0, ki, 2, None, None, nonces)
+            r = c._run(BatchSpec(encrypt=True, modules=buf, offsets=offs, lengths=lens, module_type=3, row_group=5,
+                                 column=6, key_index=ki, threads=2, nonces=nonces))
             results.append((cls.__name__, r.buffer.tobytes()))
     by_alg = {}
     for name, data in results:
@@ -346,7 +349,8 @@ def test_gcm_matches_cryptography_property(backend, pt, key_len, fa, mtype, rg, 
     key = data.draw(st.binary(min_size=key_len, max_size=key_len))
     c = GcmModuleCipher(key, fa, backend=backend)
     aad = ref_module_aad(fa, mtype, rg, col, pg)
-    got = c._run(True, [pt], None, None, mtype, rg, col, pg, 0, 1, None, None, nonce).buffer.tobytes()
+    got = c._run(BatchSpec(encrypt=True, modules=[pt], module_type=mtype, row_group=rg, column=col, page=pg,
+                           nonces=nonce)).buffer.tobytes()
     assert got == gcm_encrypt_module(key, pt, aad, nonce)
     assert c.decrypt(got, mtype, rg, col, pg) == pt
     fresh = c.encrypt(pt, mtype, rg, col, pg)
@@ -362,6 +366,6 @@ def test_gcm_matches_cryptography_property(backend, pt, key_len, fa, mtype, rg, 
 def test_ctr_matches_cryptography_property(backend, pt, key_len, nonce, data):
     key = data.draw(st.binary(min_size=key_len, max_size=key_len))
     c = CtrModuleCipher(key, backend=backend)
-    got = c._run(True, [pt], None, None, 2, 0, 0, 0, 0, 1, None, None, nonce).buffer.tobytes()
+    got = c._run(BatchSpec(encrypt=True, modules=[pt], module_type=2, nonces=nonce)).buffer.tobytes()
     assert got == struct.pack("<I", 12 + len(pt)) + nonce + ctr_keystream_xor(key, nonce, pt)
     assert c.decrypt(got) == pt

@@ -13,6 +13,7 @@ import pytest
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from pqseal._native import lib
+from pqseal.crypto.cipher import BatchSpec
 from pqseal.crypto import CtrModuleCipher, GcmModuleCipher, ModuleKey, unwrap_key_locally, wrap_key_locally
 from pqseal.errors import InvalidTag
 
@@ -107,13 +108,13 @@ def test_cavp_gcm_framed_with_length_prefix(backend, bits):
     bad = []
     for v in gcm_cavp("encrypt", bits)[::5]:
         c = GcmModuleCipher(v.key, backend=backend)
-        got = c._run(True, [v.pt], None, None, 0, 0, 0, 0, 0, 1, None, None, v.iv,
-                     aad_mode=lib.PQ_AAD_FIXED, aad=v.aad).buffer.tobytes()
+        got = c._run(BatchSpec(encrypt=True, modules=[v.pt], module_type=0, nonces=v.iv, aad_mode=lib.PQ_AAD_FIXED,
+                               aad=v.aad)).buffer.tobytes()
         if got != _module(v.iv, v.ct, v.tag):
             bad.append(v.name)
             continue
-        back = c._run(False, [got], None, None, 0, 0, 0, 0, 0, 1, None, None, None,
-                      aad_mode=lib.PQ_AAD_FIXED, aad=v.aad).buffer.tobytes()
+        back = c._run(BatchSpec(encrypt=False, modules=[got], module_type=0, aad_mode=lib.PQ_AAD_FIXED,
+                                aad=v.aad)).buffer.tobytes()
         if back != v.pt:
             bad.append(v.name + " (decrypt)")
     assert not bad, bad[:5]
@@ -127,27 +128,27 @@ def test_cavp_gcm_empty_aad_as_one_batch_with_key_table(backend, bits):
     assert len(enc) == 75
     c = GcmModuleCipher([v.key for v in enc], backend=backend)
     n = len(enc)
-    out = c._run(True, [v.pt for v in enc], None, None, 0, 0, 0, 0, np.arange(n), 2, None, None,
-                 b"".join(v.iv for v in enc), aad_mode=lib.PQ_AAD_FIXED, aad=b"",
-                 framing=lib.PQ_FRAME_RAW).to_list()
+    out = c._run(BatchSpec(encrypt=True, modules=[v.pt for v in enc], module_type=0, key_index=np.arange(n), threads=2,
+                           nonces=b"".join(v.iv for v in enc), aad_mode=lib.PQ_AAD_FIXED, aad=b"",
+                           framing=lib.PQ_FRAME_RAW)).to_list()
     assert out == [v.iv + v.ct + v.tag for v in enc]
     # reversed key order: key_index must really select the key
-    rev = c._run(False, out[::-1], None, None, 0, 0, 0, 0, np.arange(n)[::-1], 2, None, None, None,
-                 aad_mode=lib.PQ_AAD_FIXED, aad=b"", framing=lib.PQ_FRAME_RAW).to_list()
+    rev = c._run(BatchSpec(encrypt=False, modules=out[::-1], module_type=0, key_index=np.arange(n)[::-1], threads=2,
+                           aad_mode=lib.PQ_AAD_FIXED, aad=b"", framing=lib.PQ_FRAME_RAW)).to_list()
     assert rev == [v.pt for v in enc][::-1]
 
     dec = [v for v in gcm_cavp("decrypt", bits) if not v.aad]
     c = GcmModuleCipher([v.key for v in dec], backend=backend)
     good = [i for i, v in enumerate(dec) if not v.fail]
-    got = c._run(False, [dec[i].iv + dec[i].ct + dec[i].tag for i in good], None, None, 0, 0, 0, 0,
-                 np.array(good), 1, None, None, None, aad_mode=lib.PQ_AAD_FIXED, aad=b"",
-                 framing=lib.PQ_FRAME_RAW).to_list()
+    got = c._run(BatchSpec(encrypt=False, modules=[dec[i].iv + dec[i].ct + dec[i].tag for i in good], module_type=0,
+                           key_index=np.array(good), aad_mode=lib.PQ_AAD_FIXED, aad=b"",
+                           framing=lib.PQ_FRAME_RAW)).to_list()
     assert got == [dec[i].pt for i in good]
     # the whole file's empty-AAD cases: the first FAIL case is the one reported
     first_fail = next(i for i, v in enumerate(dec) if v.fail)
     with pytest.raises(InvalidTag) as ei:
-        c._run(False, [v.iv + v.ct + v.tag for v in dec], None, None, 0, 0, 0, 0, np.arange(len(dec)), 1,
-               None, None, None, aad_mode=lib.PQ_AAD_FIXED, aad=b"", framing=lib.PQ_FRAME_RAW)
+        c._run(BatchSpec(encrypt=False, modules=[v.iv + v.ct + v.tag for v in dec], module_type=0,
+                         key_index=np.arange(len(dec)), aad_mode=lib.PQ_AAD_FIXED, aad=b"", framing=lib.PQ_FRAME_RAW))
     assert ei.value.index == first_fail
 
 
@@ -177,7 +178,8 @@ def test_cavp_gcm_through_public_module_api(backend):
                 continue
             fa, t, rg, col, pg = split
             c = GcmModuleCipher(v.key, fa, backend=backend)
-            got = c._run(True, [v.pt], None, None, t, rg, col, pg, 0, 1, None, None, v.iv).buffer.tobytes()
+            got = c._run(BatchSpec(encrypt=True, modules=[v.pt], module_type=t, row_group=rg, column=col, page=pg,
+                                   nonces=v.iv)).buffer.tobytes()
             assert got == _module(v.iv, v.ct, v.tag), v.name
             assert c.decrypt(got, t, rg, col, pg) == v.pt, v.name
             seen += 1
@@ -203,7 +205,7 @@ def test_cavp_gcm_through_public_module_api(backend):
 @pytest.mark.parametrize("vec", ctr_rfc3686(), ids=lambda v: v.name.split(":")[0].replace(" ", ""))
 def test_rfc3686_ctr(backend, vec):
     c = CtrModuleCipher(vec.key, backend=backend)
-    got = c._run(True, [vec.pt], None, None, 2, 0, 0, 0, 0, 1, None, None, vec.nonce).buffer.tobytes()
+    got = c._run(BatchSpec(encrypt=True, modules=[vec.pt], module_type=2, nonces=vec.nonce)).buffer.tobytes()
     assert got == _module(vec.nonce, vec.ct)
     assert c.decrypt(got) == vec.pt
     # decryption is the same keystream: a module built from the vector decrypts
@@ -217,8 +219,8 @@ def test_rfc3686_ctr_one_batch_mixed_key_sizes(backend):
     # repeat the set so the batch spans several multi-buffer chunks
     reps = 5
     idx = np.tile(np.arange(n), reps)
-    got = c._run(True, [v.pt for v in vecs] * reps, None, None, 2, 0, 0, 0, idx, 2, None, None,
-                 b"".join(v.nonce for v in vecs) * reps).to_list()
+    got = c._run(BatchSpec(encrypt=True, modules=[v.pt for v in vecs] * reps, module_type=2, key_index=idx, threads=2,
+                           nonces=b"".join(v.nonce for v in vecs) * reps)).to_list()
     assert got == [_module(v.nonce, v.ct) for v in vecs] * reps
     # contiguous input with offsets/lengths, decrypted in reverse order
     buf = b"".join(got[::-1])

@@ -9,7 +9,8 @@ is one contiguous buffer that Python allocates and C fills in place.
 from __future__ import annotations
 
 import os
-from typing import Iterator
+from dataclasses import dataclass
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -94,6 +95,36 @@ def _as_meta(value, n: int, dtype, name: str, lo: int, hi: int, error=InvalidOrd
     return 0, np.ascontiguousarray(arr, dtype=dtype)
 
 
+@dataclass(frozen=True, kw_only=True)
+class BatchSpec:
+    """One native batch call: what :meth:`encrypt_batch`, :meth:`decrypt_batch`, the
+    single-module calls, footer signing and local key wrapping all come down to.
+
+    ``modules`` is a sequence of bytes-like modules, or one buffer with ``offsets`` and
+    ``lengths``. Metadata (``module_type``, ordinals, ``key_index``) are scalars or one
+    entry per module. ``out``/``out_offsets``: a caller's output buffer and where each
+    module goes in it. ``aad_mode``, ``aad`` and ``framing`` override the cipher's
+    (key wrapping: one fixed AAD, raw ``nonce ‖ ct ‖ tag``). ``nonces`` is a test hook
+    (known-answer vectors): n × 12 bytes used instead of the DRBG."""
+
+    encrypt: bool
+    modules: Any
+    offsets: Any = None
+    lengths: Any = None
+    module_type: Any = ModuleType.DATA_PAGE
+    row_group: Any = 0
+    column: Any = 0
+    page: Any = 0
+    key_index: Any = 0
+    threads: int = 1
+    out: Any = None
+    out_offsets: Any = None
+    nonces: bytes | None = None
+    aad_mode: int | None = None
+    aad: bytes | None = None
+    framing: int | None = None
+
+
 class _ModuleCipher:
     """Shared machinery of :class:`GcmModuleCipher` and :class:`CtrModuleCipher`."""
 
@@ -146,8 +177,9 @@ class _ModuleCipher:
         (``len ‖ nonce ‖ ciphertext [‖ tag]``). Metadata arguments are scalars or
         arrays with one entry per module. ``threads`` > 1 splits the batch across
         native threads (0 = all cores)."""
-        return self._run(True, modules, offsets, lengths, module_type, row_group, column, page,
-                         key_index, threads, out, out_offsets, None)
+        return self._run(BatchSpec(encrypt=True, modules=modules, offsets=offsets, lengths=lengths,
+                                   module_type=module_type, row_group=row_group, column=column, page=page,
+                                   key_index=key_index, threads=threads, out=out, out_offsets=out_offsets))
 
     def decrypt_batch(self, modules, *, offsets=None, lengths=None, module_type=ModuleType.DATA_PAGE,
                       row_group=0, column=0, page=0, key_index=0, threads: int = 1,
@@ -155,31 +187,32 @@ class _ModuleCipher:
         """Decrypt and verify many framed modules in one native call. Any failure
         raises (:class:`InvalidTag` names the first failing module) and no output
         of the batch is returned (the output buffer is wiped)."""
-        return self._run(False, modules, offsets, lengths, module_type, row_group, column, page,
-                         key_index, threads, out, out_offsets, None)
+        return self._run(BatchSpec(encrypt=False, modules=modules, offsets=offsets, lengths=lengths,
+                                   module_type=module_type, row_group=row_group, column=column, page=page,
+                                   key_index=key_index, threads=threads, out=out, out_offsets=out_offsets))
 
     # ---- single-module conveniences ------------------------------------------------
 
     def encrypt(self, data, module_type=ModuleType.DATA_PAGE, row_group: int = 0, column: int = 0,
                 page: int = 0, *, key_index: int = 0) -> bytes:
-        return self._run(True, [data], None, None, module_type, row_group, column, page, key_index,
-                         1, None, None, None).buffer.tobytes()
+        return self._run(BatchSpec(encrypt=True, modules=[data], module_type=module_type, row_group=row_group,
+                                   column=column, page=page, key_index=key_index)).buffer.tobytes()
 
     def decrypt(self, module, module_type=ModuleType.DATA_PAGE, row_group: int = 0, column: int = 0,
                 page: int = 0, *, key_index: int = 0) -> bytes:
-        return self._run(False, [module], None, None, module_type, row_group, column, page, key_index,
-                         1, None, None, None).buffer.tobytes()
+        return self._run(BatchSpec(encrypt=False, modules=[module], module_type=module_type, row_group=row_group,
+                                   column=column, page=page, key_index=key_index)).buffer.tobytes()
 
     # ---- the one place that talks to C -----------------------------------------------
 
-    def _run(self, *args, **kwargs):
+    def _run(self, spec: BatchSpec) -> Batch:
         pinned: list[ModuleKey] = []
         handles: list[object] = []  # every ffi.from_buffer handle, released deterministically below
         try:
             for k in self._keys:  # keys stay alive (and open) for the whole native call
                 k._acquire()
                 pinned.append(k)
-            return self._run_pinned(handles, *args, **kwargs)
+            return self._run_pinned(handles, spec)
         finally:
             # Release buffer exports now rather than at garbage collection: a memoryview
             # with a live export caught in an exception's reference cycle crashes
@@ -189,8 +222,12 @@ class _ModuleCipher:
             for k in pinned:
                 k._release()
 
-    def _run_pinned(self, handles, encrypt, modules, offsets, lengths, module_type, row_group, column, page, key_index,
-                    threads, out, out_offsets, nonces, *, aad_mode=None, aad=None, framing=None):
+    def _run_pinned(self, handles: list, spec: BatchSpec) -> Batch:
+        encrypt, modules, offsets, lengths = spec.encrypt, spec.modules, spec.offsets, spec.lengths
+        module_type, row_group, column, page = spec.module_type, spec.row_group, spec.column, spec.page
+        key_index, threads, nonces = spec.key_index, spec.threads, spec.nonces
+        out, out_offsets = spec.out, spec.out_offsets
+        aad_mode, aad, framing = spec.aad_mode, spec.aad, spec.framing
         b = ffi.new("pq_batch *")
         if offsets is not None or lengths is not None:
             if offsets is None or lengths is None:
@@ -371,8 +408,8 @@ class GcmModuleCipher(_ModuleCipher):
         """``nonce ‖ tag`` over ``footer``. A given ``nonce`` (read from a file, to verify
         its signature) is for recomputing a tag only: its output is compared, never
         written, so no caller can make pqseal sign under a nonce of its choice."""
-        batch = self._run(True, [footer], None, None, ModuleType.FOOTER, 0, 0, 0, key_index, 1, None, None,
-                          nonce, framing=lib.PQ_FRAME_RAW)
+        batch = self._run(BatchSpec(encrypt=True, modules=[footer], module_type=ModuleType.FOOTER,
+                                    key_index=key_index, nonces=nonce, framing=lib.PQ_FRAME_RAW))
         raw = batch.buffer
         return raw[:NONCE_LEN].tobytes() + raw[len(raw) - TAG_LEN:].tobytes()
 

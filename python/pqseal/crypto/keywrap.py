@@ -9,7 +9,7 @@ import binascii
 
 from .._native import lib
 from ..errors import InvalidTag, MalformedKeyMaterial
-from .cipher import NONCE_LEN, TAG_LEN, GcmModuleCipher
+from .cipher import NONCE_LEN, TAG_LEN, BatchSpec, GcmModuleCipher
 from .keys import ModuleKey
 
 
@@ -21,8 +21,8 @@ def wrap_key_locally(key_to_wrap, wrapping_key, aad: bytes, *, backend: str | No
                      _nonce: bytes | None = None) -> str:
     """Encrypt ``key_to_wrap`` under ``wrapping_key`` (AES-GCM, fresh nonce, AAD ``aad``)."""
     cipher = _cipher(wrapping_key, backend)
-    batch = cipher._run(True, [key_to_wrap], None, None, 0, 0, 0, 0, 0, 1, None, None, _nonce,
-                        aad_mode=lib.PQ_AAD_FIXED, aad=bytes(aad), framing=lib.PQ_FRAME_RAW)
+    batch = cipher._run(BatchSpec(encrypt=True, modules=[key_to_wrap], module_type=0, nonces=_nonce,
+                                  aad_mode=lib.PQ_AAD_FIXED, aad=bytes(aad), framing=lib.PQ_FRAME_RAW))
     return base64.b64encode(batch.buffer.tobytes()).decode("ascii")
 
 
@@ -36,8 +36,8 @@ def unwrap_key_locally(wrapped: str | bytes, wrapping_key, aad: bytes, *, backen
         raise MalformedKeyMaterial(f"wrapped key too short ({len(raw)} bytes)")
     cipher = _cipher(wrapping_key, backend)
     try:
-        batch = cipher._run(False, [raw], None, None, 0, 0, 0, 0, 0, 1, None, None, None,
-                            aad_mode=lib.PQ_AAD_FIXED, aad=bytes(aad), framing=lib.PQ_FRAME_RAW)
+        batch = cipher._run(BatchSpec(encrypt=False, modules=[raw], module_type=0, aad_mode=lib.PQ_AAD_FIXED,
+                                      aad=bytes(aad), framing=lib.PQ_FRAME_RAW))
     except InvalidTag:
         raise InvalidTag("key unwrap failed: wrong wrapping key or AAD, or the wrapped key was altered") from None
     return batch.buffer.tobytes()
