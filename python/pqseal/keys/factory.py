@@ -10,7 +10,7 @@ from ..crypto import random_bytes
 from ..errors import KeyNotFound, MalformedKeyMaterial, UnsupportedFeature
 from ..format.properties import DecryptionProperties, EncryptionProperties
 from ..kms.base import DEFAULT, KmsClient, KmsConnectionConfig
-from ..config import DecryptionConfig, EncryptionConfig, prefix_bytes, seconds
+from .config import DecryptionConfig, EncryptionConfig, prefix_bytes, seconds
 from .material import COLUMN_KEY_REFERENCE_PREFIX, FOOTER_KEY_REFERENCE, KeyMaterial, KeyMetadata
 from .store import KeyMaterialStore, material_path, read_material
 from .toolkit import ExpiringCache, KeyCaches, KeyUnwrapper, KeyWrapper
