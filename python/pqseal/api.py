@@ -263,10 +263,24 @@ def verify(path, decryption=None, *, kms=None, kms_connection_config=None, backe
 def inspect(path, decryption=None, *, kms=None, kms_connection_config=None) -> dict:
     """Describe a file's encryption. Without keys an encrypted footer stays closed; with
     explicit keys, or a KMS (``kms=`` or a decryption config), it is opened."""
-    if decryption is None and kms is None and kms_connection_config is None:
-        return inspect_file(path, None)
-    return inspect_file(path, decryption_properties(path, decryption, kms=kms,
-                                                    kms_connection_config=kms_connection_config))
+    from .errors import PqsealError
+    from .keys.material import describe_key_metadata
+    from .keys.store import read_material
+
+    external = None
+    if _is_path(path):
+        try:
+            external = read_material(path)
+        except PqsealError:
+            external = None
+
+    def describe(md):
+        return describe_key_metadata(md, external)
+
+    keys = None
+    if decryption is not None or kms is not None or kms_connection_config is not None:
+        keys = decryption_properties(path, decryption, kms=kms, kms_connection_config=kms_connection_config)
+    return inspect_file(path, keys, describe_key=describe)
 
 
 def write_table(table, where, encryption, kms=None, *, kms_connection_config=None, backend: str | None = None,

@@ -1,9 +1,9 @@
 """Parquet format layer: Thrift codec, footer parsing, page walking, relocation, PAR1/PARE writing."""
 
 from .engine import AlreadyEncrypted, NotEncrypted, Stats, transform
-from .inspect import inspect_file, parse_key_metadata
+from .inspect import describe_key_metadata, inspect_file
 from .properties import FOOTER_KEY, DecryptionProperties, EncryptionProperties
 from .verify import VerificationFailed, verify_file
 
 __all__ = ["AlreadyEncrypted", "NotEncrypted", "VerificationFailed", "Stats", "transform", "verify_file",
-           "inspect_file", "parse_key_metadata", "FOOTER_KEY", "DecryptionProperties", "EncryptionProperties"]
+           "inspect_file", "describe_key_metadata", "FOOTER_KEY", "DecryptionProperties", "EncryptionProperties"]

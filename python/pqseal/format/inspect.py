@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+from typing import Callable
 
 from ..errors import InvalidTag, KeyNotFound, PqsealError
 from .layout import dotted
@@ -10,43 +10,15 @@ from .properties import DecryptionProperties
 from .source import Source
 
 
-def _external_material(path: str) -> dict | None:
-    """The ``_KEY_MATERIAL_FOR_<file>.json`` beside a file, if any (references → JSON)."""
-    import os
-
-    mat = os.path.join(os.path.dirname(path), "_KEY_MATERIAL_FOR_" + os.path.basename(path) + ".json")
-    try:
-        with open(mat, "rb") as f:
-            doc = json.loads(f.read().decode("utf-8"))
-    except (OSError, ValueError, UnicodeDecodeError):
-        return None
-    return doc if isinstance(doc, dict) else None
-
-
-def parse_key_metadata(md: bytes | None, external: dict | None = None):
-    """Key metadata as shown to people: parsed PKMT1 JSON where it is that, else text or
-    hex; an external reference is resolved through ``external`` (the material file)."""
+def describe_key_metadata(md: bytes | None):
+    """Key metadata as shown to people when nothing knows its format: text or hex. (The
+    key-management layer passes a describer that understands PKMT1 key material.)"""
     if md is None:
         return None
     try:
-        text = bytes(md).decode("utf-8")
+        return {"text": bytes(md).decode("utf-8")}
     except UnicodeDecodeError:
         return {"hex": bytes(md).hex()}
-    try:
-        obj = json.loads(text)
-    except ValueError:
-        return {"text": text}
-    if isinstance(obj, dict) and obj.get("keyMaterialType") == "PKMT1":
-        ref = obj.get("keyReference")
-        if obj.get("internalStorage") is False and external and isinstance(external.get(ref), str):
-            try:
-                material = json.loads(external[ref])
-            except ValueError:
-                return obj
-            if isinstance(material, dict):
-                return {**obj, "material": material}
-        return obj
-    return {"text": text}
 
 
 def _text(b):
@@ -69,11 +41,11 @@ def _v2_framing(s: Source, rg: int, col: int):
         return None
 
 
-def inspect_file(path, decryption: DecryptionProperties | None = None) -> dict:
+def inspect_file(path, decryption: DecryptionProperties | None = None, *,
+                 describe_key: Callable[[bytes | None], object] = describe_key_metadata) -> dict:
     """Everything readable about a file's encryption. Without keys an encrypted footer
     stays closed (its columns are then unknown); with keys the footer is opened."""
     with Source(path, decryption) as s:
-        external = _external_material(s.path)
         out = {"file": s.path, "size": s.tail.file_size, "magic": s.tail.magic.decode()}
         c = s.crypto
         if c is None:
@@ -88,7 +60,7 @@ def inspect_file(path, decryption: DecryptionProperties | None = None) -> dict:
                 "aad_prefix": ("stored: " + _text(c.aad_prefix)) if c.aad_prefix is not None else
                               ("not stored: readers must supply it" if c.supply_aad_prefix else "none"),
                 "aad_file_unique": c.aad_file_unique.hex() if c.aad_file_unique else None,
-                "footer_key_metadata": parse_key_metadata(c.footer_key_metadata, external),
+                "footer_key_metadata": describe_key(c.footer_key_metadata),
             })
         fmd = s.fmd
         if fmd is None:
@@ -113,7 +85,7 @@ def inspect_file(path, decryption: DecryptionProperties | None = None) -> dict:
                     entry["encryption"] = "footer key"
                 else:
                     entry["encryption"] = "column key"
-                    entry["key_metadata"] = parse_key_metadata(cc.key_metadata, external)
+                    entry["key_metadata"] = describe_key(cc.key_metadata)
                 sizes: list[int] = []
                 for rg in range(len(rgs)):
                     try:

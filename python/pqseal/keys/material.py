@@ -139,3 +139,30 @@ def _str(obj, name):
 
 def material_file_name(parquet_file_name: str) -> str:
     return EXTERNAL_PREFIX + parquet_file_name + ".json"
+
+
+def describe_key_metadata(md: bytes | None, external: dict | None = None):
+    """Key metadata as shown to people: the parsed PKMT1 JSON where it is that (an
+    external reference resolved through ``external``, the file's material file, under
+    ``"material"``), else text or hex. Never key bytes: PKMT1 holds wrapped keys only."""
+    if md is None:
+        return None
+    try:
+        text = bytes(md).decode("utf-8")
+    except UnicodeDecodeError:
+        return {"hex": bytes(md).hex()}
+    try:
+        obj = json.loads(text)
+    except ValueError:
+        return {"text": text}
+    if not isinstance(obj, dict) or obj.get(F_TYPE) != KEY_MATERIAL_TYPE:
+        return {"text": text}
+    ref = obj.get(F_REFERENCE)
+    if obj.get(F_INTERNAL) is False and external and isinstance(external.get(ref), str):
+        try:
+            material = json.loads(external[ref])
+        except ValueError:
+            return obj
+        if isinstance(material, dict):
+            return {**obj, "material": material}
+    return obj
