@@ -1,5 +1,5 @@
-"""Build glue: the cffi extension ``pqseal._native`` and the CPython extension
-``pqseal._thrift``. Metadata lives in pyproject.toml.
+"""Build glue: the cffi extensions ``pqseal._native`` (cipher) and ``pqseal._nativeio``
+(file I/O helpers), and the CPython extension ``pqseal._thrift``. Metadata lives in pyproject.toml.
 
 ``PQSEAL_SANITIZE=1`` builds ``pqseal._thrift`` with AddressSanitizer + UBSan
 (``csrc/build_ffi.py`` honours the same variable for ``pqseal._native``).
@@ -18,7 +18,7 @@ if os.environ.get("PQSEAL_SANITIZE") == "1":
 
 setup(
     package_dir={"": "python"},
-    cffi_modules=["csrc/build_ffi.py:ffibuilder"],
+    cffi_modules=["csrc/build_ffi.py:ffibuilder", "csrc/build_ffi.py:iobuilder"],
     ext_modules=[
         Extension(
             "pqseal._thrift",

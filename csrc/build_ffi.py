@@ -1,6 +1,10 @@
-"""cffi builder for ``pqseal._native`` (API mode, out of line).
+"""cffi builders (API mode, out of line) for the two native modules:
 
-Declarations come from ``csrc/pqseal.h`` so C and Python agree by construction.
+- ``pqseal._native``, the cipher library (``csrc/pqseal.h``): OpenSSL and intel-ipsec-mb;
+- ``pqseal._nativeio``, file I/O helpers of the format layer (``csrc/pqio.h``): no
+  crypto library, no keys.
+
+Declarations come from the headers so C and Python agree by construction.
 intel-ipsec-mb is used when its header and library are found (Debian:
 ``libipsec-mb-dev``); otherwise the extension is built with OpenSSL alone.
 
@@ -22,16 +26,17 @@ import tempfile
 from cffi import FFI
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-SOURCES = ["core.c", "pool.c", "random.c", "fips.c", "keyreg.c", "backend_openssl.c", "backend_ipsecmb.c", "fileio.c", "walk.c"]
+SOURCES = ["core.c", "pool.c", "random.c", "fips.c", "keyreg.c", "backend_openssl.c", "backend_ipsecmb.c"]
+IO_SOURCES = ["fileio.c", "walk.c"]
 
 
-def _cdef_text() -> str:
-    with open(os.path.join(HERE, "pqseal.h"), encoding="utf-8") as f:
+def _cdef_text(header: str) -> str:
+    with open(os.path.join(HERE, header), encoding="utf-8") as f:
         text = f.read()
     # drop the include guard and comments; cffi's cdef only needs the declarations
     text = re.sub(r"/\*.*?\*/", "", text, flags=re.S)
     lines = [ln for ln in text.splitlines() if not ln.startswith(("#ifndef", "#endif"))]
-    lines = [ln for ln in lines if not re.match(r"#define PQSEAL_H\b", ln)]
+    lines = [ln for ln in lines if not re.match(r"#define (PQSEAL|PQIO)_H\b", ln)]
     return "\n".join(lines)
 
 
@@ -61,22 +66,27 @@ def have_ipsecmb() -> bool:
     return found
 
 
+def _flags() -> tuple[list[str], list[str]]:
+    cflags = ["-O3", "-std=gnu11", "-fvisibility=hidden", "-Wall", "-Wextra", "-Wno-unused-parameter"]
+    ldflags: list[str] = []
+    if os.environ.get("PQSEAL_SANITIZE") == "1":
+        san = ["-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-fno-omit-frame-pointer", "-O1", "-g"]
+        cflags += san
+        ldflags += san
+    return cflags + os.environ.get("PQSEAL_EXTRA_CFLAGS", "").split(), ldflags
+
+
 def make_ffi(absolute: bool = False) -> FFI:
     root = os.path.dirname(HERE) if absolute else ""
     ffibuilder = FFI()
-    ffibuilder.cdef(_cdef_text())
+    ffibuilder.cdef(_cdef_text("pqseal.h"))
     libraries = ["crypto"]
     macros: list[tuple[str, str | None]] = []
     if have_ipsecmb():
         libraries.append("IPSec_MB")
         macros.append(("PQ_HAVE_IPSECMB", "1"))
-    cflags = ["-O3", "-std=gnu11", "-fvisibility=hidden", "-Wall", "-Wextra", "-Wno-unused-parameter"]
-    ldflags: list[str] = ["-lpthread"]
-    if os.environ.get("PQSEAL_SANITIZE") == "1":
-        san = ["-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-fno-omit-frame-pointer", "-O1", "-g"]
-        cflags += san
-        ldflags += san
-    cflags += os.environ.get("PQSEAL_EXTRA_CFLAGS", "").split()
+    cflags, ldflags = _flags()
+    ldflags = ["-lpthread", *ldflags]
     ffibuilder.set_source(
         "pqseal._native",
         '#include "pqseal.h"\n',
@@ -90,11 +100,29 @@ def make_ffi(absolute: bool = False) -> FFI:
     return ffibuilder
 
 
+def make_io_ffi(absolute: bool = False) -> FFI:
+    root = os.path.dirname(HERE) if absolute else ""
+    builder = FFI()
+    builder.cdef(_cdef_text("pqio.h"))
+    cflags, ldflags = _flags()
+    builder.set_source(
+        "pqseal._nativeio",
+        '#include <stdint.h>\n#include "pqio.h"\n',
+        sources=[os.path.join(root, "csrc", s) for s in IO_SOURCES],
+        include_dirs=[os.path.join(root, "csrc")],
+        extra_compile_args=cflags,
+        extra_link_args=ldflags,
+    )
+    return builder
+
+
 ffibuilder = make_ffi()
+iobuilder = make_io_ffi()
 
 if __name__ == "__main__":
     # Build in place into a directory (used for the sanitizer build):
-    #   python csrc/build_ffi.py OUTDIR   -> OUTDIR/pqseal/_native*.so
+    #   python csrc/build_ffi.py OUTDIR   -> OUTDIR/pqseal/_native*.so, OUTDIR/pqseal/_nativeio*.so
     out = sys.argv[1] if len(sys.argv) > 1 else "build"
     os.makedirs(os.path.join(out, "pqseal"), exist_ok=True)
     make_ffi(absolute=True).compile(tmpdir=out, verbose=True)
+    make_io_ffi(absolute=True).compile(tmpdir=out, verbose=True)

@@ -3,7 +3,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "pqseal.h"
+#include "pqio.h"
 
 #if defined(__linux__)
 #include <errno.h>

@@ -2,7 +2,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "pqseal.h"
+#include "pqio.h"
 
 int64_t pq_walk_modules(const uint8_t *buf, uint64_t start, uint64_t end, uint64_t *offs, uint64_t *lens,
                         uint64_t cap, uint64_t *next)

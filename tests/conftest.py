@@ -47,10 +47,13 @@ def pytest_sessionstart(session):
     # first on PYTHONPATH; make sure the tests really run against that build.
     expect = os.environ.get("PQSEAL_EXPECT_NATIVE")
     if expect:
-        from pqseal import _native
+        from pqseal import _native, _nativeio
         got = os.path.realpath(_native.__file__)
         if got != os.path.realpath(expect):
             raise pytest.UsageError(f"PQSEAL_EXPECT_NATIVE={expect} but pqseal._native is {got}")
+        io_dir = os.path.dirname(os.path.realpath(_nativeio.__file__))
+        if io_dir != os.path.dirname(got):  # built together, from the same tree
+            raise pytest.UsageError(f"pqseal._nativeio is from {io_dir}, pqseal._native from {os.path.dirname(got)}")
 
 
 @pytest.fixture(scope="session", params=BACKENDS)

@@ -15,7 +15,7 @@ import pyarrow.parquet.encryption as pe
 import pytest
 
 import pqseal
-from pqseal._native import lib
+from pqseal._nativeio import lib
 from pqseal.bench.seal import _fs_type
 from pqseal.format import DecryptionProperties, EncryptionProperties
 
@@ -129,7 +129,7 @@ def test_walk_modules_bounds_and_resume():
 
     import numpy as np
 
-    from pqseal._native import ffi
+    from pqseal._nativeio import ffi
 
     def mods(*sizes):
         return b"".join(struct.pack("<I", n) + bytes([i % 256]) * n for i, n in enumerate(sizes))

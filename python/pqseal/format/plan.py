@@ -20,7 +20,7 @@ from typing import Callable
 
 import numpy as np
 
-from .._native import ffi, lib
+from .._nativeio import ffi, lib
 from ..crypto import ModuleType
 from ..crypto.cipher import LEN_PREFIX, NONCE_LEN, TAG_LEN
 from ..errors import InvalidTag, MalformedFile, MalformedModule

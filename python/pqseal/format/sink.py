@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .._native import lib
+from .._nativeio import lib
 from ..crypto import CtrModuleCipher, GcmModuleCipher, ModuleKey, ModuleType, random_bytes
 from ..errors import InvalidOrdinal, MalformedFile
 from . import _buffers, thrift
