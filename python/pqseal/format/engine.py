@@ -17,6 +17,7 @@ from .._io import create_temp, fsync_dir, plan_output, remove_stale, unlink_quie
 from ..errors import PqsealError
 from .properties import DecryptionProperties, EncryptionProperties
 from .sink import ChunkRecord, Sink
+from .structs import ColumnChunk
 from .source import Source, chunk_start
 
 
@@ -171,22 +172,23 @@ def _copy(s: Source, sink: Sink) -> int:
         meta["bloom_filter_offset"] = off
         if "bloom_filter_length" in src_meta or sink.enc is not None:
             meta["bloom_filter_length"] = ln
-    index_fields = {}
+    index_fields: dict[tuple[int, int], ColumnChunk] = {}   # the page-index fields of each ColumnChunk
     for rg, col in records:
         ci = s.column_index(rg, col)
         if ci is not None:
-            index_fields[rg, col] = dict(zip(("column_index_offset", "column_index_length"),
-                                             sink.write_column_index(rg, col, ci)))
+            off, ln = sink.write_column_index(rg, col, ci)
+            index_fields[rg, col] = ColumnChunk(column_index_offset=off, column_index_length=ln)
     for (rg, col), rec in records.items():
         oi = s.offset_index(rg, col)
         if oi is not None:
-            index_fields.setdefault((rg, col), {}).update(zip(("offset_index_offset", "offset_index_length"),
-                                                              sink.write_offset_index(rg, col, oi, rec.pages)))
+            off, ln = sink.write_offset_index(rg, col, oi, rec.pages)
+            index_fields.setdefault((rg, col), ColumnChunk()).update(
+                ColumnChunk(offset_index_offset=off, offset_index_length=ln))
     # footer
-    fmd = dict(s.file_metadata())
+    fmd = s.file_metadata().copy()
     out_rgs = []
     for rg, src_rg in enumerate(s.file_metadata().get("row_groups") or []):
-        out = dict(src_rg)
+        out = src_rg.copy()
         cols = []
         delta_unc = 0
         for col, src_cc in enumerate(src_rg["columns"]):
@@ -195,10 +197,12 @@ def _copy(s: Source, sink: Sink) -> int:
             meta = rec.meta
             delta_unc += (int(meta.get("total_uncompressed_size") or 0)
                           - int(src_meta.get("total_uncompressed_size") or 0))
-            cc = {k: v for k, v in src_cc.items()
-                  if k not in ("column_index_offset", "column_index_length", "offset_index_offset",
-                               "offset_index_length")}
-            cc.update(index_fields.get((rg, col), {}))
+            cc = src_cc.copy()   # page-index fields: the output's, or none
+            cc.pop("column_index_offset", None)
+            cc.pop("column_index_length", None)
+            cc.pop("offset_index_offset", None)
+            cc.pop("offset_index_length", None)
+            cc.update(index_fields.get((rg, col), ColumnChunk()))
             if "file_offset" in cc:
                 cc["file_offset"] = _relocate(cc["file_offset"], *old_spans[rg, col], rec.start, rec.end)
             cols.append(sink.column_chunk(rg, col, cc, meta))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import zlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,6 +20,8 @@ from .._nativeio import lib
 from ..crypto import CtrModuleCipher, GcmModuleCipher, ModuleKey, ModuleType, random_bytes
 from ..errors import InvalidOrdinal, MalformedFile
 from . import _buffers, thrift
+from .structs import (AesGcmV1, BloomFilterHeader, ColumnChunk, ColumnMetaData, EncryptionAlgorithm,
+                      EncryptionWithColumnKey, FileCryptoMetaData, FileMetaData, OffsetIndex)
 from .layout import AAD_FILE_UNIQUE_LEN, MAGIC, MAGIC_ENCRYPTED, PageType, dotted
 from .properties import EncryptionProperties
 from .source import Chunk
@@ -32,7 +35,7 @@ _IOV_MAX = 1024
 _WRITE_MAX = 1 << 20
 
 
-def _encode(name: str, obj: dict, where: str) -> bytes:
+def _encode(name: str, obj: Mapping[str, object], where: str) -> bytes:
     try:
         return thrift.encode(name, obj)
     except thrift.EncodeError as exc:
@@ -61,7 +64,7 @@ class _ColumnPlan:
 class ChunkRecord:
     """Where one column chunk went: what the footer and the page indexes need."""
 
-    meta: dict                            # the output ColumnMetaData (relocated)
+    meta: ColumnMetaData                  # the output ColumnMetaData (relocated)
     pages: dict[int, tuple[int, int]]     # source page-header offset -> (new offset, new size)
     start: int                            # the chunk's first byte in the output
     end: int                              # one past its last byte
@@ -91,7 +94,7 @@ class Sink:
         self.aad_file_unique: bytes | None = None
         self.plans: list[_ColumnPlan | None] = [None] * len(paths)
         # (rg, col, key_index, serialized ColumnMetaData, ColumnChunk dict)
-        self._meta_modules: list[tuple[int, int, int, bytes, dict]] = []
+        self._meta_modules: list[tuple[int, int, int, bytes, ColumnChunk]] = []
         # page output buffer, reused across chunks and files (no page faults per chunk)
         self._scratch: np.ndarray | None = _buffers.take("sink")
         self._keys: list[ModuleKey] = []
@@ -275,7 +278,7 @@ class Sink:
                 pos += size
             self._writev(parts)
             new_header_bytes = int(hmods.lengths.sum())
-        meta = dict(ch.meta)
+        meta = ch.meta.copy()
         has_dict = bool(types) and types[0] == PageType.DICTIONARY_PAGE
         if has_dict:
             meta["dictionary_page_offset"] = start
@@ -316,7 +319,7 @@ class Sink:
 
     # ---- page indexes and bloom filters ------------------------------------------------
 
-    def write_bloom_filter(self, rg: int, col: int, header: dict, bitset) -> tuple[int, int]:
+    def write_bloom_filter(self, rg: int, col: int, header: BloomFilterHeader, bitset) -> tuple[int, int]:
         hb = _encode("BloomFilterHeader", header, f"{self.name}: bloom filter of {dotted(self.paths[col])}")
         plan = self.plans[col] if self.enc is not None else None
         start = self.pos
@@ -342,15 +345,17 @@ class Sink:
     def write_column_index(self, rg: int, col: int, data: bytes) -> tuple[int, int]:
         return self._write_module(data, ModuleType.COLUMN_INDEX, rg, col)
 
-    def write_offset_index(self, rg: int, col: int, oi: dict, pages: dict) -> tuple[int, int]:
-        oi = dict(oi)
+    def write_offset_index(self, rg: int, col: int, oi: OffsetIndex,
+                           pages: dict[int, tuple[int, int]]) -> tuple[int, int]:
+        oi = oi.copy()
         locs = []
-        for loc in oi.get("page_locations") or []:
-            hit = pages.get(loc.get("offset"))
+        for src_loc in oi.get("page_locations") or []:
+            old = src_loc.get("offset")
+            hit = None if old is None else pages.get(old)
             if hit is None:
                 raise MalformedFile(f"{self.name}: offset index of {dotted(self.paths[col])} (row group {rg}) points "
-                                    f"to offset {loc.get('offset')}, which is no page header")
-            loc = dict(loc)
+                                    f"to offset {old}, which is no page header")
+            loc = src_loc.copy()
             loc["offset"], loc["compressed_page_size"] = hit
             locs.append(loc)
         oi["page_locations"] = locs
@@ -359,11 +364,13 @@ class Sink:
 
     # ---- footer ------------------------------------------------------------------------
 
-    def column_chunk(self, rg: int, col: int, src_cc: dict, meta: dict) -> dict:
+    def column_chunk(self, rg: int, col: int, src_cc: ColumnChunk, meta: ColumnMetaData) -> ColumnChunk:
         """The output ColumnChunk for a relocated ColumnMetaData (encrypted modules are
         queued and filled in by :meth:`finish`)."""
-        cc = {k: v for k, v in src_cc.items()
-              if k not in ("meta_data", "crypto_metadata", "encrypted_column_metadata")}
+        cc = src_cc.copy()
+        cc.pop("meta_data", None)
+        cc.pop("crypto_metadata", None)
+        cc.pop("encrypted_column_metadata", None)
         plan = self.plans[col] if self.enc is not None else None
         if plan is None:
             cc["meta_data"] = meta
@@ -372,12 +379,15 @@ class Sink:
         if plan.footer_key:
             cc["crypto_metadata"] = {"ENCRYPTION_WITH_FOOTER_KEY": {}}
         else:
-            ck = {"path_in_schema": [p.encode() for p in self.paths[col]]}
+            ck: EncryptionWithColumnKey = {"path_in_schema": [p.encode() for p in self.paths[col]]}
             if plan.key_metadata is not None:
                 ck["key_metadata"] = plan.key_metadata
             cc["crypto_metadata"] = {"ENCRYPTION_WITH_COLUMN_KEY": ck}
         if enc.plaintext_footer:
-            cc["meta_data"] = {k: v for k, v in meta.items() if k not in ("statistics", "encoding_stats")}
+            redacted = meta.copy()   # a plaintext footer shows no statistics of an encrypted column
+            redacted.pop("statistics", None)
+            redacted.pop("encoding_stats", None)
+            cc["meta_data"] = redacted
         elif plan.footer_key:
             cc["meta_data"] = meta
         if enc.plaintext_footer or not plan.footer_key:
@@ -385,7 +395,7 @@ class Sink:
                                        f"{self.name}: column {dotted(self.paths[col])}"), cc))
         return cc
 
-    def finish(self, fmd: dict) -> None:
+    def finish(self, fmd: FileMetaData) -> None:
         """Encrypt the queued column metadata, then write the footer and trailer."""
         if self._meta_modules:
             mods = self._encryption()[1].encrypt_batch(
@@ -395,19 +405,23 @@ class Sink:
                 key_index=np.array([m[2] for m in self._meta_modules], np.int64))
             for i, m in enumerate(self._meta_modules):
                 m[4]["encrypted_column_metadata"] = bytes(mods[i])
-        fmd = {k: v for k, v in fmd.items() if k not in ("encryption_algorithm", "footer_signing_key_metadata")}
+        fmd = fmd.copy()
+        fmd.pop("encryption_algorithm", None)
+        fmd.pop("footer_signing_key_metadata", None)
         enc = self.enc
         if enc is None:
             footer = _encode("FileMetaData", fmd, self.name)
             self._write(footer)
             self._write(len(footer).to_bytes(4, "little") + MAGIC)
             return
-        params = {"aad_file_unique": self.aad_file_unique, "supply_aad_prefix": not enc.store_aad_prefix}
+        # in field order: aad_prefix (1), aad_file_unique (2), supply_aad_prefix (3)
+        params: AesGcmV1 = {}
         if enc.aad_prefix and enc.store_aad_prefix:
             params["aad_prefix"] = enc.aad_prefix
-        # field order of AesGcmV1: aad_prefix (1), aad_file_unique (2), supply_aad_prefix (3)
-        params = {k: params[k] for k in ("aad_prefix", "aad_file_unique", "supply_aad_prefix") if k in params}
-        algorithm = {enc.algorithm: params}
+        params["aad_file_unique"] = self.aad_file_unique or b""
+        params["supply_aad_prefix"] = not enc.store_aad_prefix
+        algorithm: EncryptionAlgorithm = \
+            {"AES_GCM_V1": params} if enc.algorithm == "AES_GCM_V1" else {"AES_GCM_CTR_V1": params}
         if enc.plaintext_footer:
             fmd["encryption_algorithm"] = algorithm
             if enc.footer_key_metadata is not None:
@@ -418,7 +432,7 @@ class Sink:
             self._write(sig)
             self._write((len(footer) + len(sig)).to_bytes(4, "little") + MAGIC)
             return
-        fcm: dict[str, object] = {"encryption_algorithm": algorithm}
+        fcm: FileCryptoMetaData = {"encryption_algorithm": algorithm}
         if enc.footer_key_metadata is not None:
             fcm["key_metadata"] = enc.footer_key_metadata
         crypto = thrift.encode("FileCryptoMetaData", fcm)

@@ -24,6 +24,7 @@ from ..crypto import CtrModuleCipher, GcmModuleCipher, ModuleKey, ModuleType
 from ..crypto.cipher import LEN_PREFIX
 from ..errors import InvalidTag, KeyNotFound, MalformedFile, PqsealError
 from . import _buffers, thrift
+from .structs import BloomFilterHeader, ColumnChunk, ColumnMetaData, FileMetaData, OffsetIndex
 from .layout import FOOTER_TRAILER, SIGNATURE_LEN, Tail, dotted, leaf_paths, read_tail
 from .plan import GCM_OVERHEAD, ChunkPlan, ChunkSpot, plan_encrypted, plan_plain
 from .properties import DecryptionProperties
@@ -54,8 +55,8 @@ class Chunk:
     rg: int
     col: int
     path: tuple
-    cc: dict                        # the ColumnChunk as in the source footer
-    meta: dict                      # plaintext ColumnMetaData
+    cc: ColumnChunk                 # the ColumnChunk as in the source footer
+    meta: ColumnMetaData            # plaintext ColumnMetaData
     plan: ChunkPlan                 # where the pages lie in the source
     buf: memoryview | np.ndarray | None   # None: read to verify only
     offs: np.ndarray
@@ -110,7 +111,7 @@ def input_buffer(obj) -> memoryview:
     return view.cast("B") if view.format != "B" or view.ndim != 1 else view
 
 
-def chunk_start(meta: dict, name: str) -> int:
+def chunk_start(meta: ColumnMetaData, name: str) -> int:
     dpo = meta.get("data_page_offset")
     if dpo is None:
         raise MalformedFile(f"{name}: column chunk without data_page_offset")
@@ -163,7 +164,7 @@ class Source:
         self.decryption = decryption
         self.backend = backend
         self.buf: memoryview | None
-        self.fmd: dict | None = None  # None: encrypted footer and no keys given
+        self.fmd: FileMetaData | None = None  # None: encrypted footer and no keys given
         try:
             if data is not None:
                 size = len(data)
@@ -280,7 +281,7 @@ class Source:
             raise MalformedFile(f"{self.name}: the file has no encryption algorithm")
         return self.crypto
 
-    def file_metadata(self) -> dict:
+    def file_metadata(self) -> FileMetaData:
         """The decoded FileMetaData (of an encrypted footer: only once it was decrypted)."""
         if self.fmd is None:
             raise KeyNotFound(f"{self.name}: the footer is encrypted; keys are needed")
@@ -340,7 +341,7 @@ class Source:
     def num_row_groups(self) -> int:
         return len(self.file_metadata().get("row_groups") or [])
 
-    def column_chunk(self, rg: int, col: int) -> dict:
+    def column_chunk(self, rg: int, col: int) -> ColumnChunk:
         return self.file_metadata()["row_groups"][rg]["columns"][col]
 
     def column_crypto(self, rg: int, col: int) -> ColumnCrypto:
@@ -374,7 +375,7 @@ class Source:
         key = self.decryption.get_column_key(dotted(self.paths[col]), cc.key_metadata)
         return self._ciphers(key)
 
-    def column_meta(self, rg: int, col: int) -> dict:
+    def column_meta(self, rg: int, col: int) -> ColumnMetaData:
         """The plaintext ColumnMetaData (decrypted from the column's module when needed)."""
         cc = self.column_chunk(rg, col)
         enc = cc.get("encrypted_column_metadata")
@@ -397,7 +398,7 @@ class Source:
 
     # ---- pages -------------------------------------------------------------------------
 
-    def _chunk_span(self, rg: int, col: int, meta: dict) -> tuple[int, int]:
+    def _chunk_span(self, rg: int, col: int, meta: ColumnMetaData) -> tuple[int, int]:
         total = meta.get("total_compressed_size")
         if total == 0:  # a chunk without pages (empty row group)
             return 0, 0
@@ -407,7 +408,7 @@ class Source:
                                 "the data region (truncated or corrupt file)")
         return start, start + total
 
-    def _spot(self, rg: int, col: int, meta: dict, start: int, end: int) -> ChunkSpot:
+    def _spot(self, rg: int, col: int, meta: ColumnMetaData, start: int, end: int) -> ChunkSpot:
         return ChunkSpot(rg=rg, col=col, start=start, end=end, name=self.name,
                          dictionary=end > start and chunk_start(meta, self.name) != meta["data_page_offset"],
                          where=f"column {dotted(self.paths[col])} (row group {rg})")
@@ -612,7 +613,7 @@ class Source:
         return data
 
     @_named
-    def offset_index(self, rg: int, col: int) -> dict | None:
+    def offset_index(self, rg: int, col: int) -> OffsetIndex | None:
         got = self._page_index(rg, col, "offset_index", ModuleType.OFFSET_INDEX)
         if got is None:
             return None
@@ -624,13 +625,13 @@ class Source:
         return oi
 
     @_named
-    def bloom_filter(self, rg: int, col: int, meta: dict):
+    def bloom_filter(self, rg: int, col: int, meta: ColumnMetaData) -> tuple[BloomFilterHeader, bytes] | None:
         """(BloomFilterHeader dict, bitset bytes) or None."""
         head = self.bloom_filter_header(rg, col, meta)
         return None if head is None else (head[0], self.bloom_filter_bitset(rg, col, *head))
 
     @_named
-    def bloom_filter_header(self, rg: int, col: int, meta: dict) -> tuple[dict, int] | None:
+    def bloom_filter_header(self, rg: int, col: int, meta: ColumnMetaData) -> tuple[BloomFilterHeader, int] | None:
         """(BloomFilterHeader dict, file offset of the bitset after it) or None."""
         off = meta.get("bloom_filter_offset")
         if off is None:
@@ -650,7 +651,7 @@ class Source:
         return hdr, off + len(hmod)
 
     @_named
-    def bloom_filter_bitset(self, rg: int, col: int, header: dict, offset: int):
+    def bloom_filter_bitset(self, rg: int, col: int, header: BloomFilterHeader, offset: int):
         """The bitset that ``header`` announces, at file offset ``offset``."""
         gcm, _ = self.column_gcm_ctr(rg, col)
         what = f"bloom filter bitset of {dotted(self.paths[col])} (row group {rg})"
