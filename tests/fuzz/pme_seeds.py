@@ -1,0 +1,94 @@
+"""Seed files of the PME fuzz target: small pyarrow files sealed by pqseal with explicit
+keys, covering both algorithms, both footer modes, uniform and per-column keys
+(columns with their own key, with the footer key, and in plaintext), nested columns,
+dictionaries, several row groups and pages, page indexes, bloom filters, page CRCs and
+DataPageV2 pages. Every seed uses the same keys, so one DecryptionProperties opens all
+of them and modules spliced between seeds are sealed with the right key.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import harness  # noqa: F401  (sets sys.path)
+
+FOOTER_KEY = b"fuzz-footer-key!"
+#: every column with its own key in some seed (dotted leaf path -> key)
+COLUMN_KEYS = {
+    "id": bytes(range(16)),
+    "blob": bytes(range(40, 64)),
+    "s.b": bytes(range(100, 132)),
+    "l.list.element": bytes(range(200, 216)),
+    "m.key_value.value": bytes(range(16, 40)),
+}
+AAD_PREFIX = b"fuzz-aad"
+
+
+def decryption():
+    import pqseal
+
+    return pqseal.DecryptionProperties(FOOTER_KEY, column_keys=COLUMN_KEYS)
+
+
+@dataclass(frozen=True)
+class Seed:
+    name: str
+    algorithm: str
+    plaintext_footer: bool
+    per_column: bool           # False: uniform (every column with the footer key)
+    writer: dict               # pyarrow.parquet.write_table options
+    aad_prefix: bool = False
+
+
+_SMALL_PAGES = dict(row_groups=2, data_page_size=400)
+_INDEXED = dict(write_page_index=True, bloom_filter_options={"id": {"ndv": 200}, "cat": {"ndv": 50}})
+
+SEEDS = [
+    Seed("gcm-encfooter-columns", "AES_GCM_V1", False, True, dict(_SMALL_PAGES, **_INDEXED)),
+    Seed("gcm-plainfooter-columns", "AES_GCM_V1", True, True, dict(_SMALL_PAGES, **_INDEXED)),
+    Seed("ctr-encfooter-uniform", "AES_GCM_CTR_V1", False, False, dict(_SMALL_PAGES, write_page_checksum=True,
+                                                                        **_INDEXED)),
+    Seed("ctr-plainfooter-columns", "AES_GCM_CTR_V1", True, True, dict(_SMALL_PAGES, **_INDEXED)),
+    Seed("gcm-encfooter-uniform-v2", "AES_GCM_V1", False, False, dict(_SMALL_PAGES, data_page_version="2.0",
+                                                                       write_page_index=True), aad_prefix=True),
+    Seed("ctr-plainfooter-columns-v2", "AES_GCM_CTR_V1", True, True, dict(row_groups=1, data_page_version="2.0",
+                                                                          write_page_checksum=True)),
+]
+
+
+def _table():
+    import parquet_gen as G
+
+    return G.make_table(400, seed=7)
+
+
+def build(directory: str) -> list[str]:
+    """Write every seed into ``directory`` (kept if already there); returns their paths."""
+    import pyarrow.parquet as pq
+
+    import pqseal
+
+    os.makedirs(directory, exist_ok=True)
+    table = None
+    paths = []
+    for seed in SEEDS:
+        path = os.path.join(directory, seed.name + ".parquet")
+        paths.append(path)
+        if os.path.exists(path):
+            continue
+        table = table if table is not None else _table()
+        opts = dict(seed.writer)
+        rows = table.num_rows // opts.pop("row_groups")
+        plain = path + ".plain"
+        pq.write_table(table, plain, row_group_size=rows, **opts)
+        keys = None if not seed.per_column else {
+            **{p: k for p, k in COLUMN_KEYS.items()}, "cat": pqseal.FOOTER_KEY}
+        enc = pqseal.EncryptionProperties(FOOTER_KEY, column_keys=keys, algorithm=seed.algorithm,
+                                          plaintext_footer=seed.plaintext_footer,
+                                          aad_prefix=AAD_PREFIX if seed.aad_prefix else None)
+        tmp = path + ".tmp"
+        pqseal.encrypt_file(plain, tmp, enc, fsync=False)
+        os.replace(tmp, path)
+        os.unlink(plain)
+    return paths
