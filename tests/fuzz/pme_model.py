@@ -61,6 +61,7 @@ class Model:
     modules: list[Module] = field(default_factory=list)
     #: (rg, col) -> (column key, ColumnMetaData) for encrypted_column_metadata
     column_meta: dict = field(default_factory=dict)
+    algorithm: str = ""                    # AES_GCM_V1 or AES_GCM_CTR_V1
 
     def aad(self, m: Module) -> bytes:
         return ref.ref_module_aad(self.file_aad, m.kind, m.rg or 0, m.col or 0, m.page or 0)
@@ -100,13 +101,15 @@ def parse(data: bytes, footer_key: bytes, column_keys: dict) -> Model:
         fcm, end = _decode("FileCryptoMetaData", data, foff)
         file_aad = _algorithm(fcm["encryption_algorithm"])
         footer_mod = Module(FOOTER, None, None, None, end, size - 8 - end, footer_key)
-        model = Model(data, True, footer_key, file_aad, foff, bytes(data[foff:end]), {})
+        model = Model(data, True, footer_key, file_aad, foff, bytes(data[foff:end]), {},
+                      algorithm=next(iter(fcm["encryption_algorithm"])))
         model.fmd = _decode("FileMetaData", model.open(footer_mod))[0]
         model.modules.append(footer_mod)
     else:
         fmd, end = _decode("FileMetaData", data, foff)
         file_aad = _algorithm(fmd["encryption_algorithm"])
-        model = Model(data, False, footer_key, file_aad, foff, b"", fmd)
+        model = Model(data, False, footer_key, file_aad, foff, b"", fmd,
+                      algorithm=next(iter(fmd["encryption_algorithm"])))
     for r, rg in enumerate(model.fmd.get("row_groups", [])):
         for c, cc in enumerate(rg.get("columns", [])):
             _chunk(model, r, c, cc, column_keys)
