@@ -240,6 +240,7 @@ def _calibrate(env: Env, op: str, workdir: str) -> tuple[float, float]:
     return took, min(first or env.startup, took)
 
 
+@pytest.mark.slow  # the main CI pass runs it; the sanitizer passes (-m "not slow") do not
 @pytest.mark.parametrize("op", OPS)
 def test_kill(env, op, tmp_path):
     rng = random.Random(f"{SEED}-{op}")
