@@ -4,8 +4,9 @@
 
 1. up to two *resealed* edits, made with the real keys so every tag still verifies: an
    edited footer (FileMetaData: sizes, offsets, counts, types, lists dropped, duplicated
-   or emptied), an edited encrypted ColumnMetaData, an edited page header, column index,
-   offset index or bloom filter header (re-encrypted in place, its size may change);
+   or emptied; anywhere, or in one column chunk), an edited encrypted ColumnMetaData, an
+   edited page header, column index, offset index or bloom filter header (re-encrypted
+   in place, its size may change); the footer is then re-encrypted or re-signed;
 2. up to three byte-level edits: bit flips, byte writes, truncation, an edited length
    prefix (of a module or of the footer), a module spliced in from another position or
    another seed (same keys), a range zeroed, bytes inserted or removed.
@@ -57,6 +58,9 @@ def edit_struct(fdp, name: str, obj: dict, file_size: int) -> bytes:
     obj = copy.deepcopy(obj)
     for _ in range(fdp.ConsumeIntInRange(1, 3)):
         slots = list(_slots(obj))
+        ints = [(p, k) for p, k in slots if isinstance(p[k], int)]
+        if ints and fdp.ConsumeIntInRange(0, 3):  # mostly sizes, offsets, counts and types
+            slots = ints
         if not slots:
             break
         parent, key = slots[fdp.ConsumeIntInRange(0, len(slots) - 1)]
@@ -99,11 +103,18 @@ def _resealed(fdp, model: M.Model) -> bytes:
     edited_footer = False
     targets = [m for m in model.modules if m.struct and m.kind != M.FOOTER]
     for _ in range(fdp.ConsumeIntInRange(0, 2)):
-        what = fdp.ConsumeIntInRange(0, 2)
+        what = fdp.ConsumeIntInRange(0, 3)
+        chunks = [(r, c) for r, rg in enumerate(fmd.get("row_groups") or []) for c in range(len(rg.get("columns") or []))]
         if what == 0:
             fmd = _decode_again(edit_struct(fdp, "FileMetaData", fmd, len(model.data)))
             edited_footer = True
-        elif what == 1 and model.column_meta:
+        elif what == 1 and chunks:  # one column chunk of the footer (offsets, index locations, plaintext metadata)
+            r, c = chunks[fdp.ConsumeIntInRange(0, len(chunks) - 1)]
+            fmd = copy.deepcopy(fmd)
+            cols = fmd["row_groups"][r]["columns"]
+            cols[c] = M.oracle.codec.decode("ColumnChunk", edit_struct(fdp, "ColumnChunk", cols[c], len(model.data)))[0]
+            edited_footer = True
+        elif what == 2 and model.column_meta:
             keys = sorted(model.column_meta)
             r, c = keys[fdp.ConsumeIntInRange(0, len(keys) - 1)]
             meta = model.column_meta[r, c][1]

@@ -30,7 +30,7 @@ import harness
 
 TARGETS = {  # name -> (script, share of the time, libFuzzer options)
     "thrift": ("fuzz_thrift.py", 1, ["-max_len=16384"]),
-    "pme": ("fuzz_pme.py", 2, ["-max_len=512"]),
+    "pme": ("fuzz_pme.py", 2, ["-max_len=512", "-len_control=0"]),
 }
 _CRASH_KINDS = [("timeout", "ERROR: libFuzzer: timeout"), ("out-of-memory", "ERROR: libFuzzer: out-of-memory"),
                 ("out-of-memory", "MemoryError"), ("signal", "deadly signal"),
@@ -54,6 +54,19 @@ def _thrift_corpus(directory: str, seeds: list[str]) -> None:
             data = bytes([oracle.STRUCTS.index(name), 0]) + body
             with open(os.path.join(directory, hashlib.sha1(data).hexdigest()), "wb") as f:
                 f.write(data)
+
+
+def _pme_corpus(directory: str) -> None:
+    """Mutation programs of the PME target start long enough to make several edits."""
+    import random
+
+    os.makedirs(directory, exist_ok=True)
+    if os.listdir(directory):
+        return
+    rng = random.Random(8)
+    for i in range(32):
+        with open(os.path.join(directory, f"seed-{i}"), "wb") as f:
+            f.write(rng.randbytes(rng.randrange(16, 256)))
 
 
 def _limits(mem_mb: int):
@@ -158,6 +171,8 @@ def main() -> int:
         seeds = pme_seeds.build(os.path.join(out, "seeds"))
     if "thrift" in names:
         _thrift_corpus(os.path.join(out, "corpus", "thrift"), seeds)
+    if "pme" in names:
+        _pme_corpus(os.path.join(out, "corpus", "pme"))
     shares = sum(TARGETS[n][1] for n in names)
     results = [run_target(n, args.seconds * TARGETS[n][1] / shares, out, args) for n in names]
     findings = []
