@@ -71,7 +71,8 @@ def _pme_corpus(directory: str) -> None:
 
 def _limits(mem_mb: int):
     def apply():
-        resource.setrlimit(resource.RLIMIT_AS, (mem_mb << 20, mem_mb << 20))
+        if mem_mb > 0:  # 0: no limit (AddressSanitizer reserves terabytes of address space)
+            resource.setrlimit(resource.RLIMIT_AS, (mem_mb << 20, mem_mb << 20))
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     return apply
 
@@ -147,7 +148,7 @@ def main() -> int:
     ap.add_argument("--out", default=os.path.join(harness.REPO, "build-fuzz"), help="output directory")
     ap.add_argument("--timeout", type=int, default=10, help="seconds per input before it counts as a hang")
     ap.add_argument("--rss-mb", type=int, default=2048, help="libFuzzer's RSS limit")
-    ap.add_argument("--mem-mb", type=int, default=4096, help="the worker's address-space limit (RLIMIT_AS)")
+    ap.add_argument("--mem-mb", type=int, default=4096, help="the worker's address-space limit (RLIMIT_AS; 0: none)")
     args = ap.parse_args()
     try:
         import atheris  # noqa: F401
