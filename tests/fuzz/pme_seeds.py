@@ -57,10 +57,30 @@ SEEDS = [
 ]
 
 
-def _table():
-    import parquet_gen as G
+def _table(rows: int = 400):
+    """Flat columns (dictionary-friendly strings, floats, booleans, binary, nulls) and
+    nested ones (list, struct, map)."""
+    import numpy as np
+    import pyarrow as pa
 
-    return G.make_table(400, seed=7)
+    rng = np.random.default_rng(7)
+    offs = np.concatenate([[0], np.cumsum(rng.integers(0, 4, rows))]).astype(np.int32)
+    moffs = np.concatenate([[0], np.cumsum(rng.integers(0, 3, rows))]).astype(np.int32)
+    return pa.table({
+        "id": pa.array(np.arange(rows, dtype=np.int64)),
+        "cat": pa.array([f"c{v}" for v in rng.integers(0, 50, rows)], pa.string()),
+        "x": pa.array(rng.standard_normal(rows)),
+        "flag": pa.array(rng.integers(0, 2, rows).astype(bool)),
+        "blob": pa.array([rng.bytes(int(n)) for n in rng.integers(0, 12, rows)], pa.binary()),
+        "sparse": pa.array(rng.integers(-1000, 1000, rows), pa.int64(), mask=rng.random(rows) < 0.9),
+        "all_null": pa.nulls(rows, pa.string()),
+        "l": pa.ListArray.from_arrays(pa.array(offs), pa.array(rng.integers(0, 100, int(offs[-1])).astype(np.int32))),
+        "s": pa.StructArray.from_arrays(
+            [pa.array(rng.integers(0, 10, rows).astype(np.int16)),
+             pa.array([None if i % 7 == 0 else f"y{i % 13}" for i in range(rows)], pa.string())], names=["a", "b"]),
+        "m": pa.MapArray.from_arrays(pa.array(moffs), pa.array([f"k{i % 5}" for i in range(int(moffs[-1]))]),
+                                     pa.array(rng.integers(0, 1000, int(moffs[-1])), pa.int64())),
+    })
 
 
 def build(directory: str) -> list[str]:
