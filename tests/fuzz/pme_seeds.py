@@ -42,7 +42,9 @@ class Seed:
 
 
 _SMALL_PAGES = dict(row_groups=2, data_page_size=400)
-_INDEXED = dict(write_page_index=True, bloom_filter_options={"id": {"ndv": 200}, "cat": {"ndv": 50}})
+# bloom filters on a column with its own key, one with the footer key and a plaintext one
+_INDEXED = dict(write_page_index=True,
+                bloom_filter_options={"id": {"ndv": 200}, "cat": {"ndv": 50}, "sparse": {"ndv": 100}})
 
 SEEDS = [
     Seed("gcm-encfooter-columns", "AES_GCM_V1", False, True, dict(_SMALL_PAGES, **_INDEXED)),

@@ -6,7 +6,8 @@ Kinds of module: the page headers, column and offset indexes and bloom filter he
 (one of each kind per seed, for a column with its own key, one with the footer key and
 a plaintext one), the ColumnMetaData and the ColumnChunk of each column of the first
 row group (in the footer, re-encrypted or re-signed, or in its encrypted column
-metadata). About 10,000 files, a few minutes; findings as the fuzz targets record them
+metadata); the optional offsets and lengths are also added where they are absent.
+About 20,000 files, a few minutes; findings as the fuzz targets record them
 (``OUT/findings/sweep-*.parquet``). Exit 1 on any finding.
 
     python tests/fuzz/sweep.py --out build-fuzz
@@ -24,6 +25,9 @@ import warnings
 import harness
 
 VALUES = [0, -1, 1, 3, 4, 27, 28, 29, 100, 10**6, (1 << 31) - 1, -(1 << 31), 1 << 40, -(1 << 40)]
+#: optional offsets and lengths, also set where a chunk does not have them
+META_OPTIONAL = ("dictionary_page_offset", "index_page_offset", "bloom_filter_offset", "bloom_filter_length")
+CHUNK_OPTIONAL = ("offset_index_offset", "offset_index_length", "column_index_offset", "column_index_length")
 
 
 def _int_paths(obj, path=()):
@@ -32,6 +36,16 @@ def _int_paths(obj, path=()):
             yield from _int_paths(v, path + (k,))
         elif isinstance(v, int) and not isinstance(v, bool):
             yield path + (k,)
+
+
+def _field_paths(obj: dict, optional: dict) -> list:
+    """The int fields of ``obj`` and the optional ones it lacks ({sub-struct: names})."""
+    paths = list(_int_paths(obj))
+    for sub, names in optional.items():
+        inner = obj.get(sub) if sub else obj
+        if isinstance(inner, dict):
+            paths += [((sub,) if sub else ()) + (n,) for n in names if n not in inner]
+    return paths
 
 
 def _with(obj: dict, path: tuple, value: int) -> dict:
@@ -67,7 +81,7 @@ def variants(model):
     body = model.data[:model.footer_offset]
     for c, cc in enumerate(model.fmd["row_groups"][0]["columns"]):
         enc = model.column_meta.get((0, c))
-        for path in _int_paths(cc):
+        for path in _field_paths(cc, {"": CHUNK_OPTIONAL, "meta_data": META_OPTIONAL}):
             if path[0] == "encrypted_column_metadata":
                 continue
             for v in VALUES + [size]:
@@ -79,7 +93,7 @@ def variants(model):
                     continue
         if enc is None:
             continue
-        for path in _int_paths(enc[1]):
+        for path in _field_paths(enc[1], {"": META_OPTIONAL}):
             for v in VALUES + [size]:
                 fmd = copy.deepcopy(model.fmd)
                 try:
