@@ -112,8 +112,13 @@ def run_target(name: str, seconds: float, out: str, args) -> dict:
         with open(log, errors="replace") as lf:
             text = lf.read()
         done = re.findall(r"stat::number_of_executed_units: (\d+)", text)
-        execs += int(done[-1]) if done else max(0, _execs(stats) - before)
+        ran = int(done[-1]) if done else max(0, _execs(stats) - before)
+        execs += ran
         if rc == 0:
+            break
+        if ran == 0:  # the worker could not start: a broken setup, not a finding to retry
+            crashes.append({"key": f"{name}:worker-failed-to-start:exit-{rc}", "path": None, "log": log,
+                            "detail": "\n".join(text.strip().splitlines()[-15:])})
             break
         kind = next((k for k, marker in _CRASH_KINDS if marker in text), f"exit-{rc}")
         crashes.append(_save_crash(name, kind, out, text, log))
