@@ -38,13 +38,13 @@ def _int_value(fdp, old: int, file_size: int) -> int:
     return _INTS[fdp.ConsumeIntInRange(0, len(_INTS) - 1)]
 
 
-def _slots(obj, path=()):
+def _slots(obj):
     """Every (container, key) of a decoded Thrift value, depth first."""
     items = obj.items() if isinstance(obj, dict) else enumerate(obj)
     for k, v in list(items):
         yield obj, k
         if isinstance(v, (dict, list)):
-            yield from _slots(v, path + (k,))
+            yield from _slots(v)
 
 
 def _wrap(v: int, bits: int) -> int:
