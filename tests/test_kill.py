@@ -223,21 +223,26 @@ def _phase(before, now, alive: bool) -> str:
 
 
 def _calibrate(env: Env, op: str, workdir: str) -> tuple[float, float]:
-    """(run time, time when the run first changed its directory) of an unkilled run."""
-    dst = _prepare(env, op, workdir)
-    before = _snapshot(workdir, dst)
-    t0 = time.monotonic()
-    p = subprocess.Popen(env.command(op, dst), env=env.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    first = None
-    while p.poll() is None:
-        if first is None and _snapshot(workdir, dst) != before:
-            first = time.monotonic() - t0
-        time.sleep(0.005)
-    took = time.monotonic() - t0
-    _, err = p.communicate()
-    assert p.returncode == 0, f"{op} (not killed) exited {p.returncode}: {err.strip()}"
-    assert _readable(env, op, dst), f"{op} (not killed): the destination does not read back"
-    return took, min(first or env.startup, took)
+    """(run time, time when the run first changed its directory) of unkilled runs: the
+    faster of two (the first one also warms the page cache)."""
+    runs = []
+    for _ in range(2):
+        dst = _prepare(env, op, workdir)
+        before = _snapshot(workdir, dst)
+        t0 = time.monotonic()
+        p = subprocess.Popen(env.command(op, dst), env=env.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True)
+        first = None
+        while p.poll() is None:
+            if first is None and _snapshot(workdir, dst) != before:
+                first = time.monotonic() - t0
+            time.sleep(0.005)
+        took = time.monotonic() - t0
+        _, err = p.communicate()
+        assert p.returncode == 0, f"{op} (not killed) exited {p.returncode}: {err.strip()}"
+        assert _readable(env, op, dst), f"{op} (not killed): the destination does not read back"
+        runs.append((took, min(first or env.startup, took)))
+    return min(runs)
 
 
 @pytest.mark.slow  # the main CI pass runs it; the sanitizer passes (-m "not slow") do not
@@ -278,6 +283,8 @@ def test_kill(env, op, tmp_path):
             problems.append(f"trial {trial}: {op} did not stop within 120 s of {sig.name}")
             continue
         figures[f"{sig.name} {phase}"] += 1
+        if not alive:  # runs are faster than measured: aim earlier
+            duration = max(work + 0.05, delay)
         where = f"trial {trial} ({sig.name} after {delay:.2f} s, {phase}, exit {p.returncode})"
 
         if sha256(src) != src_hash or sha256(material_of(src)) != src_material:

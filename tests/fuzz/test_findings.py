@@ -24,8 +24,8 @@ def check(name: str, tmp_path) -> None:
 
 @pytest.mark.xfail(strict=True, raises=ValueError, reason=(
     "finding 1: a plaintext column whose ColumnMetaData.bloom_filter_offset is -1 (plaintext footer, "
-    "re-signed with the real key): pqseal.verify raises ValueError('offset -1 outside the buffer') from "
-    "thrift.decode via Source.bloom_filter (format/source.py _decode), not a PqsealError"))
+    "re-signed with the real key): pqseal.verify and pqseal.decrypt_file raise ValueError('offset -1 outside "
+    "the buffer') from thrift.decode via Source.bloom_filter (format/source.py _decode), not a PqsealError"))
 def test_finding1_negative_bloom_filter_offset(tmp_path):
     check("finding1-bloom-filter-offset.parquet", tmp_path)
 
