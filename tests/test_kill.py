@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import collections
 import hashlib
-import json
 import os
 import random
 import re
@@ -125,7 +124,7 @@ class Env:
         self.startup = time.monotonic() - t0
 
     def run(self, cmd, check=False, **kw):
-        p = subprocess.run(cmd, env=self.env, capture_output=True, text=True, timeout=600, **kw)
+        p = subprocess.run(cmd, check=False, env=self.env, capture_output=True, text=True, timeout=600, **kw)
         if check and p.returncode != 0:
             raise AssertionError(f"{cmd[3:]} exited {p.returncode}: {p.stderr.strip()}")
         return p

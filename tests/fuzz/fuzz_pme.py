@@ -29,8 +29,8 @@ class LeftBehind(Exception):
 
 def check(path: str, workdir: str) -> None:
     """Run the three calls on ``path``; raise whatever is not a PqsealError."""
-    import pqseal
     import pme_seeds
+    import pqseal
     from pqseal.errors import PqsealError
 
     dec = pme_seeds.decryption()
@@ -67,9 +67,10 @@ def finding_key(exc: BaseException) -> str:
 
 
 def _instrumented_import() -> None:
-    import atheris
     import importlib
     import pkgutil
+
+    import atheris
 
     with atheris.instrument_imports(include=["pqseal"]):
         import pqseal

@@ -20,7 +20,7 @@ from __future__ import annotations
 import random
 import sys
 
-import harness  # noqa: F401  (sets sys.path)
+import harness
 
 
 class Mismatch(Exception):

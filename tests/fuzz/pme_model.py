@@ -16,11 +16,10 @@ import os
 import struct
 from dataclasses import dataclass, field
 
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
 import harness  # noqa: F401  (sets sys.path)
 import oracle
 import pme_reference as ref
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 FOOTER, COLUMN_META, DATA_PAGE, DICT_PAGE, DATA_HEADER, DICT_HEADER = 0, 1, 2, 3, 4, 5
 COLUMN_INDEX, OFFSET_INDEX, BLOOM_HEADER, BLOOM_BITSET = 6, 7, 8, 9

@@ -41,21 +41,21 @@ class Seed:
     aad_prefix: bool = False
 
 
-_SMALL_PAGES = dict(row_groups=2, data_page_size=400)
+_SMALL_PAGES = {"row_groups": 2, "data_page_size": 400}
 # bloom filters on a column with its own key, one with the footer key and a plaintext one
-_INDEXED = dict(write_page_index=True,
-                bloom_filter_options={"id": {"ndv": 200}, "cat": {"ndv": 50}, "sparse": {"ndv": 100}})
+_INDEXED = {"write_page_index": True,
+            "bloom_filter_options": {"id": {"ndv": 200}, "cat": {"ndv": 50}, "sparse": {"ndv": 100}}}
 
 SEEDS = [
-    Seed("gcm-encfooter-columns", "AES_GCM_V1", False, True, dict(_SMALL_PAGES, **_INDEXED)),
-    Seed("gcm-plainfooter-columns", "AES_GCM_V1", True, True, dict(_SMALL_PAGES, **_INDEXED)),
-    Seed("ctr-encfooter-uniform", "AES_GCM_CTR_V1", False, False, dict(_SMALL_PAGES, write_page_checksum=True,
-                                                                        **_INDEXED)),
-    Seed("ctr-plainfooter-columns", "AES_GCM_CTR_V1", True, True, dict(_SMALL_PAGES, **_INDEXED)),
-    Seed("gcm-encfooter-uniform-v2", "AES_GCM_V1", False, False, dict(_SMALL_PAGES, data_page_version="2.0",
-                                                                       write_page_index=True), aad_prefix=True),
-    Seed("ctr-plainfooter-columns-v2", "AES_GCM_CTR_V1", True, True, dict(row_groups=1, data_page_version="2.0",
-                                                                          write_page_checksum=True)),
+    Seed("gcm-encfooter-columns", "AES_GCM_V1", False, True, {**_SMALL_PAGES, **_INDEXED}),
+    Seed("gcm-plainfooter-columns", "AES_GCM_V1", True, True, {**_SMALL_PAGES, **_INDEXED}),
+    Seed("ctr-encfooter-uniform", "AES_GCM_CTR_V1", False, False, {**_SMALL_PAGES, **_INDEXED,
+                                                                        "write_page_checksum": True}),
+    Seed("ctr-plainfooter-columns", "AES_GCM_CTR_V1", True, True, {**_SMALL_PAGES, **_INDEXED}),
+    Seed("gcm-encfooter-uniform-v2", "AES_GCM_V1", False, False, {**_SMALL_PAGES, "data_page_version": "2.0",
+                                                                       "write_page_index": True}, aad_prefix=True),
+    Seed("ctr-plainfooter-columns-v2", "AES_GCM_CTR_V1", True, True, {"row_groups": 1, "data_page_version": "2.0",
+                                                                          "write_page_checksum": True}),
 ]
 
 
@@ -87,9 +87,8 @@ def _table(rows: int = 400):
 
 def build(directory: str) -> list[str]:
     """Write every seed into ``directory`` (kept if already there); returns their paths."""
-    import pyarrow.parquet as pq
-
     import pqseal
+    import pyarrow.parquet as pq
 
     os.makedirs(directory, exist_ok=True)
     table = None

@@ -11,9 +11,8 @@ from __future__ import annotations
 import os
 import struct
 
-import pytest
-
 import fuzz_pme
+import pytest
 
 FINDINGS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "findings")
 

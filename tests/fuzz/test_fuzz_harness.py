@@ -10,15 +10,14 @@ import copy
 import os
 import warnings
 
-import pyarrow.parquet as pq
-import pytest
-
-import pqseal
 import fuzz_pme
 import fuzz_thrift
 import oracle
 import pme_model as M
 import pme_seeds
+import pqseal
+import pyarrow.parquet as pq
+import pytest
 
 
 @pytest.fixture(scope="module")
