@@ -104,7 +104,8 @@ def _resealed(fdp, model: M.Model) -> bytes:
     targets = [m for m in model.modules if m.struct and m.kind != M.FOOTER]
     for _ in range(fdp.ConsumeIntInRange(0, 2)):
         what = fdp.ConsumeIntInRange(0, 3)
-        chunks = [(r, c) for r, rg in enumerate(fmd.get("row_groups") or []) for c in range(len(rg.get("columns") or []))]
+        chunks = [(r, c) for r, rg in enumerate(fmd.get("row_groups") or [])
+                  for c in range(len(rg.get("columns") or []))]
         if what == 0:
             fmd = _decode_again(edit_struct(fdp, "FileMetaData", fmd, len(model.data)))
             edited_footer = True

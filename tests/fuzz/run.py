@@ -48,7 +48,8 @@ def _thrift_corpus(directory: str, seeds: list[str]) -> None:
         with open(path, "rb") as f:
             model = pme_model.parse(f.read(), pme_seeds.FOOTER_KEY, pme_seeds.COLUMN_KEYS)
         blobs = {("FileMetaData", pme_model.encode("FileMetaData", model.fmd))}
-        blobs |= {("ColumnMetaData", pme_model.encode("ColumnMetaData", meta)) for _, meta in model.column_meta.values()}
+        blobs |= {("ColumnMetaData", pme_model.encode("ColumnMetaData", meta))
+                  for _, meta in model.column_meta.values()}
         blobs |= {(m.struct, model.open(m)) for m in model.modules if m.struct and m.kind != pme_model.FOOTER}
         for name, body in blobs:
             data = bytes([oracle.STRUCTS.index(name), 0]) + body

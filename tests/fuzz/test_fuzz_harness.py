@@ -47,7 +47,8 @@ def test_seeds_cover_the_features(seeds):
     kinds, variants, page_types, plain_columns = set(), set(), set(), 0
     for path in seeds:
         model = _model(path)
-        kinds |= {m.kind for m in model.modules if m.key is not None} | ({M.COLUMN_META} if model.column_meta else set())
+        kinds |= {m.kind for m in model.modules if m.key is not None}
+        kinds |= {M.COLUMN_META} if model.column_meta else set()
         plain_columns += sum(1 for m in model.modules if m.key is None)
         variants.add((model.algorithm, model.encrypted_footer, bool(model.column_meta)))
         page_types |= {oracle.codec.decode("PageHeader", model.open(m))[0]["type"]
