@@ -9,6 +9,7 @@ for worker threads is woken by the signal and goes on waiting for them to stop.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import signal
 import threading
@@ -52,9 +53,26 @@ def interruptible():
 
     _cancel.reset()
     previous = {s: signal.signal(s, handler) for s in SIGNALS}
+
+    def restore() -> None:
+        for s, h in previous.items():
+            if signal.getsignal(s) in (handler, late):
+                signal.signal(s, h)
+
+    def late(signum, frame):
+        # after the work: nothing is left to stop, but the command still ends as
+        # interrupted (128 + signal, one line); a second signal acts as before
+        if not state.signum:
+            state.signum = signum
+        restore()
+
     try:
         yield state
     finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
         _cancel.reset()
+        # Keep answering until the process exits: a signal between here and the exit would
+        # otherwise kill it silently (exit -15, no line). The default handlers come back at
+        # exit, or after the first late signal (commands run in-process, e.g. by tests).
+        for s in SIGNALS:
+            signal.signal(s, late)
+        atexit.register(restore)
