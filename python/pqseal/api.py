@@ -182,15 +182,19 @@ def recover(directory) -> list[str]:
 
 
 _recovered: set[str] = set()
+_recovered_lock = threading.Lock()
 
 
 def _recover_once(path) -> None:
+    """:func:`recover` the directory of ``path`` the first time this process touches it."""
     if not _is_path(path):
         return
     d = os.path.dirname(os.path.abspath(os.fspath(path)))
-    if d not in _recovered:
+    with _recovered_lock:
+        if d in _recovered:
+            return
         _recovered.add(d)
-        recover(d)
+    recover(d)
 
 
 # ---- files -------------------------------------------------------------------------------
