@@ -26,7 +26,6 @@ import weakref
 
 from .format import (DecryptionProperties, EncryptionProperties, Stats, inspect_file, transform, verify_file)
 from .format.engine import transform_to_memory
-from .format.layout import PageType
 from .format.source import Source
 
 
@@ -34,22 +33,11 @@ def _is_path(obj) -> bool:
     return isinstance(obj, (str, os.PathLike))
 
 
-def _warn_v2(src, encryption: EncryptionProperties, decryption: DecryptionProperties | None = None) -> str | None:
-    """Warn once when a file with DataPageV2 pages is sealed: the two framings in use
-    (parquet-java vs the spec/Arrow) cannot read each other's files."""
-    with Source(src, decryption) as s:
-        if (s.crypto is not None) != (decryption is not None) or not s.num_row_groups:
-            return None
-        for col in range(len(s.paths)):
-            ch = s.read_chunk(0, col)
-            if any(h.get("type") == PageType.DATA_PAGE_V2 for h in ch.headers):
-                msg = (f"{s.name} has DataPageV2 pages, sealed with the {encryption.v2_framing} framing: "
-                       + ("readable by Arrow/pyarrow and arrow-rs, NOT by parquet-java/Spark"
-                          if encryption.v2_framing == "arrow" else
-                          "readable by parquet-java/Spark, NOT by Arrow/pyarrow")
-                       + "; V1 pages interoperate everywhere")
-                return msg
-    return None
+def _warn(stats: Stats) -> Stats:
+    """Raise the engine's warnings (DataPageV2 framing) as Python warnings too."""
+    for msg in stats.warnings:
+        warnings.warn(msg, stacklevel=3)
+    return stats
 
 
 # ---- keys --------------------------------------------------------------------------------
@@ -211,14 +199,8 @@ def encrypt_file(src, dst, encryption, *, kms=None, kms_connection_config=None, 
     Raises :class:`pqseal.format.AlreadyEncrypted` for PME input."""
     _recover_once(dst)
     encryption = encryption_properties(encryption, dst, kms=kms, kms_connection_config=kms_connection_config)
-    msg = _warn_v2(src, encryption)
-    if msg:
-        warnings.warn(msg, stacklevel=2)
-    stats = transform(src, dst, encryption=encryption, backend=backend, in_place=in_place, overwrite=overwrite,
-                      expect="plaintext", fsync=fsync, companion=_material_store(dst, encryption))
-    if msg:
-        stats.warnings.append(msg)
-    return stats
+    return _warn(transform(src, dst, encryption=encryption, backend=backend, in_place=in_place, overwrite=overwrite,
+                           expect="plaintext", fsync=fsync, companion=_material_store(dst, encryption)))
 
 
 def decrypt_file(src, dst, decryption=None, *, kms=None, kms_connection_config=None, backend: str | None = None,
@@ -244,15 +226,9 @@ def rekey_file(src, dst, decryption=None, encryption=None, *, kms=None, kms_conn
     _recover_once(dst)
     decryption = decryption_properties(src, decryption, kms=kms, kms_connection_config=kms_connection_config)
     encryption = encryption_properties(encryption, dst, kms=kms, kms_connection_config=kms_connection_config)
-    msg = _warn_v2(src, encryption, decryption)
-    if msg:
-        warnings.warn(msg, stacklevel=2)
-    stats = transform(src, dst, decryption=decryption, encryption=encryption, backend=backend,
-                      in_place=in_place, overwrite=overwrite, expect="encrypted", fsync=fsync,
-                      companion=_material_store(dst, encryption))
-    if msg:
-        stats.warnings.append(msg)
-    return stats
+    return _warn(transform(src, dst, decryption=decryption, encryption=encryption, backend=backend,
+                           in_place=in_place, overwrite=overwrite, expect="encrypted", fsync=fsync,
+                           companion=_material_store(dst, encryption)))
 
 
 def verify(path, decryption=None, *, kms=None, kms_connection_config=None, backend: str | None = None) -> dict:
@@ -305,7 +281,7 @@ def write_table(table, where, encryption, kms=None, *, kms_connection_config=Non
     stats = transform(plain, where, encryption=encryption, backend=backend, overwrite=overwrite, expect="plaintext",
                       fsync=fsync, companion=_material_store(where, encryption))
     stats.src = "<table>"
-    return stats
+    return _warn(stats)
 
 
 def read_table(source, kms=None, *, columns=None, decryption=None, kms_connection_config=None, **read_kwargs):

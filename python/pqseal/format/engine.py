@@ -39,7 +39,16 @@ class Stats:
     columns: int = 0
     pages: int = 0
     seconds: float = 0.0
-    warnings: list = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def _v2_warning(name: str, encryption: EncryptionProperties) -> str:
+    """The two DataPageV2 framings in use (parquet-java's vs the spec's/Arrow's) cannot
+    read each other's files: say which readers can open this one."""
+    return (f"{name} has DataPageV2 pages, sealed with the {encryption.v2_framing} framing: "
+            + ("readable by Arrow/pyarrow and arrow-rs, NOT by parquet-java/Spark" if encryption.v2_framing == "arrow"
+               else "readable by parquet-java/Spark, NOT by Arrow/pyarrow")
+            + "; V1 pages interoperate everywhere")
 
 
 def _relocate(value, old_start, old_end, new_start, new_end):
@@ -103,6 +112,8 @@ def transform(src, dst, *, decryption: DecryptionProperties | None = None,
                 try:
                     stats.pages = _copy(s, sink)
                     sink.truncate()
+                    if sink.saw_v2 and encryption is not None:
+                        stats.warnings.append(_v2_warning(s.name, encryption))
                 finally:
                     sink.close()
                 if out.mode is not None:
@@ -138,6 +149,8 @@ def transform_to_memory(src, *, decryption: DecryptionProperties | None = None,
         sink = Sink(buf, s.paths, encryption, backend=backend, name="<memory>")
         try:
             stats.pages = _copy(s, sink)
+            if sink.saw_v2 and encryption is not None:
+                stats.warnings.append(_v2_warning(s.name, encryption))
         finally:
             sink.close()
         stats.bytes_out = sink.pos

@@ -92,6 +92,7 @@ class Sink:
         self.gcm: GcmModuleCipher | None = None
         self.ctr: CtrModuleCipher | None = None
         self.aad_file_unique: bytes | None = None
+        self.saw_v2 = False   # a DataPageV2 page was written (its framing matters to readers)
         self.plans: list[_ColumnPlan | None] = [None] * len(paths)
         # (rg, col, key_index, serialized ColumnMetaData, ColumnChunk dict)
         self._meta_modules: list[tuple[int, int, int, bytes, ColumnChunk]] = []
@@ -204,6 +205,7 @@ class Sink:
             raise ValueError(f"{self.name}: column {dotted(ch.path)} (row group {ch.rg}) was read without its pages")
         n = len(ch.headers)
         types = [h.get("type") for h in ch.headers]
+        self.saw_v2 = self.saw_v2 or PageType.DATA_PAGE_V2 in types
         if PageType.INDEX_PAGE in types:
             raise MalformedFile(f"{self.name}: INDEX_PAGE pages are not supported")
         start = self.pos
