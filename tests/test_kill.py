@@ -49,28 +49,34 @@ PASS = "kill-test passphrase"
 OPS = ("encrypt", "decrypt", "rekey", "rotate")
 ROW_BYTES = 8 + 100 + 16
 
-# rekey_file in an application that handles SIGTERM as the CLI does: ask the running
-# operation to stop (it removes its temporary files) and exit 143 with one line
+# rekey_file in an application that handles SIGTERM as the CLI does (pqseal.cli.interrupt):
+# ask the running operation to stop (it removes its temporary files) and exit 143 with one
+# line, also when the signal comes after the work
 REKEY = textwrap.dedent("""
-    import signal, sys
+    import sys
     from pqseal import _cancel
-    signal.signal(signal.SIGTERM, lambda signum, frame: _cancel.request(signum))
-    import pqseal
-    from pqseal.config import EncryptionConfig
-    from pqseal.keys import CryptoFactory
-    from pqseal.kms import KmsConnectionConfig
-    from pqseal.kms.keystore import LocalKeystore
-    src, dst = sys.argv[1], sys.argv[2]
-    f = CryptoFactory(lambda cfg: LocalKeystore())
-    dec = f.file_decryption_properties(KmsConnectionConfig(), None, src)
-    enc = f.file_encryption_properties(KmsConnectionConfig(), EncryptionConfig(
-        "footer2", column_keys={"pii2": ["payload"]}, internal_key_material=False), dst)
-    try:
-        pqseal.rekey_file(src, dst, dec, enc, overwrite=True)
-    except _cancel.Cancelled:
-        print("rekey cancelled:", dst, "left as it was", file=sys.stderr)
-        sys.exit(143)
+    from pqseal.cli.interrupt import interruptible
+    with interruptible() as interruption:   # what the CLI installs around a command
+        import pqseal
+        from pqseal.config import EncryptionConfig
+        from pqseal.keys import CryptoFactory
+        from pqseal.kms import KmsConnectionConfig
+        from pqseal.kms.keystore import LocalKeystore
+        src, dst = sys.argv[1], sys.argv[2]
+        f = CryptoFactory(lambda cfg: LocalKeystore())
+        dec = f.file_decryption_properties(KmsConnectionConfig(), None, src)
+        enc = f.file_encryption_properties(KmsConnectionConfig(), EncryptionConfig(
+            "footer2", column_keys={"pii2": ["payload"]}, internal_key_material=False), dst)
+        try:
+            pqseal.rekey_file(src, dst, dec, enc, overwrite=True)
+            done = "re-keyed"
+        except _cancel.Cancelled:
+            done = "left as it was"
+    if interruption.requested:
+        print(f"rekey interrupted ({interruption.name}): {dst} {done}", file=sys.stderr)
+        sys.exit(interruption.exit_code)
 """)
+
 
 
 def sha256(path) -> str | None:

@@ -12,6 +12,7 @@ import click
 
 from .._io import is_temp_name
 from ..errors import PqsealError
+from .interrupt import interruptible
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 EXIT_CODES = """\b
@@ -56,19 +57,23 @@ class Group(click.Group):
     pqseal errors and failing files/paths one line and exit 1."""
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
-        try:
-            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
-        except click.UsageError as exc:
-            where = exc.ctx.command_path if exc.ctx is not None else "pqseal"
-            fail(f"{' '.join(exc.format_message().split())} (see '{where} --help')", EXIT_USAGE)
-        except click.ClickException as exc:
-            fail(" ".join(exc.format_message().split()), exc.exit_code)
-        except KeyboardInterrupt:
-            fail("interrupted (SIGINT)", 128 + signal.SIGINT)
-        except click.Abort as exc:   # click's wrapping of Ctrl-C or end of input at a prompt
-            if isinstance(exc.__cause__, KeyboardInterrupt):
+        with interruptible() as interruption:   # SIGINT/SIGTERM from here on: stop cleanly
+            try:
+                rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+            except click.UsageError as exc:
+                where = exc.ctx.command_path if exc.ctx is not None else "pqseal"
+                fail(f"{' '.join(exc.format_message().split())} (see '{where} --help')", EXIT_USAGE)
+            except click.ClickException as exc:
+                fail(" ".join(exc.format_message().split()), exc.exit_code)
+            except KeyboardInterrupt:
                 fail("interrupted (SIGINT)", 128 + signal.SIGINT)
-            fail("aborted (end of input)")
+            except click.Abort as exc:   # click's wrapping of Ctrl-C or end of input at a prompt
+                if isinstance(exc.__cause__, KeyboardInterrupt):
+                    fail("interrupted (SIGINT)", 128 + signal.SIGINT)
+                fail("aborted (end of input)")
+        if interruption.requested:   # the signal came when the command had no more work to stop
+            fail(f"interrupted ({interruption.name}) after the command had finished its work",
+                 interruption.exit_code)
         sys.exit(rv if isinstance(rv, int) else EXIT_OK)
 
     def invoke(self, ctx):

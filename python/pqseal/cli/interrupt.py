@@ -37,10 +37,30 @@ class Interruption:
         return signal.Signals(self.signum).name
 
 
+_current: Interruption | None = None
+
+
+def current() -> Interruption:
+    """The interruption state of the command being run (never interrupted outside one)."""
+    return _current if _current is not None else Interruption()
+
+
+def _ignore_at_exit() -> None:
+    # The interpreter's teardown resets Python-level handlers to the default, which would
+    # let a signal in its last milliseconds kill the process silently (exit -15): ignored
+    # signals stay ignored, and by now there is nothing left to stop.
+    for s in SIGNALS:
+        signal.signal(s, signal.SIG_IGN)
+
+
 @contextlib.contextmanager
 def interruptible():
-    """Install the handlers for the duration of a command (main thread only; elsewhere
-    signals cannot be handled and the default behaviour stays)."""
+    """Install the handlers for the duration of a command, from before its arguments are
+    parsed (main thread only; elsewhere signals cannot be handled and the default
+    behaviour stays). A signal after the command is recorded too, so the process never
+    dies silently; the handlers stay until the process exits, or until a second signal
+    after the command (commands run in-process, e.g. by tests)."""
+    global _current
     state = Interruption()
     if threading.current_thread() is not threading.main_thread():
         yield state
@@ -51,28 +71,21 @@ def interruptible():
             state.signum = signum
         _cancel.request(signum)
 
-    _cancel.reset()
-    previous = {s: signal.signal(s, handler) for s in SIGNALS}
-
-    def restore() -> None:
-        for s, h in previous.items():
-            if signal.getsignal(s) in (handler, late):
-                signal.signal(s, h)
-
     def late(signum, frame):
-        # after the work: nothing is left to stop, but the command still ends as
-        # interrupted (128 + signal, one line); a second signal acts as before
         if not state.signum:
             state.signum = signum
-        restore()
+        for s, h in previous.items():
+            signal.signal(s, h)
 
+    _cancel.reset()
+    previous = {s: signal.signal(s, handler) for s in SIGNALS}
+    _current = state
     try:
         yield state
     finally:
+        _current = None
         _cancel.reset()
-        # Keep answering until the process exits: a signal between here and the exit would
-        # otherwise kill it silently (exit -15, no line). The default handlers come back at
-        # exit, or after the first late signal (commands run in-process, e.g. by tests).
         for s in SIGNALS:
             signal.signal(s, late)
-        atexit.register(restore)
+        atexit.unregister(_ignore_at_exit)
+        atexit.register(_ignore_at_exit)

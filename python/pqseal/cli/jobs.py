@@ -24,7 +24,7 @@ import click
 from .. import _cancel
 from ..errors import PqsealError
 from .group import fail, one_line
-from .interrupt import interruptible
+from .interrupt import current
 
 IGNORE_PREFIXES = (".", "_")   # pyarrow.dataset's default ignore_prefixes
 SHOWN_PER_REASON = 10
@@ -145,33 +145,33 @@ def run(p: Plan, fn: Callable[[str, str | None], object], jobs: int, verb: str,
         except (PqsealError, OSError, ValueError) as exc:
             failed(job, exc)
 
-    with interruptible() as interruption:
-        if len(p.jobs) == 1 and not p.directory:
-            try:
-                results.append(one(p.jobs[0]))
-            except _cancel.Cancelled:
-                pass
-            except (PqsealError, OSError, ValueError) as exc:
-                failed(p.jobs[0], exc)
-        else:
-            from tqdm import tqdm
+    interruption = current()   # the command's (handlers installed by the group)
+    if len(p.jobs) == 1 and not p.directory:
+        try:
+            results.append(one(p.jobs[0]))
+        except _cancel.Cancelled:
+            pass
+        except (PqsealError, OSError, ValueError) as exc:
+            failed(p.jobs[0], exc)
+    else:
+        from tqdm import tqdm
 
-            with ThreadPoolExecutor(max_workers=max(1, min(jobs, len(p.jobs)))) as pool, \
-                    tqdm(total=len(p.jobs), desc=verb, unit="file", disable=None, file=sys.stderr) as bar:
-                futures = {pool.submit(one, j): j for j in p.jobs}
-                pending = set(futures)
-                for fut in as_completed(futures):
-                    pending.discard(fut)
+        with ThreadPoolExecutor(max_workers=max(1, min(jobs, len(p.jobs)))) as pool, \
+                tqdm(total=len(p.jobs), desc=verb, unit="file", disable=None, file=sys.stderr) as bar:
+            futures = {pool.submit(one, j): j for j in p.jobs}
+            pending = set(futures)
+            for fut in as_completed(futures):
+                pending.discard(fut)
+                collect(fut, futures[fut])
+                bar.update(1)
+                if interruption.requested:
+                    # files not started are not started; running ones stop at their next
+                    # chunk (cancelled futures never complete: stop waiting on them)
+                    pool.shutdown(wait=True, cancel_futures=True)
+                    break
+            for fut in pending:
+                if fut.done() and not fut.cancelled():
                     collect(fut, futures[fut])
-                    bar.update(1)
-                    if interruption.requested:
-                        # files not started are not started; running ones stop at their next
-                        # chunk (cancelled futures never complete: stop waiting on them)
-                        pool.shutdown(wait=True, cancel_futures=True)
-                        break
-                for fut in pending:
-                    if fut.done() and not fut.cancelled():
-                        collect(fut, futures[fut])
     if show is not None:
         show(results)
     if interruption.requested:
