@@ -119,7 +119,7 @@ def encryption_properties(encryption, dst=None, *, kms=None, kms_connection_conf
         return encryption
     cfg = encryption if isinstance(encryption, EncryptionConfig) else encryption_config(encryption)
     return crypto_factory(kms).file_encryption_properties(_connection(kms_connection_config), cfg,
-                                                                      dst if _is_path(dst) else None)
+                                                          dst if _is_path(dst) else None)
 
 
 def decryption_properties(src, decryption=None, *, kms=None, kms_connection_config=None) -> DecryptionProperties:
@@ -132,7 +132,7 @@ def decryption_properties(src, decryption=None, *, kms=None, kms_connection_conf
         return decryption
     cfg = decryption_config(decryption)
     return crypto_factory(kms).file_decryption_properties(_connection(kms_connection_config), cfg,
-                                                                      src if _is_path(src) else None)
+                                                          src if _is_path(src) else None)
 
 
 def _material_store(dst, encryption: EncryptionProperties):
