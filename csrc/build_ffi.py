@@ -76,44 +76,37 @@ def _flags() -> tuple[list[str], list[str]]:
     return cflags + os.environ.get("PQSEAL_EXTRA_CFLAGS", "").split(), ldflags
 
 
-def make_ffi(absolute: bool = False) -> FFI:
+def _builder(module: str, header: str, sources: list[str], absolute: bool, **kw) -> FFI:
     root = os.path.dirname(HERE) if absolute else ""
-    ffibuilder = FFI()
-    ffibuilder.cdef(_cdef_text("pqseal.h"))
+    builder = FFI()
+    builder.cdef(_cdef_text(header))
+    cflags, ldflags = _flags()
+    builder.set_source(
+        module,
+        f'#include <stdint.h>\n#include "{header}"\n',
+        sources=[os.path.join(root, "csrc", s) for s in sources],
+        include_dirs=[os.path.join(root, "csrc")],
+        extra_compile_args=cflags,
+        extra_link_args=kw.pop("extra_link_args", []) + ldflags,
+        **kw,
+    )
+    return builder
+
+
+def make_ffi(absolute: bool = False) -> FFI:
+    """pqseal._native: the cipher library, over libcrypto (and intel-ipsec-mb when found)."""
     libraries = ["crypto"]
     macros: list[tuple[str, str | None]] = []
     if have_ipsecmb():
         libraries.append("IPSec_MB")
         macros.append(("PQ_HAVE_IPSECMB", "1"))
-    cflags, ldflags = _flags()
-    ldflags = ["-lpthread", *ldflags]
-    ffibuilder.set_source(
-        "pqseal._native",
-        '#include "pqseal.h"\n',
-        sources=[os.path.join(root, "csrc", s) for s in SOURCES],
-        include_dirs=[os.path.join(root, "csrc")],
-        libraries=libraries,
-        define_macros=macros,
-        extra_compile_args=cflags,
-        extra_link_args=ldflags,
-    )
-    return ffibuilder
+    return _builder("pqseal._native", "pqseal.h", SOURCES, absolute, libraries=libraries, define_macros=macros,
+                    extra_link_args=["-lpthread"])
 
 
 def make_io_ffi(absolute: bool = False) -> FFI:
-    root = os.path.dirname(HERE) if absolute else ""
-    builder = FFI()
-    builder.cdef(_cdef_text("pqio.h"))
-    cflags, ldflags = _flags()
-    builder.set_source(
-        "pqseal._nativeio",
-        '#include <stdint.h>\n#include "pqio.h"\n',
-        sources=[os.path.join(root, "csrc", s) for s in IO_SOURCES],
-        include_dirs=[os.path.join(root, "csrc")],
-        extra_compile_args=cflags,
-        extra_link_args=ldflags,
-    )
-    return builder
+    """pqseal._nativeio: file I/O helpers of the format layer, no crypto library."""
+    return _builder("pqseal._nativeio", "pqio.h", IO_SOURCES, absolute)
 
 
 ffibuilder = make_ffi()
