@@ -131,3 +131,34 @@ def test_replacing_an_existing_file_keeps_it_when_interrupted(tree, tmp_path):
     assert p.returncode == 143, stderr
     assert files(tmp_path) == ["o.parquet"] and out.read_bytes() == before
     pqseal.verify(out, DecryptionProperties(KEY_BYTES))
+
+
+EARLY = """
+import os, signal, sys
+from pqseal import _entry
+real = signal.signal
+def install_then_signal(signum, handler):
+    previous = real(signum, handler)
+    if signum == signal.SIGTERM and handler is _entry._early:
+        os.kill(os.getpid(), signal.SIGTERM)   # before the command line's modules are imported
+    return previous
+signal.signal = install_then_signal
+sys.argv[0] = "pqseal"
+_entry.main()
+"""
+
+
+def test_sigterm_before_the_command_runs(tmp_path, table):
+    """The program answers a signal from its first own line (pqseal._entry): a SIGTERM
+    that arrives while the command line is still being imported stops the command before
+    it writes anything, with exit 143 and one line, not a silent death (exit -15)."""
+    src = tmp_path / "p.parquet"
+    G.write_pyarrow(src, table)
+    dst = tmp_path / "s.parquet"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    r = subprocess.run([sys.executable, "-c", EARLY, "encrypt", str(src), str(dst), "--footer-key-value", KEY],
+                       env=env, capture_output=True, text=True, timeout=120)
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 143, r.stderr
+    assert len(lines) == 1 and "interrupted (SIGTERM)" in lines[0], r.stderr
+    assert sorted(os.listdir(tmp_path)) == ["p.parquet"]

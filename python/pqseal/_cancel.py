@@ -35,6 +35,11 @@ def requested() -> bool:
     return _event.is_set()
 
 
+def requested_by() -> int:
+    """The signal that asked for cancellation (0: none, or asked without a signal)."""
+    return _signum if _event.is_set() else 0
+
+
 def check() -> None:
     """Raise :class:`Cancelled` if cancellation was requested."""
     if _event.is_set():

@@ -77,7 +77,9 @@ def interruptible():
         for s, h in previous.items():
             signal.signal(s, h)
 
-    _cancel.reset()
+    state.signum = _cancel.requested_by()   # a signal before this (pqseal._entry) counts
+    if not state.signum:
+        _cancel.reset()
     previous = {s: signal.signal(s, handler) for s in SIGNALS}
     _current = state
     try:
