@@ -24,9 +24,9 @@ TEMP_SUFFIX = ".tmp"
 _TEMP_RE = re.compile(r"^\.(?P<target>.+)\.pqseal-(?P<pid>\d+)-(?P<rand>[0-9A-Za-z]+)\.tmp$")
 
 
-def temp_name(target: str, tag: str | None = None) -> str:
-    """The temporary name of ``target`` (a base name) for this process."""
-    return f".{target}.pqseal-{os.getpid()}-{tag or secrets.token_hex(4)}{TEMP_SUFFIX}"
+def temp_name(target: str) -> str:
+    """A temporary name of ``target`` (a base name) for this process."""
+    return f".{target}.pqseal-{os.getpid()}-{secrets.token_hex(4)}{TEMP_SUFFIX}"
 
 
 def is_temp_name(name: str) -> bool:
@@ -67,7 +67,6 @@ class OutputPlan:
     path: str            # the destination as given (absolute)
     directory: str
     name: str
-    replaces: bool       # an existing file will be replaced
     mode: int | None     # mode to give the new file (the replaced file's), None: default
 
 
@@ -89,7 +88,7 @@ def plan_output(dst, *, overwrite: bool, src=None, in_place: bool = False) -> Ou
     try:
         st = os.stat(path)
     except FileNotFoundError:
-        return OutputPlan(path, directory, name, False, None)
+        return OutputPlan(path, directory, name, None)
     if stat.S_ISDIR(st.st_mode):
         raise IsADirectoryError(errno.EISDIR, f"output {raw} is a directory; give a file name")
     same = False
@@ -102,7 +101,7 @@ def plan_output(dst, *, overwrite: bool, src=None, in_place: bool = False) -> Ou
         raise OutputExists(f"{raw} exists; pass overwrite=True (CLI: --force) to replace it")
     if not stat.S_ISREG(st.st_mode):
         raise ValueError(f"output {raw} exists and is not a regular file")
-    return OutputPlan(path, directory, name, True, stat.S_IMODE(st.st_mode))
+    return OutputPlan(path, directory, name, stat.S_IMODE(st.st_mode))
 
 
 def create_temp(directory: str, target: str, mode: int) -> tuple[int, str]:

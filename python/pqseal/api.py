@@ -18,7 +18,7 @@ pyarrow buffers and readers). Outputs are never overwritten unless ``overwrite=T
 from __future__ import annotations
 
 import contextlib
-import hashlib
+import hmac
 import os
 import threading
 import warnings
@@ -71,6 +71,9 @@ def kms_factory(kms=None):
 _sessions: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()   # kms object -> CryptoFactory
 _default_sessions: dict[tuple, object] = {}                           # keystore coordinates -> CryptoFactory
 _sessions_lock = threading.Lock()
+# not key material and never leaves the process; os.urandom, as drawing from the DRBG at
+# import would make a later pqseal.enable_fips() impossible
+_SESSION_SECRET = os.urandom(32)
 
 
 def crypto_factory(kms=None):
@@ -83,8 +86,11 @@ def crypto_factory(kms=None):
     with _sessions_lock:
         if kms is None:
             env = os.environ
+            # the passphrase is told apart by a MAC under a key of this process only, so the
+            # key of this table is no stable, guessable digest of the passphrase
             where = (default_path(), env.get("PQSEAL_KEYSTORE_PASSPHRASE_FILE"),
-                     hashlib.sha256(env.get("PQSEAL_KEYSTORE_PASSPHRASE", "").encode()).hexdigest())
+                     hmac.new(_SESSION_SECRET, env.get("PQSEAL_KEYSTORE_PASSPHRASE", "").encode(),
+                              "sha256").digest())
             f = _default_sessions.get(where)
             if f is None:
                 f = _default_sessions[where] = CryptoFactory(kms_factory(None))
