@@ -20,6 +20,11 @@ _LAZY = {
     "KeyListKms": (".kms", "KeyListKms"),
     "LocalKeystore": (".kms.keystore", "LocalKeystore"),
     "arrow": (".arrow", None),
+    "open": (".io.open", "open"),
+    "ParquetWriter": (".io.writer", "ParquetWriter"),
+    "write_to_dataset": (".io.writer", "write_to_dataset"),
+    "polars": (".polars", None),
+    "io": (".io", None),
 }
 
 

@@ -141,12 +141,24 @@ def transform_to_memory(src, *, decryption: DecryptionProperties | None = None,
                         expect: str | None = None) -> tuple[bytearray, Stats]:
     """Like :func:`transform`, into memory: (the output file's bytes, stats). Nothing
     is written to disk."""
+    buf = bytearray()
+    stats = transform_into(src, buf, decryption=decryption, encryption=encryption, backend=backend, expect=expect)
+    return buf, stats
+
+
+def transform_into(src, target, *, decryption: DecryptionProperties | None = None,
+                   encryption: EncryptionProperties | None = None, backend: str | None = None,
+                   expect: str | None = None, name: str = "<memory>") -> Stats:
+    """Like :func:`transform`, into ``target``: a ``bytearray`` the output is appended
+    to, or a writable binary file object positioned at its start (an fsspec file, say;
+    committing it is the caller's business). ``src`` may also be a
+    :class:`~.source.RangeReader`."""
     t0 = time.perf_counter()
     with Source(src, decryption, backend=backend) as s:
         _check_expect(s, expect)
-        stats = Stats(s.path, None, bytes_in=s.tail.file_size, row_groups=s.num_row_groups, columns=len(s.paths))
-        buf = bytearray()
-        sink = Sink(buf, s.paths, encryption, backend=backend, name="<memory>")
+        stats = Stats(s.path, None if isinstance(target, bytearray) else name, bytes_in=s.tail.file_size,
+                      row_groups=s.num_row_groups, columns=len(s.paths))
+        sink = Sink(target, s.paths, encryption, backend=backend, name=name)
         try:
             stats.pages = _copy(s, sink)
             if sink.saw_v2 and encryption is not None:
@@ -155,7 +167,7 @@ def transform_to_memory(src, *, decryption: DecryptionProperties | None = None,
             sink.close()
         stats.bytes_out = sink.pos
     stats.seconds = time.perf_counter() - t0
-    return buf, stats
+    return stats
 
 
 def _copy(s: Source, sink: Sink) -> int:

@@ -72,18 +72,20 @@ class ChunkRecord:
 
 class Sink:
     """An output file being written from its first byte: ``target`` is a file descriptor
-    positioned at 0, or a ``bytearray`` that the file's bytes are appended to."""
+    positioned at 0, a ``bytearray`` that the file's bytes are appended to, or a
+    writable binary file object (e.g. of an fsspec file system) positioned at 0."""
 
-    def __init__(self, target: int | bytearray, paths: list, encryption: EncryptionProperties | None = None, *,
+    def __init__(self, target, paths: list, encryption: EncryptionProperties | None = None, *,
                  backend: str | None = None, name: str = "output", size_hint: int = 0):
         self.memory = target if isinstance(target, bytearray) else None
-        self.fd = -1 if self.memory is not None else int(target)
+        self.fileobj = target if self.memory is None and hasattr(target, "write") else None
+        self.fd = -1 if self.memory is not None or self.fileobj is not None else int(target)
         self.pos = 0
         # Reserve the blocks the output will need up front (not on tmpfs): writes into the
         # page cache then skip the file system's per-write block reservation, which costs
         # more than the copy itself on ext4. Blocks past the end are released by truncate()
         # (also after a failed reservation, which may have reserved part of the range).
-        self.preallocated = size_hint > 0 and self.memory is None
+        self.preallocated = size_hint > 0 and self.fd >= 0
         if self.preallocated:
             lib.pq_preallocate(self.fd, 0, size_hint)
         self.paths = paths
@@ -175,6 +177,11 @@ class Sink:
         if self.memory is not None:
             for g in group:
                 self.memory += g
+            self.pos += total
+            return
+        if self.fileobj is not None:
+            for g in group:
+                self.fileobj.write(g)
             self.pos += total
             return
         try:

@@ -16,7 +16,7 @@ import os
 import struct
 import zlib
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 import numpy as np
 
@@ -89,6 +89,45 @@ class ColumnCrypto:
 MEMORY_NAME = "<memory>"
 
 
+class RangeReader(Protocol):
+    """Random access to a file that is neither a local path nor held in memory (a
+    file of an fsspec file system, an encrypted spill): ``size`` bytes, read by range.
+    A :class:`Source` given one reads only the ranges it needs."""
+
+    size: int
+    name: str
+
+    def pread(self, offset: int, length: int) -> bytes | bytearray | memoryview: ...
+
+
+class FileRanges:
+    """A :class:`RangeReader` over a seekable binary file object (seek + read under a
+    lock, so threads may share it)."""
+
+    def __init__(self, fileobj, *, size: int | None = None, name: str | None = None):
+        import threading
+
+        self.f = fileobj
+        self._lock = threading.Lock()
+        if size is None:
+            size = fileobj.seek(0, os.SEEK_END)
+        self.size = int(size)
+        self.name = name or str(getattr(fileobj, "name", None) or getattr(fileobj, "path", None) or MEMORY_NAME)
+
+    def pread(self, offset: int, length: int) -> bytes:
+        with self._lock:
+            self.f.seek(offset)
+            parts = []
+            left = length
+            while left > 0:
+                got = self.f.read(left)
+                if not got:
+                    break
+                parts.append(got)
+                left -= len(got)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
 def input_buffer(obj) -> memoryview:
     """A byte view of an in-memory Parquet file: bytes-like objects (``bytes``,
     ``bytearray``, ``memoryview``, numpy arrays, ``pyarrow.Buffer``), ``pyarrow``
@@ -152,8 +191,12 @@ class Source:
                  verify_footer: bool = True, check_crc: bool = True, reuse_buffers: bool = False):
         self._keys: dict[bytes, tuple[GcmModuleCipher, CtrModuleCipher | None]] = {}
         self._f: BinaryIO | None = None
-        data = None if isinstance(path, (str, os.PathLike)) else input_buffer(path)
-        self.path = os.fspath(path) if data is None else MEMORY_NAME
+        self._ranges: RangeReader | None = path if hasattr(path, "pread") and hasattr(path, "size") else None
+        data = None if isinstance(path, (str, os.PathLike)) or self._ranges is not None else input_buffer(path)
+        if self._ranges is not None:
+            self.path = str(getattr(self._ranges, "name", None) or MEMORY_NAME)
+        else:
+            self.path = os.fspath(path) if data is None else MEMORY_NAME
         self.check_crc = check_crc
         # reuse_buffers: decrypted chunks share one buffer, valid until the next read_chunk
         # or close() (which keeps it for this thread's next file)
@@ -166,7 +209,10 @@ class Source:
         self.buf: memoryview | None
         self.fmd: FileMetaData | None = None  # None: encrypted footer and no keys given
         try:
-            if data is not None:
+            if self._ranges is not None:
+                size = int(self._ranges.size)
+                self.buf = None
+            elif data is not None:
                 size = len(data)
                 self.buf = data  # the whole file, held in memory
             else:
@@ -200,6 +246,16 @@ class Source:
                                 f"{self.size}-byte file")
         if self.buf is not None:
             return self.buf[offset:offset + length]
+        if self._ranges is not None:
+            data = memoryview(self._ranges.pread(offset, length)).cast("B")
+            if len(data) != length:
+                raise MalformedFile(f"{self.name}: the file ends at offset {offset + len(data)}, before the "
+                                    f"{self.size} bytes it had when opened (changed while being read)")
+            if out is None:
+                return data
+            into = out.data.cast("B")[:length]
+            into[:] = data
+            return into
         if self._f is None:
             raise ValueError(f"{self.name}: read from a closed Source")
         view = (memoryview(bytearray(length)) if out is None else out.data)[:length]
