@@ -254,8 +254,12 @@ def test_fsspec_zone_over_existing_files(zf):
     try:
         with pytest.raises(ZoneError, match="plaintext Parquet"):
             Z.create_zone("memory://zt/p", "footer", kms=KMS, zones=zf)
+        with pytest.raises(ZoneError, match="external key material is written beside local files only"):
+            Z.create_zone("memory://zt/p", "footer", internal_key_material=False, encrypt_existing=True, kms=KMS,
+                          zones=zf)
         done = Z.create_zone("pqseal::memory://zt/p/", "footer", encrypt_existing=True, kms=KMS,
                              zones=zf)
+        assert done.sealed == ["memory://zt/p/f.parquet"]
         zones = Z.list_zones(zones=zf)
         assert done.policy.path == "memory://zt/p" and [z.path for z in zones] == ["memory://zt/p"]
         assert sorted(fs.ls("/zt/p", detail=False)) == ["/zt/p/f.parquet", "/zt/p/readme"]
@@ -355,10 +359,18 @@ def test_malformed_zones_file(zf, content, match):
     assert open(zf, "rb").read() == content      # never rewritten
 
 
-def test_zones_file_writable_by_others_is_refused(tmp_path, zf):
+def test_zones_file_others_may_change_is_refused(tmp_path, zf, monkeypatch):
     Z.create_zone(tmp_path / "a", "footer", kms=KMS, zones=zf)
     os.chmod(zf, 0o666)
     with pytest.raises(ZonesFileError, match="writable by group or others"):
+        policy_for(tmp_path / "a" / "f", zones=zf)
+    os.chmod(zf, 0o644)
+    if os.getuid() == 0:
+        os.chown(zf, 12345, -1)          # root's own files are trusted: give it to someone else
+    else:
+        monkeypatch.setattr(os, "getuid", lambda: os.stat(zf).st_uid + 1)     # look as another user
+    owner = os.stat(zf).st_uid
+    with pytest.raises(ZonesFileError, match=f"belongs to another user .uid {owner}"):
         policy_for(tmp_path / "a" / "f", zones=zf)
 
 
@@ -428,7 +440,8 @@ def test_cli_errors(tmp_path, keystore):
     args = ["zone", "--zones", zf, "create", str(d), "--footer-key", "footer"]
     assert_one_line_error(r.invoke(main, args), 1, "ZoneError", "plaintext Parquet", "--encrypt-existing")
     res = r.invoke(main, args + ["--encrypt-existing"])
-    assert res.exit_code == 0 and res.stdout == f"sealed {d / 'p.parquet'}\ncreated zone {d} (1 existing files sealed)\n"
+    assert res.exit_code == 0
+    assert res.stdout == f"sealed {d / 'p.parquet'}\ncreated zone {d} (1 existing files sealed)\n"
     assert_one_line_error(r.invoke(main, args), 1, "ZoneError", "exists", "--force")
     assert r.invoke(main, args + ["--force", "--algorithm", "AES_GCM_CTR_V1"]).exit_code == 0
     assert Z.policy_for(d, zones=zf).algorithm == "AES_GCM_CTR_V1"
