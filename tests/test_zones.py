@@ -161,6 +161,8 @@ def test_create_refuses_plaintext_parquet_and_encrypt_existing_seals_it(tmp_path
     write_plain(d / "sub" / "no-suffix")              # found by content, not by name
     (d / "notes.txt").write_bytes(b"PAR is not enough")
     (d / "sub" / "other.bin").write_bytes(b"PAR2" + b"x" * 20)
+    write_plain(tmp_path / "outside.parquet")
+    os.symlink(tmp_path / "outside.parquet", d / "link.parquet")     # links are not followed
     with pytest.raises(ZoneError, match=r"holds 2 plaintext Parquet file\(s\).*--encrypt-existing"):
         Z.create_zone(d, "footer", column_keys="pii:email", kms=KMS, zones=zf)
     assert not os.path.exists(zf) and Z.list_zones(zones=zf) == []
@@ -179,7 +181,8 @@ def test_create_refuses_plaintext_parquet_and_encrypt_existing_seals_it(tmp_path
         assert ref.magic == b"PARE" and "AES_GCM_CTR_V1" in ref.algorithm_union
     for p, b in before.items():
         assert (d / p).read_bytes() == b
-    assert sorted(os.listdir(d)) == ["notes.txt", "p1.parquet", "sub"]   # nothing else written
+    assert sorted(os.listdir(d)) == ["link.parquet", "notes.txt", "p1.parquet", "sub"]   # nothing else written
+    assert os.path.islink(d / "link.parquet") and pq.read_table(tmp_path / "outside.parquet").equals(TABLE)
 
 
 def test_encrypt_existing_leaves_encrypted_files_and_inner_zones_alone(tmp_path, zf):

@@ -23,6 +23,13 @@ policy; reading needs only keys, the files are standard PME.
 
       pqseal zone create /data/pii --footer-key footer --column-keys "pii:email,ssn"
       pqseal zone show /data/pii/2026/part-0.parquet
+
+  or from Python::
+
+      from pqseal.io import zones
+      zones.create_zone("/data/pii", "footer", column_keys="pii:email,ssn")
+      zones.policy_for("/data/pii/2026/part-0.parquet").encryption_config()
+      zones.check_rename("/data/pii/a.parquet", "/data/public/a.parquet")   # ZoneError
 """
 
 from __future__ import annotations
