@@ -31,7 +31,6 @@ cache, so a reader stepping through a page in small reads decrypts it once.
 from __future__ import annotations
 
 import bisect
-import copy
 import io
 import os
 import struct
@@ -56,9 +55,6 @@ _WHOLE_CHUNK = 1 << 20            # chunks up to this size are read whole when f
 # ---- the padded Thrift struct --------------------------------------------------------
 
 
-_FIELD_IDS = {name: {f[1]: f[0] for f in fields} for name, fields in thrift.SCHEMA}
-
-
 def _varint(v: int) -> bytes:
     out = bytearray()
     while v >= 0x80:
@@ -69,25 +65,21 @@ def _varint(v: int) -> bytes:
 
 
 def padded(struct_name: str, fields: dict, size: int) -> bytes:
-    """``fields`` encoded as ``struct_name`` in exactly ``size`` bytes: the encoding plus
-    an unknown binary field (preceded, for the few sizes one field cannot fill, by an
-    unknown bool field) that readers skip. Its field id is 15 above the struct's last,
-    the highest a short-form field header reaches: fastparquet's Thrift reader knows no
-    long-form headers (nor ids above 127)."""
-    base = len(thrift.encode(struct_name, fields))
-    last = max((k if isinstance(k, int) else _FIELD_IDS[struct_name][k]) for k in fields)
-    pad_id = last + 15
+    """``fields`` encoded as ``struct_name`` in exactly ``size`` bytes: the encoding plus,
+    before its stop byte, an unknown binary field (preceded, for the few sizes one field
+    cannot fill, by an unknown bool field) that readers skip. Its field id is 15 above
+    the struct's last, the highest a short-form field header reaches: fastparquet's
+    Thrift reader knows no long-form headers (nor ids above 127)."""
+    base = thrift.encode(struct_name, fields)
     for flag in (False, True):
-        n = size - base - 1 - flag          # bytes for the binary field's length and data
+        n = size - len(base) - 1 - flag          # bytes of the binary field's length and data
         for len_len in (1, 2, 3, 4):
-            if n - len_len >= 0 and len(_varint(n - len_len)) == len_len:
-                pad = {pad_id: (thrift.BINARY, _varint(n - len_len) + bytes(n - len_len))}
-                if flag:
-                    pad[pad_id - 1] = (thrift.BOOL, b"")
-                out = thrift.encode(struct_name, {**fields, **pad})
-                if len(out) == size:
-                    return out
-    raise MalformedFile(f"a {struct_name} of {base} bytes cannot be presented in {size} bytes")
+            data = n - len_len
+            if data >= 0 and len(_varint(data)) == len_len:
+                # field headers: delta 15, binary (0xf8); or delta 14, bool true (0xe1), then delta 1, binary
+                head = b"\xe1\x18" if flag else b"\xf8"
+                return base[:-1] + head + _varint(data) + bytes(data) + base[-1:]
+    raise MalformedFile(f"a {struct_name} of {len(base)} bytes cannot be presented in {size} bytes")
 
 
 # ---- the layout ----------------------------------------------------------------------
@@ -134,7 +126,8 @@ def build_layout(s: Source) -> Layout:
     column metadata, no page."""
     if s.crypto is None:
         return Layout(s.size, [], False)
-    fmd = copy.deepcopy(s.file_metadata())
+    s.file_metadata()                                      # KeyNotFound without keys
+    fmd, _ = thrift.decode("FileMetaData", s.footer_bytes, 0)   # a copy of it to edit
     fmd.pop("encryption_algorithm", None)
     fmd.pop("footer_signing_key_metadata", None)
     end_data = s.tail.footer_offset
