@@ -459,3 +459,48 @@ def test_truncated_file(files, tmp_path):
         os.truncate(copy, 4096)
         with G.raises(MalformedFile):
             pq.read_table(v)
+
+
+def test_fsspec_file_as_source(files):
+    fsspec = require("fsspec")
+    path, opts, _ = files("gcm")
+    with pqseal.open(path, **opts) as v:
+        want = v.read()
+    fs = fsspec.filesystem("memory")
+    with open(path, "rb") as f:
+        fs.pipe("/view/enc.parquet", f.read())
+    with fs.open("/view/enc.parquet", "rb") as f:
+        with open_view(f, **opts) as v:
+            assert v.read() == want
+            assert pq.read_table(v).equals(pq.read_table(pa.BufferReader(want)))
+
+
+def test_empty_table(tmp_path):
+    t = pa.table({"a": pa.array([], pa.int64()), "b": pa.array([], pa.string())})
+    plain, enc = tmp_path / "plain.parquet", tmp_path / "enc.parquet"
+    pq.write_table(t, plain)
+    pqseal.encrypt_file(plain, enc, EncryptionProperties(K))
+    with pqseal.open(enc, decryption=DEC) as v:
+        assert pq.read_table(v).equals(t)
+        assert pl.read_parquet(v).height == 0
+
+
+def test_concurrent_reads_share_one_view(files):
+    from concurrent.futures import ThreadPoolExecutor
+
+    with view_of(files, "ctr") as v:
+        want = bytes(v.pread(0, v.size))
+    with view_of(files, "ctr", cache_bytes=16 << 10) as v:
+        spans = [(o, 3_000 + o % 5_000) for o in range(0, v.size, 7_919)]
+        with ThreadPoolExecutor(4) as ex:
+            got = list(ex.map(lambda s: bytes(v.pread(*s)), spans))
+        assert got == [want[o:o + n] for o, n in spans]
+
+
+def test_padded_struct_keeps_unknown_fields():
+    """A header that already carries an unknown field keeps it; the pad comes after."""
+    hdr = {"type": 2, "uncompressed_page_size": 10, "compressed_page_size": 10,
+           "dictionary_page_header": {"num_values": 1, "encoding": 0}, 12: (thrift.I32, b"\x04")}
+    out = padded("PageHeader", hdr, 80)
+    back, end = thrift.decode("PageHeader", out, 0)
+    assert end == 80 and back[12] == (thrift.I32, b"\x04") and 27 in back

@@ -193,8 +193,9 @@ class _ChunkView:
         self.body_at = self.levels_at + plan.levels                  # plaintext body
         self.ends = plan.body_offsets + plan.body_lengths
         self.plain_lengths = plan.body_lengths - ov
-        if len(plan) and (np.any(self.starts[1:] != self.ends[:-1]) or self.plain_lengths.min() < 0
-                          or np.any(self.levels_at - ov - plan.header_offsets - plan.header_lengths)):
+        if len(plan) and (self.starts[0] != plan.start or self.ends[-1] != plan.end
+                          or np.any(self.starts[1:] != self.ends[:-1]) or self.plain_lengths.min() < 0
+                          or np.any(plan.header_offsets + plan.header_lengths + plan.levels != plan.body_offsets)):
             raise MalformedFile(f"column chunk at offset {plan.start} is not laid out page after page")
         self._headers: dict[int, bytes] = {}
 
