@@ -51,7 +51,6 @@ _REFUSED_OPTIONS = {
     "pyarrow_options": "pyarrow's writer takes no polars encryption (use pqseal.ParquetWriter for pyarrow)",
     "storage_options": "the output is a local file (remote stores: the pqseal fsspec file system)",
     "credential_provider": "the output is a local file (remote stores: the pqseal fsspec file system)",
-    "encryption": "the keys come from pqseal: give `encryption` as write_parquet's third argument",
 }
 
 
@@ -196,13 +195,13 @@ class _Plan:
                 elif FOOTER_KEY_CRYPTO in cm and want.key is None:
                     pass
                 elif COLUMN_KEY_CRYPTO not in cm:
-                    raise MalformedFile(f"polars did not encrypt column {path} with its own key")
+                    raise MalformedFile(f"polars did not encrypt column {path} as asked")
                 elif want.key is None:   # written with the footer key as a column key: say so
                     meta = f.column_meta(rg, col)
-                    cc["crypto_metadata"] = {FOOTER_KEY_CRYPTO: {}}
+                    cc["crypto_metadata"] = {"ENCRYPTION_WITH_FOOTER_KEY": {}}
                     f.set_column_meta(rg, col, meta)
                 elif want.key_metadata is not None:
-                    cm[COLUMN_KEY_CRYPTO]["key_metadata"] = want.key_metadata
+                    cm["ENCRYPTION_WITH_COLUMN_KEY"]["key_metadata"] = want.key_metadata
 
 
 def _check_options(options: dict) -> None:

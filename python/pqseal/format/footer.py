@@ -74,12 +74,14 @@ class Footer:
 
     @footer_key_metadata.setter
     def footer_key_metadata(self, value: bytes | None) -> None:
-        holder, name = ((self.metadata, "footer_signing_key_metadata") if self.crypto is None
-                        else (self.crypto, "key_metadata"))
-        if value is None:
-            holder.pop(name, None)
+        if self.crypto is None:
+            self.metadata.pop("footer_signing_key_metadata", None)
+            if value is not None:
+                self.metadata["footer_signing_key_metadata"] = bytes(value)
         else:
-            holder[name] = bytes(value)
+            self.crypto.pop("key_metadata", None)
+            if value is not None:
+                self.crypto["key_metadata"] = bytes(value)
 
     def column_chunk(self, rg: int, col: int) -> ColumnChunk:
         return self.metadata["row_groups"][rg]["columns"][col]
