@@ -147,9 +147,10 @@ def test_spark_v2_pages_use_parquet_java_framing(spark, tmp_path):
     assert [r.s for r in rows[:4]] == [None, "1", "2", None]
 
 
-def test_spark_reads_pqseal_polars_write_parquet(spark, tmp_path):
+def test_spark_and_pqseal_polars(spark, tmp_path):
     """polars writes with pqseal's data keys and pqseal stamps the key material into the
-    footer: Spark opens the file with its own KMS client."""
+    footer: Spark opens the file with its own KMS client. And back: polars reads Spark's
+    files with the keys pqseal.polars.decryption_properties unwraps."""
     import pqseal.polars as ppl
 
     pl = require("polars")
@@ -169,3 +170,16 @@ def test_spark_reads_pqseal_polars_write_parquet(spark, tmp_path):
         rows = spark.read.parquet(str(out)).orderBy("a").collect()
         assert [r.a for r in rows] == list(range(n)), name
         assert [r.s for r in rows[:3]] == ["0", "7", "14"] and rows[-1].d == (n - 1) * 0.5, name
+
+    spark_df = spark.range(0, n).selectExpr("id as a", "cast(id * 7 as string) as s", "id * 0.5 as d")
+    spark_cases = [("per_column", "AES_GCM_V1", False, True, True, 128),
+                   ("uniform", "AES_GCM_V1", True, False, False, 256)]
+    for case in spark_cases:
+        out = str(tmp_path / ("spark-" + "-".join(map(str, case))))
+        w = spark_df.coalesce(1).write.mode("overwrite")
+        for k, v in spark_options(*case).items():
+            w = w.option(k, v)
+        w.parquet(out)
+        (f,) = glob.glob(os.path.join(out, "*.parquet"))
+        got = pl.read_parquet(f, decryption=ppl.decryption_properties(f, kms=KeyListKms(MASTER))).sort("a")
+        assert got["a"].to_list() == list(range(n)) and got["s"][5] == "35" and got["d"][-1] == (n - 1) * 0.5, case
