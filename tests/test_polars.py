@@ -356,6 +356,20 @@ def test_wrong_kms_keys_are_typed_errors(tmp_path, df):
         ppl.decryption_properties(path, kms=KeyListKms({"kf": MASTER["kf"]}))
 
 
+def test_keys_of_some_columns_only(tmp_path, df):
+    """A reader whose KMS holds only some master keys reads the columns it may."""
+    path = tmp_path / "x.parquet"
+    ppl.write_parquet(df, path, EncryptionConfig("kf", column_keys={"kc1": ["a"], "kc2": ["s", "n.x"]}), kms=KMS)
+    partial = KeyListKms({"kf": MASTER["kf"], "kc1": MASTER["kc1"]})
+    with pytest.raises(KeyNotFound):
+        ppl.decryption_properties(path, kms=partial)
+    with pytest.raises(KeyNotFound):
+        ppl.decryption_properties(path, kms=partial, columns=["a", "n"])   # n.x is kc2's
+    dec = ppl.decryption_properties(path, kms=partial, columns=["a", "d"])
+    assert pl.read_parquet(path, columns=["a", "d"], decryption=dec).equals(df.select("a", "d"))
+    assert pl.scan_parquet(path, decryption=dec).select("d").collect().equals(df.select("d"))
+
+
 def test_tampered_footer_is_refused(tmp_path, df):
     path = tmp_path / "x.parquet"
     ppl.write_parquet(df, path, EncryptionConfig("kf", uniform_encryption=True), kms=KMS)

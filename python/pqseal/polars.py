@@ -73,12 +73,19 @@ def _check_key(name: str, key: bytes, what: str) -> bytes:
     return key
 
 
-def decryption_properties(path, *, kms=None, aad_prefix: bytes | None = None):
+def _selected(path: str, columns) -> bool:
+    return columns is None or any(path == c or path.startswith(c + ".") for c in columns)
+
+
+def decryption_properties(path, *, kms=None, aad_prefix: bytes | None = None, columns=None):
     """``polars.ParquetDecryptionProperties`` for the PME file ``path``: its data keys,
     unwrapped from the file's key material by ``kms`` (a KMS client, a factory
     ``(KmsConnectionConfig) -> KmsClient``, or None for the local keystore; KEKs are
     cached per ``kms`` as in :func:`pqseal.api.crypto_factory`). ``aad_prefix``: the
     AAD prefix of a file written without storing it (a stored prefix needs nothing).
+    ``columns``: unwrap only the keys of these columns (top-level names or dotted leaf
+    paths), for a reader whose KMS grants some column keys only; polars then reads
+    those columns (``pl.read_parquet(path, columns=..., decryption=...)``).
 
     The footer is opened and the first row group's column metadata authenticated here,
     so a wrong key fails with pqseal's typed errors before polars reads anything. A
@@ -102,12 +109,12 @@ def decryption_properties(path, *, kms=None, aad_prefix: bytes | None = None):
         for rg in range(s.num_row_groups):
             for col, parts in enumerate(s.paths):
                 cc = s.column_crypto(rg, col)
-                if not cc.encrypted:
+                name = dotted(parts)
+                if not cc.encrypted or not _selected(name, columns):
                     continue
                 encrypted.add(col)
                 if cc.footer_key:
                     continue
-                name = dotted(parts)
                 key = _check_key(s.name, dec.get_column_key(name, cc.key_metadata), f"key of column {name}")
                 if column_keys.setdefault(name, key) != key:
                     raise _unsupported_read(s.name, f"column {name} has different keys in different row groups")
