@@ -370,6 +370,24 @@ def test_keys_of_some_columns_only(tmp_path, df):
     assert pl.scan_parquet(path, decryption=dec).select("d").collect().equals(df.select("d"))
 
 
+def test_duckdb_dialect_points_at_the_view(tmp_path):
+    duckdb = require("duckdb")
+    path = tmp_path / "dd.parquet"
+    con = duckdb.connect()
+    con.execute("PRAGMA add_parquet_key('k16', 'abcdefghijklmnop')")
+    con.execute(f"COPY (SELECT range AS a FROM range(100)) TO '{path}' "
+                "(FORMAT parquet, ENCRYPTION_CONFIG {footer_key: 'k16'})")
+    with pytest.raises(UnsupportedFeature, match="DuckDB"):
+        ppl.decryption_properties(path, kms=KMS)
+
+
+def test_file_without_key_material(tmp_path, df):
+    path = tmp_path / "x.parquet"
+    df.write_parquet(path, encryption=pl.ParquetEncryptionProperties(footer_key=os.urandom(16)))
+    with pytest.raises(KeyNotFound, match="no key material"):
+        ppl.decryption_properties(path, kms=KMS)
+
+
 def test_tampered_footer_is_refused(tmp_path, df):
     path = tmp_path / "x.parquet"
     ppl.write_parquet(df, path, EncryptionConfig("kf", uniform_encryption=True), kms=KMS)

@@ -32,7 +32,7 @@ import os
 from . import api
 from .arrow import encryption_config
 from ._io import create_temp, fsync_dir, plan_output, remove_stale, unlink_quietly
-from .errors import MalformedFile, UnsupportedFeature
+from .errors import KeyNotFound, MalformedFile, UnsupportedFeature
 from .format.footer import COLUMN_KEY_CRYPTO, FOOTER_KEY_CRYPTO, Footer, rewrite_footer
 from .format.layout import dotted
 from .format.properties import DecryptionProperties, EncryptionProperties
@@ -91,11 +91,10 @@ def decryption_properties(path, *, kms=None, aad_prefix: bytes | None = None, co
     so a wrong key fails with pqseal's typed errors before polars reads anything. A
     plaintext Parquet file gives None (``pl.read_parquet(..., decryption=None)``)."""
     pl = _polars()
+    if isinstance(columns, str):
+        columns = [columns]
     api._recover_once(path)
-    dec = api.decryption_properties(path, None, kms=kms)
-    if aad_prefix is not None:
-        dec = DecryptionProperties(key_retriever=dec.key_retriever, aad_prefix=bytes(aad_prefix))
-    with Source(path, dec) as s:   # opens the footer: a wrong key or AAD prefix fails here
+    with Source(path) as s:   # what the file says without keys
         c = s.crypto
         if c is None:
             return None
@@ -103,6 +102,14 @@ def decryption_properties(path, *, kms=None, aad_prefix: bytes | None = None, co
             raise _unsupported_read(s.name, "it uses DuckDB's encryption dialect (no AADs)")
         if c.algorithm != "AES_GCM_V1":
             raise _unsupported_read(s.name, f"it is encrypted with {c.algorithm}")
+        if c.footer_key_metadata is None:
+            raise KeyNotFound(f"{s.name} carries no key material for its footer key (written with explicit "
+                              "keys?): no KMS can unwrap it; give polars the keys themselves")
+    dec = api.decryption_properties(path, None, kms=kms)
+    if aad_prefix is not None:
+        dec = DecryptionProperties(key_retriever=dec.key_retriever, aad_prefix=bytes(aad_prefix))
+    with Source(path, dec) as s:   # opens the footer: a wrong key or AAD prefix fails here
+        c = s.file_crypto()
         footer_key = _check_key(s.name, dec.get_footer_key(c.footer_key_metadata), "footer key")
         column_keys: dict[str, bytes] = {}
         encrypted = set()
