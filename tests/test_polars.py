@@ -440,6 +440,30 @@ def test_rewrite_footer_is_lossless_and_keeps_column_metadata_consistent(tmp_pat
     pqseal.verify(path, dec)
 
 
+@pytest.mark.parametrize("writer", ["pyarrow-gcm", "pqseal-ctr-plainfooter"])
+def test_rewrite_footer_of_other_writers_files(tmp_path, df, plain_file, writer):
+    """A no-op rewrite of pyarrow's and pqseal's files (CTR too: the footer is GCM in
+    both algorithms): same footer, readers with a KMS still open them."""
+    path = tmp_path / "x.parquet"
+    if writer == "pyarrow-gcm":
+        factory = pyarrow_crypto_factory(lambda cfg: KMS)
+        props = factory.file_encryption_properties(pe.KmsConnectionConfig(), pe.EncryptionConfiguration(
+            footer_key="kf", column_keys={"kc1": ["a"], "kc2": ["s"]}), str(path))
+        pq.write_table(df.to_arrow(), path, encryption_properties=props, row_group_size=2000)
+    else:
+        pqseal.encrypt_file(plain_file, path, EncryptionConfig("kf", column_keys={"kc2": ["s"]}, plaintext_footer=True,
+                                                               encryption_algorithm="AES_GCM_CTR_V1"), kms=KMS)
+    dec = kms_retriever(path)
+    region, old = data_region(path), RefFile(path, dec)
+    rewrite_footer(path, dec, lambda f: None)
+    assert data_region(path) == region
+    new = RefFile(path, kms_retriever(path))
+    assert new.fmd == old.fmd and new.crypto_meta == old.crypto_meta
+    pqseal.verify(path, kms=KMS)
+    if writer == "pyarrow-gcm":
+        assert pyarrow_read(path).equals(df)
+
+
 def test_rewrite_footer_wrong_key_and_plaintext_file(tmp_path, df, plain_file):
     fk = os.urandom(16)
     path = tmp_path / "x.parquet"
