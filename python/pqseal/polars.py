@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import io
 import os
+from typing import TYPE_CHECKING
 
 from . import api
 from .arrow import encryption_config
@@ -37,6 +38,9 @@ from .format.footer import COLUMN_KEY_CRYPTO, FOOTER_KEY_CRYPTO, Footer, rewrite
 from .format.layout import dotted
 from .format.properties import DecryptionProperties, EncryptionProperties
 from .format.source import Source
+
+if TYPE_CHECKING:
+    import polars
 
 #: AES key sizes polars accepts (no AES-192)
 POLARS_KEY_LENGTHS = (16, 32)
@@ -77,7 +81,8 @@ def _selected(path: str, columns) -> bool:
     return columns is None or any(path == c or path.startswith(c + ".") for c in columns)
 
 
-def decryption_properties(path, *, kms=None, aad_prefix: bytes | None = None, columns=None):
+def decryption_properties(path, *, kms=None, aad_prefix: bytes | None = None,
+                          columns=None) -> polars.ParquetDecryptionProperties | None:
     """``polars.ParquetDecryptionProperties`` for the PME file ``path``: its data keys,
     unwrapped from the file's key material by ``kms`` (a KMS client, a factory
     ``(KmsConnectionConfig) -> KmsClient``, or None for the local keystore; KEKs are
@@ -225,8 +230,8 @@ def _check_options(options: dict) -> None:
         options.pop(name, None)
 
 
-def write_parquet(df, path, encryption, *, kms=None, overwrite: bool = False, fsync: bool = True,
-                  **options) -> None:
+def write_parquet(df: polars.DataFrame, path, encryption, *, kms=None, overwrite: bool = False,
+                  fsync: bool = True, **options) -> None:
     """polars writes ``df`` to the PME file ``path`` with fresh data keys from pqseal;
     then the key material is stamped into the footer, as parquet-java, pyarrow and
     pqseal write it, so their KMS clients open the file.
