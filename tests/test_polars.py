@@ -489,6 +489,13 @@ def test_rewrite_footer_edit_failure_changes_nothing(tmp_path, df):
         rewrite_footer(path, DecryptionProperties(fk), bad)
     assert path.read_bytes() == before
 
+    def new_aad(f):
+        f.metadata["encryption_algorithm"]["AES_GCM_V1"]["aad_file_unique"] = b"12345678"
+
+    with pytest.raises(ValueError, match="aad_file_unique"):
+        rewrite_footer(path, DecryptionProperties(fk), new_aad)
+    assert path.read_bytes() == before
+
 
 def test_no_key_bytes_in_errors(tmp_path, df):
     path = tmp_path / "x.parquet"

@@ -18,6 +18,7 @@ explicit keys; a footer-only key rotation is the same edit.
 
 from __future__ import annotations
 
+import copy
 import os
 from dataclasses import dataclass, field
 from typing import Callable
@@ -59,6 +60,11 @@ class Footer:
     _source: Source = field(repr=False)
     _decryption: DecryptionProperties = field(repr=False)
     _ciphers: dict = field(default_factory=dict, repr=False)   # key -> GcmModuleCipher
+    _algorithm: dict | None = field(default=None, repr=False)   # the file's EncryptionAlgorithm, as read
+
+    def _holder(self) -> dict:
+        """The struct holding the EncryptionAlgorithm (FileCryptoMetaData or FileMetaData)."""
+        return self.metadata if self.crypto is None else self.crypto  # type: ignore[return-value]
 
     @property
     def plaintext_footer(self) -> bool:
@@ -146,13 +152,16 @@ def _open(s: Source, decryption: DecryptionProperties) -> Footer:
     fcm = None
     if not c.plaintext_footer:
         fcm, _ = thrift.decode("FileCryptoMetaData", s.read(s.tail.footer_offset, s.tail.footer_len), 0)
-    return Footer(fmd, fcm, c, list(s.paths), s, decryption)
+    f = Footer(fmd, fcm, c, list(s.paths), s, decryption)
+    f._algorithm = copy.deepcopy(f._holder().get("encryption_algorithm"))
+    return f
 
 
 def _seal(f: Footer, name: str) -> bytes:
     """The new tail: footer (encrypted, or signed) and trailer."""
-    if f.metadata.get("encryption_algorithm") is None and f.crypto is None:
-        raise MalformedFile(f"{name}: the edited plaintext footer lost its encryption_algorithm")
+    if f._holder().get("encryption_algorithm") != f._algorithm:
+        raise ValueError(f"{name}: a footer rewrite keeps the file's encryption algorithm, AAD prefix and "
+                         "aad_file_unique (the data modules are sealed with them)")
     footer = _encode("FileMetaData", f.metadata, name)
     gcm = f._cipher(f._decryption.get_footer_key(f.file_crypto.footer_key_metadata))
     if f.crypto is None:
