@@ -145,3 +145,41 @@ def test_spark_v2_pages_use_parquet_java_framing(spark, tmp_path):
         pqseal.encrypt_file(plain, ours / "x.parquet", props)
     rows = spark.read.parquet(str(ours)).orderBy("a").collect()
     assert [r.s for r in rows[:4]] == [None, "1", "2", None]
+
+
+def test_spark_and_pqseal_polars(spark, tmp_path):
+    """polars writes with pqseal's data keys and pqseal stamps the key material into the
+    footer: Spark opens the file with its own KMS client. And back: polars reads Spark's
+    files with the keys pqseal.polars.decryption_properties unwraps."""
+    import pqseal.polars as ppl
+
+    pl = require("polars")
+    n = 3000
+    df = pl.DataFrame({"a": list(range(n)), "s": [str(i * 7) for i in range(n)], "d": [i * 0.5 for i in range(n)]})
+    configs = {
+        "columns": EncryptionConfig("kf", column_keys={"kc1": ["a"], "kc2": ["s"]}),
+        "complete-plainfooter": EncryptionConfig("kf", column_keys={"kc2": ["s"]}, complete_columns=True,
+                                                 plaintext_footer=True),
+        "uniform-external-single": EncryptionConfig("kf", uniform_encryption=True, internal_key_material=False,
+                                                    double_wrapping=False, data_key_length_bits=256),
+    }
+    for name, cfg in configs.items():
+        out = tmp_path / name
+        out.mkdir()
+        ppl.write_parquet(df, out / "part-0.parquet", cfg, kms=KeyListKms(MASTER), row_group_size=1000)
+        rows = spark.read.parquet(str(out)).orderBy("a").collect()
+        assert [r.a for r in rows] == list(range(n)), name
+        assert [r.s for r in rows[:3]] == ["0", "7", "14"] and rows[-1].d == (n - 1) * 0.5, name
+
+    spark_df = spark.range(0, n).selectExpr("id as a", "cast(id * 7 as string) as s", "id * 0.5 as d")
+    spark_cases = [("per_column", "AES_GCM_V1", False, True, True, 128),
+                   ("uniform", "AES_GCM_V1", True, False, False, 256)]
+    for case in spark_cases:
+        out = str(tmp_path / ("spark-" + "-".join(map(str, case))))
+        w = spark_df.coalesce(1).write.mode("overwrite")
+        for k, v in spark_options(*case).items():
+            w = w.option(k, v)
+        w.parquet(out)
+        (f,) = glob.glob(os.path.join(out, "*.parquet"))
+        got = pl.read_parquet(f, decryption=ppl.decryption_properties(f, kms=KeyListKms(MASTER))).sort("a")
+        assert got["a"].to_list() == list(range(n)) and got["s"][5] == "35" and got["d"][-1] == (n - 1) * 0.5, case
