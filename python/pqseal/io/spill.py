@@ -93,6 +93,12 @@ class SpillStore:
         self._closed = False
         self._lock = threading.Lock()
 
+    @property
+    def memory_bytes(self) -> int:
+        """Stream bytes held in memory now: resident blocks, the block being filled and
+        blocks handed to the spill thread that may not be on disk yet."""
+        return (self._nfull - self._spilled + len(self._jobs)) * self.block + self._fill
+
     # ---- writing -----------------------------------------------------------------------
 
     def append(self, data) -> int:
