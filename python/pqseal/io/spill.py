@@ -89,6 +89,11 @@ class SpillStore:
         self._fd = -1
         self._cipher: GcmModuleCipher | None = None
         self._cache: collections.OrderedDict[int, np.ndarray] = collections.OrderedDict()
+        # buffers reused so that a spilled stream does not fault in fresh pages block after
+        # block: blocks back from the spill thread, its output buffer, the read buffer
+        self._free: list[bytearray] = []
+        self._spill_out: np.ndarray | None = None
+        self._read_buf: np.ndarray | None = None
         self._frozen = False
         self._closed = False
         self._lock = threading.Lock()
@@ -118,7 +123,7 @@ class SpillStore:
                 if self._fill == block:
                     self._blocks[self._nfull] = self._tail
                     self._nfull += 1
-                    self._tail = bytearray(block)
+                    self._tail = self._free.pop() if self._free else bytearray(block)
                     self._fill = 0
                     self._spill_over_limit()
             self.size += n
@@ -143,9 +148,13 @@ class SpillStore:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pqseal-spill")
 
     def _write_block(self, i: int, data: bytearray) -> None:
-        out = np.empty(self.block + _OVERHEAD, dtype=np.uint8)
+        """(spill thread) Encrypt block ``i`` and write it at its place."""
+        if self._spill_out is None:
+            self._spill_out = np.empty(self.block + _OVERHEAD, dtype=np.uint8)
+        out = self._spill_out
         self._cipher.encrypt_batch([data], module_type=ModuleType.DATA_PAGE, row_group=i // _ORD,
                                    page=i % _ORD, out=out)
+        self._free.append(data)    # the writer fills it again (list.append is atomic)
         view, at = memoryview(out), i * (self.block + _OVERHEAD)
         while len(view):
             done = os.pwrite(self._fd, view, at)
@@ -158,6 +167,7 @@ class SpillStore:
             while self._jobs:
                 self._jobs.popleft().result()
             self._frozen = True
+            self._free.clear()
 
     # ---- reading -----------------------------------------------------------------------
 
@@ -186,6 +196,8 @@ class SpillStore:
             return memoryview(got)
         plain = self._cache.get(i)
         if plain is None:
+            # a fresh array each time: views of an evicted block that a reader still
+            # holds must keep their bytes
             plain = self._decrypt(i)
             self._cache[i] = plain
             while len(self._cache) > CACHE_BLOCKS:
@@ -196,7 +208,9 @@ class SpillStore:
 
     def _decrypt(self, i: int) -> np.ndarray:
         n = self.block + _OVERHEAD
-        buf = np.empty(n, dtype=np.uint8)
+        if self._read_buf is None:
+            self._read_buf = np.empty(n, dtype=np.uint8)
+        buf = self._read_buf
         view, got = memoryview(buf), 0
         while got < n:
             r = os.preadv(self._fd, [view[got:]], i * n + got)
@@ -237,5 +251,7 @@ class SpillStore:
             self._cipher = None
         self._blocks.clear()
         self._cache.clear()
+        self._free.clear()
+        self._spill_out = self._read_buf = None
         self._tail = bytearray()
         self._fill = 0
