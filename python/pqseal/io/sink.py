@@ -94,7 +94,8 @@ class SealingSink(io.RawIOBase):
             raise ValueError("flush of a closed sink")
 
     def __repr__(self) -> str:
-        state = "closed" if self.closed else f"{self._store.size} bytes written"
+        store = self._store
+        state = "closed" if store is None else f"{store.size} bytes written"
         return f"<SealingSink {self._name} ({state})>"
 
     # ---- the end ----------------------------------------------------------------------

@@ -134,28 +134,33 @@ class SpillStore:
                 self._spilled < self._nfull:
             i = self._spilled
             data = self._blocks.pop(i)
-            if self._pool is None:
-                self._start_spill()
+            pool = self._pool if self._pool is not None else self._start_spill()
             while len(self._jobs) >= MAX_IN_FLIGHT:
                 self._jobs.popleft().result()   # a failed spill (disk full) raises here
-            self._jobs.append(self._pool.submit(self._write_block, i, data))
+            self._jobs.append(pool.submit(self._write_block, i, data))
             self._spilled += 1
             self.spilled_bytes += self.block
 
-    def _start_spill(self) -> None:
+    def _start_spill(self) -> ThreadPoolExecutor:
         self._fd = _anonymous_file(self.spill_dir)
         self._cipher = GcmModuleCipher(ModuleKey(random_bytes(32)))
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pqseal-spill")
+        return self._pool
+
+    def _spill_cipher(self) -> GcmModuleCipher:
+        if self._cipher is None:
+            raise ValueError("the spill store is closed")
+        return self._cipher
 
     def _write_block(self, i: int, data: bytearray) -> None:
         """(spill thread) Encrypt block ``i`` and write it at its place."""
         if self._spill_out is None:
             self._spill_out = np.empty(self.block + _OVERHEAD, dtype=np.uint8)
         out = self._spill_out
-        self._cipher.encrypt_batch([data], module_type=ModuleType.DATA_PAGE, row_group=i // _ORD,
-                                   page=i % _ORD, out=out)
+        self._spill_cipher().encrypt_batch([data], module_type=ModuleType.DATA_PAGE, row_group=i // _ORD,
+                                           page=i % _ORD, out=out)
         self._free.append(data)    # the writer fills it again (list.append is atomic)
-        view, at = memoryview(out), i * (self.block + _OVERHEAD)
+        view, at = out.data, i * (self.block + _OVERHEAD)
         while len(view):
             done = os.pwrite(self._fd, view, at)
             view, at = view[done:], at + done
@@ -204,14 +209,14 @@ class SpillStore:
                 self._cache.popitem(last=False)
         else:
             self._cache.move_to_end(i)
-        return memoryview(plain)
+        return plain.data
 
     def _decrypt(self, i: int) -> np.ndarray:
         n = self.block + _OVERHEAD
         if self._read_buf is None:
             self._read_buf = np.empty(n, dtype=np.uint8)
         buf = self._read_buf
-        view, got = memoryview(buf), 0
+        view, got = buf.data, 0
         while got < n:
             r = os.preadv(self._fd, [view[got:]], i * n + got)
             if r <= 0:
@@ -220,7 +225,7 @@ class SpillStore:
                 raise MalformedFile(f"{self.name}: the spill file lost block {i}")
             got += r
         out = np.empty(self.block, dtype=np.uint8)
-        self._cipher.decrypt_batch([buf], module_type=ModuleType.DATA_PAGE, row_group=i // _ORD,
+        self._spill_cipher().decrypt_batch([buf], module_type=ModuleType.DATA_PAGE, row_group=i // _ORD,
                                    page=i % _ORD, out=out)
         return out
 
