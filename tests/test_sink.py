@@ -269,6 +269,18 @@ def test_spill_store_reads_back_what_was_appended(tmp_path):
     assert listing(tmp_path) == []
 
 
+def test_reused_blocks_show_only_the_new_stream(tmp_path):
+    first = SpillStore(memory_limit=1 << 20, spill_dir=str(tmp_path))
+    first.append(b"\xaa" * (3 << 20))
+    first.freeze()
+    first.close()                       # its blocks go back to the pool
+    second = SpillStore(memory_limit=1 << 20, spill_dir=str(tmp_path))
+    second.append(b"\x55" * 100)
+    second.freeze()
+    assert second.size == 100 and bytes(second.pread(0, 1 << 20)) == b"\x55" * 100
+    second.close()
+
+
 # ---- failures leave nothing ----------------------------------------------------------------
 
 

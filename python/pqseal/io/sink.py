@@ -16,6 +16,8 @@ destination.
 Memory: at most ``memory_limit`` bytes of the stream (default 64 MiB) plus three spill
 blocks (a quarter of the limit each, at most 4 MiB) while writing; while sealing on close,
 in addition about three times the largest column chunk and two decrypted spill blocks.
+After close up to 64 MiB of blocks are kept for the next sink of the process (faulting in
+fresh memory costs more than the copy into it).
 
 Disk: while writing, only the spill file, which has no name (gone when the process
 dies, however it dies) and holds only ciphertext. On close a local destination is written
