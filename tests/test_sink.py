@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 import warnings
 
@@ -369,6 +370,28 @@ def test_no_encryption_and_no_zone_is_refused_at_open(tmp_path):
     assert listing(tmp_path) == []
 
 
+def test_encryption_none_takes_the_zone_policy_of_the_path(tmp_path, table, monkeypatch):
+    from pqseal.io import zones
+
+    asked = []
+
+    class Policy:
+        def encryption_config(self):
+            return cfg(encryption_algorithm="AES_GCM_CTR_V1")
+
+    def policy_for(path, *, zones=None):
+        asked.append((os.fspath(path), zones))
+        return Policy()
+
+    monkeypatch.setattr(zones, "policy_for", policy_for)
+    dst = tmp_path / "t.parquet"
+    with pqseal.open(dst, "wb", kms=KMS, zones="zones.toml") as f:
+        pq.write_table(table, f)
+    assert asked == [(str(dst), "zones.toml")]
+    assert pqseal.inspect(dst)["algorithm"] == "AES_GCM_CTR_V1"
+    assert read_back(str(dst)).equals(table)
+
+
 # ---- file object targets -------------------------------------------------------------------
 
 
@@ -442,6 +465,8 @@ def test_sigkill_while_writing_leaves_nothing(tmp_path):
         [os.path.dirname(os.path.dirname(pqseal.__file__))] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
     proc = subprocess.Popen([sys.executable, "-c", KILLED, str(out / "t.parquet"), str(spill)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    watchdog = threading.Timer(120, proc.kill)     # never hang the suite
+    watchdog.start()
     try:
         line = proc.stdout.readline()
         assert line == b"spilling\n", proc.stderr.read().decode()
@@ -459,5 +484,6 @@ def test_sigkill_while_writing_leaves_nothing(tmp_path):
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
+        watchdog.cancel()
     assert proc.returncode == -signal.SIGKILL
     assert listing(out) == [] and listing(spill) == []

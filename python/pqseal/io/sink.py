@@ -161,7 +161,7 @@ class SealingSink(io.RawIOBase):
 
 
 def open_sink(dst, *, encryption=None, kms=None, overwrite: bool = False, memory_limit: int = DEFAULT_MEMORY_LIMIT,
-              spill_dir=None, fsync: bool = True, backend: str | None = None) -> SealingSink:
+              spill_dir=None, fsync: bool = True, backend: str | None = None, zones=None) -> SealingSink:
     """A writable binary file that any Parquet writer writes a plaintext Parquet file
     into; ``close()`` seals it into ``dst``.
 
@@ -175,7 +175,9 @@ def open_sink(dst, *, encryption=None, kms=None, overwrite: bool = False, memory
     ``encryption``: an :class:`~pqseal.config.EncryptionConfig` or pyarrow
     ``EncryptionConfiguration`` (fresh data keys wrapped by ``kms``, default the local
     keystore) or explicit :class:`EncryptionProperties`; None: the policy of ``dst``'s
-    encryption zone (a ValueError here when there is none).
+    encryption zone (a ValueError here when there is none; ``zones``: the zones file, see
+    :func:`pqseal.io.zones.policy_for`). A file object is placed by its ``path``
+    attribute, if it has one.
 
     ``memory_limit``: bytes of the stream held in memory before older bytes are spilled
     (encrypted under an ephemeral in-memory key) to an unnamed file in ``spill_dir``
@@ -196,7 +198,7 @@ def open_sink(dst, *, encryption=None, kms=None, overwrite: bool = False, memory
         name = str(getattr(dst, "path", None) or getattr(dst, "name", None) or "<file object>")
         directory = None
     if encryption is None:
-        encryption = _zone_encryption(dst, name if path else getattr(dst, "path", None))
+        encryption = _zone_encryption(name if path else getattr(dst, "path", None), zones)
     props = encryption_properties(encryption, dst if path else None, kms=kms)
     if props.external_key_material and not path:
         raise ValueError("external key material needs a local path as destination, not a file object")
@@ -205,10 +207,10 @@ def open_sink(dst, *, encryption=None, kms=None, overwrite: bool = False, memory
                        fsync=fsync, backend=backend, name=name)
 
 
-def _zone_encryption(dst, where):
+def _zone_encryption(where, zones):
     from .zones import policy_for
 
-    policy = policy_for(where) if where else None
+    policy = policy_for(where, zones=zones) if where else None
     if policy is None:
         raise ValueError(f"no encryption given and {where or 'the destination'} lies in no encryption zone: "
                          "pass encryption= (an EncryptionConfig or EncryptionProperties)")
