@@ -311,6 +311,20 @@ def test_abort_leaves_nothing_and_close_twice_is_harmless(tmp_path, table):
     assert read_back(str(dst)).equals(table)
 
 
+def test_failing_spill_fails_the_write_and_leaves_nothing(tmp_path, table):
+    spill = tmp_path / "spill"
+    spill.mkdir()
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(FileNotFoundError):
+        pqseal.open(out / "t.parquet", "wb", encryption=cfg(), kms=KMS, spill_dir=tmp_path / "missing")
+    f = pqseal.open(out / "t.parquet", "wb", encryption=cfg(), kms=KMS, memory_limit=0, spill_dir=spill)
+    spill.rmdir()                       # the spill file cannot be created any more
+    with pytest.raises(OSError):
+        pq.write_table(table, f)
+    assert f.closed and listing(out) == []
+
+
 def test_garbage_collected_without_close_leaves_nothing(tmp_path, table):
     f = pqseal.open(tmp_path / "t.parquet", "wb", encryption=cfg(), kms=KMS, memory_limit=0)
     pq.write_table(table, f)

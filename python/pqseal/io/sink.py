@@ -31,6 +31,7 @@ collected without ``close()``.
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 import warnings
@@ -199,11 +200,13 @@ def open_sink(dst, *, encryption=None, kms=None, overwrite: bool = False, memory
         directory = None
     if encryption is None:
         encryption = _zone_encryption(name if path else getattr(dst, "path", None), zones)
+    spill_dir = os.fspath(spill_dir) if spill_dir is not None else (directory or _tmpdir())
+    if not os.path.isdir(spill_dir):
+        raise FileNotFoundError(errno.ENOENT, f"spill directory {spill_dir} does not exist")
     props = encryption_properties(encryption, dst if path else None, kms=kms)
     if props.external_key_material and not path:
         raise ValueError("external key material needs a local path as destination, not a file object")
-    return SealingSink(dst, props, overwrite=overwrite, memory_limit=int(memory_limit),
-                       spill_dir=os.fspath(spill_dir) if spill_dir is not None else (directory or _tmpdir()),
+    return SealingSink(dst, props, overwrite=overwrite, memory_limit=int(memory_limit), spill_dir=spill_dir,
                        fsync=fsync, backend=backend, name=name)
 
 
