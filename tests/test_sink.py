@@ -201,7 +201,7 @@ def test_spill_is_ciphertext_only_and_gone_after_close(tmp_path, table):
     with pqseal.open(dst, "wb", encryption=cfg(), kms=KMS, memory_limit=128 << 10, spill_dir=spill_dir) as f:
         for i in range(0, len(data), 10_000):          # as a writer would, in pieces
             f.write(data[i:i + 10_000])
-            assert f._store.memory_bytes <= (128 << 10) + 3 * f._store.block
+            assert f._store.memory_bytes <= (128 << 10) + 5 * f._store.block
         store = f._store
         store.freeze()                                  # every spilled block on disk
         fd = store._fd
@@ -252,7 +252,7 @@ def test_spill_store_reads_back_what_was_appended(tmp_path):
             n = int(rng.integers(1, 200_000))
             s.append(memoryview(data)[pos:pos + n])
             pos += n
-            assert s.memory_bytes <= limit + 3 * s.block
+            assert s.memory_bytes <= limit + 5 * s.block
         s.freeze()
         assert s.size == len(data) and s.spilled_bytes > 0 and s.block == block_size_for(limit)
         for _ in range(200):

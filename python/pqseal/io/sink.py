@@ -13,9 +13,10 @@ encrypted with AES-GCM under a key that exists only in this process's memory. On
 at a time, decrypting the spilled blocks a range covers) and seals it into the
 destination.
 
-Memory: at most ``memory_limit`` bytes of the stream (default 64 MiB) plus three spill
-blocks (a quarter of the limit each, at most 4 MiB) while writing; while sealing on close,
-in addition about three times the largest column chunk and two decrypted spill blocks.
+Memory: at most ``memory_limit`` bytes of the stream (default 64 MiB) plus five spill
+blocks (a quarter of the limit each, at most 2 MiB) while writing, 74 MiB at the default;
+while sealing on close, in addition about three times the largest column chunk and two
+decrypted spill blocks.
 After close up to 64 MiB of blocks are kept for the next sink of the process (faulting in
 fresh memory costs more than the copy into it).
 
@@ -183,7 +184,7 @@ def open_sink(dst, *, encryption=None, kms=None, overwrite: bool = False, memory
     ``memory_limit``: bytes of the stream held in memory before older bytes are spilled
     (encrypted under an ephemeral in-memory key) to an unnamed file in ``spill_dir``
     (default: the destination's directory, or the system temporary directory for a file
-    object). Memory stays below ``memory_limit`` plus 12 MiB while writing, plus about
+    object). Memory stays below ``memory_limit`` plus 10 MiB while writing, plus about
     three times the largest column chunk while sealing. ``fsync``: flush a local
     destination to disk before renaming it into place."""
     path = _is_path(dst)

@@ -12,9 +12,13 @@ block's module AAD carries its index, so blocks cannot be swapped; a fresh rando
 than the process. The spill file is created without a name (``O_TMPFILE``) or unlinked
 right after creation, so a crash leaves nothing behind, and it never holds plaintext.
 
-Memory held: at most ``memory_limit`` bytes in memory-resident blocks, plus the block
-being filled and up to ``MAX_IN_FLIGHT`` blocks being encrypted; reads decrypt the blocks
-a range covers and keep the last ``CACHE_BLOCKS`` decrypted blocks.
+Memory held while writing: at most ``memory_limit`` bytes of resident blocks, plus the
+block being filled, up to ``MAX_IN_FLIGHT`` blocks being encrypted and as many back from
+the spill thread for reuse: ``memory_limit + 5 * block`` in all
+(:attr:`SpillStore.memory_bytes`; 74 MiB at the sink's default limit of 64 MiB). Reads
+decrypt the blocks a range covers and keep the last ``CACHE_BLOCKS`` decrypted blocks.
+Closed stores hand their blocks to a process-wide pool (at most ``POOL_MAX`` bytes) for
+the next store.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from ..crypto import GcmModuleCipher, ModuleKey, ModuleType, random_bytes
 from ..crypto.cipher import LEN_PREFIX, NONCE_LEN, TAG_LEN
 from ..errors import MalformedFile
 
-BLOCK_MAX = 4 << 20            # spill block size for large memory limits
+BLOCK_MAX = 2 << 20            # spill block size for large memory limits
 BLOCK_MIN = 64 << 10           # ... and the smallest (tiny memory limits)
 MAX_IN_FLIGHT = 2              # blocks handed to the spill thread and not yet on disk
 CACHE_BLOCKS = 2               # decrypted spill blocks kept for the next read
@@ -69,11 +73,6 @@ class _Pool:
                     return
                 self._blocks.setdefault(len(b), []).append(b)
                 self._bytes += len(b)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._blocks.clear()
-            self._bytes = 0
 
 
 _pool = _Pool()
@@ -140,9 +139,10 @@ class SpillStore:
 
     @property
     def memory_bytes(self) -> int:
-        """Stream bytes held in memory now: resident blocks, the block being filled and
-        blocks handed to the spill thread that may not be on disk yet."""
-        return (self._nfull - self._spilled + len(self._jobs)) * self.block + self._fill
+        """Bytes of blocks this store holds now (while writing): resident full blocks,
+        the block being filled, blocks handed to the spill thread and blocks back from
+        it. At most ``memory_limit + 5 * block``."""
+        return (self._nfull - self._spilled + len(self._jobs) + len(self._free) + 1) * self.block
 
     # ---- writing -----------------------------------------------------------------------
 
