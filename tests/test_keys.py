@@ -330,3 +330,15 @@ def test_pyarrow_bridge_uses_pqseal_kms(tmp_path, table, plain):
     got = pq.read_table(sealed, decryption_properties=factory.file_decryption_properties(
         pe.KmsConnectionConfig(), pe.DecryptionConfiguration()))
     assert got.equals(table) and counting.unwraps >= 1
+
+
+def test_pyarrow_uniform_configuration_is_accepted():
+    # pyarrow's column_keys getter raises on a uniform configuration; the bridge must not read it
+    import pyarrow.parquet.encryption as pe
+
+    from pqseal.arrow import encryption_config
+
+    cfg = encryption_config(pe.EncryptionConfiguration(footer_key="kf", uniform_encryption=True,
+                                                       encryption_algorithm="AES_GCM_CTR_V1"))
+    assert cfg.uniform_encryption and not cfg.column_keys
+    assert cfg.footer_key == "kf" and cfg.encryption_algorithm == "AES_GCM_CTR_V1"

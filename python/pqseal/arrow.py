@@ -78,8 +78,9 @@ def encryption_config(cfg):
     if not _is_pyarrow(cfg, "EncryptionConfiguration"):
         raise TypeError("encryption must be EncryptionProperties, pqseal.EncryptionConfig or "
                         f"pyarrow.parquet.encryption.EncryptionConfiguration, not {type(cfg).__name__}")
-    column_keys = dict(cfg.column_keys or {})
     uniform = bool(getattr(cfg, "uniform_encryption", False))
+    # pyarrow's column_keys getter fails on a uniform configuration: read it only otherwise
+    column_keys = {} if uniform else dict(cfg.column_keys or {})
     return EncryptionConfig(cfg.footer_key, column_keys={k: list(v) for k, v in column_keys.items()} or None,
                             uniform_encryption=uniform, encryption_algorithm=cfg.encryption_algorithm,
                             plaintext_footer=cfg.plaintext_footer, double_wrapping=cfg.double_wrapping,
