@@ -264,10 +264,12 @@ static int rd_list_header(Rd *r, int *et, Py_ssize_t *n)
     uint8_t h = r->p[r->pos++];
     *et = h & 15;
     *n = h >> 4;
-    if (!valid_type(*et))
-        return derr(start, "bad element type %d", *et);
     if (*n == 15 && rd_len(r, "list size", n))
         return -1;
+    /* an empty list's element type may be 0 (fastparquet writes 0x00; Apache Thrift's
+       readers accept it): it decodes as a mismatch, kept verbatim as an unknown field */
+    if (!valid_type(*et) && !(*et == 0 && *n == 0))
+        return derr(start, "bad element type %d", *et);
     if (*n > r->len - r->pos)
         return derr(start, "list size %zd exceeds remaining input", *n);
     if (*n > CONTAINER_SIZE_LIMIT)

@@ -631,6 +631,15 @@ def test_duplicates_in_unknown_nested_struct_are_kept_verbatim():
     assert obj == {10: (STRUCT, b"\x15\x02\x15\x02\x00")}
 
 
+def test_empty_list_of_element_type_0_is_kept_verbatim():
+    """fastparquet writes an empty key_value_metadata list as 0x00 (element type 0),
+    which Apache Thrift's readers accept: it stays an unknown field, re-encoded as is; a
+    non-empty list of type 0 is still refused."""
+    obj, _ = roundtrip("ColumnMetaData", b"\x89\x00\x00")   # field 8 (list), header 0x00
+    assert obj == {8: (LIST, b"\x00")}
+    assert "bad element type 0" in decode_both("ColumnMetaData", b"\x89\x10\x00")[2]
+
+
 @pytest.fixture(scope="module")
 def tiny_footer(tmp_path_factory):
     pa = require("pyarrow")

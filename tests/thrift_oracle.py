@@ -211,10 +211,10 @@ class _Reader:
         h = self.buf[self.pos]
         self.pos += 1
         et, n = h & 15, h >> 4
-        if not 1 <= et <= 12:
-            raise _derr(start, f"bad element type {et}")
         if n == 15:
             n = self.rd_len("list size")
+        if not 1 <= et <= 12 and not (et == 0 and n == 0):   # empty lists may say type 0 (fastparquet)
+            raise _derr(start, f"bad element type {et}")
         if n > self.n - self.pos:
             raise _derr(start, f"list size {n} exceeds remaining input")
         if n > CONTAINER_SIZE_LIMIT:

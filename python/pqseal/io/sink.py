@@ -1,11 +1,212 @@
-"""The sealing sink (issue 9, item 2). To be built."""
+"""The sealing sink (issue 9, item 2): a binary file that any Parquet writer writes a
+plaintext Parquet file into, and that is a PME file at its destination once closed.
+
+    with pqseal.open("out.parquet", "wb", encryption=cfg) as f:
+        df.write_parquet(f)            # polars; or pq.write_table(t, f), pandas to_parquet(f)
+
+A Parquet file's footer comes last, and only the footer says where the column chunks
+lie, so the stream cannot be sealed as it arrives. The sink holds it in a
+:class:`~pqseal.io.spill.SpillStore`: the newest ``memory_limit`` bytes in memory, older
+bytes spilled to an unnamed file in ``spill_dir`` (default: the destination's directory),
+encrypted with AES-GCM under a key that exists only in this process's memory. On
+``close()`` the engine reads the store by range (the footer first, then one column chunk
+at a time, decrypting the spilled blocks a range covers) and seals it into the
+destination.
+
+Memory: at most ``memory_limit`` bytes of the stream (default 64 MiB) plus three spill
+blocks (a quarter of the limit each, at most 4 MiB) while writing; while sealing on close,
+in addition about three times the largest column chunk and two decrypted spill blocks.
+
+Disk: while writing, only the spill file, which has no name (gone when the process
+dies, however it dies) and holds only ciphertext. On close a local destination is written
+as a temporary file beside it, flushed and renamed into place (external key material
+committed with it), exactly as :func:`pqseal.encrypt_file` does. Nothing reaches the
+destination if the writer fails (an exception inside ``with``, :meth:`SealingSink.abort`),
+if the bytes written are no plaintext Parquet file (:class:`~pqseal.errors.MalformedFile`,
+or :class:`~pqseal.format.AlreadyEncrypted` for a PME file), or if the sink is garbage
+collected without ``close()``.
+"""
 
 from __future__ import annotations
 
+import io
+import os
+import warnings
 
-def open_sink(dst, *, encryption=None, kms=None, overwrite: bool = False, **options):
+from ..api import _is_path, _material_store, _recover_once, encryption_properties
+from ..format.engine import transform, transform_into
+from ..format.properties import EncryptionProperties
+from .spill import SpillStore
+
+DEFAULT_MEMORY_LIMIT = 64 << 20
+
+
+class SealingSink(io.RawIOBase):
+    """A write-only, non-seekable binary file (see the module documentation). ``tell()``
+    is the number of bytes written. ``close()`` seals; ``abort()`` discards; as a context
+    manager an exception inside ``with`` discards. Closing twice is harmless."""
+
+    def __init__(self, dst, encryption: EncryptionProperties, *, overwrite: bool, memory_limit: int,
+                 spill_dir: str, fsync: bool, backend: str | None, name: str):
+        super().__init__()
+        self._dst = dst
+        self._encryption = encryption
+        self._overwrite = overwrite
+        self._fsync = fsync
+        self._backend = backend
+        self._name = name
+        self._store: SpillStore | None = SpillStore(memory_limit=memory_limit, spill_dir=spill_dir, name=name)
+        self.stats = None   # the engine's Stats once sealed
+
+    # ---- the file interface -----------------------------------------------------------
+
+    def writable(self) -> bool:
+        return True
+
+    def readable(self) -> bool:
+        return False
+
+    def seekable(self) -> bool:
+        return False
+
+    def write(self, data) -> int:
+        store = self._store
+        if store is None:
+            raise ValueError("write to a closed sink")
+        try:
+            return store.append(data)
+        except BaseException:
+            self.abort()
+            raise
+
+    def tell(self) -> int:
+        store = self._store
+        if store is None:
+            raise ValueError("tell on a closed sink")
+        return store.size
+
+    def flush(self) -> None:
+        if self.closed:
+            raise ValueError("flush of a closed sink")
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else f"{self._store.size} bytes written"
+        return f"<SealingSink {self._name} ({state})>"
+
+    # ---- the end ----------------------------------------------------------------------
+
+    @property
+    def spilled_bytes(self) -> int:
+        """Bytes of the stream spilled (encrypted) so far."""
+        return self._store.spilled_bytes if self._store is not None else 0
+
+    def close(self) -> None:
+        """Seal what was written into the destination; on failure nothing reaches it
+        (the error is raised) and the sink is closed all the same."""
+        store = self._store
+        if store is None:
+            super().close()
+            return
+        try:
+            store.freeze()
+            self.stats = self._seal(store)
+        finally:
+            self._store = None
+            store.close()
+            super().close()
+
+    def abort(self) -> None:
+        """Discard what was written: nothing reaches the destination."""
+        store, self._store = self._store, None
+        if store is not None:
+            store.close()
+        super().close()
+
+    def _seal(self, store: SpillStore):
+        if _is_path(self._dst):
+            return transform(store, self._dst, encryption=self._encryption, backend=self._backend,
+                             overwrite=self._overwrite, expect="plaintext", fsync=self._fsync,
+                             companion=_material_store(self._dst, self._encryption))
+        stats = transform_into(store, self._dst, encryption=self._encryption, backend=self._backend,
+                               expect="plaintext", name=self._name)
+        flush = getattr(self._dst, "flush", None)
+        if flush is not None:
+            flush()
+        return stats
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            self.abort()
+        else:
+            self.close()
+
+    def __del__(self) -> None:
+        # collected without close(): the writer may not have finished, so never seal
+        if getattr(self, "_store", None) is not None:
+            try:
+                warnings.warn(f"{self._name}: sealing sink collected without close(); nothing was written",
+                              ResourceWarning, stacklevel=2)
+            except Exception:   # interpreter shutdown
+                pass
+            self.abort()
+
+
+def open_sink(dst, *, encryption=None, kms=None, overwrite: bool = False, memory_limit: int = DEFAULT_MEMORY_LIMIT,
+              spill_dir=None, fsync: bool = True, backend: str | None = None) -> SealingSink:
     """A writable binary file that any Parquet writer writes a plaintext Parquet file
-    into; ``close()`` seals it into ``dst`` (a local path: temporary file and rename; or
-    a writable binary file object, written from its start). ``encryption`` None: the
-    policy of ``dst``'s encryption zone."""
-    raise NotImplementedError
+    into; ``close()`` seals it into ``dst``.
+
+    ``dst``: a local path (written as a temporary file beside it and renamed; an existing
+    file is refused with :class:`~pqseal.errors.OutputExists` unless ``overwrite``), or a
+    writable binary file object positioned at its start (an fsspec file, say): the sealed
+    file is written into it on ``close()`` and it is flushed, not closed (committing or
+    discarding it is the caller's business; on a failure while sealing it may hold part
+    of a file, which the caller must discard).
+
+    ``encryption``: an :class:`~pqseal.config.EncryptionConfig` or pyarrow
+    ``EncryptionConfiguration`` (fresh data keys wrapped by ``kms``, default the local
+    keystore) or explicit :class:`EncryptionProperties`; None: the policy of ``dst``'s
+    encryption zone (a ValueError here when there is none).
+
+    ``memory_limit``: bytes of the stream held in memory before older bytes are spilled
+    (encrypted under an ephemeral in-memory key) to an unnamed file in ``spill_dir``
+    (default: the destination's directory, or the system temporary directory for a file
+    object). Memory stays below ``memory_limit`` plus 12 MiB while writing, plus about
+    three times the largest column chunk while sealing. ``fsync``: flush a local
+    destination to disk before renaming it into place."""
+    path = _is_path(dst)
+    if not path and not hasattr(dst, "write"):
+        raise TypeError(f"dst must be a path or a writable binary file object, not {type(dst).__name__}")
+    if path:
+        from .._io import plan_output
+
+        out = plan_output(dst, overwrite=overwrite)   # refuse now, not after the writer's work
+        _recover_once(out.path)
+        name, directory = out.path, out.directory
+    else:
+        name = str(getattr(dst, "path", None) or getattr(dst, "name", None) or "<file object>")
+        directory = None
+    if encryption is None:
+        encryption = _zone_encryption(dst, name if path else getattr(dst, "path", None))
+    props = encryption_properties(encryption, dst if path else None, kms=kms)
+    if props.external_key_material and not path:
+        raise ValueError("external key material needs a local path as destination, not a file object")
+    return SealingSink(dst, props, overwrite=overwrite, memory_limit=int(memory_limit),
+                       spill_dir=os.fspath(spill_dir) if spill_dir is not None else (directory or _tmpdir()),
+                       fsync=fsync, backend=backend, name=name)
+
+
+def _zone_encryption(dst, where):
+    from .zones import policy_for
+
+    policy = policy_for(where) if where else None
+    if policy is None:
+        raise ValueError(f"no encryption given and {where or 'the destination'} lies in no encryption zone: "
+                         "pass encryption= (an EncryptionConfig or EncryptionProperties)")
+    return policy.encryption_config()
+
+
+def _tmpdir() -> str:
+    import tempfile
+
+    return tempfile.gettempdir()

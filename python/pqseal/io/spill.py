@@ -1,0 +1,235 @@
+"""An append-only byte store with bounded memory: the newest bytes stay in memory, the
+older ones are spilled to an anonymous file encrypted under a key that exists only in
+this process's memory.
+
+The sealing sink keeps a writer's plaintext Parquet stream here until the footer, which
+comes last, tells where the column chunks lie. The stream is cut into blocks of
+``block_size`` bytes. While more than ``memory_limit`` bytes are held, the oldest full
+block is encrypted as one AES-GCM module (the native cipher, GIL released, on a worker
+thread so it overlaps the writer) and written at its fixed place in the spill file. Each
+block's module AAD carries its index, so blocks cannot be swapped; a fresh random 256-bit
+:class:`~pqseal.crypto.ModuleKey` per store means a spill outlives its key by no more
+than the process. The spill file is created without a name (``O_TMPFILE``) or unlinked
+right after creation, so a crash leaves nothing behind, and it never holds plaintext.
+
+Memory held: at most ``memory_limit`` bytes in memory-resident blocks, plus the block
+being filled and up to ``MAX_IN_FLIGHT`` blocks being encrypted; reads decrypt the blocks
+a range covers and keep the last ``CACHE_BLOCKS`` decrypted blocks.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import os
+import tempfile
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+
+import numpy as np
+
+from ..crypto import GcmModuleCipher, ModuleKey, ModuleType, random_bytes
+from ..crypto.cipher import LEN_PREFIX, NONCE_LEN, TAG_LEN
+
+BLOCK_MAX = 4 << 20            # spill block size for large memory limits
+BLOCK_MIN = 64 << 10           # ... and the smallest (tiny memory limits)
+MAX_IN_FLIGHT = 2              # blocks handed to the spill thread and not yet on disk
+CACHE_BLOCKS = 2               # decrypted spill blocks kept for the next read
+_OVERHEAD = LEN_PREFIX + NONCE_LEN + TAG_LEN
+_ORD = 1 << 15                 # ordinals are int16: block i is (row group i >> 15, page i & 0x7fff)
+
+
+def block_size_for(memory_limit: int) -> int:
+    """The spill block size used under ``memory_limit``: a quarter of it, within
+    [``BLOCK_MIN``, ``BLOCK_MAX``]."""
+    return min(BLOCK_MAX, max(BLOCK_MIN, memory_limit // 4))
+
+
+def _anonymous_file(directory: str) -> int:
+    """A read-write file descriptor of a file no name refers to (``O_TMPFILE``, or a file
+    created and unlinked at once where the file system lacks it)."""
+    flags = os.O_RDWR | getattr(os, "O_CLOEXEC", 0)
+    tmpfile = getattr(os, "O_TMPFILE", 0)
+    if tmpfile:
+        try:
+            # O_EXCL: the file can never be linked into the directory later
+            return os.open(directory, flags | tmpfile | os.O_EXCL, 0o600)
+        except OSError:
+            pass  # file system without O_TMPFILE support: fall back
+    fd, path = tempfile.mkstemp(prefix=".pqseal-spill-", dir=directory)
+    try:
+        os.unlink(path)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+class SpillStore:
+    """Bytes appended in order (:meth:`append`), then read by range (:meth:`pread`,
+    after :meth:`freeze`): a :class:`~pqseal.format.source.RangeReader`. One writer
+    thread; :meth:`close` drops everything (memory, spill file, key)."""
+
+    def __init__(self, *, memory_limit: int, spill_dir: str, name: str = "<sink>"):
+        if memory_limit < 0:
+            raise ValueError(f"memory_limit must not be negative, got {memory_limit}")
+        self.name = name
+        self.memory_limit = int(memory_limit)
+        self.block = block_size_for(self.memory_limit)
+        self.spill_dir = spill_dir
+        self.size = 0                  # bytes appended
+        self.spilled_bytes = 0         # bytes now in the spill file (plaintext count)
+        self._fill = 0                 # bytes in _tail
+        self._tail = bytearray(self.block)
+        self._blocks: dict[int, bytearray] = {}    # full blocks in memory, by index
+        self._nfull = 0                # full blocks so far; blocks below _spilled are on disk
+        self._spilled = 0
+        self._jobs: collections.deque[Future] = collections.deque()
+        self._pool: ThreadPoolExecutor | None = None
+        self._fd = -1
+        self._cipher: GcmModuleCipher | None = None
+        self._cache: collections.OrderedDict[int, np.ndarray] = collections.OrderedDict()
+        self._frozen = False
+        self._closed = False
+        self._lock = threading.Lock()
+
+    # ---- writing -----------------------------------------------------------------------
+
+    def append(self, data) -> int:
+        mv = memoryview(data)
+        if mv.ndim != 1 or mv.format != "B":
+            mv = mv.cast("B")
+        n = len(mv)
+        with self._lock:
+            if self._closed or self._frozen:
+                raise ValueError("write to a closed sink")
+            pos, block = 0, self.block
+            while pos < n:
+                take = min(block - self._fill, n - pos)
+                self._tail[self._fill:self._fill + take] = mv[pos:pos + take]
+                self._fill += take
+                pos += take
+                if self._fill == block:
+                    self._blocks[self._nfull] = self._tail
+                    self._nfull += 1
+                    self._tail = bytearray(block)
+                    self._fill = 0
+                    self._spill_over_limit()
+            self.size += n
+        return n
+
+    def _spill_over_limit(self) -> None:
+        while (self._nfull - self._spilled) * self.block + self._fill > self.memory_limit and \
+                self._spilled < self._nfull:
+            i = self._spilled
+            data = self._blocks.pop(i)
+            if self._pool is None:
+                self._start_spill()
+            while len(self._jobs) >= MAX_IN_FLIGHT:
+                self._jobs.popleft().result()   # a failed spill (disk full) raises here
+            self._jobs.append(self._pool.submit(self._write_block, i, data))
+            self._spilled += 1
+            self.spilled_bytes += self.block
+
+    def _start_spill(self) -> None:
+        self._fd = _anonymous_file(self.spill_dir)
+        self._cipher = GcmModuleCipher(ModuleKey(random_bytes(32)))
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pqseal-spill")
+
+    def _write_block(self, i: int, data: bytearray) -> None:
+        out = np.empty(self.block + _OVERHEAD, dtype=np.uint8)
+        self._cipher.encrypt_batch([data], module_type=ModuleType.DATA_PAGE, row_group=i // _ORD,
+                                   page=i % _ORD, out=out)
+        view, at = memoryview(out), i * (self.block + _OVERHEAD)
+        while len(view):
+            done = os.pwrite(self._fd, view, at)
+            view, at = view[done:], at + done
+
+    def freeze(self) -> None:
+        """No more appends: wait until every spilled block is on disk (raising what a
+        spill raised); then :meth:`pread` may be used."""
+        with self._lock:
+            while self._jobs:
+                self._jobs.popleft().result()
+            self._frozen = True
+
+    # ---- reading -----------------------------------------------------------------------
+
+    def pread(self, offset: int, length: int):
+        """The bytes [offset, offset + length) (fewer at the end)."""
+        if not self._frozen or self._closed:
+            raise ValueError("the spill store is not readable (not frozen, or closed)")
+        end = min(self.size, offset + length)
+        if offset >= end:
+            return b""
+        first, last = offset // self.block, (end - 1) // self.block
+        if first == last:
+            base = first * self.block
+            return self._block(first)[offset - base:end - base]
+        parts = []
+        for i in range(first, last + 1):
+            base = i * self.block
+            parts.append(self._block(i)[max(offset, base) - base:min(end, base + self.block) - base])
+        return b"".join(parts)
+
+    def _block(self, i: int) -> memoryview:
+        if i == self._nfull:
+            return memoryview(self._tail)[:self._fill]
+        got = self._blocks.get(i)
+        if got is not None:
+            return memoryview(got)
+        plain = self._cache.get(i)
+        if plain is None:
+            plain = self._decrypt(i)
+            self._cache[i] = plain
+            while len(self._cache) > CACHE_BLOCKS:
+                self._cache.popitem(last=False)
+        else:
+            self._cache.move_to_end(i)
+        return memoryview(plain)
+
+    def _decrypt(self, i: int) -> np.ndarray:
+        n = self.block + _OVERHEAD
+        buf = np.empty(n, dtype=np.uint8)
+        view, got = memoryview(buf), 0
+        while got < n:
+            r = os.preadv(self._fd, [view[got:]], i * n + got)
+            if r <= 0:
+                from ..errors import MalformedFile
+
+                raise MalformedFile(f"{self.name}: the spill file lost block {i}")
+            got += r
+        out = np.empty(self.block, dtype=np.uint8)
+        self._cipher.decrypt_batch([buf], module_type=ModuleType.DATA_PAGE, row_group=i // _ORD,
+                                   page=i % _ORD, out=out)
+        return out
+
+    # ---- the end -----------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Drop the bytes: wait for the spill thread, close (and so delete) the spill
+        file, wipe the key. Harmless when repeated."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            pool, self._pool = self._pool, None
+            jobs, self._jobs = list(self._jobs), collections.deque()
+        for job in jobs:
+            job.cancel()
+        if pool is not None:
+            pool.shutdown(wait=True)
+        for job in jobs:
+            with contextlib.suppress(BaseException):
+                job.result()
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+        if self._cipher is not None:
+            for k in self._cipher.keys:
+                k.close()
+            self._cipher = None
+        self._blocks.clear()
+        self._cache.clear()
+        self._tail = bytearray()
+        self._fill = 0
