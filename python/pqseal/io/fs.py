@@ -386,7 +386,8 @@ class _CommittingSink(io.RawIOBase):
         return self._sink.tell()
 
     def flush(self) -> None:
-        self._sink.flush()
+        if not self._sink.closed:     # io's close() flushes after the sink sealed
+            self._sink.flush()
 
     def close(self) -> None:
         if self.closed:
