@@ -482,18 +482,27 @@ class Source:
                               read=self.read if buf is None else None, failures=failures, max_pages=max_pages)
 
     @_named
-    def chunk_plan(self, rg: int, col: int, *, max_pages: int | None = None) -> ChunkPlan:
+    def chunk_plan(self, rg: int, col: int, *, max_pages: int | None = None, sparse: bool = False,
+                   buf=None, base: int = 0) -> ChunkPlan:
         """The module plan of a column chunk (decrypting its page headers when encrypted).
         ``max_pages``: only the first pages of an encrypted chunk, reading just their
-        headers."""
+        headers; ``sparse``: all pages of an encrypted chunk, reading only the module
+        prefixes and the headers. ``buf``: the chunk's bytes at ``buf[o - base]``, when
+        the caller has read them already."""
         meta = self.column_meta(rg, col)
         start, end = self._chunk_span(rg, col, meta)
         gcm, ctr = self.column_gcm_ctr(rg, col)
-        if max_pages is not None and gcm is not None:
-            buf, base = None, 0
-        else:
+        if buf is None and not ((max_pages is not None or sparse) and gcm is not None):
             buf, base = self._chunk_bytes(start, end)
         return self._plan(self._spot(rg, col, meta, start, end), gcm, ctr, buf, base, max_pages=max_pages)
+
+    def chunk_span(self, rg: int, col: int) -> tuple[int, int]:
+        """File offsets [start, end) of a column chunk's pages ((0, 0): no pages)."""
+        return self._chunk_span(rg, col, self.column_meta(rg, col))
+
+    def page_cipher(self, rg: int, col: int):
+        """The cipher of a column chunk's page bodies (None: a plaintext column)."""
+        return self._page_cipher(*self.column_gcm_ctr(rg, col))
 
     @_named
     def read_chunk(self, rg: int, col: int, *, verify_only: bool = False) -> Chunk:
@@ -612,12 +621,13 @@ class Source:
             self._scratch = np.empty(n, dtype=np.uint8)
         return self._scratch
 
-    def _check_crcs(self, buf, base: int, plan: ChunkPlan) -> None:
+    def _check_crcs(self, buf, base: int, plan: ChunkPlan, pages=None) -> None:
         """Page CRCs cover the bytes as written; for CTR pages they are the only
-        integrity check there is."""
+        integrity check there is. ``pages``: only these (indexes into the plan)."""
         if not self.check_crc:
             return
-        for i, h in enumerate(plan.headers):
+        for i in range(len(plan)) if pages is None else pages:
+            h = plan.headers[i]
             crc = h.get("crc")
             if crc is None:
                 continue
