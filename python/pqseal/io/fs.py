@@ -52,6 +52,7 @@ a KMS client given here must pickle for a multi-process cluster.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import io
 import os
 import threading
@@ -74,6 +75,12 @@ _SIZE_CACHE_ENTRIES = 65536
 def is_parquet_name(path: str) -> bool:
     """True for a name a Parquet file is written under (``*.parquet``, ``*.parq``, ``*.pq``)."""
     return path.rstrip("/").lower().endswith(PARQUET_SUFFIXES)
+
+
+def _stamp(value):
+    """A version field comparable across listings (memory's info gives a datetime, its ls
+    the timestamp)."""
+    return value.timestamp() if isinstance(value, datetime.datetime) else value
 
 
 def _basename(path: str) -> str:
@@ -156,19 +163,19 @@ class PqsealFileSystem(ChainedFileSystem):
         return _CommittingSink(open_sink(out, encryption=encryption, kms=self.kms), out)
 
     def _open_read(self, path: str, **kwargs):
-        """The plaintext view of a PME file; the target's file of any other."""
+        """The plaintext view of a PME file; the target's file of a plaintext one (each
+        shareable by threads: :class:`_SharedFile`)."""
         from .view import open_view
 
         if self._local:
             if not self._encrypted(path):
-                return self.target.open(path, "rb", **kwargs)
-            return open_view(path, decryption=self.decryption, kms=self.kms)
+                return _SharedFile(self.target.open(path, "rb", **kwargs))
+            return _SharedFile(open_view(path, decryption=self.decryption, kms=self.kms))
         f = self.target.open(path, "rb", **kwargs)
         try:
             if not self._encrypted(f):
-                f.seek(0)
-                return f
-            return _OwningView(open_view(f, decryption=self.decryption, kms=self.kms), f)
+                return _SharedFile(f)
+            return _SharedFile(open_view(f, decryption=self.decryption, kms=self.kms, close_source=True))
         except BaseException:
             f.close()
             raise
@@ -217,7 +224,7 @@ class PqsealFileSystem(ChainedFileSystem):
         cached per file version. Without the keys to read the footer, None (the stored
         size stands; opening the file then reports the missing key)."""
         name = entry["name"]
-        version = (entry.get("size"),) + tuple(entry.get(k) for k in _VERSION_KEYS)
+        version = (entry.get("size"),) + tuple(_stamp(entry.get(k)) for k in _VERSION_KEYS)
         with self._sizes_lock:
             hit = self._sizes.get(name)
             if hit is not None and hit[0] == version:
@@ -419,13 +426,28 @@ class _CommittingSink(io.RawIOBase):
         return f"<pqseal sink into {self._out.fs.unstrip_protocol(self._out.path)}>"
 
 
-class _OwningView(io.RawIOBase):
-    """The plaintext view over a target's file, closing that file with the view."""
 
-    def __init__(self, view, f):
+
+class _SharedFile(io.RawIOBase):
+    """A Parquet file opened for reading (the plaintext view of a PME file, or the
+    target's file of a plaintext one) that threads sharing it may each ``seek`` and then
+    ``read``. DuckDB reads a registered file system's file from several threads at once,
+    each a ``seek`` followed by a ``read`` on the one handle, holding the GIL only from C++:
+    Python code in between (and the view, which releases the GIL while it decrypts) lets
+    another thread's ``seek`` land before the first ``read``, which then returns the bytes
+    at the other position. Here a ``seek`` is remembered per thread until that thread
+    reads, and the read is positional (the view's ``pread``, or seek and read under a
+    lock); a ``read`` without a ``seek`` of its own continues at the file's position, as
+    in any file. Other attributes are the wrapped file's."""
+
+    def __init__(self, f):
         super().__init__()
-        self._view = view
         self._f = f
+        self._lock = threading.Lock()
+        self._io_lock = threading.Lock()
+        self._pos = 0
+        self._seeks: dict[int, int] = {}     # thread id -> position of its pending seek
+        self._size = f.size if isinstance(getattr(f, "size", None), int) else f.seek(0, io.SEEK_END)
 
     def readable(self) -> bool:
         return True
@@ -433,31 +455,78 @@ class _OwningView(io.RawIOBase):
     def seekable(self) -> bool:
         return True
 
-    def read(self, size: int = -1) -> bytes:
-        return self._view.read(size)
+    @property
+    def size(self) -> int:
+        return self._size
 
-    def readinto(self, b) -> int:
-        return self._view.readinto(b)
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        return self._view.seek(offset, whence)
-
-    def tell(self) -> int:
-        return self._view.tell()
-
-    def __getattr__(self, name):   # the view's own attributes: size, decrypted_bytes, ...
+    def __getattr__(self, name):        # the wrapped file's own: decrypted_bytes, path, fs, ...
         if name.startswith("_"):
             raise AttributeError(name)
-        return getattr(self._view, name)
+        return getattr(self._f, name)
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        self._check_open()
+        with self._lock:
+            base = {io.SEEK_SET: 0, io.SEEK_CUR: self._current(), io.SEEK_END: self._size}.get(whence)
+            if base is None:
+                raise ValueError(f"invalid whence ({whence})")
+            if base + offset < 0:
+                raise ValueError(f"negative seek position {base + offset}")
+            self._pos = self._seeks[threading.get_ident()] = base + offset
+            return self._pos
+
+    def tell(self) -> int:
+        self._check_open()
+        with self._lock:
+            return self._current()
+
+    def _current(self) -> int:
+        return self._seeks.get(threading.get_ident(), self._pos)
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise ValueError("I/O operation on a closed file")
+
+    def pread(self, offset: int, length: int):
+        """Bytes [offset, offset + length) (fewer at the end); the position is unchanged."""
+        pread = getattr(self._f, "pread", None)
+        if pread is not None:
+            return pread(offset, length)
+        with self._io_lock:
+            self._f.seek(offset)
+            return self._f.read(length)
+
+    def read_buffer(self, size: int = -1):
+        """The next ``size`` bytes as a buffer (pyarrow's PythonFile reads through this
+        without a copy)."""
+        self._check_open()
+        with self._lock:
+            pos = self._seeks.pop(threading.get_ident(), None)
+            if pos is None:       # no seek of its own: the file's position; others' seeks are stale
+                pos = self._pos
+                self._seeks.clear()
+            n = max(0, min(self._size - pos, self._size if size is None or size < 0 else size))
+            self._pos = pos + n
+        return self.pread(pos, n)
+
+    def read(self, size: int = -1) -> bytes:
+        return bytes(self.read_buffer(size))
+
+    def readall(self) -> bytes:
+        return self.read(-1)
+
+    def readinto(self, b) -> int:
+        out = memoryview(b).cast("B")
+        data = self.read_buffer(len(out))
+        out[:len(data)] = data
+        return len(data)
 
     def close(self) -> None:
-        if self.closed:
-            return
-        try:
-            self._view.close()
-        finally:
-            self._f.close()
-            super().close()
+        if not self.closed:
+            try:
+                self._f.close()
+            finally:
+                super().close()
 
     def __repr__(self) -> str:
-        return f"<pqseal view of {self._f!r}>"
+        return f"<pqseal reader of {self._f!r}>"
