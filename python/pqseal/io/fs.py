@@ -39,6 +39,24 @@ and ``modified``. ``mv``/``rename`` and ``copy`` refuse to move a file across
 encryption zones (:func:`pqseal.io.zones.check_rename`): re-encryption is an explicit
 operation.
 
+The tools (each round trip tested in tests/test_fs.py and tests/test_dask.py):
+
+- pandas (pyarrow and fastparquet engines) and Dask: ``pqseal::`` URLs with
+  ``storage_options={"pqseal": {...}}``.
+- DuckDB: ``con.register_filesystem(PqsealFileSystem(target_protocol=..., ...))``, then
+  ``read_parquet('pqseal://...')`` (globs too) and ``COPY ... TO 'pqseal://...'``. Parquet
+  files opened for reading may be shared by threads that each seek, then read
+  (DuckDB's way; :class:`_SharedFile`).
+- polars routes no custom protocol through fsspec (its own reader takes a ``pqseal::``
+  URL for a local path), so it reads and writes the file objects:
+  ``pl.read_parquet(fs.open(path))``, ``pl.scan_parquet(fs.open(path))``,
+  ``df.write_parquet(fs.open(path, "wb"))``; or reads through pyarrow, which opens a
+  ``pqseal://`` URL with fsspec: ``pl.read_parquet("pqseal:///data/t.parquet",
+  use_pyarrow=True, storage_options={"kms": kms})`` (the options of the file system, not
+  nested). polars turns an exception raised by a file object's ``read`` into a Rust
+  panic (``pyo3_runtime.PanicException``, a BaseException) that carries the message, so
+  a tampered file read from a file object surfaces that way.
+
 Options (pandas and Dask: ``storage_options={"pqseal": {...}}``): ``encryption`` (an
 :class:`~pqseal.config.EncryptionConfig`, a pyarrow ``EncryptionConfiguration`` or
 explicit :class:`~pqseal.format.EncryptionProperties`; it overrides the zones),
@@ -127,7 +145,9 @@ class PqsealFileSystem(ChainedFileSystem):
                 return path[len(prefix):]
         return path
 
-    def _path(self, path) -> str:
+    def _path(self, path):
+        if isinstance(path, (list, tuple)):
+            return [self._path(p) for p in path]
         return self.target._strip_protocol(self._strip_protocol(path))
 
     def _zone_path(self, path: str) -> str:
