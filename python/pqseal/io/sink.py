@@ -57,6 +57,7 @@ class SealingSink(io.RawIOBase):
         self._name = name
         self._store: SpillStore | None = SpillStore(memory_limit=memory_limit, spill_dir=spill_dir, name=name)
         self.stats = None   # the engine's Stats once sealed
+        self._spilled = 0
 
     # ---- the file interface -----------------------------------------------------------
 
@@ -68,6 +69,9 @@ class SealingSink(io.RawIOBase):
 
     def seekable(self) -> bool:
         return False
+
+    def readinto(self, buffer) -> int:
+        raise io.UnsupportedOperation("a sealing sink is write-only")
 
     def write(self, data) -> int:
         store = self._store
@@ -90,7 +94,8 @@ class SealingSink(io.RawIOBase):
             raise ValueError("flush of a closed sink")
 
     def __repr__(self) -> str:
-        state = "closed" if self.closed else f"{self._store.size} bytes written"
+        store = self._store
+        state = "closed" if store is None else f"{store.size} bytes written"
         return f"<SealingSink {self._name} ({state})>"
 
     # ---- the end ----------------------------------------------------------------------
@@ -98,7 +103,7 @@ class SealingSink(io.RawIOBase):
     @property
     def spilled_bytes(self) -> int:
         """Bytes of the stream spilled (encrypted) so far."""
-        return self._store.spilled_bytes if self._store is not None else 0
+        return self._store.spilled_bytes if self._store is not None else self._spilled
 
     def close(self) -> None:
         """Seal what was written into the destination; on failure nothing reaches it
@@ -111,14 +116,16 @@ class SealingSink(io.RawIOBase):
             store.freeze()
             self.stats = self._seal(store)
         finally:
-            self._store = None
-            store.close()
-            super().close()
+            self._drop()
 
     def abort(self) -> None:
         """Discard what was written: nothing reaches the destination."""
+        self._drop()
+
+    def _drop(self) -> None:
         store, self._store = self._store, None
         if store is not None:
+            self._spilled = store.spilled_bytes
             store.close()
         super().close()
 

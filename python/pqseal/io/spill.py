@@ -89,9 +89,20 @@ class SpillStore:
         self._fd = -1
         self._cipher: GcmModuleCipher | None = None
         self._cache: collections.OrderedDict[int, np.ndarray] = collections.OrderedDict()
+        # buffers reused so that a spilled stream does not fault in fresh pages block after
+        # block: blocks back from the spill thread, its output buffer, the read buffer
+        self._free: list[bytearray] = []
+        self._spill_out: np.ndarray | None = None
+        self._read_buf: np.ndarray | None = None
         self._frozen = False
         self._closed = False
         self._lock = threading.Lock()
+
+    @property
+    def memory_bytes(self) -> int:
+        """Stream bytes held in memory now: resident blocks, the block being filled and
+        blocks handed to the spill thread that may not be on disk yet."""
+        return (self._nfull - self._spilled + len(self._jobs)) * self.block + self._fill
 
     # ---- writing -----------------------------------------------------------------------
 
@@ -112,7 +123,7 @@ class SpillStore:
                 if self._fill == block:
                     self._blocks[self._nfull] = self._tail
                     self._nfull += 1
-                    self._tail = bytearray(block)
+                    self._tail = self._free.pop() if self._free else bytearray(block)
                     self._fill = 0
                     self._spill_over_limit()
             self.size += n
@@ -123,24 +134,33 @@ class SpillStore:
                 self._spilled < self._nfull:
             i = self._spilled
             data = self._blocks.pop(i)
-            if self._pool is None:
-                self._start_spill()
+            pool = self._pool if self._pool is not None else self._start_spill()
             while len(self._jobs) >= MAX_IN_FLIGHT:
                 self._jobs.popleft().result()   # a failed spill (disk full) raises here
-            self._jobs.append(self._pool.submit(self._write_block, i, data))
+            self._jobs.append(pool.submit(self._write_block, i, data))
             self._spilled += 1
             self.spilled_bytes += self.block
 
-    def _start_spill(self) -> None:
+    def _start_spill(self) -> ThreadPoolExecutor:
         self._fd = _anonymous_file(self.spill_dir)
         self._cipher = GcmModuleCipher(ModuleKey(random_bytes(32)))
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pqseal-spill")
+        return self._pool
+
+    def _spill_cipher(self) -> GcmModuleCipher:
+        if self._cipher is None:
+            raise ValueError("the spill store is closed")
+        return self._cipher
 
     def _write_block(self, i: int, data: bytearray) -> None:
-        out = np.empty(self.block + _OVERHEAD, dtype=np.uint8)
-        self._cipher.encrypt_batch([data], module_type=ModuleType.DATA_PAGE, row_group=i // _ORD,
-                                   page=i % _ORD, out=out)
-        view, at = memoryview(out), i * (self.block + _OVERHEAD)
+        """(spill thread) Encrypt block ``i`` and write it at its place."""
+        if self._spill_out is None:
+            self._spill_out = np.empty(self.block + _OVERHEAD, dtype=np.uint8)
+        out = self._spill_out
+        self._spill_cipher().encrypt_batch([data], module_type=ModuleType.DATA_PAGE, row_group=i // _ORD,
+                                           page=i % _ORD, out=out)
+        self._free.append(data)    # the writer fills it again (list.append is atomic)
+        view, at = out.data, i * (self.block + _OVERHEAD)
         while len(view):
             done = os.pwrite(self._fd, view, at)
             view, at = view[done:], at + done
@@ -152,6 +172,7 @@ class SpillStore:
             while self._jobs:
                 self._jobs.popleft().result()
             self._frozen = True
+            self._free.clear()
 
     # ---- reading -----------------------------------------------------------------------
 
@@ -180,18 +201,22 @@ class SpillStore:
             return memoryview(got)
         plain = self._cache.get(i)
         if plain is None:
+            # a fresh array each time: views of an evicted block that a reader still
+            # holds must keep their bytes
             plain = self._decrypt(i)
             self._cache[i] = plain
             while len(self._cache) > CACHE_BLOCKS:
                 self._cache.popitem(last=False)
         else:
             self._cache.move_to_end(i)
-        return memoryview(plain)
+        return plain.data
 
     def _decrypt(self, i: int) -> np.ndarray:
         n = self.block + _OVERHEAD
-        buf = np.empty(n, dtype=np.uint8)
-        view, got = memoryview(buf), 0
+        if self._read_buf is None:
+            self._read_buf = np.empty(n, dtype=np.uint8)
+        buf = self._read_buf
+        view, got = buf.data, 0
         while got < n:
             r = os.preadv(self._fd, [view[got:]], i * n + got)
             if r <= 0:
@@ -200,7 +225,7 @@ class SpillStore:
                 raise MalformedFile(f"{self.name}: the spill file lost block {i}")
             got += r
         out = np.empty(self.block, dtype=np.uint8)
-        self._cipher.decrypt_batch([buf], module_type=ModuleType.DATA_PAGE, row_group=i // _ORD,
+        self._spill_cipher().decrypt_batch([buf], module_type=ModuleType.DATA_PAGE, row_group=i // _ORD,
                                    page=i % _ORD, out=out)
         return out
 
@@ -231,5 +256,7 @@ class SpillStore:
             self._cipher = None
         self._blocks.clear()
         self._cache.clear()
+        self._free.clear()
+        self._spill_out = self._read_buf = None
         self._tail = bytearray()
         self._fill = 0

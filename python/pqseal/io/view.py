@@ -243,6 +243,7 @@ class PlaintextView(io.RawIOBase):
         self._plans: OrderedDict = OrderedDict()     # (rg, col) -> _ChunkView
         self._cache: OrderedDict = OrderedDict()     # key -> np.ndarray of plaintext
         self._cached = 0
+        self._scratch = np.empty(0, np.uint8)
 
     # ---- io.RawIOBase --------------------------------------------------------------
 
@@ -315,6 +316,7 @@ class PlaintextView(io.RawIOBase):
             try:
                 self._cache.clear()
                 self._plans.clear()
+                self._scratch = np.empty(0, np.uint8)
                 self._s.close()
                 if self._close_source is not None:
                     self._close_source.close()
@@ -383,8 +385,13 @@ class PlaintextView(io.RawIOBase):
         return self._cached
 
     def _named(self, p: Part, exc: InvalidTag) -> InvalidTag:
-        return InvalidTag(f"{self._s.name}: column {dotted(self._s.paths[p.col])} (row group {p.rg}): {exc}",
-                          index=exc.index, module_type=exc.module_type, row_group=p.rg, column=p.col, page=exc.page)
+        """``exc`` re-raised naming the file, the module and its column."""
+        what = exc.module_type.name if exc.module_type is not None else "module"
+        if exc.page is not None:
+            what += f" (page {exc.page})"
+        return InvalidTag(f"{self._s.name}: {what} of column {dotted(self._s.paths[p.col])} (row group {p.rg}) "
+                          f"failed authentication: {exc}", index=exc.index, module_type=exc.module_type,
+                          row_group=p.rg, column=p.col, page=exc.page)
 
     # ---- index modules and bloom filters ---------------------------------------------
 
@@ -423,6 +430,13 @@ class PlaintextView(io.RawIOBase):
 
     # ---- pages -------------------------------------------------------------------------
 
+    def _scratch_buffer(self, n: int) -> np.ndarray:
+        """A buffer of ``n`` bytes for encrypted bytes read from the source, valid until the
+        next call: one buffer serves every read, so its memory is touched once."""
+        if len(self._scratch) < n:
+            self._scratch = np.empty(n, np.uint8)
+        return self._scratch[:n]
+
     def _chunk(self, p: Part, a: int, b: int) -> tuple[_ChunkView, object]:
         """The chunk's view, and (buffer, base) holding its bytes when they were read to
         plan it (a small chunk, or a read covering most of it), else None."""
@@ -435,8 +449,7 @@ class PlaintextView(io.RawIOBase):
         n = p.end - p.start
         read = None
         if n <= _WHOLE_CHUNK or 2 * (b - a) >= n:
-            buf = np.empty(n, np.uint8)
-            s.read(p.start, n, buf)
+            buf = s.read(p.start, n, self._scratch_buffer(n))   # (a file held in memory: a view of it)
             read = (buf, p.start)
             plan = s.chunk_plan(p.rg, p.col, buf=buf, base=p.start)
         else:
@@ -491,8 +504,7 @@ class PlaintextView(io.RawIOBase):
         if read is not None:
             buf, base = read
         else:
-            buf, base = np.empty(hi - lo, np.uint8), lo
-            self._s.read(lo, hi - lo, buf)
+            buf, base = self._s.read(lo, hi - lo, self._scratch_buffer(hi - lo)), lo
         try:
             self._s._check_crcs(buf, base, plan, pages)
             cv.cipher.decrypt_batch(buf, offsets=plan.body_offsets[idx] - base, lengths=plan.body_lengths[idx],

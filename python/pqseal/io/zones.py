@@ -23,6 +23,13 @@ policy; reading needs only keys, the files are standard PME.
 
       pqseal zone create /data/pii --footer-key footer --column-keys "pii:email,ssn"
       pqseal zone show /data/pii/2026/part-0.parquet
+
+  or from Python::
+
+      from pqseal.io import zones
+      zones.create_zone("/data/pii", "footer", column_keys="pii:email,ssn")
+      zones.policy_for("/data/pii/2026/part-0.parquet").encryption_config()
+      zones.check_rename("/data/pii/a.parquet", "/data/public/a.parquet")   # ZoneError
 """
 
 from __future__ import annotations
@@ -219,6 +226,9 @@ def _read(path: str) -> tuple[ZonePolicy, ...]:
         st = os.fstat(f.fileno())
         if not stat.S_ISREG(st.st_mode):
             raise ZonesFileError(f"zones file {path} is not a regular file")
+        if st.st_uid not in (os.getuid(), 0):
+            raise ZonesFileError(f"zones file {path} belongs to another user (uid {st.st_uid}); only its "
+                                 "owner or root may set the zones of this user")
         if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
             raise ZonesFileError(f"zones file {path} is writable by group or others (mode "
                                  f"{stat.S_IMODE(st.st_mode):o}); run: chmod go-w {path}")
@@ -336,6 +346,9 @@ def create_zone(path, footer_key: str, *, column_keys: str | None = None, algori
     file = zones_file(zones)
     if root.protocol is None and os.path.exists(root.text) and not os.path.isdir(root.text):
         raise ZoneError(f"{root.text} is not a directory; a zone is a directory")
+    if root.protocol is not None and not internal_key_material:
+        raise ZoneError(f"zone {root.text}: external key material is written beside local files only; "
+                        "keep it in the files (internal key material) in a zone of an fsspec target")
     if not replace and any(z.path == policy.path for z in _read(file)):
         raise ZoneError(f"zone {policy.path} exists; pass replace=True (CLI: --force) to replace its policy")
     _check_keys(policy, kms)
@@ -401,8 +414,8 @@ def _plaintext(open_file, name: str) -> bool:
 
 
 def _plaintext_parquet(root: Location, inner: list[Location]) -> list[str]:
-    """The plaintext Parquet files under ``root``, outside the zones ``inner`` (local
-    paths, or fsspec paths of ``root.protocol``). Symbolic links are not followed."""
+    """The plaintext Parquet files under ``root`` (local paths, or URLs), outside the
+    zones ``inner``. Symbolic links are not followed."""
     from .._io import is_temp_name
 
     skip = {z.text for z in inner}
@@ -422,25 +435,26 @@ def _plaintext_parquet(root: Location, inner: list[Location]) -> list[str]:
                 if _plaintext(lambda p=p: open(p, "rb"), p):
                     found.append(p)
         return found
-    fs, base = _fsspec(root)
+    fs, base = _fsspec(root.text)
     for p in sorted(fs.find(base)):
         url = f"{root.protocol}://{p.lstrip('/')}"
         if is_temp_name(p.rsplit("/", 1)[-1]) or any(location(url).within(z) for z in inner):
             continue
         if _plaintext(lambda p=p: fs.open(p, "rb"), url):
-            found.append(p)
+            found.append(url)
     return found
 
 
-def _fsspec(root: Location):
+def _fsspec(url: str):
+    """(file system, path) of an fsspec URL."""
     try:
         import fsspec
     except ImportError:
-        raise ZoneError(f"zone {root.text}: checking it for plaintext Parquet needs fsspec") from None
+        raise ZoneError(f"{url}: zones of fsspec targets need fsspec") from None
     try:
-        return fsspec.core.url_to_fs(root.text)
+        return fsspec.core.url_to_fs(url)
     except (ImportError, ValueError) as exc:
-        raise ZoneError(f"zone {root.text}: no fsspec file system for it ({_one_line(exc)})") from None
+        raise ZoneError(f"{url}: no fsspec file system for it ({_one_line(exc)})") from None
 
 
 def _seal_in_place(found: list[str], root: Location, config, kms) -> tuple[list[str], list[tuple[str, str]]]:
@@ -454,15 +468,15 @@ def _seal_in_place(found: list[str], root: Location, config, kms) -> tuple[list[
             if root.protocol is None:
                 encrypt_file(p, p, config, kms=kms, in_place=True)
             else:
-                _seal_fsspec(p, root, config, kms)
+                _seal_fsspec(p, config, kms)
             sealed.append(p)
         except (PqsealError, OSError, ValueError) as exc:
             failed.append((p, _one_line(exc)))
     return sealed, failed
 
 
-def _seal_fsspec(p: str, root: Location, config, kms) -> None:
-    """Seal the file ``p`` of an fsspec file system: written sealed to a temporary name
+def _seal_fsspec(url: str, config, kms) -> None:
+    """Seal the file ``url`` of an fsspec file system: written sealed to a temporary name
     beside it, then moved over it."""
     import posixpath
 
@@ -471,11 +485,7 @@ def _seal_fsspec(p: str, root: Location, config, kms) -> None:
     from ..format.engine import transform_into
     from ..format.source import FileRanges
 
-    if not config.internal_key_material:
-        raise ZoneError("external key material is written beside local files only; seal it with internal "
-                        "key material or copy it to a local zone")
-    fs, _ = _fsspec(root)
-    url = f"{root.protocol}://{p.lstrip('/')}"
+    fs, p = _fsspec(url)
     props = encryption_properties(config, kms=kms)
     tmp = posixpath.join(posixpath.dirname(p), temp_name(posixpath.basename(p)))
     try:
