@@ -416,6 +416,27 @@ def test_pandas(target, kms, engine):
     assert tag_error(e.value), e.value
 
 
+def test_pandas_partitioned_datasets(target, kms):
+    """pyarrow writes hive partitions (every file sealed); both engines read the
+    directory back. fastparquet's own partitioned writer always writes ``_metadata``,
+    which is refused in encrypted storage (it would hold every column's statistics)."""
+    pd = require("pandas")
+    require("fastparquet")
+    df = pd.DataFrame({"a": range(3000), "b": [f"s{i % 3}" for i in range(3000)]})
+    so = {"pqseal": {"encryption": CFG, "kms": kms}}
+    df.to_parquet(url(target, "ds"), partition_cols=["b"], engine="pyarrow", storage_options=so)
+    fs, path = fsspec.url_to_fs(url(target, "ds"), **so)
+    files = fs.find(path)
+    assert len(files) == 3 and all(fs.target.cat_file(f)[-4:] == b"PARE" for f in files)
+    for engine in ("pyarrow", "fastparquet"):
+        got = pd.read_parquet(url(target, "ds"), engine=engine, storage_options=so)
+        got = got.astype({"b": str}).sort_values("a").reset_index(drop=True)
+        pd.testing.assert_frame_equal(got[["a", "b"]], df, check_dtype=False)
+    with pytest.raises(ValueError, match="_metadata"):
+        df.to_parquet(url(target, "fp"), partition_cols=["b"], engine="fastparquet", storage_options=so)
+    assert not any(fs.target.cat_file(f)[-4:] == b"PAR1" for f in fs.find(f"{target[1]}/fp"))
+
+
 def test_polars(target, kms):
     """polars routes no custom protocol through fsspec (its native reader takes a
     ``pqseal::`` URL for a local path and refuses nested storage options), so it reads

@@ -76,7 +76,8 @@ import os
 import threading
 from collections import OrderedDict
 
-from fsspec import AbstractFileSystem, filesystem
+from fsspec import AbstractFileSystem, filesystem, get_filesystem_class
+from fsspec.core import split_protocol
 from fsspec.implementations.chained import ChainedFileSystem
 from fsspec.implementations.local import LocalFileSystem
 
@@ -136,13 +137,17 @@ class PqsealFileSystem(ChainedFileSystem):
 
     @classmethod
     def _strip_protocol(cls, path):
-        """Drop ``pqseal://`` or ``pqseal::``; the target normalizes the rest."""
+        """``pqseal::<url>``: the path in the target the URL names (fastparquet strips
+        whole chained URLs with this); ``pqseal://<path>``: the path, which the target
+        normalizes when it is used."""
         if isinstance(path, (list, tuple)):
             return [cls._strip_protocol(p) for p in path]
         path = os.fspath(path) if not isinstance(path, str) else path
-        for prefix in ("pqseal://", "pqseal::"):
-            if path.startswith(prefix):
-                return path[len(prefix):]
+        if path.startswith("pqseal::"):
+            url = path[len("pqseal::"):]
+            return get_filesystem_class(split_protocol(url)[0] or "file")._strip_protocol(url)
+        if path.startswith("pqseal://"):
+            return path[len("pqseal://"):]
         return path
 
     def _path(self, path):
@@ -356,15 +361,16 @@ class _TargetFile(io.RawIOBase):
         self.fs = fs
         self.path = path
         self._kwargs = kwargs
-        self._f = None
+        self._f: io.IOBase | None = None
 
     def writable(self) -> bool:
         return True
 
     def write(self, data) -> int:
-        if self._f is None:
-            self._f = self.fs.open(self.path, "wb", **self._kwargs)
-        self._f.write(data)
+        f = self._f
+        if f is None:
+            f = self._f = self.fs.open(self.path, "wb", **self._kwargs)
+        f.write(data)
         return len(memoryview(data).cast("B"))
 
     def flush(self) -> None:
