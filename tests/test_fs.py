@@ -23,13 +23,14 @@ from pqseal.arrow import crypto_factory
 from pqseal.config import EncryptionConfig
 from pqseal.errors import InvalidTag
 from pqseal.format.source import Source
-from pqseal.io.fs import PqsealFileSystem
 from pqseal.io.zones import ZoneError, create_zone
 from pqseal.kms import KeyListKms
 
 from interop import require
 
 fsspec = require("fsspec")
+
+from pqseal.io.fs import PqsealFileSystem  # noqa: E402  (needs fsspec)
 
 MASTER = {"kf": bytes(range(16)), "kc": bytes(range(16, 32)), "kz": bytes(range(32, 48)),
           "kn": bytes(range(48, 64))}
