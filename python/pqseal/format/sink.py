@@ -354,8 +354,9 @@ class Sink:
     def write_column_index(self, rg: int, col: int, data: bytes) -> tuple[int, int]:
         return self._write_module(data, ModuleType.COLUMN_INDEX, rg, col)
 
-    def write_offset_index(self, rg: int, col: int, oi: OffsetIndex,
-                           pages: dict[int, tuple[int, int]]) -> tuple[int, int]:
+    def relocate_offset_index(self, rg: int, col: int, oi: OffsetIndex,
+                              pages: dict[int, tuple[int, int]]) -> OffsetIndex:
+        """``oi`` pointing at the output's pages (``pages``: a :class:`ChunkRecord`'s)."""
         oi = oi.copy()
         locs = []
         for src_loc in oi.get("page_locations") or []:
@@ -368,6 +369,10 @@ class Sink:
             loc["offset"], loc["compressed_page_size"] = hit
             locs.append(loc)
         oi["page_locations"] = locs
+        return oi
+
+    def write_offset_index(self, rg: int, col: int, oi: OffsetIndex) -> tuple[int, int]:
+        """Write a relocated offset index (see :meth:`relocate_offset_index`)."""
         data = _encode("OffsetIndex", oi, f"{self.name}: offset index of {dotted(self.paths[col])}")
         return self._write_module(data, ModuleType.OFFSET_INDEX, rg, col)
 
