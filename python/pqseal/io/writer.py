@@ -65,44 +65,83 @@ def _properties(where, encryption, kms, kms_connection_config):
     return encryption_properties(encryption, where, kms=kms, kms_connection_config=kms_connection_config)
 
 
+_KEEP_MAX = 256 << 20    # encoding buffers up to this size are kept for the next writer
+_kept: list = []
+_kept_lock = threading.Lock()
+
+
+def _new_buffer(size: int):
+    """A mutable pyarrow buffer of at least ``size`` bytes: anonymous memory asking for
+    transparent huge pages (a 100 MB row group is then a few hundred page faults, not
+    25,000), or a kept buffer of an earlier writer (no page faults at all)."""
+    import mmap
+
+    import pyarrow as pa
+
+    with _kept_lock:
+        for i, b in enumerate(_kept):
+            if b.size >= size:
+                return _kept.pop(i)
+    m = mmap.mmap(-1, size)
+    if hasattr(mmap, "MADV_HUGEPAGE"):
+        m.madvise(mmap.MADV_HUGEPAGE)
+    return pa.py_buffer(m)
+
+
+def _keep_buffers(bufs) -> None:
+    """Keep the two largest buffers (each at most _KEEP_MAX) for the next writer."""
+    with _kept_lock:
+        _kept.extend(b for b in bufs if b is not None and b.size <= _KEEP_MAX)
+        _kept.sort(key=lambda b: b.size, reverse=True)
+        del _kept[2:]
+
+
 class _Sealer:
     """The worker thread's side: seals the in-memory row-group files handed to it, in
     order, into the output. Holds no reference to the writer (which may then be
-    collected and abort)."""
+    collected and abort).
+
+    Two output buffers go round between the encoding thread and this one (one being
+    encoded, one being sealed): reused, so their memory is touched once per file, not
+    once per row group."""
 
     def __init__(self, copier: RowGroupCopier):
         self.copier = copier
         self.error: BaseException | None = None
-        self.slots = threading.Semaphore(2)   # encoded row groups alive: one encoding, one sealing
-        self.queue: queue.SimpleQueue = queue.SimpleQueue()
+        self.free: queue.SimpleQueue = queue.SimpleQueue()   # buffers not in use (None: not allocated yet)
+        self.free.put(None)
+        self.free.put(None)
+        self.queue: queue.SimpleQueue = queue.SimpleQueue()   # (buffer, bytes used) to seal; None: stop
         self.thread = threading.Thread(target=self.run, name="pqseal-writer", daemon=True)
         self.thread.start()
 
     def run(self) -> None:
         while True:
-            buf = self.queue.get()
-            if buf is None:
+            item = self.queue.get()
+            if item is None:
                 return
+            buf, used = item
             try:
                 if self.error is None:
-                    with Source(buf) as s:
+                    with Source(buf.slice(0, used)) as s:
                         for rg in range(s.num_row_groups):
                             self.copier.add(s, rg)
             except BaseException as exc:   # raised in the writer's thread at its next call
                 self.error = exc
             finally:
-                del buf
-                self.slots.release()
+                self.free.put(buf)
+                del buf, item
 
     def check(self) -> None:
         if self.error is not None:
             raise self.error
 
     def stop(self) -> None:
-        """Wait until everything handed over is sealed (or failed)."""
+        """Wait until everything handed over is sealed (or failed); keep the buffers."""
         if self.thread.is_alive():
             self.queue.put(None)
             self.thread.join()
+            _keep_buffers([self.free.get(), self.free.get()])
 
 
 class _SealedFile:
@@ -120,7 +159,8 @@ class _SealedFile:
         self.t0 = time.perf_counter()
         # an empty file of the same schema and options: checks them now, and is the
         # template of the footer (schema, key-value metadata, created_by...)
-        with Source(self._encode(pa.Table.from_batches([], schema), None)) as s:
+        buf, used = self._encode(pa.Table.from_batches([], schema), None)
+        with Source(buf.slice(0, used)) as s:
             self.template = s.file_metadata()
             paths = s.paths
         self.where = where
@@ -150,18 +190,28 @@ class _SealedFile:
             raise
         self.kv_extra: dict[str, str] = {}
 
-    def _encode(self, table, row_group_size):
-        """``table`` as a plaintext Parquet file in memory, written by pyarrow."""
+    def _encode(self, table, row_group_size, buf=None):
+        """``table`` as a plaintext Parquet file in memory, written by pyarrow into
+        ``buf`` (a mutable pyarrow buffer, replaced by a larger one when too small, or None
+        for a fresh one): returns (buffer, bytes used)."""
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        out = pa.BufferOutputStream()
-        w = pq.ParquetWriter(out, self.schema, **self.options)
-        try:
-            w.write_table(table, row_group_size=row_group_size)
-        finally:
-            w.close()
-        return out.getvalue()
+        need = int(table.nbytes * 1.05) + (1 << 20)
+        while True:
+            if buf is None or buf.size < need:
+                buf = _new_buffer(need)
+            out = pa.FixedSizeBufferWriter(buf)
+            w = pq.ParquetWriter(out, self.schema, **self.options)
+            try:
+                w.write_table(table, row_group_size=row_group_size)
+                w.close()
+                return buf, out.tell()
+            except OSError as exc:
+                w.is_open = False   # nothing more to close
+                if "out of bounds" not in str(exc):
+                    raise
+                need = 2 * buf.size   # the encoding is larger than the table in Arrow: rare
 
     def write_table(self, table, row_group_size) -> None:
         n = table.num_rows
@@ -173,13 +223,13 @@ class _SealedFile:
             self.sealer.check()
             _cancel.check()
             piece = table.slice(start, size) if n > size else table
-            self.sealer.slots.acquire()   # wait while two row groups are in flight
+            buf = self.sealer.free.get()   # waits while two row groups are in flight
             try:
-                buf = self._encode(piece, size)
+                buf, used = self._encode(piece, size, buf)
             except BaseException:
-                self.sealer.slots.release()
+                self.sealer.free.put(buf)
                 raise
-            self.sealer.queue.put(buf)
+            self.sealer.queue.put((buf, used))
             del buf, piece
 
     def close(self):
