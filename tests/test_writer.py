@@ -431,3 +431,16 @@ def test_memory_stays_near_two_row_groups(tmp_path):
     assert size > 20 * rg_bytes
     # the growth after the first row group stays a few row groups, far below the file
     assert peak - base < max(6 * rg_bytes, size // 4), (peak - base, rg_bytes, size)
+
+
+def test_exception_in_partitioned_writer_leaves_nothing(tmp_path):
+    t = make_table(300).append_column("region", pa.array([["eu", "us"][i % 2] for i in range(300)]))
+    root = tmp_path / "ds"
+    root.mkdir()
+    (root / "keep.txt").write_text("not ours")
+    with pytest.raises(RuntimeError):
+        with pqseal.ParquetWriter(root, t.schema, EncryptionConfig("kf", **CONFIG), kms=KMS,
+                                  partition_cols=["region"]) as w:
+            w.write_table(t)
+            raise RuntimeError
+    assert [p.name for p in root.iterdir()] == ["keep.txt"]

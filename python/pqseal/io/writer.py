@@ -189,6 +189,7 @@ class _SealedFile:
             self._discard()
             raise
         self.kv_extra: dict[str, str] = {}
+        self.done = False   # committed or aborted
 
     def _encode(self, table, row_group_size, buf=None):
         """``table`` as a plaintext Parquet file in memory, written by pyarrow into
@@ -238,6 +239,7 @@ class _SealedFile:
         try:
             self.sealer.stop()
             self.sealer.check()
+            self.done = True
             template = self.template
             if self.kv_extra:
                 template = template.copy()
@@ -267,6 +269,7 @@ class _SealedFile:
                     self.companion.commit()
                 fsync_dir(self.out.directory)
         except BaseException:
+            self.done = False
             self.abort()
             raise
         stats.seconds = time.perf_counter() - self.t0
@@ -274,6 +277,9 @@ class _SealedFile:
 
     def abort(self) -> None:
         """Stop, and leave no output (a file object keeps what was written to it)."""
+        if self.done:
+            return
+        self.done = True
         self.sealer.stop()
         self.sink.close()
         self._discard()
@@ -402,8 +408,9 @@ class ParquetWriter:
                 stats.append(st)
         except BaseException:
             for f in files:
-                if f.sealer.thread.is_alive() or f.tmp is not None:
-                    f.abort()
+                f.abort()
+            if self._parts is not None:
+                self._parts.remove_new_dirs()
             raise
         for st in stats:
             for msg in st.warnings:
@@ -430,6 +437,8 @@ class ParquetWriter:
             self.is_open = False
             for f in self._all_files():
                 f.abort()
+            if self._parts is not None:
+                self._parts.remove_new_dirs()
 
     def __enter__(self) -> ParquetWriter:
         return self
@@ -475,6 +484,16 @@ class _Partitions:
         self.args = args
         self.files: dict[tuple, _SealedFile] = {}
         self.kv_extra: dict[str, str] = {}
+        self.new_dirs: list[str] = []   # partition directories this writer created
+
+    def remove_new_dirs(self) -> None:
+        """Remove the partition directories this writer created, where they are empty."""
+        for d in reversed(self.new_dirs):
+            try:
+                os.rmdir(d)
+            except OSError:
+                pass
+        self.new_dirs = []
 
     def write_table(self, table, row_group_size) -> None:
         import pyarrow.compute as pc
@@ -492,8 +511,15 @@ class _Partitions:
             k = tuple(key[c] for c in self.cols)
             f = self.files.get(k)
             if f is None:
-                d = os.path.join(self.root, *(f"{c}={_segment(key[c])}" for c in self.cols))
-                os.makedirs(d, exist_ok=True)
+                d = self.root
+                if not os.path.isdir(d):
+                    os.makedirs(d)
+                    self.new_dirs.append(d)
+                for c in self.cols:
+                    d = os.path.join(d, f"{c}={_segment(key[c])}")
+                    if not os.path.isdir(d):
+                        os.mkdir(d)
+                        self.new_dirs.append(d)
                 path = os.path.join(d, self.template.replace("{i}", str(len(self.files))))
                 f = self.files[k] = _open_file(path, self.file_schema, **self.args)
                 f.kv_extra.update(self.kv_extra)
