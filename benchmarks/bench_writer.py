@@ -161,7 +161,8 @@ def rss_run(work: str, target: int, impl: str = "pqseal") -> dict:
     os.unlink(probe)
     out = os.path.join(work, "rss.parquet")
     n = -(-target // enc_rg)
-    code = _RSS_CHILD.format(path=[str(Path(__file__).resolve().parent), os.path.dirname(os.path.dirname(pqseal.__file__))], out=out, n=n, impl=impl)
+    path = [str(Path(__file__).resolve().parent), os.path.dirname(os.path.dirname(pqseal.__file__))]
+    code = _RSS_CHILD.format(path=path, out=out, n=n, impl=impl)
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     base, peak, rg_arrow, n, size, dt = r.stdout.split()
     os.unlink(out)
@@ -228,8 +229,8 @@ def report(res: dict) -> None:
               f"imports and the input row group); target 2 row groups + 64 MiB = {bound / MiB:.0f} MiB: "
               f"{'PASS' if grow <= bound else 'MISS'}", file=out)
         p = res["rss_pyarrow_plain"]
-        print(f"  for reference, pyarrow's unencrypted writer in the same run: {(p['peak_rss'] - p['baseline_rss']) / MiB:.0f}"
-              f" MiB above the process before writing", file=out)
+        print("  for reference, pyarrow's unencrypted writer in the same run: "
+              f"{(p['peak_rss'] - p['baseline_rss']) / MiB:.0f} MiB above the process before writing", file=out)
 
 
 if __name__ == "__main__":

@@ -248,8 +248,10 @@ class RowGroupCopier:
             delta_unc += (int(meta.get("total_uncompressed_size") or 0)
                           - int(src_meta.get("total_uncompressed_size") or 0))
             cc = src_cc.copy()   # page-index fields: the output's (set by finish), or none
-            for k in ("column_index_offset", "column_index_length", "offset_index_offset", "offset_index_length"):
-                cc.pop(k, None)
+            cc.pop("column_index_offset", None)
+            cc.pop("column_index_length", None)
+            cc.pop("offset_index_offset", None)
+            cc.pop("offset_index_length", None)
             if "file_offset" in cc:
                 cc["file_offset"] = _relocate(cc["file_offset"], *old_spans[col], rec.start, rec.end)
             out_cc = sink.column_chunk(rg, col, cc, meta)

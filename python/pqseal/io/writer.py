@@ -339,6 +339,8 @@ class ParquetWriter:
         self.stats: Stats | None = None
         self.files: list[str] = []   # the output files (after close)
         self._partition_cols = list(partition_cols or [])
+        self._parts: _Partitions | None = None
+        self._file: _SealedFile | None = None
         args = dict(encryption=encryption, kms=kms, kms_connection_config=kms_connection_config,
                     overwrite=overwrite, backend=backend, fsync=fsync, options=options)
         if self._partition_cols:
@@ -349,10 +351,8 @@ class ParquetWriter:
                 raise ValueError(f"partition columns not in the schema: {', '.join(missing)}")
             self._parts = _Partitions(os.fspath(where), schema, self._partition_cols,
                                       basename_template or uuid.uuid4().hex + "-{i}.parquet", args)
-            self._file = None
         else:
             self._file = _open_file(where, schema, **args)
-            self._parts = None
         self.is_open = True
 
     def write(self, table_or_batch, row_group_size=None) -> None:
@@ -379,7 +379,7 @@ class ParquetWriter:
         try:
             if self._parts is not None:
                 self._parts.write_table(table, row_group_size)
-            else:
+            elif self._file is not None:
                 self._file.write_table(table, row_group_size)
         except BaseException:
             self._abort()
@@ -422,9 +422,9 @@ class ParquetWriter:
             if self._collector is not None:
                 self._collector.append(self.metadata)
         elif self._collector is not None:
-            for p, f in zip(plains, files):
+            for p, st in zip(plains, stats):
                 md = _file_metadata(p)
-                md.set_file_path(os.path.relpath(f.out.path, os.fspath(self.where)))
+                md.set_file_path(os.path.relpath(st.dst or "", os.fspath(self.where)))
                 self._collector.append(md)
 
     def _all_files(self) -> list[_SealedFile]:
@@ -443,12 +443,11 @@ class ParquetWriter:
     def __enter__(self) -> ParquetWriter:
         return self
 
-    def __exit__(self, exc_type, exc, tb) -> bool:
+    def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is not None:
             self._abort()
         else:
             self.close()
-        return False
 
     def __del__(self):
         if getattr(self, "is_open", False):
