@@ -444,3 +444,21 @@ def test_exception_in_partitioned_writer_leaves_nothing(tmp_path):
             w.write_table(t)
             raise RuntimeError
     assert [p.name for p in root.iterdir()] == ["keep.txt"]
+
+
+def test_pyarrow_config_and_metadata_equal_to_the_files(tmp_path):
+    """pyarrow's EncryptionConfiguration is accepted; writer.metadata is what pyarrow reads
+    from the file (all but the footer's serialized size, which has no crypto fields here)."""
+    t = make_table(3000)
+    path = tmp_path / "a.parquet"
+    cfg = pe.EncryptionConfiguration(footer_key="kf", column_keys={"kc1": ["name"]})
+    collected = []
+    with pqseal.ParquetWriter(path, t.schema, cfg, kms=KMS, write_page_index=True,
+                              metadata_collector=collected) as w:
+        w.write_table(t, row_group_size=1000)
+    assert isinstance(w.metadata, pq.FileMetaData) and collected == [w.metadata]
+    ours, theirs = w.metadata.to_dict(), pyarrow_read(path).metadata.to_dict()
+    ours.pop("serialized_size")
+    theirs.pop("serialized_size")
+    assert ours == theirs
+    assert w.stats.row_groups == 3 and w.stats.bytes_out == path.stat().st_size
