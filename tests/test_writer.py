@@ -462,3 +462,15 @@ def test_pyarrow_config_and_metadata_equal_to_the_files(tmp_path):
     theirs.pop("serialized_size")
     assert ours == theirs
     assert w.stats.row_groups == 3 and w.stats.bytes_out == path.stat().st_size
+
+
+def test_destination_created_while_writing_is_not_replaced(tmp_path):
+    t = make_table(100)
+    path = tmp_path / "x.parquet"
+    w = pqseal.ParquetWriter(path, t.schema, EncryptionConfig("kf", **CONFIG), kms=KMS)
+    w.write_table(t)
+    path.write_bytes(b"someone else's")
+    with pytest.raises(OutputExists):
+        w.close()
+    assert path.read_bytes() == b"someone else's"
+    assert list(tmp_path.iterdir()) == [path]

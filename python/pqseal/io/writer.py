@@ -169,6 +169,7 @@ class _SealedFile:
         self.file = None
         self.companion = None
         self.properties = properties
+        self.overwrite = overwrite
         if _is_path(where):
             self.out = plan_output(where, overwrite=overwrite)
             remove_stale(self.out.directory)
@@ -263,7 +264,7 @@ class _SealedFile:
                 self.file.close()
                 if self.companion is not None:
                     self.companion.stage(self.sink.aad_file_unique or b"")
-                os.replace(self.tmp, self.out.path)
+                _commit(self.tmp, self.out.path, self.overwrite)
                 self.tmp = None
                 if self.companion is not None:
                     self.companion.commit()
@@ -293,6 +294,27 @@ class _SealedFile:
         if self.companion is not None:
             self.companion.abort()
             self.companion = None
+
+
+def _commit(tmp: str, dst: str, overwrite: bool) -> None:
+    """Rename ``tmp`` to ``dst``; without ``overwrite`` as a hard link, which fails if
+    ``dst`` appeared while the file was written (a rename would replace it)."""
+    from ..errors import OutputExists
+
+    if overwrite:
+        os.replace(tmp, dst)
+        return
+    try:
+        os.link(tmp, dst)
+    except FileExistsError:
+        raise OutputExists(f"{dst} was created while it was being written; pass overwrite=True to replace "
+                           "it") from None
+    except OSError:   # no hard links here (some network and FUSE file systems)
+        if os.path.lexists(dst):
+            raise OutputExists(f"{dst} exists; pass overwrite=True to replace it") from None
+        os.replace(tmp, dst)
+        return
+    unlink_quietly(tmp)
 
 
 def _file_metadata(plain: dict):
