@@ -79,8 +79,8 @@ def _new_buffer(size: int):
     import pyarrow as pa
 
     with _kept_lock:
-        for i, b in enumerate(_kept):
-            if b.size >= size:
+        for i in reversed(range(len(_kept))):   # the smallest that fits
+            if _kept[i].size >= size:
                 return _kept.pop(i)
     m = mmap.mmap(-1, size)
     if hasattr(mmap, "MADV_HUGEPAGE"):
@@ -150,6 +150,7 @@ class _SealedFile:
 
     def __init__(self, where, schema, properties, *, options: dict, overwrite: bool, backend, fsync: bool):
         import pyarrow as pa
+        import pyarrow.parquet as pq
 
         from ..api import _material_store
 
@@ -159,8 +160,9 @@ class _SealedFile:
         self.t0 = time.perf_counter()
         # an empty file of the same schema and options: checks them now, and is the
         # template of the footer (schema, key-value metadata, created_by...)
-        buf, used = self._encode(pa.Table.from_batches([], schema), None)
-        with Source(buf.slice(0, used)) as s:
+        empty = pa.BufferOutputStream()
+        pq.ParquetWriter(empty, schema, **options).close()
+        with Source(empty.getvalue()) as s:
             self.template = s.file_metadata()
             paths = s.paths
         self.where = where
