@@ -65,7 +65,11 @@ def _properties(where, encryption, kms, kms_connection_config):
     return encryption_properties(encryption, where, kms=kms, kms_connection_config=kms_connection_config)
 
 
-_KEEP_MAX = 256 << 20    # encoding buffers up to this size are kept for the next writer
+# Encoding buffers up to this size are kept for the next writer of the process: their
+# memory is then touched once per process, not once per file (partitioned datasets, ETL
+# loops). Like format/_buffers' scratch buffers they hold the last row groups' plaintext
+# until reused, in memory only.
+_KEEP_MAX = 256 << 20
 _kept: list = []
 _kept_lock = threading.Lock()
 
