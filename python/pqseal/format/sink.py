@@ -157,6 +157,13 @@ class Sink:
             raise ValueError(f"{self.name}: the output is not encrypted")
         return self.enc, self.gcm
 
+    def reserve(self, nbytes: int) -> None:
+        """Reserve blocks for the next ``nbytes`` of a file being written piece by piece
+        (see the reservation in ``__init__``); :meth:`truncate` releases what is left."""
+        if self.fd >= 0 and nbytes > 0:
+            lib.pq_preallocate(self.fd, self.pos, nbytes)
+            self.preallocated = True
+
     def truncate(self) -> None:
         """Release blocks reserved past the end of what was written."""
         if self.preallocated:

@@ -127,6 +127,8 @@ class _Sealer:
             buf, used = item
             try:
                 if self.error is None:
+                    # the row group's bytes with their module framing (about 64 bytes a page)
+                    self.copier.sink.reserve(used + used // 64 + (1 << 20))
                     with Source(buf.slice(0, used)) as s:
                         for rg in range(s.num_row_groups):
                             self.copier.add(s, rg)
@@ -260,6 +262,7 @@ class _SealedFile:
                           columns=len(self.sink.paths), pages=self.copier.pages)
             if self.sink.saw_v2:
                 stats.warnings.append(_v2_warning(os.path.basename(stats.dst or ""), self.properties))
+            self.sink.truncate()
             self.sink.close()
             if self.file is not None:
                 assert self.out is not None and self.tmp is not None
