@@ -82,6 +82,7 @@ from fsspec.implementations.chained import ChainedFileSystem
 from fsspec.implementations.local import LocalFileSystem
 
 from ..errors import KeyAccessDenied, KeyNotFound, KmsError, MalformedFile
+from . import _exit
 
 PARQUET_SUFFIXES = (".parquet", ".parq", ".pq")
 SUMMARY_FILES = ("_metadata", "_common_metadata")
@@ -474,6 +475,7 @@ class _SharedFile(io.RawIOBase):
         self._pos = 0
         self._seeks: dict[int, int] = {}     # thread id -> position of its pending seek
         self._size = f.size if isinstance(getattr(f, "size", None), int) else f.seek(0, io.SEEK_END)
+        _exit.track(self)
 
     def readable(self) -> bool:
         return True
