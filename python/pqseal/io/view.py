@@ -47,6 +47,7 @@ from ..format.layout import MAGIC, dotted
 from ..format.plan import GCM_OVERHEAD, ChunkPlan
 from ..format.source import FileRanges, Source
 from . import _exit
+from ._bytes import fresh_bytes
 
 DEFAULT_CACHE_BYTES = 16 << 20    # decrypted pages and index modules kept for partial reads
 _PLANS_KEPT = 64                  # chunk plans (decrypted page headers) kept
@@ -285,15 +286,35 @@ class PlaintextView(io.RawIOBase):
         PythonFile calls this, and wraps the array without copying it."""
         self._check_open()
         with self._lock:
-            left = max(0, self.size - self._pos)
-            n = left if n is None or n < 0 else min(n, left)
+            n = self._ahead(n)
             out = np.empty(n, np.uint8)
             self._fill(self._pos, out)
             self._pos += n
         return out
 
     def read(self, n: int = -1) -> bytes:
-        return self.read_buffer(n).tobytes()
+        """``n`` bytes (all to the end when negative). A large read is decrypted straight
+        into the ``bytes`` returned: polars reads a file object with one ``read()`` and
+        wraps the ``bytes`` without copying them."""
+        self._check_open()
+        with self._lock:
+            n = self._ahead(n)
+            fresh = fresh_bytes(n)
+            if fresh is None:
+                data = np.empty(n, np.uint8)
+                self._fill(self._pos, data)
+                data = data.tobytes()
+            else:
+                data, out = fresh
+                self._fill(self._pos, out)
+                del out
+            self._pos += n
+        return data
+
+    def _ahead(self, n) -> int:
+        """Bytes a read of ``n`` (to the end when None or negative) returns."""
+        left = max(0, self.size - self._pos)
+        return left if n is None or n < 0 else min(n, left)
 
     def readall(self) -> bytes:
         return self.read(-1)
@@ -358,7 +379,9 @@ class PlaintextView(io.RawIOBase):
 
     def _copy_source(self, a: int, b: int, dst: np.ndarray) -> None:
         if b > a:
-            dst[:b - a] = np.frombuffer(self._s.read(a, b - a), np.uint8)
+            got = self._s.read(a, b - a, dst)
+            if self._s.buf is not None:          # a file held in memory: a view of it
+                dst[:b - a] = np.frombuffer(got, np.uint8)
 
     # ---- caches ----------------------------------------------------------------------
 
