@@ -284,40 +284,25 @@ class PlaintextView(io.RawIOBase):
     def read_buffer(self, n: int = -1):
         """``n`` bytes (all to the end when negative) as a numpy array: pyarrow's
         PythonFile calls this, and wraps the array without copying it."""
-        self._check_open()
-        with self._lock:
-            n = self._ahead(n)
-            out = np.empty(n, np.uint8)
-            self._fill(self._pos, out)
-            self._pos += n
-        return out
+        return self._advance(n, self.pread)
 
     def read(self, n: int = -1) -> bytes:
-        """``n`` bytes (all to the end when negative). A large read is decrypted straight
-        into the ``bytes`` returned: polars reads a file object with one ``read()`` and
-        wraps the ``bytes`` without copying them."""
-        self._check_open()
-        with self._lock:
-            n = self._ahead(n)
-            fresh = fresh_bytes(n)
-            if fresh is None:
-                data = np.empty(n, np.uint8)
-                self._fill(self._pos, data)
-                data = data.tobytes()
-            else:
-                data, out = fresh
-                self._fill(self._pos, out)
-                del out
-            self._pos += n
-        return data
-
-    def _ahead(self, n) -> int:
-        """Bytes a read of ``n`` (to the end when None or negative) returns."""
-        left = max(0, self.size - self._pos)
-        return left if n is None or n < 0 else min(n, left)
+        """``n`` bytes (all to the end when negative); see :meth:`pread_bytes`."""
+        return self._advance(n, self.pread_bytes)
 
     def readall(self) -> bytes:
         return self.read(-1)
+
+    def _advance(self, n, pread):
+        """``pread`` of the next ``n`` bytes (to the end when None or negative), and the
+        position moved past them."""
+        self._check_open()
+        with self._lock:
+            left = max(0, self.size - self._pos)
+            n = left if n is None or n < 0 else min(n, left)
+            out = pread(self._pos, n)
+            self._pos += n
+        return out
 
     def pread(self, offset: int, length: int) -> np.ndarray:
         """The view's bytes [offset, offset + length) (fewer at the end), position unchanged."""
@@ -327,6 +312,20 @@ class PlaintextView(io.RawIOBase):
             out = np.empty(n, np.uint8)
             self._fill(offset, out)
         return out
+
+    def pread_bytes(self, offset: int, length: int) -> bytes:
+        """:meth:`pread` as ``bytes``. A large range is decrypted straight into the
+        ``bytes`` returned: polars reads a file object with one ``read()`` of the whole
+        file and wraps the ``bytes`` without copying them."""
+        self._check_open()
+        with self._lock:
+            n = max(0, min(length, self.size - offset))
+            fresh = fresh_bytes(n)
+            if fresh is None:
+                return self.pread(offset, n).tobytes()
+            data, out = fresh
+            self._fill(offset, out)
+        return data
 
     def close(self) -> None:
         if not self.closed:
