@@ -18,14 +18,16 @@ import sys
 
 import numpy as np
 
-if sys.implementation.name == "cpython":
+try:
+    if sys.implementation.name != "cpython":
+        raise AttributeError("no CPython C API")
     _new = ctypes.pythonapi.PyBytes_FromStringAndSize
     _new.restype = ctypes.py_object
     _new.argtypes = (ctypes.c_char_p, ctypes.c_ssize_t)
     _data = ctypes.pythonapi.PyBytes_AsString
     _data.restype = ctypes.c_void_p
     _data.argtypes = (ctypes.py_object,)
-else:  # pragma: no cover
+except AttributeError:  # pragma: no cover  (another interpreter, or its C API not exported)
     _new = None
 
 _madvise = getattr(ctypes.CDLL(None, use_errno=True), "madvise", None) if sys.platform == "linux" else None

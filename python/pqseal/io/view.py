@@ -324,7 +324,11 @@ class PlaintextView(io.RawIOBase):
             if fresh is None:
                 return self.pread(offset, n).tobytes()
             data, out = fresh
-            self._fill(offset, out)
+            try:
+                self._fill(offset, out)
+            except BaseException:
+                del data, out        # not left to a traceback's frame: parts are uninitialized memory
+                raise
         return data
 
     def close(self) -> None:
