@@ -25,7 +25,11 @@ Reading. A read maps to parts of the layout. Page headers of a column chunk are
 decrypted once per chunk (its plan, kept in a small LRU); page bodies a read covers
 whole are decrypted in one batch straight into the caller's buffer; pages a read covers
 in part are decrypted whole (a GCM tag covers the whole module) into a bounded page
-cache, so a reader stepping through a page in small reads decrypts it once.
+cache, so a reader stepping through a page in small reads decrypts it once. The buffer a
+read fills is the one handed back: a numpy array for ``read_buffer``/``pread`` (pyarrow
+wraps it), the caller's for ``readinto``, and for a large ``read``/``pread_bytes`` a
+``bytes`` object filled in place (polars reads a file object with one ``read()`` of the
+whole file, whatever columns it selects, and wraps the ``bytes`` without a copy).
 """
 
 from __future__ import annotations
