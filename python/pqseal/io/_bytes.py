@@ -15,9 +15,11 @@ from __future__ import annotations
 import ctypes
 import mmap
 import sys
+from typing import Any
 
 import numpy as np
 
+_new: Any
 try:
     if sys.implementation.name != "cpython":
         raise AttributeError("no CPython C API")
