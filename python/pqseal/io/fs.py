@@ -527,6 +527,16 @@ class _SharedFile(io.RawIOBase):
     def read_buffer(self, size: int = -1):
         """The next ``size`` bytes as a buffer (pyarrow's PythonFile reads through this
         without a copy)."""
+        return self.pread(*self._claim(size))
+
+    def read(self, size: int = -1) -> bytes:
+        pos, n = self._claim(size)
+        pread_bytes = getattr(self._f, "pread_bytes", None)     # the view's: no copy of a large range
+        return pread_bytes(pos, n) if pread_bytes is not None else bytes(self.pread(pos, n))
+
+    def _claim(self, size: int) -> tuple[int, int]:
+        """(position, length) of this thread's next read of ``size`` bytes, the file's
+        position moved past them."""
         self._check_open()
         with self._lock:
             pos = self._seeks.pop(threading.get_ident(), None)
@@ -535,10 +545,7 @@ class _SharedFile(io.RawIOBase):
                 self._seeks.clear()
             n = max(0, min(self._size - pos, self._size if size is None or size < 0 else size))
             self._pos = pos + n
-        return self.pread(pos, n)
-
-    def read(self, size: int = -1) -> bytes:
-        return bytes(self.read_buffer(size))
+        return pos, n
 
     def readall(self) -> bytes:
         return self.read(-1)

@@ -25,7 +25,11 @@ Reading. A read maps to parts of the layout. Page headers of a column chunk are
 decrypted once per chunk (its plan, kept in a small LRU); page bodies a read covers
 whole are decrypted in one batch straight into the caller's buffer; pages a read covers
 in part are decrypted whole (a GCM tag covers the whole module) into a bounded page
-cache, so a reader stepping through a page in small reads decrypts it once.
+cache, so a reader stepping through a page in small reads decrypts it once. The buffer a
+read fills is the one handed back: a numpy array for ``read_buffer``/``pread`` (pyarrow
+wraps it), the caller's for ``readinto``, and for a large ``read``/``pread_bytes`` a
+``bytes`` object filled in place (polars reads a file object with one ``read()`` of the
+whole file, whatever columns it selects, and wraps the ``bytes`` without a copy).
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ from ..format.layout import MAGIC, dotted
 from ..format.plan import GCM_OVERHEAD, ChunkPlan
 from ..format.source import FileRanges, Source
 from . import _exit
+from ._bytes import fresh_bytes
 
 DEFAULT_CACHE_BYTES = 16 << 20    # decrypted pages and index modules kept for partial reads
 _PLANS_KEPT = 64                  # chunk plans (decrypted page headers) kept
@@ -283,20 +288,25 @@ class PlaintextView(io.RawIOBase):
     def read_buffer(self, n: int = -1):
         """``n`` bytes (all to the end when negative) as a numpy array: pyarrow's
         PythonFile calls this, and wraps the array without copying it."""
+        return self._advance(n, self.pread)
+
+    def read(self, n: int = -1) -> bytes:
+        """``n`` bytes (all to the end when negative); see :meth:`pread_bytes`."""
+        return self._advance(n, self.pread_bytes)
+
+    def readall(self) -> bytes:
+        return self.read(-1)
+
+    def _advance(self, n, pread):
+        """``pread`` of the next ``n`` bytes (to the end when None or negative), and the
+        position moved past them."""
         self._check_open()
         with self._lock:
             left = max(0, self.size - self._pos)
             n = left if n is None or n < 0 else min(n, left)
-            out = np.empty(n, np.uint8)
-            self._fill(self._pos, out)
+            out = pread(self._pos, n)
             self._pos += n
         return out
-
-    def read(self, n: int = -1) -> bytes:
-        return self.read_buffer(n).tobytes()
-
-    def readall(self) -> bytes:
-        return self.read(-1)
 
     def pread(self, offset: int, length: int) -> np.ndarray:
         """The view's bytes [offset, offset + length) (fewer at the end), position unchanged."""
@@ -306,6 +316,24 @@ class PlaintextView(io.RawIOBase):
             out = np.empty(n, np.uint8)
             self._fill(offset, out)
         return out
+
+    def pread_bytes(self, offset: int, length: int) -> bytes:
+        """:meth:`pread` as ``bytes``. A large range is decrypted straight into the
+        ``bytes`` returned: polars reads a file object with one ``read()`` of the whole
+        file and wraps the ``bytes`` without copying them."""
+        self._check_open()
+        with self._lock:
+            n = max(0, min(length, self.size - offset))
+            fresh = fresh_bytes(n)
+            if fresh is None:
+                return self.pread(offset, n).tobytes()
+            data, out = fresh
+            try:
+                self._fill(offset, out)
+            except BaseException:
+                del data, out        # not left to a traceback's frame: parts are uninitialized memory
+                raise
+        return data
 
     def close(self) -> None:
         if not self.closed:
@@ -358,7 +386,9 @@ class PlaintextView(io.RawIOBase):
 
     def _copy_source(self, a: int, b: int, dst: np.ndarray) -> None:
         if b > a:
-            dst[:b - a] = np.frombuffer(self._s.read(a, b - a), np.uint8)
+            got = self._s.read(a, b - a, dst)
+            if self._s.buf is not None:          # a file held in memory: a view of it
+                dst[:b - a] = np.frombuffer(got, np.uint8)
 
     # ---- caches ----------------------------------------------------------------------
 
