@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import bisect
 import io
+import operator
 import os
 import struct
 import threading
@@ -250,12 +251,16 @@ class PlaintextView(io.RawIOBase):
     def writable(self) -> bool:
         return False
 
+    def write(self, b) -> int:
+        raise io.UnsupportedOperation("the plaintext view is read-only")
+
     def tell(self) -> int:
         self._check_open()
         return self._pos
 
     def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
         self._check_open()
+        offset = operator.index(offset)    # as io's files: a float is a TypeError here, not at the next read
         if whence == os.SEEK_SET:
             pos = offset
         elif whence == os.SEEK_CUR:
@@ -299,6 +304,8 @@ class PlaintextView(io.RawIOBase):
     def pread(self, offset: int, length: int) -> np.ndarray:
         """The view's bytes [offset, offset + length) (fewer at the end), position unchanged."""
         self._check_open()
+        if offset < 0:
+            raise ValueError(f"negative read position {offset}")
         with self._lock:
             n = max(0, min(length, self.size - offset))
             out = np.empty(n, np.uint8)
