@@ -72,6 +72,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import io
+import operator
 import os
 import threading
 from collections import OrderedDict
@@ -81,7 +82,7 @@ from fsspec.core import split_protocol
 from fsspec.implementations.chained import ChainedFileSystem
 from fsspec.implementations.local import LocalFileSystem
 
-from ..errors import KeyAccessDenied, KeyNotFound, KmsError, MalformedFile
+from ..errors import MalformedFile, PqsealError
 
 PARQUET_SUFFIXES = (".parquet", ".parq", ".pq")
 SUMMARY_FILES = ("_metadata", "_common_metadata")
@@ -246,8 +247,9 @@ class PqsealFileSystem(ChainedFileSystem):
 
     def _view_size(self, entry: dict) -> int | None:
         """The plaintext view's size of the PME file ``entry`` names (None: not PME),
-        cached per file version. Without the keys to read the footer, None (the stored
-        size stands; opening the file then reports the missing key)."""
+        cached per file version. Without the keys to read the footer, and for a file that
+        is damaged (a tampered footer, say) or cannot be read, None: the stored size
+        stands, so a listing never fails for one file; opening it reports why."""
         name = entry["name"]
         version = (entry.get("size"),) + tuple(_stamp(entry.get(k)) for k in _VERSION_KEYS)
         with self._sizes_lock:
@@ -257,12 +259,12 @@ class PqsealFileSystem(ChainedFileSystem):
                 return hit[1]
         from .view import view_size
 
-        with contextlib.ExitStack() as stack:
-            src = name if self._local else stack.enter_context(self.target.open(name, "rb"))
-            try:
+        try:
+            with contextlib.ExitStack() as stack:
+                src = name if self._local else stack.enter_context(self.target.open(name, "rb"))
                 size = view_size(src, decryption=self.decryption, kms=self.kms) if self._encrypted(src) else None
-            except (KeyNotFound, KeyAccessDenied, KmsError):
-                return None
+        except (PqsealError, OSError):
+            return None
         with self._sizes_lock:
             self._sizes[name] = (version, size)
             self._sizes.move_to_end(name)
@@ -492,6 +494,7 @@ class _SharedFile(io.RawIOBase):
 
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
         self._check_open()
+        offset = operator.index(offset)
         with self._lock:
             base = {io.SEEK_SET: 0, io.SEEK_CUR: self._current(), io.SEEK_END: self._size}.get(whence)
             if base is None:
