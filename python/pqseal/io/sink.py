@@ -61,6 +61,7 @@ class SealingSink(io.RawIOBase):
         self._name = name
         self._store: SpillStore | None = SpillStore(memory_limit=memory_limit, spill_dir=spill_dir, name=name)
         self.stats = None   # the engine's Stats once sealed
+        self._failed: BaseException | None = None   # the error of a write that discarded the stream
         self._spilled = 0
 
     # ---- the file interface -----------------------------------------------------------
@@ -81,9 +82,11 @@ class SealingSink(io.RawIOBase):
         store = self._store
         if store is None:
             raise ValueError("write to a closed sink")
+        data = memoryview(data)     # not bytes-like: a TypeError that leaves the stream as it was
         try:
             return store.append(data)
-        except BaseException:
+        except BaseException as exc:
+            self._failed = exc
             self.abort()
             raise
 
@@ -111,10 +114,16 @@ class SealingSink(io.RawIOBase):
 
     def close(self) -> None:
         """Seal what was written into the destination; on failure nothing reaches it
-        (the error is raised) and the sink is closed all the same."""
+        (the error is raised) and the sink is closed all the same. After a write failed
+        (and so discarded the stream) the first ``close()`` raises too: the destination
+        was not written."""
         store = self._store
         if store is None:
+            failed, self._failed = self._failed, None
             super().close()
+            if failed is not None:
+                raise ValueError(f"{self._name} was not written: a write into the sink failed "
+                                 f"({type(failed).__name__}: {failed})") from failed
             return
         try:
             store.freeze()
