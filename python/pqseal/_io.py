@@ -106,13 +106,16 @@ def plan_output(dst, *, overwrite: bool, src=None, in_place: bool = False) -> Ou
 
 def create_temp(directory: str, target: str, mode: int) -> tuple[int, str]:
     """Create this process's temporary file for ``target`` in ``directory`` (O_EXCL,
-    ``mode`` before the umask); returns (fd, path)."""
+    ``mode`` before the umask); returns (fd, path). An error names ``target``, not the
+    temporary name the user never gave."""
     for _ in range(100):
         path = os.path.join(directory, temp_name(target))
         try:
             return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), mode), path
         except FileExistsError:
             continue
+        except OSError as exc:
+            raise type(exc)(exc.errno, f"cannot write {os.path.join(directory, target)}: {exc.strerror}") from None
     raise FileExistsError(errno.EEXIST, f"cannot create a temporary file for {target} in {directory}")
 
 
