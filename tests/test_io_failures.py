@@ -426,31 +426,37 @@ def fs_write(fs, path) -> None:
         pq.write_table(table(), f)
 
 
-def test_listing_a_directory_holding_a_damaged_file(zoned):
+@pytest.mark.parametrize("protocol", ["file", "memory"])
+def test_listing_a_directory_holding_a_damaged_file(tmp_path, protocol):
     """ls, info, find, glob and walk report a damaged, truncated or empty Parquet file
     with its stored size (they used to raise InvalidTag for the whole listing); opening
     that file raises the typed error."""
-    fs, _, a, _, _ = zoned
-    fs_write(fs, f"{a}/good.parquet")
-    data = bytearray(open(f"{a}/good.parquet", "rb").read())
-    data[-20] ^= 1                                        # inside the encrypted footer
-    with open(f"{a}/damaged.parquet", "wb") as f:
-        f.write(data)
-    with open(f"{a}/trunc.parquet", "wb") as f:
-        f.write(data[:100])
-    open(f"{a}/empty.parquet", "wb").close()
-    sizes = {e["name"].rsplit("/", 1)[1]: e["size"] for e in fs.ls(a)}
-    assert sizes["damaged.parquet"] == len(data) and sizes["trunc.parquet"] == 100 and sizes["empty.parquet"] == 0
-    with pqseal.open(f"{a}/good.parquet", "rb", kms=KMS) as v:
-        assert sizes["good.parquet"] == v.size
-    info = fs.info(f"{a}/damaged.parquet")
-    assert info["size"] == len(data) and "encrypted" not in info
-    assert len(fs.find(a, detail=True)) == 4 and len(fs.glob(f"{a}/*.parquet", detail=True)) == 4
-    assert len(next(iter(fs.walk(a, detail=True)))[2]) == 4
-    with pytest.raises(InvalidTag, match="damaged.parquet"):
-        fs.open(f"{a}/damaged.parquet", "rb")
-    with pytest.raises(InvalidTag, match="damaged.parquet"):
-        pq.read_table(a, filesystem=fs)
+    fs = PqsealFileSystem(target_protocol=protocol, encryption=CFG, kms=KMS)
+    target = fs.target
+    a = str(tmp_path / "a") if protocol == "file" else f"/pqseal-failures-{os.getpid()}/a"
+    target.makedirs(a, exist_ok=True)
+    try:
+        fs_write(fs, f"{a}/good.parquet")
+        data = bytearray(target.cat_file(f"{a}/good.parquet"))
+        data[-20] ^= 1                                    # inside the encrypted footer
+        target.pipe_file(f"{a}/damaged.parquet", bytes(data))
+        target.pipe_file(f"{a}/trunc.parquet", bytes(data[:100]))
+        target.pipe_file(f"{a}/empty.parquet", b"")
+        sizes = {e["name"].rsplit("/", 1)[1]: e["size"] for e in fs.ls(a)}
+        assert (sizes["damaged.parquet"], sizes["trunc.parquet"], sizes["empty.parquet"]) == (len(data), 100, 0)
+        with fs.open(f"{a}/good.parquet", "rb") as v:
+            assert sizes["good.parquet"] == v.size != len(data)
+        info = fs.info(f"{a}/damaged.parquet")
+        assert info["size"] == len(data) and "encrypted" not in info
+        assert len(fs.find(a, detail=True)) == 4 and len(fs.glob(f"{a}/*.parquet", detail=True)) == 4
+        assert len(next(iter(fs.walk(a, detail=True)))[2]) == 4
+        with pytest.raises(InvalidTag, match="damaged.parquet"):
+            fs.open(f"{a}/damaged.parquet", "rb")
+        with pytest.raises(InvalidTag, match="damaged.parquet"):
+            pq.read_table(a, filesystem=fs)
+    finally:
+        if protocol == "memory":
+            target.rm(a.rsplit("/", 1)[0], recursive=True)
 
 
 def test_moves_inside_a_zone_work_and_across_zones_are_refused(zoned):
