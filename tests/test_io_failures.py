@@ -18,6 +18,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import tracemalloc
 
 import pyarrow as pa
@@ -153,6 +154,47 @@ def test_view_of_a_file_truncated_or_replaced_while_open(tmp_path):
         pq.write_table(table(10), tmp_path / "plain.parquet")
         os.replace(tmp_path / "plain.parquet", p)        # the view keeps reading the file it opened
         assert pq.read_table(v).equals(table())
+
+
+def test_close_waits_for_a_read_in_progress(sealed):
+    """close() from another thread while a read is in progress waits for it (it used to
+    close the file under the read: the read failed, or read a descriptor reused meanwhile)."""
+    with pqseal.open(sealed, "rb", kms=KMS) as v:
+        expected = v.read()
+    v = pqseal.open(sealed, "rb", kms=KMS)
+    entered, release = threading.Event(), threading.Event()
+    real = v._s.read
+
+    def slow_read(*args, **kwargs):
+        entered.set()
+        release.wait(10)
+        return real(*args, **kwargs)
+    v._s.read = slow_read
+    got = []
+    reader = threading.Thread(target=lambda: got.append(v.pread(0, v.size).tobytes()))
+    reader.start()
+    assert entered.wait(10)
+    closer = threading.Thread(target=v.close)
+    closer.start()
+    closer.join(0.3)
+    assert closer.is_alive()                 # waiting for the read
+    release.set()
+    reader.join(10)
+    closer.join(10)
+    assert got == [expected] and v.closed
+    with pytest.raises(ValueError, match="closed"):
+        v.pread(0, 1)
+
+
+def test_a_view_that_fails_to_open_is_quiet_when_collected(sealed):
+    """(In development mode io reports exceptions of close() at collection: the view that
+    failed in its constructor used to raise AttributeError there.)"""
+    code = ("import gc, sys, pqseal\nfrom pqseal.kms import KeyListKms\n"
+            f"try: pqseal.open({sealed!r}, 'rb', kms=KeyListKms({{'kf': {MASTER['kf']!r}}}))\n"
+            "except KeyError as e: print('refused')\ngc.collect()\n")
+    r = subprocess.run([sys.executable, "-X", "dev", "-c", code], capture_output=True, timeout=60,
+                       env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)))
+    assert r.stdout == b"refused\n" and b"Exception ignored" not in r.stderr, r.stderr.decode()
 
 
 # ---- the view: damaged files ------------------------------------------------------------------

@@ -227,7 +227,11 @@ class PlaintextView(io.RawIOBase):
         self._s = source
         self._close_source = close_source
         self.name = source.path
-        self.layout = build_layout(source)
+        try:
+            self.layout = build_layout(source)
+        except BaseException:
+            super().close()     # never opened: nothing for close() to release when it is collected
+            raise
         self.size = self.layout.size
         self._starts = [p.start for p in self.layout.parts]
         self.decrypted_bytes = source.tail.footer_len if self.layout.encrypted else 0
@@ -275,9 +279,9 @@ class PlaintextView(io.RawIOBase):
         return pos
 
     def readinto(self, b) -> int:
-        self._check_open()
         out = np.frombuffer(memoryview(b).cast("B"), np.uint8)
         with self._lock:
+            self._check_open()
             n = max(0, min(len(out), self.size - self._pos))
             self._fill(self._pos, out[:n])
             self._pos += n
@@ -286,8 +290,8 @@ class PlaintextView(io.RawIOBase):
     def read_buffer(self, n: int = -1):
         """``n`` bytes (all to the end when negative) as a numpy array: pyarrow's
         PythonFile calls this, and wraps the array without copying it."""
-        self._check_open()
         with self._lock:
+            self._check_open()
             left = max(0, self.size - self._pos)
             n = left if n is None or n < 0 else min(n, left)
             out = np.empty(n, np.uint8)
@@ -303,17 +307,19 @@ class PlaintextView(io.RawIOBase):
 
     def pread(self, offset: int, length: int) -> np.ndarray:
         """The view's bytes [offset, offset + length) (fewer at the end), position unchanged."""
-        self._check_open()
         if offset < 0:
             raise ValueError(f"negative read position {offset}")
         with self._lock:
+            self._check_open()
             n = max(0, min(length, self.size - offset))
             out = np.empty(n, np.uint8)
             self._fill(offset, out)
         return out
 
     def close(self) -> None:
-        if not self.closed:
+        with self._lock:        # after the reads in progress: the file they read stays open until they end
+            if self.closed:
+                return
             try:
                 self._cache.clear()
                 self._plans.clear()
