@@ -518,6 +518,35 @@ def test_moves_inside_a_zone_work_and_across_zones_are_refused(zoned):
     assert fs.exists(f"{a}/sub2/t.parquet") and os.listdir(b) == [] and os.listdir(out) == []
 
 
+def test_moving_several_files_into_a_directory(tmp_path):
+    """mv/copy of a list of files into a directory (an object store's way; fsspec's local
+    file system moves one path at a time): inside a zone it works (it raised
+    AttributeError), into another zone it is refused."""
+    zf = str(tmp_path / "zones.json")
+    root = f"/pqseal-failures-mv-{os.getpid()}"
+    mem = fsspec.filesystem("memory")
+    for d in ("z1/sub", "z2"):
+        mem.makedirs(f"{root}/{d}", exist_ok=True)
+    try:
+        create_zone(f"memory://{root}/z1", "kf", kms=KMS, zones=zf)
+        create_zone(f"memory://{root}/z2", "kc", kms=KMS, zones=zf)
+        fs = PqsealFileSystem(target_protocol="memory", kms=KMS, zones=zf)
+        files = [f"{root}/z1/a.parquet", f"{root}/z1/b.parquet"]
+        for f in files:
+            fs_write(fs, f)
+        fs.mv(files, f"{root}/z1/sub/")
+        moved = [f"{root}/z1/sub/a.parquet", f"{root}/z1/sub/b.parquet"]
+        assert sorted(fs.find(root)) == moved
+        for op in (fs.mv, fs.copy):
+            with pytest.raises(ValueError, match="refusing to rename"):
+                op(moved, f"{root}/z2/")
+        assert sorted(fs.find(root)) == moved
+        with fs.open(moved[0], "rb") as f:
+            assert pq.read_table(f).equals(table())
+    finally:
+        mem.rm(root, recursive=True)
+
+
 def test_rm_of_a_zone_root_keeps_the_zone(zoned):
     """Removing the directory does not remove the policy: a directory made again at the
     root is the zone again (delete the zone with 'pqseal zone delete')."""

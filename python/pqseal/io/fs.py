@@ -299,7 +299,12 @@ class PqsealFileSystem(ChainedFileSystem):
     def _check_move(self, path1, path2) -> None:
         from .zones import check_rename
 
-        pairs = zip(path1, path2) if isinstance(path1, list) and isinstance(path2, list) else [(path1, path2)]
+        if isinstance(path1, (list, tuple)) and isinstance(path2, (list, tuple)):
+            pairs = list(zip(path1, path2))
+        elif isinstance(path1, (list, tuple)):     # files into the directory path2
+            pairs = [(a, f"{path2.rstrip('/')}/{_basename(a)}") for a in path1]
+        else:
+            pairs = [(path1, path2)]
         for a, b in pairs:
             check_rename(self._zone_path(self._path(a)), self._zone_path(self._path(b)), zones=self.zones)
 
