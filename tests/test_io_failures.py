@@ -387,6 +387,22 @@ def test_temp_file_errors_name_the_destination(tmp_path, monkeypatch):
     assert listing(tmp_path) == []
 
 
+def test_rename_errors_name_the_destination(tmp_path, monkeypatch):
+    """The last step, renaming the temporary file into place, fails (a directory made at
+    the destination meanwhile, say): the error names the destination (it named the
+    temporary file too) and the temporary file is gone."""
+    def refuse(src, dst):
+        raise IsADirectoryError(errno.EISDIR, "Is a directory", src, dst)
+    monkeypatch.setattr(os, "replace", refuse)
+    for name, write in [("s.parquet", seal),
+                        ("p.parquet", lambda p: pqseal.polars.write_parquet(pl.from_arrow(table()), p, CFG, kms=KMS))]:
+        dst = str(tmp_path / name)
+        with pytest.raises(IsADirectoryError, match=f"cannot write {dst}: Is a directory") as exc:
+            write(dst)
+        assert ".pqseal-" not in str(exc.value)
+    assert listing(tmp_path) == []
+
+
 def test_destination_created_meanwhile_is_kept(tmp_path):
     dst = tmp_path / "t.parquet"
     s = pqseal.open(dst, "wb", encryption=CFG, kms=KMS)

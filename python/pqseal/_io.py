@@ -119,6 +119,15 @@ def create_temp(directory: str, target: str, mode: int) -> tuple[int, str]:
     raise FileExistsError(errno.EEXIST, f"cannot create a temporary file for {target} in {directory}")
 
 
+def replace(tmp: str, path: str) -> None:
+    """Rename the temporary file ``tmp`` over ``path``; an error names ``path``, not the
+    temporary name."""
+    try:
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise type(exc)(exc.errno, f"cannot write {path}: {exc.strerror}") from None
+
+
 def unlink_quietly(path: str) -> None:
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
@@ -136,7 +145,7 @@ def atomic_write(path: str, data: bytes, *, mode: int = 0o600) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        replace(tmp, path)
     except BaseException:
         unlink_quietly(tmp)
         raise
