@@ -34,6 +34,7 @@ from pqseal.cli import main
 from pqseal.config import EncryptionConfig
 from pqseal.errors import InvalidTag, MalformedFile, OutputExists, PqsealError
 from pqseal.format.footer import rewrite_footer
+from pqseal.format.source import Source
 from pqseal.io import spill as spill_mod
 from pqseal.io.zones import ZonePolicy, create_zone, list_zones
 from pqseal.kms import KeyListKms
@@ -515,6 +516,38 @@ def test_listing_a_directory_holding_a_damaged_file(tmp_path, protocol):
     finally:
         if protocol == "memory":
             target.rm(a.rsplit("/", 1)[0], recursive=True)
+
+
+def test_failure_while_sealing_into_a_target_keeps_its_file(tmp_path):
+    """Over a target that writes where it is told (memory here; HDFS, SFTP), a stream
+    that fails halfway through sealing (a damaged page header in row group 2) used to
+    leave a partial PME file at the path, in place of the file that was there. Now the
+    file is written beside it and moved into place only when sealed."""
+    fs = PqsealFileSystem(target_protocol="memory", encryption=CFG, kms=KMS)
+    root = f"/pqseal-failures-seal-{os.getpid()}"
+    fs.target.makedirs(root, exist_ok=True)
+    buf = io.BytesIO()
+    pq.write_table(table(), buf, row_group_size=500)
+    stream = bytearray(buf.getvalue())
+    with Source(bytes(stream)) as s:
+        at = s.column_meta(2, 0)["data_page_offset"]
+    stream[at:at + 3] = b"\xff\xff\xff"
+    try:
+        fs_write(fs, f"{root}/t.parquet")
+        old = fs.target.cat_file(f"{root}/t.parquet")
+        for name in ("t.parquet", "new.parquet"):
+            with pytest.raises(MalformedFile, match=f"{name}: cannot parse page header"):
+                with fs.open(f"{root}/{name}", "wb") as f:
+                    f.write(bytes(stream))
+        assert fs.target.ls(root, detail=False) == [f"{root}/t.parquet"]
+        assert fs.target.cat_file(f"{root}/t.parquet") == old
+        fs_write(fs, f"{root}/t.parquet")                       # a good stream replaces it
+        assert fs.target.ls(root, detail=False) == [f"{root}/t.parquet"]
+        assert fs.target.cat_file(f"{root}/t.parquet") != old
+        with fs.open(f"{root}/t.parquet", "rb") as f:
+            assert pq.read_table(f).equals(table())
+    finally:
+        fs.target.rm(root, recursive=True)
 
 
 def test_moves_inside_a_zone_work_and_across_zones_are_refused(zoned):

@@ -15,9 +15,10 @@ Parquet files are the files whose names end in ``.parquet``, ``.parq`` or ``.pq`
 
 - ``open(path, "wb")`` returns the sealing sink (:func:`pqseal.io.sink.open_sink`): the
   writer writes plaintext Parquet into it and on ``close()`` the target holds a PME
-  file (a local target: a temporary file beside it, renamed into place; another target:
-  the sealed file is written into the target's file, which the target commits when it is
-  closed, and discards when sealing fails). The encryption is the ``encryption`` option,
+  file (a local target: a temporary file beside it, renamed into place; an object store:
+  the target's file, which the store commits when it is closed and discards when sealing
+  fails; another target, such as memory: a temporary file beside it, moved into place
+  once sealed). The encryption is the ``encryption`` option,
   else the policy of the encryption zone holding the path. **A Parquet path in no zone
   and no ``encryption`` option is refused** (:class:`~pqseal.io.zones.ZoneError`): a
   ``pqseal`` file system never writes a plaintext Parquet file. ``_metadata`` and
@@ -78,10 +79,12 @@ import threading
 from collections import OrderedDict
 
 from fsspec import AbstractFileSystem, filesystem, get_filesystem_class
+from fsspec.asyn import AsyncFileSystem
 from fsspec.core import split_protocol
 from fsspec.implementations.chained import ChainedFileSystem
 from fsspec.implementations.local import LocalFileSystem
 
+from .._io import temp_name
 from ..errors import MalformedFile, PqsealError
 
 PARQUET_SUFFIXES = (".parquet", ".parq", ".pq")
@@ -361,7 +364,12 @@ class PqsealFileSystem(ChainedFileSystem):
 
 class _TargetFile(io.RawIOBase):
     """The target file a sink seals into, opened at the first write, so nothing appears
-    in the target unless sealing starts; :meth:`discard` drops a partial file."""
+    in the target unless sealing starts. An object store (an async fsspec file system:
+    s3fs, gcsfs, adlfs) uploads a file when it is closed and drops the upload on
+    ``discard()``, so the file is written at ``path``. Other targets (memory, HDFS, SFTP)
+    write where they are told, so the file is written under a temporary name beside
+    ``path`` and moved over it on :meth:`commit`: a failure leaves no partial file and
+    an existing file as it was."""
 
     def __init__(self, fs: AbstractFileSystem, path: str, **kwargs):
         super().__init__()
@@ -369,6 +377,11 @@ class _TargetFile(io.RawIOBase):
         self.path = path
         self._kwargs = kwargs
         self._f: io.IOBase | None = None
+        if isinstance(fs, AsyncFileSystem):
+            self._where = path
+        else:
+            head, _, name = path.rpartition("/")
+            self._where = f"{head}/{temp_name(name)}" if head else temp_name(name)
 
     def writable(self) -> bool:
         return True
@@ -376,7 +389,7 @@ class _TargetFile(io.RawIOBase):
     def write(self, data) -> int:
         f = self._f
         if f is None:
-            f = self._f = self.fs.open(self.path, "wb", **self._kwargs)
+            f = self._f = self.fs.open(self._where, "wb", **self._kwargs)
         f.write(data)
         return len(memoryview(data).cast("B"))
 
@@ -385,19 +398,29 @@ class _TargetFile(io.RawIOBase):
             self._f.flush()
 
     def commit(self) -> None:
-        """Close the target file: the target commits it."""
+        """Close the target file: the target commits it (and it is moved into place)."""
         f, self._f = self._f, None
         if f is None:       # nothing was written: an empty sealed file is no Parquet file
             raise MalformedFile(f"{self.path}: the sink wrote nothing")
-        f.close()
+        try:
+            f.close()
+            if self._where != self.path:
+                self.fs.mv(self._where, self.path)
+        except BaseException:
+            self._remove_temp()
+            raise
         super().close()
 
     def discard(self) -> None:
-        """Drop what was written: the target's own discard (S3: abort the upload), else
-        remove the partial file."""
+        """Drop what was written: the temporary file, or the target's own discard (S3:
+        abort the upload), else remove the partial file."""
         f, self._f = self._f, None
         super().close()
         if f is None:
+            return
+        if self._where != self.path:
+            f.close()
+            self._remove_temp()
             return
         drop = getattr(f, "discard", None)
         if drop is not None:
@@ -405,6 +428,11 @@ class _TargetFile(io.RawIOBase):
         else:
             f.close()
             self.fs.rm_file(self.path)
+
+    def _remove_temp(self) -> None:
+        if self._where != self.path:
+            with contextlib.suppress(FileNotFoundError):
+                self.fs.rm_file(self._where)
 
 
 class _CommittingSink(io.RawIOBase):
