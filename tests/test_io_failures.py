@@ -32,7 +32,7 @@ from pqseal.api import decryption_properties
 from pqseal.arrow import crypto_factory
 from pqseal.cli import main
 from pqseal.config import EncryptionConfig
-from pqseal.errors import InvalidTag, MalformedFile, OutputExists, PqsealError
+from pqseal.errors import InvalidTag, MalformedFile, MalformedKeyMaterial, OutputExists, PqsealError
 from pqseal.format.footer import rewrite_footer
 from pqseal.format.source import Source
 from pqseal.io import spill as spill_mod
@@ -713,6 +713,26 @@ def test_polars_bridge_bad_inputs(tmp_path, sealed):
         pqseal.polars.decryption_properties(sealed, kms=KeyListKms({"kf": bytes(16), "kc": bytes(16)}))
     with pytest.raises(KeyError, match="kc"):
         pqseal.polars.decryption_properties(sealed, kms=KeyListKms({"kf": MASTER["kf"]}))
+
+
+@pytest.mark.parametrize("damage", ["broken", "missing"])
+def test_external_key_material_missing_or_broken(tmp_path, damage):
+    cfg = EncryptionConfig("kf", column_keys={"kc": ["a"]}, internal_key_material=False)
+    p = str(tmp_path / "t.parquet")
+    with pqseal.open(p, "wb", encryption=cfg, kms=KMS) as f:
+        pq.write_table(table(), f)
+    material = tmp_path / "_KEY_MATERIAL_FOR_t.parquet.json"
+    if damage == "broken":
+        material.write_text("{broken")
+    else:
+        material.unlink()
+    error, match = (MalformedKeyMaterial, "is not JSON") if damage == "broken" else (KeyError, "not found")
+    for opener in (lambda: pqseal.open(p, "rb", kms=KMS), lambda: pqseal.polars.decryption_properties(p, kms=KMS)):
+        with pytest.raises(error, match=match):
+            opener()
+    # a listing still works (it used to fail for broken material): the stored size
+    entry = PqsealFileSystem(kms=KMS).info(p)
+    assert entry["size"] == os.path.getsize(p) and "encrypted" not in entry
 
 
 def _plain(d) -> str:
