@@ -232,11 +232,11 @@ def test_huge_claimed_lengths_allocate_nothing(tmp_path, sealed):
 def test_truncated_and_flipped_files_give_typed_errors(tmp_path, sealed):
     data = open(sealed, "rb").read()
     p = tmp_path / "x.parquet"
-    for n in range(0, len(data), 211):
+    for n in range(0, len(data), 307):
         p.write_bytes(data[:n])
         with pytest.raises(PqsealError):
             _read_all(p)
-    for i in range(0, len(data), 97):
+    for i in range(0, len(data), 149):
         flipped = bytearray(data)
         flipped[i] ^= 0x10
         p.write_bytes(flipped)
