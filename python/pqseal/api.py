@@ -269,25 +269,21 @@ def inspect(path, decryption=None, *, kms=None, kms_connection_config=None) -> d
     return inspect_file(path, keys, describe_key=describe)
 
 
-def write_table(table, where, encryption, kms=None, *, kms_connection_config=None, backend: str | None = None,
-                overwrite: bool = False, fsync: bool = True, **write_kwargs) -> Stats:
-    """pyarrow writes ``table`` into memory, pqseal seals it into the file ``where``:
-    no plaintext reaches the disk (memory holds the whole plaintext file once; the
-    bounded-memory streaming writer is :class:`pqseal.ParquetWriter`'s job).
-    ``encryption`` as in :func:`encrypt_file`; ``write_kwargs`` go to
+def write_table(table, where, encryption=None, kms=None, *, kms_connection_config=None, backend: str | None = None,
+                overwrite: bool = False, fsync: bool = True, row_group_size=None, **write_kwargs) -> Stats:
+    """Write ``table`` as a PME file ``where`` (a path or a writable binary file object)
+    with :class:`pqseal.ParquetWriter`: each row group is sealed as pyarrow encodes it,
+    nothing plaintext reaches the disk. ``encryption`` as in :func:`encrypt_file` (None:
+    the encryption zone's policy); ``write_kwargs`` are pyarrow's writer options, as for
     ``pyarrow.parquet.write_table``."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+    from .io.writer import ParquetWriter
 
     _recover_once(where)
-    encryption = encryption_properties(encryption, where, kms=kms, kms_connection_config=kms_connection_config)
-    sink = pa.BufferOutputStream()
-    pq.write_table(table, sink, **write_kwargs)
-    plain = sink.getvalue()
-    stats = transform(plain, where, encryption=encryption, backend=backend, overwrite=overwrite, expect="plaintext",
-                      fsync=fsync, companion=_material_store(where, encryption))
-    stats.src = "<table>"
-    return _warn(stats)
+    with ParquetWriter(where, table.schema, encryption, kms=kms, kms_connection_config=kms_connection_config,
+                       backend=backend, overwrite=overwrite, fsync=fsync, **write_kwargs) as w:
+        w.write_table(table, row_group_size=row_group_size)
+    assert w.stats is not None
+    return w.stats
 
 
 def read_table(source, kms=None, *, columns=None, decryption=None, kms_connection_config=None, **read_kwargs):

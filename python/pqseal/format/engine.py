@@ -7,6 +7,7 @@ verify = encrypted source read whole, nothing written.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from dataclasses import dataclass, field
@@ -17,7 +18,7 @@ from .._io import create_temp, fsync_dir, plan_output, remove_stale, replace, un
 from ..errors import PqsealError
 from .properties import DecryptionProperties, EncryptionProperties
 from .sink import ChunkRecord, Sink
-from .structs import ColumnChunk
+from .structs import ColumnChunk, FileMetaData, OffsetIndex, RowGroup
 from .source import Source, chunk_start
 
 
@@ -171,77 +172,143 @@ def transform_into(src, target, *, decryption: DecryptionProperties | None = Non
 
 
 def _copy(s: Source, sink: Sink) -> int:
-    nrg, ncol = s.num_row_groups, len(s.paths)
-    records: dict[tuple[int, int], ChunkRecord] = {}
-    old_spans: dict[tuple[int, int], tuple[int, int]] = {}
-    pages = 0
-    for rg in range(nrg):
+    """Copy every row group of ``s`` into ``sink`` and write the footer; returns the page count."""
+    rgs = RowGroupCopier(sink)
+    for rg in range(s.num_row_groups):
+        rgs.add(s, rg)
+    rgs.finish(s.file_metadata())
+    return rgs.pages
+
+
+@dataclass
+class _PendingIndex:
+    """The page indexes of one output column chunk, written by :meth:`RowGroupCopier.finish`."""
+
+    rg: int
+    col: int
+    cc: ColumnChunk                        # the output ColumnChunk, which gets their offsets
+    column_index: bytes | None
+    offset_index: OffsetIndex | None       # already relocated
+
+
+class RowGroupCopier:
+    """Builds one output file from row groups of any number of sources: :meth:`add` copies
+    a row group (its chunks, then its bloom filters) as the next row group of the output,
+    renumbered (the AADs use the output's ordinals); :meth:`finish` writes the page
+    indexes of all row groups (Arrow's and parquet-java's layout) and the footer.
+    Memory: the footer and the page indexes, nothing of the pages."""
+
+    def __init__(self, sink: Sink):
+        self.sink = sink
+        self.row_groups: list[RowGroup] = []
+        self.plain_row_groups: list[RowGroup] = []   # with plaintext ColumnMetaData (for callers' metadata)
+        self.num_rows = 0
+        self.pages = 0
+        self._indexes: list[_PendingIndex] = []
+
+    def add(self, s: Source, src_rg: int) -> None:
+        sink = self.sink
+        rg = len(self.row_groups)
+        ncol = len(s.paths)
+        records: list[ChunkRecord] = []
+        old_spans: list[tuple[int, int]] = []
         for col in range(ncol):
             _cancel.check()
-            ch = s.read_chunk(rg, col)
-            pages += len(ch.headers)
+            ch = s.read_chunk(src_rg, col)
+            self.pages += len(ch.headers)
             old_start = chunk_start(ch.meta, s.name)
-            records[rg, col] = sink.write_chunk(ch)
-            old_spans[rg, col] = (old_start, old_start + int(ch.meta.get("total_compressed_size") or 0))
+            if ch.rg != rg:
+                ch = dataclasses.replace(ch, rg=rg)
+            records.append(sink.write_chunk(ch))
+            old_spans.append((old_start, old_start + int(ch.meta.get("total_compressed_size") or 0)))
             del ch
-    # bloom filters, then column indexes, then offset indexes (parquet-java's and Arrow's layout)
-    for (rg, col), rec in records.items():
-        src_meta = s.column_meta(rg, col)
-        bf = s.bloom_filter(rg, col, src_meta)
-        meta = rec.meta
-        if bf is None:
-            meta.pop("bloom_filter_offset", None)
-            meta.pop("bloom_filter_length", None)
-            continue
-        off, ln = sink.write_bloom_filter(rg, col, *bf)
-        meta["bloom_filter_offset"] = off
-        if "bloom_filter_length" in src_meta or sink.enc is not None:
-            meta["bloom_filter_length"] = ln
-    index_fields: dict[tuple[int, int], ColumnChunk] = {}   # the page-index fields of each ColumnChunk
-    for rg, col in records:
-        ci = s.column_index(rg, col)
-        if ci is not None:
-            off, ln = sink.write_column_index(rg, col, ci)
-            index_fields[rg, col] = ColumnChunk(column_index_offset=off, column_index_length=ln)
-    for (rg, col), rec in records.items():
-        oi = s.offset_index(rg, col)
-        if oi is not None:
-            off, ln = sink.write_offset_index(rg, col, oi, rec.pages)
-            index_fields.setdefault((rg, col), ColumnChunk()).update(
-                ColumnChunk(offset_index_offset=off, offset_index_length=ln))
-    # footer
-    fmd = s.file_metadata().copy()
-    out_rgs = []
-    for rg, src_rg in enumerate(s.file_metadata().get("row_groups") or []):
-        out = src_rg.copy()
-        cols = []
+        # bloom filters right after the row group's chunks: a source held in memory
+        # (ParquetWriter's row group) is gone before the output is finished
+        for col, rec in enumerate(records):
+            src_meta = s.column_meta(src_rg, col)
+            bf = s.bloom_filter(src_rg, col, src_meta)
+            meta = rec.meta
+            if bf is None:
+                meta.pop("bloom_filter_offset", None)
+                meta.pop("bloom_filter_length", None)
+                continue
+            off, ln = sink.write_bloom_filter(rg, col, *bf)
+            meta["bloom_filter_offset"] = off
+            if "bloom_filter_length" in src_meta or sink.enc is not None:
+                meta["bloom_filter_length"] = ln
+        src_rg_meta = s.file_metadata()["row_groups"][src_rg]
+        out = src_rg_meta.copy()
+        plain = src_rg_meta.copy()
+        cols, plain_cols = [], []
         delta_unc = 0
-        for col, src_cc in enumerate(src_rg["columns"]):
-            rec = records[rg, col]
-            src_meta = s.column_meta(rg, col)
+        for col, src_cc in enumerate(src_rg_meta["columns"]):
+            rec = records[col]
+            src_meta = s.column_meta(src_rg, col)
             meta = rec.meta
             delta_unc += (int(meta.get("total_uncompressed_size") or 0)
                           - int(src_meta.get("total_uncompressed_size") or 0))
-            cc = src_cc.copy()   # page-index fields: the output's, or none
+            cc = src_cc.copy()   # page-index fields: the output's (set by finish), or none
             cc.pop("column_index_offset", None)
             cc.pop("column_index_length", None)
             cc.pop("offset_index_offset", None)
             cc.pop("offset_index_length", None)
-            cc.update(index_fields.get((rg, col), ColumnChunk()))
             if "file_offset" in cc:
-                cc["file_offset"] = _relocate(cc["file_offset"], *old_spans[rg, col], rec.start, rec.end)
-            cols.append(sink.column_chunk(rg, col, cc, meta))
-        out["columns"] = cols
-        if cols:
-            if "file_offset" in out:
-                out["file_offset"] = records[rg, 0].start
-            if "total_compressed_size" in out:
-                out["total_compressed_size"] = sum(r.end - r.start for (g, _), r in records.items() if g == rg)
-        if "total_byte_size" in out:
-            out["total_byte_size"] = int(out["total_byte_size"]) + delta_unc
-        if sink.enc is not None:
-            out["ordinal"] = rg
-        out_rgs.append(out)
-    fmd["row_groups"] = out_rgs
-    sink.finish(fmd)
-    return pages
+                cc["file_offset"] = _relocate(cc["file_offset"], *old_spans[col], rec.start, rec.end)
+            out_cc = sink.column_chunk(rg, col, cc, meta)
+            cols.append(out_cc)
+            plain_cc = cc.copy()
+            plain_cc.pop("crypto_metadata", None)
+            plain_cc.pop("encrypted_column_metadata", None)
+            plain_cc["meta_data"] = meta
+            plain_cols.append(plain_cc)
+            ci = s.column_index(src_rg, col)
+            oi = s.offset_index(src_rg, col)
+            if ci is not None or oi is not None:
+                self._indexes.append(_PendingIndex(rg, col, out_cc, ci,
+                                                   None if oi is None else sink.relocate_offset_index(rg, col, oi,
+                                                                                                      rec.pages)))
+        for row_group, columns in ((out, cols), (plain, plain_cols)):
+            row_group["columns"] = columns
+            if columns:
+                if "file_offset" in row_group:
+                    row_group["file_offset"] = records[0].start
+                if "total_compressed_size" in row_group:
+                    row_group["total_compressed_size"] = sum(r.end - r.start for r in records)
+            if "total_byte_size" in row_group:
+                row_group["total_byte_size"] = int(row_group["total_byte_size"]) + delta_unc
+            if sink.enc is not None:
+                row_group["ordinal"] = rg
+        self.row_groups.append(out)
+        self.plain_row_groups.append(plain)
+        self.num_rows += int(src_rg_meta.get("num_rows") or 0)
+
+    def finish(self, template: FileMetaData) -> FileMetaData:
+        """Write the page indexes and the footer (``template``: the FileMetaData whose
+        schema, key-value metadata, created_by... the output takes); returns the footer's
+        FileMetaData with plaintext column metadata (what pyarrow's writer reports)."""
+        sink = self.sink
+        plain_indexes = {}
+        for p in self._indexes:      # column indexes, then offset indexes
+            if p.column_index is not None:
+                off, ln = sink.write_column_index(p.rg, p.col, p.column_index)
+                plain_indexes[p.rg, p.col] = ColumnChunk(column_index_offset=off, column_index_length=ln)
+        for p in self._indexes:
+            if p.offset_index is not None:
+                off, ln = sink.write_offset_index(p.rg, p.col, p.offset_index)
+                plain_indexes.setdefault((p.rg, p.col), ColumnChunk()).update(
+                    ColumnChunk(offset_index_offset=off, offset_index_length=ln))
+        for p in self._indexes:
+            fields = plain_indexes.get((p.rg, p.col), ColumnChunk())
+            p.cc.update(fields)
+            self.plain_row_groups[p.rg]["columns"][p.col].update(fields)
+        self._indexes = []
+        fmd = template.copy()
+        fmd["row_groups"] = self.row_groups
+        fmd["num_rows"] = self.num_rows
+        sink.finish(fmd)
+        plain = template.copy()
+        plain.pop("encryption_algorithm", None)
+        plain.pop("footer_signing_key_metadata", None)
+        plain["row_groups"] = self.plain_row_groups
+        plain["num_rows"] = self.num_rows
+        return plain

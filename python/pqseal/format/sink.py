@@ -33,6 +33,24 @@ _IOV_MAX = 1024
 # unseal of a 1.16 GB file took 1.5-2.7 s with whole-chunk writes, 0.39-0.47 s with 1 MiB
 # writes, in the same interleaved run (ext4; seal 0.88 s -> 0.66 s median).
 _WRITE_MAX = 1 << 20
+# Pages of a column chunk are encrypted and written in groups of about this many bytes:
+# the ciphertext buffer stays this small (ParquetWriter's memory bound) and in cache.
+_GROUP_BYTES = 8 << 20
+
+
+def _page_groups(lens: np.ndarray, limit: int) -> list[tuple[int, int]]:
+    """[lo, hi) ranges of consecutive pages of at most ``limit`` bytes together (at least
+    one page each)."""
+    groups = []
+    lo, total = 0, 0
+    for i, ln in enumerate(lens.tolist()):
+        if i > lo and total + ln > limit:
+            groups.append((lo, i))
+            lo, total = i, 0
+        total += ln
+    if lo < len(lens):
+        groups.append((lo, len(lens)))
+    return groups
 
 
 def _encode(name: str, obj: Mapping[str, object], where: str) -> bytes:
@@ -138,6 +156,13 @@ class Sink:
         if self.enc is None or self.gcm is None:
             raise ValueError(f"{self.name}: the output is not encrypted")
         return self.enc, self.gcm
+
+    def reserve(self, nbytes: int) -> None:
+        """Reserve blocks for the next ``nbytes`` of a file being written piece by piece
+        (see the reservation in ``__init__``); :meth:`truncate` releases what is left."""
+        if self.fd >= 0 and nbytes > 0:
+            lib.pq_preallocate(self.fd, self.pos, nbytes)
+            self.preallocated = True
 
     def truncate(self) -> None:
         """Release blocks reserved past the end of what was written."""
@@ -253,40 +278,47 @@ class Sink:
             offs, lens = ch.offs, ch.lens
             if levels is not None:
                 offs, lens = offs + levels, lens - levels
-            need = int(lens.sum()) + len(lens) * page_cipher.overhead
-            if self._scratch is None or len(self._scratch) < need:
-                self._scratch = np.empty(need, dtype=np.uint8)
-            bodies = page_cipher.encrypt_batch(ch.buf, offsets=offs, lengths=lens, module_type=btypes,
-                                               row_group=ch.rg, column=ch.col, page=ords, key_index=plan.key_index,
-                                               out=self._scratch)
-            hdrs = []
-            for i, h in enumerate(ch.headers):
-                lev = int(levels[i]) if levels is not None else 0
-                h = dict(h)
-                h["compressed_page_size"] = lev + int(bodies.lengths[i])
-                if "crc" in h:
-                    o = int(ch.offs[i])
-                    h["crc"] = _crc(ch.buf[o:o + lev], bodies[i]) if lev else _crc(bodies[i])
-                hdrs.append(_encode("PageHeader", h, f"{self.name}: column {dotted(ch.path)} (row group {ch.rg})"))
-            hmods = gcm.encrypt_batch(hdrs, module_type=htypes, row_group=ch.rg, column=ch.col, page=ords,
-                                      key_index=plan.key_index)
-            pos = self.pos
             first_data = None
-            for i in range(n):
-                hm = hmods[i]
-                lev = int(levels[i]) if levels is not None else 0
-                size = len(hm) + lev + int(bodies.lengths[i])
-                if first_data is None and not is_dict[i]:
-                    first_data = pos
-                pages[ch.src_header_offsets[i]] = (pos, size)
-                parts.append(hm)
-                if lev:
-                    o = int(ch.offs[i])
-                    parts.append(ch.buf[o:o + lev])
-                parts.append(bodies[i])
-                pos += size
-            self._writev(parts)
-            new_header_bytes = int(hmods.lengths.sum())
+            new_header_bytes = 0
+            where = f"{self.name}: column {dotted(ch.path)} (row group {ch.rg})"
+            for lo, hi in _page_groups(lens, _GROUP_BYTES):
+                # pages in groups of about _GROUP_BYTES: bodies, then headers (their sizes
+                # and CRCs come from the bodies), written before the next group is encrypted,
+                # so the ciphertext buffer stays small whatever the chunk's size
+                need = int(lens[lo:hi].sum()) + (hi - lo) * page_cipher.overhead
+                if self._scratch is None or len(self._scratch) < need:
+                    self._scratch = np.empty(need, dtype=np.uint8)
+                bodies = page_cipher.encrypt_batch(ch.buf, offsets=offs[lo:hi], lengths=lens[lo:hi],
+                                                   module_type=btypes[lo:hi], row_group=ch.rg, column=ch.col,
+                                                   page=ords[lo:hi], key_index=plan.key_index, out=self._scratch)
+                hdrs = []
+                for i in range(lo, hi):
+                    lev = int(levels[i]) if levels is not None else 0
+                    h = dict(ch.headers[i])
+                    h["compressed_page_size"] = lev + int(bodies.lengths[i - lo])
+                    if "crc" in h:
+                        o = int(ch.offs[i])
+                        h["crc"] = _crc(ch.buf[o:o + lev], bodies[i - lo]) if lev else _crc(bodies[i - lo])
+                    hdrs.append(_encode("PageHeader", h, where))
+                hmods = gcm.encrypt_batch(hdrs, module_type=htypes[lo:hi], row_group=ch.rg, column=ch.col,
+                                          page=ords[lo:hi], key_index=plan.key_index)
+                pos = self.pos
+                parts = []
+                for i in range(lo, hi):
+                    hm = hmods[i - lo]
+                    lev = int(levels[i]) if levels is not None else 0
+                    size = len(hm) + lev + int(bodies.lengths[i - lo])
+                    if first_data is None and not is_dict[i]:
+                        first_data = pos
+                    pages[ch.src_header_offsets[i]] = (pos, size)
+                    parts.append(hm)
+                    if lev:
+                        o = int(ch.offs[i])
+                        parts.append(ch.buf[o:o + lev])
+                    parts.append(bodies[i - lo])
+                    pos += size
+                self._writev(parts)
+                new_header_bytes += int(hmods.lengths.sum())
         meta = ch.meta.copy()
         has_dict = bool(types) and types[0] == PageType.DICTIONARY_PAGE
         if has_dict:
@@ -354,8 +386,9 @@ class Sink:
     def write_column_index(self, rg: int, col: int, data: bytes) -> tuple[int, int]:
         return self._write_module(data, ModuleType.COLUMN_INDEX, rg, col)
 
-    def write_offset_index(self, rg: int, col: int, oi: OffsetIndex,
-                           pages: dict[int, tuple[int, int]]) -> tuple[int, int]:
+    def relocate_offset_index(self, rg: int, col: int, oi: OffsetIndex,
+                              pages: dict[int, tuple[int, int]]) -> OffsetIndex:
+        """``oi`` pointing at the output's pages (``pages``: a :class:`ChunkRecord`'s)."""
         oi = oi.copy()
         locs = []
         for src_loc in oi.get("page_locations") or []:
@@ -368,6 +401,10 @@ class Sink:
             loc["offset"], loc["compressed_page_size"] = hit
             locs.append(loc)
         oi["page_locations"] = locs
+        return oi
+
+    def write_offset_index(self, rg: int, col: int, oi: OffsetIndex) -> tuple[int, int]:
+        """Write a relocated offset index (see :meth:`relocate_offset_index`)."""
         data = _encode("OffsetIndex", oi, f"{self.name}: offset index of {dotted(self.paths[col])}")
         return self._write_module(data, ModuleType.OFFSET_INDEX, rg, col)
 

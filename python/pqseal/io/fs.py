@@ -86,6 +86,7 @@ from fsspec.implementations.local import LocalFileSystem
 
 from .._io import temp_name
 from ..errors import MalformedFile, PqsealError
+from . import _exit
 
 PARQUET_SUFFIXES = (".parquet", ".parq", ".pq")
 SUMMARY_FILES = ("_metadata", "_common_metadata")
@@ -509,6 +510,7 @@ class _SharedFile(io.RawIOBase):
         self._pos = 0
         self._seeks: dict[int, int] = {}     # thread id -> position of its pending seek
         self._size = f.size if isinstance(getattr(f, "size", None), int) else f.seek(0, io.SEEK_END)
+        _exit.track(self)
 
     def readable(self) -> bool:
         return True

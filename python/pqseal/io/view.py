@@ -47,6 +47,7 @@ from ..format import thrift
 from ..format.layout import MAGIC, dotted
 from ..format.plan import GCM_OVERHEAD, ChunkPlan
 from ..format.source import FileRanges, Source
+from . import _exit
 
 DEFAULT_CACHE_BYTES = 16 << 20    # decrypted pages and index modules kept for partial reads
 _PLANS_KEPT = 64                  # chunk plans (decrypted page headers) kept
@@ -243,6 +244,7 @@ class PlaintextView(io.RawIOBase):
         self._cache: OrderedDict = OrderedDict()     # key -> np.ndarray of plaintext
         self._cached = 0
         self._scratch = np.empty(0, np.uint8)
+        _exit.track(self)
 
     # ---- io.RawIOBase --------------------------------------------------------------
 
