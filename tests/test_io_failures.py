@@ -392,8 +392,12 @@ def test_rename_errors_name_the_destination(tmp_path, monkeypatch):
     """The last step, renaming the temporary file into place, fails (a directory made at
     the destination meanwhile, say): the error names the destination (it named the
     temporary file too) and the temporary file is gone."""
+    def no_links(src, dst):      # a file system without hard links: renamed after a check
+        raise PermissionError(errno.EPERM, "Operation not permitted", src, dst)
+
     def refuse(src, dst):
         raise IsADirectoryError(errno.EISDIR, "Is a directory", src, dst)
+    monkeypatch.setattr(os, "link", no_links)
     monkeypatch.setattr(os, "replace", refuse)
     for name, write in [("s.parquet", seal),
                         ("p.parquet", lambda p: pqseal.polars.write_parquet(pl.from_arrow(table()), p, CFG, kms=KMS))]:
@@ -402,6 +406,29 @@ def test_rename_errors_name_the_destination(tmp_path, monkeypatch):
             write(dst)
         assert ".pqseal-" not in str(exc.value)
     assert listing(tmp_path) == []
+
+
+@pytest.mark.parametrize("writer", ["sink", "polars"])
+def test_destination_created_while_sealing_is_not_replaced(tmp_path, monkeypatch, writer):
+    """A file that appears at the destination after the checks, while the sealed file is
+    written, is kept (OutputExists); the rename used to replace it."""
+    dst = tmp_path / "t.parquet"
+    import pqseal.format.engine as engine
+
+    def appear(*args, **kwargs):
+        dst.write_bytes(b"someone else's")
+        return real(*args, **kwargs)
+    if writer == "sink":
+        real = engine.remove_stale                       # (called once the destination is checked)
+        monkeypatch.setattr(engine, "remove_stale", appear)
+        with pytest.raises(OutputExists, match="created while it was being written"):
+            seal(dst)
+    else:
+        real = pqseal.polars.rewrite_footer
+        monkeypatch.setattr(pqseal.polars, "rewrite_footer", appear)
+        with pytest.raises(OutputExists, match="created while it was being written"):
+            pqseal.polars.write_parquet(pl.from_arrow(table()), dst, CFG, kms=KMS)
+    assert dst.read_bytes() == b"someone else's" and listing(tmp_path) == ["t.parquet"]
 
 
 def test_destination_created_meanwhile_is_kept(tmp_path):

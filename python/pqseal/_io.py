@@ -119,11 +119,29 @@ def create_temp(directory: str, target: str, mode: int) -> tuple[int, str]:
     raise FileExistsError(errno.EEXIST, f"cannot create a temporary file for {target} in {directory}")
 
 
-def replace(tmp: str, path: str) -> None:
-    """Rename the temporary file ``tmp`` over ``path``; an error names ``path``, not the
-    temporary name."""
+def replace(tmp: str, path: str, *, exclusive: bool = False) -> None:
+    """Rename the temporary file ``tmp`` over ``path``. ``exclusive``: ``path`` is not to
+    be replaced; ``tmp`` is linked there, which fails (OutputExists) if ``path`` appeared
+    while ``tmp`` was written, where a rename would replace it. An error names ``path``,
+    not the temporary name."""
+    from .errors import OutputExists
+
     try:
+        if exclusive:
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                raise OutputExists(f"{path} was created while it was being written; pass overwrite=True "
+                                   "(CLI: --force) to replace it") from None
+            except OSError:      # no hard links here (some network and FUSE file systems)
+                if os.path.lexists(path):
+                    raise OutputExists(f"{path} exists; pass overwrite=True (CLI: --force) to replace it") from None
+            else:
+                unlink_quietly(tmp)
+                return
         os.replace(tmp, path)
+    except OutputExists:
+        raise
     except OSError as exc:
         raise type(exc)(exc.errno, f"cannot write {path}: {exc.strerror}") from None
 

@@ -279,7 +279,7 @@ def write_parquet(df: polars.DataFrame, path, encryption, *, kms=None, overwrite
             os.chmod(tmp, out.mode)
         if companion is not None:
             companion.stage(footer.file_crypto.aad_file_unique or b"")
-        replace(tmp, out.path)
+        replace(tmp, out.path, exclusive=not overwrite)
     except BaseException:
         unlink_quietly(tmp)
         if companion is not None:

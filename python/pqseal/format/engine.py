@@ -124,7 +124,7 @@ def transform(src, dst, *, decryption: DecryptionProperties | None = None,
                 stats.bytes_out = sink.pos
             if companion is not None:
                 companion.stage(sink.aad_file_unique or b"")
-            replace(tmp, out.path)
+            replace(tmp, out.path, exclusive=not (overwrite or in_place))
         except BaseException:
             unlink_quietly(tmp)
             if companion is not None:
