@@ -80,6 +80,15 @@ def sealed(tmp_path_factory) -> str:
     return seal(tmp_path_factory.mktemp("sealed") / "t.parquet", write_page_index=True)
 
 
+@pytest.fixture(scope="module")
+def sealed_plaintext_footer(tmp_path_factory) -> str:
+    path = str(tmp_path_factory.mktemp("sealed") / "pf.parquet")
+    cfg = EncryptionConfig("kf", column_keys={"kc": ["a"]}, plaintext_footer=True)
+    with pqseal.open(path, "wb", encryption=cfg, kms=KMS) as f:
+        pq.write_table(table(), f, row_group_size=500, write_page_index=True)
+    return path
+
+
 def _read_all(path) -> None:
     with pqseal.open(path, "rb", kms=KMS) as v:
         v.read()
@@ -229,8 +238,10 @@ def test_huge_claimed_lengths_allocate_nothing(tmp_path, sealed):
         assert peak < 16 << 20, (name, peak)
 
 
-def test_truncated_and_flipped_files_give_typed_errors(tmp_path, sealed):
-    data = open(sealed, "rb").read()
+@pytest.mark.parametrize("footer", ["encrypted", "plaintext"])
+def test_truncated_and_flipped_files_give_typed_errors(tmp_path, request, footer):
+    source = request.getfixturevalue("sealed" if footer == "encrypted" else "sealed_plaintext_footer")
+    data = open(source, "rb").read()
     p = tmp_path / "x.parquet"
     for n in range(0, len(data), 307):
         p.write_bytes(data[:n])
@@ -363,6 +374,16 @@ def test_spill_failures_name_the_destination(tmp_path, monkeypatch):
             pq.write_table(pa.table({"x": range(300_000)}), f)
     assert ".pqseal-spill" not in str(exc.value)
     assert listing(tmp_path) == []
+
+
+def test_disk_full_while_sealing_leaves_nothing(tmp_path, monkeypatch):
+    def full(fd, buffers):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(os, "writev", full)
+    dst = str(tmp_path / "t.parquet")
+    with pytest.raises(OSError, match=f"cannot write {dst}: No space left") as exc:
+        seal(dst)
+    assert exc.value.errno == errno.ENOSPC and listing(tmp_path) == []
 
 
 def _refuse_temp_files(monkeypatch):
