@@ -15,6 +15,7 @@ import base64
 import errno
 import io
 import os
+import pathlib
 import signal
 import subprocess
 import sys
@@ -117,10 +118,10 @@ def test_xb_never_overwrites(tmp_path, sealed):
 
 def test_wb_twice_refuses_the_existing_file(tmp_path):
     dst = seal(tmp_path / "t.parquet")
-    before = open(dst, "rb").read()
+    before = pathlib.Path(dst).read_bytes()
     with pytest.raises(OutputExists, match=str(dst)):
         pqseal.open(dst, "wb", encryption=CFG, kms=KMS)
-    assert open(dst, "rb").read() == before and listing(tmp_path) == ["t.parquet"]
+    assert pathlib.Path(dst).read_bytes() == before and listing(tmp_path) == ["t.parquet"]
 
 
 # ---- the view: a file object ------------------------------------------------------------------
@@ -220,7 +221,7 @@ def test_view_of_what_is_no_parquet_file(tmp_path, data):
 
 
 def test_huge_claimed_lengths_allocate_nothing(tmp_path, sealed):
-    data = open(sealed, "rb").read()
+    data = pathlib.Path(sealed).read_bytes()
     with pqseal.open(sealed, "rb", kms=KMS) as v:
         header_at = v._s.column_meta(0, 0)["data_page_offset"]
     cases = {"footer": data[:-8] + (0xFFFFFFF0).to_bytes(4, "little") + data[-4:],
@@ -241,7 +242,7 @@ def test_huge_claimed_lengths_allocate_nothing(tmp_path, sealed):
 @pytest.mark.parametrize("footer", ["encrypted", "plaintext"])
 def test_truncated_and_flipped_files_give_typed_errors(tmp_path, request, footer):
     source = request.getfixturevalue("sealed" if footer == "encrypted" else "sealed_plaintext_footer")
-    data = open(source, "rb").read()
+    data = pathlib.Path(source).read_bytes()
     p = tmp_path / "x.parquet"
     for n in range(0, len(data), 307):
         p.write_bytes(data[:n])
@@ -279,7 +280,7 @@ def test_chunk_or_bloom_filter_outside_the_file_is_refused(tmp_path):
             meta[field] = 1 << 40
             f.set_column_meta(0, 1, meta)
         q = tmp_path / f"{field}.parquet"
-        q.write_bytes(open(p, "rb").read())
+        q.write_bytes(pathlib.Path(p).read_bytes())
         rewrite_footer(q, dec, edit, fsync=False)
         with pytest.raises(MalformedFile, match="outside the data region"):
             pqseal.open(q, "rb", kms=KMS)
@@ -730,7 +731,7 @@ def test_zones_cli_bad_arguments(tmp_path, monkeypatch):
             f.write(content)
         for args in (["list"], ["show", "rel"], ["create", "other", "--footer-key", "kf", "--key-list", KEY_LIST]):
             one_line_error(zone(*args), 1, "ZonesFileError", zf)
-        assert open(zf, "rb").read() == content                     # a bad zones file is never rewritten
+        assert pathlib.Path(zf).read_bytes() == content                     # a bad zones file is never rewritten
 
 
 def test_zones_file_that_cannot_be_written_is_named(tmp_path, monkeypatch):
@@ -791,7 +792,7 @@ def _plain(d) -> str:
 
 def test_polars_write_onto_existing_paths(tmp_path):
     plain = _plain(tmp_path)
-    before = open(plain, "rb").read()
+    before = pathlib.Path(plain).read_bytes()
     df = pl.from_arrow(table())
     with pytest.raises(OutputExists, match=plain):
         pqseal.polars.write_parquet(df, plain, CFG, kms=KMS)
@@ -801,7 +802,7 @@ def test_polars_write_onto_existing_paths(tmp_path):
         pqseal.polars.write_parquet(df, tmp_path / "no" / "x.parquet", CFG, kms=KMS)
     with pytest.raises(TypeError):
         pqseal.polars.write_parquet(df, tmp_path / "x.parquet", CFG, kms=KMS, no_such_option=1)
-    assert open(plain, "rb").read() == before and listing(tmp_path) == ["plain.parquet"]
+    assert pathlib.Path(plain).read_bytes() == before and listing(tmp_path) == ["plain.parquet"]
 
 
 # ---- no key bytes in reprs and messages -------------------------------------------------------
