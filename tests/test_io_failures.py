@@ -220,6 +220,32 @@ def test_view_of_what_is_no_parquet_file(tmp_path, data):
         pqseal.open(p, "rb", kms=KMS)
 
 
+def test_a_fifo_is_refused_not_waited_on(tmp_path):
+    """Opening a FIFO blocked until a writer came, and SIGTERM only sets pqseal's flag:
+    ``pqseal.open(fifo, "rb")`` (and the CLI) hung. A helper thread plays the writer
+    after a while, so the old behaviour fails here instead of hanging."""
+    fifo = str(tmp_path / "f.parquet")
+    os.mkfifo(fifo)
+    stop = threading.Event()
+
+    def writer():      # opens the write end once a reader waits (O_NONBLOCK: ENXIO until then)
+        while not stop.wait(0.05):
+            try:
+                os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+                return
+            except OSError:
+                pass
+    timer = threading.Timer(2.0, writer)
+    timer.start()
+    try:
+        for opener in (lambda: pqseal.open(fifo, "rb", kms=KMS), lambda: pqseal.polars.decryption_properties(fifo)):
+            with pytest.raises(MalformedFile, match="f.parquet: not a regular file"):
+                opener()
+    finally:
+        stop.set()
+        timer.cancel()
+
+
 def test_huge_claimed_lengths_allocate_nothing(tmp_path, sealed):
     data = pathlib.Path(sealed).read_bytes()
     with pqseal.open(sealed, "rb", kms=KMS) as v:
