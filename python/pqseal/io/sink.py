@@ -48,7 +48,8 @@ DEFAULT_MEMORY_LIMIT = 64 << 20
 class SealingSink(io.RawIOBase):
     """A write-only, non-seekable binary file (see the module documentation). ``tell()``
     is the number of bytes written. ``close()`` seals; ``abort()`` discards; as a context
-    manager an exception inside ``with`` discards. Closing twice is harmless."""
+    manager an exception inside ``with`` discards. Closing twice is harmless; after a
+    write failed (which discards the stream) the first ``close()`` raises."""
 
     def __init__(self, dst, encryption: EncryptionProperties, *, overwrite: bool, memory_limit: int,
                  spill_dir: str, fsync: bool, backend: str | None, name: str):
