@@ -314,8 +314,12 @@ def test_chunk_or_bloom_filter_outside_the_file_is_refused(tmp_path):
 
 def test_wrong_and_missing_keys(sealed):
     wrong = KeyListKms({"kf": bytes(16), "kc": bytes(16)})
-    with pytest.raises(InvalidTag):
-        pqseal.open(sealed, "rb", kms=wrong)
+    for opener in (lambda: pqseal.open(sealed, "rb", kms=wrong),
+                   lambda: pqseal.polars.decryption_properties(sealed, kms=wrong)):
+        with pytest.raises(InvalidTag, match="t.parquet: footer key: key unwrap failed"):   # (was: no file named)
+            opener()
+    with pytest.raises(InvalidTag, match="t.parquet: cannot unwrap the key of encrypted column a "):
+        pqseal.open(sealed, "rb", kms=KeyListKms({"kf": MASTER["kf"], "kc": bytes(16)}))
     with pytest.raises(KeyError, match="kc"):                 # KeyNotFound naming the master key
         pqseal.open(sealed, "rb", kms=KeyListKms({"kf": MASTER["kf"]}))
 

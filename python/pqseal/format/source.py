@@ -395,7 +395,10 @@ class Source:
     def _footer_key(self) -> bytes:
         if self.decryption is None:
             raise KeyNotFound(f"{self.name}: the file is encrypted; keys are needed")
-        return self.decryption.get_footer_key(self.file_crypto().footer_key_metadata)
+        try:
+            return self.decryption.get_footer_key(self.file_crypto().footer_key_metadata)
+        except InvalidTag as exc:     # the KMS could not unwrap it: say which file
+            raise InvalidTag(f"{self.name}: footer key: {exc}", module_type=exc.module_type) from None
 
     def _footer_gcm(self) -> GcmModuleCipher:
         if self._footer_cipher is None:

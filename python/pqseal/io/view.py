@@ -116,11 +116,13 @@ def _le32(s: Source, off: int) -> int:
 
 
 def _named_key_error(s: Source, rg: int, col: int, exc: Exception):
-    """KeyNotFound/KeyAccessDenied of a column with the column named."""
+    """KeyNotFound/KeyAccessDenied (or InvalidTag: the KMS could not unwrap it) of a
+    column's key with the file and the column named."""
     path = dotted(s.paths[col])
-    if path in str(exc):
+    if path in str(exc) and s.name in str(exc):
         return exc
-    return type(exc)(f"{s.name}: no key for encrypted column {path} (row group {rg}): {exc}")
+    what = "cannot unwrap the key of" if isinstance(exc, InvalidTag) else "no key for"
+    return type(exc)(f"{s.name}: {what} encrypted column {path} (row group {rg}): {exc}")
 
 
 def build_layout(s: Source) -> Layout:
@@ -138,7 +140,7 @@ def build_layout(s: Source) -> Layout:
         for col, cc in enumerate(group.get("columns") or []):
             try:
                 cipher = s.page_cipher(rg, col)
-            except (KeyNotFound, KeyAccessDenied) as exc:
+            except (KeyNotFound, KeyAccessDenied, InvalidTag) as exc:
                 raise _named_key_error(s, rg, col, exc) from None
             if cipher is None:
                 continue
