@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import bisect
 import io
+import operator
 import os
 import struct
 import threading
@@ -120,11 +121,13 @@ def _le32(s: Source, off: int) -> int:
 
 
 def _named_key_error(s: Source, rg: int, col: int, exc: Exception):
-    """KeyNotFound/KeyAccessDenied of a column with the column named."""
+    """KeyNotFound/KeyAccessDenied (or InvalidTag: the KMS could not unwrap it) of a
+    column's key with the file and the column named."""
     path = dotted(s.paths[col])
-    if path in str(exc):
+    if path in str(exc) and s.name in str(exc):
         return exc
-    return type(exc)(f"{s.name}: no key for encrypted column {path} (row group {rg}): {exc}")
+    what = "cannot unwrap the key of" if isinstance(exc, InvalidTag) else "no key for"
+    return type(exc)(f"{s.name}: {what} encrypted column {path} (row group {rg}): {exc}")
 
 
 def build_layout(s: Source) -> Layout:
@@ -142,7 +145,7 @@ def build_layout(s: Source) -> Layout:
         for col, cc in enumerate(group.get("columns") or []):
             try:
                 cipher = s.page_cipher(rg, col)
-            except (KeyNotFound, KeyAccessDenied) as exc:
+            except (KeyNotFound, KeyAccessDenied, InvalidTag) as exc:
                 raise _named_key_error(s, rg, col, exc) from None
             if cipher is None:
                 continue
@@ -232,7 +235,11 @@ class PlaintextView(io.RawIOBase):
         self._s = source
         self._close_source = close_source
         self.name = source.path
-        self.layout = build_layout(source)
+        try:
+            self.layout = build_layout(source)
+        except BaseException:
+            super().close()     # never opened: nothing for close() to release when it is collected
+            raise
         self.size = self.layout.size
         self._starts = [p.start for p in self.layout.parts]
         self.decrypted_bytes = source.tail.footer_len if self.layout.encrypted else 0
@@ -257,12 +264,16 @@ class PlaintextView(io.RawIOBase):
     def writable(self) -> bool:
         return False
 
+    def write(self, b) -> int:
+        raise io.UnsupportedOperation("the plaintext view is read-only")
+
     def tell(self) -> int:
         self._check_open()
         return self._pos
 
     def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
         self._check_open()
+        offset = operator.index(offset)    # as io's files: a float is a TypeError here, not at the next read
         if whence == os.SEEK_SET:
             pos = offset
         elif whence == os.SEEK_CUR:
@@ -277,9 +288,9 @@ class PlaintextView(io.RawIOBase):
         return pos
 
     def readinto(self, b) -> int:
-        self._check_open()
         out = np.frombuffer(memoryview(b).cast("B"), np.uint8)
         with self._lock:
+            self._check_open()
             n = max(0, min(len(out), self.size - self._pos))
             self._fill(self._pos, out[:n])
             self._pos += n
@@ -300,8 +311,8 @@ class PlaintextView(io.RawIOBase):
     def _advance(self, n, pread):
         """``pread`` of the next ``n`` bytes (to the end when None or negative), and the
         position moved past them."""
-        self._check_open()
         with self._lock:
+            self._check_open()
             left = max(0, self.size - self._pos)
             n = left if n is None or n < 0 else min(n, left)
             out = pread(self._pos, n)
@@ -310,8 +321,10 @@ class PlaintextView(io.RawIOBase):
 
     def pread(self, offset: int, length: int) -> np.ndarray:
         """The view's bytes [offset, offset + length) (fewer at the end), position unchanged."""
-        self._check_open()
+        if offset < 0:
+            raise ValueError(f"negative read position {offset}")
         with self._lock:
+            self._check_open()
             n = max(0, min(length, self.size - offset))
             out = np.empty(n, np.uint8)
             self._fill(offset, out)
@@ -321,8 +334,10 @@ class PlaintextView(io.RawIOBase):
         """:meth:`pread` as ``bytes``. A large range is decrypted straight into the
         ``bytes`` returned: polars reads a file object with one ``read()`` of the whole
         file and wraps the ``bytes`` without copying them."""
-        self._check_open()
+        if offset < 0:
+            raise ValueError(f"negative read position {offset}")
         with self._lock:
+            self._check_open()
             n = max(0, min(length, self.size - offset))
             fresh = fresh_bytes(n)
             if fresh is None:
@@ -336,7 +351,9 @@ class PlaintextView(io.RawIOBase):
         return data
 
     def close(self) -> None:
-        if not self.closed:
+        with self._lock:        # after the reads in progress: the file they read stays open until they end
+            if self.closed:
+                return
             try:
                 self._cache.clear()
                 self._plans.clear()
