@@ -865,3 +865,18 @@ def test_no_key_bytes_in_reprs_and_errors(tmp_path, sealed, zoned):
     for text in texts:
         for form in _key_forms():
             assert form not in text.encode(), text
+
+
+def test_fs_refuses_unknown_options(tmp_path):
+    # a misspelt option must not be ignored (the write would fall back to the zones' policy)
+    require("fsspec")
+    from pqseal.io.fs import PqsealFileSystem
+
+    with pytest.raises(TypeError, match="encrpytion"):
+        PqsealFileSystem(target_protocol="file", encrpytion=object(), skip_instance_cache=True)
+    import pandas as pd
+    with pytest.raises(TypeError, match="encrpytion"):
+        pd.DataFrame({"a": [1]}).to_parquet("pqseal::file://" + str(tmp_path / "x.parquet"),
+                                           storage_options={"pqseal": {"encrpytion": object()}})
+    assert not (tmp_path / "x.parquet").exists()
+    PqsealFileSystem(target_protocol="file", skip_instance_cache=True, use_listings_cache=False)   # fsspec's own

@@ -111,6 +111,11 @@ def _basename(path: str) -> str:
     return path.rstrip("/").rsplit("/", 1)[-1]
 
 
+#: options every fsspec file system takes (AbstractFileSystem's instance cache and listings cache)
+_FSSPEC_OPTIONS = frozenset({"skip_instance_cache", "use_listings_cache", "listings_expiry_time", "max_paths",
+                             "asynchronous", "loop"})
+
+
 class PqsealFileSystem(ChainedFileSystem):
     """The ``pqseal`` fsspec file system (see the module documentation)."""
 
@@ -121,7 +126,12 @@ class PqsealFileSystem(ChainedFileSystem):
                  kms=None, zones=None, fo=None, **kwargs):
         """``fs``: a target file system instance, or ``target_protocol`` and
         ``target_options`` to make one (default: the local file system). ``fo`` (the
-        chained path fsspec passes) is not needed: paths come with each call."""
+        chained path fsspec passes) is not needed: paths come with each call. Any other
+        option is refused: a misspelt ``encryption`` must not fall back to the zones."""
+        unknown = sorted(set(kwargs) - _FSSPEC_OPTIONS)
+        if unknown:
+            raise TypeError(f"unknown pqseal file system option(s): {', '.join(unknown)} (options: encryption, "
+                            "decryption, kms, zones, target_protocol, target_options, fs)")
         super().__init__(**kwargs)
         if fs is not None and target_protocol is not None:
             raise ValueError("give the target as fs= or as target_protocol=, not both")
