@@ -22,6 +22,8 @@ from pqseal.errors import InvalidTag, KeyNotFound, MalformedKeyMaterial
 from pqseal.keys import CryptoFactory, KeyMaterial, KeyMetadata, clear_caches
 from pqseal.kms import KeyListKms, KmsClient, KmsConnectionConfig, parse_key_list
 
+from pyarrow_kms import key_list_client
+
 DATA = os.path.join(os.path.dirname(__file__), "data", "parquet-testing")
 MASTER = {"kf": os.urandom(16), "kc1": os.urandom(16), "kc2": os.urandom(32)}
 KEY_LIST = ", ".join(f"{k}: {base64.b64encode(v).decode()}" for k, v in MASTER.items())
@@ -48,21 +50,7 @@ def plain(tmp_path, table):
     return p
 
 
-class PyarrowKeyList(pe.KmsClient):
-    """pyarrow's side of the interop: a pyarrow KmsClient doing InMemoryKMS wrapping with
-    `cryptography` directly (independent of pqseal's implementation)."""
-
-    def __init__(self, cfg):
-        super().__init__()
-
-    def wrap_key(self, key_bytes, master_key_identifier):
-        nonce = os.urandom(12)
-        ct = AESGCM(MASTER[master_key_identifier]).encrypt(nonce, bytes(key_bytes), master_key_identifier.encode())
-        return base64.b64encode(nonce + ct).decode()
-
-    def unwrap_key(self, wrapped_key, master_key_identifier):
-        raw = base64.b64decode(wrapped_key)
-        return AESGCM(MASTER[master_key_identifier]).decrypt(raw[:12], raw[12:], master_key_identifier.encode())
+PyarrowKeyList = key_list_client(MASTER)   # pyarrow's InMemoryKMS dialect, independent of pqseal
 
 
 class CountingKms(KmsClient):

@@ -18,7 +18,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pyarrow.parquet.encryption as pe
 import pytest
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 import pqseal
 from pqseal.crypto import ModuleType
@@ -28,6 +27,7 @@ from pqseal.io.view import open_view, padded, view_size
 from pqseal.kms import KeyListKms
 
 import parquet_gen as G
+from pyarrow_kms import key_list_client
 from interop import require
 from pme_reference import RefFile
 
@@ -43,21 +43,7 @@ KEY_LIST = ", ".join(f"{k}: {base64.b64encode(v).decode()}" for k, v in MASTER.i
 PYARROW_WRITER = dict(row_group_size=4_000, data_page_size=8 << 10, write_page_index=True)
 
 
-class PyarrowKeyList(pe.KmsClient):
-    """pyarrow's KMS client for the KMS dialect: InMemoryKMS wrapping done with
-    `cryptography` directly, independent of pqseal."""
-
-    def __init__(self, cfg):
-        super().__init__()
-
-    def wrap_key(self, key_bytes, master_key_identifier):
-        nonce = os.urandom(12)
-        ct = AESGCM(MASTER[master_key_identifier]).encrypt(nonce, bytes(key_bytes), master_key_identifier.encode())
-        return base64.b64encode(nonce + ct).decode()
-
-    def unwrap_key(self, wrapped_key, master_key_identifier):
-        raw = base64.b64decode(wrapped_key)
-        return AESGCM(MASTER[master_key_identifier]).decrypt(raw[:12], raw[12:], master_key_identifier.encode())
+PyarrowKeyList = key_list_client(MASTER)   # pyarrow's InMemoryKMS dialect, independent of pqseal
 
 
 # ---- the files: every dialect, with the plaintext file it must read as ----------------------

@@ -32,8 +32,9 @@ from typing import TYPE_CHECKING
 
 from . import api
 from .arrow import encryption_config
-from ._io import create_temp, fsync_dir, plan_output, remove_stale, replace, unlink_quietly
+from ._io import create_temp, plan_output, remove_stale, unlink_quietly
 from .errors import KeyNotFound, MalformedFile, UnsupportedFeature
+from .format.engine import publish
 from .format.footer import COLUMN_KEY_CRYPTO, FOOTER_KEY_CRYPTO, Footer, rewrite_footer
 from .format.layout import dotted
 from .format.properties import DecryptionProperties, EncryptionProperties
@@ -277,17 +278,13 @@ def write_parquet(df: polars.DataFrame, path, encryption, *, kms=None, overwrite
         footer = rewrite_footer(tmp, plan.decryption, plan.stamp, fsync=fsync)
         if out.mode is not None:
             os.chmod(tmp, out.mode)
-        if companion is not None:
-            companion.stage(footer.file_crypto.aad_file_unique or b"")
-        replace(tmp, out.path, exclusive=not overwrite)
+        publish(tmp, out.path, out.directory, exclusive=not overwrite, companion=companion,
+                file_unique=footer.file_crypto.aad_file_unique)
     except BaseException:
         unlink_quietly(tmp)
         if companion is not None:
             companion.abort()
         raise
-    if companion is not None:
-        companion.commit()
-    fsync_dir(out.directory)
 
 
 __all__ = ["decryption_properties", "write_parquet", "POLARS_KEY_LENGTHS"]

@@ -72,6 +72,20 @@ class Companion(Protocol):
     def abort(self) -> None: ...
 
 
+def publish(tmp: str, path: str, directory: str, *, exclusive: bool, companion: Companion | None = None,
+            file_unique: bytes | None = None) -> None:
+    """Rename the finished temporary file ``tmp`` to ``path`` (``exclusive``: never over
+    an existing file) with its companion, staged before the rename and committed after
+    it, and flush the directory. On a failure before the rename the caller removes
+    ``tmp`` and aborts the companion."""
+    if companion is not None:
+        companion.stage(file_unique or b"")
+    replace(tmp, path, exclusive=exclusive)
+    if companion is not None:
+        companion.commit()
+    fsync_dir(directory)
+
+
 def _check_expect(s: Source, expect: str | None) -> None:
     if expect == "plaintext" and s.crypto is not None:
         raise AlreadyEncrypted(f"{s.name} is already encrypted ({s.crypto.algorithm}); decrypt or re-key it")
@@ -122,17 +136,13 @@ def transform(src, dst, *, decryption: DecryptionProperties | None = None,
                 if fsync:
                     os.fsync(f.fileno())
                 stats.bytes_out = sink.pos
-            if companion is not None:
-                companion.stage(sink.aad_file_unique or b"")
-            replace(tmp, out.path, exclusive=not (overwrite or in_place))
+            publish(tmp, out.path, out.directory, exclusive=not (overwrite or in_place), companion=companion,
+                    file_unique=sink.aad_file_unique)
         except BaseException:
             unlink_quietly(tmp)
             if companion is not None:
                 companion.abort()
             raise
-    if companion is not None:
-        companion.commit()
-    fsync_dir(out.directory)
     stats.seconds = time.perf_counter() - t0
     return stats
 

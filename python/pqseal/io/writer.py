@@ -24,8 +24,8 @@ import uuid
 import warnings
 
 from .. import _cancel
-from .._io import create_temp, fsync_dir, plan_output, remove_stale, replace, unlink_quietly
-from ..format.engine import RowGroupCopier, Stats, _v2_warning
+from .._io import create_temp, plan_output, remove_stale, unlink_quietly
+from ..format.engine import RowGroupCopier, Stats, _v2_warning, publish
 from ..format.sink import Sink
 from ..format.source import Source
 
@@ -271,13 +271,9 @@ class _SealedFile:
                 if self.fsync:
                     os.fsync(self.file.fileno())
                 self.file.close()
-                if self.companion is not None:
-                    self.companion.stage(self.sink.aad_file_unique or b"")
-                replace(self.tmp, self.out.path, exclusive=not self.overwrite)
+                publish(self.tmp, self.out.path, self.out.directory, exclusive=not self.overwrite,
+                        companion=self.companion, file_unique=self.sink.aad_file_unique)
                 self.tmp = None
-                if self.companion is not None:
-                    self.companion.commit()
-                fsync_dir(self.out.directory)
         except BaseException:
             self.done = False
             self.abort()
