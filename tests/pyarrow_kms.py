@@ -31,3 +31,26 @@ def key_list_client(master: Mapping[str, bytes]) -> type:
             return AESGCM(master[master_key_identifier]).decrypt(raw[:12], raw[12:], master_key_identifier.encode())
 
     return PyarrowKeyList
+
+
+def pyarrow_read(data: bytes, kms):
+    """pyarrow's own PME reader over the bytes of a file, keys unwrapped by the pqseal KMS
+    client ``kms`` (through ``pqseal.arrow``): independent of pqseal's engine."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from pqseal.arrow import crypto_factory
+
+    props = crypto_factory(lambda cfg: kms).file_decryption_properties(pe.KmsConnectionConfig(),
+                                                                        pe.DecryptionConfiguration())
+    return pq.read_table(pa.BufferReader(data), decryption_properties=props)
+
+
+def footer_key_id(data: bytes) -> str:
+    """The footer's master key id, from the file's key material."""
+    import json
+
+    from pqseal.format.source import Source
+
+    with Source(data) as s:
+        return json.loads(s.crypto.footer_key_metadata)["masterKeyID"]

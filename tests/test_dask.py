@@ -13,16 +13,11 @@ own PME reader.
 from __future__ import annotations
 
 import base64
-import json
 import uuid
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
-import pyarrow.parquet.encryption as pe
 import pytest
 
-from pqseal.arrow import crypto_factory
 from pqseal.config import EncryptionConfig
 from pqseal.errors import InvalidTag
 from pqseal.format.source import Source
@@ -30,6 +25,7 @@ from pqseal.io.zones import create_zone
 from pqseal.kms import KeyListKms
 from pqseal.kms.keystore import LocalKeystore
 
+from pyarrow_kms import footer_key_id, pyarrow_read
 from interop import require
 
 dask = require("dask")
@@ -68,16 +64,7 @@ def same(got: pd.DataFrame, want: pd.DataFrame) -> None:
     pd.testing.assert_frame_equal(got.astype({"b": object}), want.astype({"b": object}))
 
 
-def oracle(data: bytes, kms) -> pa.Table:
-    """pyarrow's own PME reader with keys from ``kms``."""
-    factory = crypto_factory(lambda cfg: kms)
-    props = factory.file_decryption_properties(pe.KmsConnectionConfig(), pe.DecryptionConfiguration())
-    return pq.read_table(pa.BufferReader(data), decryption_properties=props)
-
-
-def footer_key_id(data: bytes) -> str:
-    with Source(data) as s:
-        return json.loads(s.crypto.footer_key_metadata)["masterKeyID"]
+oracle = pyarrow_read   # pyarrow's own PME reader, keys from a pqseal KMS client
 
 
 def tamper(fs, path: str, kms) -> None:

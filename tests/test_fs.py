@@ -11,21 +11,19 @@ committed on close).
 from __future__ import annotations
 
 import base64
-import json
 import uuid
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-import pyarrow.parquet.encryption as pe
 import pytest
 
-from pqseal.arrow import crypto_factory
 from pqseal.config import EncryptionConfig
 from pqseal.errors import InvalidTag
 from pqseal.format.source import Source
 from pqseal.io.zones import ZoneError, create_zone
 from pqseal.kms import KeyListKms
 
+from pyarrow_kms import footer_key_id, pyarrow_read
 from interop import require
 
 fsspec = require("fsspec")
@@ -77,16 +75,7 @@ def raw(target, name: str) -> bytes:
     return fsspec.filesystem(protocol).cat_file(f"{root}/{name}")
 
 
-def oracle(data: bytes, kms) -> pa.Table:
-    """pyarrow's own PME reader, keys unwrapped by ``kms``: independent of pqseal's engine."""
-    factory = crypto_factory(lambda cfg: kms)
-    props = factory.file_decryption_properties(pe.KmsConnectionConfig(), pe.DecryptionConfiguration())
-    return pq.read_table(pa.BufferReader(data), decryption_properties=props)
-
-
-def footer_key_id(data: bytes) -> str:
-    with Source(data) as s:
-        return json.loads(s.crypto.footer_key_metadata)["masterKeyID"]
+oracle = pyarrow_read   # pyarrow's own PME reader, keys from a pqseal KMS client
 
 
 def tag_error(exc: BaseException) -> bool:
