@@ -15,10 +15,11 @@ from typing import Protocol
 
 from .. import _cancel
 from .._io import create_temp, fsync_dir, plan_output, remove_stale, unlink_quietly
+from ..crypto import ModuleType
 from ..errors import PqsealError
 from .properties import DecryptionProperties, EncryptionProperties
 from .sink import ChunkRecord, Sink
-from .structs import ColumnChunk, FileMetaData, OffsetIndex, RowGroup
+from .structs import ColumnChunk, FileMetaData, RowGroup
 from .source import Source, chunk_start
 
 
@@ -188,7 +189,7 @@ class _PendingIndex:
     col: int
     cc: ColumnChunk                        # the output ColumnChunk, which gets their offsets
     column_index: bytes | None
-    offset_index: OffsetIndex | None       # already relocated
+    offset_index: bytes | None             # relocated and serialized
 
 
 class RowGroupCopier:
@@ -287,20 +288,17 @@ class RowGroupCopier:
         schema, key-value metadata, created_by... the output takes); returns the footer's
         FileMetaData with plaintext column metadata (what pyarrow's writer reports)."""
         sink = self.sink
-        plain_indexes = {}
-        for p in self._indexes:      # column indexes, then offset indexes
-            if p.column_index is not None:
-                off, ln = sink.write_column_index(p.rg, p.col, p.column_index)
-                plain_indexes[p.rg, p.col] = ColumnChunk(column_index_offset=off, column_index_length=ln)
-        for p in self._indexes:
-            if p.offset_index is not None:
-                off, ln = sink.write_offset_index(p.rg, p.col, p.offset_index)
-                plain_indexes.setdefault((p.rg, p.col), ColumnChunk()).update(
-                    ColumnChunk(offset_index_offset=off, offset_index_length=ln))
-        for p in self._indexes:
-            fields = plain_indexes.get((p.rg, p.col), ColumnChunk())
-            p.cc.update(fields)
-            self.plain_row_groups[p.rg]["columns"][p.col].update(fields)
+        # column indexes, then offset indexes, each kind encrypted in one call
+        cis = [p for p in self._indexes if p.column_index is not None]
+        ois = [p for p in self._indexes if p.offset_index is not None]
+        ci_spans = sink.write_indexes(ModuleType.COLUMN_INDEX, [(p.rg, p.col, p.column_index) for p in cis])
+        oi_spans = sink.write_indexes(ModuleType.OFFSET_INDEX, [(p.rg, p.col, p.offset_index) for p in ois])
+        for p, (off, ln) in zip(cis, ci_spans):
+            for cc in (p.cc, self.plain_row_groups[p.rg]["columns"][p.col]):
+                cc.update(column_index_offset=off, column_index_length=ln)
+        for p, (off, ln) in zip(ois, oi_spans):
+            for cc in (p.cc, self.plain_row_groups[p.rg]["columns"][p.col]):
+                cc.update(offset_index_offset=off, offset_index_length=ln)
         self._indexes = []
         fmd = template.copy()
         fmd["row_groups"] = self.row_groups

@@ -270,6 +270,7 @@ class Sink:
                                      "data pages; PME allows at most 32768 per column chunk")
             if ch.rg > 32767 or ch.col > 32767:
                 raise InvalidOrdinal(f"row group {ch.rg} / column {ch.col} exceed the PME ordinal limit 32767")
+            ords = ords.astype(np.int32)
             btypes = np.where(is_dict, ModuleType.DICTIONARY_PAGE, ModuleType.DATA_PAGE).astype(np.uint8)
             htypes = np.where(is_dict, ModuleType.DICTIONARY_PAGE_HEADER, ModuleType.DATA_PAGE_HEADER).astype(np.uint8)
             enc, gcm = self._encryption()
@@ -373,22 +374,33 @@ class Sink:
             self._writev([mods[0], mods[1]])
         return start, self.pos - start
 
-    def _write_module(self, data: bytes, mtype: ModuleType, rg: int, col: int) -> tuple[int, int]:
-        """Write one index structure, as a GCM module when its column is encrypted."""
-        plan = self.plans[col] if self.enc is not None else None
-        start = self.pos
-        if plan is None:
-            self._write(data)
-        else:
-            self._write(self._encryption()[1].encrypt(data, mtype, rg, col, key_index=plan.key_index))
-        return start, self.pos - start
-
-    def write_column_index(self, rg: int, col: int, data: bytes) -> tuple[int, int]:
-        return self._write_module(data, ModuleType.COLUMN_INDEX, rg, col)
+    def write_indexes(self, kind: ModuleType, entries: list[tuple[int, int, bytes]]) -> list[tuple[int, int]]:
+        """Write serialized page-index structures of one kind (``kind``: COLUMN_INDEX or
+        OFFSET_INDEX) of chunks ``(rg, col, data)`` one after another, those of encrypted
+        columns as GCM modules encrypted in one call; returns (offset, length) of each."""
+        parts = [data for _, _, data in entries]
+        plans = [self.plans[col] if self.enc is not None else None for _, col, _ in entries]
+        sealed = [(i, plan) for i, plan in enumerate(plans) if plan is not None]
+        if sealed:
+            mods = self._encryption()[1].encrypt_batch(
+                [parts[i] for i, _ in sealed], module_type=kind,
+                row_group=np.array([entries[i][0] for i, _ in sealed], np.int32),
+                column=np.array([entries[i][1] for i, _ in sealed], np.int32),
+                key_index=np.array([plan.key_index for _, plan in sealed], np.uint16))
+            for j, (i, _) in enumerate(sealed):
+                parts[i] = mods[j]
+        spans = []
+        pos = self.pos
+        for part in parts:
+            spans.append((pos, len(part)))
+            pos += len(part)
+        self._writev(parts)
+        return spans
 
     def relocate_offset_index(self, rg: int, col: int, oi: OffsetIndex,
-                              pages: dict[int, tuple[int, int]]) -> OffsetIndex:
-        """``oi`` pointing at the output's pages (``pages``: a :class:`ChunkRecord`'s)."""
+                              pages: dict[int, tuple[int, int]]) -> bytes:
+        """``oi`` pointing at the output's pages (``pages``: a :class:`ChunkRecord`'s),
+        serialized for :meth:`write_indexes`."""
         oi = oi.copy()
         locs = []
         for src_loc in oi.get("page_locations") or []:
@@ -401,12 +413,7 @@ class Sink:
             loc["offset"], loc["compressed_page_size"] = hit
             locs.append(loc)
         oi["page_locations"] = locs
-        return oi
-
-    def write_offset_index(self, rg: int, col: int, oi: OffsetIndex) -> tuple[int, int]:
-        """Write a relocated offset index (see :meth:`relocate_offset_index`)."""
-        data = _encode("OffsetIndex", oi, f"{self.name}: offset index of {dotted(self.paths[col])}")
-        return self._write_module(data, ModuleType.OFFSET_INDEX, rg, col)
+        return _encode("OffsetIndex", oi, f"{self.name}: offset index of {dotted(self.paths[col])}")
 
     # ---- footer ------------------------------------------------------------------------
 
@@ -446,9 +453,9 @@ class Sink:
         if self._meta_modules:
             mods = self._encryption()[1].encrypt_batch(
                 [m[3] for m in self._meta_modules], module_type=ModuleType.COLUMN_META_DATA,
-                row_group=np.array([m[0] for m in self._meta_modules], np.int64),
-                column=np.array([m[1] for m in self._meta_modules], np.int64),
-                key_index=np.array([m[2] for m in self._meta_modules], np.int64))
+                row_group=np.array([m[0] for m in self._meta_modules], np.int32),
+                column=np.array([m[1] for m in self._meta_modules], np.int32),
+                key_index=np.array([m[2] for m in self._meta_modules], np.uint16))
             for i, m in enumerate(self._meta_modules):
                 m[4]["encrypted_column_metadata"] = bytes(mods[i])
         fmd = fmd.copy()
