@@ -289,16 +289,17 @@ class RowGroupCopier:
         FileMetaData with plaintext column metadata (what pyarrow's writer reports)."""
         sink = self.sink
         # column indexes, then offset indexes, each kind encrypted in one call
-        cis = [p for p in self._indexes if p.column_index is not None]
-        ois = [p for p in self._indexes if p.offset_index is not None]
-        ci_spans = sink.write_indexes(ModuleType.COLUMN_INDEX, [(p.rg, p.col, p.column_index) for p in cis])
-        oi_spans = sink.write_indexes(ModuleType.OFFSET_INDEX, [(p.rg, p.col, p.offset_index) for p in ois])
-        for p, (off, ln) in zip(cis, ci_spans):
-            for cc in (p.cc, self.plain_row_groups[p.rg]["columns"][p.col]):
-                cc.update(column_index_offset=off, column_index_length=ln)
-        for p, (off, ln) in zip(ois, oi_spans):
-            for cc in (p.cc, self.plain_row_groups[p.rg]["columns"][p.col]):
-                cc.update(offset_index_offset=off, offset_index_length=ln)
+        cis = [(p, p.column_index) for p in self._indexes if p.column_index is not None]
+        ois = [(p, p.offset_index) for p in self._indexes if p.offset_index is not None]
+        ci_spans = sink.write_indexes(ModuleType.COLUMN_INDEX, [(p.rg, p.col, data) for p, data in cis])
+        oi_spans = sink.write_indexes(ModuleType.OFFSET_INDEX, [(p.rg, p.col, data) for p, data in ois])
+        placed = [(p, ColumnChunk(column_index_offset=off, column_index_length=ln))
+                  for (p, _), (off, ln) in zip(cis, ci_spans)]
+        placed += [(p, ColumnChunk(offset_index_offset=off, offset_index_length=ln))
+                   for (p, _), (off, ln) in zip(ois, oi_spans)]
+        for p, fields in placed:
+            p.cc.update(fields)
+            self.plain_row_groups[p.rg]["columns"][p.col].update(fields)
         self._indexes = []
         fmd = template.copy()
         fmd["row_groups"] = self.row_groups

@@ -378,7 +378,7 @@ class Sink:
         """Write serialized page-index structures of one kind (``kind``: COLUMN_INDEX or
         OFFSET_INDEX) of chunks ``(rg, col, data)`` one after another, those of encrypted
         columns as GCM modules encrypted in one call; returns (offset, length) of each."""
-        parts = [data for _, _, data in entries]
+        parts: list[bytes | memoryview] = [data for _, _, data in entries]
         plans = [self.plans[col] if self.enc is not None else None for _, col, _ in entries]
         sealed = [(i, plan) for i, plan in enumerate(plans) if plan is not None]
         if sealed:
