@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .._nativeio import lib
-from ..crypto import CtrModuleCipher, GcmModuleCipher, ModuleKey, ModuleType, random_bytes
+from ..crypto import Batch, CtrModuleCipher, GcmModuleCipher, ModuleKey, ModuleType, random_bytes
 from ..errors import InvalidOrdinal, MalformedFile
 from . import _buffers, thrift
 from .structs import (AesGcmV1, BloomFilterHeader, ColumnChunk, ColumnMetaData, EncryptionAlgorithm,
@@ -51,6 +51,11 @@ def _page_groups(lens: np.ndarray, limit: int) -> list[tuple[int, int]]:
     if lo < len(lens):
         groups.append((lo, len(lens)))
     return groups
+
+
+def _room(buf: np.ndarray | None, need: int) -> np.ndarray:
+    """``buf``, or a larger buffer when it holds fewer than ``need`` bytes."""
+    return buf if buf is not None and len(buf) >= need else np.empty(need, dtype=np.uint8)
 
 
 def _encode(name: str, obj: Mapping[str, object], where: str) -> bytes:
@@ -283,43 +288,52 @@ class Sink:
             new_header_bytes = 0
             where = f"{self.name}: column {dotted(ch.path)} (row group {ch.rg})"
             for lo, hi in _page_groups(lens, _GROUP_BYTES):
-                # pages in groups of about _GROUP_BYTES: bodies, then headers (their sizes
-                # and CRCs come from the bodies), written before the next group is encrypted,
-                # so the ciphertext buffer stays small whatever the chunk's size
-                need = int(lens[lo:hi].sum()) + (hi - lo) * page_cipher.overhead
-                if self._scratch is None or len(self._scratch) < need:
-                    self._scratch = np.empty(need, dtype=np.uint8)
-                bodies = page_cipher.encrypt_batch(ch.buf, offsets=offs[lo:hi], lengths=lens[lo:hi],
-                                                   module_type=btypes[lo:hi], row_group=ch.rg, column=ch.col,
-                                                   page=ords[lo:hi], key_index=plan.key_index, out=self._scratch)
-                hdrs = []
-                for i in range(lo, hi):
-                    lev = int(levels[i]) if levels is not None else 0
-                    h = dict(ch.headers[i])
-                    h["compressed_page_size"] = lev + int(bodies.lengths[i - lo])
-                    if "crc" in h:
-                        o = int(ch.offs[i])
-                        h["crc"] = _crc(ch.buf[o:o + lev], bodies[i - lo]) if lev else _crc(bodies[i - lo])
-                    hdrs.append(_encode("PageHeader", h, where))
-                hmods = gcm.encrypt_batch(hdrs, module_type=htypes[lo:hi], row_group=ch.rg, column=ch.col,
-                                          page=ords[lo:hi], key_index=plan.key_index)
+                # pages in groups of about _GROUP_BYTES, written before the next group is
+                # encrypted, so the ciphertext buffer stays small whatever the chunk's size
+                lev = levels[lo:hi].tolist() if levels is not None else [0] * (hi - lo)
+                blens = (lens[lo:hi] + page_cipher.overhead).tolist()
+                # one call for headers and bodies when it can (GCM pages, no plaintext levels,
+                # no CRCs); otherwise the bodies first, as the header CRCs cover them
+                fused = page_cipher is gcm and levels is None and not any("crc" in h for h in ch.headers[lo:hi])
+                if fused:
+                    # header module, page module, header module... in file order, straight
+                    # into the output buffer
+                    hdrs = self._page_headers(ch, ch.buf, lo, hi, lev, blens, None, where)
+                    mods: list = []
+                    for k, i in enumerate(range(lo, hi)):
+                        o = int(offs[i])
+                        mods += [hdrs[k], ch.buf[o:o + int(lens[i])]]
+                    self._scratch = _room(self._scratch, sum(blens) + sum(map(len, hdrs)) + len(hdrs) * gcm.overhead)
+                    out = gcm.encrypt_batch(mods, module_type=np.column_stack((htypes[lo:hi], btypes[lo:hi])).ravel(),
+                                            row_group=ch.rg, column=ch.col, page=np.repeat(ords[lo:hi], 2),
+                                            key_index=plan.key_index, out=self._scratch)
+                    hm_lens = out.lengths[0::2].tolist()
+                    parts = [self._scratch[:out.nbytes]]
+                else:
+                    self._scratch = _room(self._scratch, sum(blens))
+                    bodies = page_cipher.encrypt_batch(ch.buf, offsets=offs[lo:hi], lengths=lens[lo:hi],
+                                                       module_type=btypes[lo:hi], row_group=ch.rg, column=ch.col,
+                                                       page=ords[lo:hi], key_index=plan.key_index, out=self._scratch)
+                    hmods = gcm.encrypt_batch(self._page_headers(ch, ch.buf, lo, hi, lev, blens, bodies, where),
+                                              module_type=htypes[lo:hi], row_group=ch.rg, column=ch.col,
+                                              page=ords[lo:hi], key_index=plan.key_index)
+                    hm_lens = hmods.lengths.tolist()
+                    parts = []
+                    for k, i in enumerate(range(lo, hi)):
+                        parts.append(hmods[k])
+                        if lev[k]:
+                            o = int(ch.offs[i])
+                            parts.append(ch.buf[o:o + lev[k]])
+                        parts.append(bodies[k])
                 pos = self.pos
-                parts = []
-                for i in range(lo, hi):
-                    hm = hmods[i - lo]
-                    lev = int(levels[i]) if levels is not None else 0
-                    size = len(hm) + lev + int(bodies.lengths[i - lo])
+                for k, i in enumerate(range(lo, hi)):
+                    size = hm_lens[k] + lev[k] + blens[k]
                     if first_data is None and not is_dict[i]:
                         first_data = pos
                     pages[ch.src_header_offsets[i]] = (pos, size)
-                    parts.append(hm)
-                    if lev:
-                        o = int(ch.offs[i])
-                        parts.append(ch.buf[o:o + lev])
-                    parts.append(bodies[i - lo])
                     pos += size
                 self._writev(parts)
-                new_header_bytes += int(hmods.lengths.sum())
+                new_header_bytes += sum(hm_lens)
         meta = ch.meta.copy()
         has_dict = bool(types) and types[0] == PageType.DICTIONARY_PAGE
         if has_dict:
@@ -336,6 +350,22 @@ class Sink:
         if "index_page_offset" in meta:
             del meta["index_page_offset"]
         return ChunkRecord(meta=meta, pages=pages, start=start, end=self.pos)
+
+    @staticmethod
+    def _page_headers(ch: Chunk, buf, lo: int, hi: int, lev: list[int], blens: list[int], bodies: Batch | None,
+                      where: str) -> list[bytes]:
+        """Serialized headers of pages [lo, hi) of an encrypted chunk (``buf``: its
+        bytes): sizes as on disk (``lev``: plaintext level bytes, ``blens``: page
+        modules), CRCs over the page modules ``bodies`` (None: no page has a CRC)."""
+        hdrs = []
+        for k, i in enumerate(range(lo, hi)):
+            h = dict(ch.headers[i])
+            h["compressed_page_size"] = lev[k] + blens[k]
+            if "crc" in h and bodies is not None:
+                o = int(ch.offs[i])
+                h["crc"] = _crc(buf[o:o + lev[k]], bodies[k])
+            hdrs.append(_encode("PageHeader", h, where))
+        return hdrs
 
     def _first_data_offset(self, start, parts, types):
         pos = start
