@@ -245,6 +245,7 @@ class Sink:
         self.saw_v2 = self.saw_v2 or PageType.DATA_PAGE_V2 in types
         if PageType.INDEX_PAGE in types:
             raise MalformedFile(f"{self.name}: INDEX_PAGE pages are not supported")
+        has_dict = bool(types) and types[0] == PageType.DICTIONARY_PAGE
         start = self.pos
         pages = {}
         parts = []
@@ -265,19 +266,21 @@ class Sink:
             self._writev(parts)
             new_header_bytes = sum(len(parts[j]) for j in range(0, len(parts), 2))
         else:
-            is_dict = np.asarray([t == PageType.DICTIONARY_PAGE for t in types], dtype=bool)
-            if n and is_dict[1:].any():
+            if PageType.DICTIONARY_PAGE in types[1:]:
                 raise MalformedFile(f"{self.name}: dictionary page after data pages in {dotted(ch.path)}")
-            ords = np.cumsum(~is_dict) - 1
-            ords[is_dict] = 0
-            if n and int(ords.max()) > 32767:
-                raise InvalidOrdinal(f"column {dotted(ch.path)} in row group {ch.rg} has {int(ords.max()) + 1} "
+            if n - has_dict > 32768:
+                raise InvalidOrdinal(f"column {dotted(ch.path)} in row group {ch.rg} has {n - has_dict} "
                                      "data pages; PME allows at most 32768 per column chunk")
             if ch.rg > 32767 or ch.col > 32767:
                 raise InvalidOrdinal(f"row group {ch.rg} / column {ch.col} exceed the PME ordinal limit 32767")
-            ords = ords.astype(np.int32)
-            btypes = np.where(is_dict, ModuleType.DICTIONARY_PAGE, ModuleType.DATA_PAGE).astype(np.uint8)
-            htypes = np.where(is_dict, ModuleType.DICTIONARY_PAGE_HEADER, ModuleType.DATA_PAGE_HEADER).astype(np.uint8)
+            # PME page ordinals count data pages; the dictionary page has none (0)
+            ords = np.arange(n, dtype=np.int32) - np.int32(has_dict)
+            btypes = np.full(n, ModuleType.DATA_PAGE, np.uint8)
+            htypes = np.full(n, ModuleType.DATA_PAGE_HEADER, np.uint8)
+            if has_dict:
+                ords[0] = 0
+                btypes[0] = ModuleType.DICTIONARY_PAGE
+                htypes[0] = ModuleType.DICTIONARY_PAGE_HEADER
             enc, gcm = self._encryption()
             levels = self._v2_levels(ch, types, enc.v2_framing)
             page_cipher = self.ctr or gcm
@@ -304,11 +307,13 @@ class Sink:
                         o = int(offs[i])
                         mods += [hdrs[k], ch.buf[o:o + int(lens[i])]]
                     self._scratch = _room(self._scratch, sum(blens) + sum(map(len, hdrs)) + len(hdrs) * gcm.overhead)
-                    out = gcm.encrypt_batch(mods, module_type=np.column_stack((htypes[lo:hi], btypes[lo:hi])).ravel(),
-                                            row_group=ch.rg, column=ch.col, page=np.repeat(ords[lo:hi], 2),
-                                            key_index=plan.key_index, out=self._scratch)
+                    mtypes = np.empty(2 * (hi - lo), np.uint8)
+                    mtypes[0::2], mtypes[1::2] = htypes[lo:hi], btypes[lo:hi]
+                    out = gcm.encrypt_batch(mods, module_type=mtypes, row_group=ch.rg, column=ch.col,
+                                            page=np.repeat(ords[lo:hi], 2), key_index=plan.key_index,
+                                            out=self._scratch)
                     hm_lens = out.lengths[0::2].tolist()
-                    parts = [self._scratch[:out.nbytes]]
+                    parts = [self._scratch[:sum(hm_lens) + sum(blens)]]
                 else:
                     self._scratch = _room(self._scratch, sum(blens))
                     bodies = page_cipher.encrypt_batch(ch.buf, offsets=offs[lo:hi], lengths=lens[lo:hi],
@@ -328,14 +333,13 @@ class Sink:
                 pos = self.pos
                 for k, i in enumerate(range(lo, hi)):
                     size = hm_lens[k] + lev[k] + blens[k]
-                    if first_data is None and not is_dict[i]:
+                    if first_data is None and not (has_dict and i == 0):
                         first_data = pos
                     pages[ch.src_header_offsets[i]] = (pos, size)
                     pos += size
                 self._writev(parts)
                 new_header_bytes += sum(hm_lens)
         meta = ch.meta.copy()
-        has_dict = bool(types) and types[0] == PageType.DICTIONARY_PAGE
         if has_dict:
             meta["dictionary_page_offset"] = start
         elif "dictionary_page_offset" in meta:
