@@ -275,8 +275,8 @@ class Sink:
                 raise InvalidOrdinal(f"row group {ch.rg} / column {ch.col} exceed the PME ordinal limit 32767")
             # PME page ordinals count data pages; the dictionary page has none (0)
             ords = np.arange(n, dtype=np.int32) - np.int32(has_dict)
-            btypes = np.full(n, ModuleType.DATA_PAGE, np.uint8)
-            htypes = np.full(n, ModuleType.DATA_PAGE_HEADER, np.uint8)
+            btypes = np.full(n, ModuleType.DATA_PAGE.value, np.uint8)
+            htypes = np.full(n, ModuleType.DATA_PAGE_HEADER.value, np.uint8)
             if has_dict:
                 ords[0] = 0
                 btypes[0] = ModuleType.DICTIONARY_PAGE
