@@ -248,6 +248,7 @@ class Sink:
         has_dict = bool(types) and types[0] == PageType.DICTIONARY_PAGE
         start = self.pos
         pages = {}
+        src_offsets = ch.src_header_offsets   # a list built per access
         parts = []
         if plan is None:
             hsum = 0
@@ -260,7 +261,7 @@ class Sink:
                     h["crc"] = _crc(body)
                 hb = _encode("PageHeader", h, f"{self.name}: column {dotted(ch.path)} (row group {ch.rg})")
                 parts += [hb, body]
-                pages[ch.src_header_offsets[i]] = (self.pos + hsum, len(hb) + ln)
+                pages[src_offsets[i]] = (self.pos + hsum, len(hb) + ln)
                 hsum += len(hb) + ln
             first_data = self._first_data_offset(start, parts, types)
             self._writev(parts)
@@ -335,7 +336,7 @@ class Sink:
                     size = hm_lens[k] + lev[k] + blens[k]
                     if first_data is None and not (has_dict and i == 0):
                         first_data = pos
-                    pages[ch.src_header_offsets[i]] = (pos, size)
+                    pages[src_offsets[i]] = (pos, size)
                     pos += size
                 self._writev(parts)
                 new_header_bytes += sum(hm_lens)
