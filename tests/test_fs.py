@@ -495,3 +495,30 @@ def test_duckdb(target, kms):
         assert tag_error(e.value), e.value
     finally:
         con.close()
+
+
+def test_large_read_of_a_view_is_not_copied(target, kms):
+    """``read()`` of a PME file opened through the protocol (how polars reads a file
+    object) returns the bytes 4 KiB reads return, decrypted straight into the ``bytes``
+    returned: the read holds the file once, not twice."""
+    import tracemalloc
+
+    fs, path = sealed_fs(target, kms)
+    with fs.open(path, "wb") as f:
+        pq.write_table(table(30_000), f)
+    with fs.open(path, "rb") as f:
+        parts = []
+        while piece := f.read(4096):
+            parts.append(piece)
+        want = b"".join(parts)
+        f.seek(0)
+        f.read(1)
+        f.seek(0)
+        tracemalloc.start()
+        try:
+            got = f.read()
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+    assert type(got) is bytes and got == want and len(got) > 256 << 10
+    assert peak <= 1.25 * len(got), (peak, len(got))

@@ -518,3 +518,77 @@ def test_padded_struct_keeps_unknown_fields():
     out = padded("PageHeader", hdr, 80)
     back, end = thrift.decode("PageHeader", out, 0)
     assert end == 80 and back[12] == (thrift.I32, b"\x04") and 27 in back
+
+
+# ---- large reads: decrypted straight into the bytes returned ----------------------------------
+
+
+def _small_reads(v, start: int, n: int) -> bytes:
+    """The view's bytes [start, start + n) read in 4 KiB pieces (each copied the plain way)."""
+    v.seek(start)
+    parts = []
+    while n > 0 and (piece := v.read(min(4096, n))):
+        parts.append(piece)
+        n -= len(piece)
+    return b"".join(parts)
+
+
+@pytest.mark.parametrize("dialect", ["gcm", "ctr", "duckdb", "v2-parquet-java", "plaintext", "in-memory"])
+def test_large_reads_equal_small_reads(files, dialect):
+    """read(), readall() and read(n) of large ranges return what 4 KiB reads return: for
+    every layout part (pages, parquet-java's plaintext levels, indexes, bloom filters,
+    plaintext gaps, a plaintext file, a file held in memory)."""
+    path, opts, plain = files("gcm" if dialect in ("plaintext", "in-memory") else dialect)
+    if dialect == "plaintext":
+        path, opts = plain, {}
+    elif dialect == "in-memory":
+        with open(path, "rb") as f:
+            path = f.read()
+    with pqseal.open(path, **opts) if dialect != "in-memory" else open_view(path, **opts) as v:
+        want = _small_reads(v, 0, v.size)
+        assert len(want) == v.size
+        v.seek(0)
+        whole = v.read()
+        assert type(whole) is bytes and whole == want and v.tell() == v.size
+        v.seek(0)
+        assert v.readall() == want
+        a, n = 4099, v.size // 2
+        v.seek(a)
+        part = v.read(n)
+        assert part == want[a:a + n] and v.tell() == a + n
+        assert hash(part) == hash(bytes(bytearray(part)))      # an ordinary, complete bytes object
+        if dialect == "plaintext":
+            with open(plain, "rb") as f:
+                assert whole == f.read()
+
+
+def test_whole_read_holds_the_file_once(wide):
+    """read() of the whole view allocates the bytes it returns and a chunk's buffer, not
+    a second copy of the file."""
+    import tracemalloc
+
+    _, enc = wide
+    with pqseal.open(enc, decryption=DEC) as v:
+        v.read(1)
+        v.seek(0)
+        tracemalloc.start()
+        try:
+            data = v.read()
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert len(data) == v.size
+        assert peak <= 1.25 * v.size
+
+
+def test_fresh_bytes():
+    from pqseal.io._bytes import MIN_SIZE, fresh_bytes
+
+    assert fresh_bytes(MIN_SIZE - 1) is None
+    for n in (MIN_SIZE, 5 << 20):
+        data, out = fresh_bytes(n)
+        other, _ = fresh_bytes(n)
+        assert data is not other and out.flags.writeable and len(out) == n == len(data)
+        out[:] = np.arange(n, dtype=np.uint64).astype(np.uint8)
+        del data                                         # the array keeps the object alive
+        assert bytes(out[:5]) == bytes(range(5)) and bytes(out[-1:]) == bytes([(n - 1) % 256])

@@ -106,14 +106,44 @@ def plan_output(dst, *, overwrite: bool, src=None, in_place: bool = False) -> Ou
 
 def create_temp(directory: str, target: str, mode: int) -> tuple[int, str]:
     """Create this process's temporary file for ``target`` in ``directory`` (O_EXCL,
-    ``mode`` before the umask); returns (fd, path)."""
+    ``mode`` before the umask); returns (fd, path). An error names ``target``, not the
+    temporary name the user never gave."""
     for _ in range(100):
         path = os.path.join(directory, temp_name(target))
         try:
             return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), mode), path
         except FileExistsError:
             continue
+        except OSError as exc:
+            raise type(exc)(exc.errno, f"cannot write {os.path.join(directory, target)}: {exc.strerror}") from None
     raise FileExistsError(errno.EEXIST, f"cannot create a temporary file for {target} in {directory}")
+
+
+def replace(tmp: str, path: str, *, exclusive: bool = False) -> None:
+    """Rename the temporary file ``tmp`` over ``path``. ``exclusive``: ``path`` is not to
+    be replaced; ``tmp`` is linked there, which fails (OutputExists) if ``path`` appeared
+    while ``tmp`` was written, where a rename would replace it. An error names ``path``,
+    not the temporary name."""
+    from .errors import OutputExists
+
+    try:
+        if exclusive:
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                raise OutputExists(f"{path} was created while it was being written; pass overwrite=True "
+                                   "(CLI: --force) to replace it") from None
+            except OSError:      # no hard links here (some network and FUSE file systems)
+                if os.path.lexists(path):
+                    raise OutputExists(f"{path} exists; pass overwrite=True (CLI: --force) to replace it") from None
+            else:
+                unlink_quietly(tmp)
+                return
+        os.replace(tmp, path)
+    except OutputExists:
+        raise
+    except OSError as exc:
+        raise type(exc)(exc.errno, f"cannot write {path}: {exc.strerror}") from None
 
 
 def unlink_quietly(path: str) -> None:
@@ -133,7 +163,7 @@ def atomic_write(path: str, data: bytes, *, mode: int = 0o600) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        replace(tmp, path)
     except BaseException:
         unlink_quietly(tmp)
         raise

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING
 
 from . import api
 from .arrow import encryption_config
-from ._io import create_temp, fsync_dir, plan_output, remove_stale, unlink_quietly
+from ._io import create_temp, fsync_dir, plan_output, remove_stale, replace, unlink_quietly
 from .errors import KeyNotFound, MalformedFile, UnsupportedFeature
 from .format.footer import COLUMN_KEY_CRYPTO, FOOTER_KEY_CRYPTO, Footer, rewrite_footer
 from .format.layout import dotted
@@ -279,7 +279,7 @@ def write_parquet(df: polars.DataFrame, path, encryption, *, kms=None, overwrite
             os.chmod(tmp, out.mode)
         if companion is not None:
             companion.stage(footer.file_crypto.aad_file_unique or b"")
-        os.replace(tmp, out.path)
+        replace(tmp, out.path, exclusive=not overwrite)
     except BaseException:
         unlink_quietly(tmp)
         if companion is not None:

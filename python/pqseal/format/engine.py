@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from .. import _cancel
-from .._io import create_temp, fsync_dir, plan_output, remove_stale, unlink_quietly
+from .._io import create_temp, fsync_dir, plan_output, remove_stale, replace, unlink_quietly
 from ..crypto import ModuleType
 from ..errors import PqsealError
 from .properties import DecryptionProperties, EncryptionProperties
@@ -125,7 +125,7 @@ def transform(src, dst, *, decryption: DecryptionProperties | None = None,
                 stats.bytes_out = sink.pos
             if companion is not None:
                 companion.stage(sink.aad_file_unique or b"")
-            os.replace(tmp, out.path)
+            replace(tmp, out.path, exclusive=not (overwrite or in_place))
         except BaseException:
             unlink_quietly(tmp)
             if companion is not None:

@@ -215,8 +215,8 @@ def _walk_prefixes(buf, start: int, end: int, shortest: int):
             cap = min(cap * 4, _MAX_MODULES + 1)
     finally:
         ffi.release(src)
-    if len(parts_o) == 1:
-        return parts_o[0], parts_l[0]
+    if len(parts_o) == 1:     # trimmed: a plan kept by a reader (the view's LRU) keeps these
+        return parts_o[0].copy(), parts_l[0].copy()
     return (np.concatenate(parts_o), np.concatenate(parts_l)) if parts_o else \
         (np.zeros(0, np.int64), np.zeros(0, np.int64))
 

@@ -11,8 +11,10 @@ page sizes without the encryption framing).
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
+import stat
 import struct
 import zlib
 from dataclasses import dataclass
@@ -180,6 +182,24 @@ def _named(fn):
     return wrapper
 
 
+def _open_file(path: str) -> BinaryIO:
+    """``path`` opened for reading, if it is a regular file. Opened without blocking: a
+    FIFO would block the open until some process wrote to it (signals only set a flag,
+    so the process would hang); nothing but a regular file has a size to read a footer
+    from the end of."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), path)
+        if not stat.S_ISREG(mode):
+            raise MalformedFile(f"{os.path.basename(path)}: not a regular file (a FIFO, socket or device)")
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 def _signed32(v: int) -> int:
     return v - (1 << 32) if v >= 1 << 31 else v
 
@@ -216,7 +236,7 @@ class Source:
                 size = len(data)
                 self.buf = data  # the whole file, held in memory
             else:
-                self._f = open(self.path, "rb")
+                self._f = _open_file(self.path)
                 size = os.fstat(self._f.fileno()).st_size
                 self.buf = None  # a file is read with preadv, never mapped (a truncation is then an error, not SIGBUS)
             if size < 12:
@@ -375,7 +395,10 @@ class Source:
     def _footer_key(self) -> bytes:
         if self.decryption is None:
             raise KeyNotFound(f"{self.name}: the file is encrypted; keys are needed")
-        return self.decryption.get_footer_key(self.file_crypto().footer_key_metadata)
+        try:
+            return self.decryption.get_footer_key(self.file_crypto().footer_key_metadata)
+        except InvalidTag as exc:     # the KMS could not unwrap it: say which file
+            raise InvalidTag(f"{self.name}: footer key: {exc}", module_type=exc.module_type) from None
 
     def _footer_gcm(self) -> GcmModuleCipher:
         if self._footer_cipher is None:

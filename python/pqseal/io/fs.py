@@ -15,9 +15,10 @@ Parquet files are the files whose names end in ``.parquet``, ``.parq`` or ``.pq`
 
 - ``open(path, "wb")`` returns the sealing sink (:func:`pqseal.io.sink.open_sink`): the
   writer writes plaintext Parquet into it and on ``close()`` the target holds a PME
-  file (a local target: a temporary file beside it, renamed into place; another target:
-  the sealed file is written into the target's file, which the target commits when it is
-  closed, and discards when sealing fails). The encryption is the ``encryption`` option,
+  file (a local target: a temporary file beside it, renamed into place; an object store:
+  the target's file, which the store commits when it is closed and discards when sealing
+  fails; another target, such as memory: a temporary file beside it, moved into place
+  once sealed). The encryption is the ``encryption`` option,
   else the policy of the encryption zone holding the path. **A Parquet path in no zone
   and no ``encryption`` option is refused** (:class:`~pqseal.io.zones.ZoneError`): a
   ``pqseal`` file system never writes a plaintext Parquet file. ``_metadata`` and
@@ -72,16 +73,19 @@ from __future__ import annotations
 import contextlib
 import datetime
 import io
+import operator
 import os
 import threading
 from collections import OrderedDict
 
 from fsspec import AbstractFileSystem, filesystem, get_filesystem_class
+from fsspec.asyn import AsyncFileSystem
 from fsspec.core import split_protocol
 from fsspec.implementations.chained import ChainedFileSystem
 from fsspec.implementations.local import LocalFileSystem
 
-from ..errors import KeyAccessDenied, KeyNotFound, KmsError, MalformedFile
+from .._io import temp_name
+from ..errors import MalformedFile, PqsealError
 from . import _exit
 
 PARQUET_SUFFIXES = (".parquet", ".parq", ".pq")
@@ -107,6 +111,11 @@ def _basename(path: str) -> str:
     return path.rstrip("/").rsplit("/", 1)[-1]
 
 
+#: options every fsspec file system takes (AbstractFileSystem's instance cache and listings cache)
+_FSSPEC_OPTIONS = frozenset({"skip_instance_cache", "use_listings_cache", "listings_expiry_time", "max_paths",
+                             "asynchronous", "loop"})
+
+
 class PqsealFileSystem(ChainedFileSystem):
     """The ``pqseal`` fsspec file system (see the module documentation)."""
 
@@ -117,7 +126,12 @@ class PqsealFileSystem(ChainedFileSystem):
                  kms=None, zones=None, fo=None, **kwargs):
         """``fs``: a target file system instance, or ``target_protocol`` and
         ``target_options`` to make one (default: the local file system). ``fo`` (the
-        chained path fsspec passes) is not needed: paths come with each call."""
+        chained path fsspec passes) is not needed: paths come with each call. Any other
+        option is refused: a misspelt ``encryption`` must not fall back to the zones."""
+        unknown = sorted(set(kwargs) - _FSSPEC_OPTIONS)
+        if unknown:
+            raise TypeError(f"unknown pqseal file system option(s): {', '.join(unknown)} (options: encryption, "
+                            "decryption, kms, zones, target_protocol, target_options, fs)")
         super().__init__(**kwargs)
         if fs is not None and target_protocol is not None:
             raise ValueError("give the target as fs= or as target_protocol=, not both")
@@ -247,8 +261,9 @@ class PqsealFileSystem(ChainedFileSystem):
 
     def _view_size(self, entry: dict) -> int | None:
         """The plaintext view's size of the PME file ``entry`` names (None: not PME),
-        cached per file version. Without the keys to read the footer, None (the stored
-        size stands; opening the file then reports the missing key)."""
+        cached per file version. Without the keys to read the footer, and for a file that
+        is damaged (a tampered footer, say) or cannot be read, None: the stored size
+        stands, so a listing never fails for one file; opening it reports why."""
         name = entry["name"]
         version = (entry.get("size"),) + tuple(_stamp(entry.get(k)) for k in _VERSION_KEYS)
         with self._sizes_lock:
@@ -258,12 +273,12 @@ class PqsealFileSystem(ChainedFileSystem):
                 return hit[1]
         from .view import view_size
 
-        with contextlib.ExitStack() as stack:
-            src = name if self._local else stack.enter_context(self.target.open(name, "rb"))
-            try:
+        try:
+            with contextlib.ExitStack() as stack:
+                src = name if self._local else stack.enter_context(self.target.open(name, "rb"))
                 size = view_size(src, decryption=self.decryption, kms=self.kms) if self._encrypted(src) else None
-            except (KeyNotFound, KeyAccessDenied, KmsError):
-                return None
+        except (PqsealError, OSError):
+            return None
         with self._sizes_lock:
             self._sizes[name] = (version, size)
             self._sizes.move_to_end(name)
@@ -298,7 +313,12 @@ class PqsealFileSystem(ChainedFileSystem):
     def _check_move(self, path1, path2) -> None:
         from .zones import check_rename
 
-        pairs = zip(path1, path2) if isinstance(path1, list) and isinstance(path2, list) else [(path1, path2)]
+        if isinstance(path1, (list, tuple)) and isinstance(path2, (list, tuple)):
+            pairs = list(zip(path1, path2))
+        elif isinstance(path1, (list, tuple)):     # files into the directory path2
+            pairs = [(a, f"{path2.rstrip('/')}/{_basename(a)}") for a in path1]
+        else:
+            pairs = [(path1, path2)]
         for a, b in pairs:
             check_rename(self._zone_path(self._path(a)), self._zone_path(self._path(b)), zones=self.zones)
 
@@ -355,7 +375,12 @@ class PqsealFileSystem(ChainedFileSystem):
 
 class _TargetFile(io.RawIOBase):
     """The target file a sink seals into, opened at the first write, so nothing appears
-    in the target unless sealing starts; :meth:`discard` drops a partial file."""
+    in the target unless sealing starts. An object store (an async fsspec file system:
+    s3fs, gcsfs, adlfs) uploads a file when it is closed and drops the upload on
+    ``discard()``, so the file is written at ``path``. Other targets (memory, HDFS, SFTP)
+    write where they are told, so the file is written under a temporary name beside
+    ``path`` and moved over it on :meth:`commit`: a failure leaves no partial file and
+    an existing file as it was."""
 
     def __init__(self, fs: AbstractFileSystem, path: str, **kwargs):
         super().__init__()
@@ -363,6 +388,11 @@ class _TargetFile(io.RawIOBase):
         self.path = path
         self._kwargs = kwargs
         self._f: io.IOBase | None = None
+        if isinstance(fs, AsyncFileSystem):
+            self._where = path
+        else:
+            head, _, name = path.rpartition("/")
+            self._where = f"{head}/{temp_name(name)}" if head else temp_name(name)
 
     def writable(self) -> bool:
         return True
@@ -370,7 +400,7 @@ class _TargetFile(io.RawIOBase):
     def write(self, data) -> int:
         f = self._f
         if f is None:
-            f = self._f = self.fs.open(self.path, "wb", **self._kwargs)
+            f = self._f = self.fs.open(self._where, "wb", **self._kwargs)
         f.write(data)
         return len(memoryview(data).cast("B"))
 
@@ -379,19 +409,29 @@ class _TargetFile(io.RawIOBase):
             self._f.flush()
 
     def commit(self) -> None:
-        """Close the target file: the target commits it."""
+        """Close the target file: the target commits it (and it is moved into place)."""
         f, self._f = self._f, None
         if f is None:       # nothing was written: an empty sealed file is no Parquet file
             raise MalformedFile(f"{self.path}: the sink wrote nothing")
-        f.close()
+        try:
+            f.close()
+            if self._where != self.path:
+                self.fs.mv(self._where, self.path)
+        except BaseException:
+            self._remove_temp()
+            raise
         super().close()
 
     def discard(self) -> None:
-        """Drop what was written: the target's own discard (S3: abort the upload), else
-        remove the partial file."""
+        """Drop what was written: the temporary file, or the target's own discard (S3:
+        abort the upload), else remove the partial file."""
         f, self._f = self._f, None
         super().close()
         if f is None:
+            return
+        if self._where != self.path:
+            f.close()
+            self._remove_temp()
             return
         drop = getattr(f, "discard", None)
         if drop is not None:
@@ -399,6 +439,11 @@ class _TargetFile(io.RawIOBase):
         else:
             f.close()
             self.fs.rm_file(self.path)
+
+    def _remove_temp(self) -> None:
+        if self._where != self.path:
+            with contextlib.suppress(FileNotFoundError):
+                self.fs.rm_file(self._where)
 
 
 class _CommittingSink(io.RawIOBase):
@@ -494,6 +539,7 @@ class _SharedFile(io.RawIOBase):
 
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
         self._check_open()
+        offset = operator.index(offset)
         with self._lock:
             base = {io.SEEK_SET: 0, io.SEEK_CUR: self._current(), io.SEEK_END: self._size}.get(whence)
             if base is None:
@@ -527,6 +573,16 @@ class _SharedFile(io.RawIOBase):
     def read_buffer(self, size: int = -1):
         """The next ``size`` bytes as a buffer (pyarrow's PythonFile reads through this
         without a copy)."""
+        return self.pread(*self._claim(size))
+
+    def read(self, size: int = -1) -> bytes:
+        pos, n = self._claim(size)
+        pread_bytes = getattr(self._f, "pread_bytes", None)     # the view's: no copy of a large range
+        return pread_bytes(pos, n) if pread_bytes is not None else bytes(self.pread(pos, n))
+
+    def _claim(self, size: int) -> tuple[int, int]:
+        """(position, length) of this thread's next read of ``size`` bytes, the file's
+        position moved past them."""
         self._check_open()
         with self._lock:
             pos = self._seeks.pop(threading.get_ident(), None)
@@ -535,10 +591,7 @@ class _SharedFile(io.RawIOBase):
                 self._seeks.clear()
             n = max(0, min(self._size - pos, self._size if size is None or size < 0 else size))
             self._pos = pos + n
-        return self.pread(pos, n)
-
-    def read(self, size: int = -1) -> bytes:
-        return bytes(self.read_buffer(size))
+        return pos, n
 
     def readall(self) -> bytes:
         return self.read(-1)

@@ -10,18 +10,21 @@ def open(path, mode: str = "rb", *, encryption=None, decryption=None, kms=None, 
     with ``encryption`` (see :func:`pqseal.io.sink.open_sink`). ``kms``: a KMS client, a
     factory or None for the local keystore. ``path``: a local path or an open binary
     file object (of an fsspec file system, say)."""
-    if mode in ("rb", "r"):
+    if mode == "rb":
         if encryption is not None:
             raise ValueError("encryption= is for mode 'wb'; a view reads with decryption= and kms=")
         from .view import open_view
 
         return open_view(path, decryption=decryption, kms=kms, **options)
-    if mode in ("wb", "w", "xb", "x"):
+    if mode in ("wb", "xb"):
         if decryption is not None:
             raise ValueError("decryption= is for mode 'rb'; a sink writes with encryption= and kms=")
         from .sink import open_sink
 
-        if mode in ("xb", "x"):
-            options.setdefault("overwrite", False)
+        if mode == "xb":
+            if options.get("overwrite"):
+                raise ValueError("mode 'xb' creates a new file; it cannot overwrite=True")
+            options["overwrite"] = False
         return open_sink(path, encryption=encryption, kms=kms, **options)
-    raise ValueError(f"mode must be 'rb' (plaintext view) or 'wb' (sealing sink), not {mode!r}")
+    raise ValueError(f"mode must be 'rb' (plaintext view), 'wb' or 'xb' (sealing sink), not {mode!r}: Parquet "
+                     "files are binary, and neither appending nor updating in place exists")

@@ -48,7 +48,8 @@ DEFAULT_MEMORY_LIMIT = 64 << 20
 class SealingSink(io.RawIOBase):
     """A write-only, non-seekable binary file (see the module documentation). ``tell()``
     is the number of bytes written. ``close()`` seals; ``abort()`` discards; as a context
-    manager an exception inside ``with`` discards. Closing twice is harmless."""
+    manager an exception inside ``with`` discards. Closing twice is harmless; after a
+    write failed (which discards the stream) the first ``close()`` raises."""
 
     def __init__(self, dst, encryption: EncryptionProperties, *, overwrite: bool, memory_limit: int,
                  spill_dir: str, fsync: bool, backend: str | None, name: str):
@@ -61,6 +62,7 @@ class SealingSink(io.RawIOBase):
         self._name = name
         self._store: SpillStore | None = SpillStore(memory_limit=memory_limit, spill_dir=spill_dir, name=name)
         self.stats = None   # the engine's Stats once sealed
+        self._failed: BaseException | None = None   # the error of a write that discarded the stream
         self._spilled = 0
 
     # ---- the file interface -----------------------------------------------------------
@@ -81,9 +83,11 @@ class SealingSink(io.RawIOBase):
         store = self._store
         if store is None:
             raise ValueError("write to a closed sink")
+        data = memoryview(data)     # not bytes-like: a TypeError that leaves the stream as it was
         try:
             return store.append(data)
-        except BaseException:
+        except BaseException as exc:
+            self._failed = exc
             self.abort()
             raise
 
@@ -111,10 +115,16 @@ class SealingSink(io.RawIOBase):
 
     def close(self) -> None:
         """Seal what was written into the destination; on failure nothing reaches it
-        (the error is raised) and the sink is closed all the same."""
+        (the error is raised) and the sink is closed all the same. After a write failed
+        (and so discarded the stream) the first ``close()`` raises too: the destination
+        was not written."""
         store = self._store
         if store is None:
+            failed, self._failed = self._failed, None
             super().close()
+            if failed is not None:
+                raise ValueError(f"{self._name} was not written: a write into the sink failed "
+                                 f"({type(failed).__name__}: {failed})") from failed
             return
         try:
             store.freeze()

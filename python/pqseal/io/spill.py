@@ -181,8 +181,15 @@ class SpillStore:
             self._spilled += 1
             self.spilled_bytes += self.block
 
+    def _spill_error(self, exc: OSError) -> OSError:
+        """``exc`` naming the sink and the spill directory (not a temporary name)."""
+        return type(exc)(exc.errno, f"{self.name}: cannot spill to {self.spill_dir}: {exc.strerror}")
+
     def _start_spill(self) -> ThreadPoolExecutor:
-        self._fd = _anonymous_file(self.spill_dir)
+        try:
+            self._fd = _anonymous_file(self.spill_dir)
+        except OSError as exc:
+            raise self._spill_error(exc) from None
         self._cipher = GcmModuleCipher(ModuleKey(random_bytes(32)))
         self._spiller = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pqseal-spill")
         return self._spiller
@@ -201,9 +208,12 @@ class SpillStore:
                                            page=i % _ORD, out=out)
         self._free.append(data)    # the writer fills it again (list.append is atomic)
         view, at = out.data, i * (self.block + _OVERHEAD)
-        while len(view):
-            done = os.pwrite(self._fd, view, at)
-            view, at = view[done:], at + done
+        try:
+            while len(view):
+                done = os.pwrite(self._fd, view, at)
+                view, at = view[done:], at + done
+        except OSError as exc:
+            raise self._spill_error(exc) from None
 
     def freeze(self) -> None:
         """No more appends: wait until every spilled block is on disk (raising what a

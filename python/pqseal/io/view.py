@@ -25,13 +25,18 @@ Reading. A read maps to parts of the layout. Page headers of a column chunk are
 decrypted once per chunk (its plan, kept in a small LRU); page bodies a read covers
 whole are decrypted in one batch straight into the caller's buffer; pages a read covers
 in part are decrypted whole (a GCM tag covers the whole module) into a bounded page
-cache, so a reader stepping through a page in small reads decrypts it once.
+cache, so a reader stepping through a page in small reads decrypts it once. The buffer a
+read fills is the one handed back: a numpy array for ``read_buffer``/``pread`` (pyarrow
+wraps it), the caller's for ``readinto``, and for a large ``read``/``pread_bytes`` a
+``bytes`` object filled in place (polars reads a file object with one ``read()`` of the
+whole file, whatever columns it selects, and wraps the ``bytes`` without a copy).
 """
 
 from __future__ import annotations
 
 import bisect
 import io
+import operator
 import os
 import struct
 import threading
@@ -47,6 +52,7 @@ from ..format.layout import MAGIC, dotted
 from ..format.plan import GCM_OVERHEAD, ChunkPlan
 from ..format.source import FileRanges, Source
 from . import _exit
+from ._bytes import fresh_bytes
 
 DEFAULT_CACHE_BYTES = 16 << 20    # decrypted pages and index modules kept for partial reads
 _PLANS_KEPT = 64                  # chunk plans (decrypted page headers) kept
@@ -115,11 +121,13 @@ def _le32(s: Source, off: int) -> int:
 
 
 def _named_key_error(s: Source, rg: int, col: int, exc: Exception):
-    """KeyNotFound/KeyAccessDenied of a column with the column named."""
+    """KeyNotFound/KeyAccessDenied (or InvalidTag: the KMS could not unwrap it) of a
+    column's key with the file and the column named."""
     path = dotted(s.paths[col])
-    if path in str(exc):
+    if path in str(exc) and s.name in str(exc):
         return exc
-    return type(exc)(f"{s.name}: no key for encrypted column {path} (row group {rg}): {exc}")
+    what = "cannot unwrap the key of" if isinstance(exc, InvalidTag) else "no key for"
+    return type(exc)(f"{s.name}: {what} encrypted column {path} (row group {rg}): {exc}")
 
 
 def build_layout(s: Source) -> Layout:
@@ -137,7 +145,7 @@ def build_layout(s: Source) -> Layout:
         for col, cc in enumerate(group.get("columns") or []):
             try:
                 cipher = s.page_cipher(rg, col)
-            except (KeyNotFound, KeyAccessDenied) as exc:
+            except (KeyNotFound, KeyAccessDenied, InvalidTag) as exc:
                 raise _named_key_error(s, rg, col, exc) from None
             if cipher is None:
                 continue
@@ -227,7 +235,11 @@ class PlaintextView(io.RawIOBase):
         self._s = source
         self._close_source = close_source
         self.name = source.path
-        self.layout = build_layout(source)
+        try:
+            self.layout = build_layout(source)
+        except BaseException:
+            super().close()     # never opened: nothing for close() to release when it is collected
+            raise
         self.size = self.layout.size
         self._starts = [p.start for p in self.layout.parts]
         self.decrypted_bytes = source.tail.footer_len if self.layout.encrypted else 0
@@ -252,12 +264,16 @@ class PlaintextView(io.RawIOBase):
     def writable(self) -> bool:
         return False
 
+    def write(self, b) -> int:
+        raise io.UnsupportedOperation("the plaintext view is read-only")
+
     def tell(self) -> int:
         self._check_open()
         return self._pos
 
     def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
         self._check_open()
+        offset = operator.index(offset)    # as io's files: a float is a TypeError here, not at the next read
         if whence == os.SEEK_SET:
             pos = offset
         elif whence == os.SEEK_CUR:
@@ -272,9 +288,9 @@ class PlaintextView(io.RawIOBase):
         return pos
 
     def readinto(self, b) -> int:
-        self._check_open()
         out = np.frombuffer(memoryview(b).cast("B"), np.uint8)
         with self._lock:
+            self._check_open()
             n = max(0, min(len(out), self.size - self._pos))
             self._fill(self._pos, out[:n])
             self._pos += n
@@ -283,32 +299,61 @@ class PlaintextView(io.RawIOBase):
     def read_buffer(self, n: int = -1):
         """``n`` bytes (all to the end when negative) as a numpy array: pyarrow's
         PythonFile calls this, and wraps the array without copying it."""
-        self._check_open()
-        with self._lock:
-            left = max(0, self.size - self._pos)
-            n = left if n is None or n < 0 else min(n, left)
-            out = np.empty(n, np.uint8)
-            self._fill(self._pos, out)
-            self._pos += n
-        return out
+        return self._advance(n, self.pread)
 
     def read(self, n: int = -1) -> bytes:
-        return self.read_buffer(n).tobytes()
+        """``n`` bytes (all to the end when negative); see :meth:`pread_bytes`."""
+        return self._advance(n, self.pread_bytes)
 
     def readall(self) -> bytes:
         return self.read(-1)
 
+    def _advance(self, n, pread):
+        """``pread`` of the next ``n`` bytes (to the end when None or negative), and the
+        position moved past them."""
+        with self._lock:
+            self._check_open()
+            left = max(0, self.size - self._pos)
+            n = left if n is None or n < 0 else min(n, left)
+            out = pread(self._pos, n)
+            self._pos += n
+        return out
+
     def pread(self, offset: int, length: int) -> np.ndarray:
         """The view's bytes [offset, offset + length) (fewer at the end), position unchanged."""
-        self._check_open()
+        if offset < 0:
+            raise ValueError(f"negative read position {offset}")
         with self._lock:
+            self._check_open()
             n = max(0, min(length, self.size - offset))
             out = np.empty(n, np.uint8)
             self._fill(offset, out)
         return out
 
+    def pread_bytes(self, offset: int, length: int) -> bytes:
+        """:meth:`pread` as ``bytes``. A large range is decrypted straight into the
+        ``bytes`` returned: polars reads a file object with one ``read()`` of the whole
+        file and wraps the ``bytes`` without copying them."""
+        if offset < 0:
+            raise ValueError(f"negative read position {offset}")
+        with self._lock:
+            self._check_open()
+            n = max(0, min(length, self.size - offset))
+            fresh = fresh_bytes(n)
+            if fresh is None:
+                return self.pread(offset, n).tobytes()
+            data, out = fresh
+            try:
+                self._fill(offset, out)
+            except BaseException:
+                del data, out        # not left to a traceback's frame: parts are uninitialized memory
+                raise
+        return data
+
     def close(self) -> None:
-        if not self.closed:
+        with self._lock:        # after the reads in progress: the file they read stays open until they end
+            if self.closed:
+                return
             try:
                 self._cache.clear()
                 self._plans.clear()
@@ -358,7 +403,9 @@ class PlaintextView(io.RawIOBase):
 
     def _copy_source(self, a: int, b: int, dst: np.ndarray) -> None:
         if b > a:
-            dst[:b - a] = np.frombuffer(self._s.read(a, b - a), np.uint8)
+            got = self._s.read(a, b - a, dst)
+            if self._s.buf is not None:          # a file held in memory: a view of it
+                dst[:b - a] = np.frombuffer(got, np.uint8)
 
     # ---- caches ----------------------------------------------------------------------
 

@@ -24,7 +24,7 @@ import uuid
 import warnings
 
 from .. import _cancel
-from .._io import create_temp, fsync_dir, plan_output, remove_stale, unlink_quietly
+from .._io import create_temp, fsync_dir, plan_output, remove_stale, replace, unlink_quietly
 from ..format.engine import RowGroupCopier, Stats, _v2_warning
 from ..format.sink import Sink
 from ..format.source import Source
@@ -273,7 +273,7 @@ class _SealedFile:
                 self.file.close()
                 if self.companion is not None:
                     self.companion.stage(self.sink.aad_file_unique or b"")
-                _commit(self.tmp, self.out.path, self.overwrite)
+                replace(self.tmp, self.out.path, exclusive=not self.overwrite)
                 self.tmp = None
                 if self.companion is not None:
                     self.companion.commit()
@@ -303,27 +303,6 @@ class _SealedFile:
         if self.companion is not None:
             self.companion.abort()
             self.companion = None
-
-
-def _commit(tmp: str, dst: str, overwrite: bool) -> None:
-    """Rename ``tmp`` to ``dst``; without ``overwrite`` as a hard link, which fails if
-    ``dst`` appeared while the file was written (a rename would replace it)."""
-    from ..errors import OutputExists
-
-    if overwrite:
-        os.replace(tmp, dst)
-        return
-    try:
-        os.link(tmp, dst)
-    except FileExistsError:
-        raise OutputExists(f"{dst} was created while it was being written; pass overwrite=True to replace "
-                           "it") from None
-    except OSError:   # no hard links here (some network and FUSE file systems)
-        if os.path.lexists(dst):
-            raise OutputExists(f"{dst} exists; pass overwrite=True to replace it") from None
-        os.replace(tmp, dst)
-        return
-    unlink_quietly(tmp)
 
 
 def _file_metadata(plain: dict):

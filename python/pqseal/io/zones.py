@@ -168,6 +168,9 @@ def zones_file(zones=None) -> str:
     """The zones file: ``zones`` if given, else ``$PQSEAL_ZONES``, else ``zones.json``
     in the keystore's directory."""
     if zones is not None:
+        if not isinstance(zones, (str, os.PathLike)):
+            raise TypeError(f"zones must be the path of a zones file (or a list of ZonePolicy), not "
+                            f"{type(zones).__name__}")
         return os.path.abspath(os.fspath(zones))
     if os.environ.get(ZONES_ENV):
         return os.path.abspath(os.environ[ZONES_ENV])
@@ -252,8 +255,11 @@ def _editing(path: str):
     edits), then the file rewritten atomically (temporary file + rename)."""
     from .._io import atomic_write
 
-    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-    fd = os.open(path + ".lock", os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600)
+    try:
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        fd = os.open(path + ".lock", os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600)
+    except OSError as exc:      # named: the zones file, not its lock file
+        raise type(exc)(exc.errno, f"zones file {path} cannot be written: {exc.strerror}") from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         zones = {z.path: z for z in _read(path)}
