@@ -76,23 +76,35 @@ def _u64_view(arr, name: str) -> np.ndarray:
 
 
 def _as_meta(value, n: int, dtype, name: str, lo: int, hi: int, error=InvalidOrdinal):
-    """A scalar (returned as int) or an array of n values (returned contiguous)."""
-    if isinstance(value, (bool, np.bool_)) or (np.isscalar(value) and not isinstance(value, (int, np.integer))):
-        raise error(f"{name} must be an integer, got {type(value).__name__}")
-    if isinstance(value, (int, np.integer)):
+    """A scalar (returned as int) or an array of n values (returned contiguous in
+    ``dtype``). An array already in ``dtype`` goes to the core as it is, which checks the
+    range wherever the value is used (naming the module); any other is checked here, as
+    narrowing it could wrap a value into range."""
+    if isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)):
         v = int(value)
         if not lo <= v <= hi:
             raise error(f"{name} {v} outside {lo}..{hi}")
         return v, None
+    if isinstance(value, (bool, np.bool_)) or np.isscalar(value):
+        raise error(f"{name} must be an integer, got {type(value).__name__}")
     arr = np.asarray(value)
     if arr.shape != (n,):
         raise ValueError(f"{name} must be a scalar or have one entry per module ({n}), got shape {arr.shape}")
+    if arr.dtype == dtype and arr.flags.c_contiguous:
+        return 0, arr
     if arr.size and arr.dtype.kind not in "iu":
         raise error(f"{name} must hold integers, got {arr.dtype}")
     if arr.size and (arr.min() < lo or arr.max() > hi):
         bad = int(np.flatnonzero((arr < lo) | (arr > hi))[0])
         raise error(f"{name} {int(arr[bad])} of module {bad} outside {lo}..{hi}")
     return 0, np.ascontiguousarray(arr, dtype=dtype)
+
+
+def _pointer(handles: list, ctype: str, arr: np.ndarray):
+    """A C pointer to the data of the contiguous array ``arr`` (released with ``handles``)."""
+    p = ffi.from_buffer(ctype, arr)
+    handles.append(p)
+    return p
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -242,7 +254,7 @@ class _ModuleCipher:
             b.src_base = src_buf
             b.src_size = len(src_buf)
             if n:
-                b.src_off = ffi.cast("uint64_t *", offs.ctypes.data)
+                b.src_off = _pointer(handles, "uint64_t[]", offs)
         else:
             if isinstance(modules, (bytes, bytearray, memoryview, np.ndarray)):
                 raise TypeError("pass a sequence of modules, or one buffer with offsets= and lengths=")
@@ -263,7 +275,7 @@ class _ModuleCipher:
             dst_offs = np.empty(n, dtype=np.int64)
             if n:
                 dst_offs[0] = 0
-                np.cumsum(out_lens[:-1], out=dst_offs[1:])
+                out_lens[:-1].cumsum(out=dst_offs[1:])
         else:
             if out is None:
                 raise ValueError("out_offsets needs out")
@@ -282,8 +294,8 @@ class _ModuleCipher:
         b.dst_base = dst_buf
         b.dst_size = len(dst_buf)
         if n:
-            b.src_len = ffi.cast("uint64_t *", src_lens.ctypes.data)
-            b.dst_off = ffi.cast("uint64_t *", dst_offs.ctypes.data)
+            b.src_len = _pointer(handles, "uint64_t[]", src_lens)
+            b.dst_off = _pointer(handles, "uint64_t[]", dst_offs)
 
         b.backend = self._backend_code
         b.algorithm = _ALGS[self._alg]
@@ -308,15 +320,15 @@ class _ModuleCipher:
         ki0, ki = _as_meta(key_index, n, np.uint16, "key_index", 0, len(self._keys) - 1, InvalidKey)
         b.mtype0, b.rg0, b.col0, b.page0, b.key_index0 = mt0, rg0, col0, pg0, ki0
         if mt is not None:
-            b.mtype = ffi.cast("uint8_t *", mt.ctypes.data)
+            b.mtype = _pointer(handles, "uint8_t[]", mt)
         if rg is not None:
-            b.rg = ffi.cast("int32_t *", rg.ctypes.data)
+            b.rg = _pointer(handles, "int32_t[]", rg)
         if col is not None:
-            b.col = ffi.cast("int32_t *", col.ctypes.data)
+            b.col = _pointer(handles, "int32_t[]", col)
         if pg is not None:
-            b.page = ffi.cast("int32_t *", pg.ctypes.data)
+            b.page = _pointer(handles, "int32_t[]", pg)
         if ki is not None:
-            b.key_index = ffi.cast("uint16_t *", ki.ctypes.data)
+            b.key_index = _pointer(handles, "uint16_t[]", ki)
         if nonces is not None:
             nb = ffi.from_buffer(nonces)
             handles.append(nb)

@@ -15,10 +15,11 @@ from typing import Protocol
 
 from .. import _cancel
 from .._io import create_temp, fsync_dir, plan_output, remove_stale, replace, unlink_quietly
+from ..crypto import ModuleType
 from ..errors import PqsealError
 from .properties import DecryptionProperties, EncryptionProperties
 from .sink import ChunkRecord, Sink
-from .structs import ColumnChunk, FileMetaData, OffsetIndex, RowGroup
+from .structs import ColumnChunk, FileMetaData, RowGroup
 from .source import Source, chunk_start
 
 
@@ -198,7 +199,7 @@ class _PendingIndex:
     col: int
     cc: ColumnChunk                        # the output ColumnChunk, which gets their offsets
     column_index: bytes | None
-    offset_index: OffsetIndex | None       # already relocated
+    offset_index: bytes | None             # relocated and serialized
 
 
 class RowGroupCopier:
@@ -297,18 +298,16 @@ class RowGroupCopier:
         schema, key-value metadata, created_by... the output takes); returns the footer's
         FileMetaData with plaintext column metadata (what pyarrow's writer reports)."""
         sink = self.sink
-        plain_indexes = {}
-        for p in self._indexes:      # column indexes, then offset indexes
-            if p.column_index is not None:
-                off, ln = sink.write_column_index(p.rg, p.col, p.column_index)
-                plain_indexes[p.rg, p.col] = ColumnChunk(column_index_offset=off, column_index_length=ln)
-        for p in self._indexes:
-            if p.offset_index is not None:
-                off, ln = sink.write_offset_index(p.rg, p.col, p.offset_index)
-                plain_indexes.setdefault((p.rg, p.col), ColumnChunk()).update(
-                    ColumnChunk(offset_index_offset=off, offset_index_length=ln))
-        for p in self._indexes:
-            fields = plain_indexes.get((p.rg, p.col), ColumnChunk())
+        # column indexes, then offset indexes, each kind encrypted in one call
+        cis = [(p, p.column_index) for p in self._indexes if p.column_index is not None]
+        ois = [(p, p.offset_index) for p in self._indexes if p.offset_index is not None]
+        ci_spans = sink.write_indexes(ModuleType.COLUMN_INDEX, [(p.rg, p.col, data) for p, data in cis])
+        oi_spans = sink.write_indexes(ModuleType.OFFSET_INDEX, [(p.rg, p.col, data) for p, data in ois])
+        placed = [(p, ColumnChunk(column_index_offset=off, column_index_length=ln))
+                  for (p, _), (off, ln) in zip(cis, ci_spans)]
+        placed += [(p, ColumnChunk(offset_index_offset=off, offset_index_length=ln))
+                   for (p, _), (off, ln) in zip(ois, oi_spans)]
+        for p, fields in placed:
             p.cc.update(fields)
             self.plain_row_groups[p.rg]["columns"][p.col].update(fields)
         self._indexes = []

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .._nativeio import lib
-from ..crypto import CtrModuleCipher, GcmModuleCipher, ModuleKey, ModuleType, random_bytes
+from ..crypto import Batch, CtrModuleCipher, GcmModuleCipher, ModuleKey, ModuleType, random_bytes
 from ..errors import InvalidOrdinal, MalformedFile
 from . import _buffers, thrift
 from .structs import (AesGcmV1, BloomFilterHeader, ColumnChunk, ColumnMetaData, EncryptionAlgorithm,
@@ -51,6 +51,11 @@ def _page_groups(lens: np.ndarray, limit: int) -> list[tuple[int, int]]:
     if lo < len(lens):
         groups.append((lo, len(lens)))
     return groups
+
+
+def _room(buf: np.ndarray | None, need: int) -> np.ndarray:
+    """``buf``, or a larger buffer when it holds fewer than ``need`` bytes."""
+    return buf if buf is not None and len(buf) >= need else np.empty(need, dtype=np.uint8)
 
 
 def _encode(name: str, obj: Mapping[str, object], where: str) -> bytes:
@@ -240,8 +245,10 @@ class Sink:
         self.saw_v2 = self.saw_v2 or PageType.DATA_PAGE_V2 in types
         if PageType.INDEX_PAGE in types:
             raise MalformedFile(f"{self.name}: INDEX_PAGE pages are not supported")
+        has_dict = bool(types) and types[0] == PageType.DICTIONARY_PAGE
         start = self.pos
         pages = {}
+        src_offsets = ch.src_header_offsets   # a list built per access
         parts = []
         if plan is None:
             hsum = 0
@@ -254,24 +261,27 @@ class Sink:
                     h["crc"] = _crc(body)
                 hb = _encode("PageHeader", h, f"{self.name}: column {dotted(ch.path)} (row group {ch.rg})")
                 parts += [hb, body]
-                pages[ch.src_header_offsets[i]] = (self.pos + hsum, len(hb) + ln)
+                pages[src_offsets[i]] = (self.pos + hsum, len(hb) + ln)
                 hsum += len(hb) + ln
             first_data = self._first_data_offset(start, parts, types)
             self._writev(parts)
             new_header_bytes = sum(len(parts[j]) for j in range(0, len(parts), 2))
         else:
-            is_dict = np.asarray([t == PageType.DICTIONARY_PAGE for t in types], dtype=bool)
-            if n and is_dict[1:].any():
+            if PageType.DICTIONARY_PAGE in types[1:]:
                 raise MalformedFile(f"{self.name}: dictionary page after data pages in {dotted(ch.path)}")
-            ords = np.cumsum(~is_dict) - 1
-            ords[is_dict] = 0
-            if n and int(ords.max()) > 32767:
-                raise InvalidOrdinal(f"column {dotted(ch.path)} in row group {ch.rg} has {int(ords.max()) + 1} "
+            if n - has_dict > 32768:
+                raise InvalidOrdinal(f"column {dotted(ch.path)} in row group {ch.rg} has {n - has_dict} "
                                      "data pages; PME allows at most 32768 per column chunk")
             if ch.rg > 32767 or ch.col > 32767:
                 raise InvalidOrdinal(f"row group {ch.rg} / column {ch.col} exceed the PME ordinal limit 32767")
-            btypes = np.where(is_dict, ModuleType.DICTIONARY_PAGE, ModuleType.DATA_PAGE).astype(np.uint8)
-            htypes = np.where(is_dict, ModuleType.DICTIONARY_PAGE_HEADER, ModuleType.DATA_PAGE_HEADER).astype(np.uint8)
+            # PME page ordinals count data pages; the dictionary page has none (0)
+            ords = np.arange(n, dtype=np.int32) - np.int32(has_dict)
+            btypes = np.full(n, ModuleType.DATA_PAGE.value, np.uint8)
+            htypes = np.full(n, ModuleType.DATA_PAGE_HEADER.value, np.uint8)
+            if has_dict:
+                ords[0] = 0
+                btypes[0] = ModuleType.DICTIONARY_PAGE
+                htypes[0] = ModuleType.DICTIONARY_PAGE_HEADER
             enc, gcm = self._encryption()
             levels = self._v2_levels(ch, types, enc.v2_framing)
             page_cipher = self.ctr or gcm
@@ -282,45 +292,55 @@ class Sink:
             new_header_bytes = 0
             where = f"{self.name}: column {dotted(ch.path)} (row group {ch.rg})"
             for lo, hi in _page_groups(lens, _GROUP_BYTES):
-                # pages in groups of about _GROUP_BYTES: bodies, then headers (their sizes
-                # and CRCs come from the bodies), written before the next group is encrypted,
-                # so the ciphertext buffer stays small whatever the chunk's size
-                need = int(lens[lo:hi].sum()) + (hi - lo) * page_cipher.overhead
-                if self._scratch is None or len(self._scratch) < need:
-                    self._scratch = np.empty(need, dtype=np.uint8)
-                bodies = page_cipher.encrypt_batch(ch.buf, offsets=offs[lo:hi], lengths=lens[lo:hi],
-                                                   module_type=btypes[lo:hi], row_group=ch.rg, column=ch.col,
-                                                   page=ords[lo:hi], key_index=plan.key_index, out=self._scratch)
-                hdrs = []
-                for i in range(lo, hi):
-                    lev = int(levels[i]) if levels is not None else 0
-                    h = dict(ch.headers[i])
-                    h["compressed_page_size"] = lev + int(bodies.lengths[i - lo])
-                    if "crc" in h:
-                        o = int(ch.offs[i])
-                        h["crc"] = _crc(ch.buf[o:o + lev], bodies[i - lo]) if lev else _crc(bodies[i - lo])
-                    hdrs.append(_encode("PageHeader", h, where))
-                hmods = gcm.encrypt_batch(hdrs, module_type=htypes[lo:hi], row_group=ch.rg, column=ch.col,
-                                          page=ords[lo:hi], key_index=plan.key_index)
+                # pages in groups of about _GROUP_BYTES, written before the next group is
+                # encrypted, so the ciphertext buffer stays small whatever the chunk's size
+                lev = levels[lo:hi].tolist() if levels is not None else [0] * (hi - lo)
+                blens = (lens[lo:hi] + page_cipher.overhead).tolist()
+                # one call for headers and bodies when it can (GCM pages, no plaintext levels,
+                # no CRCs); otherwise the bodies first, as the header CRCs cover them
+                fused = page_cipher is gcm and levels is None and not any("crc" in h for h in ch.headers[lo:hi])
+                if fused:
+                    # header module, page module, header module... in file order, straight
+                    # into the output buffer
+                    hdrs = self._page_headers(ch, ch.buf, lo, hi, lev, blens, None, where)
+                    mods: list = []
+                    for k, i in enumerate(range(lo, hi)):
+                        o = int(offs[i])
+                        mods += [hdrs[k], ch.buf[o:o + int(lens[i])]]
+                    self._scratch = _room(self._scratch, sum(blens) + sum(map(len, hdrs)) + len(hdrs) * gcm.overhead)
+                    mtypes = np.empty(2 * (hi - lo), np.uint8)
+                    mtypes[0::2], mtypes[1::2] = htypes[lo:hi], btypes[lo:hi]
+                    out = gcm.encrypt_batch(mods, module_type=mtypes, row_group=ch.rg, column=ch.col,
+                                            page=np.repeat(ords[lo:hi], 2), key_index=plan.key_index,
+                                            out=self._scratch)
+                    hm_lens = out.lengths[0::2].tolist()
+                    parts = [self._scratch[:sum(hm_lens) + sum(blens)]]
+                else:
+                    self._scratch = _room(self._scratch, sum(blens))
+                    bodies = page_cipher.encrypt_batch(ch.buf, offsets=offs[lo:hi], lengths=lens[lo:hi],
+                                                       module_type=btypes[lo:hi], row_group=ch.rg, column=ch.col,
+                                                       page=ords[lo:hi], key_index=plan.key_index, out=self._scratch)
+                    hmods = gcm.encrypt_batch(self._page_headers(ch, ch.buf, lo, hi, lev, blens, bodies, where),
+                                              module_type=htypes[lo:hi], row_group=ch.rg, column=ch.col,
+                                              page=ords[lo:hi], key_index=plan.key_index)
+                    hm_lens = hmods.lengths.tolist()
+                    parts = []
+                    for k, i in enumerate(range(lo, hi)):
+                        parts.append(hmods[k])
+                        if lev[k]:
+                            o = int(ch.offs[i])
+                            parts.append(ch.buf[o:o + lev[k]])
+                        parts.append(bodies[k])
                 pos = self.pos
-                parts = []
-                for i in range(lo, hi):
-                    hm = hmods[i - lo]
-                    lev = int(levels[i]) if levels is not None else 0
-                    size = len(hm) + lev + int(bodies.lengths[i - lo])
-                    if first_data is None and not is_dict[i]:
+                for k, i in enumerate(range(lo, hi)):
+                    size = hm_lens[k] + lev[k] + blens[k]
+                    if first_data is None and not (has_dict and i == 0):
                         first_data = pos
-                    pages[ch.src_header_offsets[i]] = (pos, size)
-                    parts.append(hm)
-                    if lev:
-                        o = int(ch.offs[i])
-                        parts.append(ch.buf[o:o + lev])
-                    parts.append(bodies[i - lo])
+                    pages[src_offsets[i]] = (pos, size)
                     pos += size
                 self._writev(parts)
-                new_header_bytes += int(hmods.lengths.sum())
+                new_header_bytes += sum(hm_lens)
         meta = ch.meta.copy()
-        has_dict = bool(types) and types[0] == PageType.DICTIONARY_PAGE
         if has_dict:
             meta["dictionary_page_offset"] = start
         elif "dictionary_page_offset" in meta:
@@ -335,6 +355,22 @@ class Sink:
         if "index_page_offset" in meta:
             del meta["index_page_offset"]
         return ChunkRecord(meta=meta, pages=pages, start=start, end=self.pos)
+
+    @staticmethod
+    def _page_headers(ch: Chunk, buf, lo: int, hi: int, lev: list[int], blens: list[int], bodies: Batch | None,
+                      where: str) -> list[bytes]:
+        """Serialized headers of pages [lo, hi) of an encrypted chunk (``buf``: its
+        bytes): sizes as on disk (``lev``: plaintext level bytes, ``blens``: page
+        modules), CRCs over the page modules ``bodies`` (None: no page has a CRC)."""
+        hdrs = []
+        for k, i in enumerate(range(lo, hi)):
+            h = dict(ch.headers[i])
+            h["compressed_page_size"] = lev[k] + blens[k]
+            if "crc" in h and bodies is not None:
+                o = int(ch.offs[i])
+                h["crc"] = _crc(buf[o:o + lev[k]], bodies[k])
+            hdrs.append(_encode("PageHeader", h, where))
+        return hdrs
 
     def _first_data_offset(self, start, parts, types):
         pos = start
@@ -373,22 +409,33 @@ class Sink:
             self._writev([mods[0], mods[1]])
         return start, self.pos - start
 
-    def _write_module(self, data: bytes, mtype: ModuleType, rg: int, col: int) -> tuple[int, int]:
-        """Write one index structure, as a GCM module when its column is encrypted."""
-        plan = self.plans[col] if self.enc is not None else None
-        start = self.pos
-        if plan is None:
-            self._write(data)
-        else:
-            self._write(self._encryption()[1].encrypt(data, mtype, rg, col, key_index=plan.key_index))
-        return start, self.pos - start
-
-    def write_column_index(self, rg: int, col: int, data: bytes) -> tuple[int, int]:
-        return self._write_module(data, ModuleType.COLUMN_INDEX, rg, col)
+    def write_indexes(self, kind: ModuleType, entries: list[tuple[int, int, bytes]]) -> list[tuple[int, int]]:
+        """Write serialized page-index structures of one kind (``kind``: COLUMN_INDEX or
+        OFFSET_INDEX) of chunks ``(rg, col, data)`` one after another, those of encrypted
+        columns as GCM modules encrypted in one call; returns (offset, length) of each."""
+        parts: list[bytes | memoryview] = [data for _, _, data in entries]
+        plans = [self.plans[col] if self.enc is not None else None for _, col, _ in entries]
+        sealed = [(i, plan) for i, plan in enumerate(plans) if plan is not None]
+        if sealed:
+            mods = self._encryption()[1].encrypt_batch(
+                [parts[i] for i, _ in sealed], module_type=kind,
+                row_group=np.array([entries[i][0] for i, _ in sealed], np.int32),
+                column=np.array([entries[i][1] for i, _ in sealed], np.int32),
+                key_index=np.array([plan.key_index for _, plan in sealed], np.uint16))
+            for j, (i, _) in enumerate(sealed):
+                parts[i] = mods[j]
+        spans = []
+        pos = self.pos
+        for part in parts:
+            spans.append((pos, len(part)))
+            pos += len(part)
+        self._writev(parts)
+        return spans
 
     def relocate_offset_index(self, rg: int, col: int, oi: OffsetIndex,
-                              pages: dict[int, tuple[int, int]]) -> OffsetIndex:
-        """``oi`` pointing at the output's pages (``pages``: a :class:`ChunkRecord`'s)."""
+                              pages: dict[int, tuple[int, int]]) -> bytes:
+        """``oi`` pointing at the output's pages (``pages``: a :class:`ChunkRecord`'s),
+        serialized for :meth:`write_indexes`."""
         oi = oi.copy()
         locs = []
         for src_loc in oi.get("page_locations") or []:
@@ -401,12 +448,7 @@ class Sink:
             loc["offset"], loc["compressed_page_size"] = hit
             locs.append(loc)
         oi["page_locations"] = locs
-        return oi
-
-    def write_offset_index(self, rg: int, col: int, oi: OffsetIndex) -> tuple[int, int]:
-        """Write a relocated offset index (see :meth:`relocate_offset_index`)."""
-        data = _encode("OffsetIndex", oi, f"{self.name}: offset index of {dotted(self.paths[col])}")
-        return self._write_module(data, ModuleType.OFFSET_INDEX, rg, col)
+        return _encode("OffsetIndex", oi, f"{self.name}: offset index of {dotted(self.paths[col])}")
 
     # ---- footer ------------------------------------------------------------------------
 
@@ -446,9 +488,9 @@ class Sink:
         if self._meta_modules:
             mods = self._encryption()[1].encrypt_batch(
                 [m[3] for m in self._meta_modules], module_type=ModuleType.COLUMN_META_DATA,
-                row_group=np.array([m[0] for m in self._meta_modules], np.int64),
-                column=np.array([m[1] for m in self._meta_modules], np.int64),
-                key_index=np.array([m[2] for m in self._meta_modules], np.int64))
+                row_group=np.array([m[0] for m in self._meta_modules], np.int32),
+                column=np.array([m[1] for m in self._meta_modules], np.int32),
+                key_index=np.array([m[2] for m in self._meta_modules], np.uint16))
             for i, m in enumerate(self._meta_modules):
                 m[4]["encrypted_column_metadata"] = bytes(mods[i])
         fmd = fmd.copy()
