@@ -90,4 +90,14 @@ class UnsupportedFeature(PqsealError):
     """The input uses a feature pqseal does not (yet) support."""
 
 
+class SessionExpired(PqsealError):
+    """A key session (:class:`pqseal.keys.KeySession`) was used after its lifetime ended
+    or after it was closed; its keys are no longer available."""
+
+
+class InsecureTransport(PqsealError):
+    """Key bytes would travel over a channel that is not encrypted (e.g. a key session
+    sent to a plain-TCP Dask scheduler) and the caller did not explicitly allow it."""
+
+
 __all__ = [name for name in dir() if name[0].isupper()]
