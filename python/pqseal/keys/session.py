@@ -174,6 +174,8 @@ class KeySession:
     def add_files(self, paths: Iterable) -> int:
         with self._lock:
             self._check_usable()
+            if self._kms is None:
+                self._client(self._conn)   # raises: an imported session makes no KMS calls
             before = self.kms_calls
         failed: dict[tuple, PqsealError] = {}
         for p in paths:
@@ -274,6 +276,8 @@ class KeySession:
         return DecryptionProperties(key_retriever=retrieve)
 
     def rewrap_material(self, material: dict[str, str]) -> dict[str, str]:
+        with self._lock:
+            self._check_usable()
         if not isinstance(material, Mapping) or not all(isinstance(k, str) and isinstance(v, str)
                                                         for k, v in material.items()):
             raise MalformedKeyMaterial("key material to re-wrap must be a mapping of key references to PKMT1 "
