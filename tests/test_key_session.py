@@ -315,6 +315,29 @@ def test_expiry_refuses_every_use(tmp_path, table, plain):
     assert "expired" in repr(session)
 
 
+class SlowKms(KmsClient):
+    def __init__(self, delay):
+        self.inner, self.delay = KeyListKms(MASTER), delay
+
+    def wrap_key(self, key_bytes, master_key_identifier):
+        return self.inner.wrap_key(key_bytes, master_key_identifier)
+
+    def unwrap_key(self, wrapped_key, master_key_identifier):
+        time.sleep(self.delay)
+        return self.inner.unwrap_key(wrapped_key, master_key_identifier)
+
+
+def test_expiry_during_a_scan_stops_it(tmp_path, table):
+    """An expired session is an error of the scan, not of the file being scanned."""
+    paths = [tmp_path / f"x{i}.parquet" for i in range(2)]
+    for p in paths:
+        pyarrow_write(table, p, pe.CryptoFactory(PyarrowKeyList), uniform_encryption=True)
+    session = KeySession.open(SlowKms(0.6), lifetime=0.5)
+    with pytest.raises(SessionExpired):
+        session.add_files(paths)
+    assert session.unreadable == {}
+
+
 def test_close_wipes_the_keys_and_refuses_use(tmp_path, table, plain):
     p = tmp_path / "x.parquet"
     pyarrow_write(table, p, pe.CryptoFactory(PyarrowKeyList), column_keys={"kc1": ["a"]}, double_wrapping=False)

@@ -174,14 +174,15 @@ class KeySession:
     def add_files(self, paths: Iterable) -> int:
         with self._lock:
             self._check_usable()
-            if self._kms is None:
-                self._client(self._conn)   # raises: an imported session makes no KMS calls
+            self._require_kms()
             before = self.kms_calls
         failed: dict[tuple, PqsealError] = {}
         for p in paths:
             path = os.fspath(p)
             try:
                 self._add_file(path, failed)
+            except SessionExpired:
+                raise
             except (PqsealError, OSError) as exc:
                 self.unreadable[path] = _one_line(exc)
             else:
@@ -234,15 +235,19 @@ class KeySession:
             else:
                 self._deks.setdefault(key, bytearray(raw))
 
-    def _client(self, conn: KmsConnectionConfig) -> KmsClient:
+    def _require_kms(self):
+        """The KMS client factory (the driver's session has one)."""
         if self._kms is None:
             raise KmsError("this key session has no KMS client (it was imported or unpickled): KMS calls "
                            "(add_files, add_master_keys) are made by the session the driver opened")
+        return self._kms
+
+    def _client(self, conn: KmsConnectionConfig) -> KmsClient:
+        factory = self._require_kms()
         where = (conn.kms_instance_id, conn.kms_instance_url, conn.key_access_token)
         with self._lock:
             client = self._clients.get(where)
         if client is None:
-            factory = self._kms
             client = _kms_call(lambda: factory(conn), "client construction")
             with self._lock:
                 client = self._clients.setdefault(where, client)
