@@ -431,6 +431,8 @@ MALFORMED = {
     "a list": b"[]",
     "an int": 7,
     "none": None,
+    "deeply nested": b"[" * 100_000 + b"]" * 100_000,
+    "version true": lambda: _mutated(lambda d: d.update(version=True)),
     "wrong format": lambda: _mutated(lambda d: d.update(format="other")),
     "future version": lambda: _mutated(lambda d: d.update(version=2)),
     "missing field": lambda: _mutated(lambda d: d.pop("deks")),

@@ -430,13 +430,13 @@ class KeySession:
             raise MalformedKeyMaterial(f"a key session export is bytes, not {type(data).__name__}")
         try:
             doc = json.loads(data)
-        except ValueError:
+        except (ValueError, RecursionError):
             raise MalformedKeyMaterial("key session export is not JSON") from None
         doc = _fields(doc, "key session export", ("format", "version", "expires_at", "portable", "kek_length_bits",
                                                    "kms", "encryption", "write_keks", "read_keks", "deks"))
         if doc["format"] != EXPORT_FORMAT:
             raise MalformedKeyMaterial("not a key session export")
-        if doc["version"] != EXPORT_VERSION:
+        if type(doc["version"]) is not int or doc["version"] != EXPORT_VERSION:
             raise MalformedKeyMaterial(f"key session export version {doc['version']!r} is not supported "
                                        f"(this pqseal reads version {EXPORT_VERSION})")
         expires = doc["expires_at"]
