@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import functools
 import json
 import multiprocessing
 import os
@@ -21,6 +22,8 @@ import pyarrow.parquet as pq
 import pyarrow.parquet.encryption as pe
 import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from hypothesis import given
+from hypothesis import strategies as st
 
 import pqseal
 from pqseal.config import EncryptionConfig
@@ -461,6 +464,43 @@ def test_malformed_import_is_a_typed_error(case):
     with pytest.raises(MalformedKeyMaterial) as err:
         KeySession.import_(data() if callable(data) else data)
     assert isinstance(err.value, PqsealError)
+
+
+@functools.cache
+def _export_with_everything() -> str:
+    session = KeySession.open(KeyListKms(MASTER), EncryptionConfig("kf", column_keys={"kc1": ["a"]}, aad_prefix=b"p"))
+    session._deks[("kc2", "d2FwcGVk")] = bytearray(16)   # a single-wrapped key, as add_files would hold
+    kek = session._write["kf"][0]
+    session._read[("kc2", b"k" * 16)] = type(kek)("kc2", b"k" * 16, bytearray(16))   # a KEK read from a file
+    assert json.loads(session.export())["read_keks"] and json.loads(session.export())["deks"]
+    return session.export().decode()
+
+
+def _nodes(obj, path=()):
+    yield path
+    items = obj.items() if isinstance(obj, dict) else enumerate(obj) if isinstance(obj, list) else ()
+    for k, v in items:
+        yield from _nodes(v, (*path, k))
+
+
+JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=12),
+                    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+                    max_leaves=6)
+
+
+@given(which=st.integers(min_value=0), value=JSON)
+def test_any_altered_export_imports_or_is_a_typed_error(which, value):
+    doc = json.loads(_export_with_everything())
+    nodes = list(_nodes(doc))[1:]
+    *parent_path, last = nodes[which % len(nodes)]
+    parent = doc
+    for k in parent_path:
+        parent = parent[k]
+    parent[last] = value
+    try:
+        KeySession.import_(json.dumps(doc).encode())
+    except MalformedKeyMaterial:
+        pass
 
 
 def test_repr_shows_no_key_bytes(tmp_path, table):
