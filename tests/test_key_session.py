@@ -660,3 +660,22 @@ def test_workers_never_construct_a_kms_client(tmp_path, table, plain):
     assert lines[1::2].count("construct") == 1 and lines[1::2].count("wrap") == 3
     assert set(lines[0::2]) == {str(os.getpid())}
     assert pyarrow_read(dst).equals(table) and pq.read_table(out).equals(table)
+
+
+def test_threads_share_one_session(tmp_path, table, plain):
+    from concurrent.futures import ThreadPoolExecutor
+
+    kms = counting()
+    session = KeySession.open(kms, EncryptionConfig("kf", column_keys=COLUMN_KEYS, internal_key_material=False))
+
+    def job(i):
+        dst = tmp_path / f"t{i}.parquet"
+        pqseal.encrypt_file(plain, dst, session.encryption_properties(dst), fsync=False)
+        out = tmp_path / f"u{i}.parquet"
+        pqseal.decrypt_file(dst, out, session.decryption_properties(dst), fsync=False)
+        return pq.read_table(out).equals(table)
+
+    with ThreadPoolExecutor(8) as pool:
+        assert all(pool.map(job, range(24)))
+    assert (kms.wraps, kms.unwraps) == (3, 0)
+    assert pyarrow_read(tmp_path / "t23.parquet").equals(table)
