@@ -77,6 +77,16 @@ class KmsError(PqsealError):
     """The KMS failed or answered with something unusable."""
 
 
+class KeyDisabled(KeyAccessDenied):
+    """The master key (or the key version a wrapped key names) exists but is disabled,
+    or below the KMS's minimum decryption version; reversible by a key administrator."""
+
+
+class KmsUnavailable(KmsError):
+    """The KMS cannot be reached or keeps failing transiently (after the bounded
+    retries), or its circuit is open after repeated failures."""
+
+
 class MalformedKeyMaterial(PqsealError, ValueError):
     """Key material (PKMT1 JSON or a wrapped key) cannot be parsed."""
 
