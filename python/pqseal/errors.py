@@ -87,6 +87,16 @@ class KmsUnavailable(KmsError):
     retries), or its circuit is open after repeated failures."""
 
 
+class InvalidKmsUri(PqsealError, ValueError):
+    """A KMS URI (or KMS TOML file) is malformed, names an unknown scheme, or has an
+    option its client does not know."""
+
+
+class CredentialsInKmsUri(InvalidKmsUri):
+    """A KMS URI holds a credential (user-info, token, PIN, secret key): credentials come
+    from the environment, files or the client's own chain, never from a URI."""
+
+
 class MalformedKeyMaterial(PqsealError, ValueError):
     """Key material (PKMT1 JSON or a wrapped key) cannot be parsed."""
 

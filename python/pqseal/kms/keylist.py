@@ -73,3 +73,20 @@ class KeyListKms(KmsClient):
 
     def __reduce__(self):
         raise TypeError("KeyListKms holds master keys and cannot be pickled")
+
+
+KEY_LIST_ENV = "PQSEAL_KEY_LIST"
+
+
+def from_uri(uri):
+    """``keylist:``: the master keys of ``$PQSEAL_KEY_LIST`` (read now, never from the URI)."""
+    import os
+
+    from .uri import check_options
+
+    check_options(uri, ())
+    text = os.environ.get(KEY_LIST_ENV)
+    if not text:
+        raise KeyNotFound(f"keylist: no master keys: set ${KEY_LIST_ENV} to 'id: base64, ...'")
+    client = KeyListKms(text)
+    return lambda cfg: client

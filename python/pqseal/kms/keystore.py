@@ -21,6 +21,7 @@ import fcntl
 import json
 import os
 import stat
+import threading
 
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
@@ -278,3 +279,21 @@ class LocalKeystore(KmsClient):
 
     def __reduce__(self):
         raise TypeError("LocalKeystore cannot be pickled")
+
+
+def from_uri(uri):
+    """``keystore:`` (the default keystore) or ``keystore:PATH``: a factory of one
+    :class:`LocalKeystore`, opened (and its passphrase read) on first use."""
+    from .uri import check_options
+
+    check_options(uri, ())
+    path = os.path.expanduser(uri.body) if uri.body else None
+    lock = threading.Lock()
+    holder: list[LocalKeystore] = []
+
+    def factory(cfg) -> LocalKeystore:
+        with lock:
+            if not holder:
+                holder.append(LocalKeystore(path))
+            return holder[0]
+    return factory

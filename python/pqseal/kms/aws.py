@@ -1,0 +1,251 @@
+"""AWS KMS as a pqseal KMS client (``pqseal[aws]``, on ``boto3``).
+
+``aws-kms://REGION?endpoint=URL&profile=NAME&context=on&retries=N&timeout=S&ca_bundle=PATH``
+
+- Wrapping is KMS ``Encrypt`` of the key under the master key, unwrapping is ``Decrypt``
+  with the master key named (so a wrapped key only opens under the key the file names).
+  Master key ids are whatever AWS accepts: key ids, key ARNs, ``alias/NAME``, alias ARNs.
+  The region is the URI's host (empty: boto3's configured region); credentials come
+  from boto3's usual chain (environment, profile, instance role), never from the URI.
+- A wrapped key is the base64 ``CiphertextBlob``. With ``context=on`` it is bound by an
+  AWS *encryption context* (authenticated data that ``Decrypt`` must repeat exactly) to
+  what pqseal's key layer says it belongs to (:mod:`pqseal.kms.context`):
+  single wrapping binds each DEK to ``pqseal:file`` (the file's base name) and
+  ``pqseal:column`` (its column path, or ``(footer)``); double wrapping binds each KEK
+  to ``pqseal:kek_id`` (a KEK serves many files, so not to a file). Such a wrapped key
+  is ``pqaws1;NAMES;BASE64`` (NAMES: the bound names, comma-separated; their values are
+  not stored, the reader supplies them), so a wrapped DEK copied into another file or
+  column, or a wrapped KEK put under another KEK id, does not unwrap, and IAM policies
+  can grant ``kms:Decrypt`` per column through ``kms:EncryptionContext:pqseal:column``.
+  None of parquet-java, pyarrow or Spark has such a binding, and their readers cannot
+  supply the context: ``context=on`` files are read by pqseal only (``pqseal.arrow``'s
+  bridge included, as pyarrow calls the client without it), and renaming a file whose
+  DEKs are bound to it (single wrapping) makes them unreadable. Hence off by default.
+  Rotation (``pqseal rotate``) of bound single-wrapped external material is refused:
+  the material does not name its columns.
+- Throttling, KMS internal errors, timeouts and connection failures are retried by
+  :class:`~pqseal.kms.resilience.Resilience` (bounded, full jitter, circuit breaker);
+  botocore's own retries are switched off (``max_attempts=1``) so the bound is pqseal's.
+  AWS errors become typed: AccessDenied -> :class:`KeyAccessDenied`, NotFound ->
+  :class:`KeyNotFound`, Disabled / KMSInvalidState -> :class:`KeyDisabled`,
+  InvalidCiphertext / IncorrectKey -> :class:`InvalidTag`, unreachable ->
+  :class:`KmsUnavailable`.
+- :meth:`AwsKms.generate_key` is ``GenerateDataKey`` (key and wrapped key in one call,
+  the key from AWS's RNG), used for KEKs with double wrapping: one call, as random KEK +
+  ``Encrypt`` would be; it saves the local RNG draw, not a round trip.
+
+The tests run against moto's KMS server: it checks the API (parameters, errors, key ids,
+aliases, encryption context), not AWS's cryptography, key states or IAM policies.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Mapping
+
+from ..errors import (InvalidKmsUri, InvalidTag, KeyAccessDenied, KeyDisabled, KeyNotFound, KmsError,
+                      MalformedKeyMaterial, PqsealError)
+from .base import KmsClient, KmsConnectionConfig
+from .context import current_key_context
+from .resilience import Resilience, RetryPolicy
+from .uri import KmsUri, check_options
+
+OPTIONS = ("endpoint", "profile", "context", "retries", "timeout", "ca_bundle")
+BOUND_PREFIX = "pqaws1"
+CONTEXT_PREFIX = "pqseal:"
+
+_TRANSIENT_CODES = {"ThrottlingException", "Throttling", "TooManyRequestsException", "RequestLimitExceeded",
+                    "KMSInternalException", "InternalFailure", "ServiceUnavailable", "ServiceUnavailableException",
+                    "DependencyTimeoutException", "KeyUnavailableException", "RequestTimeout",
+                    "RequestTimeoutException"}
+_ERRORS = {"AccessDeniedException": KeyAccessDenied, "AccessDenied": KeyAccessDenied,
+           "NotAuthorizedException": KeyAccessDenied, "UnrecognizedClientException": KeyAccessDenied,
+           "InvalidSignatureException": KeyAccessDenied, "ExpiredTokenException": KeyAccessDenied,
+           "NotFoundException": KeyNotFound,
+           "DisabledException": KeyDisabled, "KMSInvalidStateException": KeyDisabled,
+           "InvalidCiphertextException": InvalidTag, "IncorrectKeyException": InvalidTag}
+
+
+def _is_transient(exc: BaseException) -> bool:
+    from botocore.exceptions import ClientError, ConnectionError, HTTPClientError
+
+    if isinstance(exc, ClientError):
+        err = exc.response.get("Error", {})
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
+        return err.get("Code") in _TRANSIENT_CODES or status >= 500 or status == 429
+    return isinstance(exc, (ConnectionError, HTTPClientError))  # refused, reset, timeouts
+
+
+def _typed(exc: Exception, what: str) -> PqsealError:
+    from botocore.exceptions import ClientError, NoCredentialsError, NoRegionError
+
+    if isinstance(exc, ClientError):
+        err = exc.response.get("Error", {})
+        code = err.get("Code", "")
+        cls = _ERRORS.get(code, KmsError)
+        if cls is InvalidTag:
+            return InvalidTag(f"AWS KMS {what}: {code}: the wrapped key is altered, belongs to another master key, "
+                              "or was bound to another file, column or KEK (encryption context)")
+        return cls(f"AWS KMS {what}: {code}: {err.get('Message', '')}".rstrip(": "))
+    if isinstance(exc, NoCredentialsError):
+        return KeyAccessDenied(f"AWS KMS {what}: no AWS credentials (boto3's chain: environment, profile, role)")
+    if isinstance(exc, NoRegionError):
+        return InvalidKmsUri("aws-kms: no region: name it (aws-kms://REGION) or configure one for boto3")
+    return KmsError(f"AWS KMS {what}: {type(exc).__name__}: {exc}")
+
+
+def _b64(blob: bytes) -> str:
+    return base64.b64encode(blob).decode("ascii")
+
+
+def _parse_wrapped(wrapped: str) -> tuple[list[str], bytes]:
+    """(bound context names, ciphertext blob) of a wrapped key."""
+    text = str(wrapped)
+    names: list[str] = []
+    if text.startswith(BOUND_PREFIX + ";"):
+        parts = text.split(";")
+        if len(parts) != 3 or not parts[1]:
+            raise MalformedKeyMaterial("AWS KMS wrapped key: expected pqaws1;NAMES;BASE64")
+        names, text = parts[1].split(","), parts[2]
+    try:
+        blob = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise MalformedKeyMaterial("AWS KMS wrapped key is not base64") from None
+    if not blob:
+        raise MalformedKeyMaterial("AWS KMS wrapped key is empty")
+    return names, blob
+
+
+class AwsKms(KmsClient):
+    """Master keys in AWS KMS. ``client``: a ready boto3 KMS client (tests, custom
+    sessions); otherwise one is made for ``region``/``endpoint_url``/``profile``."""
+
+    def __init__(self, region: str | None = None, *, endpoint_url: str | None = None, profile: str | None = None,
+                 bind_context: bool = False, policy: RetryPolicy | None = None, ca_bundle: str | None = None,
+                 client=None):
+        self.bind_context = bind_context
+        self.resilience = Resilience(policy)
+        if client is None:
+            import boto3
+            from botocore.config import Config
+
+            p = self.resilience.policy
+            session = boto3.session.Session(profile_name=profile) if profile else boto3.session.Session()
+            config = Config(retries={"max_attempts": 1, "mode": "standard"},  # retries are pqseal's
+                            connect_timeout=p.timeout, read_timeout=p.timeout)
+            try:
+                client = session.client("kms", region_name=region or None, endpoint_url=endpoint_url,
+                                        verify=ca_bundle if ca_bundle else None, config=config)
+            except Exception as exc:  # noqa: BLE001 - no region, unknown profile
+                raise _typed(exc, "client") from None
+        self._kms = client
+        self.region = client.meta.region_name
+
+    def _call(self, what: str, fn):
+        try:
+            return self.resilience.call(fn, what, _is_transient)
+        except PqsealError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - typed below
+            raise _typed(exc, what) from None
+
+    # ---- encryption context --------------------------------------------------------------
+
+    def _wrap_context(self) -> dict[str, str]:
+        return dict(current_key_context()) if self.bind_context else {}
+
+    @staticmethod
+    def _unwrap_context(names: list[str], master_key_identifier: str) -> dict[str, str]:
+        given = current_key_context()
+        missing = [n for n in names if n not in given]
+        if missing:
+            raise KeyAccessDenied(f"AWS KMS unwrap with {master_key_identifier!r}: the wrapped key is bound to its "
+                                  f"{', '.join(missing)} (encryption context), which only pqseal's key layer "
+                                  "supplies (not pyarrow or parquet-java readers, nor a stream without a path)")
+        return {n: given[n] for n in names}
+
+    @staticmethod
+    def _aws_context(ctx: Mapping[str, str]) -> dict:
+        return {"EncryptionContext": {CONTEXT_PREFIX + k: v for k, v in ctx.items()}} if ctx else {}
+
+    @staticmethod
+    def _wrapped(blob: bytes, ctx: Mapping[str, str]) -> str:
+        return f"{BOUND_PREFIX};{','.join(sorted(ctx))};{_b64(blob)}" if ctx else _b64(blob)
+
+    # ---- KMS client ----------------------------------------------------------------------
+
+    def wrap_key(self, key_bytes: bytes, master_key_identifier: str) -> str:
+        ctx = self._wrap_context()
+        resp = self._call(f"Encrypt with {master_key_identifier!r}",
+                          lambda: self._kms.encrypt(KeyId=master_key_identifier, Plaintext=bytes(key_bytes),
+                                                    **self._aws_context(ctx)))
+        return self._wrapped(resp["CiphertextBlob"], ctx)
+
+    def unwrap_key(self, wrapped_key: str, master_key_identifier: str) -> bytes:
+        names, blob = _parse_wrapped(wrapped_key)
+        ctx = self._unwrap_context(names, master_key_identifier)
+        resp = self._call(f"Decrypt with {master_key_identifier!r}",
+                          lambda: self._kms.decrypt(KeyId=master_key_identifier, CiphertextBlob=blob,
+                                                    **self._aws_context(ctx)))
+        return bytes(resp["Plaintext"])
+
+    def generate_key(self, master_key_identifier: str, nbytes: int) -> tuple[bytes, str]:
+        """A fresh key of ``nbytes`` and its wrapped form, in one ``GenerateDataKey`` call."""
+        ctx = self._wrap_context()
+        resp = self._call(f"GenerateDataKey with {master_key_identifier!r}",
+                          lambda: self._kms.generate_data_key(KeyId=master_key_identifier, NumberOfBytes=nbytes,
+                                                              **self._aws_context(ctx)))
+        return bytes(resp["Plaintext"]), self._wrapped(resp["CiphertextBlob"], ctx)
+
+    def __repr__(self) -> str:
+        return f"<AwsKms region={self.region!r} context={'on' if self.bind_context else 'off'}>"
+
+    def __reduce__(self):
+        raise TypeError("AwsKms holds a network client and cannot be pickled; open it in each process")
+
+
+def _flag(uri: KmsUri, name: str) -> bool:
+    value = uri.options.get(name, "off").lower()
+    if value not in ("on", "off", "true", "false", "1", "0"):
+        raise InvalidKmsUri(f"aws-kms: {name} must be on or off")
+    return value in ("on", "true", "1")
+
+
+def _number(uri: KmsUri, name: str, kind):
+    try:
+        return kind(uri.options[name])
+    except ValueError:
+        raise InvalidKmsUri(f"aws-kms: {name} must be a {kind.__name__}") from None
+
+
+def from_uri(uri: KmsUri):
+    """A factory of one :class:`AwsKms` (made on first use, shared by every connection
+    config: the URI names the KMS)."""
+    import threading
+
+    check_options(uri, OPTIONS)
+    host = uri.body[2:].split("/", 1)
+    if len(host) > 1 and host[1]:
+        raise InvalidKmsUri("aws-kms: the URI is aws-kms://REGION?options (no path)")
+    region = host[0] or None
+    policy = {}
+    if "retries" in uri.options:
+        policy["retries"] = _number(uri, "retries", int)
+    if "timeout" in uri.options:
+        policy["timeout"] = _number(uri, "timeout", float)
+    try:
+        retry = RetryPolicy(**policy)
+    except ValueError as exc:
+        raise InvalidKmsUri(f"aws-kms: {exc}") from None
+    kwargs = dict(endpoint_url=uri.options.get("endpoint"), profile=uri.options.get("profile"),
+                  bind_context=_flag(uri, "context"), policy=retry, ca_bundle=uri.options.get("ca_bundle"))
+    lock = threading.Lock()
+    holder: list[AwsKms] = []
+
+    def factory(cfg: KmsConnectionConfig) -> AwsKms:
+        with lock:
+            if not holder:
+                holder.append(AwsKms(region, **kwargs))
+            return holder[0]
+    return factory
