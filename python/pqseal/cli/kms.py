@@ -1,4 +1,4 @@
-"""Where master keys come from on the command line (``--kms``, ``--key-list``,
+"""Where master keys come from on the command line (``--kms URI``, ``--key-list``,
 ``--property``), and decryption keys: explicit, or through the file's key material."""
 
 from __future__ import annotations
@@ -48,8 +48,9 @@ def prefixed(props: dict[str, str]) -> dict[str, str]:
 
 @dataclass(frozen=True)
 class KmsChoice:
-    """``--kms keystore[:PATH] | keylist`` and the key list (``--key-list``, the
-    ``key.list`` property, or ``$PQSEAL_KEY_LIST``)."""
+    """``--kms keystore[:PATH] | keylist | URI`` (any KMS URI or ``file:X.toml``, see
+    :mod:`pqseal.kms.uri`) and the key list (``--key-list``, the ``key.list`` property, or
+    ``$PQSEAL_KEY_LIST``) of the key-list KMS."""
 
     kms: str | None
     key_list: str | None
@@ -63,7 +64,7 @@ class KmsChoice:
         kms = self.kms
         if kms is None:
             kms = "keylist" if key_list or "kms.client.class" in self.props else "keystore"
-        if kms == "keylist":
+        if kms in ("keylist", "keylist:"):
             from ..kms import KeyListKms
 
             if not key_list:
@@ -79,7 +80,13 @@ class KmsChoice:
 
             path = kms[len("keystore:"):] or None
             return kms_factory(LocalKeystore(path)) if path else kms_factory(None)
-        raise click.UsageError(f"--kms must be keystore, keystore:PATH or keylist, not {kms!r}")
+        from ..errors import InvalidKmsUri
+        from ..kms import open_kms
+
+        try:
+            return open_kms(kms)
+        except InvalidKmsUri as exc:  # names no credential value (see pqseal.kms.uri)
+            raise click.UsageError(f"--kms: {exc}") from None
 
     def connection(self):
         from ..config import kms_connection_from_properties

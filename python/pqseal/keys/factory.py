@@ -12,6 +12,7 @@ from ..crypto import random_bytes
 from ..errors import KeyNotFound, UnsupportedFeature
 from ..format.properties import DecryptionProperties, EncryptionProperties
 from ..kms.base import DEFAULT, KmsClient, KmsConnectionConfig
+from ..kms.context import FOOTER, key_context
 from .config import DecryptionConfig, EncryptionConfig, prefix_bytes, seconds
 from .material import COLUMN_KEY_REFERENCE_PREFIX, FOOTER_KEY_REFERENCE, KeyMaterial, KeyMetadata
 from .scan import KeyMaterialReader
@@ -42,7 +43,8 @@ class CryptoFactory:
         wrapper = KeyWrapper(kms, kms_connection_config, double_wrapping=cfg.double_wrapping,
                              cache_lifetime=lifetime, kek_length_bits=cfg.kek_length_bits,
                              cache=self.caches.kek_write)
-        return encryption_properties(cfg, wrapper.wrap)
+        with key_context(file=_file_name(parquet_file_path)):
+            return encryption_properties(cfg, wrapper.wrap)
 
     def rotate_master_keys(self, kms_connection_config: KmsConnectionConfig, parquet_file_path, *,
                            double_wrapping: bool = True, cache_lifetime: float = 600.0) -> int:
@@ -85,9 +87,15 @@ class CryptoFactory:
                 conn = kms_connection_for(conn, material)
             kms = self.caches.kms_client(self.kms_client_factory, conn, lifetime)
             unwrapper = KeyUnwrapper(kms, conn, cache_lifetime=lifetime, cache=self.caches.kek_read)
-            return unwrapper.unwrap(material)
+            with key_context(file=_file_name(parquet_file_path), column=column_path or FOOTER):
+                return unwrapper.unwrap(material)
 
         return DecryptionProperties(key_retriever=retrieve)
+
+
+def _file_name(path) -> str | None:
+    """The base name a KMS may bind a file's single-wrapped keys to (None: no path)."""
+    return os.path.basename(os.fspath(path)) if isinstance(path, (str, os.PathLike)) else None
 
 
 Wrap = Callable[[bytes, str, bool], KeyMaterial]   # (DEK, master key id, is footer key) -> key material
@@ -101,9 +109,10 @@ def encryption_properties(cfg: EncryptionConfig, wrap: Wrap) -> EncryptionProper
     nbytes = cfg.data_key_length_bits // 8
     external: dict[str, str] = {}
 
-    def new_key(master_key_id: str, is_footer: bool):
+    def new_key(master_key_id: str, is_footer: bool, column: str | None = None):
         dek = random_bytes(nbytes)
-        material = wrap(dek, master_key_id, is_footer)
+        with key_context(column=column or FOOTER):   # what a KMS may bind the wrapped key to
+            material = wrap(dek, master_key_id, is_footer)
         if cfg.internal_key_material:
             return dek, material.to_json(True).encode()
         ref = FOOTER_KEY_REFERENCE if is_footer else f"{COLUMN_KEY_REFERENCE_PREFIX}{len(external) - 1}"
@@ -118,7 +127,7 @@ def encryption_properties(cfg: EncryptionConfig, wrap: Wrap) -> EncryptionProper
         column_keys = {}
         for mk, cols in cfg.column_keys.items():
             for col in cols:
-                column_keys[col] = new_key(mk, False)  # a fresh DEK per column
+                column_keys[col] = new_key(mk, False, col)  # a fresh DEK per column
     return EncryptionProperties(footer_dek, column_keys=column_keys, algorithm=cfg.encryption_algorithm,
                                 plaintext_footer=cfg.plaintext_footer, footer_key_metadata=footer_md,
                                 aad_prefix=prefix_bytes(cfg.aad_prefix), store_aad_prefix=cfg.store_aad_prefix,

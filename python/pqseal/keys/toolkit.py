@@ -22,6 +22,7 @@ from typing import Callable
 from ..crypto import random_bytes, unwrap_key_locally, wrap_key_locally
 from ..errors import KmsError, MalformedKeyMaterial, PqsealError
 from ..kms.base import KmsClient, KmsConnectionConfig
+from ..kms.context import key_context
 from .material import KeyMaterial
 
 KEK_ID_LEN = 16
@@ -150,9 +151,15 @@ class KeyWrapper:
 
     def _kek(self, master_key_id: str):
         def create():
-            kek = random_bytes(self.kek_bytes)
             kek_id = random_bytes(KEK_ID_LEN)
-            wrapped = _kms_call(lambda: self.kms.wrap_key(kek, master_key_id), f"wrap with {master_key_id!r}")
+            generate = getattr(self.kms, "generate_key", None)   # a KMS that makes keys (AWS GenerateDataKey)
+            with key_context(replace=True, kek_id=base64.b64encode(kek_id).decode()):  # a KEK serves many files
+                if generate is not None:
+                    kek, wrapped = _kms_call(lambda: generate(master_key_id, self.kek_bytes),
+                                             f"generate a key with {master_key_id!r}")
+                else:
+                    kek = random_bytes(self.kek_bytes)
+                    wrapped = _kms_call(lambda: self.kms.wrap_key(kek, master_key_id), f"wrap with {master_key_id!r}")
             return kek, kek_id, wrapped
         return self._cache.get_or_create(self.config.key_access_token, (_Ident(self.kms), master_key_id),
                                              self.cache_lifetime, create)
@@ -185,8 +192,9 @@ class KeyUnwrapper:
         kek_id, wrapped_kek = kek_of(m)
 
         def create():
-            return bytes(_kms_call(lambda: self.kms.unwrap_key(wrapped_kek, m.master_key_id),
-                                   f"unwrap with {m.master_key_id!r}"))
+            with key_context(replace=True, kek_id=m.kek_id):
+                return bytes(_kms_call(lambda: self.kms.unwrap_key(wrapped_kek, m.master_key_id),
+                                       f"unwrap with {m.master_key_id!r}"))
         kek = self._cache.get_or_create(self.config.key_access_token, (_Ident(self.kms), m.kek_id),
                                         self.cache_lifetime, create)
         return unwrap_key_locally(m.wrapped_dek, kek, kek_id)

@@ -25,7 +25,7 @@
   the material does not name its columns.
 - Throttling, KMS internal errors, timeouts and connection failures are retried by
   :class:`~pqseal.kms.resilience.Resilience` (bounded, full jitter, circuit breaker);
-  botocore's own retries are switched off (``max_attempts=1``) so the bound is pqseal's.
+  botocore's own retries are switched off (``total_max_attempts=1``) so the bound is pqseal's.
   AWS errors become typed: AccessDenied -> :class:`KeyAccessDenied`, NotFound ->
   :class:`KeyNotFound`, Disabled / KMSInvalidState -> :class:`KeyDisabled`,
   InvalidCiphertext / IncorrectKey -> :class:`InvalidTag`, unreachable ->
@@ -132,7 +132,7 @@ class AwsKms(KmsClient):
 
             p = self.resilience.policy
             session = boto3.session.Session(profile_name=profile) if profile else boto3.session.Session()
-            config = Config(retries={"max_attempts": 1, "mode": "standard"},  # retries are pqseal's
+            config = Config(retries={"total_max_attempts": 1, "mode": "standard"},  # retries are pqseal's
                             connect_timeout=p.timeout, read_timeout=p.timeout)
             try:
                 client = session.client("kms", region_name=region or None, endpoint_url=endpoint_url,

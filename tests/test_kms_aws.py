@@ -1,0 +1,360 @@
+"""The AWS KMS client (pqseal[aws]) against moto's KMS server, started here in a
+subprocess (tests/moto_kms.py). moto checks the KMS API (parameters, errors, key ids,
+aliases, the encryption context as authenticated data), not AWS's cryptography, key
+states or IAM policies: the disabled-key and throttling paths use AWS's documented
+error codes through botocore's Stubber instead."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from pqseal import EncryptionConfig, decrypt_file, encrypt_file
+from pqseal.errors import InvalidKmsUri, InvalidTag, KeyAccessDenied, KeyDisabled, KeyNotFound, KmsUnavailable
+from pqseal.kms import KmsClient, open_kms
+from pqseal.kms.context import FOOTER, key_context
+from pqseal.kms.resilience import RetryPolicy
+
+from moto_kms import ACCOUNT, REGION, MotoKms, aws_env, moto_kms  # noqa: F401 - fixtures
+from pyarrow_kms import pyarrow_read
+
+aws = pytest.importorskip("pqseal.kms.aws")
+botocore_stub = pytest.importorskip("botocore.stub")
+
+TABLE = pa.table({"id": pa.array(range(300), pa.int64()),
+                  "ssn": pa.array([f"{i:09d}" for i in range(300)]),
+                  "name": pa.array([f"person-{i}" for i in range(300)])})
+
+
+@pytest.fixture(scope="module")
+def keys(moto_kms):
+    """Master keys named three ways: an alias, a key ARN, a bare key id."""
+    footer = moto_kms.create_key("pqseal-footer")
+    ssn = moto_kms.create_key()
+    name = moto_kms.create_key()
+    assert footer.startswith(f"arn:aws:kms:{REGION}:{ACCOUNT}:key/")
+    return {"footer": "alias/pqseal-footer", "ssn": ssn, "name": name.rsplit("/", 1)[1]}
+
+
+@pytest.fixture
+def plain(tmp_path):
+    p = tmp_path / "plain.parquet"
+    pq.write_table(TABLE, p)
+    return p
+
+
+def _config(keys, **kw) -> EncryptionConfig:
+    return EncryptionConfig(keys["footer"], column_keys={keys["ssn"]: ["ssn"], keys["name"]: ["name"]}, **kw)
+
+
+class Counting(KmsClient):
+    """Counts the KMS calls of the client it wraps (GenerateDataKey included)."""
+
+    def __init__(self, inner):
+        self.inner, self.calls = inner, 0
+
+    def wrap_key(self, key_bytes, master_key_identifier):
+        self.calls += 1
+        return self.inner.wrap_key(key_bytes, master_key_identifier)
+
+    def unwrap_key(self, wrapped_key, master_key_identifier):
+        self.calls += 1
+        return self.inner.unwrap_key(wrapped_key, master_key_identifier)
+
+    def generate_key(self, master_key_identifier, nbytes):
+        self.calls += 1
+        return self.inner.generate_key(master_key_identifier, nbytes)
+
+
+@pytest.mark.parametrize("double", [True, False], ids=["double", "single"])
+@pytest.mark.parametrize("internal", [True, False], ids=["internal", "external"])
+def test_round_trip(moto_kms, keys, plain, tmp_path, double, internal):
+    kms = open_kms(moto_kms.uri())
+    sealed, out = tmp_path / "sealed.parquet", tmp_path / "out.parquet"
+    encrypt_file(plain, sealed, _config(keys, double_wrapping=double, internal_key_material=internal), kms=kms)
+    data = sealed.read_bytes()
+    assert data[:4] == b"PARE" and b"person-12" not in data and b"000000012" not in data
+    material = (tmp_path / "_KEY_MATERIAL_FOR_sealed.parquet.json")
+    assert material.exists() != internal
+    decrypt_file(sealed, out, kms=kms)
+    assert pq.read_table(out).equals(TABLE)
+    # a fresh client (no cached KEKs) unwraps through the server again
+    decrypt_file(sealed, tmp_path / "out2.parquet", kms=open_kms(moto_kms.uri()))
+    assert pq.read_table(tmp_path / "out2.parquet").equals(TABLE)
+
+
+def test_pyarrow_reads_through_pqseal_arrow(moto_kms, keys, plain, tmp_path):
+    kms = open_kms(moto_kms.uri())
+    for double in (True, False):
+        sealed = tmp_path / f"sealed-{double}.parquet"
+        encrypt_file(plain, sealed, _config(keys, double_wrapping=double), kms=kms)
+        assert pyarrow_read(sealed.read_bytes(), kms(None)).equals(TABLE)
+
+
+def test_key_ids_arns_and_aliases_name_the_same_key(moto_kms, keys):
+    client = open_kms(moto_kms.uri())(None)
+    arn = moto_kms.create_key("named")
+    key_id = arn.rsplit("/", 1)[1]
+    dek = os.urandom(16)
+    for wrap_as in (arn, key_id, "alias/named", f"arn:aws:kms:{REGION}:{ACCOUNT}:alias/named"):
+        wrapped = client.wrap_key(dek, wrap_as)
+        assert base64.b64decode(wrapped, validate=True) and dek not in base64.b64decode(wrapped)
+        assert client.unwrap_key(wrapped, arn) == dek
+    with pytest.raises(KeyAccessDenied):   # a wrapped key only opens under the master key it names
+        client.unwrap_key(client.wrap_key(dek, arn), keys["ssn"])
+
+
+def test_unknown_master_key_is_key_not_found(moto_kms):
+    client = open_kms(moto_kms.uri())(None)
+    with pytest.raises(KeyNotFound, match="NotFoundException"):
+        client.wrap_key(os.urandom(16), "alias/no-such-key")
+    with pytest.raises(KeyNotFound):
+        client.wrap_key(os.urandom(16), "11111111-2222-3333-4444-555555555555")
+
+
+# ---- encryption context ------------------------------------------------------------------
+
+
+def test_context_binds_single_wrapped_keys_to_file_and_column(moto_kms, keys):
+    client = open_kms(moto_kms.uri(context="on"))(None)
+    dek = os.urandom(16)
+    with key_context(file="a.parquet", column="ssn"):
+        wrapped = client.wrap_key(dek, keys["ssn"])
+        assert client.unwrap_key(wrapped, keys["ssn"]) == dek
+    assert wrapped.startswith("pqaws1;column,file;")
+    for other in ({"file": "b.parquet", "column": "ssn"}, {"file": "a.parquet", "column": "name"},
+                  {"file": "a.parquet", "column": FOOTER}):
+        with key_context(**other), pytest.raises(InvalidTag, match="InvalidCiphertextException"):
+            client.unwrap_key(wrapped, keys["ssn"])
+    with pytest.raises(KeyAccessDenied, match="column, file"):    # no context: pyarrow, parquet-java
+        client.unwrap_key(wrapped, keys["ssn"])
+    # stripping the binding from the wrapped key does not help: the KMS wants the context
+    with key_context(file="a.parquet", column="ssn"), pytest.raises(InvalidTag):
+        client.unwrap_key(wrapped.rsplit(";", 1)[1], keys["ssn"])
+    # off (the default): the same key unwraps anywhere
+    plain_client = open_kms(moto_kms.uri())(None)
+    with key_context(file="a.parquet", column="ssn"):
+        unbound = plain_client.wrap_key(dek, keys["ssn"])
+    assert plain_client.unwrap_key(unbound, keys["ssn"]) == dek
+
+
+def _material(path) -> dict:
+    return json.loads((path.parent / f"_KEY_MATERIAL_FOR_{path.name}.json").read_text())
+
+
+def test_single_wrapped_key_copied_to_another_file_fails(moto_kms, keys, plain, tmp_path):
+    kms = open_kms(moto_kms.uri(context="on"))
+    cfg = _config(keys, double_wrapping=False, internal_key_material=False)
+    a, b = tmp_path / "a.parquet", tmp_path / "b.parquet"
+    encrypt_file(plain, a, cfg, kms=kms)
+    encrypt_file(plain, b, cfg, kms=kms)
+    decrypt_file(b, tmp_path / "b-out.parquet", kms=kms)    # bound keys open where they belong
+    assert pq.read_table(tmp_path / "b-out.parquet").equals(TABLE)
+    ma, mb = _material(a), _material(b)
+    ssn_ref = next(r for r, t in mb.items() if json.loads(t)["masterKeyID"] == keys["ssn"])
+    mb[ssn_ref] = ma[ssn_ref]                                 # a's wrapped ssn DEK into b
+    (tmp_path / "_KEY_MATERIAL_FOR_b.parquet.json").write_text(json.dumps(mb))
+    with pytest.raises(InvalidTag, match="InvalidCiphertextException"):
+        decrypt_file(b, tmp_path / "b-out2.parquet", kms=open_kms(moto_kms.uri(context="on")))
+    assert not (tmp_path / "b-out2.parquet").exists()
+
+
+def test_double_wrapped_kek_is_bound_to_its_id(moto_kms, keys, plain, tmp_path):
+    kms = open_kms(moto_kms.uri(context="on"))
+    sealed = tmp_path / "sealed.parquet"
+    encrypt_file(plain, sealed, _config(keys, internal_key_material=False), kms=kms)
+    decrypt_file(sealed, tmp_path / "out.parquet", kms=kms)
+    assert pq.read_table(tmp_path / "out.parquet").equals(TABLE)
+    entry = json.loads(next(iter(_material(sealed).values())))
+    assert entry["wrappedKEK"].startswith("pqaws1;kek_id;")
+    client = kms(None)
+    with key_context(kek_id=entry["keyEncryptionKeyID"]):
+        assert len(client.unwrap_key(entry["wrappedKEK"], entry["masterKeyID"])) == 16
+    with key_context(kek_id=base64.b64encode(os.urandom(16)).decode()), pytest.raises(InvalidTag):
+        client.unwrap_key(entry["wrappedKEK"], entry["masterKeyID"])
+
+
+def test_pyarrow_cannot_supply_the_context(moto_kms, keys, plain, tmp_path):
+    kms = open_kms(moto_kms.uri(context="on"))
+    sealed = tmp_path / "sealed.parquet"
+    encrypt_file(plain, sealed, _config(keys), kms=kms)
+    with pytest.raises(Exception, match="encryption context"):
+        pyarrow_read(sealed.read_bytes(), kms(None))
+
+
+# ---- typed errors, retries, outage -------------------------------------------------------
+
+
+def _stubbed(*errors, retries=3):
+    import boto3
+
+    client = boto3.client("kms", region_name=REGION, aws_access_key_id="testing", aws_secret_access_key="testing")
+    stub = botocore_stub.Stubber(client)
+    for code, status in errors:
+        stub.add_client_error("decrypt", service_error_code=code, service_message="as AWS says it",
+                              http_status_code=status)
+    stub.activate()
+    kms = aws.AwsKms(client=client, policy=RetryPolicy(retries=retries, base_delay=0, failure_threshold=100))
+    return kms, stub
+
+
+@pytest.mark.parametrize("code,status,exc", [
+    ("DisabledException", 400, KeyDisabled), ("KMSInvalidStateException", 400, KeyDisabled),
+    ("AccessDeniedException", 400, KeyAccessDenied), ("NotFoundException", 400, KeyNotFound),
+    ("InvalidCiphertextException", 400, InvalidTag), ("IncorrectKeyException", 400, InvalidTag),
+])
+def test_aws_errors_are_typed_and_not_retried(code, status, exc):
+    kms, stub = _stubbed((code, status))
+    with pytest.raises(exc, match=code):
+        kms.unwrap_key(base64.b64encode(b"blob").decode(), "alias/k")
+    stub.assert_no_pending_responses()     # one call: no retry of a permanent error
+
+
+def test_throttling_is_retried_within_bounds():
+    kms, stub = _stubbed(("ThrottlingException", 400), ("ThrottlingException", 400))
+    stub.add_response("decrypt", {"Plaintext": b"k" * 16, "KeyId": "arn:aws:kms:x"})
+    assert kms.unwrap_key(base64.b64encode(b"blob").decode(), "alias/k") == b"k" * 16
+    stub.assert_no_pending_responses()
+    kms, stub = _stubbed(*[("ThrottlingException", 400)] * 3, retries=2)
+    with pytest.raises(KmsUnavailable, match="3 attempt"):
+        kms.unwrap_key(base64.b64encode(b"blob").decode(), "alias/k")
+
+
+def test_botocore_retries_are_off():
+    kms = aws.AwsKms(REGION, endpoint_url="http://127.0.0.1:9")
+    assert kms._kms.meta.config.retries["total_max_attempts"] == 1
+
+
+def test_server_down_is_unavailable_fast_and_opens_the_circuit(aws_env, keys):
+    server = MotoKms()
+    try:
+        arn = server.create_key()
+        kms = aws.AwsKms(REGION, endpoint_url=server.endpoint,
+                         policy=RetryPolicy(retries=2, base_delay=0.05, timeout=2, failure_threshold=3))
+        wrapped = kms.wrap_key(os.urandom(16), arn)
+    finally:
+        server.stop()
+    t = time.monotonic()
+    with pytest.raises(KmsUnavailable, match="3 attempt"):
+        kms.unwrap_key(wrapped, arn)
+    assert time.monotonic() - t < 5
+    t = time.monotonic()
+    with pytest.raises(KmsUnavailable, match="circuit open"):
+        kms.unwrap_key(wrapped, arn)
+    assert time.monotonic() - t < 0.1
+
+
+def test_kek_cache_keeps_a_job_alive_through_an_outage(aws_env, plain, tmp_path):
+    server = MotoKms()
+    try:
+        arn = server.create_key()
+        kms = open_kms(server.uri(retries=0))
+        encrypt_file(plain, tmp_path / "1.parquet", EncryptionConfig(arn, uniform_encryption=True), kms=kms)
+        decrypt_file(tmp_path / "1.parquet", tmp_path / "1-out.parquet", kms=kms)
+    finally:
+        server.stop()
+    # the KEK of this master key is cached (written and unwrapped once): more files of the
+    # job are written and read without the KMS
+    encrypt_file(plain, tmp_path / "2.parquet", EncryptionConfig(arn, uniform_encryption=True), kms=kms)
+    decrypt_file(tmp_path / "2.parquet", tmp_path / "2-out.parquet", kms=kms)
+    assert pq.read_table(tmp_path / "2-out.parquet").equals(TABLE)
+    with pytest.raises(KmsUnavailable):   # single wrapping needs the KMS for every key
+        encrypt_file(plain, tmp_path / "3.parquet", EncryptionConfig(arn, uniform_encryption=True,
+                                                                     double_wrapping=False), kms=kms)
+    assert not (tmp_path / "3.parquet").exists()
+
+
+# ---- call counts -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("double,expected", [(True, 3), (False, 3 * 200)], ids=["double", "single"])
+def test_200_files_call_counts(moto_kms, keys, tmp_path, double, expected):
+    """A 200-file job, 3 master keys: double wrapping asks the KMS once per master key
+    (writing and reading), single wrapping once per key of every file."""
+    src = tmp_path / "plain.parquet"
+    pq.write_table(TABLE.slice(0, 10), src)
+    inner = open_kms(moto_kms.uri())(None)
+    counting = Counting(inner)
+    factory = lambda cfg: counting   # noqa: E731 - one object: one key session for the job
+    cfg = _config(keys, double_wrapping=double)
+    for i in range(200):
+        encrypt_file(src, tmp_path / f"f{i}.parquet", cfg, kms=factory)
+    assert counting.calls == expected
+    counting.calls = 0
+    reader = lambda cfg: counting    # noqa: E731 - a new job: its own caches
+    for i in range(200):
+        decrypt_file(tmp_path / f"f{i}.parquet", tmp_path / f"o{i}.parquet", kms=reader)
+    assert counting.calls == expected
+    assert pq.read_table(tmp_path / "o199.parquet").equals(TABLE.slice(0, 10))
+
+
+# ---- URI and command line ----------------------------------------------------------------
+
+
+def test_uri_options_are_checked():
+    with pytest.raises(InvalidKmsUri, match="unknown option"):
+        open_kms(f"aws-kms://{REGION}?endpont=http://x")
+    with pytest.raises(InvalidKmsUri, match="on or off"):
+        open_kms(f"aws-kms://{REGION}?context=maybe")
+    with pytest.raises(InvalidKmsUri, match="retries must be a int"):
+        open_kms(f"aws-kms://{REGION}?retries=many")
+    with pytest.raises(InvalidKmsUri, match="no path"):
+        open_kms(f"aws-kms://{REGION}/keys")
+
+
+def test_region_comes_from_the_uri(aws_env):
+    assert open_kms("aws-kms://eu-west-3")(None).region == "eu-west-3"
+    assert open_kms("aws-kms://")(None).region == REGION     # boto3's configured region
+
+
+def _cli(*args, env=None):
+    return subprocess.run([sys.executable, "-m", "pqseal", *map(str, args)], capture_output=True, text=True,
+                          timeout=120, env={**os.environ, **(env or {})})
+
+
+def test_cli_kms_uri_end_to_end(moto_kms, keys, plain, tmp_path):
+    uri = moto_kms.uri()
+    sealed, out = tmp_path / "sealed.parquet", tmp_path / "out.parquet"
+    r = _cli("encrypt", plain, sealed, "--kms", uri, "--footer-key", keys["footer"],
+             "--column-keys", f"{keys['name']}:ssn,name")   # parquet-java's grammar: no ARNs (':')
+    assert r.returncode == 0, r.stderr
+    assert pyarrow_read(sealed.read_bytes(), open_kms(uri)(None)).equals(TABLE)
+    r = _cli("verify", sealed, "--kms", uri)
+    assert r.returncode == 0, r.stderr
+    r = _cli("decrypt", sealed, out, "--kms", uri)
+    assert r.returncode == 0, r.stderr
+    assert pq.read_table(out).equals(TABLE)
+    # one-line errors: an unknown key, a credential in the URI, a server that is down
+    r = _cli("encrypt", plain, tmp_path / "x.parquet", "--kms", uri, "--footer-key", "alias/nope")
+    assert r.returncode != 0 and "NotFoundException" in r.stderr and "Traceback" not in r.stderr
+    r = _cli("decrypt", sealed, tmp_path / "y.parquet", "--kms", uri + "&aws_secret_access_key=hunter2")
+    assert r.returncode != 0 and "credential" in r.stderr and "hunter2" not in r.stderr + r.stdout
+    assert len(r.stderr.strip().splitlines()) <= 3 and "Traceback" not in r.stderr
+    r = _cli("decrypt", sealed, tmp_path / "z.parquet", "--kms", f"aws-kms://{REGION}?endpoint=http://127.0.0.1:9&retries=1")
+    assert r.returncode != 0 and "failed after 2 attempt(s)" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr
+    for p in ("x.parquet", "y.parquet", "z.parquet"):
+        assert not (tmp_path / p).exists()
+
+
+def test_cli_kms_toml_file(moto_kms, keys, plain, tmp_path):
+    conf = tmp_path / "kms.toml"
+    conf.write_text(f'uri = "aws-kms://{REGION}"\nendpoint = "{moto_kms.endpoint}"\ncontext = "on"\n')
+    sealed = tmp_path / "sealed.parquet"
+    r = _cli("encrypt", plain, sealed, "--kms", f"file:{conf}", "--uniform-key", keys["footer"])
+    assert r.returncode == 0, r.stderr
+    r = _cli("decrypt", sealed, tmp_path / "out.parquet", "--kms", f"file:{conf}")
+    assert r.returncode == 0, r.stderr
+    assert pq.read_table(tmp_path / "out.parquet").equals(TABLE)
+    shutil.copy(sealed, tmp_path / "copy.parquet")  # double wrapping: KEKs bound to their ids, not the file
+    r = _cli("verify", tmp_path / "copy.parquet", "--kms", f"file:{conf}")
+    assert r.returncode == 0, r.stderr
