@@ -358,3 +358,22 @@ def test_cli_kms_toml_file(moto_kms, keys, plain, tmp_path):
     shutil.copy(sealed, tmp_path / "copy.parquet")  # double wrapping: KEKs bound to their ids, not the file
     r = _cli("verify", tmp_path / "copy.parquet", "--kms", f"file:{conf}")
     assert r.returncode == 0, r.stderr
+
+
+def test_rotation_refuses_bound_single_wrapped_keys_and_rewraps_bound_keks(moto_kms, keys, plain, tmp_path):
+    from pqseal.keys import CryptoFactory
+    from pqseal.kms import KmsConnectionConfig
+
+    kms = open_kms(moto_kms.uri(context="on"))
+    single, double = tmp_path / "single.parquet", tmp_path / "double.parquet"
+    encrypt_file(plain, single, _config(keys, double_wrapping=False, internal_key_material=False), kms=kms)
+    encrypt_file(plain, double, _config(keys, internal_key_material=False), kms=kms)
+    before = _material(single)
+    with pytest.raises(KeyAccessDenied, match="bound to its column, file"):   # the material names no columns
+        CryptoFactory(kms).rotate_master_keys(KmsConnectionConfig(), single, double_wrapping=False)
+    assert _material(single) == before
+    old = _material(double)
+    assert CryptoFactory(kms).rotate_master_keys(KmsConnectionConfig(), double) == 3
+    assert _material(double) != old
+    decrypt_file(double, tmp_path / "out.parquet", kms=open_kms(moto_kms.uri(context="on")))
+    assert pq.read_table(tmp_path / "out.parquet").equals(TABLE)

@@ -170,7 +170,8 @@ def _from_toml(path: str) -> KmsUri:
     except FileNotFoundError:
         raise InvalidKmsUri(f"KMS config file {path} does not exist") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise InvalidKmsUri(f"KMS config file {path}: {type(exc).__name__}: {exc.strerror or exc}") from None
+        detail = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise InvalidKmsUri(f"KMS config file {path}: {type(exc).__name__}: {detail}") from None
     except tomllib.TOMLDecodeError as exc:
         raise InvalidKmsUri(f"KMS config file {path} is not valid TOML: {exc}") from None
     uri = doc.pop("uri", None)
