@@ -8,13 +8,12 @@ as boto3's chain reads them; ids look like a real account's (123456789012).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
 import sys
 import time
-
-import pytest
 
 from interop import kms_missing
 
@@ -84,21 +83,16 @@ class MotoKms:
                 self.proc.wait()
 
 
-@pytest.fixture(scope="module")
-def aws_env():
+@contextlib.contextmanager
+def fake_credentials():
     """Fake AWS credentials in the environment (restored afterwards)."""
     saved = {k: os.environ.get(k) for k in FAKE_ENV}
     os.environ.update(FAKE_ENV)
-    yield
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
-
-
-@pytest.fixture(scope="module")
-def moto_kms(aws_env):
-    server = MotoKms()
-    yield server
-    server.stop()
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v

@@ -24,15 +24,33 @@ from pqseal.kms import KmsClient, open_kms
 from pqseal.kms.context import FOOTER, key_context
 from pqseal.kms.resilience import RetryPolicy
 
-from moto_kms import ACCOUNT, REGION, MotoKms, aws_env, moto_kms  # noqa: F401 - fixtures
+from interop import kms_missing
+from moto_kms import ACCOUNT, REGION, MotoKms, fake_credentials
 from pyarrow_kms import pyarrow_read
 
-aws = pytest.importorskip("pqseal.kms.aws")
-botocore_stub = pytest.importorskip("botocore.stub")
+try:
+    import botocore.stub as botocore_stub
+    import moto.server  # noqa: F401 - started in a subprocess
+except ModuleNotFoundError as exc:
+    kms_missing(f"boto3 and moto[server] are needed for the AWS KMS tests ({exc.name} missing)")
+from pqseal.kms import aws  # noqa: E402
 
 TABLE = pa.table({"id": pa.array(range(300), pa.int64()),
                   "ssn": pa.array([f"{i:09d}" for i in range(300)]),
                   "name": pa.array([f"person-{i}" for i in range(300)])})
+
+
+@pytest.fixture(scope="module")
+def aws_env():
+    with fake_credentials():
+        yield
+
+
+@pytest.fixture(scope="module")
+def moto_kms(aws_env):
+    server = MotoKms()
+    yield server
+    server.stop()
 
 
 @pytest.fixture(scope="module")

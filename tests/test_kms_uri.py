@@ -81,7 +81,8 @@ def test_where_a_secret_lives_is_not_a_secret(name):
 @pytest.mark.parametrize("text,match", [
     ("", "empty"),
     ("   ", "empty"),
-    ("s3://bucket/key", "unknown KMS scheme 's3'.*aws-kms, file, keylist, keystore, pkcs11, vault\\+http, vault\\+https"),
+    ("s3://bucket/key",
+     "unknown KMS scheme 's3'.*aws-kms, file, keylist, keystore, pkcs11, vault\\+http, vault\\+https"),
     ("vault://h:8200/transit", "unknown KMS scheme 'vault'"),
     ("/etc/kms.toml", "not a KMS URI"),
     ("aws-kms:us-east-1", "expected aws-kms://"),

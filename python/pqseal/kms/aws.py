@@ -238,14 +238,14 @@ def from_uri(uri: KmsUri):
         retry = RetryPolicy(**policy)
     except ValueError as exc:
         raise InvalidKmsUri(f"aws-kms: {exc}") from None
-    kwargs = dict(endpoint_url=uri.options.get("endpoint"), profile=uri.options.get("profile"),
-                  bind_context=_flag(uri, "context"), policy=retry, ca_bundle=uri.options.get("ca_bundle"))
+    bind, o = _flag(uri, "context"), uri.options
     lock = threading.Lock()
     holder: list[AwsKms] = []
 
     def factory(cfg: KmsConnectionConfig) -> AwsKms:
         with lock:
             if not holder:
-                holder.append(AwsKms(region, **kwargs))
+                holder.append(AwsKms(region, endpoint_url=o.get("endpoint"), profile=o.get("profile"),
+                                     bind_context=bind, policy=retry, ca_bundle=o.get("ca_bundle")))
             return holder[0]
     return factory

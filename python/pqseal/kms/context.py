@@ -22,19 +22,19 @@ from contextvars import ContextVar
 
 FOOTER = "(footer)"
 
-_CURRENT: ContextVar[Mapping[str, str]] = ContextVar("pqseal_key_context", default={})
+_CURRENT: ContextVar[Mapping[str, str] | None] = ContextVar("pqseal_key_context", default=None)
 
 
 def current_key_context() -> Mapping[str, str]:
     """The file, column or KEK id of the key now being wrapped or unwrapped (may be empty)."""
-    return _CURRENT.get()
+    return _CURRENT.get() or {}
 
 
 @contextlib.contextmanager
 def key_context(*, replace: bool = False, **values: str | None) -> Iterator[None]:
     """Add ``values`` (None ones are left out) to the context, or with ``replace=True``
     make them the whole context, for the duration of the block."""
-    new = {} if replace else dict(_CURRENT.get())
+    new = {} if replace else dict(current_key_context())
     new.update({k: v for k, v in values.items() if v is not None})
     token = _CURRENT.set(new)
     try:
