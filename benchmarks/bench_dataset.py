@@ -302,7 +302,8 @@ def counts_table(rows: list[Counts]) -> str:
 def pqseal_goals(rows: list[Counts]) -> list[tuple[str, bool]]:
     """Issue 10's goals for pqseal's rows: M wraps on write (no unwrap); on read one
     unwrap per distinct KEK, which is M since one session wrote the dataset; only the
-    driver calls the KMS; the same counts for every N and W."""
+    driver calls the KMS; the report's own count agrees with the server's; the same
+    counts for every N and W."""
     m = len(MASTER_KEYS)
     ours = [c for c in rows if c.impl == "pqseal" and c.write]
     out = []
@@ -312,6 +313,11 @@ def pqseal_goals(rows: list[Counts]) -> list[tuple[str, bool]]:
         out.append((f"pqseal N={c.n} W={c.workers}: read = {m} unwraps (distinct KEKs), 0 wraps",
                     (c.total("read", "wrap"), c.total("read", "unwrap")) == (0, m)))
         out.append((f"pqseal N={c.n} W={c.workers}: only the driver called the KMS", c.error is None))
+        for phase, rep in c.reported.items():
+            if rep["kms_calls"] is not None:
+                server = c.total(phase, "wrap") + c.total(phase, "unwrap")
+                out.append((f"pqseal N={c.n} W={c.workers}: {phase} report's kms_calls "
+                            f"({rep['kms_calls']}) = the server's count ({server})", rep["kms_calls"] == server))
     if len(ours) > 1:
         seen = {(c.total("write", "wrap"), c.total("write", "unwrap"), c.total("read", "wrap"),
                  c.total("read", "unwrap")) for c in ours}
@@ -497,7 +503,7 @@ def main(argv=None) -> int:
               "clients = processes that called the KMS")
         print(counts_table(counts))
         for what, met in pqseal_goals(counts):
-            print(f"  {what:70} {'PASS' if met else 'MISS'}")
+            print(f"  {what:82} {'PASS' if met else 'MISS'}")
         if a.json:
             for c in counts:
                 print(json.dumps({"kind": "kms_calls", **asdict(c)}))
