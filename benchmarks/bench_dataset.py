@@ -485,7 +485,7 @@ def main(argv=None) -> int:
     ap.add_argument("--no-extra", action="store_true", help="skip pqseal's runs at N/5 and at W=1")
     ap.add_argument("--gb", type=float, default=2.2, help="size of the throughput dataset (GB)")
     ap.add_argument("--big-files", type=int, default=64, help="files of the throughput dataset")
-    ap.add_argument("--rounds", type=int, default=3,
+    ap.add_argument("--rounds", type=int, default=5,
                     help="turns of the throughput contenders, the order reversed every other turn (best is kept)")
     ap.add_argument("--data-dir", default=os.path.join("bench-out", "data"), help="cache of the generated dataset")
     ap.add_argument("--work-dir", default=None, help="where outputs go (default: beside the data)")
