@@ -511,9 +511,13 @@ def main(argv=None) -> int:
         data = Path(a.data_dir)
         work = Path(a.work_dir) if a.work_dir else data
         work.mkdir(parents=True, exist_ok=True)
+        load = os.getloadavg()[0]
         timings, ratios = run_throughput(a.gb, a.big_files, a.rounds, data, work)
         print(f"\nthroughput, {timings[0].bytes / GB:.2f} GB in {a.big_files} files "
-              f"(best of {a.rounds} round{'s' * (a.rounds > 1)})")
+              f"(best of {a.rounds} round{'s' * (a.rounds > 1)}; load average {load:.1f} before, "
+              f"{os.getloadavg()[0]:.1f} after)")
+        if max(load, os.getloadavg()[0]) > 1.5:
+            print("warning: other processes were running; the ratios need two idle cores", file=sys.stderr)
         for t in timings:
             print(f"{t.case:40} {t.best:8.2f} s {t.gb_per_s:7.2f} GB/s")
         for k, (v, goal) in ratios.items():
