@@ -344,8 +344,61 @@ def test_session_loss_is_retried(client):
     client.create_key(k)
     dek = os.urandom(16)
     w = client.wrap_key(dek, k)
-    client._token._session.close()      # the session goes away under the client (logs out too)
+    dead = client._token._session
+    dead.close()                        # the session goes away under the client (logs out too)
     assert client.unwrap_key(w, k) == dek
+    assert client._token._session is not dead
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_token_gone_is_unavailable_after_bounded_retries(hsm, client, monkeypatch):
+    import pkcs11
+
+    from pqseal.errors import KmsUnavailable
+    from pqseal.kms.pkcs11 import Pkcs11Kms
+    from pqseal.kms.resilience import RetryPolicy
+
+    (k,) = key_ids("k")
+    client.create_key(k)
+    w = client.wrap_key(b"d" * 16, k)
+    c = Pkcs11Kms(hsm.module, TOKEN, retry=RetryPolicy(retries=2, base_delay=0, failure_threshold=10))
+    opens = []
+
+    def removed(self, pin):
+        opens.append(1)
+        raise pkcs11.exceptions.DeviceRemoved()
+
+    monkeypatch.setattr(type(c._token), "_open", removed)
+    c._token._session.close()
+    with pytest.raises(KmsUnavailable, match="3 attempt"):
+        c.unwrap_key(w, k)
+    assert len(opens) == 2           # attempt 1 found the dead session, 2 and 3 could not reopen
+    monkeypatch.undo()                # the token is back: the next call reopens
+    assert c.unwrap_key(w, k) == b"d" * 16
+
+
+def _in_forked_child(factory, wrapped, key_id, q):
+    from pqseal.kms import pkcs11 as p11kms
+
+    client = factory()
+    q.put((client.unwrap_key(wrapped, key_id), p11kms._initialized_in[factory.module] == os.getpid()))
+
+
+def test_forked_worker_initializes_the_module_and_logs_in_anew(factory, client):
+    import multiprocessing
+
+    (k,) = key_ids("k")
+    client.create_key(k)
+    dek = os.urandom(16)
+    w = client.wrap_key(dek, k)
+    ctx = multiprocessing.get_context("fork")
+    q = ctx.Queue()
+    p = ctx.Process(target=_in_forked_child, args=(pickle.loads(pickle.dumps(factory)), w, k, q))
+    p.start()
+    got = q.get(timeout=60)
+    p.join(60)
+    assert p.exitcode == 0 and got == (dek, True)
+    assert client.unwrap_key(w, k) == dek      # the parent's session is untouched
 
 
 # ---- jobs: threads, and token calls per master key ------------------------------------------------

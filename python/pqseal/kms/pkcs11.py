@@ -139,6 +139,9 @@ class _Token:
         e = p11.exceptions
         try:
             lib = p11.lib(self.module)
+            if _initialized_in.setdefault(self.module, os.getpid()) != os.getpid():
+                lib.reinitialize()      # a forked child must initialize the module anew (PKCS#11 5.4)
+                _initialized_in[self.module] = os.getpid()
         except e.PKCS11Error as exc:
             raise KmsUnavailable(f"cannot load PKCS#11 module {self.module}: {type(exc).__name__}") from None
         query = {"token_label": self.label}
@@ -188,10 +191,12 @@ class _Token:
 
 _tokens: dict[tuple, _Token] = {}
 _tokens_lock = threading.Lock()
+_initialized_in: dict[str, int] = {}    # module -> the process that initialized it
 
 
 def _token(module: str, label: str, serial: str | None) -> _Token:
-    key = (os.path.realpath(module), label, serial or "")
+    """The token's session of this process: a forked child logs in anew."""
+    key = (os.getpid(), os.path.realpath(module), label, serial or "")
     with _tokens_lock:
         t = _tokens.get(key)
         if t is None:
