@@ -219,6 +219,40 @@ def test_disable_enable_destroy(client):
         client.create_key(k)
 
 
+def _admin_in_other_process(module, key_id, action):
+    from pqseal.kms.pkcs11 import Pkcs11Kms
+
+    client = Pkcs11Kms(module, TOKEN, pin=PIN)
+    if action == "disable":
+        client.disable_key(key_id, 1)
+    elif action == "enable":
+        client.enable_key(key_id)
+    else:
+        client.destroy_key(key_id, 1)
+
+
+def test_state_changes_by_another_process_are_seen(hsm, client):
+    """Unwrapping remembers key objects, yet reads their state from the token each time."""
+    import multiprocessing
+
+    (k,) = key_ids("k")
+    client.create_key(k)
+    dek = os.urandom(16)
+    w = client.wrap_key(dek, k)
+    assert client.unwrap_key(w, k) == dek
+    ctx = multiprocessing.get_context("spawn")
+    for action, expect in (("disable", KeyDisabled), ("enable", None), ("destroy", KeyNotFound)):
+        p = ctx.Process(target=_admin_in_other_process, args=(hsm.module, k, action))
+        p.start()
+        p.join(120)
+        assert p.exitcode == 0
+        if expect is None:
+            assert client.unwrap_key(w, k) == dek
+        else:
+            with pytest.raises(expect):
+                client.unwrap_key(w, k)
+
+
 def test_master_key_is_not_extractable(hsm, client):
     import pkcs11
 

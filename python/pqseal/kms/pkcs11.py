@@ -120,6 +120,9 @@ class _Token:
         self._session: Any = None
         self._pin_mac: bytes | None = None
         self._pin: str | None = None
+        # (key id, version) -> key object: unwrapping skips the token search; cleared with
+        # the session, and an entry whose object is gone is looked up again
+        self.handles: dict[tuple[str, int], Any] = {}
 
     def _mac(self, pin: str) -> bytes:
         return hmac.new(_MAC_KEY, pin.encode("utf-8"), "sha256").digest()
@@ -180,6 +183,7 @@ class _Token:
 
     def _drop(self) -> None:
         session, self._session = self._session, None
+        self.handles.clear()
         try:
             session.close()
         except Exception:  # noqa: BLE001 - the session is gone already
@@ -257,10 +261,33 @@ class Pkcs11Kms(KmsClient):
         return sorted(out, key=lambda v: v[0])
 
     def _version(self, session, key_id: str, version: int):
+        """The key object of one version (cached per token session)."""
+        handles = self._token.handles
+        obj = handles.get((key_id, version))
+        if obj is not None:
+            return obj
         for v, obj in self._versions(session, key_id):
             if v == version:
+                handles[(key_id, version)] = obj
                 return obj
         raise KeyNotFound(f"master key {key_id!r} has no version {version} on PKCS#11 token {self.token_label!r}")
+
+    def _can_decrypt(self, session, key_id: str, version: int):
+        """(key object, CKA_DECRYPT) of one version, read from the token each time so a
+        disabled or destroyed version is noticed."""
+        p11 = _p11()
+        e, A = p11.exceptions, p11.Attribute
+        obj = self._version(session, key_id, version)
+        try:
+            ok = obj[A.DECRYPT]
+        except (e.ObjectHandleInvalid, e.KeyHandleInvalid):
+            ok = None
+        # python-pkcs11 gives an object the methods its flags allowed when it was looked up
+        if ok is None or (ok and not hasattr(obj, "decrypt")):
+            self._token.handles.pop((key_id, version), None)
+            obj = self._version(session, key_id, version)
+            ok = obj[A.DECRYPT]
+        return obj, ok
 
     def _require(self, versions, key_id: str):
         if not versions:
@@ -306,8 +333,8 @@ class Pkcs11Kms(KmsClient):
             raise MalformedKeyMaterial("PKCS#11 wrapped key is too short")
 
         def op(session):
-            obj = self._version(session, key_id, version)
-            if not obj[p11.Attribute.DECRYPT]:
+            obj, can_decrypt = self._can_decrypt(session, key_id, version)
+            if not can_decrypt:
                 raise KeyDisabled(f"master key {key_id!r} version {version} is disabled on PKCS#11 token "
                                   f"{self.token_label!r}")
             try:
@@ -416,6 +443,7 @@ class Pkcs11Kms(KmsClient):
             for v, o in self._require(self._versions(session, key_id), key_id):
                 if version is None or v == version:
                     o.destroy()
+                    self._token.handles.pop((key_id, v), None)
                     n += 1
             if not n:
                 raise KeyNotFound(f"master key {key_id!r} has no version {version}")
