@@ -333,6 +333,23 @@ def test_uri_refuses_pins_and_unknown_attributes(hsm):
     assert (g.module, g.token) == (hsm.module, TOKEN)
 
 
+def test_open_kms_names_the_token(tmp_path, hsm):
+    from pqseal.kms.uri import open_kms
+
+    try:
+        factory = open_kms(hsm.uri(TOKEN))
+    except NotImplementedError:
+        pytest.skip("pqseal.kms.uri.parse_kms_uri is not implemented on this branch yet")
+    client = factory(KmsConnectionConfig())
+    (k,) = key_ids("k")
+    client.create_key(k)
+    dek = os.urandom(16)
+    assert factory(KmsConnectionConfig()).unwrap_key(client.wrap_key(dek, k), k) == dek
+    with pytest.raises(ValueError) as ei:
+        open_kms(hsm.uri(TOKEN) + ";pin-value=1234-in-uri")
+    assert "1234-in-uri" not in str(ei.value)
+
+
 def test_missing_key_token_and_module(hsm, client):
     from pqseal.errors import KmsUnavailable
     from pqseal.kms.pkcs11 import Pkcs11Kms

@@ -291,7 +291,9 @@ class Pkcs11Kms(KmsClient):
 
     def _require(self, versions, key_id: str):
         if not versions:
-            raise KeyNotFound(f"master key {key_id!r} not on PKCS#11 token {self.token_label!r}")
+            raise KeyNotFound(f"master key {key_id!r} not on PKCS#11 token {self.token_label!r} (pqseal's master "
+                              f"keys are AES keys labelled with their id and CKA_ID '<id>:<version>'; "
+                              "create one with `pqseal keys create`)")
         return versions
 
     @staticmethod
