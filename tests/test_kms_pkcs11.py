@@ -428,6 +428,24 @@ def test_token_gone_is_unavailable_after_bounded_retries(hsm, client, monkeypatc
     assert c.unwrap_key(w, k) == b"d" * 16
 
 
+def test_other_token_failures_are_kms_errors(client, monkeypatch):
+    import pkcs11
+
+    from pqseal.errors import KmsError
+
+    (k,) = key_ids("k")
+    client.create_key(k)
+    w = client.wrap_key(b"d" * 16, k)
+
+    def refuse(*args, **kwargs):
+        raise pkcs11.exceptions.MechanismInvalid()
+
+    monkeypatch.setattr(pkcs11.SecretKey, "decrypt", refuse, raising=False)
+    client._token.handles.clear()
+    with pytest.raises(KmsError, match="MechanismInvalid.*CKM_AES_GCM"):
+        client.unwrap_key(w, k)
+
+
 def _in_forked_child(factory, wrapped, key_id, q):
     from pqseal.kms import pkcs11 as p11kms
 

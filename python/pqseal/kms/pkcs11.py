@@ -240,12 +240,26 @@ class Pkcs11Kms(KmsClient):
         self.module, self.token_label, self.serial = module, token, serial
         self._token = _token(module, token, serial)
         self._resilience = Resilience(retry)
-        self._token.login(pin if pin is not None else pin_from_environment())
+        pin = pin if pin is not None else pin_from_environment()
+        self._resilience.call(lambda: self._typed("login", lambda: self._token.login(pin)), "login", _transient)
 
     # ---- token access ----------------------------------------------------------------------
 
+    def _typed(self, what: str, fn: Callable[[], T]) -> T:
+        """``fn()``; a PKCS#11 failure that is not transient becomes a :class:`KmsError`
+        naming it (never a raw python-pkcs11 error); transient ones go to the retries."""
+        e = _p11().exceptions
+        try:
+            return fn()
+        except e.PKCS11Error as exc:
+            if _transient(exc):
+                raise
+            hint = " (the token lacks CKM_AES_GCM)" if isinstance(exc, e.MechanismInvalid) else ""
+            raise KmsError(f"PKCS#11 token {self.token_label!r}, {what}: {type(exc).__name__}{hint}") from None
+
     def _call(self, what: str, fn: Callable[[Any], T]) -> T:
-        return self._resilience.call(lambda: self._token.run(fn), what, _transient)
+        """``fn(session)`` on the token's session, with retries of transient failures."""
+        return self._resilience.call(lambda: self._typed(what, lambda: self._token.run(fn)), what, _transient)
 
     def _versions(self, session, key_id: str) -> list[tuple[int, Any]]:
         """(version, key object) of ``key_id``, oldest first."""
