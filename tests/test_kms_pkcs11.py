@@ -26,11 +26,12 @@ import softhsm
 
 PIN = "pin-0815-secret"
 TOKEN, FRESH = "pqseal-test", "pqseal-fresh"   # FRESH: never logged in before the wrong-PIN test
+OTHER = "pqseal-other"                          # opened through another spelling of the module's path
 
 
 @pytest.fixture(scope="module")
 def hsm(tmp_path_factory):
-    return softhsm.start(tmp_path_factory.mktemp("softhsm"), {TOKEN: PIN, FRESH: PIN})
+    return softhsm.start(tmp_path_factory.mktemp("softhsm"), {TOKEN: PIN, FRESH: PIN, OTHER: PIN})
 
 
 @pytest.fixture(autouse=True)
@@ -350,6 +351,20 @@ def test_open_kms_names_the_token(tmp_path, hsm):
     assert "1234-in-uri" not in str(ei.value)
 
 
+def test_module_path_spelled_another_way_loads_it_once(tmp_path, hsm, client):
+    from pqseal.kms.pkcs11 import Pkcs11Kms
+
+    link = tmp_path / "lib" / "libsofthsm2-link.so"
+    link.parent.mkdir()
+    link.symlink_to(hsm.module)
+    other = Pkcs11Kms(str(link), OTHER)     # the module is loaded already (through client)
+    (k,) = key_ids("k")
+    other.create_key(k)
+    dek = os.urandom(16)
+    assert other.unwrap_key(other.wrap_key(dek, k), k) == dek
+    client.key_status()
+
+
 def test_missing_key_token_and_module(hsm, client):
     from pqseal.errors import KmsUnavailable
     from pqseal.kms.pkcs11 import Pkcs11Kms
@@ -450,7 +465,7 @@ def _in_forked_child(factory, wrapped, key_id, q):
     from pqseal.kms import pkcs11 as p11kms
 
     client = factory()
-    q.put((client.unwrap_key(wrapped, key_id), p11kms._initialized_in[factory.module] == os.getpid()))
+    q.put((client.unwrap_key(wrapped, key_id), p11kms._initialized_in[os.path.realpath(factory.module)] == os.getpid()))
 
 
 def test_forked_worker_initializes_the_module_and_logs_in_anew(factory, client):

@@ -29,10 +29,12 @@ command-line argument or the URI (a ``pin-value`` or ``pin-source`` attribute is
 
 A token's login state is shared by all sessions of a process, so each process keeps one
 logged-in session per token, used under a lock by every client and thread (a second
-client must present the same PIN). Session and device failures are retried through
-:class:`~pqseal.kms.resilience.Resilience`, reopening the session. Clients are per
-process: they cannot be pickled; the factory of :func:`from_uri` can, so process
-workers open their own session.
+client must present the same PIN, checked against a keyed MAC of the first). Session and
+device failures are retried through :class:`~pqseal.kms.resilience.Resilience`, reopening
+the session; for that the process keeps the PIN in memory (as the keystore keeps its
+passphrase) and shows it nowhere. Clients are per process: they cannot be pickled; the
+factory of :func:`from_uri` can, so process workers open their own session (a forked
+child initializes the module again, as PKCS#11 requires).
 """
 
 from __future__ import annotations
@@ -200,7 +202,8 @@ _initialized_in: dict[str, int] = {}    # module -> the process that initialized
 
 def _token(module: str, label: str, serial: str | None) -> _Token:
     """The token's session of this process: a forked child logs in anew."""
-    key = (os.getpid(), os.path.realpath(module), label, serial or "")
+    module = os.path.realpath(module)   # one load of the module, however its path is spelled
+    key = (os.getpid(), module, label, serial or "")
     with _tokens_lock:
         t = _tokens.get(key)
         if t is None:
