@@ -532,16 +532,21 @@ def spark(bao, tmp_path_factory):
          .config("spark.jars", str(d / "kms.jar"))
          .config("spark.ui.enabled", "false")
          .config("spark.sql.shuffle.partitions", "1")
-         .config("spark.hadoop.parquet.crypto.factory.class",
-                 "org.apache.parquet.crypto.keytools.PropertiesDrivenCryptoFactory")
-         .config("spark.hadoop.parquet.encryption.kms.client.class", "pqseal.test.VaultTransitKmsClient")
-         .config("spark.hadoop.parquet.encryption.kms.instance.url", bao.address)
-         .config("spark.hadoop.parquet.encryption.kms.instance.id", "transit")
-         .config("spark.hadoop.parquet.encryption.key.access.token", bao.root_token)
          .getOrCreate())
     s.sparkContext.setLogLevel("ERROR")
     yield s
     s.stop()
+
+
+def spark_kms_options(bao) -> dict[str, str]:
+    """The Vault client's settings, per read and write (parquet-java caches KMS clients in
+    static fields keyed by token and instance id: session-wide settings would outlive the
+    session and reach other tests' Spark sessions)."""
+    return {"parquet.crypto.factory.class": "org.apache.parquet.crypto.keytools.PropertiesDrivenCryptoFactory",
+            "parquet.encryption.kms.client.class": "pqseal.test.VaultTransitKmsClient",
+            "parquet.encryption.kms.instance.url": bao.address,
+            "parquet.encryption.kms.instance.id": "transit",
+            "parquet.encryption.key.access.token": bao.root_token}
 
 
 @pytest.mark.spark
@@ -555,11 +560,12 @@ def test_spark_reads_pqseal_and_back(spark, bao, env_token, plain, tmp_path, dou
     cfg = EncryptionConfig(kf, column_keys={kc: ["s"]}, double_wrapping=double, internal_key_material=internal)
     pqseal.encrypt_file(plain, ours / "part-0.parquet", cfg, kms=factory,
                         kms_connection_config=factory.connection_config())
-    rows = spark.read.parquet(str(ours)).orderBy("a").collect()
+    df = spark.read.options(**spark_kms_options(bao)).parquet(str(ours))
+    rows = df.orderBy("a").collect()
     assert [r.a for r in rows] == list(range(N)) and rows[5].s == "35"
 
     out = str(tmp_path / "spark")
-    w = spark.read.parquet(str(ours)).coalesce(1).write.mode("overwrite")
+    w = df.coalesce(1).write.mode("overwrite").options(**spark_kms_options(bao))
     for k, v in {"parquet.encryption.footer.key": kf, "parquet.encryption.column.keys": f"{kc}:s",
                  "parquet.encryption.double.wrapping": str(double).lower(),
                  "parquet.encryption.key.material.store.internally": str(internal).lower()}.items():
