@@ -23,7 +23,8 @@ import pyarrow.parquet as pq
 import pytest
 
 import pqseal
-from pqseal.errors import InvalidTag, KeyAccessDenied, KeyDisabled, KeyNotFound, KmsUnavailable, PqsealError
+from pqseal.errors import (InvalidTag, KmsError, KeyAccessDenied, KeyDisabled, KeyNotFound, KmsUnavailable, PqsealError,
+                           UnsupportedFeature)
 from pqseal.config import EncryptionConfig
 from pqseal.keys import CryptoFactory
 from pqseal.keys.material import KeyMaterial, KeyMetadata
@@ -352,12 +353,41 @@ def test_derived_context_binds_the_wrapped_key(bao, env_token):
     assert kms.unwrap_key(w, k, context=b"part-0.parquet|s") == b"d" * 16
     with pytest.raises(InvalidTag):
         kms.unwrap_key(w, k, context=b"part-1.parquet|s")
-    with pytest.raises(ValueError, match="context"):
+    with pytest.raises(UnsupportedFeature, match="context"):
         kms.unwrap_key(w, k)
     # a reader that sends no context (parquet-java, pyarrow) cannot unwrap it
     plain_client = from_uri(kms_uri(bao))(KmsConnectionConfig())
-    with pytest.raises(PqsealError):
+    with pytest.raises(KmsError, match="context"):
         plain_client.unwrap_key(w, k)
+
+
+def test_derived_context_refused_by_the_file_api(bao, env_token, plain, tmp_path):
+    """pqseal's key tools pass no context: sealing with context=derived fails cleanly."""
+    factory = from_uri(kms_uri(bao, context="derived"))
+    k = f"drv-{uuid.uuid4().hex[:8]}"
+    factory(KmsConnectionConfig()).create_key(k)
+    with pytest.raises(UnsupportedFeature, match="context"):
+        pqseal.encrypt_file(plain, tmp_path / "x.parquet", EncryptionConfig(k, uniform_encryption=True,
+                                                                            double_wrapping=False), kms=factory)
+    assert os.listdir(tmp_path) == []
+
+
+def test_sealed_server_is_unavailable(tmp_path, monkeypatch):
+    """A sealed server answers 503: retried, then KmsUnavailable; the circuit then opens."""
+    server = start_server(str(tmp_path))
+    try:
+        server.client().secrets.transit.create_key("ks")
+        policy = RetryPolicy(retries=2, base_delay=0.01, max_delay=0.05, failure_threshold=3, reset_after=60)
+        kms = VaultTransitFactory(settings_from_uri(kms_uri(server)), policy)(
+            KmsConnectionConfig(key_access_token=server.root_token))
+        w = kms.wrap_key(b"s" * 16, "ks")
+        server.client().sys.seal()
+        with pytest.raises(KmsUnavailable, match="3 attempt"):
+            kms.unwrap_key(w, "ks")
+        with pytest.raises(KmsUnavailable, match="circuit open"):
+            kms.unwrap_key(w, "ks")
+    finally:
+        server.stop()
 
 
 # ---- auth methods --------------------------------------------------------------------------

@@ -34,8 +34,10 @@ connection config's) selects the transit mount on that server, as in parquet-jav
 Derived-key context (``context=derived``, off by default): keys created by
 :meth:`VaultTransitKms.create_key` are transit *derived* keys, and every wrap and unwrap
 must pass the same context (``wrap_key(..., context=b"file|column")``): a wrapped key
-copied to another file or column does not unwrap. Other readers (parquet-java, pyarrow)
-send no context, so files written this way are unreadable by them.
+copied to another file or column does not unwrap. It suits single wrapping (with double
+wrapping the KMS wraps KEKs shared by many files). Other readers (parquet-java, pyarrow)
+send no context, so files written this way are unreadable by them; a caller that passes
+no context gets :class:`~pqseal.errors.UnsupportedFeature`.
 
 Errors: 401/403 → :class:`KeyAccessDenied`; an unknown key → :class:`KeyNotFound`; a
 ciphertext version below the key's ``min_decryption_version`` → :class:`KeyDisabled`;
@@ -53,7 +55,8 @@ from dataclasses import dataclass
 from typing import Any, Callable
 from urllib.parse import parse_qsl, urlsplit
 
-from ..errors import InvalidTag, KeyAccessDenied, KeyDisabled, KeyNotFound, KmsError, MalformedKeyMaterial
+from ..errors import (InvalidTag, KeyAccessDenied, KeyDisabled, KeyNotFound, KmsError, MalformedKeyMaterial,
+                      UnsupportedFeature)
 from ..keys.material import KeyMaterial
 from ..keys.store import KeyMaterialStore, read_material
 from .base import DEFAULT, KmsClient, KmsConnectionConfig
@@ -251,7 +254,8 @@ class VaultTransitKms(KmsClient):
 
     def _need_context(self, context: bytes | None) -> None:
         if self.settings.derived and not context:
-            raise ValueError("vault: context=derived needs a context for every wrap and unwrap")
+            raise UnsupportedFeature("vault: context=derived binds every wrapped key to a context, and this "
+                                     "caller passed none (parquet-java, pyarrow and pqseal's key tools do not)")
 
     def wrap_key(self, key_bytes: bytes, master_key_identifier: str, context: bytes | None = None) -> str:
         self._need_context(context)
