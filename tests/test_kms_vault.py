@@ -286,7 +286,12 @@ def test_key_admin(bao, env_token):
     w2 = kms.rewrap(w1, k)
     assert w1.startswith("vault:v1:") and w2.startswith("vault:v2:")
     assert kms.unwrap_key(w2, k) == b"d" * 32
-    assert kms.set_min_decryption_version(k, 2).min_decryption_version == 2
+    assert [r["state"] for r in kms.key_status(k).rows()] == ["decrypt-only", "active"]
+    st = kms.set_min_decryption_version(k, 2)
+    assert st.min_decryption_version == 2
+    rows = st.rows()
+    assert [(r["id"], r["version"], r["state"]) for r in rows] == [(k, 1, "disabled"), (k, 2, "active")]
+    assert rows[0]["created"] is None and rows[1]["created"].startswith("20")   # archived: no time listed
     with pytest.raises(KeyDisabled):
         kms.unwrap_key(w1, k)
     with pytest.raises(KeyDisabled):

@@ -50,6 +50,7 @@ from __future__ import annotations
 import base64
 import binascii
 import dataclasses
+import datetime as _dt
 import os
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -163,14 +164,31 @@ def _is_transient(exc: BaseException) -> bool:
 
 @dataclass(frozen=True)
 class KeyStatus:
-    """A transit key's versions: ``versions`` (all kept), ``latest`` (used to wrap), and
-    ``min_decryption_version`` (older wrapped keys are :class:`KeyDisabled`)."""
+    """A transit key's versions: ``versions`` (1..latest: transit keeps every version,
+    those below ``min_decryption_version`` archived), ``latest`` (used to wrap),
+    ``min_decryption_version`` (older wrapped keys are :class:`KeyDisabled`), creation
+    times where the server lists them (not for archived versions)."""
 
     key_id: str
     versions: tuple[int, ...]
     latest: int
     min_decryption_version: int
     derived: bool
+    created: tuple[int | None, ...] = ()      # unix seconds, per version
+
+    def state(self, version: int) -> str:
+        """The keystore's lifecycle names: ``active`` (wraps), ``decrypt-only`` (older,
+        still unwraps), ``disabled`` (below ``min_decryption_version``)."""
+        if version < self.min_decryption_version:
+            return "disabled"
+        return "active" if version == self.latest else "decrypt-only"
+
+    def rows(self) -> list[dict]:
+        """One dict per version, shaped like :meth:`LocalKeystore.list`'s rows."""
+        created = self.created or (None,) * len(self.versions)
+        return [{"id": self.key_id, "version": v, "bits": None, "state": self.state(v),
+                 "created": None if t is None else _dt.datetime.fromtimestamp(t, _dt.timezone.utc)
+                 .isoformat(timespec="seconds")} for v, t in zip(self.versions, created)]
 
 
 class VaultTransitKms(KmsClient):
@@ -307,8 +325,10 @@ class VaultTransitKms(KmsClient):
                           "read", key_id)
         d = (resp or {}).get("data") or {}
         try:
-            return KeyStatus(key_id, tuple(sorted(int(v) for v in d.get("keys", {}))), int(d["latest_version"]),
-                             int(d["min_decryption_version"]), bool(d.get("derived")))
+            times = {int(v): int(t) for v, t in d.get("keys", {}).items()}
+            latest = int(d["latest_version"])
+            return KeyStatus(key_id, tuple(range(1, latest + 1)), latest, int(d["min_decryption_version"]),
+                             bool(d.get("derived")), tuple(times.get(v) for v in range(1, latest + 1)))
         except (KeyError, TypeError, ValueError):
             raise KmsError(f"vault read of {key_id!r}: unexpected answer") from None
 
