@@ -36,7 +36,8 @@ from pqseal.kms.uri import KmsUri
 from interop import kms_missing, require, require_tool
 
 try:
-    import hvac  # noqa: F401
+    import hvac
+    import hvac.exceptions
 except ImportError:
     kms_missing("hvac is not installed (pip install 'pqseal[vault]')")
 
@@ -425,10 +426,34 @@ def test_approle_login(bao, tmp_path, monkeypatch):
     assert kms.unwrap_key(kms.wrap_key(b"a" * 16, k), k) == b"a" * 16
     with pytest.raises(KeyAccessDenied, match="secret id"):
         from_uri(kms_uri(bao, auth="approle"))(KmsConnectionConfig())
+    # the login's token expires: the client logs in again
+    c.auth.approle.create_or_update_approle(f"pq-{k}", token_policies=[f"ar-{k}"], token_ttl="1s",
+                                            token_max_ttl="1s")
+    kms = from_uri(kms_uri(bao, auth="approle", secret_id_file=sid))(KmsConnectionConfig())
+    w = kms.wrap_key(b"e" * 16, k)
+    time.sleep(1.5)
+    with pytest.raises(hvac.exceptions.Forbidden):   # the token of the first login has expired
+        bao.client(kms._client.token).secrets.transit.decrypt_data(k, ciphertext=w)
+    assert kms.unwrap_key(w, k) == b"e" * 16
     # a wrong secret id is denied
     sid.write_text("00000000-0000-0000-0000-000000000000")
     with pytest.raises(KeyAccessDenied):
         from_uri(kms_uri(bao, auth="approle", secret_id_file=sid))(KmsConnectionConfig())
+
+
+def test_namespace(bao, monkeypatch):
+    c = bao.client()
+    ns = f"team-{uuid.uuid4().hex[:6]}"
+    c.sys.create_namespace(path=ns)
+    admin = hvac.Client(url=bao.address, token=bao.root_token, namespace=ns)
+    admin.sys.enable_secrets_engine("transit", path="transit")
+    admin.secrets.transit.create_key("nk")
+    monkeypatch.setenv("VAULT_TOKEN", bao.root_token)
+    kms = from_uri(kms_uri(bao, namespace=ns))(KmsConnectionConfig())
+    w = kms.wrap_key(b"n" * 16, "nk")
+    assert base64.b64decode(admin.secrets.transit.decrypt_data("nk", ciphertext=w)["data"]["plaintext"]) == b"n" * 16
+    with pytest.raises(KeyNotFound):   # the root namespace has no such key
+        from_uri(kms_uri(bao))(KmsConnectionConfig()).unwrap_key(w, "nk")
 
 
 def test_kubernetes_login_reads_the_token_file(bao, env_token, tmp_path):

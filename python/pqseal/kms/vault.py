@@ -220,18 +220,29 @@ class VaultTransitKms(KmsClient):
         if s.auth == "approle":
             role_id = _secret("VAULT_ROLE_ID", s.role_id_file, "role id")
             secret_id = _secret("VAULT_SECRET_ID", s.secret_id_file, "secret id")
-            self._call(lambda: self._client.auth.approle.login(role_id, secret_id,
-                                                               mount_point=s.auth_mount or "approle"),
-                       "AppRole login", s.auth_mount or "approle")
+            self._call_once(lambda: self._client.auth.approle.login(role_id, secret_id,
+                                                                    mount_point=s.auth_mount or "approle"),
+                            "AppRole login", s.auth_mount or "approle")
         else:
             jwt = read_private_file(s.jwt_file, "Kubernetes service-account token").decode("utf-8").strip()
-            self._call(lambda: self._client.auth.kubernetes.login(s.role, jwt,
-                                                                  mount_point=s.auth_mount or "kubernetes"),
-                       "Kubernetes login", s.auth_mount or "kubernetes")
+            self._call_once(lambda: self._client.auth.kubernetes.login(s.role, jwt,
+                                                                       mount_point=s.auth_mount or "kubernetes"),
+                            "Kubernetes login", s.auth_mount or "kubernetes")
 
     # ---- server calls --------------------------------------------------------------------
 
     def _call(self, fn: Callable[[], Any], what: str, key_id: str) -> Any:
+        """:meth:`_call_once`; a call denied to a token of an AppRole or Kubernetes login
+        (which expires) logs in again and is tried once more."""
+        try:
+            return self._call_once(fn, what, key_id)
+        except KeyAccessDenied as exc:
+            if self.settings.auth == "token" or what.endswith("login") or isinstance(exc, KeyDisabled):
+                raise
+        self._login()
+        return self._call_once(fn, what, key_id)
+
+    def _call_once(self, fn: Callable[[], Any], what: str, key_id: str) -> Any:
         """``fn()`` through the retries and circuit, hvac's errors mapped to pqseal's.
         Messages name the operation, key id and mount, never key bytes or tokens."""
         import hvac.exceptions as hx
