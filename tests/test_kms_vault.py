@@ -133,6 +133,9 @@ def test_uri_credentials_refused(body, options):
     ("//127.0.0.1:8200/transit", {"context": "file"}, "context"),
     ("///transit", {}, "host"),
     ("//127.0.0.1:8200/../sys", {}, "mount"),
+    ("//127.0.0.1:8200/transit", {"timeout": "nan"}, "timeout"),
+    ("//127.0.0.1:8200/transit", {"timeout": "-1"}, "timeout"),
+    ("//127.0.0.1:port/transit", {}, "port"),
 ])
 def test_uri_errors(body, options, match):
     with pytest.raises(ValueError, match=match):
@@ -426,6 +429,8 @@ def test_approle_login(bao, tmp_path, monkeypatch):
     assert kms.unwrap_key(kms.wrap_key(b"a" * 16, k), k) == b"a" * 16
     with pytest.raises(KeyAccessDenied, match="secret id"):
         from_uri(kms_uri(bao, auth="approle"))(KmsConnectionConfig())
+    with pytest.raises(KeyAccessDenied, match="secret id file"):
+        from_uri(kms_uri(bao, auth="approle", secret_id_file=tmp_path / "none"))(KmsConnectionConfig())
     # the login's token expires: the client logs in again
     c.auth.approle.create_or_update_approle(f"pq-{k}", token_policies=[f"ar-{k}"], token_ttl="1s",
                                             token_max_ttl="1s")
@@ -458,16 +463,16 @@ def test_namespace(bao, monkeypatch):
 
 def test_kubernetes_login_reads_the_token_file(bao, env_token, tmp_path):
     """Kubernetes auth needs a Kubernetes API to review the JWT, which the tests do not
-    have: checked here is that the JWT comes from the file (mode 0600) and the login
-    goes to the server, which refuses it (no such auth mount)."""
+    have: checked here is that the JWT comes from the file and the login goes to the
+    server, which refuses it (no such auth mount)."""
     jwt = tmp_path / "token"
     jwt.write_text("eyJhbGciOiJSUzI1NiJ9.e30.sig")
-    os.chmod(jwt, 0o600)
+    os.chmod(jwt, 0o644)   # as Kubernetes mounts it
     uri = kms_uri(bao, auth="kubernetes", role="pqseal", jwt_file=jwt, auth_mount="k8s-absent")
     with pytest.raises(PqsealError) as e:
         from_uri(uri)(KmsConnectionConfig())
     assert "Kubernetes login" in str(e.value) and "eyJ" not in str(e.value)
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(KeyAccessDenied, match="service-account token file"):
         from_uri(kms_uri(bao, auth="kubernetes", role="pqseal", jwt_file=tmp_path / "none"))(KmsConnectionConfig())
 
 

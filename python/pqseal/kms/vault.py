@@ -51,6 +51,7 @@ import base64
 import binascii
 import dataclasses
 import datetime as _dt
+import math
 import os
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -133,7 +134,9 @@ def settings_from_uri(uri: KmsUri) -> VaultSettings:
     try:
         timeout = float(options.get("timeout", 10.0))
     except ValueError:
-        raise ValueError("vault: timeout= takes seconds") from None
+        timeout = math.nan
+    if not (math.isfinite(timeout) and timeout > 0):
+        raise ValueError("vault: timeout= takes a positive number of seconds")
     return VaultSettings(
         url=url, mount=options.get("mount") or parts.path.strip("/") or "transit",
         namespace=options.get("namespace") or None, ca=options.get("ca") or None,
@@ -143,9 +146,22 @@ def settings_from_uri(uri: KmsUri) -> VaultSettings:
         derived=options.get("context") == "derived", timeout=timeout)
 
 
-def _secret(env: str, path: str | None, what: str) -> str:
+def _read_file(path: str, what: str, private: bool) -> str:
+    """A credential file's text; ``private``: refused unless only its owner can read it.
+    (Kubernetes mounts service-account tokens readable by all users of the pod, so the
+    JWT is read as it is; an AppRole role id is an identifier, not a secret.)"""
+    try:
+        if private:
+            return read_private_file(path, what).decode("utf-8").strip()
+        with open(path, "rb") as f:
+            return f.read().decode("utf-8").strip()
+    except (FileNotFoundError, IsADirectoryError, PermissionError, UnicodeDecodeError) as exc:
+        raise KeyAccessDenied(f"vault: cannot read the {what} file {path}: {type(exc).__name__}") from None
+
+
+def _secret(env: str, path: str | None, what: str, private: bool) -> str:
     if path:
-        return read_private_file(path, what).decode("utf-8").strip()
+        return _read_file(path, what, private)
     value = os.environ.get(env)
     if not value:
         raise KeyAccessDenied(f"vault: no {what}: set ${env} or the URI's {what.replace(' ', '_')}_file=")
@@ -218,13 +234,13 @@ class VaultTransitKms(KmsClient):
     def _login(self) -> None:
         s = self.settings
         if s.auth == "approle":
-            role_id = _secret("VAULT_ROLE_ID", s.role_id_file, "role id")
-            secret_id = _secret("VAULT_SECRET_ID", s.secret_id_file, "secret id")
+            role_id = _secret("VAULT_ROLE_ID", s.role_id_file, "role id", private=False)
+            secret_id = _secret("VAULT_SECRET_ID", s.secret_id_file, "secret id", private=True)
             self._call_once(lambda: self._client.auth.approle.login(role_id, secret_id,
                                                                     mount_point=s.auth_mount or "approle"),
                             "AppRole login", s.auth_mount or "approle")
         else:
-            jwt = read_private_file(s.jwt_file, "Kubernetes service-account token").decode("utf-8").strip()
+            jwt = _read_file(s.jwt_file, "Kubernetes service-account token", private=False)
             self._call_once(lambda: self._client.auth.kubernetes.login(s.role, jwt,
                                                                        mount_point=s.auth_mount or "kubernetes"),
                             "Kubernetes login", s.auth_mount or "kubernetes")
@@ -248,7 +264,8 @@ class VaultTransitKms(KmsClient):
         import hvac.exceptions as hx
         import requests
 
-        where = f"vault {what} of {key_id!r} (mount {self.mount!r})"
+        where = (f"vault {what} (auth mount {key_id!r})" if what.endswith("login")
+                 else f"vault {what} of {key_id!r} (mount {self.mount!r})")
 
         def attempt():
             try:
