@@ -39,6 +39,18 @@ wrapping the KMS wraps KEKs shared by many files). Other readers (parquet-java, 
 send no context, so files written this way are unreadable by them; a caller that passes
 no context gets :class:`~pqseal.errors.UnsupportedFeature`.
 
+A policy for writers and readers of files under master keys ``kf`` and ``kc``::
+
+    path "transit/encrypt/kf" { capabilities = ["update"] }
+    path "transit/decrypt/kf" { capabilities = ["update"] }
+    (the same for kc)
+
+``update`` without ``create``: transit's ``encrypt`` creates a missing key when the token
+may ``create``, so a mistyped master key id would silently make a new key. Key
+administration (``create_key``, ``rotate_key``, ``key_status``, ``rewrap``,
+``set_min_decryption_version``) needs ``transit/keys/<id>`` (``create``, ``read``,
+``update``), ``transit/keys/<id>/rotate`` and ``transit/rewrap/<id>`` (``update``).
+
 Errors: 401/403 → :class:`KeyAccessDenied`; an unknown key → :class:`KeyNotFound`; a
 ciphertext version below the key's ``min_decryption_version`` → :class:`KeyDisabled`;
 connection failures, timeouts, 429 and 5xx are retried (:mod:`.resilience`) and end in
