@@ -133,6 +133,7 @@ def test_uri_credentials_refused(body, options):
     ("//127.0.0.1:8200/transit", {"context": "file"}, "context"),
     ("///transit", {}, "host"),
     ("//127.0.0.1:8200/../sys", {}, "mount"),
+    ("//127.0.0.1:8200/transit", {"mount": "a//b"}, "mount"),
     ("//127.0.0.1:8200/transit", {"timeout": "nan"}, "timeout"),
     ("//127.0.0.1:8200/transit", {"timeout": "-1"}, "timeout"),
     ("//127.0.0.1:port/transit", {}, "port"),
@@ -358,20 +359,34 @@ def test_unknown_key_and_bad_wrapped_keys(bao, env_token):
         kms.unwrap_key("vault:v1:!!!", k)
 
 
-def test_other_mount_from_the_connection_config(bao, env_token):
-    """kms_instance_id selects the transit mount, as parquet-java's sample does."""
+def test_other_mount_only_by_uri(bao, env_token):
+    """The mount is the URI's: a connection config (or a file's key material) naming
+    another instance id does not redirect the calls."""
     c = bao.client()
     mount = f"tr-{uuid.uuid4().hex[:6]}"
     c.sys.enable_secrets_engine("transit", path=mount)
     c.secrets.transit.create_key("km", mount_point=mount)
-    kms = from_uri(kms_uri(bao))(KmsConnectionConfig(kms_instance_id=mount))
+    kms = from_uri(kms_uri(bao, mount=mount))(KmsConnectionConfig())
     w = kms.wrap_key(b"m" * 16, "km")
     assert base64.b64decode(c.secrets.transit.decrypt_data("km", ciphertext=w, mount_point=mount)
                             ["data"]["plaintext"]) == b"m" * 16
+    other = from_uri(kms_uri(bao))(KmsConnectionConfig(kms_instance_id=mount))
+    assert other.mount == "transit"
     with pytest.raises(KeyNotFound):    # not in the default mount
-        from_uri(kms_uri(bao))(KmsConnectionConfig()).unwrap_key(w, "km")
-    with pytest.raises(ValueError, match="mount"):
-        from_uri(kms_uri(bao))(KmsConnectionConfig(kms_instance_id="../sys"))
+        other.unwrap_key(w, "km")
+
+
+@pytest.mark.parametrize("key_id", ["../../sys/seal", "x/../../../sys/seal", "%2e%2e/%2e%2e/sys/seal", "a/b",
+                                    "", ".hidden", "k\n"])
+def test_master_key_ids_are_transit_key_names(bao, env_token, key_id):
+    """Master key ids come from files: one with a '/' could aim the reader's token at
+    another API path (here: sealing the server). Refused before any call."""
+    kms = from_uri(kms_uri(bao))(KmsConnectionConfig())
+    with pytest.raises(KeyNotFound, match="transit key name"):
+        kms.unwrap_key("vault:v1:AAAA", key_id)
+    with pytest.raises(KeyNotFound, match="transit key name"):
+        kms.wrap_key(b"k" * 16, key_id)
+    assert not bao.client().sys.is_sealed()
 
 
 def test_derived_context_binds_the_wrapped_key(bao, env_token):

@@ -10,6 +10,7 @@ import java.net.http.HttpResponse;
 import java.time.Duration;
 import java.util.Base64;
 import java.util.Map;
+import java.util.regex.Pattern;
 import org.apache.hadoop.conf.Configuration;
 import org.apache.parquet.crypto.KeyAccessDeniedException;
 import org.apache.parquet.crypto.ParquetCryptoRuntimeException;
@@ -23,6 +24,8 @@ import org.apache.parquet.crypto.keytools.KmsClient;
  */
 public class VaultTransitKmsClient implements KmsClient {
   private static final ObjectMapper JSON = new ObjectMapper();
+  // transit key names; a master key id with '/' (it comes from the file) could reach other API paths
+  private static final Pattern KEY_NAME = Pattern.compile("\\w(?:[\\w.-]*\\w)?");
   private final HttpClient http = HttpClient.newBuilder().connectTimeout(Duration.ofSeconds(10)).build();
   private String base;
   private String token;
@@ -43,6 +46,9 @@ public class VaultTransitKmsClient implements KmsClient {
 
   private String call(String op, String keyName, String field, String value, String answer)
       throws KeyAccessDeniedException {
+    if (!KEY_NAME.matcher(keyName).matches()) {
+      throw new KeyAccessDeniedException("not a transit key name: " + keyName);
+    }
     try {
       String body = JSON.writeValueAsString(Map.of(field, value));
       HttpRequest req = HttpRequest.newBuilder(URI.create(base + op + "/" + keyName))

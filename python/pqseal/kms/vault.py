@@ -27,9 +27,12 @@ Credentials never come from the URI: a URI with user-info or a ``token``, ``secr
 ``key_access_token`` (as parquet-java passes it) when set, else ``$VAULT_TOKEN`` or
 ``$BAO_TOKEN``; AppRole and Kubernetes logins get theirs from the server.
 
-The server is the URI's: a file's recorded ``kmsInstanceURL`` is never used, so a crafted
-file cannot send the token elsewhere. A file's recorded ``kmsInstanceID`` (or the
-connection config's) selects the transit mount on that server, as in parquet-java.
+Server and mount are the URI's: a file's recorded ``kmsInstanceURL`` and ``kmsInstanceID``
+are not used (parquet-java's sample takes the mount from the instance id), so a crafted
+file can neither send the token to another server nor aim it at other API paths; for the
+same reason master key ids must be transit key names (no ``/``). pqseal records the
+mount as ``kmsInstanceID`` and the server as ``kmsInstanceURL`` when the writer passes
+:meth:`VaultTransitFactory.connection_config`, as parquet-java's writers do.
 
 Derived-key context (``context=derived``, off by default): keys created by
 :meth:`VaultTransitKms.create_key` are transit *derived* keys, and every wrap and unwrap
@@ -65,6 +68,7 @@ import dataclasses
 import datetime as _dt
 import math
 import os
+import re
 from dataclasses import dataclass
 from typing import Any, Callable
 from urllib.parse import parse_qsl, urlsplit
@@ -84,6 +88,10 @@ CREDENTIAL_OPTIONS = {"token", "secret_id", "role_id", "jwt", "password"}
 OPTIONS = {"mount", "namespace", "ca", "auth", "auth_mount", "role", "jwt_file", "role_id_file",
            "secret_id_file", "context", "timeout"}
 WRAP_PREFIX = "vault:v"
+# transit's own pattern for key names (\w, then \w, '-' or '.', ending in \w); master key
+# ids come from files, and a name with '/' could reach other API paths with the token
+KEY_NAME = re.compile(r"\w(?:[\w.-]*\w)?", re.ASCII)
+MOUNT = re.compile(r"\w(?:[\w.-]*\w)?(?:/\w(?:[\w.-]*\w)?)*", re.ASCII)
 
 
 @dataclass(frozen=True)
@@ -108,8 +116,9 @@ class VaultSettings:
             raise ValueError(f"vault: auth={self.auth} (expected token, approle or kubernetes)")
         if self.auth == "kubernetes" and not self.role:
             raise ValueError("vault: auth=kubernetes needs role=NAME")
-        if not self.mount or self.mount.startswith("/") or ".." in self.mount.split("/"):
-            raise ValueError(f"vault: bad transit mount {self.mount!r}")
+        if not MOUNT.fullmatch(self.mount):
+            raise ValueError(f"vault: bad transit mount {self.mount!r} (path segments of letters, digits, '_', "
+                             "'-', '.')")
 
 
 def settings_from_uri(uri: KmsUri) -> VaultSettings:
@@ -190,6 +199,12 @@ def _is_transient(exc: BaseException) -> bool:
                             hx.BadGateway, hx.RateLimitExceeded))
 
 
+def _data(resp: Any) -> dict:
+    """The ``data`` object of a JSON answer ({} for anything else, e.g. 204 No Content)."""
+    data = resp.get("data") if isinstance(resp, dict) else None
+    return data if isinstance(data, dict) else {}
+
+
 @dataclass(frozen=True)
 class KeyStatus:
     """A transit key's versions: ``versions`` (1..latest: transit keeps every version,
@@ -222,14 +237,13 @@ class KeyStatus:
 class VaultTransitKms(KmsClient):
     """A transit engine of one server as a KMS client (one HTTP session, one circuit)."""
 
-    def __init__(self, settings: VaultSettings, *, token: str | None = None, mount: str | None = None,
-                 resilience: Resilience | None = None):
+    def __init__(self, settings: VaultSettings, *, token: str | None = None, resilience: Resilience | None = None):
         """``token``: the Vault token for ``auth=token`` (default ``$VAULT_TOKEN`` or
-        ``$BAO_TOKEN``); ``mount``: overrides the settings' transit mount."""
+        ``$BAO_TOKEN``)."""
         import hvac  # the pqseal[vault] extra
 
         self.settings = settings
-        self.mount = mount or settings.mount
+        self.mount = settings.mount
         self.resilience = resilience or Resilience(RetryPolicy(timeout=settings.timeout))
         verify: Any = settings.ca or True
         self._client = hvac.Client(url=settings.url, namespace=settings.namespace, verify=verify,
@@ -260,8 +274,11 @@ class VaultTransitKms(KmsClient):
     # ---- server calls --------------------------------------------------------------------
 
     def _call(self, fn: Callable[[], Any], what: str, key_id: str) -> Any:
-        """:meth:`_call_once`; a call denied to a token of an AppRole or Kubernetes login
-        (which expires) logs in again and is tried once more."""
+        """:meth:`_call_once` for the transit key ``key_id`` (a transit key name, else
+        :class:`KeyNotFound` without a call); a call denied to a token of an AppRole or
+        Kubernetes login (which expires) logs in again and is tried once more."""
+        if not isinstance(key_id, str) or not KEY_NAME.fullmatch(key_id):
+            raise KeyNotFound(f"vault: {key_id!r} is not a transit key name (letters, digits, '_', '-', '.')")
         try:
             return self._call_once(fn, what, key_id)
         except KeyAccessDenied as exc:
@@ -321,7 +338,7 @@ class VaultTransitKms(KmsClient):
         resp = self._call(lambda: self._client.secrets.transit.encrypt_data(
             master_key_identifier, plaintext=plaintext, context=self._context(context), mount_point=self.mount),
             "encrypt", master_key_identifier)
-        wrapped = (resp or {}).get("data", {}).get("ciphertext")
+        wrapped = _data(resp).get("ciphertext")
         if not isinstance(wrapped, str) or not wrapped.startswith(WRAP_PREFIX):
             raise KmsError(f"vault encrypt of {master_key_identifier!r}: no vault:vN: ciphertext in the answer")
         return wrapped
@@ -334,7 +351,7 @@ class VaultTransitKms(KmsClient):
             master_key_identifier, ciphertext=wrapped_key, context=self._context(context), mount_point=self.mount),
             "decrypt", master_key_identifier)
         try:
-            return base64.b64decode((resp or {}).get("data", {}).get("plaintext") or "", validate=True)
+            return base64.b64decode(_data(resp).get("plaintext") or "", validate=True)
         except (binascii.Error, ValueError, TypeError):
             raise KmsError(f"vault decrypt of {master_key_identifier!r}: the answer is not base64") from None
 
@@ -363,7 +380,7 @@ class VaultTransitKms(KmsClient):
     def key_status(self, key_id: str) -> KeyStatus:
         resp = self._call(lambda: self._client.secrets.transit.read_key(key_id, mount_point=self.mount),
                           "read", key_id)
-        d = (resp or {}).get("data") or {}
+        d = _data(resp)
         try:
             times = {int(v): int(t) for v, t in d.get("keys", {}).items()}
             latest = int(d["latest_version"])
@@ -387,7 +404,7 @@ class VaultTransitKms(KmsClient):
         resp = self._call(lambda: self._client.secrets.transit.rewrap_data(
             key_id, ciphertext=wrapped_key, context=self._context(context), mount_point=self.mount),
             "rewrap", key_id)
-        wrapped = (resp or {}).get("data", {}).get("ciphertext")
+        wrapped = _data(resp).get("ciphertext")
         if not isinstance(wrapped, str) or not wrapped.startswith(WRAP_PREFIX):
             raise KmsError(f"vault rewrap of {key_id!r}: no vault:vN: ciphertext in the answer")
         return wrapped
@@ -402,19 +419,18 @@ class VaultTransitKms(KmsClient):
 @dataclass(frozen=True, eq=False)   # one factory, one key session (pqseal.api caches per factory object)
 class VaultTransitFactory:
     """``(KmsConnectionConfig) -> VaultTransitKms`` for one URI's settings. The config's
-    ``key_access_token`` (when not DEFAULT) is the token and its ``kms_instance_id``
-    (when not DEFAULT) the transit mount; its ``kms_instance_url`` is ignored."""
+    ``key_access_token`` (when not DEFAULT) is the token. Server and mount are the URI's:
+    the config's ``kms_instance_url`` and ``kms_instance_id`` (which a reader takes from
+    the file's key material) are not used, so a crafted file can neither send the token
+    to another server nor point the calls at another API path of this one."""
 
     settings: VaultSettings
     policy: RetryPolicy | None = None
 
     def __call__(self, config: KmsConnectionConfig) -> VaultTransitKms:
         token = config.key_access_token if config.key_access_token != DEFAULT else None
-        mount = config.kms_instance_id if config.kms_instance_id != DEFAULT else None
-        if mount is not None:   # checked like the URI's mount
-            VaultSettings(self.settings.url, mount=mount)
         policy = self.policy or RetryPolicy(timeout=self.settings.timeout)
-        return VaultTransitKms(self.settings, token=token, mount=mount, resilience=Resilience(policy))
+        return VaultTransitKms(self.settings, token=token, resilience=Resilience(policy))
 
     def connection_config(self) -> KmsConnectionConfig:
         """The coordinates to record in key material (``kmsInstanceID`` = the mount,
