@@ -8,19 +8,19 @@ sample (or any client of that shape) reads pqseal's files and the reverse.
 
 URI: ``vault+http://HOST:PORT/MOUNT`` or ``vault+https://HOST:PORT/MOUNT`` with options
 
-=================  ==========================================================================
-``mount=``         the transit mount (instead of the path; default ``transit``)
-``namespace=``     a Vault Enterprise / OpenBao namespace
-``ca=PATH``        CA bundle for ``vault+https`` (default: the system's)
-``auth=``          ``token`` (default), ``approle`` or ``kubernetes``
-``auth_mount=``    mount of the auth method (default ``approle`` / ``kubernetes``)
-``role=``          Kubernetes auth role
-``jwt_file=``      Kubernetes service-account token file (default: the pod's)
-``role_id_file=``  AppRole role id file (else ``$VAULT_ROLE_ID``)
-``secret_id_file=`` AppRole secret id file, mode 0600 (else ``$VAULT_SECRET_ID``)
-``context=``       ``derived``: bind each wrapped key to a context (see below); default off
-``timeout=``       seconds per HTTP call (default 10)
-=================  ==========================================================================
+====================  ========================================================================
+``mount=``            the transit mount (instead of the path; default ``transit``)
+``namespace=``        a Vault Enterprise / OpenBao namespace
+``ca=PATH``           CA bundle for ``vault+https`` (default: the system's)
+``auth=``             ``token`` (default), ``approle`` or ``kubernetes``
+``auth_mount=``       mount of the auth method (default ``approle`` / ``kubernetes``)
+``role=``             Kubernetes auth role
+``jwt_file=``         Kubernetes service-account token file (default: the pod's)
+``role_id_file=``     AppRole role id file (else ``$VAULT_ROLE_ID``)
+``secret_id_file=``   AppRole secret id file, mode 0600 (else ``$VAULT_SECRET_ID``)
+``context=``          ``derived``: bind each wrapped key to a context (see below); default off
+``timeout=``          seconds per HTTP call (default 10)
+====================  ========================================================================
 
 Credentials never come from the URI: a URI with user-info or a ``token``, ``secret_id``,
 ``role_id`` or ``jwt`` option is refused. The token comes from the connection config's
