@@ -1,0 +1,133 @@
+"""The job journal: what a dataset job has done, so a rerun resumes it.
+
+One JSON object per line in ``<root>/.pqseal-job/journal.jsonl`` (a directory dataset
+readers ignore: its name starts with ``.``), appended by the driver alone through an
+``O_APPEND`` descriptor: a header naming the job (kind and a fingerprint of its options,
+never key bytes), then per file ``start`` (fsync'd, in batches, before any worker
+touches the file's output), ``done`` (output and source size/mtime, output inode) and
+``failed`` (one line). A line cut by a crash is ignored on reading; the last record of
+a file is its state.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+
+from ..errors import PqsealError
+
+DIRECTORY = ".pqseal-job"
+NAME = "journal.jsonl"
+VERSION = 1
+
+
+class JournalMismatch(PqsealError, ValueError):
+    """The destination holds the journal of another job (another kind or other options)."""
+
+
+@dataclass(frozen=True)
+class Stamp:
+    """What a file looked like: size, mtime (ns) and inode."""
+
+    size: int
+    mtime_ns: int
+    ino: int = 0
+
+    @classmethod
+    def of(cls, path: str) -> "Stamp":
+        st = os.stat(path)
+        return cls(st.st_size, st.st_mtime_ns, st.st_ino)
+
+    @classmethod
+    def load(cls, d) -> "Stamp | None":
+        return None if not isinstance(d, dict) else cls(int(d["size"]), int(d["mtime_ns"]), int(d.get("ino", 0)))
+
+    def same_file(self, other: "Stamp") -> bool:
+        return (self.size, self.mtime_ns, self.ino) == (other.size, other.mtime_ns, other.ino)
+
+    def same_content(self, other: "Stamp") -> bool:   # the source: copies keep no inode
+        return (self.size, self.mtime_ns) == (other.size, other.mtime_ns)
+
+
+def path_in(root: str) -> str:
+    return os.path.join(root, DIRECTORY, NAME)
+
+
+class Journal:
+    """Open with :meth:`open`; :attr:`state` maps a file's relative path to its last record."""
+
+    def __init__(self, path: str, fd: int, state: dict[str, dict], resumed: bool):
+        self.path = path
+        self._fd = fd
+        self.state = state
+        self.resumed = resumed    # the journal existed: this run continues a job
+
+    @classmethod
+    def open(cls, root: str, kind: str, fingerprint: str) -> "Journal":
+        path = path_in(root)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        header, state, torn = _read(path)
+        if header is not None and (header.get("kind"), header.get("fingerprint")) != (kind, fingerprint):
+            what = "another kind of job" if header.get("kind") != kind else "the same kind with other options"
+            raise JournalMismatch(f"{root} holds the journal of {what} ({header.get('kind')}, started "
+                                  f"{header.get('started', '?')}); remove {os.path.dirname(path)} or choose "
+                                  "another destination")
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600)
+        j = cls(path, fd, state, resumed=header is not None)
+        if torn:
+            os.write(fd, b"\n")
+        if header is None:
+            import time
+
+            j.append({"t": "job", "v": VERSION, "kind": kind, "fingerprint": fingerprint,
+                      "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}, sync=True)
+        return j
+
+    def append(self, record: dict, *, sync: bool = False) -> None:
+        os.write(self._fd, (json.dumps(record, separators=(",", ":")) + "\n").encode())
+        if record.get("t") in ("start", "done", "failed"):
+            self.state[record["f"]] = record
+        if sync:
+            self.sync()
+
+    def sync(self) -> None:
+        os.fsync(self._fd)
+
+    def started(self, rel: str, src: Stamp) -> None:
+        self.append({"t": "start", "f": rel, "src": src.__dict__})
+
+    def done(self, rel: str, src: Stamp | None, out: Stamp | None) -> None:
+        self.append({"t": "done", "f": rel, "src": None if src is None else src.__dict__,
+                     "out": None if out is None else out.__dict__}, sync=True)
+
+    def failed(self, rel: str, error: str) -> None:
+        self.append({"t": "failed", "f": rel, "error": error}, sync=True)
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
+def _read(path: str) -> tuple[dict | None, dict[str, dict], bool]:
+    """(header, {file: last record}, the last line is torn)."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        return None, {}, False
+    header: dict | None = None
+    state: dict[str, dict] = {}
+    for line in data.split(b"\n"):
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue            # a line cut by a crash (only ever the last one)
+        if not isinstance(rec, dict):
+            continue
+        if rec.get("t") == "job" and header is None:
+            header = rec
+        elif rec.get("t") in ("start", "done", "failed") and isinstance(rec.get("f"), str):
+            state[rec["f"]] = rec
+    return header, state, bool(data) and not data.endswith(b"\n")

@@ -1,0 +1,409 @@
+"""The driver of a dataset job: plan, journal, keys, dispatch, report.
+
+The driver makes every KMS call, in its own process, through ``kms``: it opens a
+:class:`~pqseal.keys.KeySession` (write side: one KEK per master key; read side: the
+distinct KEKs of the dataset's key material) and hands workers the session, or the
+caller's explicit properties, never a KMS client.
+
+Resuming (the journal, ``journal.py``): a rerun of the same job (same kind and options)
+skips files recorded done after checking them (output exists with the recorded size,
+mtime and inode, source unchanged, and a footer check: sealed for encrypt/rekey,
+plaintext for decrypt); redoes started-but-not-done files (an output there was made by
+this job and is replaced); skips files that failed unless ``retry_failed=True``. A
+destination file the journal does not know is never replaced without ``overwrite=True``:
+the driver checks each output path before recording the file started, and from then on
+the path belongs to the job (so a rescheduled Dask task may replace its own output).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import hashlib
+import json
+import os
+import time
+import warnings
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from .. import _cancel
+from .._io import is_temp_name, unlink_quietly
+from ..format.properties import DecryptionProperties, EncryptionProperties
+from ..keys.session import DEFAULT_SESSION_LIFETIME
+from .executors import make_executor
+from .journal import Journal, Stamp
+from .keys import FixedKeys, Paired
+from .plan import Plan, plan
+from .progress import Progress
+from .report import FileResult, Report
+from .summary import copy_success, dropped, regenerate
+from .worker import Task
+
+WRITERS = ("encrypt", "decrypt", "rekey", "rotate")   # kinds that keep a journal
+TREE_OUTPUT = ("encrypt", "decrypt", "rekey")          # kinds that write a new tree
+VERBS = {"encrypt": "encrypted", "decrypt": "decrypted", "rekey": "rekeyed", "verify": "verified",
+         "inspect": "inspected", "rotate": "rotated"}
+NOT_ROTATABLE = ("internal key material (in the footer): not rotatable by a material rewrap; "
+                 "footer rotation is a later issue")
+
+
+@dataclasses.dataclass
+class Options:
+    """The keyword options every operation takes (see :func:`pqseal.dataset.encrypt`)."""
+
+    kms: Any = None
+    kms_connection_config: Any = None
+    executor: Any = "threads"
+    workers: int | None = None
+    overwrite: bool = False
+    retry_failed: bool = False
+    progress: bool | None = None
+    report: Any = None
+    allow_insecure: bool = False
+    security: Any = None
+    session_lifetime: float = DEFAULT_SESSION_LIFETIME
+    on_result: Callable[[FileResult], None] | None = None
+
+
+# ---- keys ------------------------------------------------------------------------------------
+
+
+def _session_class():
+    from ..keys import session
+
+    return session.KeySession
+
+
+def _is_explicit(x) -> bool:
+    return isinstance(x, (EncryptionProperties, DecryptionProperties))
+
+
+def _enc_config(x):
+    from ..arrow import encryption_config
+
+    return encryption_config(x)
+
+
+def _dec_config(x):
+    from ..arrow import decryption_config
+
+    return decryption_config(x)
+
+
+def build_keys(o: Options, *, encryption=None, decryption=None, read: bool = False, write: bool = False,
+               files: list[str] | None = None, master_keys: set[str] | None = None) -> Paired:
+    """The job's keys, opened on the driver (every KMS call is made here)."""
+    read_side = write_side = None
+    enc_cfg = _enc_config(encryption) if write and not _is_explicit(encryption) else None
+    dec_explicit = read and _is_explicit(decryption)
+    if write and _is_explicit(encryption):
+        write_side = FixedKeys(encryption=encryption)
+    if dec_explicit:
+        read_side = FixedKeys(decryption=decryption)
+    if enc_cfg is not None or (read and not dec_explicit) or master_keys:
+        session = _session_class().open(o.kms, enc_cfg, decryption=_dec_config(decryption) if read else None,
+                                        kms_connection_config=o.kms_connection_config,
+                                        lifetime=o.session_lifetime)
+        try:
+            if read and not dec_explicit and files:
+                session.add_files(files)
+            if master_keys:
+                session.add_master_keys(sorted(master_keys))
+        except BaseException:
+            session.close()
+            raise
+        if enc_cfg is not None:
+            write_side = session
+        if read and not dec_explicit:
+            read_side = session
+    return Paired(read_side, write_side)
+
+
+def _describe(x) -> Any:
+    """Options as the fingerprint sees them: never key bytes."""
+    if x is None:
+        return None
+    if isinstance(x, EncryptionProperties):
+        return {"explicit": True, "algorithm": x.algorithm, "plaintext_footer": x.plaintext_footer,
+                "uniform": x.uniform, "columns": sorted(x.column_keys), "complete_columns": x.complete_columns,
+                "aad_prefix": x.aad_prefix, "store_aad_prefix": x.store_aad_prefix, "v2_framing": x.v2_framing}
+    if isinstance(x, DecryptionProperties):
+        return {"explicit": True, "aad_prefix": x.aad_prefix}
+    if dataclasses.is_dataclass(x) and not isinstance(x, type):
+        return dataclasses.asdict(x)
+    return repr(x)
+
+
+def fingerprint(kind: str, src: str, **options) -> str:
+    doc = {"kind": kind, "src": os.path.realpath(src), **{k: _describe(v) for k, v in options.items()}}
+    text = json.dumps(doc, sort_keys=True, default=lambda b: b.hex() if isinstance(b, bytes) else repr(b))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+# ---- the journal's view of each file -----------------------------------------------------------
+
+
+def _output(kind: str, src: str, dst: str | None) -> str | None:
+    if kind == "rotate":
+        from ..keys.store import material_path
+
+        return material_path(src)
+    return dst
+
+
+def _footer_ok(kind: str, out: str, src: str) -> bool:
+    """The cheap check of a finished output: a footer of the expected kind."""
+    from ..errors import PqsealError
+    from ..format.source import Source
+
+    try:
+        if kind == "rotate":
+            from ..keys.store import read_material
+
+            return bool(read_material(src))
+        with Source(out) as s:
+            return (s.crypto is None) == (kind == "decrypt")
+    except (PqsealError, OSError, ValueError):
+        return False
+
+
+def _why_redo(kind: str, job, rec: dict) -> str | None:
+    """None when a file recorded done still is; else why it is to be done again."""
+    out = _output(kind, job.src, job.dst)
+    try:
+        src_now = Stamp.of(job.src)
+    except OSError:
+        return "source missing"
+    was_src, was_out = Stamp.load(rec.get("src")), Stamp.load(rec.get("out"))
+    if was_src is None or not src_now.same_content(was_src):
+        return "source changed"
+    try:
+        out_now = Stamp.of(out) if out is not None else None
+    except FileNotFoundError:
+        return "output missing"
+    if out_now is not None and (was_out is None or not out_now.same_file(was_out)):
+        return "output changed"
+    if out is not None and not _footer_ok(kind, out, job.src):
+        return "output footer not as expected"
+    return None
+
+
+def _exists(path: str | None) -> bool:
+    return path is not None and os.path.lexists(path)
+
+
+def _triage(kind: str, p: Plan, journal: Journal | None, o: Options, rep: Report, with_keys: bool) -> list[Task]:
+    """The tasks of this run; files skipped or refused before any work go to the report."""
+    from ..keys.store import material_path
+
+    tasks = []
+    for job in p.jobs:
+        rec = journal.state.get(job.rel) if journal is not None else None
+        state = rec.get("t") if rec else None
+        try:
+            size = os.path.getsize(job.src)
+        except OSError as exc:
+            rep.failed.append(FileResult(job.rel, 0, error=f"{type(exc).__name__}: {exc.strerror}: {job.src}"))
+            continue
+        if kind == "rotate" and not os.path.exists(material_path(job.src)):
+            rep.skipped.append(FileResult(job.rel, size, reason=NOT_ROTATABLE))
+            continue
+        out = _output(kind, job.src, job.dst) if kind in TREE_OUTPUT else None
+        if state == "done":
+            why = _why_redo(kind, job, rec)   # type: ignore[arg-type]
+            if why is None:
+                rep.skipped.append(FileResult(job.rel, size, reason="done in an earlier run"))
+                continue
+            was = Stamp.load(rec.get("out"))  # type: ignore[union-attr]
+            replaced = _exists(out) and (was is None or Stamp.of(out).ino != was.ino)  # type: ignore[arg-type]
+            if replaced and not o.overwrite:
+                rep.failed.append(FileResult(job.rel, size, error=f"OutputExists: {out} was replaced since this "
+                                             "job wrote it; pass overwrite=True (CLI: --force) to replace it"))
+                continue
+            rep.warnings.append(f"{job.rel}: done again ({why})")
+        elif state == "failed" and not o.retry_failed:
+            rep.skipped.append(FileResult(job.rel, size, error=rec.get("error"),  # type: ignore[union-attr]
+                                          reason="failed in an earlier run (retry_failed=True to retry)"))
+            continue
+        elif state is None and _exists(out) and not o.overwrite:
+            rep.failed.append(FileResult(job.rel, size, error=f"OutputExists: {out} exists; pass overwrite=True "
+                                         "(CLI: --force) to replace it"))
+            continue
+        # from here on the output path is this job's: a started file's output is replaced
+        tasks.append(Task(kind, job.src, job.dst, job.rel, size, overwrite=True, with_keys=with_keys))
+    return tasks
+
+
+# ---- the run -----------------------------------------------------------------------------------
+
+
+def _cleanup(p: Plan, tasks: list[Task]) -> None:
+    """Temporary files left beside this job's outputs by workers that died (every task of
+    the job has finished, so none is in use) and staged key material of dead processes."""
+    from .. import api
+    from ..keys.store import recover
+
+    by_dir: dict[str, set[str]] = {}
+    for t in tasks:
+        if t.dst is not None:
+            by_dir.setdefault(os.path.dirname(t.dst), set()).add(os.path.basename(t.dst))
+    for d, names in by_dir.items():
+        try:
+            entries = os.listdir(d)
+        except OSError:
+            continue
+        for n in entries:
+            if is_temp_name(n) and n[1:].rsplit(".pqseal-", 1)[0] in names:
+                unlink_quietly(os.path.join(d, n))
+        recover(d, api.file_unique)
+
+
+def run(kind: str, src, dst, o: Options, *, encryption=None, decryption=None) -> Report:
+    """Run one dataset job (the public functions of :mod:`pqseal.dataset` call this)."""
+    t0 = time.monotonic()
+    src = os.fspath(src)
+    dst = None if dst is None else os.fspath(dst)
+    if not os.path.isdir(src):
+        raise NotADirectoryError(errno.ENOTDIR, f"{src} is not a directory (pqseal.api works on single files)")
+    if kind in TREE_OUTPUT and dst is None:
+        raise TypeError(f"dataset.{kind} needs a destination directory")
+    p = plan(src, dst)
+    if dst is not None:
+        os.makedirs(dst, exist_ok=True)
+    read = kind in ("decrypt", "rekey", "verify", "rotate") or (kind == "inspect" and (
+        decryption is not None or o.kms is not None or o.kms_connection_config is not None))
+    write = kind in ("encrypt", "rekey")
+    journal = None
+    if kind in WRITERS:
+        journal = Journal.open(dst if dst is not None else src, kind,
+                               fingerprint(kind, src, encryption=encryption, decryption=decryption))
+    ex = make_executor(o.executor, o.workers, allow_insecure=o.allow_insecure, security=o.security)
+    rep = Report(kind, src, dst, ex.name, ex.workers, ignored=list(p.skipped),
+                 journal=None if journal is None else journal.path)
+    keys: Paired | None = None
+    try:
+        tasks = _triage(kind, p, journal, o, rep, read)
+        master_keys = _master_keys(tasks) if kind == "rotate" else None
+        keys = build_keys(o, encryption=encryption, decryption=decryption, read=read, write=write,
+                          files=[t.src for t in tasks] if read else None, master_keys=master_keys)
+        rep.kms_calls = keys.kms_calls
+        tasks = _unreadable(tasks, keys, journal, rep)
+        if tasks:
+            ex.start(keys)
+        _dispatch(tasks, ex, journal, o, rep)
+        if not rep.interrupted:
+            _cleanup(p, tasks)
+            if kind in TREE_OUTPUT:
+                _non_data(kind, p, dst, rep)   # type: ignore[arg-type]
+    finally:
+        ex.close()
+        if keys is not None:
+            keys.close()
+        if journal is not None:
+            journal.close()
+    rep.seconds = time.monotonic() - t0
+    for w in rep.warnings:
+        if "dropped" in w or "not regenerated" in w or NOT_ROTATABLE in w:
+            warnings.warn(w, stacklevel=3)
+    if o.report is not None:
+        rep.write(o.report)
+    return rep
+
+
+def _non_data(kind: str, p: Plan, dst: str, rep: Report) -> None:
+    """``_SUCCESS`` copied; summaries dropped (encrypt, rekey) or regenerated (decrypt)."""
+    copy_success(p, dst)
+    if kind == "decrypt":
+        done = {r.path for r in rep.ok} | {r.path for r in rep.skipped if r.error is None}
+        rep.warnings += regenerate(p, dst, done)
+    else:
+        rep.warnings += dropped(p)
+
+
+def _master_keys(tasks: list[Task]) -> set[str]:
+    """The master key ids named by the key material of the files to rotate."""
+    from ..errors import PqsealError
+    from ..keys.material import KeyMaterial
+    from ..keys.store import read_material
+
+    ids = set()
+    for t in tasks:
+        try:
+            ids |= {KeyMaterial.parse(text).master_key_id for text in read_material(t.src).values()}
+        except PqsealError:
+            continue     # the worker reports the file
+    return ids
+
+
+def _unreadable(tasks: list[Task], keys: Paired, journal: Journal | None, rep: Report) -> list[Task]:
+    """Files whose keys the session could not read fail here, without being attempted."""
+    bad = keys.unreadable
+    if not bad:
+        return tasks
+    keep = []
+    for t in tasks:
+        why = bad.get(t.src, bad.get(os.path.abspath(t.src)))
+        if why is None:
+            keep.append(t)
+            continue
+        line = f"keys not readable: {' '.join(str(why).split())}"
+        if journal is not None:
+            journal.failed(t.rel, line)
+        rep.failed.append(FileResult(t.rel, t.size, error=line))
+    return keep
+
+
+def _dispatch(tasks: list[Task], ex, journal: Journal | None, o: Options, rep: Report) -> None:
+    bar = Progress(VERBS[tasks[0].kind] if tasks else "done", len(tasks), sum(t.size for t in tasks), o.progress)
+    queue = deque(tasks)
+    inflight: dict = {}
+    stamps: dict[str, Stamp] = {}
+    window = max(4, 2 * ex.workers)   # bounded: results and futures, not the whole tree, in flight
+
+    def handle(t: Task, res: FileResult) -> None:
+        if res.reason == "cancelled":
+            return
+        bar.update(res)
+        if res.error is None:
+            out = _output(t.kind, t.src, t.dst)
+            if journal is not None:
+                journal.done(t.rel, stamps.get(t.rel), Stamp.of(out) if out is not None and os.path.exists(out)
+                             else None)
+            rep.ok.append(res)
+            rep.warnings += [f"{t.rel}: {w}" for w in res.warnings]
+        else:
+            if journal is not None and res.reason != "lost":   # lost: left started, redone on a rerun
+                journal.failed(t.rel, res.error)
+            rep.failed.append(res)
+            bar.write(f"pqseal: error: {t.src}: {res.error}")
+        if o.on_result is not None:
+            o.on_result(res)
+
+    try:
+        while queue or inflight:
+            if _cancel.requested():
+                rep.interrupted = True
+                break
+            if queue and len(inflight) < window:
+                batch = [queue.popleft() for _ in range(min(window - len(inflight), len(queue)))]
+                for t in batch:
+                    stamps[t.rel] = Stamp.of(t.src)
+                    if journal is not None:
+                        journal.started(t.rel, stamps[t.rel])
+                if journal is not None:
+                    journal.sync()
+                for t in batch:
+                    inflight[ex.submit(t)] = t
+            for f in ex.wait(list(inflight)):
+                t = inflight.pop(f)
+                handle(t, ex.result(f, t))
+        if rep.interrupted:
+            ex.cancel(list(inflight))
+            ex.close()   # running files stop at their next chunk
+            for f, t in list(inflight.items()):
+                if f.done():
+                    handle(t, ex.result(f, t))
+    finally:
+        bar.close()
