@@ -2,8 +2,8 @@
 
 One JSON object per line in ``<root>/.pqseal-job/journal.jsonl`` (a directory dataset
 readers ignore: its name starts with ``.``), appended by the driver alone through an
-``O_APPEND`` descriptor: a header naming the job (kind and a fingerprint of its options,
-never key bytes), then per file ``start`` (fsync'd, in batches, before any worker
+``O_APPEND`` descriptor: a header naming the job (kind and a fingerprint of its options
+and keys: an HMAC under the journal's random salt, never key bytes), then per file ``start`` (fsync'd, in batches, before any worker
 touches the file's output), ``done`` (output and source size/mtime, output inode) and
 ``failed`` (one line). A line cut by a crash is ignored on reading; the last record of
 a file is its state.
@@ -13,8 +13,11 @@ from __future__ import annotations
 
 import json
 import os
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
+from .._io import fsync_dir, unlink_quietly
 from ..errors import PqsealError
 
 DIRECTORY = ".pqseal-job"
@@ -64,24 +67,33 @@ class Journal:
         self.resumed = resumed    # the journal existed: this run continues a job
 
     @classmethod
-    def open(cls, root: str, kind: str, fingerprint: str) -> "Journal":
+    def open(cls, root: str, kind: str, fingerprint: Callable[[bytes], str], *, restart: bool = False) -> "Journal":
+        """The journal of the job in ``root``; ``fingerprint(salt)`` names the job (the salt
+        is the journal's own, random). A journal of another job is an error, or with
+        ``restart`` (the caller may replace every output) replaced by a new one."""
         path = path_in(root)
         os.makedirs(os.path.dirname(path), exist_ok=True)
         header, state, torn = _read(path)
-        if header is not None and (header.get("kind"), header.get("fingerprint")) != (kind, fingerprint):
-            what = "another kind of job" if header.get("kind") != kind else "the same kind with other options"
-            raise JournalMismatch(f"{root} holds the journal of {what} ({header.get('kind')}, started "
-                                  f"{header.get('started', '?')}); remove {os.path.dirname(path)} or choose "
-                                  "another destination")
+        if header is not None:
+            salt = bytes.fromhex(str(header.get("salt", "")))
+            if (header.get("kind"), header.get("fingerprint")) != (kind, fingerprint(salt)):
+                if not restart:
+                    what = "another kind of job" if header.get("kind") != kind else "the same kind with other keys " \
+                                                                                   "or options"
+                    raise JournalMismatch(f"{root} holds the journal of {what} ({header.get('kind')}, started "
+                                          f"{header.get('started', '?')}); pass overwrite=True (CLI: --force) to "
+                                          "start over, replacing its outputs, or choose another destination")
+                header, state, torn = None, {}, False
+                unlink_quietly(path)
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600)
         j = cls(path, fd, state, resumed=header is not None)
         if torn:
             os.write(fd, b"\n")
         if header is None:
-            import time
-
-            j.append({"t": "job", "v": VERSION, "kind": kind, "fingerprint": fingerprint,
+            salt = os.urandom(16)
+            j.append({"t": "job", "v": VERSION, "kind": kind, "salt": salt.hex(), "fingerprint": fingerprint(salt),
                       "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}, sync=True)
+            fsync_dir(os.path.dirname(path))
         return j
 
     def append(self, record: dict, *, sync: bool = False) -> None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import errno
 import hashlib
+import hmac
 import json
 import os
 import time
@@ -121,23 +122,34 @@ def build_keys(o: Options, *, encryption=None, decryption=None, read: bool = Fal
     return Paired(read_side, write_side)
 
 
-def _describe(x) -> Any:
-    """Options as the fingerprint sees them: never key bytes."""
+def _describe(x, salt: bytes) -> Any:
+    """Options as the fingerprint sees them: explicit keys only as an HMAC under the
+    journal's salt, never their bytes."""
+    def mac(keys: list) -> str:
+        h = hmac.new(salt, digestmod="sha256")
+        for k in keys:
+            h.update(len(k or b"").to_bytes(2, "big") + (k or b""))
+        return h.hexdigest()
+
     if x is None:
         return None
     if isinstance(x, EncryptionProperties):
+        cols = sorted(x.column_keys.items())
         return {"explicit": True, "algorithm": x.algorithm, "plaintext_footer": x.plaintext_footer,
-                "uniform": x.uniform, "columns": sorted(x.column_keys), "complete_columns": x.complete_columns,
-                "aad_prefix": x.aad_prefix, "store_aad_prefix": x.store_aad_prefix, "v2_framing": x.v2_framing}
+                "uniform": x.uniform, "columns": [p for p, _ in cols], "complete_columns": x.complete_columns,
+                "aad_prefix": x.aad_prefix, "store_aad_prefix": x.store_aad_prefix, "v2_framing": x.v2_framing,
+                "keys": mac([x.footer_key] + [c.key for _, c in cols])}
     if isinstance(x, DecryptionProperties):
-        return {"explicit": True, "aad_prefix": x.aad_prefix}
+        cols = sorted(x.column_keys.items())
+        return {"explicit": True, "aad_prefix": x.aad_prefix, "columns": [p for p, _ in cols],
+                "keys": mac([x.footer_key] + [k for _, k in cols]), "retriever": x.key_retriever is not None}
     if dataclasses.is_dataclass(x) and not isinstance(x, type):
         return dataclasses.asdict(x)
     return repr(x)
 
 
-def fingerprint(kind: str, src: str, **options) -> str:
-    doc = {"kind": kind, "src": os.path.realpath(src), **{k: _describe(v) for k, v in options.items()}}
+def fingerprint(kind: str, src: str, salt: bytes, **options) -> str:
+    doc = {"kind": kind, "src": os.path.realpath(src), **{k: _describe(v, salt) for k, v in options.items()}}
     text = json.dumps(doc, sort_keys=True, default=lambda b: b.hex() if isinstance(b, bytes) else repr(b))
     return hashlib.sha256(text.encode()).hexdigest()
 
@@ -278,7 +290,8 @@ def run(kind: str, src, dst, o: Options, *, encryption=None, decryption=None) ->
     journal = None
     if kind in WRITERS:
         journal = Journal.open(dst if dst is not None else src, kind,
-                               fingerprint(kind, src, encryption=encryption, decryption=decryption))
+                               lambda salt: fingerprint(kind, src, salt, encryption=encryption, decryption=decryption),
+                               restart=o.overwrite)
     ex = make_executor(o.executor, o.workers, allow_insecure=o.allow_insecure, security=o.security)
     rep = Report(kind, src, dst, ex.name, ex.workers, ignored=list(p.skipped),
                  journal=None if journal is None else journal.path)
@@ -377,7 +390,6 @@ def _dispatch(tasks: list[Task], ex, journal: Journal | None, o: Options, rep: R
             if journal is not None and res.reason != "lost":   # lost: left started, redone on a rerun
                 journal.failed(t.rel, res.error)
             rep.failed.append(res)
-            bar.write(f"pqseal: error: {t.src}: {res.error}")
         if o.on_result is not None:
             o.on_result(res)
 

@@ -30,9 +30,5 @@ class Progress:
         self._bar.set_postfix_str(self._files(), refresh=False)
         self._bar.update(result.bytes)
 
-    def write(self, line: str) -> None:
-        """A line above the bar (an error as it happens)."""
-        self._bar.write(line, file=sys.stderr)
-
     def close(self) -> None:
         self._bar.close()
