@@ -53,8 +53,13 @@ class Stamp:
         return (self.size, self.mtime_ns) == (other.size, other.mtime_ns)
 
 
-def path_in(root: str) -> str:
-    return os.path.join(root, DIRECTORY, NAME)
+ROTATE_NAME = "rotate.jsonl"
+
+
+def path_in(root: str, kind: str = "") -> str:
+    """The journal of a job in ``root``: one per destination tree; rotation, which writes
+    beside its source files, keeps its own (``rotate.jsonl``), removed once it completes."""
+    return os.path.join(root, DIRECTORY, ROTATE_NAME if kind == "rotate" else NAME)
 
 
 class Journal:
@@ -71,7 +76,7 @@ class Journal:
         """The journal of the job in ``root``; ``fingerprint(salt)`` names the job (the salt
         is the journal's own, random). A journal of another job is an error, or with
         ``restart`` (the caller may replace every output) replaced by a new one."""
-        path = path_in(root)
+        path = path_in(root, kind)
         os.makedirs(os.path.dirname(path), exist_ok=True)
         header, state, torn = _read(path)
         if header is not None:
@@ -120,6 +125,15 @@ class Journal:
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
+
+    def remove(self) -> None:
+        """Drop the journal of a finished job (and its directory when empty)."""
+        self.close()
+        unlink_quietly(self.path)
+        try:
+            os.rmdir(os.path.dirname(self.path))
+        except OSError:
+            pass
 
 
 def _read(path: str) -> tuple[dict | None, dict[str, dict], bool]:

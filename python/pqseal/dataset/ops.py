@@ -46,8 +46,8 @@ WRITERS = ("encrypt", "decrypt", "rekey", "rotate")   # kinds that keep a journa
 TREE_OUTPUT = ("encrypt", "decrypt", "rekey")          # kinds that write a new tree
 VERBS = {"encrypt": "encrypted", "decrypt": "decrypted", "rekey": "rekeyed", "verify": "verified",
          "inspect": "inspected", "rotate": "rotated"}
-NOT_ROTATABLE = ("internal key material (in the footer): not rotatable by a material rewrap; "
-                 "footer rotation is a later issue")
+NOT_ROTATABLE = ("no external key material (keys in the footer, or explicit keys): not rotatable by "
+                 "rewrapping _KEY_MATERIAL_FOR_* files (rotating keys in footers is a later issue)")
 
 
 @dataclasses.dataclass
@@ -245,6 +245,10 @@ def _triage(kind: str, p: Plan, journal: Journal | None, o: Options, rep: Report
             continue
         # from here on the output path is this job's: a started file's output is replaced
         tasks.append(Task(kind, job.src, job.dst, job.rel, size, overwrite=True, with_keys=with_keys))
+    stuck = [r.path for r in rep.skipped if r.reason == NOT_ROTATABLE]
+    if stuck:
+        more = f" and {len(stuck) - 10} more" if len(stuck) > 10 else ""
+        rep.warnings.append(f"{len(stuck)} files not rotated, {NOT_ROTATABLE}: {', '.join(stuck[:10])}{more}")
     return tasks
 
 
@@ -315,6 +319,9 @@ def run(kind: str, src, dst, o: Options, *, encryption=None, decryption=None) ->
         if keys is not None:
             keys.close()
         if journal is not None:
+            if kind == "rotate" and rep.success:
+                journal.remove()     # a later rotation is a new job
+                rep.journal = None
             journal.close()
     rep.seconds = time.monotonic() - t0
     for w in rep.warnings:

@@ -1,0 +1,426 @@
+"""pqseal.dataset: whole trees on threads and processes, checked with pyarrow's own
+readers (``pyarrow.dataset`` over the decrypted tree, pyarrow's PME reader over each
+sealed file): round trips of a hive-partitioned tree, the non-data file policy,
+resuming (a rerun skips finished files, redoes damaged ones; the driver killed with
+SIGKILL), per-file failures in the JSON report, files that cannot be decrypted kept
+intact, retry_failed, existing outputs, and the KMS path through a key session
+(a stand-in with the real interface, tests/dataset_session.py)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+import pyarrow.parquet.encryption as pe
+import pytest
+
+import pqseal
+from pqseal import dataset
+from pqseal._io import is_temp_name
+from pqseal.config import EncryptionConfig
+from pqseal.format import DecryptionProperties, EncryptionProperties
+from pqseal.format.source import Source
+
+import dataset_session
+from dataset_session import FakeKms, FakeSession
+
+K = bytes(range(16))
+K2 = bytes(range(100, 116))
+MASTER = {"kf": bytes(range(16)), "kc": bytes(range(16, 32))}
+KEY_LIST = ", ".join(f"{k}: {base64.b64encode(v).decode()}" for k, v in MASTER.items())
+YEARS, MONTHS = (2023, 2024), (1, 2, 3)
+ROWS = 2_000
+
+
+def part(year: int, month: int) -> pa.Table:
+    n = ROWS + year + month
+    return pa.table({"id": pa.array(range(n), pa.int64()), "s": [f"{year}-{month}-{i % 7}" for i in range(n)],
+                     "v": pa.array([float(i) / 3 for i in range(n)])})
+
+
+def make_tree(root, *, summaries: bool = True):
+    """A hive-partitioned tree (year=/month=) with _SUCCESS and summaries."""
+    for y in YEARS:
+        for m in MONTHS:
+            d = root / f"year={y}" / f"month={m}"
+            d.mkdir(parents=True)
+            pq.write_table(part(y, m), d / "part-0.parquet", row_group_size=700)
+    (root / "_SUCCESS").write_bytes(b"")
+    if summaries:
+        pq.write_metadata(part(2023, 1).schema, root / "_common_metadata")
+    return root
+
+
+def data_files(root) -> list[str]:
+    """pyarrow.dataset's own discovery (a schema given: no file is opened, sealed ones neither)."""
+    files = ds.dataset(root, format="parquet", schema=part(2023, 1).schema).files
+    return sorted(os.path.relpath(f, root) for f in files)
+
+
+def sha(path) -> str:
+    return hashlib.sha256(open(path, "rb").read()).hexdigest()
+
+
+def all_files(root) -> list[str]:
+    return sorted(os.path.relpath(os.path.join(d, f), root) for d, _, fs in os.walk(root) for f in fs)
+
+
+def expected_table() -> pa.Table:
+    return pa.concat_tables([part(y, m) for y in YEARS for m in MONTHS])
+
+
+def read_hive(root) -> pa.Table:
+    """The plaintext tree through pyarrow.dataset (hive partitions), in a fixed order."""
+    t = ds.dataset(root, format="parquet", partitioning="hive").to_table()
+    return t.sort_by([("year", "ascending"), ("month", "ascending"), ("id", "ascending")])
+
+
+def pyarrow_reads_sealed(root, key=K) -> None:
+    """pyarrow's own PME reader opens every sealed data file with the footer key."""
+    for rel in data_files(root):
+        with Source(os.path.join(root, rel)) as s:
+            assert s.crypto is not None, rel
+        t = pq.read_table(os.path.join(root, rel), decryption_properties=pe.create_decryption_properties(key))
+        y, m = (int(x.split("=")[1]) for x in rel.split(os.sep)[:2])
+        assert t.equals(part(y, m)), rel
+
+
+def no_temps(root) -> bool:
+    return not [f for _, _, fs in os.walk(root) for f in fs if is_temp_name(f) or ".pqseal-" in f and
+                f.endswith((".tmp", ".json")) and f.startswith(("_TMP", "."))]
+
+
+@pytest.fixture
+def tree(tmp_path):
+    return make_tree(tmp_path / "src")
+
+
+# ---- round trips -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("executor", ["threads", "processes"])
+def test_hive_tree_round_trip(tree, tmp_path, executor):
+    sealed, plain = tmp_path / "sealed", tmp_path / "plain"
+    with pytest.warns(UserWarning, match="_common_metadata dropped"):
+        r = dataset.encrypt(tree, sealed, EncryptionProperties(K), executor=executor, workers=2)
+    assert r.ok == 6 and len(r.ok) == 6 and r.failed == 0 and r.skipped == 0 and not r.failed
+    assert r.bytes == sum(os.path.getsize(tree / f) for f in data_files(tree))
+    assert r.executor == executor and r.workers == 2
+    assert data_files(sealed) == data_files(tree)
+    assert (sealed / "_SUCCESS").exists() and not (sealed / "_common_metadata").exists()
+    pyarrow_reads_sealed(sealed)
+
+    r = dataset.decrypt(sealed, plain, DecryptionProperties(K), executor=executor, workers=2)
+    assert r.ok == 6 and r.failed == 0
+    assert data_files(plain) == data_files(tree) and (plain / "_SUCCESS").exists()
+    assert read_hive(plain).equals(read_hive(tree))
+    assert no_temps(sealed) and no_temps(plain)
+
+    v = dataset.verify(sealed, DecryptionProperties(K), executor=executor, workers=2)
+    assert v.ok == 6 and all(x.detail["ok"] for x in v.ok)
+    i = dataset.inspect(sealed, executor=executor)
+    assert i.ok == 6 and all(x.detail["encrypted"] and not x.detail["footer_readable"] for x in i.ok)
+    doc = r.to_json()
+    # ignored: the sealed tree's _SUCCESS and the encrypt job's journal directory
+    assert doc["counts"] == {"ok": 6, "failed": 0, "skipped": 0, "ignored": 2} and doc["executor"] == executor
+    assert sorted(p for p, _ in r.ignored) == [".pqseal-job/", "_SUCCESS"]
+    assert doc["kms_calls"] == 0 and doc["bytes"] == r.bytes and doc["seconds"] >= 0
+
+
+def test_summary_regenerated_on_decrypt(tree, tmp_path):
+    """A sealed tree carrying a summary gets one rebuilt from the decrypted files, which
+    pyarrow reads as the dataset's _metadata."""
+    sealed, plain = tmp_path / "sealed", tmp_path / "plain"
+    with pytest.warns(UserWarning):
+        dataset.encrypt(tree, sealed, EncryptionProperties(K))
+    pq.write_metadata(part(2023, 1).schema, sealed / "_metadata")     # as another tool would leave it
+    pq.write_metadata(part(2023, 1).schema, sealed / "_common_metadata")
+    r = dataset.decrypt(sealed, plain, DecryptionProperties(K))
+    assert r.ok == 6 and not r.warnings
+    md = pq.read_metadata(plain / "_metadata")
+    assert md.num_rows == expected_table().num_rows and md.num_row_groups == sum(
+        pq.read_metadata(plain / f).num_row_groups for f in data_files(plain))
+    assert sorted({md.row_group(i).column(0).file_path for i in range(md.num_row_groups)}) == data_files(plain)
+    t = ds.parquet_dataset(plain / "_metadata", partitioning="hive").to_table()
+    assert t.sort_by([("year", "ascending"), ("month", "ascending"), ("id", "ascending")]).equals(read_hive(plain))
+    assert pq.read_schema(plain / "_common_metadata").equals(part(2023, 1).schema)
+
+
+def test_report_counts_compare_as_ints():
+    files = dataset.Files([dataset.FileResult("a", 1), dataset.FileResult("b", 2)])
+    assert files == 2 and files != 3 and len(files) == 2 and files == list(files) and files != 2.0
+
+
+# ---- resuming ----------------------------------------------------------------------------------
+
+
+def test_rerun_skips_done_files_and_redoes_damaged_ones(tree, tmp_path):
+    sealed = tmp_path / "sealed"
+    with pytest.warns(UserWarning):
+        assert dataset.encrypt(tree, sealed, EncryptionProperties(K)).ok == 6
+    hashes = {f: sha(sealed / f) for f in data_files(sealed)}
+    with pytest.warns(UserWarning):
+        r = dataset.encrypt(tree, sealed, EncryptionProperties(K))
+    assert r.ok == 0 and r.skipped == 6 and {x.reason for x in r.skipped} == {"done in an earlier run"}
+    assert {f: sha(sealed / f) for f in hashes} == hashes           # nothing was rewritten
+
+    gone, cut = "year=2023/month=2/part-0.parquet", "year=2024/month=3/part-0.parquet"
+    os.unlink(sealed / gone)
+    with open(sealed / cut, "r+b") as f:                            # same inode, damaged in place
+        f.truncate(os.path.getsize(sealed / cut) - 100)
+    with pytest.warns(UserWarning):
+        r = dataset.encrypt(tree, sealed, EncryptionProperties(K))
+    assert sorted(x.path for x in r.ok) == sorted([gone, cut]) and r.skipped == 4
+    assert any("output missing" in w for w in r.warnings) and any("output changed" in w for w in r.warnings)
+    pyarrow_reads_sealed(sealed)
+
+    # a source changed since: that file is done again
+    y = tree / "year=2024/month=1/part-0.parquet"
+    pq.write_table(part(2024, 1), y, row_group_size=300)
+    with pytest.warns(UserWarning):
+        r = dataset.encrypt(tree, sealed, EncryptionProperties(K))
+    assert [x.path for x in r.ok] == ["year=2024/month=1/part-0.parquet"] and r.skipped == 5
+
+
+def test_a_decrypted_file_replaced_by_a_sealed_one_is_redone(tree, tmp_path):
+    """The footer check: a finished plaintext output that is no longer plaintext (but
+    kept its size, mtime and inode) is redone; a sealed output must be sealed."""
+    sealed, plain = tmp_path / "sealed", tmp_path / "plain"
+    with pytest.warns(UserWarning):
+        dataset.encrypt(tree, sealed, EncryptionProperties(K))
+    dataset.decrypt(sealed, plain, DecryptionProperties(K))
+    f = plain / "year=2023/month=1/part-0.parquet"
+    st = os.stat(f)
+    data = bytearray(f.read_bytes())
+    data[-4:] = b"PARE"                       # no longer plaintext Parquet
+    with open(f, "r+b") as out:
+        out.write(data)
+    os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns))
+    r = dataset.decrypt(sealed, plain, DecryptionProperties(K))
+    assert [x.path for x in r.ok] == ["year=2023/month=1/part-0.parquet"] and r.skipped == 5
+    assert read_hive(plain).equals(read_hive(tree))
+
+
+def test_a_journal_of_another_job_is_refused(tree, tmp_path):
+    sealed = tmp_path / "sealed"
+    with pytest.warns(UserWarning):
+        dataset.encrypt(tree, sealed, EncryptionProperties(K))
+    with pytest.raises(dataset.JournalMismatch, match="another kind of job"):
+        dataset.decrypt(tree, sealed, DecryptionProperties(K))
+    with pytest.raises(dataset.JournalMismatch, match="other keys"):
+        dataset.encrypt(tree, sealed, EncryptionProperties(K2))      # same options, another key
+    with pytest.warns(UserWarning):
+        r = dataset.encrypt(tree, sealed, EncryptionProperties(K2), overwrite=True)   # start over
+    assert r.ok == 6
+    pyarrow_reads_sealed(sealed, K2)
+
+
+KILL = """
+import sys
+from pqseal import dataset
+from pqseal.format import EncryptionProperties
+dataset.encrypt(sys.argv[1], sys.argv[2], EncryptionProperties(bytes(range(16))), executor=sys.argv[3], workers=1)
+"""
+
+
+def journal_records(root) -> list[dict]:
+    out = []
+    for line in open(root / ".pqseal-job" / "journal.jsonl", "rb").read().split(b"\n"):
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            pass
+    return out
+
+
+@pytest.mark.parametrize("executor", ["threads", "processes"])
+def test_driver_killed_mid_job_then_rerun_completes_without_duplicate_work(tmp_path, executor):
+    src, sealed = tmp_path / "src", tmp_path / "sealed"
+    src.mkdir()
+    big = pa.table({"id": pa.array(range(150_000), pa.int64()), "v": pa.array([i * 0.5 for i in range(150_000)])})
+    n = 24
+    for i in range(n):
+        d = src / f"k={i % 4}"
+        d.mkdir(exist_ok=True)
+        pq.write_table(big, d / f"f{i:02d}.parquet", row_group_size=10_000, compression="none")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    p = subprocess.Popen([sys.executable, "-c", KILL, src, sealed, executor], env=env, stderr=subprocess.PIPE)
+    journal = sealed / ".pqseal-job" / "journal.jsonl"
+    end = time.monotonic() + 120
+    while time.monotonic() < end:
+        if journal.exists() and sum(r.get("t") == "done" for r in journal_records(sealed)) >= 3:
+            break
+        assert p.poll() is None, p.stderr.read()
+        time.sleep(0.01)
+    os.kill(p.pid, signal.SIGKILL)
+    p.wait()
+    state: dict[str, str] = {}
+    for rec in journal_records(sealed):
+        if "f" in rec:
+            state[rec["f"]] = rec["t"]
+    done = {f for f, t in state.items() if t == "done"}
+    assert 3 <= len(done) < n, state
+
+    r = dataset.encrypt(src, sealed, EncryptionProperties(K), executor=executor, workers=2)
+    assert r.failed == 0, [x.error for x in r.failed]
+    assert {x.path for x in r.skipped} == done                     # finished files are not done again
+    assert {x.path for x in r.ok} == set(data_files(src)) - done   # the others exactly once
+    assert data_files(sealed) == data_files(src) and no_temps(sealed)
+    for rel in data_files(sealed):
+        t = pq.read_table(sealed / rel, decryption_properties=pe.create_decryption_properties(K))
+        assert t.equals(big), rel
+    assert dataset.verify(sealed, DecryptionProperties(K)).ok == n
+
+
+# ---- failures ----------------------------------------------------------------------------------
+
+
+def test_a_bad_file_fails_alone_and_is_in_the_json_report(tree, tmp_path):
+    (tree / "year=2023" / "notes.txt").write_text("not parquet")
+    sealed, report = tmp_path / "sealed", tmp_path / "report.json"
+    with pytest.warns(UserWarning):
+        r = dataset.encrypt(tree, sealed, EncryptionProperties(K), executor="processes", workers=2, report=report)
+    assert r.ok == 6 and r.failed == 1
+    assert r.failed[0].path == "year=2023/notes.txt" and "MalformedFile" in r.failed[0].error
+    doc = json.loads(report.read_text())
+    assert doc["counts"] == {"ok": 6, "failed": 1, "skipped": 0, "ignored": 2}
+    assert doc["failed"][0]["path"] == "year=2023/notes.txt" and "MalformedFile" in doc["failed"][0]["error"]
+    assert doc["bytes"] == r.bytes and len(doc["ok"]) == 6
+    assert not (sealed / "year=2023" / "notes.txt").exists()
+    pyarrow_reads_sealed(sealed)
+
+    # a rerun skips the failed file; retry_failed tries it again
+    with pytest.warns(UserWarning):
+        r = dataset.encrypt(tree, sealed, EncryptionProperties(K))
+    assert r.ok == 0 and r.failed == 0 and r.skipped == 7
+    failed = [x for x in r.skipped if x.error]
+    assert [x.path for x in failed] == ["year=2023/notes.txt"] and "MalformedFile" in failed[0].error
+    pq.write_table(part(2023, 1), tree / "year=2023" / "notes.txt")   # fixed
+    with pytest.warns(UserWarning):
+        r = dataset.encrypt(tree, sealed, EncryptionProperties(K), retry_failed=True)
+    assert [x.path for x in r.ok] == ["year=2023/notes.txt"] and r.skipped == 6 and r.failed == 0
+    t = pq.read_table(sealed / "year=2023" / "notes.txt", decryption_properties=pe.create_decryption_properties(K))
+    assert t.equals(part(2023, 1))
+
+
+def test_undecryptable_files_stay_intact_and_are_listed(tree, tmp_path):
+    sealed, plain = tmp_path / "sealed", tmp_path / "plain"
+    with pytest.warns(UserWarning):
+        dataset.encrypt(tree, sealed, EncryptionProperties(K))
+    other = "year=2024/month=2/part-0.parquet"
+    pqseal.encrypt_file(tree / other, sealed / other, EncryptionProperties(K2), overwrite=True)
+    before = {f: sha(sealed / f) for f in data_files(sealed)}
+    r = dataset.decrypt(sealed, plain, DecryptionProperties(K), executor="processes", workers=2)
+    assert r.ok == 5 and [x.path for x in r.failed] == [other] and "InvalidTag" in r.failed[0].error
+    assert {f: sha(sealed / f) for f in data_files(sealed)} == before      # sources untouched
+    assert not (plain / other).exists() and no_temps(plain)
+    assert len(data_files(plain)) == 5
+
+
+def test_an_existing_destination_file_is_not_overwritten(tree, tmp_path):
+    sealed = tmp_path / "sealed"
+    mine = sealed / "year=2023" / "month=1" / "part-0.parquet"
+    mine.parent.mkdir(parents=True)
+    mine.write_bytes(b"the user's own file")
+    with pytest.warns(UserWarning):
+        r = dataset.encrypt(tree, sealed, EncryptionProperties(K))
+    assert r.ok == 5 and [x.path for x in r.failed] == ["year=2023/month=1/part-0.parquet"]
+    assert "OutputExists" in r.failed[0].error and mine.read_bytes() == b"the user's own file"
+    with pytest.warns(UserWarning):
+        r = dataset.encrypt(tree, sealed, EncryptionProperties(K))       # still refused on a rerun
+    assert r.failed == 1 and r.skipped == 5 and mine.read_bytes() == b"the user's own file"
+    with pytest.warns(UserWarning):
+        r = dataset.encrypt(tree, sealed, EncryptionProperties(K), overwrite=True)
+    assert r.ok == 1 and r.skipped == 5
+    pyarrow_reads_sealed(sealed)
+
+
+def test_bad_arguments(tree, tmp_path):
+    with pytest.raises(NotADirectoryError):
+        dataset.encrypt(tree / "_SUCCESS", tmp_path / "o", EncryptionProperties(K))
+    with pytest.raises(ValueError, match="inside the input"):
+        dataset.encrypt(tree, tree / "sub", EncryptionProperties(K))
+    with pytest.raises(ValueError, match="executor"):
+        dataset.encrypt(tree, tmp_path / "o", EncryptionProperties(K), executor="gpu")
+    with pytest.raises(TypeError, match="unknown option"):
+        dataset.encrypt(tree, tmp_path / "o", EncryptionProperties(K), worker=2)
+    with pytest.raises(ValueError, match="key_retriever"):
+        dataset.decrypt(tree, tmp_path / "p", DecryptionProperties(key_retriever=lambda md, c: K),
+                        executor="processes")
+
+
+# ---- a key session (the KMS path) --------------------------------------------------------------
+
+
+@pytest.fixture
+def session(monkeypatch):
+    from pqseal.keys import session as S
+
+    monkeypatch.setattr(S, "KeySession", FakeSession)
+    dataset_session.OPENED.clear()
+    return dataset_session.OPENED
+
+
+def pyarrow_kms_reads(path, table) -> None:
+    """pyarrow's PME reader with its own CryptoFactory and a KMS written with
+    `cryptography` (tests/pyarrow_kms.py), reading the key material pqseal wrote."""
+    from pyarrow_kms import key_list_client
+
+    factory = pe.CryptoFactory(key_list_client(MASTER))
+    props = factory.file_decryption_properties(pe.KmsConnectionConfig(), pe.DecryptionConfiguration(),
+                                               parquet_file_path=str(path))
+    assert pq.read_table(path, decryption_properties=props).equals(table)
+
+
+def test_session_path_encrypt_decrypt_rotate(tree, tmp_path, session):
+    sealed, plain = tmp_path / "sealed", tmp_path / "plain"
+    cfg = EncryptionConfig(footer_key="kf", column_keys={"kc": ["s"]}, internal_key_material=False)
+    with pytest.warns(UserWarning):
+        r = dataset.encrypt(tree, sealed, cfg, kms=FakeKms(KEY_LIST), executor="processes", workers=2)
+    assert r.ok == 6 and len(session) == 1 and session[0].encryption == cfg and session[0].closed
+    for rel in data_files(sealed):
+        assert (sealed / os.path.dirname(rel) / f"_KEY_MATERIAL_FOR_{os.path.basename(rel)}.json").exists()
+        y, m = (int(x.split("=")[1]) for x in rel.split(os.sep)[:2])
+        pyarrow_kms_reads(sealed / rel, part(y, m))
+
+    # a file whose keys the session cannot read fails without being attempted
+    broken = "year=2023/month=3/part-0.parquet"
+    os.unlink(sealed / "year=2023" / "month=3" / "_KEY_MATERIAL_FOR_part-0.parquet.json")
+    r = dataset.decrypt(sealed, plain, kms=FakeKms(KEY_LIST), executor="threads")
+    assert session[-1].files and sorted(session[-1].files) == sorted(str(sealed / f) for f in data_files(sealed))
+    assert r.ok == 5 and [x.path for x in r.failed] == [broken] and "keys not readable" in r.failed[0].error
+    assert not (plain / broken).exists()
+    assert read_hive(plain).num_rows == expected_table().num_rows - part(2023, 3).num_rows
+
+    # rotation rewrites every material file in place; a file with internal material is listed
+    internal = "year=2024/month=1/part-0.parquet"
+    pqseal.encrypt_file(tree / internal, sealed / internal, EncryptionProperties(K), overwrite=True)
+    os.unlink(sealed / "year=2024" / "month=1" / "_KEY_MATERIAL_FOR_part-0.parquet.json")
+    mats = {rel: sealed / os.path.dirname(rel) / f"_KEY_MATERIAL_FOR_{os.path.basename(rel)}.json"
+            for rel in data_files(sealed) if rel not in (broken, internal)}
+    before = {rel: m.read_bytes() for rel, m in mats.items()}
+    data_before = {f: sha(sealed / f) for f in data_files(sealed)}
+    with pytest.warns(UserWarning, match="not rotatable"):
+        r = dataset.rotate(sealed, kms=FakeKms(KEY_LIST), executor="processes", workers=2)
+    assert r.ok == 4 and {x.path for x in r.skipped} == {broken, internal}
+    assert set(session[-1].master_keys) == {"kf", "kc"}
+    assert all(mats[rel].read_bytes() != before[rel] for rel in mats)
+    assert {f: sha(sealed / f) for f in data_files(sealed)} == data_before     # Parquet files untouched
+    for rel in mats:
+        y, m = (int(x.split("=")[1]) for x in rel.split(os.sep)[:2])
+        pyarrow_kms_reads(sealed / rel, part(y, m))
+    # a finished rotation leaves no journal: the next one (after the next master key
+    # rotation) is a new job; the encrypt job's journal is untouched
+    assert not (sealed / ".pqseal-job" / "rotate.jsonl").exists() and (sealed / ".pqseal-job" / "journal.jsonl").exists()
+    with pytest.warns(UserWarning, match="not rotatable"):
+        r = dataset.rotate(sealed, kms=FakeKms(KEY_LIST))
+    assert r.ok == 4 and r.skipped == 2
