@@ -21,7 +21,7 @@ import pyarrow.parquet.encryption as pe
 import pytest
 
 from pqseal import dataset
-from pqseal._io import is_temp_name
+from pqseal._io import is_temp_name, pid_alive
 from pqseal.dataset.dask import InsecureScheduler
 from pqseal.format import DecryptionProperties, EncryptionProperties
 
@@ -105,6 +105,7 @@ def test_a_worker_killed_mid_job(tls_cluster, tmp_path):
     table = make_tree(src, n, rows=120_000)
     client = tls_cluster
     victim = sorted(client.scheduler_info()["workers"])[0]
+    victim_pid = client.run(os.getpid, workers=[victim])[victim]
     killed = []
 
     def on_result(res):
@@ -113,10 +114,14 @@ def test_a_worker_killed_mid_job(tls_cluster, tmp_path):
             # the worker process exits a moment after answering (a function run there cannot
             # both answer and be the worker's last act)
             client.run(lambda: threading.Timer(0.05, os._exit, (1,)).start(), workers=[victim])
+            end = time.monotonic() + 30
+            while pid_alive(victim_pid) and time.monotonic() < end:   # dead before the job goes on
+                time.sleep(0.02)
         on_result.seen.append(res)
     on_result.seen = []
     r = dataset.encrypt(src, sealed, EncryptionProperties(K), executor=client, on_result=on_result)
-    assert killed
+    assert killed and len(on_result.seen) == n
+    assert not pid_alive(victim_pid)    # the worker process died with most files still to do
     if r.failed:   # a task lost with its worker beyond Dask's retries: a rerun finishes the job
         assert all(x.reason == "lost" for x in r.failed), [x.error for x in r.failed]
         r2 = dataset.encrypt(src, sealed, EncryptionProperties(K), executor=client)
