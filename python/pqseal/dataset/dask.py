@@ -41,7 +41,7 @@ class DaskExecutor:
         else:
             raise TypeError(f"executor must be 'threads', 'processes', a distributed.Client or a scheduler address, "
                             f"not {type(executor).__name__}")
-        self.address = str(self._client.scheduler.address)
+        self.address = str(getattr(self._client.scheduler, "address", ""))
         self.allow_insecure = allow_insecure
         nthreads = sum(w.get("nthreads", 1) for w in self._client.scheduler_info()["workers"].values())
         self.workers = workers or nthreads or 1

@@ -3,10 +3,10 @@
 One JSON object per line in ``<root>/.pqseal-job/journal.jsonl`` (a directory dataset
 readers ignore: its name starts with ``.``), appended by the driver alone through an
 ``O_APPEND`` descriptor: a header naming the job (kind and a fingerprint of its options
-and keys: an HMAC under the journal's random salt, never key bytes), then per file ``start`` (fsync'd, in batches, before any worker
-touches the file's output), ``done`` (output and source size/mtime, output inode) and
-``failed`` (one line). A line cut by a crash is ignored on reading; the last record of
-a file is its state.
+and keys: an HMAC under the journal's random salt, never key bytes), then per file
+``start`` (fsync'd, in batches, before any worker touches the file's output), ``done``
+(output and source size/mtime, output inode) and ``failed`` (one line). A line cut by
+a crash is ignored on reading; the last record of a file is its state.
 """
 
 from __future__ import annotations

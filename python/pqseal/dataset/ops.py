@@ -140,9 +140,9 @@ def _describe(x, salt: bytes) -> Any:
                 "aad_prefix": x.aad_prefix, "store_aad_prefix": x.store_aad_prefix, "v2_framing": x.v2_framing,
                 "keys": mac([x.footer_key] + [c.key for _, c in cols])}
     if isinstance(x, DecryptionProperties):
-        cols = sorted(x.column_keys.items())
-        return {"explicit": True, "aad_prefix": x.aad_prefix, "columns": [p for p, _ in cols],
-                "keys": mac([x.footer_key] + [k for _, k in cols]), "retriever": x.key_retriever is not None}
+        dec = sorted(x.column_keys.items())
+        return {"explicit": True, "aad_prefix": x.aad_prefix, "columns": [p for p, _ in dec],
+                "keys": mac([x.footer_key] + [k for _, k in dec]), "retriever": x.key_retriever is not None}
     if dataclasses.is_dataclass(x) and not isinstance(x, type):
         return dataclasses.asdict(x)
     return repr(x)
@@ -313,7 +313,7 @@ def run(kind: str, src, dst, o: Options, *, encryption=None, decryption=None) ->
         if not rep.interrupted:
             _cleanup(p, tasks)
             if kind in TREE_OUTPUT:
-                _non_data(kind, p, dst, rep)   # type: ignore[arg-type]
+                _non_data(kind, p, dst, rep)
     finally:
         ex.close()
         if keys is not None:

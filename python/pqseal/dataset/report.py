@@ -43,7 +43,7 @@ class Files(list):
     def __ne__(self, other):
         return not self == other
 
-    __hash__ = None  # type: ignore[assignment]
+    __hash__ = None
 
 
 @dataclass
