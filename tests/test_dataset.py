@@ -425,3 +425,77 @@ def test_session_path_encrypt_decrypt_rotate(tree, tmp_path, session):
     with pytest.warns(UserWarning, match="not rotatable"):
         r = dataset.rotate(sealed, kms=FakeKms(KEY_LIST))
     assert r.ok == 4 and r.skipped == 2
+
+
+# ---- the journal, rekey, progress, the CLI -----------------------------------------------------
+
+
+def test_a_torn_last_journal_line_is_ignored(tree, tmp_path):
+    sealed = tmp_path / "sealed"
+    with pytest.warns(UserWarning):
+        dataset.encrypt(tree, sealed, EncryptionProperties(K))
+    journal = sealed / ".pqseal-job" / "journal.jsonl"
+    with open(journal, "ab") as f:
+        f.write(b'{"t":"failed","f":"year=2023/month=1/part-0.parquet","err')     # cut by a crash
+    with pytest.warns(UserWarning):
+        r = dataset.encrypt(tree, sealed, EncryptionProperties(K))
+    assert r.skipped == 6 and r.ok == 0 and r.failed == 0
+    lines = journal.read_bytes().split(b"\n")
+    assert lines[-1] == b"" and sum(1 for ln in lines if ln.startswith(b'{"t":"failed"')) == 1
+    assert all(json.loads(ln) for ln in lines if ln and not ln.startswith(b'{"t":"failed"'))
+
+
+def test_rekey_tree(tree, tmp_path):
+    sealed, rekeyed = tmp_path / "sealed", tmp_path / "rekeyed"
+    with pytest.warns(UserWarning):
+        dataset.encrypt(tree, sealed, EncryptionProperties(K))
+    r = dataset.rekey(sealed, rekeyed, DecryptionProperties(K), EncryptionProperties(K2, algorithm="AES_GCM_CTR_V1"),
+                      executor="processes", workers=2)
+    assert r.ok == 6 and r.failed == 0
+    pyarrow_reads_sealed(rekeyed, K2)
+    assert dataset.inspect(rekeyed, DecryptionProperties(K2)).ok[0].detail["algorithm"] == "AES_GCM_CTR_V1"
+    with pytest.raises(TypeError, match="new keys"):
+        dataset.rekey(sealed, tmp_path / "x", DecryptionProperties(K))
+
+
+def test_progress_bar_when_forced(tree, tmp_path, capsys):
+    with pytest.warns(UserWarning):
+        dataset.encrypt(tree, tmp_path / "sealed", EncryptionProperties(K), progress=True)
+    err = capsys.readouterr().err
+    assert "encrypted" in err and "6/6 files" in err and "B/s" in err
+    dataset.verify(tmp_path / "sealed", DecryptionProperties(K), progress=False)
+    assert capsys.readouterr().err == ""
+
+
+def cli(*args, env=None):
+    e = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path), **(env or {}))
+    return subprocess.run([sys.executable, "-m", "pqseal", *map(str, args)], env=e, capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_cli_directory_job_report_and_retry_failed(tree, tmp_path):
+    (tree / "year=2024" / "notes.txt").write_text("not parquet")
+    sealed, report = tmp_path / "sealed", tmp_path / "r.json"
+    key = base64.b64encode(K).decode()
+    p = cli("encrypt", tree, sealed, "--footer-key-value", key, "--executor", "processes", "--workers", "2",
+            "--report", report)
+    assert p.returncode == 1 and "notes.txt" in p.stderr and "MalformedFile" in p.stderr
+    assert p.stderr.strip().splitlines()[-1] == "pqseal: error: 1 of 7 files failed"
+    assert "warning: _common_metadata dropped" in p.stderr
+    doc = json.loads(report.read_text())
+    assert doc["executor"] == "processes" and doc["workers"] == 2 and doc["counts"]["ok"] == 6
+    assert doc["failed"][0]["path"] == "year=2024/notes.txt"
+    pyarrow_reads_sealed(sealed)
+
+    p = cli("encrypt", tree, sealed, "--footer-key-value", key)                 # resumed: nothing to do
+    assert p.returncode == 0, p.stderr
+    assert "skipped 6 data files (done in an earlier run)" in p.stderr and "skipped 1 data file (failed" in p.stderr
+    pq.write_table(part(2024, 1), tree / "year=2024" / "notes.txt")
+    p = cli("encrypt", tree, sealed, "--footer-key-value", key, "--retry-failed")
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.startswith("encrypted 1 files")
+    p = cli("encrypt", tree, sealed, "--footer-key-value", base64.b64encode(K2).decode())
+    assert p.returncode == 1 and "journal" in p.stderr and "--force" in p.stderr
+    p = cli("decrypt", sealed, tmp_path / "plain", "--footer-key-value", key, "-j", "2")
+    assert p.returncode == 0, p.stderr
+    assert read_hive(tmp_path / "plain").num_rows == expected_table().num_rows + part(2024, 1).num_rows

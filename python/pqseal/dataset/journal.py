@@ -5,7 +5,9 @@ readers ignore: its name starts with ``.``), appended by the driver alone throug
 ``O_APPEND`` descriptor: a header naming the job (kind and a fingerprint of its options
 and keys: an HMAC under the journal's random salt, never key bytes), then per file
 ``start`` (fsync'd, in batches, before any worker touches the file's output), ``done``
-(output and source size/mtime, output inode) and ``failed`` (one line). A line cut by
+(output and source size/mtime, output inode) and ``failed`` (one line). ``done`` and
+``failed`` are made durable with the next batch's fsync and at the end: a record lost to
+a power cut only makes a rerun redo that file (its output is the job's to replace). A line cut by
 a crash is ignored on reading; the last record of a file is its state.
 """
 
@@ -116,15 +118,18 @@ class Journal:
 
     def done(self, rel: str, src: Stamp | None, out: Stamp | None) -> None:
         self.append({"t": "done", "f": rel, "src": None if src is None else src.__dict__,
-                     "out": None if out is None else out.__dict__}, sync=True)
+                     "out": None if out is None else out.__dict__})
 
     def failed(self, rel: str, error: str) -> None:
-        self.append({"t": "failed", "f": rel, "error": error}, sync=True)
+        self.append({"t": "failed", "f": rel, "error": error})
 
     def close(self) -> None:
         if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
+            try:
+                os.fsync(self._fd)
+            finally:
+                os.close(self._fd)
+                self._fd = -1
 
     def remove(self) -> None:
         """Drop the journal of a finished job (and its directory when empty)."""

@@ -324,6 +324,8 @@ def run(kind: str, src, dst, o: Options, *, encryption=None, decryption=None) ->
                 rep.journal = None
             journal.close()
     rep.seconds = time.monotonic() - t0
+    for files in (rep.ok, rep.failed, rep.skipped):
+        files.sort(key=lambda r: r.path)
     for w in rep.warnings:
         if "dropped" in w or "not regenerated" in w or NOT_ROTATABLE in w:
             warnings.warn(w, stacklevel=3)
