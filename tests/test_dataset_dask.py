@@ -23,6 +23,7 @@ import pytest
 from pqseal import dataset
 from pqseal._io import is_temp_name, pid_alive
 from pqseal.dataset.dask import InsecureScheduler
+from pqseal.dataset.worker import jobs_held
 from pqseal.format import DecryptionProperties, EncryptionProperties
 
 from interop import require
@@ -246,3 +247,47 @@ def test_cli_refuses_cluster_options_where_they_do_not_apply(tmp_path):
         p = subprocess.run([sys.executable, "-m", "pqseal", *args, "--footer-key-value", key], env=env,
                            capture_output=True, text=True, timeout=120)
         assert p.returncode == 2 and what in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr
+
+
+def test_a_key_session_travels_to_the_workers(tls_cluster, tmp_path, monkeypatch):
+    """The driver opens the session once; each worker imports its export (the class
+    travels by reference); the files are sealed under the session's configuration."""
+    from pqseal.config import EncryptionConfig
+    from pqseal.keys import session as S
+
+    import dataset_session
+    from dataset_session import FakeKms, FakeSession
+
+    monkeypatch.setattr(S, "KeySession", FakeSession)
+    dataset_session.OPENED.clear()
+    src, sealed = tmp_path / "src", tmp_path / "sealed"
+    table = make_tree(src, 6)
+    key_list = ", ".join(f"{k}: {base64.b64encode(v).decode()}" for k, v in {"kf": K}.items())
+    r = dataset.encrypt(src, sealed, EncryptionConfig(footer_key="kf", uniform_encryption=True),
+                        kms=FakeKms(key_list), executor=tls_cluster)
+    assert r.ok == 6 and len(dataset_session.OPENED) == 1
+    held = []
+
+    def on_result(res):
+        if not held:
+            held.append(tls_cluster.run(jobs_held))
+    r = dataset.verify(sealed, kms=FakeKms(key_list), executor=tls_cluster, on_result=on_result)
+    assert r.ok == 6 and len(dataset_session.OPENED) == 2
+    # during the job each worker that ran a task holds the session's import, nothing else
+    during = {tuple(v) for v in held[0].values()}
+    assert during <= {("FakeSession/NoneType",), ()} and ("FakeSession/NoneType",) in during, held
+    assert set(map(tuple, tls_cluster.run(jobs_held).values())) == {()}     # dropped when the job ended
+    check_sealed_with_session(sealed, table)
+
+
+def check_sealed_with_session(root, table) -> None:
+    """pyarrow reads what the session's workers sealed, unwrapping the keys with its own
+    KMS client (written with `cryptography`: tests/pyarrow_kms.py)."""
+    from pyarrow_kms import key_list_client
+
+    factory = pe.CryptoFactory(key_list_client({"kf": K}))
+    for d, _, fs in os.walk(root):
+        for f in fs:
+            if f.endswith(".parquet"):
+                props = factory.file_decryption_properties(pe.KmsConnectionConfig(), pe.DecryptionConfiguration())
+                assert pq.read_table(os.path.join(d, f), decryption_properties=props).equals(table)

@@ -7,7 +7,8 @@ task key) and imported once per worker process; each file is one task. Keys trav
 over an encrypted connection: the scheduler's address must be ``tls://`` (or
 ``inproc://``, the same process); anything else is refused unless
 ``allow_insecure=True``. A worker that dies mid-task has its tasks rescheduled by Dask
-on the others; a task can run twice without harm (temporary file + rename).
+on the others; a task can run twice without harm (temporary file + rename). When the job
+ends every worker drops (and closes) its copy of the keys.
 """
 
 from __future__ import annotations
@@ -88,7 +89,13 @@ class DaskExecutor:
 
     def close(self) -> None:
         if self._shipped is not None:
+            from .worker import forget
+
             self._shipped.release()
             self._shipped = None
+            try:   # the keys leave the workers' memory with the job
+                self._client.run(forget, self._job)
+            except Exception:   # a worker gone: its keys went with it
+                pass
         if self._owned:
             self._client.close()

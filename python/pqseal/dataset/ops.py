@@ -305,7 +305,6 @@ def run(kind: str, src, dst, o: Options, *, encryption=None, decryption=None) ->
         master_keys = _master_keys(tasks) if kind == "rotate" else None
         keys = build_keys(o, encryption=encryption, decryption=decryption, read=read, write=write,
                           files=[t.src for t in tasks] if read else None, master_keys=master_keys)
-        rep.kms_calls = keys.kms_calls
         tasks = _unreadable(tasks, keys, journal, rep)
         if tasks:
             ex.start(keys)
@@ -317,6 +316,7 @@ def run(kind: str, src, dst, o: Options, *, encryption=None, decryption=None) ->
     finally:
         ex.close()
         if keys is not None:
+            rep.kms_calls = keys.kms_calls
             keys.close()
         if journal is not None:
             if kind == "rotate" and rep.success:

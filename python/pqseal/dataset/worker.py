@@ -100,6 +100,20 @@ def install(shipped: Shipped) -> None:
             _jobs[shipped.token] = shipped.open()
 
 
+def forget(token: str) -> None:
+    """Drop (and close) a finished job's keys in this process."""
+    with _jobs_lock:
+        keys = _jobs.pop(token, None)
+    if keys is not None:
+        keys.close()  # type: ignore[attr-defined]
+
+
+def jobs_held() -> list[str]:
+    """The key objects this process holds, by type (tests: nothing outlives its job)."""
+    with _jobs_lock:
+        return sorted(f"{type(k.read).__name__}/{type(k.write).__name__}" for k in _jobs.values())  # type: ignore
+
+
 def run_installed(task: Task, token: str) -> FileResult:
     """A task of a local worker process whose initializer installed the keys."""
     return execute(task, _jobs[token])
