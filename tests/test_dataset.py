@@ -351,6 +351,8 @@ def test_bad_arguments(tree, tmp_path):
         dataset.encrypt(tree, tree / "sub", EncryptionProperties(K))
     with pytest.raises(ValueError, match="executor"):
         dataset.encrypt(tree, tmp_path / "o", EncryptionProperties(K), executor="gpu")
+    with pytest.raises(ValueError, match="security"):
+        dataset.encrypt(tree, tmp_path / "o", EncryptionProperties(K), security=object())
     with pytest.raises(TypeError, match="unknown option"):
         dataset.encrypt(tree, tmp_path / "o", EncryptionProperties(K), worker=2)
     with pytest.raises(ValueError, match="key_retriever"):
@@ -391,6 +393,14 @@ def test_session_path_encrypt_decrypt_rotate(tree, tmp_path, session):
         assert (sealed / os.path.dirname(rel) / f"_KEY_MATERIAL_FOR_{os.path.basename(rel)}.json").exists()
         y, m = (int(x.split("=")[1]) for x in rel.split(os.sep)[:2])
         pyarrow_kms_reads(sealed / rel, part(y, m))
+
+    # a finished file whose key material went missing is done again
+    lost = sealed / "year=2024" / "month=2" / "_KEY_MATERIAL_FOR_part-0.parquet.json"
+    os.unlink(lost)
+    with pytest.warns(UserWarning):
+        r = dataset.encrypt(tree, sealed, cfg, kms=FakeKms(KEY_LIST))
+    assert [x.path for x in r.ok] == ["year=2024/month=2/part-0.parquet"] and r.skipped == 5 and lost.exists()
+    pyarrow_kms_reads(sealed / "year=2024" / "month=2" / "part-0.parquet", part(2024, 2))
 
     # a file whose keys the session cannot read fails without being attempted
     broken = "year=2023/month=3/part-0.parquet"

@@ -94,6 +94,8 @@ class ProcessExecutor(ThreadExecutor):
 
 def make_executor(executor, workers: int | None, *, allow_insecure: bool = False, security=None):
     """``"threads"``, ``"processes"``, a ``distributed.Client`` or a scheduler address."""
+    if security is not None and not (isinstance(executor, str) and "://" in executor):
+        raise ValueError("security= applies to a scheduler address (a Client brings its own)")
     if executor == "threads":
         return ThreadExecutor(workers)
     if executor == "processes":

@@ -5,7 +5,7 @@ readers ignore: its name starts with ``.``), appended by the driver alone throug
 ``O_APPEND`` descriptor: a header naming the job (kind and a fingerprint of its options
 and keys: an HMAC under the journal's random salt, never key bytes), then per file
 ``start`` (fsync'd, in batches, before any worker touches the file's output), ``done``
-(output and source size/mtime, output inode) and ``failed`` (one line). ``done`` and
+(output, its key material and source: size/mtime, inode) and ``failed`` (one line). ``done`` and
 ``failed`` are made durable with the next batch's fsync and at the end: a record lost to
 a power cut only makes a rerun redo that file (its output is the job's to replace). A line cut by
 a crash is ignored on reading; the last record of a file is its state.
@@ -116,9 +116,12 @@ class Journal:
     def started(self, rel: str, src: Stamp) -> None:
         self.append({"t": "start", "f": rel, "src": src.__dict__})
 
-    def done(self, rel: str, src: Stamp | None, out: Stamp | None) -> None:
-        self.append({"t": "done", "f": rel, "src": None if src is None else src.__dict__,
-                     "out": None if out is None else out.__dict__})
+    def done(self, rel: str, src: Stamp | None, out: Stamp | None, material: Stamp | None = None) -> None:
+        rec = {"t": "done", "f": rel, "src": None if src is None else src.__dict__,
+               "out": None if out is None else out.__dict__}
+        if material is not None:
+            rec["material"] = material.__dict__
+        self.append(rec)
 
     def failed(self, rel: str, error: str) -> None:
         self.append({"t": "failed", "f": rel, "error": error})

@@ -6,9 +6,9 @@ distinct KEKs of the dataset's key material) and hands workers the session, or t
 caller's explicit properties, never a KMS client.
 
 Resuming (the journal, ``journal.py``): a rerun of the same job (same kind and options)
-skips files recorded done after checking them (output exists with the recorded size,
-mtime and inode, source unchanged, and a footer check: sealed for encrypt/rekey,
-plaintext for decrypt); redoes started-but-not-done files (an output there was made by
+skips files recorded done after checking them (output, and its external key material,
+exist with the recorded size, mtime and inode, source unchanged, and a footer check:
+sealed for encrypt/rekey, plaintext for decrypt); redoes started-but-not-done files (an output there was made by
 this job and is replaced); skips files that failed unless ``retry_failed=True``. A
 destination file the journal does not know is never replaced without ``overwrite=True``:
 the driver checks each output path before recording the file started, and from then on
@@ -199,7 +199,28 @@ def _why_redo(kind: str, job, rec: dict) -> str | None:
         return "output changed"
     if out is not None and not _footer_ok(kind, out, job.src):
         return "output footer not as expected"
+    was_mat, mat = Stamp.load(rec.get("material")), _material(kind, job.dst)
+    if was_mat is not None:
+        mat_now = _stamp(mat)
+        if mat_now is None or not mat_now.same_file(was_mat):
+            return "key material missing or changed"
     return None
+
+
+def _material(kind: str, dst: str | None) -> str | None:
+    """The external key material file beside a sealed output."""
+    if kind not in ("encrypt", "rekey") or dst is None:
+        return None
+    from ..keys.store import material_path
+
+    return material_path(dst)
+
+
+def _stamp(path: str | None) -> Stamp | None:
+    try:
+        return None if path is None else Stamp.of(path)
+    except FileNotFoundError:
+        return None
 
 
 def _exists(path: str | None) -> bool:
@@ -389,10 +410,9 @@ def _dispatch(tasks: list[Task], ex, journal: Journal | None, o: Options, rep: R
             return
         bar.update(res)
         if res.error is None:
-            out = _output(t.kind, t.src, t.dst)
             if journal is not None:
-                journal.done(t.rel, stamps.get(t.rel), Stamp.of(out) if out is not None and os.path.exists(out)
-                             else None)
+                out, mat = _output(t.kind, t.src, t.dst), _material(t.kind, t.dst)
+                journal.done(t.rel, stamps.get(t.rel), _stamp(out), _stamp(mat))
             rep.ok.append(res)
             rep.warnings += [f"{t.rel}: {w}" for w in res.warnings]
         else:
