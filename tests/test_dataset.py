@@ -355,6 +355,7 @@ def test_bad_arguments(tree, tmp_path):
         dataset.encrypt(tree, tmp_path / "o", EncryptionProperties(K), security=object())
     with pytest.raises(TypeError, match="unknown option"):
         dataset.encrypt(tree, tmp_path / "o", EncryptionProperties(K), worker=2)
+    assert not (tmp_path / "o").exists()        # a refused job writes nothing
     with pytest.raises(ValueError, match="key_retriever"):
         dataset.decrypt(tree, tmp_path / "p", DecryptionProperties(key_retriever=lambda md, c: K),
                         executor="processes")

@@ -53,11 +53,14 @@ class DaskExecutor:
     def secure(self) -> bool:
         return self.address.startswith(SECURE_SCHEMES)
 
-    def start(self, keys: Paired) -> None:
-        if keys.sides() and not self.secure and not self.allow_insecure:
+    def check(self, *, keys_travel: bool) -> None:
+        if keys_travel and not self.secure and not self.allow_insecure:
             raise InsecureScheduler(f"the Dask scheduler {self.address} is not reached over TLS: the job's keys "
                                     "would travel in the clear; use a tls:// scheduler (distributed.security."
                                     "Security) or pass allow_insecure=True (CLI: --allow-insecure-scheduler)")
+
+    def start(self, keys: Paired) -> None:
+        self.check(keys_travel=bool(keys.sides()))
         shipped = keys.ship(self._job)
         self._shipped = self._client.scatter(shipped, broadcast=True, hash=False)
 

@@ -1,6 +1,7 @@
 """Where tasks run: driver threads, local worker processes, or a Dask cluster (``dask.py``).
 
-Every executor has the same small surface for the driver: ``start(keys)``, ``submit(task)``
+Every executor has the same small surface for the driver: ``check(keys_travel=)``
+(refuse before any work), ``start(keys)``, ``submit(task)``
 -> a future, ``wait(futures)`` -> those done (returns within a second so the driver can
 react to an interruption), ``result(future)`` -> :class:`FileResult` (an executor-level
 failure, such as a worker process that died, becomes a record with ``reason="lost"``:
@@ -41,6 +42,9 @@ class ThreadExecutor:
         self.workers = workers or default_workers()
         self._pool: cf.ThreadPoolExecutor | None = None
         self._keys: Paired | None = None
+
+    def check(self, *, keys_travel: bool) -> None:
+        """Refuse a job whose keys could not travel safely (nothing to check on this machine)."""
 
     def start(self, keys: Paired) -> None:
         self._keys = keys

@@ -307,17 +307,23 @@ def run(kind: str, src, dst, o: Options, *, encryption=None, decryption=None) ->
     if kind in TREE_OUTPUT and dst is None:
         raise TypeError(f"dataset.{kind} needs a destination directory")
     p = plan(src, dst)
-    if dst is not None:
-        os.makedirs(dst, exist_ok=True)
     read = kind in ("decrypt", "rekey", "verify", "rotate") or (kind == "inspect" and (
         decryption is not None or o.kms is not None or o.kms_connection_config is not None))
     write = kind in ("encrypt", "rekey")
-    journal = None
-    if kind in WRITERS:
-        journal = Journal.open(dst if dst is not None else src, kind,
-                               lambda salt: fingerprint(kind, src, salt, encryption=encryption, decryption=decryption),
-                               restart=o.overwrite)
     ex = make_executor(o.executor, o.workers, allow_insecure=o.allow_insecure, security=o.security)
+    journal = None
+    try:
+        ex.check(keys_travel=read or write)      # refused before anything is written or asked of the KMS
+        if dst is not None:
+            os.makedirs(dst, exist_ok=True)
+        if kind in WRITERS:
+            journal = Journal.open(dst if dst is not None else src, kind,
+                                   lambda salt: fingerprint(kind, src, salt, encryption=encryption,
+                                                            decryption=decryption),
+                                   restart=o.overwrite)
+    except BaseException:
+        ex.close()
+        raise
     rep = Report(kind, src, dst, ex.name, ex.workers, ignored=list(p.skipped),
                  journal=None if journal is None else journal.path)
     keys: Paired | None = None
