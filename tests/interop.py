@@ -47,3 +47,15 @@ def require_tool(name: str) -> str:
     if path is None:
         missing(f"{name} not found on PATH (install a JDK: .ci/setup installs default-jdk-headless)")
     return path
+
+
+KMS_ENV = "PQSEAL_REQUIRE_KMS"
+
+
+def kms_missing(what: str) -> NoReturn:
+    """A real KMS (OpenBao, SoftHSM2, moto) or its client library is unavailable: skip,
+    or fail under ``PQSEAL_REQUIRE_KMS=1`` (set by ``.ci/run``) or
+    ``PQSEAL_REQUIRE_INTEROP=1``."""
+    if os.environ.get(KMS_ENV, "") not in ("", "0"):
+        pytest.fail(f"{what} ({KMS_ENV}=1: KMS servers and clients must be present)", pytrace=False)
+    missing(what)

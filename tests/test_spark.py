@@ -207,3 +207,28 @@ def test_spark_reads_parquet_writer_output(spark, tmp_path, alg):
     rows = df.orderBy("a").collect()
     assert [r.a for r in rows] == list(range(n)) and rows[5].s == "35" and rows[n - 1].d == (n - 1) * 0.5
     assert df.filter("s = '700'").count() == 1     # a pushed-down filter (row-group stats, bloom filter)
+
+
+def test_spark_reads_key_session_files(spark, tmp_path):
+    """Files sealed by key-session workers (data keys wrapped locally under the session's
+    KEKs; one KMS wrap per master key, made by the driver): parquet-java reads them with its
+    own KMS client, internal and external key material, plaintext and encrypted footers."""
+    import pyarrow as pa
+
+    from pqseal.keys import KeySession
+
+    n = 3000
+    src = tmp_path / "plain.parquet"
+    pq.write_table(pa.table({"a": pa.array(range(n), pa.int64()), "s": [str(i * 7) for i in range(n)]}), src)
+    ours = tmp_path / "ours"
+    ours.mkdir()
+    for i, (internal, plaintext_footer) in enumerate([(True, False), (False, True), (False, False)]):
+        cfg = EncryptionConfig("kf", column_keys={"kc1": ["a"], "kc2": ["s"]}, internal_key_material=internal,
+                               plaintext_footer=plaintext_footer, encryption_algorithm="AES_GCM_CTR_V1")
+        with KeySession.open(KeyListKms(MASTER), cfg) as driver:
+            worker = KeySession.import_(driver.export())
+            dst = ours / f"part-{i}.parquet"
+            pqseal.encrypt_file(src, dst, worker.encryption_properties(dst))
+    rows = spark.read.parquet(str(ours)).orderBy("a", "s").collect()
+    assert [r.a for r in rows] == [i for i in range(n) for _ in range(3)]
+    assert rows[15].s == "35"

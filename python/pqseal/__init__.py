@@ -15,6 +15,7 @@ _LAZY = {
     "EncryptionConfig": (".config", "EncryptionConfig"),
     "DecryptionConfig": (".config", "DecryptionConfig"),
     "CryptoFactory": (".keys", "CryptoFactory"),
+    "KeySession": (".keys", "KeySession"),
     "KmsClient": (".kms", "KmsClient"),
     "KmsConnectionConfig": (".kms", "KmsConnectionConfig"),
     "KeyListKms": (".kms", "KeyListKms"),

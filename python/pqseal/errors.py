@@ -77,6 +77,16 @@ class KmsError(PqsealError):
     """The KMS failed or answered with something unusable."""
 
 
+class KeyDisabled(KeyAccessDenied):
+    """The master key (or the key version a wrapped key names) exists but is disabled,
+    or below the KMS's minimum decryption version; reversible by a key administrator."""
+
+
+class KmsUnavailable(KmsError):
+    """The KMS cannot be reached or keeps failing transiently (after the bounded
+    retries), or its circuit is open after repeated failures."""
+
+
 class MalformedKeyMaterial(PqsealError, ValueError):
     """Key material (PKMT1 JSON or a wrapped key) cannot be parsed."""
 
@@ -88,6 +98,16 @@ class OutputExists(PqsealError, FileExistsError):
 
 class UnsupportedFeature(PqsealError):
     """The input uses a feature pqseal does not (yet) support."""
+
+
+class SessionExpired(PqsealError):
+    """A key session (:class:`pqseal.keys.KeySession`) was used after its lifetime ended
+    or after it was closed; its keys are no longer available."""
+
+
+class InsecureTransport(PqsealError):
+    """Key bytes would travel over a channel that is not encrypted (e.g. a key session
+    sent to a plain-TCP Dask scheduler) and the caller did not explicitly allow it."""
 
 
 __all__ = [name for name in dir() if name[0].isupper()]

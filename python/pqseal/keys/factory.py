@@ -3,15 +3,18 @@ PropertiesDrivenCryptoFactory and pyarrow's CryptoFactory in one)."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
+from collections.abc import Mapping
 from typing import Callable
 
 from ..crypto import random_bytes
-from ..errors import KeyNotFound, MalformedKeyMaterial, UnsupportedFeature
+from ..errors import KeyNotFound, UnsupportedFeature
 from ..format.properties import DecryptionProperties, EncryptionProperties
 from ..kms.base import DEFAULT, KmsClient, KmsConnectionConfig
 from .config import DecryptionConfig, EncryptionConfig, prefix_bytes, seconds
 from .material import COLUMN_KEY_REFERENCE_PREFIX, FOOTER_KEY_REFERENCE, KeyMaterial, KeyMetadata
+from .scan import KeyMaterialReader
 from .store import KeyMaterialStore, material_path, read_material
 from .toolkit import ExpiringCache, KeyCaches, KeyUnwrapper, KeyWrapper
 
@@ -39,32 +42,7 @@ class CryptoFactory:
         wrapper = KeyWrapper(kms, kms_connection_config, double_wrapping=cfg.double_wrapping,
                              cache_lifetime=lifetime, kek_length_bits=cfg.kek_length_bits,
                              cache=self.caches.kek_write)
-        nbytes = cfg.data_key_length_bits // 8
-        external: dict[str, str] = {}
-
-        def new_key(master_key_id: str, is_footer: bool):
-            dek = random_bytes(nbytes)
-            material = wrapper.wrap(dek, master_key_id, is_footer)
-            if cfg.internal_key_material:
-                return dek, material.to_json(True).encode()
-            ref = FOOTER_KEY_REFERENCE if is_footer else f"{COLUMN_KEY_REFERENCE_PREFIX}{len(external) - 1}"
-            external[ref] = material.to_json(None)
-            return dek, KeyMetadata.external(ref)
-
-        footer_dek, footer_md = new_key(cfg.footer_key, True)
-        column_keys = None
-        if not cfg.uniform_encryption:
-            if not cfg.column_keys:
-                raise ValueError("give column_keys or set uniform_encryption=True")
-            column_keys = {}
-            for mk, cols in cfg.column_keys.items():
-                for col in cols:
-                    column_keys[col] = new_key(mk, False)  # a fresh DEK per column
-        return EncryptionProperties(footer_dek, column_keys=column_keys, algorithm=cfg.encryption_algorithm,
-                                    plaintext_footer=cfg.plaintext_footer, footer_key_metadata=footer_md,
-                                    aad_prefix=prefix_bytes(cfg.aad_prefix), store_aad_prefix=cfg.store_aad_prefix,
-                                    v2_framing=cfg.v2_framing, complete_columns=cfg.complete_columns,
-                                    external_key_material=external or None)
+        return encryption_properties(cfg, wrapper.wrap)
 
     def rotate_master_keys(self, kms_connection_config: KmsConnectionConfig, parquet_file_path, *,
                            double_wrapping: bool = True, cache_lifetime: float = 600.0) -> int:
@@ -85,15 +63,7 @@ class CryptoFactory:
         # (other writers keep theirs)
         wrapper = KeyWrapper(kms, kms_connection_config, double_wrapping=double_wrapping, cache_lifetime=cache_lifetime,
                              cache=ExpiringCache())
-        out = {}
-        for ref, text in doc.items():
-            m = KeyMaterial.parse(text)
-            dek = unwrapper.unwrap(m)
-            new = wrapper.wrap(dek, m.master_key_id, m.is_footer_key)
-            if m.is_footer_key:  # keep the KMS coordinates the file was written with
-                new = KeyMaterial(True, new.master_key_id, new.wrapped_dek, new.double_wrapping, new.kek_id,
-                                  new.wrapped_kek, m.kms_instance_id, m.kms_instance_url)
-            out[ref] = new.to_json(None)
+        out = rewrap(doc, unwrapper.unwrap, wrapper.wrap)
         KeyMaterialStore(path, out).write()
         return len(out)
 
@@ -106,35 +76,75 @@ class CryptoFactory:
         footer's key material."""
         lifetime = seconds((decryption_config or DecryptionConfig()).cache_lifetime)
         conn = kms_connection_config
-        external: dict[str, str] | None = None
-
-        def external_material(reference: str) -> KeyMaterial:
-            nonlocal external
-            if parquet_file_path is None:
-                raise KeyNotFound("the file keeps its key material externally: pass parquet_file_path")
-            if external is None:
-                external = read_material(parquet_file_path)
-            entry = external.get(reference)
-            if entry is None:
-                raise KeyNotFound(f"key reference {reference!r} not in the external key material file")
-            return KeyMaterial.parse(entry)
+        reader = KeyMaterialReader(parquet_file_path)
 
         def retrieve(key_metadata: bytes | None, column_path: str | None) -> bytes:
             nonlocal conn
-            md = KeyMetadata.parse(key_metadata)
-            if md.material is not None:
-                material = md.material
-            elif md.reference is not None:
-                material = external_material(md.reference)
-            else:
-                raise MalformedKeyMaterial("key metadata holds neither key material nor a key reference")
-            if material.is_footer_key and conn.kms_instance_id == DEFAULT and material.kms_instance_id:
-                conn = KmsConnectionConfig(material.kms_instance_id,
-                                           (material.kms_instance_url or DEFAULT) if conn.kms_instance_url == DEFAULT
-                                           else conn.kms_instance_url,
-                                           conn.key_access_token, dict(conn.custom_kms_conf))
+            material = reader.material(key_metadata)
+            if material.is_footer_key:
+                conn = kms_connection_for(conn, material)
             kms = self.caches.kms_client(self.kms_client_factory, conn, lifetime)
             unwrapper = KeyUnwrapper(kms, conn, cache_lifetime=lifetime, cache=self.caches.kek_read)
             return unwrapper.unwrap(material)
 
         return DecryptionProperties(key_retriever=retrieve)
+
+
+Wrap = Callable[[bytes, str, bool], KeyMaterial]   # (DEK, master key id, is footer key) -> key material
+
+
+def encryption_properties(cfg: EncryptionConfig, wrap: Wrap) -> EncryptionProperties:
+    """The properties of one file written under ``cfg``: a fresh DEK for the footer and
+    for every column of ``column_keys``, each wrapped by ``wrap``; PKMT1 material in the
+    key metadata (internal storage) or as the file's external material (references
+    ``footerKey``, ``columnKey0``...)."""
+    nbytes = cfg.data_key_length_bits // 8
+    external: dict[str, str] = {}
+
+    def new_key(master_key_id: str, is_footer: bool):
+        dek = random_bytes(nbytes)
+        material = wrap(dek, master_key_id, is_footer)
+        if cfg.internal_key_material:
+            return dek, material.to_json(True).encode()
+        ref = FOOTER_KEY_REFERENCE if is_footer else f"{COLUMN_KEY_REFERENCE_PREFIX}{len(external) - 1}"
+        external[ref] = material.to_json(None)
+        return dek, KeyMetadata.external(ref)
+
+    footer_dek, footer_md = new_key(cfg.footer_key, True)
+    column_keys = None
+    if not cfg.uniform_encryption:
+        if not cfg.column_keys:
+            raise ValueError("give column_keys or set uniform_encryption=True")
+        column_keys = {}
+        for mk, cols in cfg.column_keys.items():
+            for col in cols:
+                column_keys[col] = new_key(mk, False)  # a fresh DEK per column
+    return EncryptionProperties(footer_dek, column_keys=column_keys, algorithm=cfg.encryption_algorithm,
+                                plaintext_footer=cfg.plaintext_footer, footer_key_metadata=footer_md,
+                                aad_prefix=prefix_bytes(cfg.aad_prefix), store_aad_prefix=cfg.store_aad_prefix,
+                                v2_framing=cfg.v2_framing, complete_columns=cfg.complete_columns,
+                                external_key_material=external or None)
+
+
+def rewrap(entries: Mapping[str, str], unwrap: Callable[[KeyMaterial], bytes], wrap: Wrap) -> dict[str, str]:
+    """The entries of an external key material file (``{reference: PKMT1 JSON}``) with
+    each DEK unwrapped by ``unwrap`` and wrapped again by ``wrap``. Footer entries keep the
+    KMS coordinates the file was written with."""
+    out = {}
+    for ref, text in entries.items():
+        m = KeyMaterial.parse(text)
+        new = wrap(unwrap(m), m.master_key_id, m.is_footer_key)
+        if m.is_footer_key:
+            new = dataclasses.replace(new, kms_instance_id=m.kms_instance_id, kms_instance_url=m.kms_instance_url)
+        out[ref] = new.to_json(None)
+    return out
+
+
+def kms_connection_for(conn: KmsConnectionConfig, footer_material: KeyMaterial) -> KmsConnectionConfig:
+    """The KMS coordinates to read a file with: ``conn``'s, where it says DEFAULT those of
+    the file's footer key material (as parquet-java and Arrow do)."""
+    if conn.kms_instance_id != DEFAULT or not footer_material.kms_instance_id:
+        return conn
+    url = (footer_material.kms_instance_url or DEFAULT) if conn.kms_instance_url == DEFAULT else conn.kms_instance_url
+    return KmsConnectionConfig(footer_material.kms_instance_id, url, conn.key_access_token,
+                               dict(conn.custom_kms_conf))

@@ -113,6 +113,25 @@ def _kms_call(fn, what: str):
         raise KmsError(f"KMS {what} failed: {type(exc).__name__}: {exc}") from exc
 
 
+def wrap_with_kek(dek, master_key_id: str, is_footer_key: bool, kek, kek_id: bytes, wrapped_kek: str,
+                  config: KmsConnectionConfig) -> KeyMaterial:
+    """Double-wrapped key material of ``dek``: wrapped locally under ``kek`` (AAD = the raw
+    KEK id), with the KEK as its master key wrapped it and ``config``'s KMS coordinates."""
+    return KeyMaterial(is_footer_key, master_key_id, wrap_key_locally(dek, kek, kek_id), True,
+                       base64.b64encode(kek_id).decode(), wrapped_kek, config.kms_instance_id,
+                       config.kms_instance_url)
+
+
+def kek_of(m: KeyMaterial) -> tuple[bytes, str]:
+    """(raw KEK id, wrapped KEK) of double-wrapped key material, checked."""
+    if m.kek_id is None or m.wrapped_kek is None:
+        raise MalformedKeyMaterial("double-wrapped key material without keyEncryptionKeyID or wrappedKEK")
+    try:
+        return base64.b64decode(m.kek_id, validate=True), m.wrapped_kek
+    except (ValueError, TypeError):
+        raise MalformedKeyMaterial("keyEncryptionKeyID is not base64") from None
+
+
 class KeyWrapper:
     """Wraps the DEKs of files written under one KMS connection."""
 
@@ -141,10 +160,7 @@ class KeyWrapper:
     def wrap(self, dek: bytes, master_key_id: str, is_footer_key: bool) -> KeyMaterial:
         if self.double_wrapping:
             kek, kek_id, wrapped_kek = self._kek(master_key_id)
-            wrapped_dek = wrap_key_locally(dek, kek, kek_id)
-            return KeyMaterial(is_footer_key, master_key_id, wrapped_dek, True,
-                               base64.b64encode(kek_id).decode(), wrapped_kek,
-                               self.config.kms_instance_id, self.config.kms_instance_url)
+            return wrap_with_kek(dek, master_key_id, is_footer_key, kek, kek_id, wrapped_kek, self.config)
         wrapped_dek = _kms_call(lambda: self.kms.wrap_key(dek, master_key_id), f"wrap with {master_key_id!r}")
         if not isinstance(wrapped_dek, str):
             raise KmsError("KMS wrap_key must return str")
@@ -166,17 +182,11 @@ class KeyUnwrapper:
             dek = _kms_call(lambda: self.kms.unwrap_key(m.wrapped_dek, m.master_key_id),
                             f"unwrap with {m.master_key_id!r}")
             return bytes(dek)
-        kek_id_text, wrapped_kek = m.kek_id, m.wrapped_kek
-        if kek_id_text is None or wrapped_kek is None:
-            raise MalformedKeyMaterial("double-wrapped key material without keyEncryptionKeyID or wrappedKEK")
-        try:
-            kek_id = base64.b64decode(kek_id_text, validate=True)
-        except (ValueError, TypeError):
-            raise MalformedKeyMaterial("keyEncryptionKeyID is not base64") from None
+        kek_id, wrapped_kek = kek_of(m)
 
         def create():
             return bytes(_kms_call(lambda: self.kms.unwrap_key(wrapped_kek, m.master_key_id),
                                    f"unwrap with {m.master_key_id!r}"))
-        kek = self._cache.get_or_create(self.config.key_access_token, (_Ident(self.kms), kek_id_text),
+        kek = self._cache.get_or_create(self.config.key_access_token, (_Ident(self.kms), m.kek_id),
                                         self.cache_lifetime, create)
         return unwrap_key_locally(m.wrapped_dek, kek, kek_id)
