@@ -3,8 +3,8 @@ readers (``pyarrow.dataset`` over the decrypted tree, pyarrow's PME reader over 
 sealed file): round trips of a hive-partitioned tree, the non-data file policy,
 resuming (a rerun skips finished files, redoes damaged ones; the driver killed with
 SIGKILL), per-file failures in the JSON report, files that cannot be decrypted kept
-intact, retry_failed, existing outputs, and the KMS path through a key session
-(a stand-in with the real interface, tests/dataset_session.py)."""
+intact, retry_failed, existing outputs, and the KMS path through the driver's key
+session (KMS calls counted: independent of the number of files and workers)."""
 
 from __future__ import annotations
 
@@ -29,9 +29,8 @@ from pqseal._io import is_temp_name
 from pqseal.config import EncryptionConfig
 from pqseal.format import DecryptionProperties, EncryptionProperties
 from pqseal.format.source import Source
-
-import dataset_session
-from dataset_session import FakeKms, FakeSession
+from pqseal.kms import KeyListKms
+from pqseal.kms.base import KmsClient
 
 K = bytes(range(16))
 K2 = bytes(range(100, 116))
@@ -364,13 +363,21 @@ def test_bad_arguments(tree, tmp_path):
 # ---- a key session (the KMS path) --------------------------------------------------------------
 
 
-@pytest.fixture
-def session(monkeypatch):
-    from pqseal.keys import session as S
+class CountingKms(KmsClient):
+    """A key-list KMS that counts its calls (and the process each was made in)."""
 
-    monkeypatch.setattr(S, "KeySession", FakeSession)
-    dataset_session.OPENED.clear()
-    return dataset_session.OPENED
+    def __init__(self):
+        self.inner, self.wraps, self.unwraps, self.pids = KeyListKms(MASTER), 0, 0, set()
+
+    def wrap_key(self, key_bytes, master_key_identifier):
+        self.wraps += 1
+        self.pids.add(os.getpid())
+        return self.inner.wrap_key(key_bytes, master_key_identifier)
+
+    def unwrap_key(self, wrapped_key, master_key_identifier):
+        self.unwraps += 1
+        self.pids.add(os.getpid())
+        return self.inner.unwrap_key(wrapped_key, master_key_identifier)
 
 
 def pyarrow_kms_reads(path, table) -> None:
@@ -384,58 +391,73 @@ def pyarrow_kms_reads(path, table) -> None:
     assert pq.read_table(path, decryption_properties=props).equals(table)
 
 
-def test_session_path_encrypt_decrypt_rotate(tree, tmp_path, session):
+def material_of(root, rel):
+    return root / os.path.dirname(rel) / f"_KEY_MATERIAL_FOR_{os.path.basename(rel)}.json"
+
+
+def test_key_session_encrypt_decrypt_rotate(tree, tmp_path):
+    """The driver's key session makes every KMS call: one wrap per master key to seal the
+    tree on worker processes, one unwrap per distinct KEK to open it, and for rotation
+    one unwrap per distinct KEK plus one wrap per master key, whatever the file count."""
     sealed, plain = tmp_path / "sealed", tmp_path / "plain"
     cfg = EncryptionConfig(footer_key="kf", column_keys={"kc": ["s"]}, internal_key_material=False)
+    kms = CountingKms()
     with pytest.warns(UserWarning):
-        r = dataset.encrypt(tree, sealed, cfg, kms=FakeKms(KEY_LIST), executor="processes", workers=2)
-    assert r.ok == 6 and len(session) == 1 and session[0].encryption == cfg and session[0].closed
+        r = dataset.encrypt(tree, sealed, cfg, kms=kms, executor="processes", workers=2)
+    assert r.ok == 6 and (kms.wraps, kms.unwraps) == (2, 0) and r.kms_calls == 2 and kms.pids == {os.getpid()}
     for rel in data_files(sealed):
-        assert (sealed / os.path.dirname(rel) / f"_KEY_MATERIAL_FOR_{os.path.basename(rel)}.json").exists()
+        assert material_of(sealed, rel).exists()
         y, m = (int(x.split("=")[1]) for x in rel.split(os.sep)[:2])
         pyarrow_kms_reads(sealed / rel, part(y, m))
 
     # a finished file whose key material went missing is done again
-    lost = sealed / "year=2024" / "month=2" / "_KEY_MATERIAL_FOR_part-0.parquet.json"
+    lost = material_of(sealed, "year=2024/month=2/part-0.parquet")
     os.unlink(lost)
     with pytest.warns(UserWarning):
-        r = dataset.encrypt(tree, sealed, cfg, kms=FakeKms(KEY_LIST))
+        r = dataset.encrypt(tree, sealed, cfg, kms=CountingKms())
     assert [x.path for x in r.ok] == ["year=2024/month=2/part-0.parquet"] and r.skipped == 5 and lost.exists()
     pyarrow_kms_reads(sealed / "year=2024" / "month=2" / "part-0.parquet", part(2024, 2))
 
     # a file whose keys the session cannot read fails without being attempted
     broken = "year=2023/month=3/part-0.parquet"
-    os.unlink(sealed / "year=2023" / "month=3" / "_KEY_MATERIAL_FOR_part-0.parquet.json")
-    r = dataset.decrypt(sealed, plain, kms=FakeKms(KEY_LIST), executor="threads")
-    assert session[-1].files and sorted(session[-1].files) == sorted(str(sealed / f) for f in data_files(sealed))
+    os.unlink(material_of(sealed, broken))
+    kms = CountingKms()
+    r = dataset.decrypt(sealed, plain, kms=kms, executor="processes", workers=2)
     assert r.ok == 5 and [x.path for x in r.failed] == [broken] and "keys not readable" in r.failed[0].error
+    # two jobs wrote the tree: two KEKs per master key, each unwrapped once
+    assert kms.unwraps == r.kms_calls == 4 and kms.wraps == 0
     assert not (plain / broken).exists()
     assert read_hive(plain).num_rows == expected_table().num_rows - part(2023, 3).num_rows
 
-    # rotation rewrites every material file in place; a file with internal material is listed
+    # rotation rewrites every material file in place; a file without material is listed
     internal = "year=2024/month=1/part-0.parquet"
     pqseal.encrypt_file(tree / internal, sealed / internal, EncryptionProperties(K), overwrite=True)
-    os.unlink(sealed / "year=2024" / "month=1" / "_KEY_MATERIAL_FOR_part-0.parquet.json")
-    mats = {rel: sealed / os.path.dirname(rel) / f"_KEY_MATERIAL_FOR_{os.path.basename(rel)}.json"
-            for rel in data_files(sealed) if rel not in (broken, internal)}
+    os.unlink(material_of(sealed, internal))
+    pq.write_table(part(2023, 3), tmp_path / "p.parquet")
+    pqseal.encrypt_file(tmp_path / "p.parquet", sealed / broken, cfg, kms=KeyListKms(MASTER), overwrite=True)
+    mats = {rel: material_of(sealed, rel) for rel in data_files(sealed) if rel != internal}
     before = {rel: m.read_bytes() for rel, m in mats.items()}
     data_before = {f: sha(sealed / f) for f in data_files(sealed)}
-    with pytest.warns(UserWarning, match="not rotatable"):
-        r = dataset.rotate(sealed, kms=FakeKms(KEY_LIST), executor="processes", workers=2)
-    assert r.ok == 4 and {x.path for x in r.skipped} == {broken, internal}
-    assert set(session[-1].master_keys) == {"kf", "kc"}
+    kms = CountingKms()
+    with pytest.warns(UserWarning, match="not rotat"):
+        r = dataset.rotate(sealed, kms=kms, executor="processes", workers=2)
+    assert r.ok == 5 and [x.path for x in r.skipped] == [internal]
+    # 3 writes of the tree (2 KEKs each) unwrapped once each; one new KEK per master key
+    assert (kms.unwraps, kms.wraps) == (6, 2) and r.kms_calls == 8 and kms.pids == {os.getpid()}
     assert all(mats[rel].read_bytes() != before[rel] for rel in mats)
     assert {f: sha(sealed / f) for f in data_files(sealed)} == data_before     # Parquet files untouched
     for rel in mats:
         y, m = (int(x.split("=")[1]) for x in rel.split(os.sep)[:2])
         pyarrow_kms_reads(sealed / rel, part(y, m))
-    # a finished rotation leaves no journal: the next one (after the next master key
-    # rotation) is a new job; the encrypt job's journal is untouched
+    # a finished rotation leaves no journal: the next one is a new job; the encrypt
+    # job's journal is untouched
     assert not (sealed / ".pqseal-job" / "rotate.jsonl").exists()
     assert (sealed / ".pqseal-job" / "journal.jsonl").exists()
-    with pytest.warns(UserWarning, match="not rotatable"):
-        r = dataset.rotate(sealed, kms=FakeKms(KEY_LIST))
-    assert r.ok == 4 and r.skipped == 2
+    kms = CountingKms()
+    with pytest.warns(UserWarning, match="not rotat"):
+        r = dataset.rotate(sealed, kms=kms)
+    # the first rotation left every file under its 2 KEKs
+    assert r.ok == 5 and r.skipped == 1 and (kms.unwraps, kms.wraps) == (2, 2)
 
 
 # ---- the journal, rekey, progress, the CLI -----------------------------------------------------

@@ -249,33 +249,28 @@ def test_cli_refuses_cluster_options_where_they_do_not_apply(tmp_path):
         assert p.returncode == 2 and what in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr
 
 
-def test_a_key_session_travels_to_the_workers(tls_cluster, tmp_path, monkeypatch):
-    """The driver opens the session once; each worker imports its export (the class
-    travels by reference); the files are sealed under the session's configuration."""
+def test_a_key_session_travels_to_the_workers(tls_cluster, tmp_path):
+    """The driver opens the key session (one KMS wrap per master key) and Dask workers
+    import its export; pyarrow reads what they sealed with its own KMS client. While the
+    job runs each worker holds the session; when it ends they drop it."""
     from pqseal.config import EncryptionConfig
-    from pqseal.keys import session as S
+    from pqseal.kms import KeyListKms
 
-    import dataset_session
-    from dataset_session import FakeKms, FakeSession
-
-    monkeypatch.setattr(S, "KeySession", FakeSession)
-    dataset_session.OPENED.clear()
     src, sealed = tmp_path / "src", tmp_path / "sealed"
     table = make_tree(src, 6)
-    key_list = ", ".join(f"{k}: {base64.b64encode(v).decode()}" for k, v in {"kf": K}.items())
-    r = dataset.encrypt(src, sealed, EncryptionConfig(footer_key="kf", uniform_encryption=True),
-                        kms=FakeKms(key_list), executor=tls_cluster)
-    assert r.ok == 6 and len(dataset_session.OPENED) == 1
+    kms = KeyListKms({"kf": K})
+    r = dataset.encrypt(src, sealed, EncryptionConfig(footer_key="kf", uniform_encryption=True), kms=kms,
+                        executor=tls_cluster)
+    assert r.ok == 6 and r.kms_calls == 1
     held = []
 
     def on_result(res):
         if not held:
             held.append(tls_cluster.run(jobs_held))
-    r = dataset.verify(sealed, kms=FakeKms(key_list), executor=tls_cluster, on_result=on_result)
-    assert r.ok == 6 and len(dataset_session.OPENED) == 2
-    # during the job each worker that ran a task holds the session's import, nothing else
+    r = dataset.verify(sealed, kms=kms, executor=tls_cluster, on_result=on_result)
+    assert r.ok == 6 and r.kms_calls == 1
     during = {tuple(v) for v in held[0].values()}
-    assert during <= {("FakeSession/NoneType",), ()} and ("FakeSession/NoneType",) in during, held
+    assert during <= {("KeySession/NoneType",), ()} and ("KeySession/NoneType",) in during, held
     assert set(map(tuple, tls_cluster.run(jobs_held).values())) == {()}     # dropped when the job ended
     check_sealed_with_session(sealed, table)
 
