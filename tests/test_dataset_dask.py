@@ -22,8 +22,8 @@ import pytest
 
 from pqseal import dataset
 from pqseal._io import is_temp_name, pid_alive
-from pqseal.dataset.dask import InsecureScheduler
 from pqseal.dataset.worker import jobs_held
+from pqseal.errors import InsecureTransport
 from pqseal.format import DecryptionProperties, EncryptionProperties
 
 from interop import require
@@ -88,7 +88,7 @@ def test_a_plain_tcp_scheduler_is_refused_unless_allowed(tmp_path):
     with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, protocol="tcp://",
                       dashboard_address=None, silence_logs=40) as cluster, Client(cluster) as client:
         assert cluster.scheduler_address.startswith("tcp://")
-        with pytest.raises(InsecureScheduler, match="allow_insecure"):
+        with pytest.raises(InsecureTransport, match="allow_insecure"):
             dataset.encrypt(src, tmp_path / "a", EncryptionProperties(K), executor=client)
         assert not (tmp_path / "a").exists()     # refused before anything was written
         r = dataset.encrypt(src, tmp_path / "b", EncryptionProperties(K), executor=client, allow_insecure=True)

@@ -15,17 +15,13 @@ from __future__ import annotations
 
 import uuid
 
-from ..errors import PqsealError
+from ..errors import InsecureTransport
 from .keys import Paired
 from .report import FileResult
 from .worker import Task, run_shipped
 
 SECURE_SCHEMES = ("tls://", "inproc://")
 WAIT_SECONDS = 0.5
-
-
-class InsecureScheduler(PqsealError, ValueError):
-    """Keys would travel to Dask workers over an unencrypted connection."""
 
 
 class DaskExecutor:
@@ -55,7 +51,7 @@ class DaskExecutor:
 
     def check(self, *, keys_travel: bool) -> None:
         if keys_travel and not self.secure and not self.allow_insecure:
-            raise InsecureScheduler(f"the Dask scheduler {self.address} is not reached over TLS: the job's keys "
+            raise InsecureTransport(f"the Dask scheduler {self.address} is not reached over TLS: the job's keys "
                                     "would travel in the clear; use a tls:// scheduler (distributed.security."
                                     "Security) or pass allow_insecure=True (CLI: --allow-insecure-scheduler)")
 
