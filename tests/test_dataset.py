@@ -532,3 +532,23 @@ def test_cli_directory_job_report_and_retry_failed(tree, tmp_path):
     p = cli("decrypt", sealed, tmp_path / "plain", "--footer-key-value", key, "-j", "2")
     assert p.returncode == 0, p.stderr
     assert read_hive(tmp_path / "plain").num_rows == expected_table().num_rows + part(2024, 1).num_rows
+
+
+def test_cli_directory_job_with_a_kms(tree, tmp_path):
+    """Master key ids on the command line: the driver's key session wraps one KEK per
+    master key; workers (processes) seal; pyarrow reads with its own KMS client."""
+    sealed, plain, report = tmp_path / "sealed", tmp_path / "plain", tmp_path / "r.json"
+    env = {"KL": KEY_LIST}
+    p = cli("encrypt", tree, sealed, "--key-list", "env:KL", "--footer-key", "kf", "--column-keys", "kc:s",
+            "--external-key-material", "--executor", "processes", "-j", "2", "--report", report, env=env)
+    assert p.returncode == 0, p.stderr
+    assert json.loads(report.read_text())["kms_calls"] == 2
+    for rel in data_files(sealed):
+        y, m = (int(x.split("=")[1]) for x in rel.split(os.sep)[:2])
+        pyarrow_kms_reads(sealed / rel, part(y, m))
+    p = cli("decrypt", sealed, plain, "--key-list", "env:KL", "--report", report, env=env)
+    assert p.returncode == 0, p.stderr
+    assert json.loads(report.read_text())["kms_calls"] == 2
+    assert read_hive(plain).equals(read_hive(tree))
+    p = cli("verify", sealed, "--key-list", "env:KL", "--aad-prefix", "x", env=env)
+    assert p.returncode == 2 and "--aad-prefix" in p.stderr

@@ -99,8 +99,8 @@ def _tree_read_keys(read: ReadKeys) -> dict:
         return {"decryption": DecryptionProperties(footer, column_keys=column_key_values(read.column_key_values),
                                                    aad_prefix=aad)}
     if aad is not None:
-        raise click.UsageError("--aad-prefix with a KMS applies to a single file (a directory job reads the AAD "
-                               "prefix stored in each file)")
+        raise click.UsageError("--aad-prefix with a KMS applies to a single file (a directory job's key session "
+                               "reads each file's footer on the driver, with the AAD prefix stored in it)")
     return {"kms": read.kms.client_factory(), "kms_connection_config": read.kms.connection()}
 
 
