@@ -552,3 +552,18 @@ def test_cli_directory_job_with_a_kms(tree, tmp_path):
     assert read_hive(plain).equals(read_hive(tree))
     p = cli("verify", sealed, "--key-list", "env:KL", "--aad-prefix", "x", env=env)
     assert p.returncode == 2 and "--aad-prefix" in p.stderr
+
+
+def test_summaries_drop_policy(tree, tmp_path):
+    import warnings
+
+    sealed, plain = tmp_path / "sealed", tmp_path / "plain"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")            # asked for: no warning
+        r = dataset.encrypt(tree, sealed, EncryptionProperties(K), summaries="drop")
+    assert r.ok == 6 and not r.warnings and not (sealed / "_common_metadata").exists()
+    pq.write_metadata(part(2023, 1).schema, sealed / "_common_metadata")
+    dataset.decrypt(sealed, plain, DecryptionProperties(K), summaries="drop")
+    assert not (plain / "_common_metadata").exists() and (plain / "_SUCCESS").exists()
+    with pytest.raises(ValueError, match="summaries"):
+        dataset.decrypt(sealed, tmp_path / "x", DecryptionProperties(K), summaries="copy")

@@ -66,6 +66,9 @@ def _cluster_options(f):
         click.option("--retry-failed", is_flag=True, help="On a rerun, retry the files that failed before "
                      "(by default they are skipped)."),
         click.option("--report", type=click.Path(dir_okay=False), help="Write the job's JSON report here."),
+        click.option("--summaries", type=click.Choice(["auto", "drop"]), default="auto", show_default=True,
+                     help="_metadata/_common_metadata: auto drops them (with a warning) when sealing and "
+                     "regenerates them when unsealing; drop leaves them out silently."),
     ]):
         f = o(f)
     return f

@@ -164,11 +164,11 @@ def report(stats_list, verb: str) -> None:
 
 #: the options of a directory job (files.cluster_options), with their defaults
 CLUSTER_DEFAULTS = {"executor": None, "scheduler": None, "tls_ca_file": None, "tls_cert": None, "tls_key": None,
-                    "allow_insecure_scheduler": False, "retry_failed": False, "report": None}
+                    "allow_insecure_scheduler": False, "retry_failed": False, "report": None, "summaries": "auto"}
 CLUSTER_FLAGS = {"executor": "--executor", "scheduler": "--scheduler", "tls_ca_file": "--tls-ca-file",
                  "tls_cert": "--tls-cert", "tls_key": "--tls-key",
                  "allow_insecure_scheduler": "--allow-insecure-scheduler", "retry_failed": "--retry-failed",
-                 "report": "--report"}
+                 "report": "--report", "summaries": "--summaries"}
 
 
 def tree_job(src: str, in_place: bool = False) -> bool:
@@ -232,12 +232,13 @@ def run_tree(kind: str, src: str, dst: str | None, o: dict, verb: str, *, worker
         tqdm.write(f"pqseal: error: {path}: {res.error}", file=sys.stderr)
 
     options = dict(executor=executor, workers=workers, overwrite=force, retry_failed=o["retry_failed"],
+                   summaries=o["summaries"],
                    report=o["report"], allow_insecure=o["allow_insecure_scheduler"], security=security,
                    on_result=on_result, **keys)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")   # printed below as "warning:" lines
-            if kind in ("verify", "inspect"):
+            if dst is None:      # verify, inspect, rotate
                 rep = getattr(dataset, kind)(src, **options)
             else:
                 rep = getattr(dataset, kind)(src, dst, **options)

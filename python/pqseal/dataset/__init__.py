@@ -39,7 +39,8 @@ Options of every operation: ``kms``, ``kms_connection_config``, ``executor``,
 ``workers``, ``overwrite`` (replace outputs the journal does not know), ``retry_failed``,
 ``progress``, ``report`` (a JSON path), ``allow_insecure`` (Dask without TLS),
 ``security`` (``distributed.security.Security`` for an address), ``session_lifetime``
-(seconds), ``on_result`` (called on the driver with each file's record).
+(seconds), ``summaries`` (``"auto"``: the policy above; ``"drop"``: leave summaries out
+everywhere, silently), ``on_result`` (called on the driver with each file's record).
 """
 
 from __future__ import annotations

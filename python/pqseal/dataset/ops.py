@@ -42,6 +42,7 @@ from .report import FileResult, Report
 from .summary import copy_success, dropped, regenerate
 from .worker import Task
 
+SUMMARY_POLICIES = ("auto", "drop")                  # see summary.py
 WRITERS = ("encrypt", "decrypt", "rekey", "rotate")   # kinds that keep a journal
 TREE_OUTPUT = ("encrypt", "decrypt", "rekey")          # kinds that write a new tree
 VERBS = {"encrypt": "encrypted", "decrypt": "decrypted", "rekey": "rekeyed", "verify": "verified",
@@ -65,6 +66,7 @@ class Options:
     allow_insecure: bool = False
     security: Any = None
     session_lifetime: float = DEFAULT_SESSION_LIFETIME
+    summaries: str = "auto"
     on_result: Callable[[FileResult], None] | None = None
 
 
@@ -304,6 +306,8 @@ def run(kind: str, src, dst, o: Options, *, encryption=None, decryption=None) ->
     dst = None if dst is None else os.fspath(dst)
     if not os.path.isdir(src):
         raise NotADirectoryError(errno.ENOTDIR, f"{src} is not a directory (pqseal.api works on single files)")
+    if o.summaries not in SUMMARY_POLICIES:
+        raise ValueError(f"summaries must be one of {', '.join(SUMMARY_POLICIES)}, not {o.summaries!r}")
     if kind in TREE_OUTPUT and dst is None:
         raise TypeError(f"dataset.{kind} needs a destination directory")
     p = plan(src, dst)
@@ -339,7 +343,7 @@ def run(kind: str, src, dst, o: Options, *, encryption=None, decryption=None) ->
         if not rep.interrupted:
             _cleanup(p, tasks)
             if kind in TREE_OUTPUT:
-                _non_data(kind, p, dst, rep)
+                _non_data(kind, p, dst, rep, o.summaries)
     finally:
         ex.close()
         if keys is not None:
@@ -361,13 +365,15 @@ def run(kind: str, src, dst, o: Options, *, encryption=None, decryption=None) ->
     return rep
 
 
-def _non_data(kind: str, p: Plan, dst: str, rep: Report) -> None:
-    """``_SUCCESS`` copied; summaries dropped (encrypt, rekey) or regenerated (decrypt)."""
+def _non_data(kind: str, p: Plan, dst: str, rep: Report, summaries: str) -> None:
+    """``_SUCCESS`` copied; summaries dropped (encrypt, rekey; with a warning unless
+    ``summaries="drop"`` asked for it) or regenerated (decrypt, ``summaries="auto"``)."""
     copy_success(p, dst)
     if kind == "decrypt":
-        done = {r.path for r in rep.ok} | {r.path for r in rep.skipped if r.error is None}
-        rep.warnings += regenerate(p, dst, done)
-    else:
+        if summaries == "auto":
+            done = {r.path for r in rep.ok} | {r.path for r in rep.skipped if r.error is None}
+            rep.warnings += regenerate(p, dst, done)
+    elif summaries == "auto":
         rep.warnings += dropped(p)
 
 

@@ -1,12 +1,16 @@
 """The files of a tree that are not data.
 
 - ``_SUCCESS`` markers are copied to the destination (encrypt, decrypt, rekey).
-- ``_metadata`` / ``_common_metadata`` summaries: on encrypt and rekey they are dropped
+- ``_metadata`` / ``_common_metadata`` summaries (``summaries="auto"``, the default): on
+  encrypt and rekey they are dropped
   with a warning. A plaintext summary beside sealed files would expose every sealed
   footer (schema, row counts, column statistics), and no reader reads a sealed one. On
   decrypt they are regenerated with pyarrow from the decrypted outputs of their directory
   (``_common_metadata``: the schema; ``_metadata``: every file's row groups) when the
   source had them and every data file under them was decrypted.
+- ``summaries="drop"`` (CLI ``--summaries drop``): summaries are left out everywhere,
+  without a warning (there is no policy that copies a plaintext summary beside sealed
+  files).
 - Key material (``_KEY_MATERIAL_FOR_*``) follows its data file: new material is written
   beside each sealed output; the source's is never copied.
 - Everything else pyarrow ignores (``.*``, ``_*``) is left out and listed in the report.
