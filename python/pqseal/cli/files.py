@@ -44,8 +44,8 @@ def _read_key_options(f):
 
 def _jobs_option(f):
     return click.option("--jobs", "-j", "--workers", "jobs", type=click.IntRange(min=1), default=DEFAULT_JOBS,
-                        show_default=True, help="Files in parallel (--workers: the same; with --scheduler: tasks "
-                        "in flight per Dask worker thread, default the cluster's threads).")(f)
+                        show_default=True, help="Files in parallel (--workers: the same; with --scheduler the "
+                        "default is the cluster's worker threads).")(f)
 
 
 def _cluster_options(f):

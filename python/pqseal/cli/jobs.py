@@ -221,6 +221,10 @@ def run_tree(kind: str, src: str, dst: str | None, o: dict, verb: str, *, worker
     if not p.jobs:
         fail(f"no data files in {src}")
     executor, security = _executor(o), _security(o)
+    ctx = click.get_current_context(silent=True)
+    if o["scheduler"] and ctx is not None and ctx.get_parameter_source("jobs") in (
+            click.core.ParameterSource.DEFAULT, None):
+        workers = 0          # on Dask: as many files at once as the cluster has worker threads
 
     def on_result(res) -> None:
         if res.error is None:
@@ -231,7 +235,7 @@ def run_tree(kind: str, src: str, dst: str | None, o: dict, verb: str, *, worker
             tqdm.write(f"FAILED {path}: {where}: {f['error']}", file=sys.stderr)
         tqdm.write(f"pqseal: error: {path}: {res.error}", file=sys.stderr)
 
-    options = dict(executor=executor, workers=workers, overwrite=force, retry_failed=o["retry_failed"],
+    options = dict(executor=executor, workers=workers or None, overwrite=force, retry_failed=o["retry_failed"],
                    summaries=o["summaries"],
                    report=o["report"], allow_insecure=o["allow_insecure_scheduler"], security=security,
                    on_result=on_result, **keys)
