@@ -56,7 +56,7 @@ def tls_cluster():
     from distributed.security import Security
 
     sec = Security.temporary()
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, security=sec, dashboard_address=None,
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, security=sec, dashboard_address=":0",
                       silence_logs=40) as cluster, Client(cluster, security=sec) as client:
         assert cluster.scheduler_address.startswith("tls://")
         yield client
@@ -86,7 +86,7 @@ def test_a_plain_tcp_scheduler_is_refused_unless_allowed(tmp_path):
     src = tmp_path / "src"
     table = make_tree(src, 3)
     with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, protocol="tcp://",
-                      dashboard_address=None, silence_logs=40) as cluster, Client(cluster) as client:
+                      dashboard_address=":0", silence_logs=40) as cluster, Client(cluster) as client:
         assert cluster.scheduler_address.startswith("tcp://")
         with pytest.raises(InsecureTransport, match="allow_insecure"):
             dataset.encrypt(src, tmp_path / "a", EncryptionProperties(K), executor=client)
