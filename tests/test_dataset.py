@@ -410,6 +410,11 @@ def test_key_session_encrypt_decrypt_rotate(tree, tmp_path):
         y, m = (int(x.split("=")[1]) for x in rel.split(os.sep)[:2])
         pyarrow_kms_reads(sealed / rel, part(y, m))
 
+    kms = CountingKms()
+    with pytest.warns(UserWarning):
+        r = dataset.encrypt(tree, sealed, cfg, kms=kms)     # nothing left to do: no KMS call
+    assert r.skipped == 6 and r.ok == 0 and r.kms_calls == kms.wraps == 0
+
     # a finished file whose key material went missing is done again
     lost = material_of(sealed, "year=2024/month=2/part-0.parquet")
     os.unlink(lost)

@@ -334,8 +334,10 @@ def run(kind: str, src, dst, o: Options, *, encryption=None, decryption=None) ->
     try:
         tasks = _triage(kind, p, journal, o, rep, read)
         master_keys = _master_keys(tasks) if kind == "rotate" else None
+        # nothing to do (a finished job run again): no key session, no KMS call
         keys = build_keys(o, encryption=encryption, decryption=decryption, read=read, write=write,
-                          files=[t.src for t in tasks] if read else None, master_keys=master_keys)
+                          files=[t.src for t in tasks] if read else None,
+                          master_keys=master_keys) if tasks else Paired()
         tasks = _unreadable(tasks, keys, journal, rep)
         if tasks:
             ex.start(keys)
