@@ -225,6 +225,13 @@ def _stamp(path: str | None) -> Stamp | None:
         return None
 
 
+def _note(rep: Report, message: str) -> None:
+    """A job-level warning: in the report and as a Python warning (per-file engine
+    warnings only go to the report: the engine warns where it runs)."""
+    rep.warnings.append(message)
+    warnings.warn(message, stacklevel=5)   # _note, its caller, run, the public function, the user
+
+
 def _exists(path: str | None) -> bool:
     return path is not None and os.path.lexists(path)
 
@@ -257,7 +264,7 @@ def _triage(kind: str, p: Plan, journal: Journal | None, o: Options, rep: Report
                 rep.failed.append(FileResult(job.rel, size, error=f"OutputExists: {out} was replaced since this "
                                              "job wrote it; pass overwrite=True (CLI: --force) to replace it"))
                 continue
-            rep.warnings.append(f"{job.rel}: done again ({why})")
+            _note(rep, f"{job.rel}: done again ({why})")
         elif state == "failed" and not o.retry_failed:
             rep.skipped.append(FileResult(job.rel, size, error=rec.get("error"),  # type: ignore[union-attr]
                                           reason="failed in an earlier run (retry_failed=True to retry)"))
@@ -271,7 +278,7 @@ def _triage(kind: str, p: Plan, journal: Journal | None, o: Options, rep: Report
     stuck = [r.path for r in rep.skipped if r.reason == NOT_ROTATABLE]
     if stuck:
         more = f" and {len(stuck) - 10} more" if len(stuck) > 10 else ""
-        rep.warnings.append(f"{len(stuck)} files not rotated, {NOT_ROTATABLE}: {', '.join(stuck[:10])}{more}")
+        _note(rep, f"{len(stuck)} files not rotated, {NOT_ROTATABLE}: {', '.join(stuck[:10])}{more}")
     return tasks
 
 
@@ -359,9 +366,6 @@ def run(kind: str, src, dst, o: Options, *, encryption=None, decryption=None) ->
     rep.seconds = time.monotonic() - t0
     for files in (rep.ok, rep.failed, rep.skipped):
         files.sort(key=lambda r: r.path)
-    for w in rep.warnings:
-        if "dropped" in w or "not regenerated" in w or NOT_ROTATABLE in w:
-            warnings.warn(w, stacklevel=3)
     if o.report is not None:
         rep.write(o.report)
     return rep
@@ -374,9 +378,11 @@ def _non_data(kind: str, p: Plan, dst: str, rep: Report, summaries: str) -> None
     if kind == "decrypt":
         if summaries == "auto":
             done = {r.path for r in rep.ok} | {r.path for r in rep.skipped if r.error is None}
-            rep.warnings += regenerate(p, dst, done)
+            for w in regenerate(p, dst, done):
+                _note(rep, w)
     elif summaries == "auto":
-        rep.warnings += dropped(p)
+        for w in dropped(p):
+            _note(rep, w)
 
 
 def _master_keys(tasks: list[Task]) -> set[str]:
