@@ -45,58 +45,75 @@ everywhere, silently), ``on_result`` (called on the driver with each file's reco
 
 from __future__ import annotations
 
-from .journal import JournalMismatch
-from .ops import Options, run
-from .report import FileResult, Files, Report
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .report import Report
+
+# Imported on first use, so the command line starts fast: name -> module.
+_LAZY = {"Report": ".report", "FileResult": ".report", "Files": ".report", "JournalMismatch": ".journal",
+         "Options": ".ops"}
 
 
-def _options(kw: dict) -> Options:
-    unknown = set(kw) - {f.name for f in Options.__dataclass_fields__.values()}
+def __getattr__(name):
+    if name not in _LAZY:
+        raise AttributeError(f"module 'pqseal.dataset' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+    globals()[name] = value
+    return value
+
+
+def _run(kind: str, src, dst, options: dict, **keys) -> "Report":
+    from .ops import Options, run
+
+    unknown = set(options) - set(Options.__dataclass_fields__)
     if unknown:
         raise TypeError(f"unknown option(s): {', '.join(sorted(unknown))}")
-    return Options(**kw)
+    return run(kind, src, dst, Options(**options), **keys)
 
 
-def encrypt(src, dst, encryption, **options) -> Report:
+def encrypt(src, dst, encryption, **options) -> "Report":
     """Seal the plaintext data files of ``src`` into the tree ``dst``. ``encryption``: an
     ``EncryptionConfig`` (or pyarrow's ``EncryptionConfiguration``) whose master keys the
     driver's key session wraps through ``kms``, or explicit ``EncryptionProperties``."""
-    return run("encrypt", src, dst, _options(options), encryption=encryption)
+    return _run("encrypt", src, dst, options, encryption=encryption)
 
 
-def decrypt(src, dst, decryption=None, **options) -> Report:
+def decrypt(src, dst, decryption=None, **options) -> "Report":
     """Unseal the PME data files of ``src`` into plaintext files in ``dst``. Keys: through
     the files' key material and ``kms`` (``decryption`` None or a config), or explicit
     ``DecryptionProperties``. Sources are never modified or deleted."""
-    return run("decrypt", src, dst, _options(options), decryption=decryption)
+    return _run("decrypt", src, dst, options, decryption=decryption)
 
 
-def rekey(src, dst, decryption=None, encryption=None, **options) -> Report:
+def rekey(src, dst, decryption=None, encryption=None, **options) -> "Report":
     """Decrypt with the old keys and seal with new ones in one pass per file, into ``dst``."""
     if encryption is None:
         raise TypeError("dataset.rekey needs the new keys: encryption=EncryptionConfig or EncryptionProperties")
-    return run("rekey", src, dst, _options(options), encryption=encryption, decryption=decryption)
+    return _run("rekey", src, dst, options, encryption=encryption, decryption=decryption)
 
 
-def verify(src, decryption=None, **options) -> Report:
+def verify(src, decryption=None, **options) -> "Report":
     """Authenticate every module of every data file; ``FileResult.detail`` is each file's
     verify report (failing modules of a failed file too)."""
-    return run("verify", src, None, _options(options), decryption=decryption)
+    return _run("verify", src, None, options, decryption=decryption)
 
 
-def inspect(src, decryption=None, **options) -> Report:
+def inspect(src, decryption=None, **options) -> "Report":
     """Describe every data file's encryption (``FileResult.detail``); with keys (explicit,
     a config, or ``kms=``) encrypted footers are opened."""
-    return run("inspect", src, None, _options(options), decryption=decryption)
+    return _run("inspect", src, None, options, decryption=decryption)
 
 
-def rotate(src, **options) -> Report:
+def rotate(src, **options) -> "Report":
     """Re-wrap the external key material (``_KEY_MATERIAL_FOR_*``) of every data file of
     ``src`` under the current master key versions: the driver's session unwraps each
     distinct KEK once and wraps new KEKs once per master key; each material file is
     replaced atomically, the Parquet files are not touched. Files with internal key
     material are skipped and listed (``skipped``, with the reason) with a warning."""
-    return run("rotate", src, None, _options(options))
+    return _run("rotate", src, None, options)
 
 
 __all__ = ["encrypt", "decrypt", "rekey", "verify", "inspect", "rotate", "Report", "FileResult", "Files",
