@@ -573,3 +573,25 @@ def test_summaries_drop_policy(tree, tmp_path):
     assert not (plain / "_common_metadata").exists() and (plain / "_SUCCESS").exists()
     with pytest.raises(ValueError, match="summaries"):
         dataset.decrypt(sealed, tmp_path / "x", DecryptionProperties(K), summaries="copy")
+
+
+def test_no_key_bytes_in_the_journal_report_or_reprs(tree, tmp_path):
+    from pqseal.dataset.keys import FixedKeys, Paired
+
+    key = os.urandom(16)
+    sealed, report = tmp_path / "sealed", tmp_path / "r.json"
+    with pytest.warns(UserWarning):
+        r = dataset.encrypt(tree, sealed, EncryptionProperties(key), report=report)
+    forms = [key, key.hex().encode(), base64.b64encode(key)]
+    for blob in ((sealed / ".pqseal-job" / "journal.jsonl").read_bytes(), report.read_bytes(),
+                 repr(r).encode(), json.dumps(r.to_json()).encode()):
+        assert not any(f in blob for f in forms)
+    keys = Paired(FixedKeys(decryption=DecryptionProperties(key)), FixedKeys(EncryptionProperties(key)))
+    shipped = keys.ship("t")
+    assert not any(f in repr(shipped).encode() or f in repr(keys.read).encode() for f in forms)
+    with pytest.raises(TypeError, match="export"):
+        import pickle
+
+        pickle.dumps(keys.read)
+    opened = shipped.open()      # what a worker process imports
+    assert opened.decryption_properties().footer_key == key and opened.encryption_properties().footer_key == key
