@@ -2,6 +2,11 @@
 connect to (TLS settings from ``security=`` or Dask's configuration:
 ``distributed.comm.tls.*``, e.g. ``DASK_DISTRIBUTED__COMM__TLS__CA_FILE``).
 
+The driver and the workers must see the same file system at the same paths (a shared or
+network file system): the driver lists the tree, journals and checks outputs; workers
+read and write the files. ``workers`` (default: the cluster's worker threads) bounds the
+files in flight, ``2 × workers``.
+
 The job's keys are scattered once to every worker (``broadcast=True``, not hashed into a
 task key) and imported once per worker process; each file is one task. Keys travel only
 over an encrypted connection: the scheduler's address must be ``tls://`` (or
