@@ -299,7 +299,7 @@ def test_directory_tree(tree, tmp_path):
     assert r.stdout.strip().startswith("encrypted 3 files")
     assert _parquets(sealed) == _parquets(tree) == ["a/b/three.parquet", "a/two.parquet", "one.parquet"]
     assert not (sealed / "a" / "_notes.txt").exists() and not (sealed / "a" / ".hidden.parquet").exists()
-    assert not (sealed / "_SUCCESS").exists()
+    assert (sealed / "_SUCCESS").exists()   # the dataset policy: _SUCCESS markers are copied
     for rel in _parquets(sealed):
         assert RefFile(sealed / rel).algorithm == "AES_GCM_CTR_V1"
 

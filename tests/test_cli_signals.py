@@ -70,7 +70,8 @@ def wait_for(cond, timeout=60.0):
 
 
 def files(d):
-    return sorted(os.listdir(d)) if os.path.isdir(d) else []
+    """The files of ``d``, without a directory job's journal (``.pqseal-job/``)."""
+    return sorted(n for n in os.listdir(d) if n != ".pqseal-job") if os.path.isdir(d) else []
 
 
 def temps(d):

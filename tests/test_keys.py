@@ -254,6 +254,34 @@ def test_kek_cache_makes_one_kms_call_per_master_key(tmp_path):
     assert pq.read_table(tmp_path / f"u{n_files - 1}.parquet").equals(t)
 
 
+def test_threads_racing_for_a_kek_make_one_kms_call_per_master_key():
+    """Threads that miss the KEK cache at the same moment wait for one KMS call (a slow
+    KMS used to get one wrap per racing thread)."""
+    import threading
+    import time
+
+    class Slow(CountingKms):
+        def wrap_key(self, key_bytes, master_key_identifier):
+            time.sleep(0.05)
+            return super().wrap_key(key_bytes, master_key_identifier)
+
+    counting = Slow(KeyListKms(KEY_LIST))
+    f = CryptoFactory(lambda cfg: counting)
+    cfg = EncryptionConfig("kf", column_keys={"kc1": ["a"], "kc2": ["c"]})
+    start = threading.Barrier(8)
+
+    def one():
+        start.wait()
+        for _ in range(5):
+            f.file_encryption_properties(KmsConnectionConfig(), cfg)
+    threads = [threading.Thread(target=one) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert counting.wraps == 3
+
+
 def test_single_wrapping_calls_the_kms_per_key(tmp_path, plain):
     counting = CountingKms(KeyListKms(KEY_LIST))
     f = CryptoFactory(lambda cfg: counting)

@@ -26,6 +26,7 @@ _LAZY = {
     "write_to_dataset": (".io.writer", "write_to_dataset"),
     "polars": (".polars", None),
     "io": (".io", None),
+    "dataset": (".dataset", None),
 }
 
 

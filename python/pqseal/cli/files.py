@@ -43,8 +43,40 @@ def _read_key_options(f):
 
 
 def _jobs_option(f):
-    return click.option("--jobs", "-j", type=click.IntRange(min=1), default=DEFAULT_JOBS, show_default=True,
-                        help="Files in parallel.")(f)
+    return click.option("--jobs", "-j", "--workers", "jobs", type=click.IntRange(min=1), default=DEFAULT_JOBS,
+                        show_default=True, help="Files in parallel (--workers: the same; with --scheduler the "
+                        "default is the cluster's worker threads).")(f)
+
+
+def _cluster_options(f):
+    """Options of a directory SRC run as a dataset job (see pqseal.dataset)."""
+    for o in reversed([
+        click.option("--executor", type=click.Choice(["threads", "processes"]), help="Run files on threads of "
+                     "this process (default) or on local worker processes."),
+        click.option("--scheduler", metavar="ADDR", help="Run on a Dask cluster: its scheduler's address, "
+                     "tls://host:8786 (TLS settings from Dask's configuration, e.g. "
+                     "DASK_DISTRIBUTED__COMM__TLS__CA_FILE, or the --tls-* options)."),
+        click.option("--tls-ca-file", type=click.Path(exists=True, dir_okay=False), help="CA of the Dask cluster."),
+        click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False), help="Client certificate for the "
+                     "Dask cluster."),
+        click.option("--tls-key", type=click.Path(exists=True, dir_okay=False), help="Client key for the Dask "
+                     "cluster."),
+        click.option("--allow-insecure-scheduler", is_flag=True, help="Send keys to a scheduler that is not "
+                     "reached over TLS (tcp://): anyone on the network can read them."),
+        click.option("--retry-failed", is_flag=True, help="On a rerun, retry the files that failed before "
+                     "(by default they are skipped)."),
+        click.option("--report", type=click.Path(dir_okay=False), help="Write the job's JSON report here."),
+        click.option("--summaries", type=click.Choice(["auto", "drop"]), default="auto", show_default=True,
+                     help="_metadata/_common_metadata: auto drops them (with a warning) when sealing and "
+                     "regenerates them when unsealing; drop leaves them out silently."),
+    ]):
+        f = o(f)
+    return f
+
+
+def _cluster(o: dict) -> dict:
+    """The directory-job options, popped from a command's options."""
+    return {k: o.pop(k) for k in J.CLUSTER_DEFAULTS}
 
 
 def _output_options(f):
@@ -57,6 +89,22 @@ def _read_keys(footer_key_value, column_key_values, aad_prefix, kms, key_list, p
                     KmsChoice(kms, key_list, properties(props, CONNECTION_PROPERTIES)))
     keys.check()
     return keys
+
+
+def _tree_read_keys(read: ReadKeys) -> dict:
+    """Read keys of a dataset job: explicit DecryptionProperties, or a KMS whose calls the
+    job's key session makes on the driver."""
+    from ..format import DecryptionProperties
+
+    aad = read.aad_prefix.encode() if read.aad_prefix is not None else None
+    if read.explicit:
+        footer = load_key(read.footer_key_value, "--footer-key-value") if read.footer_key_value else None
+        return {"decryption": DecryptionProperties(footer, column_keys=column_key_values(read.column_key_values),
+                                                   aad_prefix=aad)}
+    if aad is not None:
+        raise click.UsageError("--aad-prefix with a KMS applies to a single file (a directory job's key session "
+                               "reads each file's footer on the driver, with the AAD prefix stored in it)")
+    return {"kms": read.kms.client_factory(), "kms_connection_config": read.kms.connection()}
 
 
 # ---- encrypt -----------------------------------------------------------------------------------------
@@ -168,6 +216,7 @@ def _explicit_properties(o: dict):
 @click.option("--external-key-material", is_flag=True, help="Key material in _KEY_MATERIAL_FOR_<file>.json.")
 @click.option("--data-key-bits", type=click.Choice(["128", "192", "256"]), help="Default: 128.")
 @_jobs_option
+@_cluster_options
 @_output_options
 def encrypt(src, dst, **o):
     """Seal plaintext Parquet file(s) SRC into PME file(s) DST (a directory: its data
@@ -179,6 +228,7 @@ def encrypt(src, dst, **o):
     unless --force (or --in-place when DST is SRC)."""
     from ..api import encrypt_file
 
+    cluster = _cluster(o)
     envelope = o["footer_key"] or o["column_keys"] or o["uniform_key"] or o["properties"]
     if envelope and (o["footer_key_value"] or o["column_key_values"]):
         raise click.UsageError("use either master key ids (--footer-key/--column-keys/--uniform-key/--property) "
@@ -190,6 +240,11 @@ def encrypt(src, dst, **o):
         kms, conn = choice.client_factory(), choice.connection()
     else:
         cfg, kms, conn = _explicit_properties(o), None, None
+    if J.tree_job(src, o["in_place"]):
+        J.run_tree("encrypt", src, dst, cluster, "encrypted", workers=o["jobs"], force=o["force"], encryption=cfg,
+                   kms=kms, kms_connection_config=conn)
+        return
+    J.refuse_cluster_options(cluster, "SRC is a file" if not os.path.isdir(src) else "not with --in-place")
     plan = J.plan(src, dst, in_place=o["in_place"])
 
     def one(s, d):
@@ -208,15 +263,21 @@ def encrypt(src, dst, **o):
 @click.argument("dst", type=click.Path())
 @_read_key_options
 @_jobs_option
+@_cluster_options
 @_output_options
 def decrypt(src, dst, footer_key_value, column_key_values, aad_prefix, kms, key_list, properties, jobs, force,
-            in_place):
+            in_place, **cluster):
     """Unseal PME file(s) SRC into plaintext Parquet file(s) DST (mode 0600 when new);
     keys explicit, or from the KMS through each file's key material. Existing outputs
     are refused unless --force (or --in-place when DST is SRC)."""
     from ..api import decrypt_file
 
-    keys = _read_keys(footer_key_value, column_key_values, aad_prefix, kms, key_list, properties).decryption()
+    read = _read_keys(footer_key_value, column_key_values, aad_prefix, kms, key_list, properties)
+    if J.tree_job(src, in_place):
+        J.run_tree("decrypt", src, dst, cluster, "decrypted", workers=jobs, force=force, **_tree_read_keys(read))
+        return
+    J.refuse_cluster_options(cluster, "SRC is a file" if not os.path.isdir(src) else "not with --in-place")
+    keys = read.decryption()
     plan = J.plan(src, dst, in_place=in_place)
     J.run(plan, lambda s, d: decrypt_file(s, d, keys(s), overwrite=force, in_place=in_place), jobs, "decrypted",
           lambda stats: J.report(stats, "decrypted"))
@@ -237,13 +298,24 @@ def _ok_line(r: dict) -> str:
 @_read_key_options
 @click.option("--json", "as_json", is_flag=True)
 @_jobs_option
-def verify(path, footer_key_value, column_key_values, aad_prefix, kms, key_list, properties, as_json, jobs):
+@_cluster_options
+def verify(path, footer_key_value, column_key_values, aad_prefix, kms, key_list, properties, as_json, jobs,
+           **cluster):
     """Authenticate every module (and check page CRCs) of PME file(s) without writing
     anything; every failing module and every failing file is reported."""
     from ..api import verify as verify_one
     from ..format import VerificationFailed
 
-    keys = _read_keys(footer_key_value, column_key_values, aad_prefix, kms, key_list, properties).decryption()
+    read = _read_keys(footer_key_value, column_key_values, aad_prefix, kms, key_list, properties)
+
+    def show(reports):
+        for r in sorted(reports, key=lambda r: r["file"]):
+            click.echo(json.dumps(r) if as_json else _ok_line(r))
+    if J.tree_job(path):
+        J.run_tree("verify", path, None, cluster, "verified", workers=jobs, show=show, **_tree_read_keys(read))
+        return
+    J.refuse_cluster_options(cluster, "SRC is a file")
+    keys = read.decryption()
 
     def one(src, _):
         try:
@@ -254,9 +326,6 @@ def verify(path, footer_key_value, column_key_values, aad_prefix, kms, key_list,
                                   if f.get(k) is not None)
                 click.echo(f"FAILED {src}: {where}: {f['error']}", err=True)
             raise
-    def show(reports):
-        for r in sorted(reports, key=lambda r: r["file"]):
-            click.echo(json.dumps(r) if as_json else _ok_line(r))
     J.run(J.plan(path, None), one, jobs, "verified", show)
 
 
@@ -264,16 +333,23 @@ def verify(path, footer_key_value, column_key_values, aad_prefix, kms, key_list,
 @click.argument("path", type=click.Path())
 @_read_key_options
 @click.option("--json", "as_json", is_flag=True)
-def inspect(path, footer_key_value, column_key_values, aad_prefix, kms, key_list, properties, as_json):
+@_cluster_options
+def inspect(path, footer_key_value, column_key_values, aad_prefix, kms, key_list, properties, as_json, **cluster):
     """Show a file's encryption (no keys needed; keys or a KMS open an encrypted footer).
     A directory: every data file; each bad file is reported and the rest still shown."""
     from ..api import inspect as inspect_one
 
     read = _read_keys(footer_key_value, column_key_values, aad_prefix, kms, key_list, properties)
-    keys = read.decryption() if read.any else None
+
     def show(infos):
         for info in sorted(infos, key=lambda i: i["file"]):
             click.echo(json.dumps(info)) if as_json else _print_inspect(info)
+    if J.tree_job(path):
+        J.run_tree("inspect", path, None, cluster, "inspected", workers=1, show=show,
+                   **(_tree_read_keys(read) if read.any else {}))
+        return
+    J.refuse_cluster_options(cluster, "SRC is a file")
+    keys = read.decryption() if read.any else None
     J.run(J.plan(path, None), lambda s, _: inspect_one(s, keys(s) if keys else None), 1, "inspected", show)
 
 

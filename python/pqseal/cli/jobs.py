@@ -1,13 +1,9 @@
-"""File jobs: one file, or the data files of a directory tree, run in parallel.
+"""File jobs: one file, or the data files of a directory tree.
 
-What counts as data in a directory follows pyarrow's dataset discovery
-(``pyarrow.dataset.dataset``): every file, at any depth, except those whose own name or
-one of whose directories' names starts with ``.`` or ``_`` (``ignore_prefixes``'
-default): hidden files, ``_SUCCESS``, ``_metadata``/``_common_metadata`` summaries,
-``_KEY_MATERIAL_FOR_*`` key material, ``_temporary/`` trees. Names are not filtered by
-extension (``*.PARQUET``, ``*.parq``, Hive's ``000000_0`` are data), so a data file
-that is not Parquet fails like any bad file. What is left out is printed with the
-reason.
+A directory runs as a dataset job (:mod:`pqseal.dataset`): pyarrow's discovery rules
+decide what is data (what is left out is printed with the reason), the job is journaled
+in DST (a rerun skips finished files), and it runs on threads, local processes or a Dask
+cluster. A single file (and a directory replaced ``--in-place``) runs here, on threads.
 """
 
 from __future__ import annotations
@@ -17,72 +13,27 @@ import sys
 from collections import defaultdict
 from collections.abc import Callable
 from concurrent.futures import CancelledError, ThreadPoolExecutor, as_completed
-from dataclasses import dataclass, field
 
 import click
 
 from .. import _cancel
+from ..dataset.plan import Job, Plan
 from ..errors import PqsealError
 from .group import fail, one_line
 from .interrupt import current
 
-IGNORE_PREFIXES = (".", "_")   # pyarrow.dataset's default ignore_prefixes
 SHOWN_PER_REASON = 10
-
-
-@dataclass(frozen=True)
-class Job:
-    src: str
-    dst: str | None      # None: nothing is written (verify, inspect, rotate)
-
-
-@dataclass
-class Plan:
-    src: str
-    jobs: list[Job]
-    directory: bool                                     # SRC is a directory
-    skipped: list[tuple[str, str]] = field(default_factory=list)   # (path, reason)
-
-
-def _reason(name: str, is_dir: bool) -> str:
-    if name.startswith("_KEY_MATERIAL_FOR_"):
-        return "external key material, stays beside its data file"
-    if name in ("_metadata", "_common_metadata"):
-        return "Parquet summary files, which dataset readers ignore"
-    what = "directories" if is_dir else "files"
-    return f"{what} named '.*' or '_*', which dataset readers ignore"
 
 
 def plan(src: str, dst: str | None, *, in_place: bool = False) -> Plan:
     """The jobs for SRC (and DST): the file itself, or the data files of a tree."""
-    if not os.path.isdir(src):
-        return Plan(src, [Job(src, dst)], directory=False)
-    if dst is not None:
-        if os.path.exists(dst) and not os.path.isdir(dst):
-            fail(f"{dst} is not a directory (SRC {src} is one)")
-        same = os.path.exists(dst) and os.path.samefile(src, dst)
-        if same and not in_place:
-            fail(f"{dst} is the input directory; pass --in-place to replace each file")
-        inner = os.path.relpath(os.path.realpath(dst), os.path.realpath(src))
-        if not same and not inner.startswith(os.pardir):
-            fail(f"{dst} is inside the input directory {src}; choose a destination outside it")
-    out = Plan(src, [], directory=True)
-    for root, dirs, files in os.walk(src):
-        rel = os.path.relpath(root, src)
-        kept = []
-        for d in sorted(dirs):
-            if d.startswith(IGNORE_PREFIXES):
-                out.skipped.append((os.path.normpath(os.path.join(rel, d)) + os.sep, _reason(d, True)))
-            else:
-                kept.append(d)
-        dirs[:] = kept
-        for name in sorted(files):
-            path = os.path.normpath(os.path.join(rel, name))
-            if name.startswith(IGNORE_PREFIXES):
-                out.skipped.append((path, _reason(name, False)))
-            else:
-                out.jobs.append(Job(os.path.join(src, path), None if dst is None else os.path.join(dst, path)))
-    return out
+    from ..dataset.plan import plan as dataset_plan
+
+    try:
+        return dataset_plan(src, dst, in_place=in_place)
+    except ValueError as exc:
+        fail(str(exc))
+        raise   # not reached: fail() exits
 
 
 def print_skipped(p: Plan) -> None:
@@ -207,3 +158,109 @@ def report(stats_list, verb: str) -> None:
                    f"({s.bytes_in / max(s.seconds, 1e-9) / 1e9:.2f} GB/s)")
     else:
         click.echo(f"{verb} {len(stats_list)} files, {sum(s.bytes_in for s in stats_list):,} bytes")
+
+
+# ---- directories: dataset jobs ---------------------------------------------------------------
+
+#: the options of a directory job (files.cluster_options), with their defaults
+CLUSTER_DEFAULTS = {"executor": None, "scheduler": None, "tls_ca_file": None, "tls_cert": None, "tls_key": None,
+                    "allow_insecure_scheduler": False, "retry_failed": False, "report": None, "summaries": "auto"}
+CLUSTER_FLAGS = {"executor": "--executor", "scheduler": "--scheduler", "tls_ca_file": "--tls-ca-file",
+                 "tls_cert": "--tls-cert", "tls_key": "--tls-key",
+                 "allow_insecure_scheduler": "--allow-insecure-scheduler", "retry_failed": "--retry-failed",
+                 "report": "--report", "summaries": "--summaries"}
+
+
+def tree_job(src: str, in_place: bool = False) -> bool:
+    """True when SRC is a directory run as a dataset job (not replaced in place)."""
+    return os.path.isdir(src) and not in_place
+
+
+def refuse_cluster_options(o: dict, why: str) -> None:
+    """Directory-job options given where they do not apply are refused, never ignored."""
+    for name, flag in CLUSTER_FLAGS.items():
+        if name in o and o[name] != CLUSTER_DEFAULTS[name]:
+            raise click.UsageError(f"{flag} applies to a directory SRC run as a dataset job ({why})")
+
+
+def _security(o: dict):
+    given = [o["tls_ca_file"], o["tls_cert"], o["tls_key"]]
+    if not any(given):
+        return None
+    if not o["scheduler"]:
+        raise click.UsageError("--tls-ca-file/--tls-cert/--tls-key go with --scheduler")
+    if not all(given):
+        raise click.UsageError("give all of --tls-ca-file, --tls-cert and --tls-key (or none: Dask's configuration)")
+    from distributed.security import Security
+
+    return Security(tls_ca_file=o["tls_ca_file"], tls_client_cert=o["tls_cert"], tls_client_key=o["tls_key"],
+                    require_encryption=True)
+
+
+def _executor(o: dict):
+    if o["scheduler"] and o["executor"]:
+        raise click.UsageError("--scheduler runs on Dask: it excludes --executor")
+    if o["allow_insecure_scheduler"] and not o["scheduler"]:
+        raise click.UsageError("--allow-insecure-scheduler goes with --scheduler")
+    if o["scheduler"] and "://" not in o["scheduler"]:
+        raise click.UsageError(f"--scheduler takes an address such as tls://host:8786, not {o['scheduler']!r}")
+    return o["scheduler"] or o["executor"] or "threads"
+
+
+def run_tree(kind: str, src: str, dst: str | None, o: dict, verb: str, *, workers: int, force: bool = False,
+             show: Callable[[list], None] | None = None, **keys) -> None:
+    """Run a dataset job for a directory SRC, print what it did, exit 1 if a file failed."""
+    import warnings
+
+    from tqdm import tqdm
+
+    from .. import dataset
+
+    p = plan(src, dst)
+    print_skipped(p)
+    if not p.jobs:
+        fail(f"no data files in {src}")
+    executor, security = _executor(o), _security(o)
+    ctx = click.get_current_context(silent=True)
+    if o["scheduler"] and ctx is not None and ctx.get_parameter_source("jobs") in (
+            click.core.ParameterSource.DEFAULT, None):
+        workers = 0          # on Dask: as many files at once as the cluster has worker threads
+
+    def on_result(res) -> None:
+        if res.error is None:
+            return
+        path = os.path.join(src, res.path)
+        for f in (res.detail or {}).get("failures", []) if isinstance(res.detail, dict) else []:
+            where = ", ".join(f"{k} {f[k]}" for k in ("module", "row_group", "column", "page") if f.get(k) is not None)
+            tqdm.write(f"FAILED {path}: {where}: {f['error']}", file=sys.stderr)
+        tqdm.write(f"pqseal: error: {path}: {res.error}", file=sys.stderr)
+
+    options = dict(executor=executor, workers=workers or None, overwrite=force, retry_failed=o["retry_failed"],
+                   summaries=o["summaries"],
+                   report=o["report"], allow_insecure=o["allow_insecure_scheduler"], security=security,
+                   on_result=on_result, **keys)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")   # printed below as "warning:" lines
+            if dst is None:      # verify, inspect, rotate
+                rep = getattr(dataset, kind)(src, **options)
+            else:
+                rep = getattr(dataset, kind)(src, dst, **options)
+    except (PqsealError, OSError, ValueError) as exc:
+        fail(one_line(exc, src, dst))
+    for w in rep.warnings:
+        click.echo(f"warning: {w}", err=True)
+    by_reason: dict[str, int] = defaultdict(int)
+    for r in rep.skipped:
+        by_reason[r.reason or ""] += 1
+    for reason, n in by_reason.items():
+        click.echo(f"skipped {n} data file{'s' if n != 1 else ''} ({reason})", err=True)
+    if show is not None:
+        show([r.detail for r in rep.ok])
+    elif rep.ok:
+        click.echo(f"{verb} {len(rep.ok)} files, {rep.bytes:,} bytes")
+    interruption = current()
+    if rep.interrupted and interruption.requested:
+        _interrupted(interruption, p, len(rep.ok), len(rep.failed), verb)
+    if rep.failed:
+        fail(f"{len(rep.failed)} of {len(p.jobs)} files failed")

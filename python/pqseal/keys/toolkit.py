@@ -52,21 +52,39 @@ class ExpiringCache:
     def __init__(self):
         self._lock = threading.Lock()
         self._maps: dict[str, tuple[float, dict]] = {}
+        self._creating: dict[tuple, threading.Lock] = {}   # (token, key) -> lock of its creator
 
     def get_or_create(self, token: str, key, lifetime: float, create: Callable):
-        now = time.monotonic()
-        with self._lock:
-            entry = self._maps.get(token)
-            if entry is None or now >= entry[0]:
-                entry = self._maps[token] = (now + lifetime, {})
-                for t in [t for t, (exp, _) in self._maps.items() if now >= exp]:
-                    del self._maps[t]
-            inner = entry[1]
-            if key in inner:
-                return inner[key]
-        value = create()  # outside the lock: KMS calls may be slow
-        with self._lock:
-            return inner.setdefault(key, value)
+        """The cached value, or ``create()``'s. Threads asking for the same missing entry
+        at once wait for one creator (one KMS call, not one per thread); ``create`` runs
+        outside the cache's lock, so other entries are not held up by a slow KMS."""
+        while True:
+            now = time.monotonic()
+            with self._lock:
+                entry = self._maps.get(token)
+                if entry is None or now >= entry[0]:
+                    entry = self._maps[token] = (now + lifetime, {})
+                    for t in [t for t, (exp, _) in self._maps.items() if now >= exp]:
+                        del self._maps[t]
+                inner = entry[1]
+                if key in inner:
+                    return inner[key]
+                other = self._creating.get((token, key))
+                if other is None:
+                    flight = self._creating[(token, key)] = threading.Lock()
+                    flight.acquire()
+            if other is not None:
+                with other:   # wait for the creator, then look again (it may have failed)
+                    pass
+                continue
+            try:
+                value = create()  # outside the lock: KMS calls may be slow
+                with self._lock:
+                    return inner.setdefault(key, value)
+            finally:
+                with self._lock:
+                    del self._creating[(token, key)]
+                flight.release()
 
     def clear(self) -> None:
         with self._lock:

@@ -1,0 +1,221 @@
+#!/usr/bin/env python3
+"""KMS clients against the local keystore: wrap/unwrap latency and throughput, and the
+server calls of a 200-file job with double and with single wrapping.
+
+    python benchmarks/bench_kms_clients.py                  # every client that can start here
+    python benchmarks/bench_kms_clients.py --clients keystore,vault --ops 500 --json
+
+Each client is a :class:`Client` entry of ``CLIENTS``: a name and a ``start(workdir)``
+that returns a started :class:`Started` (the KMS client, its master key ids, a stop
+function) or raises :class:`Unavailable`. The servers are the tests' (tests/vault_server.py:
+an OpenBao dev server on 127.0.0.1). One run, no warm-up beyond one call per key; the
+numbers are for comparing clients on one machine, not absolute.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+ROOT = Path(__file__).resolve().parents[1]
+try:
+    import pqseal  # noqa: F401
+except ImportError:  # not installed: the source tree (needs the built _native module)
+    sys.path.insert(0, str(ROOT / "python"))
+sys.path.insert(0, str(ROOT / "tests"))   # the test servers
+
+from pqseal.kms import KmsClient, KmsConnectionConfig  # noqa: E402
+
+MASTER_KEYS = ("bench-footer", "bench-column")
+
+
+class Unavailable(Exception):
+    """The client or its server cannot run here (missing package or binary)."""
+
+
+@dataclass
+class Started:
+    kms: KmsClient
+    key_ids: tuple[str, ...]
+    stop: Callable[[], None]
+
+
+@dataclass(frozen=True)
+class Client:
+    name: str
+    start: Callable[[str], Started]
+
+
+def start_keystore(workdir: str) -> Started:
+    from pqseal.kms.keystore import LocalKeystore
+
+    ks = LocalKeystore.init(os.path.join(workdir, "keystore.json"), b"bench passphrase")
+    for k in MASTER_KEYS:
+        ks.create(k)
+    return Started(ks, MASTER_KEYS, lambda: None)
+
+
+def start_vault(workdir: str) -> Started:
+    try:
+        import hvac  # noqa: F401
+
+        import vault_server
+        from pqseal.kms.uri import KmsUri
+        from pqseal.kms.vault import from_uri
+        server = vault_server.start_server(workdir)
+    except (ImportError, BaseException) as e:   # vault_server skips through pytest when bao is missing
+        if isinstance(e, KeyboardInterrupt):
+            raise
+        raise Unavailable(f"{type(e).__name__}: {e}") from None
+    for k in MASTER_KEYS:
+        server.client().secrets.transit.create_key(k)
+    kms = from_uri(KmsUri("vault+http", f"//127.0.0.1:{server.port}/transit"))(
+        KmsConnectionConfig(key_access_token=server.root_token))
+    return Started(kms, MASTER_KEYS, server.stop)
+
+
+#: the clients measured; other KMS modules append theirs (pkcs11, aws)
+CLIENTS: list[Client] = [Client("keystore", start_keystore), Client("vault", start_vault)]
+
+
+class Counting(KmsClient):
+    """A KMS client that counts the calls it passes on."""
+
+    def __init__(self, inner: KmsClient):
+        self.inner, self.wraps, self.unwraps = inner, 0, 0
+        self._lock = threading.Lock()
+
+    def wrap_key(self, key_bytes, master_key_identifier):
+        with self._lock:
+            self.wraps += 1
+        return self.inner.wrap_key(key_bytes, master_key_identifier)
+
+    def unwrap_key(self, wrapped_key, master_key_identifier):
+        with self._lock:
+            self.unwraps += 1
+        return self.inner.unwrap_key(wrapped_key, master_key_identifier)
+
+
+def latency(fn: Callable[[int], object], ops: int) -> dict:
+    times = []
+    for i in range(ops):
+        t0 = time.perf_counter()
+        fn(i)
+        times.append(time.perf_counter() - t0)
+    times.sort()
+    return {"median_ms": statistics.median(times) * 1e3, "p95_ms": times[int(len(times) * 0.95) - 1] * 1e3}
+
+
+def throughput(fn: Callable[[int], object], ops: int, threads: int) -> float:
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(fn, range(ops)))
+    return ops / (time.perf_counter() - t0)
+
+
+def measure_calls(s: Started, workdir: str, files: int) -> dict:
+    """A job of ``files`` small files, one footer key and one column key (M = 2): KMS calls
+    and wall time, double and single wrapping, sealing and then verifying every file."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    import pqseal
+    from pqseal.config import EncryptionConfig
+    from pqseal.keys import CryptoFactory
+
+    src = os.path.join(workdir, "small.parquet")
+    pq.write_table(pa.table({"a": list(range(100)), "s": [str(i) for i in range(100)]}), src)
+    out = {}
+    for double in (True, False):
+        counting = Counting(s.kms)
+        job, reader = CryptoFactory(lambda cfg: counting), CryptoFactory(lambda cfg: counting)
+        cfg = EncryptionConfig(s.key_ids[0], column_keys={s.key_ids[1]: ["s"]}, double_wrapping=double)
+        t0 = time.perf_counter()
+        for i in range(files):
+            dst = os.path.join(workdir, f"part-{i}.parquet")
+            pqseal.encrypt_file(src, dst, job.file_encryption_properties(KmsConnectionConfig(), cfg, dst),
+                                overwrite=True)
+        t1 = time.perf_counter()
+        for i in range(files):
+            dst = os.path.join(workdir, f"part-{i}.parquet")
+            pqseal.verify(dst, reader.file_decryption_properties(KmsConnectionConfig(), None, dst))
+        t2 = time.perf_counter()
+        out["double" if double else "single"] = {"wraps": counting.wraps, "unwraps": counting.unwraps,
+                                                 "seal_s": t1 - t0, "verify_s": t2 - t1}
+    return out
+
+
+def run(client: Client, ops: int, threads: int, files: int) -> dict:
+    with tempfile.TemporaryDirectory(prefix=f"bench-kms-{client.name}-") as d:
+        s = client.start(d)
+        try:
+            dek = os.urandom(16)
+            key = s.key_ids[0]
+            wrapped = [s.kms.wrap_key(dek, key) for _ in range(ops)]
+            row = {"client": client.name,
+                   "wrap": latency(lambda i: s.kms.wrap_key(dek, key), ops),
+                   "unwrap": latency(lambda i: s.kms.unwrap_key(wrapped[i], key), ops),
+                   "wrap_per_s": throughput(lambda i: s.kms.wrap_key(dek, key), ops, threads),
+                   "unwrap_per_s": throughput(lambda i: s.kms.unwrap_key(wrapped[i], key), ops, threads)}
+            if files:
+                row["job"] = measure_calls(s, d, files)
+            return row
+        finally:
+            s.stop()
+
+
+def table(rows: list[dict], threads: int, files: int) -> str:
+    lines = [f"| client | wrap median / p95 ms | unwrap median / p95 ms | wraps/s ({threads} thr) | "
+             f"unwraps/s ({threads} thr) | {files}-file job, double: wraps+unwraps | single: wraps+unwraps |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        j = r.get("job", {})
+        d, s = j.get("double", {}), j.get("single", {})
+        job = (f"{d.get('wraps')}+{d.get('unwraps')} ({d.get('seal_s', 0):.1f}+{d.get('verify_s', 0):.1f} s)",
+               f"{s.get('wraps')}+{s.get('unwraps')} ({s.get('seal_s', 0):.1f}+{s.get('verify_s', 0):.1f} s)")
+        lines.append(f"| {r['client']} | {r['wrap']['median_ms']:.3f} / {r['wrap']['p95_ms']:.3f} | "
+                     f"{r['unwrap']['median_ms']:.3f} / {r['unwrap']['p95_ms']:.3f} | {r['wrap_per_s']:.0f} | "
+                     f"{r['unwrap_per_s']:.0f} | {job[0]} | {job[1]} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--clients", default=",".join(c.name for c in CLIENTS))
+    ap.add_argument("--ops", type=int, default=200, help="wraps and unwraps per measurement (default 200)")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--files", type=int, default=200, help="files of the job (0: no job)")
+    ap.add_argument("--json", action="store_true", help="one JSON object per client instead of the table")
+    a = ap.parse_args(argv)
+    wanted = a.clients.split(",")
+    unknown = set(wanted) - {c.name for c in CLIENTS}
+    if unknown:
+        ap.error(f"unknown client(s) {sorted(unknown)}")
+    rows = []
+    for c in CLIENTS:
+        if c.name not in wanted:
+            continue
+        try:
+            rows.append(run(c, a.ops, a.threads, a.files))
+        except Unavailable as e:
+            print(f"{c.name}: not measured ({e})", file=sys.stderr)
+            continue
+        if a.json:
+            print(json.dumps(rows[-1]))
+    if not a.json:
+        print(table(rows, a.threads, a.files))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

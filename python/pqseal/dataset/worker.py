@@ -1,0 +1,125 @@
+"""What a worker does with one file: a :class:`Task` in, a :class:`FileResult` out.
+
+The same function runs in a driver thread, a local worker process and a Dask worker.
+It takes keys only from the job's key object (no KMS client is ever built here) and
+passes explicit properties to :mod:`pqseal.api`. A failure of the file (a pqseal error,
+an OSError, a ValueError) comes back as a record, never as an exception, so one bad
+file never stops the others. Outputs are written by the engine under a temporary name
+and renamed into place, so running a task twice (a rescheduled Dask task) is harmless.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from dataclasses import dataclass
+
+from .. import _cancel
+from ..errors import PqsealError
+from .keys import Shipped
+from .report import FileResult
+
+KINDS = ("encrypt", "decrypt", "rekey", "verify", "inspect", "rotate")
+
+
+@dataclass(frozen=True)
+class Task:
+    kind: str
+    src: str
+    dst: str | None
+    rel: str
+    size: int
+    overwrite: bool = False     # the output is this job's (or the caller allowed replacing it)
+    with_keys: bool = True      # inspect: open encrypted footers with the job's keys
+
+
+def execute(task: Task, keys) -> FileResult:
+    """Run one task; every per-file failure becomes ``FileResult.error``."""
+    from .. import api
+
+    t0 = time.monotonic()
+    res = FileResult(task.rel, task.size)
+    try:
+        _cancel.check()
+        if task.dst is not None:
+            os.makedirs(os.path.dirname(task.dst) or ".", exist_ok=True)
+        if task.kind == "encrypt":
+            stats = api.encrypt_file(task.src, task.dst, keys.encryption_properties(task.dst),
+                                     overwrite=task.overwrite)
+        elif task.kind == "decrypt":
+            stats = api.decrypt_file(task.src, task.dst, keys.decryption_properties(task.src),
+                                     overwrite=task.overwrite)
+        elif task.kind == "rekey":
+            stats = api.rekey_file(task.src, task.dst, keys.decryption_properties(task.src),
+                                   keys.encryption_properties(task.dst), overwrite=task.overwrite)
+        elif task.kind == "verify":
+            stats = None
+            res.detail = api.verify(task.src, keys.decryption_properties(task.src))
+        elif task.kind == "inspect":
+            stats = None
+            res.detail = api.inspect(task.src, keys.decryption_properties(task.src) if task.with_keys else None)
+        elif task.kind == "rotate":
+            stats = None
+            res.output_bytes = _rotate(task.src, keys)
+        else:
+            raise ValueError(f"unknown task kind {task.kind!r}")
+        if stats is not None:
+            res.output_bytes = stats.bytes_out
+            res.warnings = list(stats.warnings)
+    except _cancel.Cancelled:
+        res.reason = "cancelled"
+    except (PqsealError, OSError, ValueError) as exc:
+        from ..cli.group import one_line
+
+        res.error = one_line(exc, task.src, task.dst)
+        res.detail = getattr(exc, "report", None)    # verify: every failing module
+    res.seconds = time.monotonic() - t0
+    return res
+
+
+def _rotate(path: str, keys) -> int:
+    """Re-wrap a file's external key material under the session's write KEKs, in one
+    atomic replacement of the material file; the Parquet file is not touched."""
+    from ..keys.store import KeyMaterialStore, material_path, read_material
+
+    KeyMaterialStore(path, keys.rewrap_material(read_material(path))).write()
+    return os.path.getsize(material_path(path))
+
+
+# ---- worker processes (local pool and Dask): the job's keys, imported once per process ----
+
+_jobs: dict[str, object] = {}
+_jobs_lock = threading.Lock()
+
+
+def install(shipped: Shipped) -> None:
+    """Import the job's keys in this process (a pool initializer)."""
+    with _jobs_lock:
+        if shipped.token not in _jobs:
+            _jobs[shipped.token] = shipped.open()
+
+
+def forget(token: str) -> None:
+    """Drop (and close) a finished job's keys in this process."""
+    with _jobs_lock:
+        keys = _jobs.pop(token, None)
+    if keys is not None:
+        keys.close()  # type: ignore[attr-defined]
+
+
+def jobs_held() -> list[str]:
+    """The key objects this process holds, by type (tests: nothing outlives its job)."""
+    with _jobs_lock:
+        return sorted(f"{type(k.read).__name__}/{type(k.write).__name__}" for k in _jobs.values())  # type: ignore
+
+
+def run_installed(task: Task, token: str) -> FileResult:
+    """A task of a local worker process whose initializer installed the keys."""
+    return execute(task, _jobs[token])
+
+
+def run_shipped(task: Task, shipped: Shipped) -> FileResult:
+    """A Dask task: ``shipped`` is the job's scattered keys (imported once per worker)."""
+    install(shipped)
+    return execute(task, _jobs[shipped.token])
