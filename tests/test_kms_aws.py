@@ -400,3 +400,19 @@ def test_rotation_refuses_bound_single_wrapped_keys_and_rewraps_bound_keks(moto_
     assert _material(double) != old
     decrypt_file(double, tmp_path / "out.parquet", kms=open_kms(moto_kms.uri(context="on")))
     assert pq.read_table(tmp_path / "out.parquet").equals(TABLE)
+
+
+def test_the_factory_travels_to_processes_without_its_client(moto_kms, keys):
+    import pickle
+
+    factory = open_kms(moto_kms.uri(context="on", retries=1))
+    client = factory(None)
+    assert factory(None) is client            # one client per factory
+    copy = pickle.loads(pickle.dumps(factory))
+    assert copy.policy.retries == 1 and copy.bind_context and copy.endpoint_url == moto_kms.endpoint
+    other = copy(None)
+    assert other is not client
+    with key_context(kek_id="k1"):
+        assert other.unwrap_key(client.wrap_key(b"d" * 16, keys["ssn"]), keys["ssn"]) == b"d" * 16
+    with pytest.raises(TypeError, match="cannot be pickled"):
+        pickle.dumps(client)

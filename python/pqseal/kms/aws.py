@@ -42,7 +42,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import threading
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from ..errors import (InvalidKmsUri, InvalidTag, KeyAccessDenied, KeyDisabled, KeyNotFound, KmsError,
                       MalformedKeyMaterial, PqsealError)
@@ -219,16 +221,44 @@ def _number(uri: KmsUri, name: str, kind):
         raise InvalidKmsUri(f"aws-kms: {name} must be a {kind.__name__}") from None
 
 
-def from_uri(uri: KmsUri):
-    """A factory of one :class:`AwsKms` (made on first use, shared by every connection
-    config: the URI names the KMS)."""
-    import threading
+@dataclass(eq=False)   # compared and hashed by identity: pqseal.api keeps one key session per factory object
+class AwsKmsFactory:
+    """``(KmsConnectionConfig) -> AwsKms`` for one ``aws-kms://`` URI: one client, made on
+    first use and shared by every connection config (the URI names the KMS). Pickles
+    without its client, so it can travel to worker processes, each making its own."""
 
+    region: str | None = None
+    endpoint_url: str | None = None
+    profile: str | None = None
+    bind_context: bool = False
+    policy: RetryPolicy = field(default_factory=RetryPolicy)
+    ca_bundle: str | None = None
+
+    def __post_init__(self):
+        self._lock = threading.Lock()
+        self._client: AwsKms | None = None
+
+    def __call__(self, cfg: KmsConnectionConfig | None = None) -> AwsKms:
+        with self._lock:
+            if self._client is None:
+                self._client = AwsKms(self.region, endpoint_url=self.endpoint_url, profile=self.profile,
+                                      bind_context=self.bind_context, policy=self.policy, ca_bundle=self.ca_bundle)
+            return self._client
+
+    def __getstate__(self):
+        return {k: v for k, v in self.__dict__.items() if k not in ("_lock", "_client")}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self.__post_init__()
+
+
+def from_uri(uri: KmsUri) -> AwsKmsFactory:
+    """The factory of ``aws-kms://REGION?options`` (options: see the module docstring)."""
     check_options(uri, OPTIONS)
     host = uri.body[2:].split("/", 1)
     if len(host) > 1 and host[1]:
         raise InvalidKmsUri("aws-kms: the URI is aws-kms://REGION?options (no path)")
-    region = host[0] or None
     policy = {}
     if "retries" in uri.options:
         policy["retries"] = _number(uri, "retries", int)
@@ -238,14 +268,6 @@ def from_uri(uri: KmsUri):
         retry = RetryPolicy(**policy)
     except ValueError as exc:
         raise InvalidKmsUri(f"aws-kms: {exc}") from None
-    bind, o = _flag(uri, "context"), uri.options
-    lock = threading.Lock()
-    holder: list[AwsKms] = []
-
-    def factory(cfg: KmsConnectionConfig) -> AwsKms:
-        with lock:
-            if not holder:
-                holder.append(AwsKms(region, endpoint_url=o.get("endpoint"), profile=o.get("profile"),
-                                     bind_context=bind, policy=retry, ca_bundle=o.get("ca_bundle")))
-            return holder[0]
-    return factory
+    o = uri.options
+    return AwsKmsFactory(host[0] or None, endpoint_url=o.get("endpoint"), profile=o.get("profile"),
+                         bind_context=_flag(uri, "context"), policy=retry, ca_bundle=o.get("ca_bundle"))
