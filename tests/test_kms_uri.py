@@ -255,7 +255,8 @@ def test_cli_refusals_are_one_line(tmp_path, kms, match):
     pq.write_table(TABLE, tmp_path / "p.parquet")
     for args in (("encrypt", tmp_path / "p.parquet", tmp_path / "s.parquet", "--uniform-key", "kf"),
                  ("decrypt", tmp_path / "p.parquet", tmp_path / "o.parquet"),
-                 ("verify", tmp_path / "p.parquet"), ("rotate", tmp_path / "p.parquet")):
+                 ("verify", tmp_path / "p.parquet"), ("inspect", tmp_path / "p.parquet"),
+                 ("rotate", tmp_path / "p.parquet")):
         r = CliRunner().invoke(main, [os.fspath(a) for a in args] + ["--kms", kms])
         assert r.exit_code != 0, (args, r.output)
         assert match in r.output and "Traceback" not in r.output and "s3cret" not in r.output, r.output
