@@ -12,8 +12,11 @@ and ``close()``. Worker processes receive the job's keys once, at start-up.
 from __future__ import annotations
 
 import concurrent.futures as cf
+from concurrent.futures.process import BrokenProcessPool
+import dataclasses
 import multiprocessing
 import os
+import sys
 import uuid
 
 from .keys import Paired
@@ -94,6 +97,16 @@ class ProcessExecutor(ThreadExecutor):
     def submit(self, task: Task):
         assert self._pool is not None
         return self._pool.submit(run_installed, task, self._token)
+
+    def result(self, future, task: Task) -> FileResult:
+        out = super().result(future, task)
+        if out.reason == "lost" and isinstance(future.exception(), BrokenProcessPool) \
+                and getattr(sys.modules["__main__"], "__file__", None):
+            # the classic cause: worker processes import the main script, which starts the job again
+            out = dataclasses.replace(out, error=f"{out.error} (a script that starts a job with "
+                                      "executor='processes' at its top level must guard it with "
+                                      "`if __name__ == '__main__':`, as worker processes import it)")
+        return out
 
 
 def make_executor(executor, workers: int | None, *, allow_insecure: bool = False, security=None):
