@@ -144,14 +144,9 @@ def test_uri_errors(body, options, match):
 
 
 def test_open_kms(bao, env_token):
-    """pqseal.kms.open_kms names the Vault client by URI (parse_kms_uri comes with the
-    URI work of issue 12; until it is merged this test has nothing to call)."""
-    from pqseal.kms.uri import open_kms, parse_kms_uri
+    """pqseal.kms.open_kms names the Vault client by URI."""
+    from pqseal.kms.uri import open_kms
 
-    try:
-        parse_kms_uri("keystore:")
-    except NotImplementedError:
-        pytest.skip("pqseal.kms.uri.parse_kms_uri is not implemented in this tree")
     (k,) = new_keys(bao, "uri")
     kms = open_kms(f"vault+http://127.0.0.1:{bao.port}/transit?timeout=5")(KmsConnectionConfig())
     assert kms.unwrap_key(kms.wrap_key(b"u" * 16, k), k) == b"u" * 16

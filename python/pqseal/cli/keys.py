@@ -40,6 +40,37 @@ def keys():
     $PQSEAL_KEYSTORE_PASSPHRASE_FILE, or a prompt (never an argument)."""
 
 ks_opt = click.option("--keystore", "path", metavar="PATH", help="Keystore file.")
+kms_opt = click.option("--kms", "kms_uri", metavar="URI", help="Manage the keys of another KMS that allows it: "
+                       "vault+https://HOST:8200/transit (token from $VAULT_TOKEN/$BAO_TOKEN), "
+                       "'pkcs11:module=...;token=NAME' (PIN from $PQSEAL_PKCS11_PIN[_FILE]), keystore:PATH.")
+
+
+def _admin(path, kms_uri):
+    """The key administration of --keystore PATH (default keystore) or --kms URI."""
+    from ..kms.admin import KeyAdmin
+    from ..kms.base import KmsConnectionConfig
+
+    if path and kms_uri:
+        raise click.UsageError("--keystore and --kms exclude each other")
+    if kms_uri is None:
+        from ..kms.keystore import LocalKeystore
+
+        return KeyAdmin(LocalKeystore(path))
+    from .kms import KmsChoice
+
+    return KeyAdmin(KmsChoice(kms_uri, None, {}).client_factory()(KmsConnectionConfig()))
+
+
+def _rows(admin, key_id, as_json):
+    rows = [r.as_dict() for r in admin.status(key_id)]
+    if as_json:
+        click.echo(json.dumps(rows))
+        return
+    click.echo(f"{'id':<24} {'version':>7} {'bits':>5}  {'state':<13} created")
+    for r in rows:
+        bits = "-" if r["bits"] is None else r["bits"]
+        click.echo(f"{r['id']:<24} {r['version']:>7} {bits:>5}  {r['state']:<13} {r['created'] or '-'}")
+
 
 @keys.command("init")
 @ks_opt
@@ -55,36 +86,37 @@ def keys_init(path):
 
 @keys.command("create")
 @ks_opt
+@kms_opt
 @click.argument("key_id")
 @click.option("--bits", type=click.Choice(["128", "192", "256"]), default="256", show_default=True)
-def keys_create(path, key_id, bits):
+def keys_create(path, kms_uri, key_id, bits):
     """Create master key KEY_ID (version 1)."""
-    from ..kms.keystore import LocalKeystore
-
-    LocalKeystore(path).create(key_id, int(bits))
-    click.echo(f"created master key {key_id} (version 1, {bits} bits)")
+    v = _admin(path, kms_uri).create(key_id, int(bits))
+    click.echo(f"created master key {key_id} (version {v}, {bits} bits)")
 
 @keys.command("list")
 @ks_opt
+@kms_opt
 @click.option("--json", "as_json", is_flag=True)
-def keys_list(path, as_json):
+def keys_list(path, kms_uri, as_json):
     """List master keys and their versions (never key bytes)."""
-    from ..kms.keystore import LocalKeystore
+    _rows(_admin(path, kms_uri), None, as_json)
 
-    rows = LocalKeystore(path).list()
-    if as_json:
-        click.echo(json.dumps(rows))
-        return
-    click.echo(f"{'id':<24} {'version':>7} {'bits':>5}  {'state':<13} created")
-    for r in rows:
-        click.echo(f"{r['id']:<24} {r['version']:>7} {r['bits']:>5}  {r['state']:<13} {r['created']}")
+@keys.command("status")
+@ks_opt
+@kms_opt
+@click.argument("key_id", required=False)
+@click.option("--json", "as_json", is_flag=True)
+def keys_status(path, kms_uri, key_id, as_json):
+    """The versions of KEY_ID (or of every key, where the KMS can list them) and their
+    states: active (wraps), decrypt-only, disabled."""
+    _rows(_admin(path, kms_uri), key_id, as_json)
 
 @keys.command("rotate")
 @ks_opt
+@kms_opt
 @click.argument("key_id")
-def keys_rotate(path, key_id):
+def keys_rotate(path, kms_uri, key_id):
     """New version of KEY_ID; older versions stay for unwrapping existing files."""
-    from ..kms.keystore import LocalKeystore
-
-    v = LocalKeystore(path).rotate(key_id)
+    v = _admin(path, kms_uri).rotate(key_id)
     click.echo(f"master key {key_id} is now at version {v}; earlier versions are decrypt-only")

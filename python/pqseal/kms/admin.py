@@ -1,0 +1,78 @@
+"""Master-key administration through pqseal's ``keys`` commands, for the KMS clients
+whose servers allow it: the local keystore, Vault/OpenBao transit, PKCS#11 tokens. One
+shape for all: create a key, rotate it (a new active version; older versions stay for
+unwrapping), and the status of its versions (never key bytes)."""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import asdict, dataclass
+
+from ..errors import UnsupportedFeature
+
+
+@dataclass(frozen=True)
+class KeyVersionInfo:
+    id: str
+    version: int
+    state: str                 # "active", "decrypt-only" or "disabled"
+    bits: int | None = None    # None: the KMS does not say
+    created: str | None = None  # ISO 8601 UTC, where the KMS records it
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+class KeyAdmin:
+    """``create(id, bits)``, ``rotate(id)`` (both return the new version) and
+    ``status(id=None)`` over one KMS client."""
+
+    def __init__(self, client):
+        from .keystore import LocalKeystore
+
+        self.client = client
+        self.kind = type(client).__name__
+        if isinstance(client, LocalKeystore):
+            self._flavour = "keystore"
+        elif hasattr(client, "create_key") and hasattr(client, "rotate_key") and hasattr(client, "key_status"):
+            self._flavour = "server"
+        else:
+            raise UnsupportedFeature(f"{self.kind} offers no key administration through pqseal; manage its "
+                                     "master keys with the KMS's own tools")
+
+    def create(self, key_id: str, bits: int = 256) -> int:
+        if self._flavour == "keystore":
+            return self.client.create(key_id, bits)
+        if "bits" in _parameters(self.client.create_key):
+            out = self.client.create_key(key_id, bits)
+        elif bits != 256:   # a server that chooses the key length itself (Vault transit: AES-256)
+            raise UnsupportedFeature(f"{self.kind} creates 256-bit keys only")
+        else:
+            out = self.client.create_key(key_id)
+        return out if isinstance(out, int) else out.latest
+
+    def rotate(self, key_id: str) -> int:
+        if self._flavour == "keystore":
+            return self.client.rotate(key_id)
+        out = self.client.rotate_key(key_id)
+        return out if isinstance(out, int) else out.latest
+
+    def status(self, key_id: str | None = None) -> list[KeyVersionInfo]:
+        if self._flavour == "keystore":
+            rows = [r for r in self.client.list() if key_id is None or r["id"] == key_id]
+            if key_id is not None and not rows:
+                from ..errors import KeyNotFound
+
+                raise KeyNotFound(f"master key {key_id!r} not in keystore {self.client.path}")
+        else:
+            param = _parameters(self.client.key_status).get("key_id")
+            if key_id is None and param is not None and param.default is inspect.Parameter.empty:
+                raise UnsupportedFeature(f"{self.kind} cannot list its keys: name one (pqseal keys status ID)")
+            got = self.client.key_status(key_id)
+            rows = got.rows() if hasattr(got, "rows") else [v.as_dict() for v in got]
+        return [KeyVersionInfo(r["id"], int(r["version"]), r["state"], r.get("bits"), r.get("created"))
+                for r in rows]
+
+
+def _parameters(fn) -> dict:
+    return dict(inspect.signature(fn).parameters)
