@@ -36,6 +36,7 @@ from .config import DecryptionConfig, EncryptionConfig
 from .factory import encryption_properties, kms_connection_for, rewrap
 from .material import KeyMaterial
 from .scan import KeyMaterialReader, scan_file
+from ..kms.context import key_context
 from .toolkit import KEK_ID_LEN, _kms_call, kek_of, wrap_with_kek
 
 DEFAULT_SESSION_LIFETIME = 3600.0
@@ -160,7 +161,8 @@ class KeySession:
                     continue
             kek, kek_id = bytearray(random_bytes(self._kek_bytes)), random_bytes(KEK_ID_LEN)
             client = self._client(self._conn)
-            wrapped = self._kms_call(lambda: client.wrap_key(bytes(kek), mk), f"wrap with {mk!r}")
+            with key_context(replace=True, kek_id=base64.b64encode(kek_id).decode()):   # a KMS may bind the KEK to it
+                wrapped = self._kms_call(lambda: client.wrap_key(bytes(kek), mk), f"wrap with {mk!r}")
             calls += 1
             if not isinstance(wrapped, str):
                 raise KmsError("KMS wrap_key must return str")
@@ -221,8 +223,9 @@ class KeySession:
             raise failed[key]
         try:
             client = self._client(conn)
-            raw = self._kms_call(lambda: client.unwrap_key(wrapped, m.master_key_id),
-                                 f"unwrap with {m.master_key_id!r}")
+            with key_context(replace=True, kek_id=m.kek_id if m.double_wrapping else None):
+                raw = self._kms_call(lambda: client.unwrap_key(wrapped, m.master_key_id),
+                                     f"unwrap with {m.master_key_id!r}")
             if not isinstance(raw, (bytes, bytearray)) or len(raw) not in KEY_LENGTHS:
                 raise KmsError(f"KMS unwrap with {m.master_key_id!r} returned no 16, 24 or 32-byte key")
         except PqsealError as exc:
