@@ -269,3 +269,43 @@ def test_both_read_paths(tmp_path, monkeypatch, mode, framing, algorithm):
     with pytest.raises(VerificationFailed) as ei:
         pqseal.verify(bad, DecryptionProperties(KEY))
     assert ei.value.report["failures"]
+
+
+def test_rename_noreplace(tmp_path):
+    import errno
+
+    from pqseal._io import rename_noreplace
+
+    a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
+    a.write_bytes(b"new")
+    b.write_bytes(b"theirs")
+    assert rename_noreplace(str(a), str(b)) == errno.EEXIST
+    assert a.read_bytes() == b"new" and b.read_bytes() == b"theirs"
+    assert rename_noreplace(str(a), str(c)) == 0
+    assert not a.exists() and c.read_bytes() == b"new"
+    assert rename_noreplace(str(a), str(tmp_path / "d")) == errno.ENOENT
+
+
+@pytest.mark.parametrize("renameat2", [True, False])
+def test_publish_without_replacing(tmp_path, monkeypatch, renameat2):
+    """A new output is published by one no-replace rename where the kernel can (a link
+    and an unlink took two metadata operations per file), by link + unlink where it
+    cannot; either way no temporary file is left and an existing file is never replaced."""
+    import errno
+
+    import pqseal._io as io_mod
+
+    links = []
+    real_link = os.link
+    monkeypatch.setattr(os, "link", lambda src, dst: (links.append(dst), real_link(src, dst))[1])
+    if not renameat2:
+        monkeypatch.setattr(io_mod, "rename_noreplace", lambda src, dst: errno.ENOSYS)
+    src = tmp_path / "plain.parquet"
+    table = make_table(2_000, nested=False)
+    pq.write_table(table, src)
+    out = tmp_path / "out"
+    out.mkdir()
+    pqseal.encrypt_file(src, out / "a.parquet", EncryptionProperties(KEY))
+    assert len(links) == (0 if renameat2 else 1)
+    assert os.listdir(out) == ["a.parquet"]
+    assert pq.read_table(out / "a.parquet", decryption_properties=pe.create_decryption_properties(KEY)).equals(table)
