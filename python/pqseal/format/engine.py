@@ -190,7 +190,7 @@ def _copy(s: Source, sink: Sink) -> int:
     """Copy every row group of ``s`` into ``sink`` and write the footer; returns the page count."""
     rgs = RowGroupCopier(sink)
     for rg in range(s.num_row_groups):
-        rgs.add(s, rg, rg + 1)
+        rgs.add(s, rg)
     rgs.finish(s.file_metadata())
     return rgs.pages
 
@@ -221,9 +221,7 @@ class RowGroupCopier:
         self.pages = 0
         self._indexes: list[_PendingIndex] = []
 
-    def add(self, s: Source, src_rg: int, next_rg: int | None = None) -> None:
-        """Copy row group ``src_rg`` of ``s``; ``next_rg``: the row group of ``s`` the
-        caller adds next, if any (its first chunk is read ahead)."""
+    def add(self, s: Source, src_rg: int) -> None:
         sink = self.sink
         rg = len(self.row_groups)
         ncol = len(s.paths)
@@ -232,11 +230,6 @@ class RowGroupCopier:
         for col in range(ncol):
             _cancel.check()
             ch = s.read_chunk(src_rg, col)
-            # the next chunk is read while this one is encrypted and written
-            if col + 1 < ncol:
-                s.prefetch(src_rg, col + 1)
-            elif next_rg is not None and next_rg < s.num_row_groups:
-                s.prefetch(next_rg, 0)
             self.pages += len(ch.headers)
             old_start = chunk_start(ch.meta, s.name)
             if ch.rg != rg:

@@ -89,32 +89,6 @@ class ColumnCrypto:
 
 
 MEMORY_NAME = "<memory>"
-PREFETCH_MIN = 1 << 20  # smallest column chunk read ahead (Source.prefetch)
-
-
-class _Prefetch:
-    """A column chunk's bytes being read by a thread of its own (Source.prefetch)."""
-
-    def __init__(self, source: "Source", span: tuple[int, int], buf: np.ndarray):
-        import threading
-
-        self.span, self.buf = span, buf
-        self._view: memoryview | None = None
-        self._error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, args=(source,), name="pqseal-prefetch", daemon=True)
-        self.thread.start()
-
-    def _run(self, source: "Source") -> None:
-        start, end = self.span
-        try:
-            self._view = source.read(start, end - start, self.buf)
-        except BaseException as exc:  # handed to the reader of the chunk
-            self._error = exc
-
-    def result(self) -> memoryview:
-        if self._view is None:
-            raise self._error or PqsealError("prefetch not finished")
-        return self._view
 
 
 class RangeReader(Protocol):
@@ -249,8 +223,6 @@ class Source:
         self._scratch = _buffers.take("source") if reuse_buffers else None
         self._verify_buf: np.ndarray | None = None
         self._window: np.ndarray | None = None  # chunk read buffer, kept between chunks (reuse_buffers)
-        self._ahead: _Prefetch | None = None    # the next chunk's bytes, being read (see prefetch)
-        self._spare: np.ndarray | None = None   # the read buffer not in use (reuse_buffers)
         self.name = os.path.basename(self.path)
         self.decryption = decryption
         self.backend = backend
@@ -604,53 +576,20 @@ class Source:
     def _chunk_bytes(self, start: int, end: int):
         """(buffer, base) holding the file's bytes [start, end) at buffer[o - base]: read
         with ``preadv`` into a buffer kept for the next chunk (a fresh one per chunk unless
-        reuse_buffers), or taken from :meth:`prefetch`. Reading through a mapping instead
-        saved 20-50 % of a seal/unseal on ext4, but a file truncated meanwhile then kills
-        the process with SIGBUS."""
+        reuse_buffers). Reading through a mapping instead saved 20-50 % of a seal/unseal
+        on ext4, but a file truncated meanwhile then kills the process with SIGBUS."""
         if self.buf is not None:
             return self.buf, 0
         n = end - start
-        ahead = self._collect()
         if self._scratch is None:  # chunks must stay valid: a fresh buffer each time
-            return self.read(start, n, np.empty(n, dtype=np.uint8)), start
-        if ahead is not None:
-            if ahead.span == (start, end):
-                self._spare, self._window = self._window, ahead.buf
-                return ahead.result(), start
-            self._spare = ahead.buf  # read for nothing: the caller went elsewhere
-        if self._window is None:
-            self._window = _buffers.take("window")
-        if len(self._window) < n:
-            self._window = np.empty(n, dtype=np.uint8)
-        return self.read(start, n, self._window), start
-
-    def prefetch(self, rg: int, col: int) -> None:
-        """Start reading column chunk (rg, col)'s bytes on a thread of its own, into the
-        read buffer the current chunk does not use, if the next :meth:`read_chunk` is
-        likely to be of that chunk: reading then overlaps the caller's work on the
-        current chunk (preadv and the cipher release the GIL). Only for files read with
-        reuse_buffers, and chunks of at least PREFETCH_MIN bytes (below, starting a thread
-        costs more than it saves). Never raises: what fails here fails again, named,
-        when the chunk is read."""
-        if self._scratch is None or self._f is None or self._ahead is not None:
-            return
-        try:
-            start, end = self._chunk_span(rg, col, self.column_meta(rg, col))
-        except PqsealError:
-            return
-        n = end - start
-        if n < PREFETCH_MIN:
-            return
-        buf = self._spare if self._spare is not None and len(self._spare) >= n else np.empty(n, dtype=np.uint8)
-        self._spare = None
-        self._ahead = _Prefetch(self, (start, end), buf)
-
-    def _collect(self) -> _Prefetch | None:
-        """The prefetch under way (finished first), if any; it is no longer pending."""
-        ahead, self._ahead = self._ahead, None
-        if ahead is not None:
-            ahead.thread.join()
-        return ahead
+            window = np.empty(n, dtype=np.uint8)
+        else:
+            if self._window is None:
+                self._window = _buffers.take("window")
+            if len(self._window) < n:
+                self._window = np.empty(n, dtype=np.uint8)
+            window = self._window
+        return self.read(start, n, window), start
 
     def _verify_bodies(self, buf, base: int, plan: ChunkPlan, page_cipher) -> None:
         """Authenticate every GCM page of a chunk in one call; all outputs land on one small
@@ -813,8 +752,6 @@ class Source:
         return gcm.decrypt(self._module_at(offset, what), ModuleType.BLOOM_FILTER_BITSET, rg, col)
 
     def close(self) -> None:
-        if getattr(self, "_ahead", None) is not None:
-            self._collect()
         if self._scratch is not None:  # for the next file read by this thread
             _buffers.give("source", self._scratch)
             self._scratch = None
