@@ -1,17 +1,14 @@
-/* Output-file helpers: block preallocation and early writeback for the page-cache write path,
- * and the no-replace rename that publishes a finished output. */
+/* Output-file helpers: block preallocation and early writeback for the page-cache write path. */
 #define _GNU_SOURCE
-#include <errno.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #include "pqio.h"
 
 #if defined(__linux__)
+#include <errno.h>
 #include <fcntl.h>
-#include <sys/syscall.h>
 #include <sys/vfs.h>
-#include <unistd.h>
 
 #define PQ_TMPFS_MAGIC 0x01021994
 #define PQ_RAMFS_MAGIC 0x858458f6
@@ -40,19 +37,6 @@ int pq_start_writeback(int fd, int64_t offset, int64_t len)
         return 0;
     return sync_file_range(fd, (off_t)offset, (off_t)len, SYNC_FILE_RANGE_WRITE) == 0 ? 1 : 0;
 }
-
-int pq_rename_noreplace(const char *src, const char *dst)
-{
-#if defined(SYS_renameat2)
-    /* the raw system call: glibc's wrapper needs 2.28 */
-    if (syscall(SYS_renameat2, AT_FDCWD, src, AT_FDCWD, dst, 1u /* RENAME_NOREPLACE */) == 0)
-        return 0;
-    return errno;
-#else
-    (void)src; (void)dst;
-    return ENOSYS;
-#endif
-}
 #else
 int pq_fs_is_tmpfs(int fd)
 {
@@ -70,11 +54,5 @@ int pq_start_writeback(int fd, int64_t offset, int64_t len)
 {
     (void)fd; (void)offset; (void)len;
     return 0;
-}
-
-int pq_rename_noreplace(const char *src, const char *dst)
-{
-    (void)src; (void)dst;
-    return ENOSYS;
 }
 #endif

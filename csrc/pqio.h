@@ -20,11 +20,6 @@ int pq_fs_is_tmpfs(int fd);
  * alone. Returns 1 when writeback was started, 0 when unsupported or refused (never an
  * error: it is only a hint). */
 int pq_start_writeback(int fd, int64_t offset, int64_t len);
-/* Rename `src` to `dst` unless `dst` exists (renameat2 RENAME_NOREPLACE): one atomic
- * step where a link and an unlink took two. Returns 0, or the errno of the failure:
- * EEXIST when `dst` exists, EINVAL/ENOSYS/ENOTSUP/EOPNOTSUPP when the kernel or file
- * system cannot (the caller then falls back to link + unlink). */
-int pq_rename_noreplace(const char *src, const char *dst);
 
 /* Length-prefixed modules (walk.c): record the offset and framed length (prefix
  * included) of consecutive modules of buf[start:end), at most `cap` of them; *next is

@@ -118,38 +118,20 @@ def create_temp(directory: str, target: str, mode: int) -> tuple[int, str]:
     raise FileExistsError(errno.EEXIST, f"cannot create a temporary file for {target} in {directory}")
 
 
-def rename_noreplace(src: str, dst: str) -> int:
-    """Rename ``src`` to ``dst`` unless ``dst`` exists, in one step (renameat2
-    RENAME_NOREPLACE); 0 or the errno of the failure (EINVAL, ENOSYS, ENOTSUP or
-    EOPNOTSUPP: not supported here)."""
-    from ._nativeio import lib
-
-    return lib.pq_rename_noreplace(os.fsencode(src), os.fsencode(dst))
-
-
 def replace(tmp: str, path: str, *, exclusive: bool = False) -> None:
     """Rename the temporary file ``tmp`` over ``path``. ``exclusive``: ``path`` is not to
-    be replaced; ``tmp`` is renamed there with RENAME_NOREPLACE (or, where the kernel or
-    file system cannot, linked there and unlinked), which fails (OutputExists) if
-    ``path`` appeared while ``tmp`` was written, where a plain rename would replace it. An
-    error names ``path``, not the temporary name."""
+    be replaced; ``tmp`` is linked there, which fails (OutputExists) if ``path`` appeared
+    while ``tmp`` was written, where a rename would replace it. An error names ``path``,
+    not the temporary name."""
     from .errors import OutputExists
 
     try:
         if exclusive:
-            err = rename_noreplace(tmp, path)
-            if err == 0:
-                return
-            appeared = (f"{path} was created while it was being written; pass overwrite=True "
-                        "(CLI: --force) to replace it")
-            if err == errno.EEXIST:
-                raise OutputExists(appeared)
-            if err not in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.EOPNOTSUPP):
-                raise OSError(err, os.strerror(err))
             try:
                 os.link(tmp, path)
             except FileExistsError:
-                raise OutputExists(appeared) from None
+                raise OutputExists(f"{path} was created while it was being written; pass overwrite=True "
+                                   "(CLI: --force) to replace it") from None
             except OSError:      # no hard links here (some network and FUSE file systems)
                 if os.path.lexists(path):
                     raise OutputExists(f"{path} exists; pass overwrite=True (CLI: --force) to replace it") from None
