@@ -3,6 +3,20 @@
 seal = plaintext source → encrypting sink; unseal = encrypted source → plaintext sink;
 re-key = encrypted source → encrypting sink (plaintext never touches the disk);
 verify = encrypted source read whole, nothing written.
+
+Memory, per file in flight (one thread): the source's read buffer of the largest column
+chunk as stored (C bytes); for an encrypted source also its decrypted pages (about C);
+for an encrypted output the ciphertext of one group of pages (8 MiB, or the largest page
+when larger); plus the footer and the page indexes. So a seal holds about C + 8 MiB, an
+unseal about 2C, a re-key about 2C + 8 MiB, whatever the file's size; the buffers (those
+up to 64 MiB) are kept per thread for its next file. Measured: the CLI sealing a 632 MB
+pyarrow file whose largest chunk is 42 MiB peaks at about 110 MiB RSS, 45 MiB of which
+is the interpreter and its imports.
+
+Writes go through the page cache. With ``fsync`` (the default), writeback of the output
+is started every 8 MiB as it is written, so the closing fsync waits only for the last
+few MiB; the output's blocks are reserved up front from a low estimate of its size (no
+truncate needed to give unused ones back when sealing).
 """
 
 from __future__ import annotations
