@@ -10,8 +10,8 @@ for an encrypted output the ciphertext of one group of pages (8 MiB, or the larg
 when larger); plus the footer and the page indexes. So a seal holds about C + 8 MiB, an
 unseal about 2C, a re-key about 2C + 8 MiB, whatever the file's size; the buffers (those
 up to 64 MiB) are kept per thread for its next file. Measured: the CLI sealing a 632 MB
-pyarrow file whose largest chunk is 42 MiB peaks at about 110 MiB RSS, 45 MiB of which
-is the interpreter and its imports.
+pyarrow file whose largest chunk is 42 MiB peaked at 104 MiB RSS (GNU time), about
+45 MiB of which is the interpreter and its imports.
 
 Writes go through the page cache. With ``fsync`` (the default), writeback of the output
 is started every 8 MiB as it is written, so the closing fsync waits only for the last
