@@ -1,4 +1,4 @@
-/* Output-file helpers: block preallocation for the page-cache write path. */
+/* Output-file helpers: block preallocation and early writeback for the page-cache write path. */
 #define _GNU_SOURCE
 #include <stddef.h>
 #include <stdint.h>
@@ -30,6 +30,13 @@ int pq_preallocate(int fd, int64_t offset, int64_t len)
     /* no posix_fallocate: glibc emulates it by writing zeros where unsupported */
     return fallocate(fd, FALLOC_FL_KEEP_SIZE, (off_t)offset, (off_t)len) == 0 ? 1 : 0;
 }
+
+int pq_start_writeback(int fd, int64_t offset, int64_t len)
+{
+    if (fd < 0 || offset < 0 || len <= 0)
+        return 0;
+    return sync_file_range(fd, (off_t)offset, (off_t)len, SYNC_FILE_RANGE_WRITE) == 0 ? 1 : 0;
+}
 #else
 int pq_fs_is_tmpfs(int fd)
 {
@@ -38,6 +45,12 @@ int pq_fs_is_tmpfs(int fd)
 }
 
 int pq_preallocate(int fd, int64_t offset, int64_t len)
+{
+    (void)fd; (void)offset; (void)len;
+    return 0;
+}
+
+int pq_start_writeback(int fd, int64_t offset, int64_t len)
 {
     (void)fd; (void)offset; (void)len;
     return 0;

@@ -14,6 +14,12 @@
 int pq_preallocate(int fd, int64_t offset, int64_t len);
 /* 1 when fd's file lives on tmpfs/ramfs (always 4 KiB pages), 0 otherwise or unknown. */
 int pq_fs_is_tmpfs(int fd);
+/* Start writing back the dirty page-cache pages of bytes [offset, offset + len) of fd
+ * without waiting for them (sync_file_range SYNC_FILE_RANGE_WRITE), so that the final
+ * fsync finds most of the file on disk already. Durability still comes from that fsync
+ * alone. Returns 1 when writeback was started, 0 when unsupported or refused (never an
+ * error: it is only a hint). */
+int pq_start_writeback(int fd, int64_t offset, int64_t len);
 
 /* Length-prefixed modules (walk.c): record the offset and framed length (prefix
  * included) of consecutive modules of buf[start:end), at most `cap` of them; *next is

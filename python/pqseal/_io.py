@@ -13,7 +13,6 @@ import contextlib
 import errno
 import os
 import re
-import secrets
 import stat
 import threading
 from dataclasses import dataclass
@@ -26,7 +25,7 @@ _TEMP_RE = re.compile(r"^\.(?P<target>.+)\.pqseal-(?P<pid>\d+)-(?P<rand>[0-9A-Za
 
 def temp_name(target: str) -> str:
     """A temporary name of ``target`` (a base name) for this process."""
-    return f".{target}.pqseal-{os.getpid()}-{secrets.token_hex(4)}{TEMP_SUFFIX}"
+    return f".{target}.pqseal-{os.getpid()}-{os.urandom(4).hex()}{TEMP_SUFFIX}"
 
 
 def is_temp_name(name: str) -> bool:

@@ -3,6 +3,20 @@
 seal = plaintext source → encrypting sink; unseal = encrypted source → plaintext sink;
 re-key = encrypted source → encrypting sink (plaintext never touches the disk);
 verify = encrypted source read whole, nothing written.
+
+Memory, per file in flight (one thread): the source's read buffer of the largest column
+chunk as stored (C bytes); for an encrypted source also its decrypted pages (about C);
+for an encrypted output the ciphertext of one group of pages (8 MiB, or the largest page
+when larger); plus the footer and the page indexes. So a seal holds about C + 8 MiB, an
+unseal about 2C, a re-key about 2C + 8 MiB, whatever the file's size; the buffers (those
+up to 64 MiB) are kept per thread for its next file. Measured: the CLI sealing a 632 MB
+pyarrow file whose largest chunk is 42 MiB peaked at 104 MiB RSS (GNU time), about
+45 MiB of which is the interpreter and its imports.
+
+Writes go through the page cache. With ``fsync`` (the default), writeback of the output
+is started every 8 MiB as it is written, so the closing fsync waits only for the last
+few MiB; the output's blocks are reserved up front from a low estimate of its size (no
+truncate needed to give unused ones back when sealing).
 """
 
 from __future__ import annotations
@@ -95,9 +109,13 @@ def _check_expect(s: Source, expect: str | None) -> None:
 
 
 def _size_hint(s: Source, encryption: EncryptionProperties | None) -> int:
-    # the input's size, plus module framing when encrypting (about 64 bytes per page; a
-    # low guess only means the rest is written without the reservation)
-    return s.tail.file_size + (s.tail.file_size // 64 + (1 << 20) if encryption is not None else 0)
+    # A low estimate of the output's size: blocks reserved past its end must be released
+    # with a truncate, which costs about as much as sealing a 1 MB file, while a low
+    # estimate only means the rest is written without the reservation. Sealing adds
+    # framing to every module (the input's size is low); unsealing removes it (at most
+    # 1/32 of a file of typical pages).
+    size = s.tail.file_size
+    return size if encryption is not None else size - size // 32
 
 
 def transform(src, dst, *, decryption: DecryptionProperties | None = None,
@@ -124,7 +142,7 @@ def transform(src, dst, *, decryption: DecryptionProperties | None = None,
         try:
             with os.fdopen(fd, "wb") as f:
                 sink = Sink(f.fileno(), s.paths, encryption, backend=backend, name=out.path,
-                            size_hint=_size_hint(s, encryption))
+                            size_hint=_size_hint(s, encryption), writeback=fsync)
                 try:
                     stats.pages = _copy(s, sink)
                     sink.truncate()

@@ -23,8 +23,6 @@ import os
 import stat
 import threading
 
-from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
-
 from .._io import atomic_write
 from ..crypto import ModuleKey, random_bytes, unwrap_key_locally, wrap_key_locally
 from ..errors import InvalidTag, KeyAccessDenied, KeyNotFound, MalformedKeyMaterial
@@ -92,6 +90,9 @@ def _derive(passphrase: bytes, kdf: dict) -> bytes:
     n, r, p = int(kdf.get("n", 0)), int(kdf.get("r", 0)), int(kdf.get("p", 0))
     if kdf.get("name") != "scrypt" or not (1 << 14 <= n <= 1 << 20) or not (1 <= r <= 32) or not (1 <= p <= 16):
         raise MalformedKeyMaterial("keystore: unsupported or unsafe KDF parameters")
+    # imported here: cryptography costs every CLI process ~5-15 ms of start-up otherwise
+    from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
+
     return Scrypt(salt=salt, length=32, n=n, r=r, p=p).derive(passphrase)
 
 
