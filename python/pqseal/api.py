@@ -43,10 +43,29 @@ def _warn(stats: Stats) -> Stats:
 # ---- keys --------------------------------------------------------------------------------
 
 
+_uri_factories: dict[str, object] = {}   # KMS URI -> its factory (one per URI, so its KEK caches live on)
+
+
+def _uri_factory(uri: str):
+    from .kms.uri import open_kms
+
+    with _sessions_lock:
+        f = _uri_factories.get(uri)
+    if f is None:
+        f = open_kms(uri)
+        with _sessions_lock:
+            f = _uri_factories.setdefault(uri, f)
+    return f
+
+
 def kms_factory(kms=None):
-    """A KMS client factory from what callers pass as ``kms``: a client, a factory, or
-    None for the local keystore (opened on first use)."""
+    """A KMS client factory from what callers pass as ``kms``: a client, a factory, a KMS
+    URI (``"vault+https://..."``, ``"keystore:PATH"``, see :mod:`pqseal.kms.uri`), or None
+    for the local keystore (opened on first use)."""
     from .kms.base import KmsClient
+
+    if isinstance(kms, str):
+        return _uri_factory(kms)
 
     if kms is None:
         from .kms.keystore import LocalKeystore
@@ -64,7 +83,7 @@ def kms_factory(kms=None):
         return lambda cfg: kms
     if callable(kms):
         return kms
-    raise TypeError(f"kms must be a KmsClient, a factory (KmsConnectionConfig -> KmsClient) or None, "
+    raise TypeError(f"kms must be a KmsClient, a factory (KmsConnectionConfig -> KmsClient), a KMS URI or None, "
                     f"not {type(kms).__name__}")
 
 
@@ -83,6 +102,8 @@ def crypto_factory(kms=None):
     from .keys import CryptoFactory
     from .kms.keystore import default_path
 
+    if isinstance(kms, str):
+        kms = _uri_factory(kms)
     with _sessions_lock:
         if kms is None:
             env = os.environ

@@ -43,8 +43,9 @@ def _policy_rows(p) -> list[tuple[str, str]]:
 @click.option("--encrypt-existing", is_flag=True, help="Seal the plaintext Parquet files already under PATH in "
               "place with the zone's policy (without it they make the command fail).")
 @click.option("--force", is_flag=True, help="Replace the policy of an existing zone (its files are not touched).")
-@click.option("--kms", metavar="keystore[:PATH]|keylist", help="KMS of the master keys (default: the local "
-              "keystore); the keys are checked now.")
+@click.option("--kms", metavar="URI", help="KMS of the master keys, a URI (keystore[:PATH], vault+https://..., "
+              "'pkcs11:...', aws-kms://REGION, file:X.toml); stored in the policy, so writes into the zone use it. "
+              "Default: the writer's KMS (the local keystore). The keys are checked now.")
 @click.option("--key-list", metavar="LIST", help="Master keys of the key-list KMS: 'id: base64, ...', env:NAME or "
               "file:PATH.")
 @click.pass_obj
@@ -58,7 +59,8 @@ def zone_create(zones_file, path, footer_key, column_keys, algorithm, plaintext_
         done = create_zone(path, footer_key, column_keys=column_keys, algorithm=algorithm,
                            plaintext_footer=plaintext_footer, internal_key_material=not external_key_material,
                            data_key_length_bits=int(data_key_length), encrypt_existing=encrypt_existing,
-                           replace=force, kms=factory, zones=zones_file)
+                           replace=force, kms=factory, zones=zones_file,
+                           kms_uri=kms if kms and not key_list else None)
     except ZoneError as exc:
         for name, reason in exc.failed:
             click.echo(f"pqseal: error: {name}: {reason}", err=True)

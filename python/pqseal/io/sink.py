@@ -210,7 +210,10 @@ def open_sink(dst, *, encryption=None, kms=None, overwrite: bool = False, memory
         name = str(getattr(dst, "path", None) or getattr(dst, "name", None) or "<file object>")
         directory = None
     if encryption is None:
-        encryption = _zone_encryption(name if path else getattr(dst, "path", None), zones)
+        policy = _zone_policy(name if path else getattr(dst, "path", None), zones)
+        encryption = policy.encryption_config()
+        if kms is None:
+            kms = policy.kms
     spill_dir = os.fspath(spill_dir) if spill_dir is not None else (directory or _tmpdir())
     if not os.path.isdir(spill_dir):
         raise FileNotFoundError(errno.ENOENT, f"spill directory {spill_dir} does not exist")
@@ -221,14 +224,14 @@ def open_sink(dst, *, encryption=None, kms=None, overwrite: bool = False, memory
                        fsync=fsync, backend=backend, name=name)
 
 
-def _zone_encryption(where, zones):
+def _zone_policy(where, zones):
     from .zones import policy_for
 
     policy = policy_for(where, zones=zones) if where else None
     if policy is None:
         raise ValueError(f"no encryption given and {where or 'the destination'} lies in no encryption zone: "
                          "pass encryption= (an EncryptionConfig or EncryptionProperties)")
-    return policy.encryption_config()
+    return policy
 
 
 def _tmpdir() -> str:

@@ -62,6 +62,8 @@ def _properties(where, encryption, kms, kms_connection_config):
                              "pass encryption= (an EncryptionConfig or EncryptionProperties) or create a zone "
                              "(pqseal zone create)")
         encryption = policy.encryption_config()
+        if kms is None:
+            kms = policy.kms
     return encryption_properties(encryption, where, kms=kms, kms_connection_config=kms_connection_config)
 
 

@@ -80,6 +80,7 @@ class ZonePolicy:
     plaintext_footer: bool = False
     internal_key_material: bool = True
     data_key_length_bits: int = 128
+    kms: str | None = None                     # the KMS of the master keys, a URI (pqseal.kms.uri); None: the caller's
 
     def __post_init__(self):
         if not isinstance(self.path, str) or not self.path:
@@ -94,6 +95,12 @@ class ZonePolicy:
             raise ZoneError(f"zone {self.path}: data_key_length_bits must be 128, 192 or 256")
         try:
             self.encryption_config()
+            if self.kms is not None:
+                from ..kms.uri import parse_kms_uri
+
+                if not isinstance(self.kms, str):
+                    raise ValueError("kms must be a KMS URI (text)")
+                parse_kms_uri(self.kms)
         except ValueError as exc:
             raise ZoneError(f"zone {self.path}: {exc}") from None
 
@@ -108,7 +115,10 @@ class ZonePolicy:
                                 data_key_length_bits=self.data_key_length_bits)
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        d = dataclasses.asdict(self)
+        if d["kms"] is None:    # files of zones without a KMS stay as older pqseal versions read them
+            del d["kms"]
+        return d
 
 
 # ---- where a path is ------------------------------------------------------------------------
@@ -335,11 +345,13 @@ class ZoneCreated:
 def create_zone(path, footer_key: str, *, column_keys: str | None = None, algorithm: str = "AES_GCM_V1",
                 plaintext_footer: bool = False, internal_key_material: bool = True,
                 data_key_length_bits: int = 128, encrypt_existing: bool = False, replace: bool = False,
-                kms=None, zones=None) -> ZoneCreated:
+                kms=None, zones=None, kms_uri: str | None = None) -> ZoneCreated:
     """Make the directory ``path`` (local, or an fsspec URL) a zone with this policy.
 
     The master keys are checked first: fresh data keys are wrapped with them through
-    ``kms`` (a client, a factory, or None for the local keystore). Refused when the zone
+    ``kms`` (a client, a factory, or None for the local keystore, or the zone's
+    ``kms_uri``: a KMS URI stored in the policy, so writes into the zone that name no KMS
+    use it). Refused when the zone
     exists (unless ``replace``) or when the directory holds plaintext Parquet files
     (outside zones nested in it), unless ``encrypt_existing``: then each is sealed in
     place with the policy (files already encrypted are left alone). If any cannot be
@@ -348,7 +360,10 @@ def create_zone(path, footer_key: str, *, column_keys: str | None = None, algori
     root = location(path)
     policy = ZonePolicy(path=root.text, footer_key=footer_key, column_keys=column_keys or None,
                         algorithm=str(algorithm).upper(), plaintext_footer=plaintext_footer,
-                        internal_key_material=internal_key_material, data_key_length_bits=data_key_length_bits)
+                        internal_key_material=internal_key_material, data_key_length_bits=data_key_length_bits,
+                        kms=kms_uri)
+    if kms is None:
+        kms = kms_uri
     file = zones_file(zones)
     if root.protocol is None and os.path.exists(root.text) and not os.path.isdir(root.text):
         raise ZoneError(f"{root.text} is not a directory; a zone is a directory")

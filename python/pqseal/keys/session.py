@@ -136,6 +136,10 @@ class KeySession:
         from ..api import kms_factory
         from ..arrow import connection_config, decryption_config
 
+        from ..io.zones import ZonePolicy
+
+        if kms is None and isinstance(encryption, ZonePolicy):
+            kms = encryption.kms            # the zone's KMS URI, if it names one
         cfg = _encryption_config(encryption)
         decryption_config(decryption)   # a TypeError for anything else
         if isinstance(lifetime, bool) or not isinstance(lifetime, (int, float)) or not 0 < lifetime < math.inf:
