@@ -400,15 +400,35 @@ def test_derived_context_binds_the_wrapped_key(bao, env_token):
         plain_client.unwrap_key(w, k)
 
 
-def test_derived_context_refused_by_the_file_api(bao, env_token, plain, tmp_path):
-    """pqseal's key tools pass no context: sealing with context=derived fails cleanly."""
+@pytest.mark.parametrize("double", [False, True])
+def test_derived_context_through_the_file_api(bao, env_token, plain, tmp_path, double):
+    """pqseal's key layer states file and column (single wrapping) or the KEK id (double)
+    around each call; the derived-key context binds the wrapped keys to them."""
     factory = from_uri(kms_uri(bao, context="derived"))
     k = f"drv-{uuid.uuid4().hex[:8]}"
     factory(KmsConnectionConfig()).create_key(k)
+    cfg = EncryptionConfig(k, column_keys={k: ["s"]}, double_wrapping=double)
+    pqseal.encrypt_file(plain, tmp_path / "x.parquet", cfg, kms=factory)
+    pqseal.decrypt_file(tmp_path / "x.parquet", tmp_path / "u.parquet", kms=factory)
+    assert pq.read_table(tmp_path / "u.parquet").equals(pq.read_table(plain))
+    # a reader without the context (pyarrow through a plain Vault client) cannot open it
+    plain_client = from_uri(kms_uri(bao))(KmsConnectionConfig())
+    with pytest.raises(KmsError, match="context"):
+        pqseal.read_table(tmp_path / "x.parquet", kms=plain_client)
+    if not double:
+        # the footer key's wrapped DEK copied into another file's material: bound to the name
+        os.rename(tmp_path / "x.parquet", tmp_path / "renamed.parquet")
+        with pytest.raises(InvalidTag):
+            pqseal.decrypt_file(tmp_path / "renamed.parquet", tmp_path / "v.parquet", kms=factory)
+        assert not (tmp_path / "v.parquet").exists()
+
+
+def test_derived_context_without_any_context_is_refused(bao, env_token):
+    kms = from_uri(kms_uri(bao, context="derived"))(KmsConnectionConfig())
+    k = f"drv-{uuid.uuid4().hex[:8]}"
+    kms.create_key(k)
     with pytest.raises(UnsupportedFeature, match="context"):
-        pqseal.encrypt_file(plain, tmp_path / "x.parquet", EncryptionConfig(k, uniform_encryption=True,
-                                                                            double_wrapping=False), kms=factory)
-    assert os.listdir(tmp_path) == []
+        kms.wrap_key(b"x" * 16, k)
 
 
 def test_sealed_server_is_unavailable(tmp_path, monkeypatch):

@@ -36,11 +36,12 @@ mount as ``kmsInstanceID`` and the server as ``kmsInstanceURL`` when the writer 
 
 Derived-key context (``context=derived``, off by default): keys created by
 :meth:`VaultTransitKms.create_key` are transit *derived* keys, and every wrap and unwrap
-must pass the same context (``wrap_key(..., context=b"file|column")``): a wrapped key
-copied to another file or column does not unwrap. It suits single wrapping (with double
-wrapping the KMS wraps KEKs shared by many files). Other readers (parquet-java, pyarrow)
-send no context, so files written this way are unreadable by them; a caller that passes
-no context gets :class:`~pqseal.errors.UnsupportedFeature`.
+must pass the same context: the caller's (``wrap_key(..., context=b"...")``), else the one
+pqseal's key layer states (:mod:`pqseal.kms.context`): with single wrapping the file's
+name and the column, so a wrapped key copied to another file or column does not unwrap;
+with double wrapping the KEK id (a KEK serves many files). Other readers (parquet-java,
+pyarrow) send no context, so files written this way are unreadable by them; a call with
+no context at all gets :class:`~pqseal.errors.UnsupportedFeature`.
 
 A policy for writers and readers of files under master keys ``kf`` and ``kc``::
 
@@ -78,6 +79,7 @@ from ..errors import (InvalidTag, KeyAccessDenied, KeyDisabled, KeyNotFound, Kms
 from ..keys.material import KeyMaterial
 from ..keys.store import KeyMaterialStore, read_material
 from .base import DEFAULT, KmsClient, KmsConnectionConfig
+from .context import current_key_context
 from .keystore import read_private_file
 from .resilience import Resilience, RetryPolicy
 from .uri import KmsUri
@@ -327,13 +329,23 @@ class VaultTransitKms(KmsClient):
     def _context(context: bytes | None) -> str | None:
         return None if context is None else base64.b64encode(context).decode("ascii")
 
-    def _need_context(self, context: bytes | None) -> None:
-        if self.settings.derived and not context:
+    def _need_context(self, context: bytes | None) -> bytes | None:
+        """The derived-key context: the caller's, else what pqseal's key layer states
+        around the call (file and column with single wrapping, the KEK id with double;
+        see :mod:`pqseal.kms.context`), as sorted ``name=value`` lines."""
+        if not self.settings.derived:
+            return context
+        if context is None:
+            stated = current_key_context()
+            if stated:
+                context = "\n".join(f"{k}={v}" for k, v in sorted(stated.items())).encode()
+        if not context:
             raise UnsupportedFeature("vault: context=derived binds every wrapped key to a context, and this "
-                                     "caller passed none (parquet-java, pyarrow and pqseal's key tools do not)")
+                                     "caller passed none (parquet-java and pyarrow readers do not)")
+        return context
 
     def wrap_key(self, key_bytes: bytes, master_key_identifier: str, context: bytes | None = None) -> str:
-        self._need_context(context)
+        context = self._need_context(context)
         plaintext = base64.b64encode(bytes(key_bytes)).decode("ascii")
         resp = self._call(lambda: self._client.secrets.transit.encrypt_data(
             master_key_identifier, plaintext=plaintext, context=self._context(context), mount_point=self.mount),
@@ -344,7 +356,7 @@ class VaultTransitKms(KmsClient):
         return wrapped
 
     def unwrap_key(self, wrapped_key: str, master_key_identifier: str, context: bytes | None = None) -> bytes:
-        self._need_context(context)
+        context = self._need_context(context)
         if not isinstance(wrapped_key, str) or not wrapped_key.startswith(WRAP_PREFIX):
             raise MalformedKeyMaterial("not a Vault transit wrapped key (vault:vN:...)")
         resp = self._call(lambda: self._client.secrets.transit.decrypt_data(
@@ -398,7 +410,7 @@ class VaultTransitKms(KmsClient):
     def rewrap(self, wrapped_key: str, key_id: str, context: bytes | None = None) -> str:
         """``wrapped_key`` wrapped again under the key's latest version by the server
         (transit ``rewrap``): the key never reaches pqseal."""
-        self._need_context(context)
+        context = self._need_context(context)
         if not isinstance(wrapped_key, str) or not wrapped_key.startswith(WRAP_PREFIX):
             raise MalformedKeyMaterial("not a Vault transit wrapped key (vault:vN:...)")
         resp = self._call(lambda: self._client.secrets.transit.rewrap_data(
