@@ -404,7 +404,7 @@ def test_derived_context_binds_the_wrapped_key(bao, env_token):
 def test_derived_context_through_the_file_api(bao, env_token, plain, tmp_path, double):
     """pqseal's key layer states file and column (single wrapping) or the KEK id (double)
     around each call; the derived-key context binds the wrapped keys to them."""
-    factory = from_uri(kms_uri(bao, context="derived"))
+    factory = from_uri(kms_uri(bao, context="on" if double else "derived"))   # two spellings, one meaning
     k = f"drv-{uuid.uuid4().hex[:8]}"
     factory(KmsConnectionConfig()).create_key(k)
     cfg = EncryptionConfig(k, column_keys={k: ["s"]}, double_wrapping=double)

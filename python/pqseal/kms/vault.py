@@ -18,7 +18,7 @@ URI: ``vault+http://HOST:PORT/MOUNT`` or ``vault+https://HOST:PORT/MOUNT`` with 
 ``jwt_file=``         Kubernetes service-account token file (default: the pod's)
 ``role_id_file=``     AppRole role id file (else ``$VAULT_ROLE_ID``)
 ``secret_id_file=``   AppRole secret id file, mode 0600 (else ``$VAULT_SECRET_ID``)
-``context=``          ``derived``: bind each wrapped key to a context (see below); default off
+``context=``          ``on`` (or ``derived``): bind each wrapped key to a context (see below); default ``off``
 ``timeout=``          seconds per HTTP call (default 10)
 ====================  ========================================================================
 
@@ -34,7 +34,7 @@ same reason master key ids must be transit key names (no ``/``). pqseal records 
 mount as ``kmsInstanceID`` and the server as ``kmsInstanceURL`` when the writer passes
 :meth:`VaultTransitFactory.connection_config`, as parquet-java's writers do.
 
-Derived-key context (``context=derived``, off by default): keys created by
+Derived-key context (``context=on``, as for AWS KMS; ``derived`` is the same; off by default): keys created by
 :meth:`VaultTransitKms.create_key` are transit *derived* keys, and every wrap and unwrap
 must pass the same context: the caller's (``wrap_key(..., context=b"...")``), else the one
 pqseal's key layer states (:mod:`pqseal.kms.context`): with single wrapping the file's
@@ -152,8 +152,8 @@ def settings_from_uri(uri: KmsUri) -> VaultSettings:
     url = f"{http}://{host}" + (f":{port}" if port else "")
     if options.get("ca") and http != "https":
         raise ValueError("vault: ca= applies to vault+https only")
-    if options.get("context", "none") not in ("none", "derived"):
-        raise ValueError("vault: context= takes 'derived' or 'none'")
+    if options.get("context", "off") not in ("on", "off", "derived", "none"):
+        raise ValueError("vault: context= takes 'on' (also 'derived') or 'off' (also 'none')")
     try:
         timeout = float(options.get("timeout", 10.0))
     except ValueError:
@@ -166,7 +166,7 @@ def settings_from_uri(uri: KmsUri) -> VaultSettings:
         auth=options.get("auth", "token"), auth_mount=options.get("auth_mount") or None,
         role=options.get("role") or None, jwt_file=options.get("jwt_file") or K8S_JWT,
         role_id_file=options.get("role_id_file") or None, secret_id_file=options.get("secret_id_file") or None,
-        derived=options.get("context") == "derived", timeout=timeout)
+        derived=options.get("context") in ("on", "derived"), timeout=timeout)
 
 
 def _read_file(path: str, what: str, private: bool) -> str:
