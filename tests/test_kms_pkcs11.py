@@ -551,3 +551,52 @@ def test_concurrent_threads_share_the_token(client):
 def test_errors_are_pqseal_errors(client):
     with pytest.raises(PqsealError):
         client.unwrap_key("pqp11:1:" + base64.b64encode(os.urandom(40)).decode(), "no-such-key")
+
+
+# ---- dataset jobs and key sessions naming the token by URI ----------------------------------------
+
+
+def test_dataset_job_and_key_session_by_uri(tmp_path, hsm, client):
+    """``pqseal.dataset.encrypt(..., kms="pkcs11:...")`` and ``KeySession.open(kms=URI)``.
+    The job's key session wraps its KEKs before any file: with the master keys disabled
+    after the first file, the job still finishes (workers never use the token)."""
+    import pyarrow.parquet.encryption as pe
+
+    from pqseal.arrow import crypto_factory
+    from pqseal.kms import open_kms
+
+    footer, pii = key_ids("footer", "pii")
+    client.create_key(footer)
+    client.create_key(pii)
+    uri = hsm.uri(TOKEN)
+    cfg = EncryptionConfig(footer, column_keys={pii: ["ssn"]})
+    tables = [table(100 + i) for i in range(4)]
+    for i, t in enumerate(tables):
+        (tmp_path / "plain" / f"d={i}").mkdir(parents=True)
+        pq.write_table(t, tmp_path / "plain" / f"d={i}" / "x.parquet")
+    disabled = []
+
+    def disable_after_first(result):
+        if not disabled:
+            client.disable_key(footer)
+            client.disable_key(pii)
+            disabled.append(result)
+
+    report = pqseal.dataset.encrypt(tmp_path / "plain", tmp_path / "sealed", cfg, kms=uri, workers=1,
+                                    on_result=disable_after_first, progress=False)
+    assert disabled and report.ok == len(tables) and not report.failed and report.kms_calls == 2
+    with pytest.raises(KeyDisabled):     # a new session does need the token
+        pqseal.KeySession.open(kms=uri, encryption=cfg)
+    client.enable_key(footer)
+    client.enable_key(pii)
+    sealed = [tmp_path / "sealed" / f"d={i}" / "x.parquet" for i in range(len(tables))]
+    clear_caches()
+    with pqseal.KeySession.open(kms=uri) as reader:
+        assert reader.add_files(sealed) == 2 and not reader.unreadable
+        for p, t in zip(sealed, tables):
+            out = p.with_name("out.parquet")
+            pqseal.decrypt_file(p, out, reader.decryption_properties(p))
+            assert pq.read_table(out).equals(t)
+    props = crypto_factory(open_kms(uri)).file_decryption_properties(pe.KmsConnectionConfig(),
+                                                                     pe.DecryptionConfiguration())
+    assert pq.read_table(sealed[0], decryption_properties=props).equals(tables[0])
