@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+import pqseal
 from pqseal import EncryptionConfig, decrypt_file, encrypt_file
 from pqseal.errors import InvalidKmsUri, InvalidTag, KeyAccessDenied, KeyDisabled, KeyNotFound, KmsUnavailable
 from pqseal.kms import KmsClient, open_kms
@@ -399,6 +400,75 @@ def test_rotation_refuses_bound_single_wrapped_keys_and_rewraps_bound_keks(moto_
     assert CryptoFactory(kms).rotate_master_keys(KmsConnectionConfig(), double) == 3
     assert _material(double) != old
     decrypt_file(double, tmp_path / "out.parquet", kms=open_kms(moto_kms.uri(context="on")))
+    assert pq.read_table(tmp_path / "out.parquet").equals(TABLE)
+
+
+@pytest.mark.parametrize("double", [True, False], ids=["double", "single"])
+def test_rotation_after_aws_key_rotation(moto_kms, plain, tmp_path, double):
+    """AWS rotates a key's material in place (automatic or ``RotateKeyOnDemand``: same key
+    id, old ciphertexts keep decrypting); pqseal then re-wraps the external material under
+    the current material, the Parquet file untouched, and both the rotated and a file not
+    yet rotated open. ``pqseal.dataset.rotate(kms=URI)`` does the same for a tree."""
+    from pqseal.keys import CryptoFactory, clear_caches
+    from pqseal.kms import KmsConnectionConfig
+
+    footer, ssn = moto_kms.create_key(f"rot-footer-{double}"), moto_kms.create_key()
+    cfg = EncryptionConfig(f"alias/rot-footer-{double}", column_keys={ssn: ["ssn"]}, double_wrapping=double,
+                           internal_key_material=False)
+    (tmp_path / "tree").mkdir()
+    rotated, untouched = tmp_path / "tree" / "a.parquet", tmp_path / "b.parquet"
+    for f in (rotated, untouched):
+        encrypt_file(plain, f, cfg, kms=open_kms(moto_kms.uri()))
+    before, data = _material(rotated), rotated.read_bytes()
+    admin = moto_kms.client()
+    for k in (footer, ssn):
+        admin.rotate_key_on_demand(KeyId=k)
+        assert admin.list_key_rotations(KeyId=k)["Rotations"]
+    clear_caches()
+    n = CryptoFactory(open_kms(moto_kms.uri())).rotate_master_keys(KmsConnectionConfig(), rotated,
+                                                                   double_wrapping=double)
+    assert n == 2 and rotated.read_bytes() == data
+    after = _material(rotated)
+    assert after.keys() == before.keys() and all(after[k] != before[k] for k in before)
+    for f in (rotated, untouched):
+        clear_caches()
+        decrypt_file(f, tmp_path / f"out-{f.name}", kms=open_kms(moto_kms.uri()))
+        assert pq.read_table(tmp_path / f"out-{f.name}").equals(TABLE)
+    if double:   # the dataset job's session: one Decrypt per KEK, one GenerateDataKey per master key
+        report = pqseal.dataset.rotate(tmp_path / "tree", kms=moto_kms.uri(), progress=False)
+        assert report.ok == 1 and not report.failed and report.kms_calls == 2 + 2
+        assert _material(rotated) != after
+        decrypt_file(rotated, tmp_path / "out-again.parquet", kms=open_kms(moto_kms.uri()))
+        assert pq.read_table(tmp_path / "out-again.parquet").equals(TABLE)
+
+
+def test_repointed_alias_does_not_open_files_that_name_it(moto_kms, plain, tmp_path):
+    """Re-pointing an alias at a new key is not a rotation pqseal can follow: Decrypt is
+    pinned to the master key the file names (so a swapped wrapped key under some other key
+    the reader may use is refused), and the alias now names a key that did not wrap the
+    file's keys. Such files fail closed with a typed error, and so does their rotation:
+    rotate AWS keys in place (automatic or on-demand rotation), as above."""
+    from pqseal.keys import CryptoFactory, clear_caches
+    from pqseal.kms import KmsConnectionConfig
+
+    old = moto_kms.create_key("repointed")
+    sealed = tmp_path / "s.parquet"
+    cfg = EncryptionConfig("alias/repointed", uniform_encryption=True, internal_key_material=False)
+    encrypt_file(plain, sealed, cfg, kms=open_kms(moto_kms.uri()))
+    before = _material(sealed)
+    new = moto_kms.create_key()
+    moto_kms.client().update_alias(AliasName="alias/repointed", TargetKeyId=new)
+    clear_caches()
+    with pytest.raises(KeyAccessDenied, match="alias/repointed"):
+        decrypt_file(sealed, tmp_path / "out.parquet", kms=open_kms(moto_kms.uri()))
+    assert not (tmp_path / "out.parquet").exists()
+    with pytest.raises(KeyAccessDenied):
+        CryptoFactory(open_kms(moto_kms.uri())).rotate_master_keys(KmsConnectionConfig(), sealed)
+    assert _material(sealed) == before
+    # pointed back, the alias opens the file again: the key material was left as it was
+    moto_kms.client().update_alias(AliasName="alias/repointed", TargetKeyId=old)
+    clear_caches()
+    decrypt_file(sealed, tmp_path / "out.parquet", kms=open_kms(moto_kms.uri()))
     assert pq.read_table(tmp_path / "out.parquet").equals(TABLE)
 
 
