@@ -42,15 +42,16 @@ def _read_key_options(f):
     return f
 
 
-def _jobs_option(f):
+def jobs_option(f):
     return click.option("--jobs", "-j", "--workers", "jobs", type=click.IntRange(min=1), default=DEFAULT_JOBS,
                         show_default=True, help="Files in parallel (--workers: the same; with --scheduler the "
                         "default is the cluster's worker threads).")(f)
 
 
-def _cluster_options(f):
-    """Options of a directory SRC run as a dataset job (see pqseal.dataset)."""
-    for o in reversed([
+def cluster_options(*, summaries: bool = True):
+    """The options of a directory SRC run as a dataset job (see pqseal.dataset), as a
+    decorator; ``summaries=False`` leaves out --summaries (jobs that write no new tree)."""
+    options = [
         click.option("--executor", type=click.Choice(["threads", "processes"]), help="Run files on threads of "
                      "this process (default) or on local worker processes."),
         click.option("--scheduler", metavar="ADDR", help="Run on a Dask cluster: its scheduler's address, "
@@ -69,14 +70,23 @@ def _cluster_options(f):
         click.option("--summaries", type=click.Choice(["auto", "drop"]), default="auto", show_default=True,
                      help="_metadata/_common_metadata: auto drops them (with a warning) when sealing and "
                      "regenerates them when unsealing; drop leaves them out silently."),
-    ]):
-        f = o(f)
-    return f
+    ]
+    if not summaries:
+        options.pop()
+
+    def decorate(f):
+        for o in reversed(options):
+            f = o(f)
+        return f
+    return decorate
 
 
-def _cluster(o: dict) -> dict:
+_cluster_options = cluster_options()
+
+
+def cluster_args(o: dict) -> dict:
     """The directory-job options, popped from a command's options."""
-    return {k: o.pop(k) for k in J.CLUSTER_DEFAULTS}
+    return {k: o.pop(k, v) for k, v in J.CLUSTER_DEFAULTS.items()}
 
 
 def _output_options(f):
@@ -215,7 +225,7 @@ def _explicit_properties(o: dict):
 @click.option("--single-wrapping", is_flag=True, help="Wrap data keys with the KMS directly (no KEKs).")
 @click.option("--external-key-material", is_flag=True, help="Key material in _KEY_MATERIAL_FOR_<file>.json.")
 @click.option("--data-key-bits", type=click.Choice(["128", "192", "256"]), help="Default: 128.")
-@_jobs_option
+@jobs_option
 @_cluster_options
 @_output_options
 def encrypt(src, dst, **o):
@@ -228,7 +238,7 @@ def encrypt(src, dst, **o):
     unless --force (or --in-place when DST is SRC)."""
     from ..api import encrypt_file
 
-    cluster = _cluster(o)
+    cluster = cluster_args(o)
     envelope = o["footer_key"] or o["column_keys"] or o["uniform_key"] or o["properties"]
     if envelope and (o["footer_key_value"] or o["column_key_values"]):
         raise click.UsageError("use either master key ids (--footer-key/--column-keys/--uniform-key/--property) "
@@ -262,7 +272,7 @@ def encrypt(src, dst, **o):
 @click.argument("src", type=click.Path())
 @click.argument("dst", type=click.Path())
 @_read_key_options
-@_jobs_option
+@jobs_option
 @_cluster_options
 @_output_options
 def decrypt(src, dst, footer_key_value, column_key_values, aad_prefix, kms, key_list, properties, jobs, force,
@@ -297,7 +307,7 @@ def _ok_line(r: dict) -> str:
 @click.argument("path", type=click.Path())
 @_read_key_options
 @click.option("--json", "as_json", is_flag=True)
-@_jobs_option
+@jobs_option
 @_cluster_options
 def verify(path, footer_key_value, column_key_values, aad_prefix, kms, key_list, properties, as_json, jobs,
            **cluster):
