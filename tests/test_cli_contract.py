@@ -27,6 +27,7 @@ import pytest
 from click.testing import CliRunner
 from pqseal.arrow import crypto_factory
 from pqseal.cli import main
+from pqseal.errors import KeyNotFound
 from pqseal.format import DecryptionProperties
 from pqseal.kms import KeyListKms
 from pqseal.kms.keystore import LocalKeystore
@@ -576,3 +577,93 @@ def test_verify_line_separates_authenticated_modules_from_ctr_pages():
     new = {**base, "modules_authenticated": 12, "pages_framing_checked": 40}
     assert _ok_line(new) == ("OK f.parquet: AES_GCM_CTR_V1, 12 modules authenticated, 40 CTR pages framing "
                              "checked (not authenticated), 40 pages, 2 row groups")
+
+
+KL3 = f"{KL}, kn: {B64['c2']}"     # the old master keys and a new one
+
+
+def footer_key_metadata(path) -> dict:
+    """The footer's key metadata as stored in the file (tests/pme_reference.py)."""
+    from pme_reference import RefFile
+
+    return json.loads(RefFile(path).crypto_meta["key_metadata"])
+
+
+def test_rekey_a_file(plain, tmp_path, table):
+    """New data keys under new master keys, page by page: pyarrow reads the result with
+    the new master keys, not with the old ones nor with the old data keys."""
+    sealed, rekeyed = tmp_path / "s.parquet", tmp_path / "r.parquet"
+    r = run("encrypt", plain, sealed, "--key-list", KL3, "--footer-key", "kf", "--column-keys", "kc:id",
+            "--external-key-material")
+    assert r.exit_code == 0, r.stderr
+    old = pqseal.api.decryption_properties(sealed, kms=KeyListKms(KL3))
+    old_dek = old.key_retriever(json.dumps(footer_key_metadata(sealed)).encode(), None)
+    r = run("rekey", sealed, rekeyed, "--key-list", KL3, "--uniform-key", "kn")
+    assert r.exit_code == 0, r.stderr
+    assert r.stdout.startswith(f"rekeyed {sealed} -> {rekeyed}: ")
+    md = footer_key_metadata(rekeyed)
+    assert md["masterKeyID"] == "kn" and md["wrappedDEK"] != footer_key_metadata(sealed).get("wrappedDEK")
+    assert pyarrow_reads(rekeyed, KL3).equals(table)
+    with pytest.raises(KeyNotFound, match="'kn'"):
+        pyarrow_reads(rekeyed, KL)          # the old master keys alone do not open it
+    new_dek = pqseal.api.decryption_properties(rekeyed, kms=KeyListKms(KL3)).key_retriever(
+        json.dumps(md).encode(), None)
+    assert pq.read_table(rekeyed, decryption_properties=pe.create_decryption_properties(new_dek)).equals(table)
+    with pytest.raises(OSError):
+        pq.read_table(rekeyed, decryption_properties=pe.create_decryption_properties(old_dek))
+    assert pyarrow_reads(sealed, KL3).equals(table)     # the source is untouched
+
+    # explicit keys on both sides, to a new file and in place (the engine's temporary
+    # file and rename: a failing run leaves the file as it was)
+    e, e2 = tmp_path / "e.parquet", tmp_path / "e2.parquet"
+    assert run("encrypt", plain, e, "--footer-key-value", B64["footer"]).exit_code == 0
+    r = run("rekey", e, e2, "--old-footer-key-value", B64["footer"], "--footer-key-value", B64["k32"])
+    assert r.exit_code == 0, r.stderr
+    assert pq.read_table(e2, decryption_properties=pe.create_decryption_properties(G.K32)).equals(table)
+    assert_error(run("rekey", e, e, "--old-footer-key-value", B64["footer"], "--footer-key-value", B64["k32"]),
+                 "--in-place")
+    before = sha(e)
+    assert_error(run("rekey", e, e, "--in-place", "--old-footer-key-value", B64["c1"], "--footer-key-value",
+                     B64["k32"]), "e.parquet")
+    assert sha(e) == before and not [n for n in os.listdir(tmp_path) if ".pqseal-" in n]
+    r = run("rekey", e, e, "--in-place", "--old-footer-key-value", B64["footer"], "--footer-key-value", B64["k32"])
+    assert r.exit_code == 0, r.stderr
+    assert pq.read_table(e, decryption_properties=pe.create_decryption_properties(G.K32)).equals(table)
+    with pytest.raises(OSError):
+        pq.read_table(e, decryption_properties=pe.create_decryption_properties(G.K16))
+    assert not [n for n in os.listdir(tmp_path) if ".pqseal-" in n]
+    # old keys through the KMS, new ones explicit: --key-list serves the old side
+    r = run("rekey", sealed, tmp_path / "x.parquet", "--key-list", KL3, "--footer-key-value", B64["k32"])
+    assert r.exit_code == 0, r.stderr
+    assert pq.read_table(tmp_path / "x.parquet",
+                         decryption_properties=pe.create_decryption_properties(G.K32)).equals(table)
+    # both sides explicit: a KMS option has nothing to serve
+    assert_error(run("rekey", e, tmp_path / "y.parquet", "--old-footer-key-value", B64["k32"],
+                     "--footer-key-value", B64["footer"], "--key-list", KL), "--key-list", code=2)
+
+
+def test_rekey_a_directory(plain, tmp_path, table):
+    """A directory runs as a dataset job: one KMS unwrap per KEK of the tree and one wrap
+    per new master key; the tree is kept and pyarrow reads every output."""
+    src, sealed, out = tmp_path / "src", tmp_path / "sealed", tmp_path / "out"
+    rels = [f"part={p}/{i}.parquet" for p in ("a", "b") for i in range(2)]
+    for rel in rels:
+        (src / rel).parent.mkdir(parents=True, exist_ok=True)
+        (src / rel).write_bytes(Path(plain).read_bytes())
+    r = run("encrypt", src, sealed, "--key-list", KL3, "--footer-key", "kf", "--column-keys", "kc:id",
+            "--external-key-material")
+    assert r.exit_code == 0, r.stderr
+    r = run("rekey", sealed, out, "--key-list", KL3, "--footer-key", "kn", "--executor", "processes", "-j", "2",
+            "--report", tmp_path / "rep.json")
+    assert r.exit_code == 0, r.stderr
+    assert r.stdout.startswith("rekeyed 4 files")
+    rep = json.loads((tmp_path / "rep.json").read_text())
+    assert rep["kind"] == "rekey" and rep["counts"]["ok"] == 4 and rep["kms_calls"] == 2 + 1
+    for rel in rels:
+        assert footer_key_metadata(out / rel)["masterKeyID"] == "kn"
+        assert pyarrow_reads(out / rel, KL3).equals(table)
+    assert not list(out.rglob("_KEY_MATERIAL_FOR_*"))     # internal key material by default
+    r = run("rekey", sealed, out, "--key-list", KL3, "--footer-key", "kn", "--report", tmp_path / "rep.json")
+    assert r.exit_code == 0 and json.loads((tmp_path / "rep.json").read_text())["counts"]["skipped"] == 4
+    assert_error(run("rekey", sealed, tmp_path / "o2", "--key-list", KL3, "--footer-key", "kn",
+                     "--old-aad-prefix", "x"), "--old-aad-prefix", code=2)
