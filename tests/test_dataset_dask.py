@@ -286,3 +286,21 @@ def check_sealed_with_session(root, table) -> None:
             if f.endswith(".parquet"):
                 props = factory.file_decryption_properties(pe.KmsConnectionConfig(), pe.DecryptionConfiguration())
                 assert pq.read_table(os.path.join(d, f), decryption_properties=props).equals(table)
+
+
+def test_files_are_batched_into_dask_tasks():
+    """A Dask task seals up to BATCH_FILES files of at most BATCH_BYTES together (a larger
+    file goes alone); a short list is spread over every worker."""
+    from pqseal.dataset.dask import BATCH_BYTES, BATCH_FILES, batches
+    from pqseal.dataset.worker import Task
+
+    def tasks(*sizes):
+        return [Task("encrypt", f"s{i}", f"d{i}", f"f{i}", size) for i, size in enumerate(sizes)]
+
+    small = tasks(*[1000] * 40)
+    groups = batches(small, 2)
+    assert [len(g) for g in groups] == [BATCH_FILES] * 5 and sum(groups, []) == small   # order kept
+    assert [len(g) for g in batches(tasks(*[1000] * 6), 2)] == [3, 3]
+    assert [len(g) for g in batches(tasks(*[1000] * 5), 8)] == [1] * 5
+    half = BATCH_BYTES // 2
+    assert [len(g) for g in batches(tasks(half, half, half + 1, 10, 2 * BATCH_BYTES, 10), 1)] == [2, 2, 1, 1]
