@@ -9,9 +9,11 @@ files in flight: two tasks per worker thread.
 
 The job's keys are scattered once to every worker (``broadcast=True``, not hashed into a
 task key) and imported once per worker process. A Dask task seals a few files in turn
-(:func:`batches`): a task per file cost a worker ~10 ms of scheduling, messages and
-results per file, which its event loop thread spends beside the file's own work (the
-same GIL); the driver collects every finished task's results in one round trip. Keys travel only
+(:func:`batches`): with a task per file, scheduling, messages and result round trips
+cost several ms per file (measured: 13 ms per 4.5 MB file against 8 ms in a plain loop),
+work the worker's event loop does beside the file's own (the same GIL) while the driver
+waits. The driver collects every finished task's results in one round trip and releases
+the task (a worker lost afterwards does not make Dask run it again). Keys travel only
 over an encrypted connection: the scheduler's address must be ``tls://`` (or
 ``inproc://``, the same process); anything else is refused unless
 ``allow_insecure=True``. A worker that dies mid-task has its tasks rescheduled by Dask
@@ -143,6 +145,7 @@ class DaskExecutor:
                 results = self._results[future.key] = future.result()
             except Exception as exc:     # KilledWorker after too many worker deaths, a lost connection
                 return lost(task, exc)
+            future.release()
         res = results[part.index]
         results[part.index] = None       # taken: the list goes once every file's result is
         if not any(results):
