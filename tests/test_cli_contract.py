@@ -27,6 +27,7 @@ import pytest
 from click.testing import CliRunner
 from pqseal.arrow import crypto_factory
 from pqseal.cli import main
+from pqseal.errors import KeyNotFound
 from pqseal.format import DecryptionProperties
 from pqseal.kms import KeyListKms
 from pqseal.kms.keystore import LocalKeystore
@@ -65,7 +66,7 @@ def sha(path) -> str:
 
 
 def pyarrow_reads(path, kms=KL):
-    client = KeyListKms(kms)
+    client = KeyListKms(kms) if isinstance(kms, str) else kms
     props = crypto_factory(lambda cfg: client).file_decryption_properties(pe.KmsConnectionConfig(),
                                                                          pe.DecryptionConfiguration(), str(path))
     return pq.read_table(path, decryption_properties=props)
@@ -479,12 +480,91 @@ def test_rotate_command(plain, tmp_path, table):
     assert r.exit_code == 0, r.stderr
     assert r.stdout.strip() == f"rotated 2 keys of {sealed}" and material.read_bytes() != before
     assert pyarrow_reads(sealed).equals(table)
-    # a directory: the key material file is not data; a file without external material fails alone
+    # a directory runs as a dataset job: the key material file is not data; a file
+    # without external material is left alone with a warning, and the report lists it
     assert run("encrypt", plain, tmp_path / "i.parquet", "--key-list", KL, "--footer-key", "kf").exit_code == 0
-    r = run("rotate", tmp_path, "--key-list", KL)
-    assert r.exit_code == 1 and f"rotated 2 keys of {sealed}" in r.stdout
-    assert "i.parquet" in r.stderr and "UnsupportedFeature" in r.stderr and "1 of 2 files failed" in r.stderr
+    internal = sha(tmp_path / "i.parquet")
+    before = material.read_bytes()
+    r = run("rotate", tmp_path, "--key-list", KL, "--report", tmp_path / "report.json")
+    assert r.exit_code == 0, r.stderr
+    # one KEK per master key in the material: 2 unwraps, 2 wraps
+    assert r.stdout.strip() == "rotated the key material of 1 files (4 KMS calls)"
+    assert "warning: 1 files not rotated, no external key material" in r.stderr and "i.parquet" in r.stderr
     assert "_KEY_MATERIAL_FOR_s.parquet.json" in r.stderr and "key material" in r.stderr
+    rep = json.loads((tmp_path / "report.json").read_text())
+    assert rep["counts"]["ok"] == 1 and rep["kms_calls"] == 4
+    assert [(x["path"], "no external key material" in x["reason"]) for x in rep["skipped"]] == [("i.parquet", True)]
+    assert material.read_bytes() != before and sha(tmp_path / "i.parquet") == internal
+    assert pyarrow_reads(sealed).equals(table)
+    assert_error(run("rotate", tmp_path, "--key-list", KL, "--single-wrapping"), "--single-wrapping",
+                 "double wrapping", code=2)
+    assert_error(run("rotate", sealed, "--key-list", KL, "--report", tmp_path / "r2.json"), "--report", code=2)
+
+
+def _retire(keystore, key_id: str, version: int) -> None:
+    """Disable one version of a master key in the keystore file (its state is plain JSON)."""
+    doc = json.loads(Path(keystore).read_text())
+    for v in doc["keys"][key_id]["versions"]:
+        if v["version"] == version:
+            v["state"] = "disabled"
+    fd = os.open(keystore, os.O_WRONLY | os.O_TRUNC)
+    with os.fdopen(fd, "w") as f:
+        json.dump(doc, f)
+
+
+def _keks(root) -> set:
+    """The distinct (master key, KEK id) pairs of a tree's external key material."""
+    out = set()
+    for m in Path(root).rglob("_KEY_MATERIAL_FOR_*.json"):
+        for text in json.loads(m.read_text()).values():
+            doc = json.loads(text)
+            if doc.get("keyMaterialType") == "PKMT1" and "masterKeyID" in doc:
+                out.add((doc["masterKeyID"], doc["keyEncryptionKeyID"]))
+    return out
+
+
+def test_rotate_a_directory_with_the_keystore(plain, tmp_path, table):
+    """`pqseal rotate DIR` after `pqseal keys rotate`: one KMS unwrap per distinct KEK of
+    the tree, one wrap per master key (counted by the job's report); with the old master
+    key versions disabled pyarrow still reads every file, and the old material does not
+    open any more."""
+    ks = tmp_path / "ks.json"
+    env = {"PQSEAL_KEYSTORE": str(ks), "PQSEAL_KEYSTORE_PASSPHRASE": "pw-1234"}
+    assert run("keys", "init", env=env).exit_code == 0
+    for k in ("kf", "kc"):
+        assert run("keys", "create", k, env=env).exit_code == 0
+    src = tmp_path / "src"
+    for part in ("a", "b"):
+        for i in range(3):
+            (src / part).mkdir(parents=True, exist_ok=True)
+            (src / part / f"{i}.parquet").write_bytes(Path(plain).read_bytes())
+    sealed = tmp_path / "sealed"
+    for part in ("a", "b"):     # two jobs: two KEKs per master key
+        r = run("encrypt", src / part, sealed / part, "--footer-key", "kf", "--column-keys", "kc:id",
+                "--external-key-material", "--executor", "processes", "-j", "2", env=env)
+        assert r.exit_code == 0, r.stderr
+    keks = _keks(sealed)
+    assert len(keks) == 4
+    old = tmp_path / "old"
+    old.mkdir()
+    for f in ("0.parquet", "_KEY_MATERIAL_FOR_0.parquet.json"):
+        (old / f).write_bytes((sealed / "a" / f).read_bytes())
+    for k in ("kf", "kc"):
+        assert run("keys", "rotate", k, env=env).exit_code == 0
+    r = run("rotate", sealed, "--executor", "processes", "-j", "2", "--report", tmp_path / "rep.json", env=env)
+    assert r.exit_code == 0, r.stderr
+    assert r.stdout.strip() == "rotated the key material of 6 files (6 KMS calls)"
+    rep = json.loads((tmp_path / "rep.json").read_text())
+    assert rep["counts"] == {"ok": 6, "failed": 0, "skipped": 0, "ignored": rep["counts"]["ignored"]}
+    assert rep["kms_calls"] == len(keks) + 2
+    assert len(_keks(sealed)) == 2 and not _keks(sealed) & keks     # one new KEK per master key
+    for k in ("kf", "kc"):
+        _retire(ks, k, 1)
+    keystore = LocalKeystore(ks, b"pw-1234")
+    for f in sorted(sealed.rglob("*.parquet")):
+        assert pyarrow_reads(f, keystore).equals(table)
+    with pytest.raises(Exception, match="disabled"):
+        pyarrow_reads(old / "0.parquet", keystore)
 
 
 def test_verify_line_separates_authenticated_modules_from_ctr_pages():
@@ -497,3 +577,93 @@ def test_verify_line_separates_authenticated_modules_from_ctr_pages():
     new = {**base, "modules_authenticated": 12, "pages_framing_checked": 40}
     assert _ok_line(new) == ("OK f.parquet: AES_GCM_CTR_V1, 12 modules authenticated, 40 CTR pages framing "
                              "checked (not authenticated), 40 pages, 2 row groups")
+
+
+KL3 = f"{KL}, kn: {B64['c2']}"     # the old master keys and a new one
+
+
+def footer_key_metadata(path) -> dict:
+    """The footer's key metadata as stored in the file (tests/pme_reference.py)."""
+    from pme_reference import RefFile
+
+    return json.loads(RefFile(path).crypto_meta["key_metadata"])
+
+
+def test_rekey_a_file(plain, tmp_path, table):
+    """New data keys under new master keys, page by page: pyarrow reads the result with
+    the new master keys, not with the old ones nor with the old data keys."""
+    sealed, rekeyed = tmp_path / "s.parquet", tmp_path / "r.parquet"
+    r = run("encrypt", plain, sealed, "--key-list", KL3, "--footer-key", "kf", "--column-keys", "kc:id",
+            "--external-key-material")
+    assert r.exit_code == 0, r.stderr
+    old = pqseal.api.decryption_properties(sealed, kms=KeyListKms(KL3))
+    old_dek = old.key_retriever(json.dumps(footer_key_metadata(sealed)).encode(), None)
+    r = run("rekey", sealed, rekeyed, "--key-list", KL3, "--uniform-key", "kn")
+    assert r.exit_code == 0, r.stderr
+    assert r.stdout.startswith(f"rekeyed {sealed} -> {rekeyed}: ")
+    md = footer_key_metadata(rekeyed)
+    assert md["masterKeyID"] == "kn" and md["wrappedDEK"] != footer_key_metadata(sealed).get("wrappedDEK")
+    assert pyarrow_reads(rekeyed, KL3).equals(table)
+    with pytest.raises(KeyNotFound, match="'kn'"):
+        pyarrow_reads(rekeyed, KL)          # the old master keys alone do not open it
+    new_dek = pqseal.api.decryption_properties(rekeyed, kms=KeyListKms(KL3)).key_retriever(
+        json.dumps(md).encode(), None)
+    assert pq.read_table(rekeyed, decryption_properties=pe.create_decryption_properties(new_dek)).equals(table)
+    with pytest.raises(OSError):
+        pq.read_table(rekeyed, decryption_properties=pe.create_decryption_properties(old_dek))
+    assert pyarrow_reads(sealed, KL3).equals(table)     # the source is untouched
+
+    # explicit keys on both sides, to a new file and in place (the engine's temporary
+    # file and rename: a failing run leaves the file as it was)
+    e, e2 = tmp_path / "e.parquet", tmp_path / "e2.parquet"
+    assert run("encrypt", plain, e, "--footer-key-value", B64["footer"]).exit_code == 0
+    r = run("rekey", e, e2, "--old-footer-key-value", B64["footer"], "--footer-key-value", B64["k32"])
+    assert r.exit_code == 0, r.stderr
+    assert pq.read_table(e2, decryption_properties=pe.create_decryption_properties(G.K32)).equals(table)
+    assert_error(run("rekey", e, e, "--old-footer-key-value", B64["footer"], "--footer-key-value", B64["k32"]),
+                 "--in-place")
+    before = sha(e)
+    assert_error(run("rekey", e, e, "--in-place", "--old-footer-key-value", B64["c1"], "--footer-key-value",
+                     B64["k32"]), "e.parquet")
+    assert sha(e) == before and not [n for n in os.listdir(tmp_path) if ".pqseal-" in n]
+    r = run("rekey", e, e, "--in-place", "--old-footer-key-value", B64["footer"], "--footer-key-value", B64["k32"])
+    assert r.exit_code == 0, r.stderr
+    assert pq.read_table(e, decryption_properties=pe.create_decryption_properties(G.K32)).equals(table)
+    with pytest.raises(OSError):
+        pq.read_table(e, decryption_properties=pe.create_decryption_properties(G.K16))
+    assert not [n for n in os.listdir(tmp_path) if ".pqseal-" in n]
+    # old keys through the KMS, new ones explicit: --key-list serves the old side
+    r = run("rekey", sealed, tmp_path / "x.parquet", "--key-list", KL3, "--footer-key-value", B64["k32"])
+    assert r.exit_code == 0, r.stderr
+    assert pq.read_table(tmp_path / "x.parquet",
+                         decryption_properties=pe.create_decryption_properties(G.K32)).equals(table)
+    # both sides explicit: a KMS option has nothing to serve
+    assert_error(run("rekey", e, tmp_path / "y.parquet", "--old-footer-key-value", B64["k32"],
+                     "--footer-key-value", B64["footer"], "--key-list", KL), "--key-list", code=2)
+
+
+def test_rekey_a_directory(plain, tmp_path, table):
+    """A directory runs as a dataset job: one KMS unwrap per KEK of the tree and one wrap
+    per new master key; the tree is kept and pyarrow reads every output."""
+    src, sealed, out = tmp_path / "src", tmp_path / "sealed", tmp_path / "out"
+    rels = [f"part={p}/{i}.parquet" for p in ("a", "b") for i in range(2)]
+    for rel in rels:
+        (src / rel).parent.mkdir(parents=True, exist_ok=True)
+        (src / rel).write_bytes(Path(plain).read_bytes())
+    r = run("encrypt", src, sealed, "--key-list", KL3, "--footer-key", "kf", "--column-keys", "kc:id",
+            "--external-key-material")
+    assert r.exit_code == 0, r.stderr
+    r = run("rekey", sealed, out, "--key-list", KL3, "--footer-key", "kn", "--executor", "processes", "-j", "2",
+            "--report", tmp_path / "rep.json")
+    assert r.exit_code == 0, r.stderr
+    assert r.stdout.startswith("rekeyed 4 files")
+    rep = json.loads((tmp_path / "rep.json").read_text())
+    assert rep["kind"] == "rekey" and rep["counts"]["ok"] == 4 and rep["kms_calls"] == 2 + 1
+    for rel in rels:
+        assert footer_key_metadata(out / rel)["masterKeyID"] == "kn"
+        assert pyarrow_reads(out / rel, KL3).equals(table)
+    assert not list(out.rglob("_KEY_MATERIAL_FOR_*"))     # internal key material by default
+    r = run("rekey", sealed, out, "--key-list", KL3, "--footer-key", "kn", "--report", tmp_path / "rep.json")
+    assert r.exit_code == 0 and json.loads((tmp_path / "rep.json").read_text())["counts"]["skipped"] == 4
+    assert_error(run("rekey", sealed, tmp_path / "o2", "--key-list", KL3, "--footer-key", "kn",
+                     "--old-aad-prefix", "x"), "--old-aad-prefix", code=2)

@@ -286,3 +286,74 @@ def check_sealed_with_session(root, table) -> None:
             if f.endswith(".parquet"):
                 props = factory.file_decryption_properties(pe.KmsConnectionConfig(), pe.DecryptionConfiguration())
                 assert pq.read_table(os.path.join(d, f), decryption_properties=props).equals(table)
+
+
+def test_files_are_batched_into_dask_tasks():
+    """A Dask task seals up to BATCH_FILES files of at most BATCH_BYTES together (a larger
+    file goes alone); a short list is spread over every worker."""
+    from pqseal.dataset.dask import BATCH_BYTES, BATCH_FILES, batches
+    from pqseal.dataset.worker import Task
+
+    def tasks(*sizes):
+        return [Task("encrypt", f"s{i}", f"d{i}", f"f{i}", size) for i, size in enumerate(sizes)]
+
+    small = tasks(*[1000] * 40)
+    groups = batches(small, 2)
+    assert [len(g) for g in groups] == [BATCH_FILES] * 5 and sum(groups, []) == small   # order kept
+    assert [len(g) for g in batches(tasks(*[1000] * 6), 2)] == [3, 3]
+    assert [len(g) for g in batches(tasks(*[1000] * 5), 8)] == [1] * 5
+    half = BATCH_BYTES // 2
+    assert [len(g) for g in batches(tasks(half, half, half + 1, 10, 2 * BATCH_BYTES, 10), 1)] == [2, 2, 1, 1]
+
+
+def test_rotation_on_dask_after_the_master_keys_rotate(tls_cluster, tmp_path):
+    """Rotation of a tree's external key material on Dask workers, with a versioned KMS
+    (the local keystore) counted on the driver: one unwrap per distinct KEK (two sealing
+    jobs: two per master key), one wrap per master key; once the old versions are
+    disabled pyarrow still reads every file through its rotated material."""
+    from pqseal.arrow import crypto_factory
+    from pqseal.config import EncryptionConfig
+    from pqseal.kms.base import KmsClient
+    from pqseal.kms.keystore import LocalKeystore
+
+    ks_path = tmp_path / "ks.json"
+    keystore = LocalKeystore.init(ks_path, b"pw-1234")
+    for k in ("kf", "kc"):
+        keystore.create(k)
+
+    class Counting(KmsClient):
+        def __init__(self):
+            self.wraps = self.unwraps = 0
+
+        def wrap_key(self, key_bytes, master_key_identifier):
+            self.wraps += 1
+            return keystore.wrap_key(key_bytes, master_key_identifier)
+
+        def unwrap_key(self, wrapped_key, master_key_identifier):
+            self.unwraps += 1
+            return keystore.unwrap_key(wrapped_key, master_key_identifier)
+
+    src, sealed = tmp_path / "src", tmp_path / "sealed"
+    table = make_tree(src, 9)
+    cfg = EncryptionConfig(footer_key="kf", column_keys={"kc": ["v"]}, internal_key_material=False)
+    for part in ("p=0", "p=1"):      # two jobs: two KEKs per master key
+        r = dataset.encrypt(src / part, sealed / part, cfg, kms=Counting(), executor=tls_cluster)
+        assert r.ok == 3
+    old = json.loads(json.loads((sealed / "p=0" / "_KEY_MATERIAL_FOR_f000.parquet.json").read_text())["footerKey"])
+    keystore.rotate("kf")
+    keystore.rotate("kc")
+    kms = Counting()
+    r = dataset.rotate(sealed, kms=kms, executor=tls_cluster)
+    assert r.ok == 6 and r.failed == 0 and (kms.unwraps, kms.wraps) == (4, 2) and r.kms_calls == 6
+    doc = json.loads(ks_path.read_text())
+    for k in ("kf", "kc"):
+        doc["keys"][k]["versions"][0]["state"] = "disabled"
+    ks_path.write_text(json.dumps(doc))
+    fresh = LocalKeystore(ks_path, b"pw-1234")
+    factory = crypto_factory(lambda cfg: fresh)
+    for f in sorted(sealed.rglob("f*.parquet")):
+        props = factory.file_decryption_properties(pe.KmsConnectionConfig(),
+                                                   pe.DecryptionConfiguration(cache_lifetime=0), str(f))
+        assert pq.read_table(f, decryption_properties=props).equals(table)
+    with pytest.raises(Exception, match="disabled"):     # material of the old versions no longer opens
+        fresh.unwrap_key(old["wrappedKEK"], "kf")

@@ -1,7 +1,8 @@
-"""Kill test: SIGKILL and SIGTERM at random points of encrypt, decrypt, rekey and rotate.
+"""Kill test: SIGKILL and SIGTERM at random points of encrypt, decrypt, rekey (to a new
+file, and in place with the CLI's ``rekey --in-place``) and rotate.
 
-Each operation runs as a subprocess (the CLI; rekey through ``pqseal.rekey_file`` in a
-``python -c`` script) with envelope keys from a throw-away local keystore and external
+Each operation runs as a subprocess (the CLI; rekey to a new file through
+``pqseal.rekey_file`` in a ``python -c`` script) with envelope keys from a throw-away local keystore and external
 key material, onto an EXISTING destination. It is killed after a random delay within
 its measured run time. After each kill:
 
@@ -46,7 +47,7 @@ TRIALS = int(os.environ.get("PQSEAL_KILL_TRIALS", "8"))
 SIZE_MB = float(os.environ.get("PQSEAL_KILL_MB", "8"))
 SEED = int(os.environ.get("PQSEAL_KILL_SEED") or random.SystemRandom().randrange(1 << 32))
 PASS = "kill-test passphrase"
-OPS = ("encrypt", "decrypt", "rekey", "rotate")
+OPS = ("encrypt", "decrypt", "rekey", "rekey-in-place", "rotate")
 ROW_BYTES = 8 + 100 + 16
 
 # rekey_file in an application that handles SIGTERM as the CLI does (pqseal.cli.interrupt):
@@ -150,7 +151,18 @@ class Env:
             return self.cli("decrypt", self.sealed, dst, "--force")
         if op == "rekey":
             return [sys.executable, "-c", REKEY, self.sealed, dst]
+        if op == "rekey-in-place":   # new data keys under the other master keys, or back
+            footer, pii = ("footer", "pii") if self.footer_key_of(dst) == "footer2" else ("footer2", "pii2")
+            return self.cli("rekey", dst, dst, "--in-place", "--footer-key", footer, "--column-keys",
+                            f"{pii}:payload", "--external-key-material")
         return self.cli("rotate", dst)
+
+    @staticmethod
+    def footer_key_of(path) -> str:
+        import json
+
+        with open(material_of(path)) as f:
+            return json.loads(json.load(f)["footerKey"])["masterKeyID"]
 
     def read_encrypted(self, path) -> pa.Table:
         """pyarrow reads ``path`` with keys from the keystore, through its key material."""

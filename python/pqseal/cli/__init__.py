@@ -32,6 +32,6 @@ def info(as_json: bool) -> None:
         click.echo(f"{k:16} {', '.join(v) if isinstance(v, list) else v}")
 
 
-for _command in (demo.demo, files.encrypt, files.decrypt, files.verify, files.inspect, keys.keys, keys.rotate,
-                 bench.bench, zones.zone):
+for _command in (demo.demo, files.encrypt, files.decrypt, files.rekey, files.verify, files.inspect, keys.keys,
+                 keys.rotate, bench.bench, zones.zone):
     main.add_command(_command)

@@ -24,12 +24,28 @@ from .kms import KmsChoice, ReadKeys, prefixed, properties
 DEFAULT_JOBS = os.cpu_count() or 1
 
 
+def _explicit_key_options(prefix: str = "", side: str = ""):
+    """--footer-key-value, --column-key-value and --aad-prefix (``prefix``: ``old-`` for
+    the old keys of rekey) as a list of options."""
+    dest = prefix.replace("-", "_")
+    return [
+        click.option(f"--{prefix}footer-key-value", metavar="KEY", help=f"Explicit {side}footer key: {KEY_FORMS}."),
+        click.option(f"--{prefix}column-key-value", f"{dest}column_key_values", multiple=True, metavar="COLUMN=KEY",
+                     help=f"Explicit {side}key of one column (dotted leaf path), repeatable."),
+        click.option(f"--{prefix}aad-prefix", metavar="TEXT", help=f"{side.capitalize()}AAD prefix (UTF-8)."),
+    ]
+
+
+def _apply(options):
+    def decorate(f):
+        for o in reversed(options):
+            f = o(f)
+        return f
+    return decorate
+
+
 def _read_key_options(f):
-    for o in reversed([
-        click.option("--footer-key-value", metavar="KEY", help=f"Explicit footer key: {KEY_FORMS}."),
-        click.option("--column-key-value", "column_key_values", multiple=True, metavar="COLUMN=KEY",
-                     help="Explicit key of one column (dotted leaf path), repeatable."),
-        click.option("--aad-prefix", metavar="TEXT", help="AAD prefix (UTF-8)."),
+    return _apply(_explicit_key_options() + [
         click.option("--kms", metavar="keystore[:PATH]|keylist", help="KMS of the master keys (default: the "
                      "local keystore: $PQSEAL_KEYSTORE or ~/.config/pqseal/keystore.json; a key list selects "
                      "keylist)."),
@@ -37,20 +53,19 @@ def _read_key_options(f):
                      "InMemoryKMS): 'id: base64, ...', env:NAME or file:PATH; or $PQSEAL_KEY_LIST."),
         click.option("--property", "properties", multiple=True, metavar="NAME=VALUE",
                      help="parquet.encryption.* property (repeatable); unknown names are refused."),
-    ]):
-        f = o(f)
-    return f
+    ])(f)
 
 
-def _jobs_option(f):
+def jobs_option(f):
     return click.option("--jobs", "-j", "--workers", "jobs", type=click.IntRange(min=1), default=DEFAULT_JOBS,
                         show_default=True, help="Files in parallel (--workers: the same; with --scheduler the "
                         "default is the cluster's worker threads).")(f)
 
 
-def _cluster_options(f):
-    """Options of a directory SRC run as a dataset job (see pqseal.dataset)."""
-    for o in reversed([
+def cluster_options(*, summaries: bool = True):
+    """The options of a directory SRC run as a dataset job (see pqseal.dataset), as a
+    decorator; ``summaries=False`` leaves out --summaries (jobs that write no new tree)."""
+    options = [
         click.option("--executor", type=click.Choice(["threads", "processes"]), help="Run files on threads of "
                      "this process (default) or on local worker processes."),
         click.option("--scheduler", metavar="ADDR", help="Run on a Dask cluster: its scheduler's address, "
@@ -69,14 +84,18 @@ def _cluster_options(f):
         click.option("--summaries", type=click.Choice(["auto", "drop"]), default="auto", show_default=True,
                      help="_metadata/_common_metadata: auto drops them (with a warning) when sealing and "
                      "regenerates them when unsealing; drop leaves them out silently."),
-    ]):
-        f = o(f)
-    return f
+    ]
+    if not summaries:
+        options.pop()
+    return _apply(options)
 
 
-def _cluster(o: dict) -> dict:
+_cluster_options = cluster_options()
+
+
+def cluster_args(o: dict) -> dict:
     """The directory-job options, popped from a command's options."""
-    return {k: o.pop(k) for k in J.CLUSTER_DEFAULTS}
+    return {k: o.pop(k, v) for k, v in J.CLUSTER_DEFAULTS.items()}
 
 
 def _output_options(f):
@@ -91,20 +110,22 @@ def _read_keys(footer_key_value, column_key_values, aad_prefix, kms, key_list, p
     return keys
 
 
-def _tree_read_keys(read: ReadKeys) -> dict:
+def _tree_read_keys(read: ReadKeys, prefix: str = "", kms: tuple | None = None) -> dict:
     """Read keys of a dataset job: explicit DecryptionProperties, or a KMS whose calls the
-    job's key session makes on the driver."""
+    job's key session makes on the driver (``kms``: a client factory and connection made
+    already; ``prefix``: of the options, as in :func:`_explicit_key_options`)."""
     from ..format import DecryptionProperties
 
     aad = read.aad_prefix.encode() if read.aad_prefix is not None else None
     if read.explicit:
-        footer = load_key(read.footer_key_value, "--footer-key-value") if read.footer_key_value else None
+        footer = load_key(read.footer_key_value, f"--{prefix}footer-key-value") if read.footer_key_value else None
         return {"decryption": DecryptionProperties(footer, column_keys=column_key_values(read.column_key_values),
                                                    aad_prefix=aad)}
     if aad is not None:
-        raise click.UsageError("--aad-prefix with a KMS applies to a single file (a directory job's key session "
-                               "reads each file's footer on the driver, with the AAD prefix stored in it)")
-    return {"kms": read.kms.client_factory(), "kms_connection_config": read.kms.connection()}
+        raise click.UsageError(f"--{prefix}aad-prefix with a KMS applies to a single file (a directory job's key "
+                               "session reads each file's footer on the driver, with the AAD prefix stored in it)")
+    factory, conn = kms if kms is not None else (read.kms.client_factory(), read.kms.connection())
+    return {"kms": factory, "kms_connection_config": conn}
 
 
 # ---- encrypt -----------------------------------------------------------------------------------------
@@ -161,11 +182,14 @@ def _envelope_config(o: dict, props: dict):
         raise click.UsageError(str(exc)) from None
 
 
-def _explicit_properties(o: dict):
+def _explicit_properties(o: dict, *, kms_used: bool = False):
+    """EncryptionProperties from explicit keys; ``kms_used``: the KMS options serve the
+    old keys of rekey, so they are not refused here."""
     from ..format import FOOTER_KEY, EncryptionProperties
 
     envelope_only = [(name, option) for name, (option, _, _) in _ENVELOPE_OPTIONS.items()]
-    for name, option in envelope_only + [("kms", "--kms"), ("key_list", "--key-list"), ("properties", "--property")]:
+    kms_options = [] if kms_used else [("kms", "--kms"), ("key_list", "--key-list"), ("properties", "--property")]
+    for name, option in envelope_only + kms_options:
         if o[name]:
             raise click.UsageError(f"{option} applies to master key ids (--footer-key/--column-keys), not to "
                                    "explicit keys")
@@ -194,30 +218,59 @@ def _explicit_properties(o: dict):
         raise click.UsageError(str(exc)) from None
 
 
+def _write_keys(o: dict, *, old: ReadKeys | None = None) -> tuple:
+    """(new keys, KMS client factory, KMS connection) of encrypt or rekey from the encrypt
+    options: an EncryptionConfig (master key ids) or explicit EncryptionProperties.
+    ``old``: rekey's old keys; when they come through the KMS, --kms, --key-list and
+    connection properties serve them too."""
+    old_kms = old is not None and not old.explicit
+    props = properties(o["properties"], ENCRYPTION_PROPERTIES | CONNECTION_PROPERTIES) if old_kms else None
+    ids = o["footer_key"] or o["column_keys"] or o["uniform_key"]
+    envelope = ids or (any(k in ENCRYPTION_PROPERTIES for k in props) if props is not None else o["properties"])
+    if envelope and (o["footer_key_value"] or o["column_key_values"]):
+        raise click.UsageError("use either master key ids (--footer-key/--column-keys/--uniform-key/--property) "
+                               "or explicit keys (--footer-key-value/--column-key-value), not both")
+    if props is None:
+        props = properties(o["properties"], ENCRYPTION_PROPERTIES | CONNECTION_PROPERTIES)
+    choice = KmsChoice(o["kms"], o["key_list"], {k: v for k, v in props.items() if k in CONNECTION_PROPERTIES})
+    if envelope:
+        cfg = _envelope_config(o, {k: v for k, v in props.items() if k in ENCRYPTION_PROPERTIES})
+    else:
+        cfg = _explicit_properties(o, kms_used=old_kms)
+    if envelope or old_kms:
+        return cfg, choice.client_factory(), choice.connection()
+    return cfg, None, None
+
+
+_write_key_options = _apply([
+    _read_key_options,
+    click.option("--footer-key-column", "footer_key_columns", multiple=True, metavar="COLUMN",
+                 help="With explicit keys: encrypt this column with the footer key (repeatable)."),
+    click.option("--uniform", is_flag=True, help="Encrypt every column with the footer key (the default when no "
+                 "column keys are given)."),
+    click.option("--complete-columns", is_flag=True, help="Columns without a key of their own are encrypted with "
+                 "the footer key instead of staying plaintext (parquet.encryption.complete.columns)."),
+    click.option("--no-store-aad-prefix", is_flag=True, help="Do not store the AAD prefix; readers must supply it."),
+    click.option("--algorithm", type=click.Choice(ALGORITHMS), help="Default: AES_GCM_V1."),
+    click.option("--plaintext-footer", is_flag=True, help="Plaintext (signed) footer for legacy readers."),
+    click.option("--v2-framing", type=click.Choice(V2_FRAMINGS), default="arrow", show_default=True,
+                 help="DataPageV2 framing: the spec's/Arrow's, or parquet-java's (mutually unreadable)."),
+    click.option("--footer-key", metavar="ID", help="Master key id of the footer; alone, of every column too."),
+    click.option("--column-keys", metavar="'ID:col,col;ID2:col'", help="Master key ids of columns."),
+    click.option("--uniform-key", metavar="ID", help="One master key id for footer and every column."),
+    click.option("--single-wrapping", is_flag=True, help="Wrap data keys with the KMS directly (no KEKs)."),
+    click.option("--external-key-material", is_flag=True, help="Key material in _KEY_MATERIAL_FOR_<file>.json."),
+    click.option("--data-key-bits", type=click.Choice(["128", "192", "256"]), help="Default: 128."),
+    jobs_option,
+    _cluster_options,
+    _output_options,
+])
+
+
 @click.command()
 @click.argument("src", type=click.Path())
 @click.argument("dst", type=click.Path())
-@_read_key_options
-@click.option("--footer-key-column", "footer_key_columns", multiple=True, metavar="COLUMN",
-              help="With explicit keys: encrypt this column with the footer key (repeatable).")
-@click.option("--uniform", is_flag=True, help="Encrypt every column with the footer key (the default when no "
-              "column keys are given).")
-@click.option("--complete-columns", is_flag=True, help="Columns without a key of their own are encrypted with "
-              "the footer key instead of staying plaintext (parquet.encryption.complete.columns).")
-@click.option("--no-store-aad-prefix", is_flag=True, help="Do not store the AAD prefix; readers must supply it.")
-@click.option("--algorithm", type=click.Choice(ALGORITHMS), help="Default: AES_GCM_V1.")
-@click.option("--plaintext-footer", is_flag=True, help="Plaintext (signed) footer for legacy readers.")
-@click.option("--v2-framing", type=click.Choice(V2_FRAMINGS), default="arrow", show_default=True,
-              help="DataPageV2 framing: the spec's/Arrow's, or parquet-java's (mutually unreadable).")
-@click.option("--footer-key", metavar="ID", help="Master key id of the footer; alone, of every column too.")
-@click.option("--column-keys", metavar="'ID:col,col;ID2:col'", help="Master key ids of columns.")
-@click.option("--uniform-key", metavar="ID", help="One master key id for footer and every column.")
-@click.option("--single-wrapping", is_flag=True, help="Wrap data keys with the KMS directly (no KEKs).")
-@click.option("--external-key-material", is_flag=True, help="Key material in _KEY_MATERIAL_FOR_<file>.json.")
-@click.option("--data-key-bits", type=click.Choice(["128", "192", "256"]), help="Default: 128.")
-@_jobs_option
-@_cluster_options
-@_output_options
+@_write_key_options
 def encrypt(src, dst, **o):
     """Seal plaintext Parquet file(s) SRC into PME file(s) DST (a directory: its data
     files, as pyarrow.dataset finds them).
@@ -228,18 +281,8 @@ def encrypt(src, dst, **o):
     unless --force (or --in-place when DST is SRC)."""
     from ..api import encrypt_file
 
-    cluster = _cluster(o)
-    envelope = o["footer_key"] or o["column_keys"] or o["uniform_key"] or o["properties"]
-    if envelope and (o["footer_key_value"] or o["column_key_values"]):
-        raise click.UsageError("use either master key ids (--footer-key/--column-keys/--uniform-key/--property) "
-                               "or explicit keys (--footer-key-value/--column-key-value), not both")
-    if envelope:
-        props = properties(o["properties"], ENCRYPTION_PROPERTIES | CONNECTION_PROPERTIES)
-        choice = KmsChoice(o["kms"], o["key_list"], {k: v for k, v in props.items() if k in CONNECTION_PROPERTIES})
-        cfg = _envelope_config(o, {k: v for k, v in props.items() if k in ENCRYPTION_PROPERTIES})
-        kms, conn = choice.client_factory(), choice.connection()
-    else:
-        cfg, kms, conn = _explicit_properties(o), None, None
+    cluster = cluster_args(o)
+    cfg, kms, conn = _write_keys(o)
     if J.tree_job(src, o["in_place"]):
         J.run_tree("encrypt", src, dst, cluster, "encrypted", workers=o["jobs"], force=o["force"], encryption=cfg,
                    kms=kms, kms_connection_config=conn)
@@ -255,6 +298,49 @@ def encrypt(src, dst, **o):
         J.run(plan, one, o["jobs"], "encrypted", lambda stats: J.report(stats, "encrypted"))
 
 
+@click.command()
+@click.argument("src", type=click.Path())
+@click.argument("dst", type=click.Path())
+@_apply(_explicit_key_options("old-", "old "))
+@_write_key_options
+def rekey(src, dst, old_footer_key_value, old_column_key_values, old_aad_prefix, **o):
+    """Re-key PME file(s) SRC into DST: decrypt with the old keys and seal with new data
+    keys in one pass, page by page (nothing is decoded; plaintext never reaches the disk).
+
+    Old keys: explicit (--old-footer-key-value, --old-column-key-value) or through each
+    file's key material and the KMS. New keys: as for encrypt (master key ids, or
+    explicit --footer-key-value, ...). A directory runs as a dataset job."""
+    from ..api import decryption_properties, rekey_file
+
+    cluster = cluster_args(o)
+    conn_props = properties(o["properties"], ENCRYPTION_PROPERTIES | CONNECTION_PROPERTIES)
+    old = ReadKeys(old_footer_key_value, old_column_key_values, old_aad_prefix,
+                   KmsChoice(o["kms"], o["key_list"], {k: v for k, v in conn_props.items()
+                                                       if k in CONNECTION_PROPERTIES}))
+    cfg, kms, conn = _write_keys(o, old=old)
+    if J.tree_job(src, o["in_place"]):
+        read = _tree_read_keys(old, "old-", (kms, conn))      # one KMS client for both sides
+        J.run_tree("rekey", src, dst, cluster, "rekeyed", workers=o["jobs"], force=o["force"], encryption=cfg,
+                   **{"kms": kms, "kms_connection_config": conn, **read})
+        return
+    J.refuse_cluster_options(cluster, "SRC is a file" if not os.path.isdir(src) else "not with --in-place")
+    plan = J.plan(src, dst, in_place=o["in_place"])
+    old_keys = old.decryption() if old.explicit else None
+    aad = old_aad_prefix.encode() if old_aad_prefix is not None else None
+
+    def one(s, d):
+        if old_keys is not None:
+            dec = old_keys(s)
+        else:       # through the file's key material, with the KMS of the new keys' side
+            dec = decryption_properties(s, None, kms=kms, kms_connection_config=conn)
+            dec.aad_prefix = aad
+        return rekey_file(s, d, dec, cfg, kms=kms, kms_connection_config=conn, overwrite=o["force"],
+                          in_place=o["in_place"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # reported once per file by report()
+        J.run(plan, one, o["jobs"], "rekeyed", lambda stats: J.report(stats, "rekeyed"))
+
+
 # ---- decrypt, verify, inspect ------------------------------------------------------------------------
 
 
@@ -262,7 +348,7 @@ def encrypt(src, dst, **o):
 @click.argument("src", type=click.Path())
 @click.argument("dst", type=click.Path())
 @_read_key_options
-@_jobs_option
+@jobs_option
 @_cluster_options
 @_output_options
 def decrypt(src, dst, footer_key_value, column_key_values, aad_prefix, kms, key_list, properties, jobs, force,
@@ -297,7 +383,7 @@ def _ok_line(r: dict) -> str:
 @click.argument("path", type=click.Path())
 @_read_key_options
 @click.option("--json", "as_json", is_flag=True)
-@_jobs_option
+@jobs_option
 @_cluster_options
 def verify(path, footer_key_value, column_key_values, aad_prefix, kms, key_list, properties, as_json, jobs,
            **cluster):

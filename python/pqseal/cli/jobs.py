@@ -12,6 +12,7 @@ import os
 import sys
 from collections import defaultdict
 from collections.abc import Callable
+from typing import Any
 from concurrent.futures import CancelledError, ThreadPoolExecutor, as_completed
 
 import click
@@ -208,8 +209,10 @@ def _executor(o: dict):
 
 
 def run_tree(kind: str, src: str, dst: str | None, o: dict, verb: str, *, workers: int, force: bool = False,
-             show: Callable[[list], None] | None = None, **keys) -> None:
-    """Run a dataset job for a directory SRC, print what it did, exit 1 if a file failed."""
+             show: Callable[[list], None] | None = None, line: Callable[[Any], str] | None = None,
+             **keys) -> None:
+    """Run a dataset job for a directory SRC, print what it did (``show`` the files'
+    details, or the ``line`` of the report), exit 1 if a file failed."""
     import warnings
 
     from tqdm import tqdm
@@ -257,6 +260,8 @@ def run_tree(kind: str, src: str, dst: str | None, o: dict, verb: str, *, worker
         click.echo(f"skipped {n} data file{'s' if n != 1 else ''} ({reason})", err=True)
     if show is not None:
         show([r.detail for r in rep.ok])
+    elif line is not None:
+        click.echo(line(rep))
     elif rep.ok:
         click.echo(f"{verb} {len(rep.ok)} files, {rep.bytes:,} bytes")
     interruption = current()

@@ -6,6 +6,7 @@ import json
 
 import click
 
+from . import files
 from . import jobs as J
 from .kms import KmsChoice, properties
 
@@ -16,13 +17,32 @@ from .kms import KmsChoice, properties
 @click.option("--key-list", metavar="LIST", help="Master keys of the key-list KMS: 'id: base64, ...', env:NAME or "
               "file:PATH.")
 @click.option("--property", "props", multiple=True, metavar="NAME=VALUE", help="KMS connection property.")
-@click.option("--single-wrapping", is_flag=True, help="Wrap data keys with the KMS directly (no KEKs).")
-def rotate(path, kms, key_list, props, single_wrapping):
+@click.option("--single-wrapping", is_flag=True, help="A single file: wrap data keys with the KMS directly (no "
+              "KEKs); a directory is always double-wrapped (its workers make no KMS call).")
+@files.jobs_option
+@files.cluster_options(summaries=False)
+def rotate(path, kms, key_list, props, single_wrapping, jobs, **o):
     """Re-wrap the keys of file(s) with external key material under the current master
-    key versions (after `pqseal keys rotate`); the Parquet data is not touched."""
+    key versions (after `pqseal keys rotate`); the Parquet data is not touched.
+
+    A directory runs as a dataset job: one KMS unwrap per distinct key-encryption key of
+    the tree and one wrap per master key, on the driver; files without external key
+    material are listed and left alone."""
     from ..keys import CryptoFactory
 
     choice = KmsChoice(kms, key_list, properties(props))
+    cluster = files.cluster_args(o)
+    if J.tree_job(path):
+        if single_wrapping:
+            raise click.UsageError("--single-wrapping applies to a single file: a directory is rotated by a key "
+                                   "session, which wraps data keys with KEKs (double wrapping)")
+
+        def line(rep) -> str:
+            return f"rotated the key material of {len(rep.ok)} files ({rep.kms_calls} KMS calls)"
+        J.run_tree("rotate", path, None, cluster, "rotated", workers=jobs, line=line,
+                   kms=choice.client_factory(), kms_connection_config=choice.connection())
+        return
+    J.refuse_cluster_options(cluster, "PATH is a file")
     factory, conn = CryptoFactory(choice.client_factory()), choice.connection()
 
     def one(src, _):

@@ -1,9 +1,10 @@
 """Where tasks run: driver threads, local worker processes, or a Dask cluster (``dask.py``).
 
 Every executor has the same small surface for the driver: ``check(keys_travel=)``
-(refuse before any work), ``start(keys)``, ``submit(task)``
--> a future, ``wait(futures)`` -> those done (returns within a second so the driver can
-react to an interruption), ``result(future)`` -> :class:`FileResult` (an executor-level
+(refuse before any work), ``start(keys)``, ``window`` (files the driver keeps in
+flight), ``submit(tasks)`` -> a future per task (Dask: a handle per file of a task of
+several files), ``wait(futures)`` -> those done (returns within a second so the driver
+can react to an interruption), ``result(future)`` -> :class:`FileResult` (an executor-level
 failure, such as a worker process that died, becomes a record with ``reason="lost"``:
 the file is left "started" in the journal and redone on a rerun), ``cancel(futures)``
 and ``close()``. Worker processes receive the job's keys once, at start-up.
@@ -43,6 +44,7 @@ class ThreadExecutor:
 
     def __init__(self, workers: int | None):
         self.workers = workers or default_workers()
+        self.window = max(4, 2 * self.workers)
         self._pool: cf.ThreadPoolExecutor | None = None
         self._keys: Paired | None = None
 
@@ -53,9 +55,9 @@ class ThreadExecutor:
         self._keys = keys
         self._pool = cf.ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="pqseal-dataset")
 
-    def submit(self, task: Task):
+    def submit(self, tasks: list[Task]) -> list:
         assert self._pool is not None
-        return self._pool.submit(execute, task, self._keys)
+        return [self._pool.submit(execute, t, self._keys) for t in tasks]
 
     def wait(self, futures):
         done, _ = cf.wait(futures, timeout=WAIT_SECONDS, return_when=cf.FIRST_COMPLETED)
@@ -94,9 +96,9 @@ class ProcessExecutor(ThreadExecutor):
         self._pool = cf.ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx,  # type: ignore[assignment]
                                             initializer=install, initargs=(shipped,))
 
-    def submit(self, task: Task):
+    def submit(self, tasks: list[Task]) -> list:
         assert self._pool is not None
-        return self._pool.submit(run_installed, task, self._token)
+        return [self._pool.submit(run_installed, t, self._token) for t in tasks]
 
     def result(self, future, task: Task) -> FileResult:
         out = super().result(future, task)

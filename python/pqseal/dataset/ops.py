@@ -423,7 +423,7 @@ def _dispatch(tasks: list[Task], ex, journal: Journal | None, o: Options, rep: R
     queue = deque(tasks)
     inflight: dict = {}
     stamps: dict[str, Stamp] = {}
-    window = max(4, 2 * ex.workers)   # bounded: results and futures, not the whole tree, in flight
+    window = ex.window      # bounded: results and futures, not the whole tree, in flight
 
     def handle(t: Task, res: FileResult) -> None:
         if res.reason == "cancelled":
@@ -447,7 +447,9 @@ def _dispatch(tasks: list[Task], ex, journal: Journal | None, o: Options, rep: R
             if _cancel.requested():
                 rep.interrupted = True
                 break
-            if queue and len(inflight) < window:
+            # refilled once half the window is free: one journal fsync and one submission
+            # per half window of files, not per file, while the workers still have a queue
+            if queue and len(inflight) <= window // 2:
                 batch = [queue.popleft() for _ in range(min(window - len(inflight), len(queue)))]
                 for t in batch:
                     stamps[t.rel] = Stamp.of(t.src)
@@ -455,8 +457,7 @@ def _dispatch(tasks: list[Task], ex, journal: Journal | None, o: Options, rep: R
                         journal.started(t.rel, stamps[t.rel])
                 if journal is not None:
                     journal.sync()
-                for t in batch:
-                    inflight[ex.submit(t)] = t
+                inflight.update(zip(ex.submit(batch), batch))
             for f in ex.wait(list(inflight)):
                 t = inflight.pop(f)
                 handle(t, ex.result(f, t))

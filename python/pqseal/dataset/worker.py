@@ -119,7 +119,9 @@ def run_installed(task: Task, token: str) -> FileResult:
     return execute(task, _jobs[token])
 
 
-def run_shipped(task: Task, shipped: Shipped) -> FileResult:
-    """A Dask task: ``shipped`` is the job's scattered keys (imported once per worker)."""
+def run_batch(tasks: list[Task], shipped: Shipped) -> list[FileResult]:
+    """A Dask task: a few files in turn; ``shipped`` is the job's scattered keys
+    (imported once per worker)."""
     install(shipped)
-    return execute(task, _jobs[shipped.token])
+    keys = _jobs[shipped.token]
+    return [execute(t, keys) for t in tasks]
