@@ -46,9 +46,10 @@ def _apply(options):
 
 def _read_key_options(f):
     return _apply(_explicit_key_options() + [
-        click.option("--kms", metavar="keystore[:PATH]|keylist", help="KMS of the master keys (default: the "
-                     "local keystore: $PQSEAL_KEYSTORE or ~/.config/pqseal/keystore.json; a key list selects "
-                     "keylist)."),
+        click.option("--kms", metavar="URI", help="KMS of the master keys: keystore[:PATH], keylist, "
+                     "vault+https://HOST:8200/MOUNT, 'pkcs11:module=LIB;token=NAME', aws-kms://REGION or "
+                     "file:CONFIG.toml; credentials from the environment, never the URI (default: the local "
+                     "keystore, $PQSEAL_KEYSTORE or ~/.config/pqseal/keystore.json; a key list selects keylist)."),
         click.option("--key-list", metavar="LIST", help="Master keys of the key-list KMS (parquet-java's "
                      "InMemoryKMS): 'id: base64, ...', env:NAME or file:PATH; or $PQSEAL_KEY_LIST."),
         click.option("--property", "properties", multiple=True, metavar="NAME=VALUE",

@@ -13,7 +13,8 @@ from .kms import KmsChoice, properties
 
 @click.command()
 @click.argument("path", type=click.Path())
-@click.option("--kms", metavar="keystore[:PATH]|keylist", help="KMS of the master keys (as for encrypt).")
+@click.option("--kms", metavar="URI", help="KMS of the master keys, a URI as for encrypt (keystore[:PATH], keylist, "
+              "vault+https://..., 'pkcs11:...', aws-kms://REGION, file:X.toml).")
 @click.option("--key-list", metavar="LIST", help="Master keys of the key-list KMS: 'id: base64, ...', env:NAME or "
               "file:PATH.")
 @click.option("--property", "props", multiple=True, metavar="NAME=VALUE", help="KMS connection property.")
