@@ -702,9 +702,11 @@ def test_plaintext_parquet_inside_a_zone_reads_as_it_is(zoned):
 
 def test_file_system_option_errors(zoned, sealed):
     _, zf, a, _, _ = zoned
-    for options in (dict(kms="x"), dict(decryption="x")):
+    for options in (dict(kms=123), dict(decryption="x")):
         with pytest.raises(TypeError, match=next(iter(options))):
             PqsealFileSystem(zones=zf, **options).open(sealed, "rb")
+    with pytest.raises(ValueError, match="unknown KMS scheme 'x'"):   # text is a KMS URI
+        PqsealFileSystem(zones=zf, kms="x").open(sealed, "rb")
     with pytest.raises(TypeError, match="encryption"):
         PqsealFileSystem(zones=zf, kms=KMS, encryption="x").open(f"{a}/t.parquet", "wb")
     with pytest.raises(TypeError, match="zones must be"):          # was: "expected str, bytes or os.PathLike"
