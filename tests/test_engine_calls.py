@@ -72,10 +72,10 @@ def test_native_calls_per_chunk(tmp_path, monkeypatch, algorithm, crc):
 
 
 def test_source_page_offsets_listed_once_per_chunk(tmp_path, monkeypatch):
-    """The source offsets of a chunk's pages are built into a list once per chunk, not
-    once per page (that made a seal quadratic in the pages of a chunk: 8000 pages of
-    4 KiB took 0.25 s instead of 0.05 s)."""
-    from pqseal.format.source import Chunk
+    """The source offsets of a chunk's pages are built into a list once per chunk (or
+    part of one), not once per page (that made a seal quadratic in the pages of a chunk:
+    8000 pages of 4 KiB took 0.25 s instead of 0.05 s)."""
+    from pqseal.format.source import Pages
 
     src, dst = tmp_path / "plain.parquet", tmp_path / "sealed.parquet"
     pq.write_table(pa.table({"x": [i / 7 for i in range(200_000)]}), src, data_page_size=1024, use_dictionary=False,
@@ -83,13 +83,13 @@ def test_source_page_offsets_listed_once_per_chunk(tmp_path, monkeypatch):
     pages = sum(len(c) for c in G.pages(src).values())
     assert pages > 100
     listed = []
-    offsets = Chunk.src_header_offsets
+    offsets = Pages.src_header_offsets
 
     def counted(self):
-        listed.append(self.col)
+        listed.append(len(self.plan))
         return offsets.fget(self)
 
-    monkeypatch.setattr(Chunk, "src_header_offsets", property(counted))
+    monkeypatch.setattr(Pages, "src_header_offsets", property(counted))
     transform(src, dst, encryption=EncryptionProperties(G.K16))
     monkeypatch.undo()
     assert len(listed) == 1

@@ -4,14 +4,17 @@ seal = plaintext source → encrypting sink; unseal = encrypted source → plain
 re-key = encrypted source → encrypting sink (plaintext never touches the disk);
 verify = encrypted source read whole, nothing written.
 
-Memory, per file in flight (one thread): the source's read buffer of the largest column
-chunk as stored (C bytes); for an encrypted source also its decrypted pages (about C);
-for an encrypted output the ciphertext of one group of pages (8 MiB, or the largest page
-when larger); plus the footer and the page indexes. So a seal holds about C + 8 MiB, an
-unseal about 2C, a re-key about 2C + 8 MiB, whatever the file's size; the buffers (those
-up to 64 MiB) are kept per thread for its next file. Measured: the CLI sealing a 632 MB
-pyarrow file whose largest chunk is 42 MiB peaked at 104 MiB RSS (GNU time), about
-45 MiB of which is the interpreter and its imports.
+Memory, per file in flight (one thread): the source's read buffer: for a plaintext
+source, one part of a column chunk (8 MiB of whole pages, or its largest page when
+larger; a chunk of at most 16 MiB is read whole), for an encrypted source the largest
+column chunk as stored (C bytes) and its decrypted pages (about C); for an encrypted
+output the ciphertext of one group of pages (8 MiB, or the largest page when larger);
+plus the footer and the page indexes. So a seal holds about 16 MiB (P + 8 MiB with pages
+of P > 8 MiB), an unseal about 2C, a re-key about 2C + 8 MiB, whatever the file's size;
+the buffers (those up to 64 MiB) are kept per thread for its next file. Measured (GNU
+time): the CLI sealing a 632 MB pyarrow file whose largest chunk is 42 MiB peaked at
+72 MiB RSS (98 MiB when chunks were read whole), about 45 MiB of which is the
+interpreter and its imports.
 
 Writes go through the page cache. With ``fsync`` (the default), writeback of the output
 is started every 8 MiB as it is written, so the closing fsync waits only for the last
@@ -243,12 +246,12 @@ class RowGroupCopier:
         old_spans: list[tuple[int, int]] = []
         for col in range(ncol):
             _cancel.check()
-            ch = s.read_chunk(src_rg, col)
-            self.pages += len(ch.headers)
+            ch = s.read_chunk(src_rg, col, parts=True)
             old_start = chunk_start(ch.meta, s.name)
             if ch.rg != rg:
                 ch = dataclasses.replace(ch, rg=rg)
             records.append(sink.write_chunk(ch))
+            self.pages += len(records[-1].pages)
             old_spans.append((old_start, old_start + int(ch.meta.get("total_compressed_size") or 0)))
             del ch
         # bloom filters right after the row group's chunks: a source held in memory

@@ -141,22 +141,39 @@ def _plan(spot: ChunkSpot, encrypted: bool, headers, hoffs, hlens, boffs, blens,
 
 def plan_plain(spot: ChunkSpot, buf, base: int) -> ChunkPlan:
     """The plan of a plaintext chunk whose bytes are ``buf[o - base]``."""
+    return walk_plain(spot, buf, base, spot.start, spot.end)[0]
+
+
+def walk_plain(spot: ChunkSpot, buf, base: int, pos: int, avail: int) -> tuple[ChunkPlan, int]:
+    """The pages of a plaintext chunk from file offset ``pos`` that lie whole before
+    ``avail`` (``buf[o - base]`` holds the bytes up to there), and the offset after them.
+    With ``avail`` short of the chunk's end, the walk stops at the first page not read
+    whole; what overruns the chunk is malformed either way."""
     end = spot.end - base
-    view = buf[:end]
-    pos = spot.start - base
+    stop = avail - base
+    view = buf[:stop]
+    pos -= base
     headers, hoffs, hlens, boffs, blens = [], [], [], [], []
-    while pos < end:
-        hdr, hend = _decode(view, pos, spot, f"page header at offset {base + pos}")
+    while pos < stop:
+        try:
+            hdr, hend = thrift.decode("PageHeader", view, pos)
+        except thrift.DecodeError as exc:
+            if stop < end:
+                break   # perhaps a header cut by ``avail``
+            raise MalformedFile(f"{spot.name}: cannot parse page header at offset {base + pos} of "
+                                f"{spot.where}: {exc}") from None
         size = hdr.get("compressed_page_size")
         if size is None or size < 0 or size > end - hend:
             raise MalformedFile(f"{spot.name}: page at offset {base + pos} of {spot.where} overruns its column chunk")
+        if size > stop - hend:
+            break
         headers.append(hdr)
         hoffs.append(base + pos)
         hlens.append(hend - pos)
         boffs.append(base + hend)
         blens.append(size)
         pos = hend + size
-    return _plan(spot, False, headers, hoffs, hlens, boffs, blens, None)
+    return _plan(spot, False, headers, hoffs, hlens, boffs, blens, None), base + pos
 
 
 def plan_encrypted(spot: ChunkSpot, gcm, *, page_overhead: int, duckdb: bool = False, buf=None, base: int = 0,

@@ -24,7 +24,7 @@ from .structs import (AesGcmV1, BloomFilterHeader, ColumnChunk, ColumnMetaData, 
                       EncryptionWithColumnKey, FileCryptoMetaData, FileMetaData, OffsetIndex)
 from .layout import AAD_FILE_UNIQUE_LEN, MAGIC, MAGIC_ENCRYPTED, PageType, dotted
 from .properties import EncryptionProperties
-from .source import Chunk
+from .source import Chunk, Pages
 
 _IOV_MAX = 1024
 # Writes go to the kernel in calls of at most 1 MiB. A larger write makes the page cache
@@ -252,61 +252,72 @@ class Sink:
     # ---- column chunks -----------------------------------------------------------------
 
     def write_chunk(self, ch: Chunk) -> ChunkRecord:
-        """Write one column chunk; returns where it went (for the footer and page indexes)."""
+        """Write one column chunk; returns where it went (for the footer and page indexes).
+        Its pages come in parts (:meth:`Chunk.parts`), each written before the next is
+        read."""
         plan = self.plans[ch.col] if self.enc is not None else None
-        if ch.buf is None:
+        if ch.buf is None and ch.stream is None:
             raise ValueError(f"{self.name}: column {dotted(ch.path)} (row group {ch.rg}) was read without its pages")
-        n = len(ch.headers)
-        types = [h.get("type") for h in ch.headers]
-        self.saw_v2 = self.saw_v2 or PageType.DATA_PAGE_V2 in types
-        if PageType.INDEX_PAGE in types:
-            raise MalformedFile(f"{self.name}: INDEX_PAGE pages are not supported")
-        has_dict = bool(types) and types[0] == PageType.DICTIONARY_PAGE
+        where = f"{self.name}: column {dotted(ch.path)} (row group {ch.rg})"
+        if plan is not None and (ch.rg > 32767 or ch.col > 32767):
+            raise InvalidOrdinal(f"row group {ch.rg} / column {ch.col} exceed the PME ordinal limit 32767")
         start = self.pos
-        pages = {}
-        src_offsets = ch.src_header_offsets   # a list built per access
-        parts = []
-        if plan is None:
-            hsum = 0
-            for i, h in enumerate(ch.headers):
-                o, ln = int(ch.offs[i]), int(ch.lens[i])
-                body = ch.buf[o:o + ln]
-                h = dict(h)
-                h["compressed_page_size"] = ln
-                if "crc" in h:
-                    h["crc"] = _crc(body)
-                hb = _encode("PageHeader", h, f"{self.name}: column {dotted(ch.path)} (row group {ch.rg})")
-                parts += [hb, body]
-                pages[src_offsets[i]] = (self.pos + hsum, len(hb) + ln)
-                hsum += len(hb) + ln
-            first_data = self._first_data_offset(start, parts, types)
-            self._writev(parts)
-            new_header_bytes = sum(len(parts[j]) for j in range(0, len(parts), 2))
-        else:
-            if PageType.DICTIONARY_PAGE in types[1:]:
+        pages: dict[int, tuple[int, int]] = {}
+        first_data = None
+        has_dict = False
+        seen = 0                  # pages of the chunk written so far
+        disk_header_bytes = new_header_bytes = 0
+        for part in ch.parts():
+            headers, buf, offs, lens = part.plan.headers, part.buf, part.offs, part.lens
+            n = len(headers)
+            types = [h.get("type") for h in headers]
+            self.saw_v2 = self.saw_v2 or PageType.DATA_PAGE_V2 in types
+            if PageType.INDEX_PAGE in types:
+                raise MalformedFile(f"{self.name}: INDEX_PAGE pages are not supported")
+            if seen == 0:
+                has_dict = bool(types) and types[0] == PageType.DICTIONARY_PAGE
+            first = 1 if seen == 0 and has_dict else 0   # the chunk's dictionary page is in this part
+            src_offsets = part.src_header_offsets   # a list built per access
+            disk_header_bytes += part.disk_header_bytes
+            if plan is None:
+                parts = []
+                pos = self.pos
+                for i, h in enumerate(headers):
+                    o, ln = int(offs[i]), int(lens[i])
+                    body = buf[o:o + ln]
+                    h = dict(h)
+                    h["compressed_page_size"] = ln
+                    if "crc" in h:
+                        h["crc"] = _crc(body)
+                    hb = _encode("PageHeader", h, where)
+                    parts += [hb, body]
+                    if first_data is None and types[i] != PageType.DICTIONARY_PAGE:
+                        first_data = pos
+                    pages[src_offsets[i]] = (pos, len(hb) + ln)
+                    pos += len(hb) + ln
+                    new_header_bytes += len(hb)
+                self._writev(parts)
+                seen += n
+                continue
+            if PageType.DICTIONARY_PAGE in types[first:]:
                 raise MalformedFile(f"{self.name}: dictionary page after data pages in {dotted(ch.path)}")
-            if n - has_dict > 32768:
-                raise InvalidOrdinal(f"column {dotted(ch.path)} in row group {ch.rg} has {n - has_dict} "
+            if seen + n - has_dict > 32768:
+                raise InvalidOrdinal(f"column {dotted(ch.path)} in row group {ch.rg} has "
+                                     f"{'more than 32768' if ch.stream is not None else n - has_dict} "
                                      "data pages; PME allows at most 32768 per column chunk")
-            if ch.rg > 32767 or ch.col > 32767:
-                raise InvalidOrdinal(f"row group {ch.rg} / column {ch.col} exceed the PME ordinal limit 32767")
             # PME page ordinals count data pages; the dictionary page has none (0)
-            ords = np.arange(n, dtype=np.int32) - np.int32(has_dict)
+            ords = np.arange(seen, seen + n, dtype=np.int32) - np.int32(has_dict)
             btypes = np.full(n, ModuleType.DATA_PAGE.value, np.uint8)
             htypes = np.full(n, ModuleType.DATA_PAGE_HEADER.value, np.uint8)
-            if has_dict:
+            if first:
                 ords[0] = 0
                 btypes[0] = ModuleType.DICTIONARY_PAGE
                 htypes[0] = ModuleType.DICTIONARY_PAGE_HEADER
             enc, gcm = self._encryption()
-            levels = self._v2_levels(ch, types, enc.v2_framing)
+            levels = self._v2_levels(ch, headers, types, lens, enc.v2_framing)
             page_cipher = self.ctr or gcm
-            offs, lens = ch.offs, ch.lens
             if levels is not None:
                 offs, lens = offs + levels, lens - levels
-            first_data = None
-            new_header_bytes = 0
-            where = f"{self.name}: column {dotted(ch.path)} (row group {ch.rg})"
             for lo, hi in _page_groups(lens, _GROUP_BYTES):
                 # pages in groups of about _GROUP_BYTES, written before the next group is
                 # encrypted, so the ciphertext buffer stays small whatever the chunk's size
@@ -314,15 +325,15 @@ class Sink:
                 blens = (lens[lo:hi] + page_cipher.overhead).tolist()
                 # one call for headers and bodies when it can (GCM pages, no plaintext levels,
                 # no CRCs); otherwise the bodies first, as the header CRCs cover them
-                fused = page_cipher is gcm and levels is None and not any("crc" in h for h in ch.headers[lo:hi])
+                fused = page_cipher is gcm and levels is None and not any("crc" in h for h in headers[lo:hi])
                 if fused:
                     # header module, page module, header module... in file order, straight
                     # into the output buffer
-                    hdrs = self._page_headers(ch, ch.buf, lo, hi, lev, blens, None, where)
+                    hdrs = self._page_headers(part, lo, hi, lev, blens, None, where)
                     mods: list = []
                     for k, i in enumerate(range(lo, hi)):
                         o = int(offs[i])
-                        mods += [hdrs[k], ch.buf[o:o + int(lens[i])]]
+                        mods += [hdrs[k], buf[o:o + int(lens[i])]]
                     self._scratch = _room(self._scratch, sum(blens) + sum(map(len, hdrs)) + len(hdrs) * gcm.overhead)
                     mtypes = np.empty(2 * (hi - lo), np.uint8)
                     mtypes[0::2], mtypes[1::2] = htypes[lo:hi], btypes[lo:hi]
@@ -333,10 +344,10 @@ class Sink:
                     parts = [self._scratch[:sum(hm_lens) + sum(blens)]]
                 else:
                     self._scratch = _room(self._scratch, sum(blens))
-                    bodies = page_cipher.encrypt_batch(ch.buf, offsets=offs[lo:hi], lengths=lens[lo:hi],
+                    bodies = page_cipher.encrypt_batch(buf, offsets=offs[lo:hi], lengths=lens[lo:hi],
                                                        module_type=btypes[lo:hi], row_group=ch.rg, column=ch.col,
                                                        page=ords[lo:hi], key_index=plan.key_index, out=self._scratch)
-                    hmods = gcm.encrypt_batch(self._page_headers(ch, ch.buf, lo, hi, lev, blens, bodies, where),
+                    hmods = gcm.encrypt_batch(self._page_headers(part, lo, hi, lev, blens, bodies, where),
                                               module_type=htypes[lo:hi], row_group=ch.rg, column=ch.col,
                                               page=ords[lo:hi], key_index=plan.key_index)
                     hm_lens = hmods.lengths.tolist()
@@ -344,18 +355,19 @@ class Sink:
                     for k, i in enumerate(range(lo, hi)):
                         parts.append(hmods[k])
                         if lev[k]:
-                            o = int(ch.offs[i])
-                            parts.append(ch.buf[o:o + lev[k]])
+                            o = int(part.offs[i])
+                            parts.append(buf[o:o + lev[k]])
                         parts.append(bodies[k])
                 pos = self.pos
                 for k, i in enumerate(range(lo, hi)):
                     size = hm_lens[k] + lev[k] + blens[k]
-                    if first_data is None and not (has_dict and i == 0):
+                    if first_data is None and not (first and i == 0):
                         first_data = pos
                     pages[src_offsets[i]] = (pos, size)
                     pos += size
                 self._writev(parts)
                 new_header_bytes += sum(hm_lens)
+            seen += n
         meta = ch.meta.copy()
         if has_dict:
             meta["dictionary_page_offset"] = start
@@ -366,47 +378,40 @@ class Sink:
             (0 if ch.meta.get("data_page_offset", 0) <= 0 else start)
         meta["total_compressed_size"] = self.pos - start
         if "total_uncompressed_size" in meta:
-            meta["total_uncompressed_size"] = (int(meta["total_uncompressed_size"]) - ch.disk_header_bytes
+            meta["total_uncompressed_size"] = (int(meta["total_uncompressed_size"]) - disk_header_bytes
                                                + new_header_bytes)
         if "index_page_offset" in meta:
             del meta["index_page_offset"]
         return ChunkRecord(meta=meta, pages=pages, start=start, end=self.pos)
 
     @staticmethod
-    def _page_headers(ch: Chunk, buf, lo: int, hi: int, lev: list[int], blens: list[int], bodies: Batch | None,
+    def _page_headers(part: Pages, lo: int, hi: int, lev: list[int], blens: list[int], bodies: Batch | None,
                       where: str) -> list[bytes]:
-        """Serialized headers of pages [lo, hi) of an encrypted chunk (``buf``: its
-        bytes): sizes as on disk (``lev``: plaintext level bytes, ``blens``: page
-        modules), CRCs over the page modules ``bodies`` (None: no page has a CRC)."""
+        """Serialized headers of pages [lo, hi) of ``part`` of an encrypted chunk: sizes
+        as on disk (``lev``: plaintext level bytes, ``blens``: page modules), CRCs over
+        the page modules ``bodies`` (None: no page has a CRC)."""
         hdrs = []
         for k, i in enumerate(range(lo, hi)):
-            h = dict(ch.headers[i])
+            h = dict(part.plan.headers[i])
             h["compressed_page_size"] = lev[k] + blens[k]
             if "crc" in h and bodies is not None:
-                o = int(ch.offs[i])
-                h["crc"] = _crc(buf[o:o + lev[k]], bodies[k])
+                o = int(part.offs[i])
+                h["crc"] = _crc(part.buf[o:o + lev[k]], bodies[k])
             hdrs.append(_encode("PageHeader", h, where))
         return hdrs
 
-    def _first_data_offset(self, start, parts, types):
-        pos = start
-        for j, t in enumerate(types):
-            if t != PageType.DICTIONARY_PAGE:
-                return pos
-            pos += len(parts[2 * j]) + len(parts[2 * j + 1])
-        return None
-
-    def _v2_levels(self, ch: Chunk, types: list, v2_framing: str) -> np.ndarray | None:
+    def _v2_levels(self, ch: Chunk, headers: list, types: list, lens: np.ndarray,
+                   v2_framing: str) -> np.ndarray | None:
         """Per-page level bytes left in plaintext (parquet-java framing of DataPageV2), or None."""
         if v2_framing != "parquet-java" or PageType.DATA_PAGE_V2 not in types:
             return None
         lev = np.zeros(len(types), dtype=np.int64)
-        for i, h in enumerate(ch.headers):
+        for i, h in enumerate(headers):
             if types[i] == PageType.DATA_PAGE_V2:
                 v2 = h.get("data_page_header_v2") or {}
                 lev[i] = int(v2.get("definition_levels_byte_length") or 0) + \
                     int(v2.get("repetition_levels_byte_length") or 0)
-                if not 0 <= lev[i] <= ch.lens[i]:
+                if not 0 <= lev[i] <= lens[i]:
                     raise MalformedFile(f"{self.name}: DataPageV2 level lengths exceed the page in {dotted(ch.path)}")
         return lev
 

@@ -18,7 +18,7 @@ import stat
 import struct
 import zlib
 from dataclasses import dataclass
-from typing import BinaryIO, Protocol
+from typing import BinaryIO, Iterator, Protocol
 
 import numpy as np
 
@@ -28,7 +28,7 @@ from ..errors import InvalidTag, KeyNotFound, MalformedFile, PqsealError
 from . import _buffers, thrift
 from .structs import BloomFilterHeader, ColumnChunk, ColumnMetaData, FileMetaData, OffsetIndex
 from .layout import FOOTER_TRAILER, SIGNATURE_LEN, Tail, dotted, leaf_paths, read_tail
-from .plan import GCM_OVERHEAD, ChunkPlan, ChunkSpot, plan_encrypted, plan_plain
+from .plan import GCM_OVERHEAD, ChunkPlan, ChunkSpot, plan_encrypted, plan_plain, walk_plain
 from .properties import DecryptionProperties
 
 _le32 = struct.Struct("<I").unpack_from
@@ -48,26 +48,22 @@ class FileCrypto:
     dialect: str                   # "spec" or "duckdb"
 
 
-@dataclass(kw_only=True)
-class Chunk:
-    """One column chunk as plaintext pages: page ``i`` has header ``headers[i]``
-    (plaintext sizes) and body ``buf[offs[i]:offs[i] + lens[i]]``; where each page lay
-    in the source is the chunk's ``plan``."""
+# A plaintext column chunk larger than twice this is read for a copy in parts of about
+# this many bytes of whole pages (or one page, when larger), each copied before the next
+# is read: the read buffer stays this small and the pages are still in the CPU's cache
+# when they are encrypted and written.
+STREAM_BYTES = 8 << 20
 
-    rg: int
-    col: int
-    path: tuple
-    cc: ColumnChunk                 # the ColumnChunk as in the source footer
-    meta: ColumnMetaData            # plaintext ColumnMetaData
-    plan: ChunkPlan                 # where the pages lie in the source
-    buf: memoryview | np.ndarray | None   # None: read to verify only
+
+@dataclass(frozen=True)
+class Pages:
+    """Consecutive plaintext pages of a column chunk: page ``i`` has header
+    ``plan.headers[i]`` and body ``buf[offs[i]:offs[i] + lens[i]]``."""
+
+    plan: ChunkPlan
+    buf: memoryview | np.ndarray
     offs: np.ndarray
     lens: np.ndarray
-    encrypted: bool = False
-
-    @property
-    def headers(self) -> list:
-        return self.plan.headers
 
     @property
     def src_header_offsets(self) -> list:
@@ -78,6 +74,40 @@ class Chunk:
     def disk_header_bytes(self) -> int:
         """Bytes the page headers took in the source (framing included)."""
         return int(self.plan.header_lengths.sum())
+
+
+@dataclass(kw_only=True)
+class Chunk:
+    """One column chunk as plaintext pages: page ``i`` has header ``headers[i]``
+    (plaintext sizes) and body ``buf[offs[i]:offs[i] + lens[i]]``; where each page lay
+    in the source is the chunk's ``plan``. A chunk read in parts (``stream``, for a copy)
+    has neither ``plan`` nor ``buf``: its pages come from :meth:`parts`, once."""
+
+    rg: int
+    col: int
+    path: tuple
+    cc: ColumnChunk                 # the ColumnChunk as in the source footer
+    meta: ColumnMetaData            # plaintext ColumnMetaData
+    plan: ChunkPlan | None          # where the pages lie in the source (None: read in parts)
+    buf: memoryview | np.ndarray | None   # None: read to verify only, or in parts
+    offs: np.ndarray
+    lens: np.ndarray
+    encrypted: bool = False
+    stream: Iterator[Pages] | None = None
+
+    def parts(self) -> Iterator[Pages]:
+        """The pages in file order, in parts; a part's bytes are valid until the next is taken."""
+        if self.stream is not None:
+            yield from self.stream
+        elif self.plan is not None and self.buf is not None:
+            yield Pages(self.plan, self.buf, self.offs, self.lens)
+
+    @property
+    def headers(self) -> list:
+        if self.plan is None:
+            raise ValueError("a chunk read in parts has its page headers in its parts")
+        return self.plan.headers
+
 
 
 @dataclass
@@ -528,16 +558,23 @@ class Source:
         return self._page_cipher(*self.column_gcm_ctr(rg, col))
 
     @_named
-    def read_chunk(self, rg: int, col: int, *, verify_only: bool = False) -> Chunk:
+    def read_chunk(self, rg: int, col: int, *, verify_only: bool = False, parts: bool = False) -> Chunk:
         """Plaintext pages of one column chunk (decrypted and authenticated if encrypted).
 
         ``verify_only``: authenticate without keeping the page bytes (the returned chunk
         has the headers only): GCM pages are decrypted into one small reused buffer, and
         CTR pages, which carry no tag, are not decrypted at all (their framing and page
-        CRCs are still checked)."""
+        CRCs are still checked). ``parts``: a large plaintext chunk of a file read with
+        reused buffers may come in parts of about STREAM_BYTES (:meth:`Chunk.parts`),
+        read as they are taken."""
         meta = self.column_meta(rg, col)
         start, end = self._chunk_span(rg, col, meta)
         gcm, ctr = self.column_gcm_ctr(rg, col)
+        if parts and gcm is None and self._f is not None and self._scratch is not None \
+                and end - start > 2 * STREAM_BYTES:
+            return Chunk(rg=rg, col=col, path=self.paths[col], cc=self.column_chunk(rg, col), meta=meta, plan=None,
+                         buf=None, offs=np.empty(0, np.int64), lens=np.empty(0, np.int64),
+                         stream=self._plain_parts(self._spot(rg, col, meta, start, end)))
         page_cipher = self._page_cipher(gcm, ctr)
         # verifying CTR pages, which carry no tag, needs the headers only (and CRC'd pages)
         headers_only = verify_only and isinstance(page_cipher, CtrModuleCipher)
@@ -590,6 +627,32 @@ class Source:
                 self._window = np.empty(n, dtype=np.uint8)
             window = self._window
         return self.read(start, n, window), start
+
+    def _plain_parts(self, spot: ChunkSpot) -> Iterator[Pages]:
+        """The pages of a plaintext chunk, read in parts of about STREAM_BYTES into the
+        kept read buffer (one page larger than that is read whole); the bytes of a page
+        cut by the end of a part move to the buffer's start for the next one."""
+        if self._window is None:
+            self._window = _buffers.take("window")
+        want = STREAM_BYTES
+        pos, have = spot.start, spot.start   # the buffer holds the bytes [pos, have)
+        while pos < spot.end:
+            size = min(want, spot.end - pos)
+            if len(self._window) < size:
+                grown = np.empty(size, dtype=np.uint8)
+                grown[:have - pos] = self._window[:have - pos]
+                self._window = grown
+            window = self._window
+            self.read(have, pos + size - have, window[have - pos:])
+            have = pos + size
+            part, nxt = walk_plain(spot, window, pos, pos, have)
+            if nxt == pos:      # no whole page: the page at pos is larger than the part
+                want = 2 * size
+                continue
+            yield Pages(part, window, part.body_offsets - pos, part.body_lengths)
+            keep = have - nxt
+            window[:keep] = window[nxt - pos:have - pos].copy()
+            pos = nxt
 
     def _verify_bodies(self, buf, base: int, plan: ChunkPlan, page_cipher) -> None:
         """Authenticate every GCM page of a chunk in one call; all outputs land on one small
