@@ -465,7 +465,10 @@ def test_write_table_with_explicit_properties_and_in_memory_inputs(tmp_path, pla
 
 def test_kms_argument_errors(tmp_path, plain):
     with pytest.raises(TypeError, match="kms must be"):
-        pqseal.encrypt_file(plain, tmp_path / "o.parquet", ext_cfg(), kms="keystore")
+        pqseal.encrypt_file(plain, tmp_path / "o.parquet", ext_cfg(), kms=123)
+    with pytest.raises(ValueError, match="unknown KMS scheme"):     # text is a KMS URI
+        pqseal.encrypt_file(plain, tmp_path / "o.parquet", ext_cfg(), kms="no-such-kms:x")
+    assert not (tmp_path / "o.parquet").exists()
     with pytest.raises(TypeError, match="new keys"):
         pqseal.rekey_file(plain, tmp_path / "o.parquet", DecryptionProperties(K16))
 
