@@ -357,3 +357,63 @@ def test_rotation_on_dask_after_the_master_keys_rotate(tls_cluster, tmp_path):
         assert pq.read_table(f, decryption_properties=props).equals(table)
     with pytest.raises(Exception, match="disabled"):     # material of the old versions no longer opens
         fresh.unwrap_key(old["wrappedKEK"], "kf")
+
+
+class PidLoggingKeyList:
+    """A picklable KMS client factory that appends the pid of every process that builds
+    a client or calls it to a file: workers must never appear there."""
+
+    def __init__(self, log: str, keys: dict):
+        self.log, self.keys = log, keys
+
+    def _note(self, what: str) -> None:
+        with open(self.log, "a") as f:
+            f.write(f"{os.getpid()} {what}\n")
+
+    def __call__(self, cfg):
+        from pqseal.kms import KeyListKms
+
+        self._note("construct")
+        inner, note = KeyListKms(self.keys), self._note
+
+        class Client(type(inner)):
+            def wrap_key(self, key_bytes, master_key_identifier):
+                note("wrap")
+                return inner.wrap_key(key_bytes, master_key_identifier)
+
+            def unwrap_key(self, wrapped_key, master_key_identifier):
+                note("unwrap")
+                return inner.unwrap_key(wrapped_key, master_key_identifier)
+        return Client(self.keys)
+
+
+def test_500_files_three_master_keys_kms_only_on_the_driver(tls_cluster, tmp_path):
+    """N = 500 small files, M = 3 master keys, W = 2 worker processes: M wraps on write,
+    M unwraps on read (one session's KEKs), every KMS client built and called by this
+    process; pyarrow's own reader opens the files with the same master keys."""
+    from pqseal.config import EncryptionConfig
+
+    from pyarrow_kms import key_list_client
+
+    master = {"kf": os.urandom(16), "ka": os.urandom(16), "kv": os.urandom(16)}
+    log = tmp_path / "kms.log"
+    factory = PidLoggingKeyList(str(log), master)
+    src = tmp_path / "src"
+    table = make_tree(src, 500, rows=50)
+    cfg = EncryptionConfig("kf", column_keys={"ka": ["id"], "kv": ["v"]})
+    r = dataset.encrypt(src, tmp_path / "sealed", cfg, kms=factory, executor=tls_cluster)
+    assert r.ok == 500 and r.failed == 0 and r.kms_calls == 3
+    r = dataset.decrypt(tmp_path / "sealed", tmp_path / "plain", kms=factory, executor=tls_cluster)
+    assert r.ok == 500 and r.kms_calls == 3
+    lines = log.read_text().split()
+    pids = {int(p) for p in lines[0::2]}
+    ops = lines[1::2]
+    assert pids == {os.getpid()}
+    assert ops.count("wrap") == 3 and ops.count("unwrap") == 3
+    worker_pids = set(tls_cluster.run(os.getpid).values())
+    assert len(worker_pids) == 2 and not worker_pids & pids
+    props = pe.CryptoFactory(lambda cfg: key_list_client(master)(cfg)).file_decryption_properties(
+        pe.KmsConnectionConfig(), pe.DecryptionConfiguration())
+    some = sorted((tmp_path / "sealed").rglob("*.parquet"))[::97]
+    for f in some:
+        assert pq.read_table(f, decryption_properties=props).equals(table)
