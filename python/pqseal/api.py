@@ -188,10 +188,12 @@ def recover(directory) -> list[str]:
     material commits cut between the data file's rename and the material's, and
     temporary files of processes that are gone. Returns one line per action."""
     from ._io import remove_stale
+    from .format.footer_journal import recover_directory
     from .keys.store import recover as recover_material
 
     d = os.path.abspath(os.fspath(directory) or ".")
-    actions = recover_material(d, file_unique)
+    actions = recover_directory(d)
+    actions += recover_material(d, file_unique)
     actions += [f"removed {name} (left by an interrupted run)" for name in remove_stale(d, force=True)]
     return actions
 
