@@ -51,7 +51,7 @@ class CryptoFactory:
         double wrapping), the DEKs unchanged: external key material is replaced beside the
         file; internal material by rewriting the file's footer only, in place and
         crash-safe (:mod:`pqseal.keys.rotation`). Returns the number of keys re-wrapped."""
-        from .rotation import rotate_file
+        from .rotation import rotate_file, unwrapping_decryption
 
         kms = self.caches.kms_client(self.kms_client_factory, kms_connection_config, cache_lifetime)
         unwrapper = KeyUnwrapper(kms, kms_connection_config, cache_lifetime=cache_lifetime,
@@ -60,7 +60,7 @@ class CryptoFactory:
         # only (other writers keep theirs): one wrap per master key for a job's files
         wrapper = KeyWrapper(kms, kms_connection_config, double_wrapping=double_wrapping, cache_lifetime=cache_lifetime,
                              cache=self._rotation_keks)
-        return rotate_file(parquet_file_path, unwrapper.unwrap,
+        return rotate_file(parquet_file_path, unwrapping_decryption(unwrapper.unwrap),
                            lambda m: rewrap_one(m, unwrapper.unwrap, wrapper.wrap)).keys
 
     def file_decryption_properties(self, kms_connection_config: KmsConnectionConfig,

@@ -92,11 +92,12 @@ def unwrapping_decryption(unwrap: Callable[[KeyMaterial], bytes]) -> DecryptionP
     return DecryptionProperties(key_retriever=retrieve)
 
 
-def rotate_file(path, unwrap: Callable[[KeyMaterial], bytes], rewrap: Rewrap) -> Rotated:
-    """Rotate ``path``, whether its material is external or internal."""
+def rotate_file(path, decryption: DecryptionProperties, rewrap: Rewrap) -> Rotated:
+    """Rotate ``path``, whether its material is external or internal (``decryption``
+    opens the footer of the latter)."""
     if has_external_material(path):
         return rotate_external(path, rewrap)
-    return rotate_internal(path, unwrapping_decryption(unwrap), rewrap)
+    return rotate_internal(path, decryption, rewrap)
 
 
 __all__ = ["Rotated", "rotate_file", "rotate_internal", "rotate_external", "has_external_material",
