@@ -108,8 +108,12 @@ def restore(path: str) -> bool:
 
 def recover_directory(directory: str) -> list[str]:
     """Restore every file of ``directory`` with a footer journal; one line per file."""
+    try:
+        names = sorted(os.listdir(directory))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
     out = []
-    for name in sorted(os.listdir(directory)):
+    for name in names:
         if name.startswith(".") and name.endswith(SUFFIX):
             target = os.path.join(directory, name[1:-len(SUFFIX)])
             if os.path.exists(target) and restore(target):
