@@ -252,3 +252,31 @@ def test_cli_rotate_file_with_internal_material(tmp_path, table):
     props = pe.CryptoFactory(client).file_decryption_properties(pe.KmsConnectionConfig(),
                                                                 pe.DecryptionConfiguration(), str(p))
     assert pq.read_table(p, decryption_properties=props).equals(table)
+
+
+@pytest.mark.parametrize("executor", ["threads", "processes"])
+def test_dataset_rotation_of_internal_material(tmp_path, table, executor):
+    """`pqseal.dataset.rotate` (the DIR form of `pqseal rotate`): footers rewritten by the
+    workers with the session's keys; KMS calls on the driver only: one unwrap per KEK,
+    one wrap per master key."""
+    keys = new_keys()
+    factory = pe.CryptoFactory(pyarrow_versioned(keys))   # one writer: one KEK per master key
+    paths = []
+    for i in range(6):
+        p = tmp_path / f"part={i % 2}" / f"f{i}.parquet"
+        p.parent.mkdir(exist_ok=True)
+        props = factory.file_encryption_properties(pe.KmsConnectionConfig(), pe.EncryptionConfiguration(
+            footer_key="kf", column_keys=COLUMN_KEYS, plaintext_footer=i == 3), str(p))
+        pq.write_table(table, p, encryption_properties=props)
+        paths.append(p)
+    before = {p: data_region(p) for p in paths}
+    for versions in keys.versions.values():
+        versions.append(os.urandom(16))
+    kms = PqsealVersioned(keys)
+    rep = pqseal.dataset.rotate(tmp_path, kms=kms, executor=executor, workers=2)
+    assert len(rep.ok) == 6 and not rep.failed, rep
+    assert (kms.unwraps, kms.wraps) == (3, 3)
+    retire_old_versions(keys)
+    for p in paths:
+        assert data_region(p) == before[p]
+        assert read(p, keys).equals(table)
