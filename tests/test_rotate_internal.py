@@ -280,3 +280,19 @@ def test_dataset_rotation_of_internal_material(tmp_path, table, executor):
     for p in paths:
         assert data_region(p) == before[p]
         assert read(p, keys).equals(table)
+
+
+def test_pqseal_rotate_api(tmp_path, table):
+    keys = new_keys()
+    p = tmp_path / "t.parquet"
+    write(table, p, keys, plaintext_footer=True)
+    before = data_region(p)
+    for versions in keys.versions.values():
+        versions.append(os.urandom(16))
+    kms = PqsealVersioned(keys)   # one client: the process shares one factory for it
+    assert pqseal.rotate(p, kms=kms) == 4
+    keys.versions["kf"].append(os.urandom(16))   # rotated again: the next rotation wraps under v3
+    assert pqseal.rotate(p, kms=kms) == 4
+    assert footer_materials(p)[0]["wrappedKEK"].startswith("v3:")
+    retire_old_versions(keys)
+    assert data_region(p) == before and read(p, keys).equals(table)

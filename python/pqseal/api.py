@@ -149,6 +149,20 @@ def encryption_properties(encryption, dst=None, *, kms=None, kms_connection_conf
                                                           dst if _is_path(dst) else None)
 
 
+def rotate(path, *, kms=None, kms_connection_config=None, double_wrapping: bool = True) -> int:
+    """Re-wrap the data keys of the PME file ``path`` under the current master key
+    versions (new KEKs); DEKs and data bytes stay the same. External key material is
+    replaced beside the file, internal material by a crash-safe footer-only rewrite in
+    place (:mod:`pqseal.keys.rotation`). Returns the number of keys re-wrapped. For a
+    tree with one wrap per master key, use :func:`pqseal.dataset.rotate`."""
+    from .keys import CryptoFactory
+
+    _recover_once(path)
+    shared = crypto_factory(kms)   # its KMS clients and read KEKs; new KEKs of this rotation only
+    factory = CryptoFactory(shared.kms_client_factory, caches=shared.caches)
+    return factory.rotate_master_keys(_connection(kms_connection_config), path, double_wrapping=double_wrapping)
+
+
 def decryption_properties(src, decryption=None, *, kms=None, kms_connection_config=None) -> DecryptionProperties:
     """Explicit properties as given, or a key retriever that unwraps the file's key
     material through the KMS (``decryption``: None, pqseal's ``DecryptionConfig`` or
