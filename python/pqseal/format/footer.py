@@ -13,7 +13,8 @@ after the last data byte is replaced::
     rewrite_footer(path, DecryptionProperties(footer_key), stamp)
 
 Used by :mod:`pqseal.polars` to stamp KMS key material into files polars wrote with
-explicit keys; a footer-only key rotation is the same edit.
+explicit keys, and by :mod:`pqseal.keys.rotation` (``journal=True``: locked, and
+crash-safe through :mod:`.footer_journal`) to re-wrap internal key material.
 """
 
 from __future__ import annotations
