@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import resource
+import shutil
 import signal
 import stat
 import subprocess
@@ -480,22 +481,29 @@ def test_rotate_command(plain, tmp_path, table):
     assert r.exit_code == 0, r.stderr
     assert r.stdout.strip() == f"rotated 2 keys of {sealed}" and material.read_bytes() != before
     assert pyarrow_reads(sealed).equals(table)
-    # a directory runs as a dataset job: the key material file is not data; a file
-    # without external material is left alone with a warning, and the report lists it
+    # a directory runs as a dataset job: the key material file is not data; a file with
+    # internal material has its footer rewritten (data bytes unchanged); a plaintext
+    # file is left alone with a warning, and the report lists it
     assert run("encrypt", plain, tmp_path / "i.parquet", "--key-list", KL, "--footer-key", "kf").exit_code == 0
-    internal = sha(tmp_path / "i.parquet")
-    before = material.read_bytes()
+    shutil.copy(plain, tmp_path / "p.parquet")
+    from pqseal.format.source import Source
+
+    with Source(str(tmp_path / "i.parquet")) as s, open(tmp_path / "i.parquet", "rb") as f:
+        head = f.read(s.tail.footer_offset)   # the data region
+    internal, before = sha(tmp_path / "i.parquet"), material.read_bytes()
     r = run("rotate", tmp_path, "--key-list", KL, "--report", tmp_path / "report.json")
     assert r.exit_code == 0, r.stderr
-    # one KEK per master key in the material: 2 unwraps, 2 wraps
-    assert r.stdout.strip() == "rotated the key material of 1 files (4 KMS calls)"
-    assert "warning: 1 files not rotated, no external key material" in r.stderr and "i.parquet" in r.stderr
+    # one KEK per master key in s's material, one more in i's footer: 3 unwraps, 2 wraps
+    assert r.stdout.strip() == "rotated the key material of 2 files (5 KMS calls)"
+    assert "warning: 1 files not rotated, no key material" in r.stderr and "p.parquet" in r.stderr
     assert "_KEY_MATERIAL_FOR_s.parquet.json" in r.stderr and "key material" in r.stderr
     rep = json.loads((tmp_path / "report.json").read_text())
-    assert rep["counts"]["ok"] == 1 and rep["kms_calls"] == 4
-    assert [(x["path"], "no external key material" in x["reason"]) for x in rep["skipped"]] == [("i.parquet", True)]
-    assert material.read_bytes() != before and sha(tmp_path / "i.parquet") == internal
-    assert pyarrow_reads(sealed).equals(table)
+    assert rep["counts"]["ok"] == 2 and rep["kms_calls"] == 5
+    assert [(x["path"], "no key material" in x["reason"]) for x in rep["skipped"]] == [("p.parquet", True)]
+    assert material.read_bytes() != before and sha(tmp_path / "i.parquet") != internal
+    with open(tmp_path / "i.parquet", "rb") as f:
+        assert f.read(len(head)) == head
+    assert pyarrow_reads(sealed).equals(table) and pyarrow_reads(tmp_path / "i.parquet").equals(table)
     assert_error(run("rotate", tmp_path, "--key-list", KL, "--single-wrapping"), "--single-wrapping",
                  "double wrapping", code=2)
     assert_error(run("rotate", sealed, "--key-list", KL, "--report", tmp_path / "r2.json"), "--report", code=2)

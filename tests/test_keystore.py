@@ -242,12 +242,14 @@ def test_external_key_material_write_rotate_and_pyarrow_reads(tmp_path, ks):
     pqseal.decrypt_file(sealed, out, CryptoFactory(lambda cfg: rotated).file_decryption_properties(
         KmsConnectionConfig(), None, sealed))
     assert pq.read_table(out).equals(t)
-    # internal material cannot be rotated (as in parquet-java)
+    # internal material is rotated too: the footer alone is rewritten (pqseal.keys.rotation)
     internal = tmp_path / "i.parquet"
     pqseal.encrypt_file(src, internal, f.file_encryption_properties(
         KmsConnectionConfig(), EncryptionConfig("footer", uniform_encryption=True)))
-    with pytest.raises(pqseal.errors.UnsupportedFeature):
-        f.rotate_master_keys(KmsConnectionConfig(), internal)
+    assert f.rotate_master_keys(KmsConnectionConfig(), internal) == 1
+    pqseal.decrypt_file(internal, tmp_path / "iu.parquet", CryptoFactory(
+        lambda cfg: rotated).file_decryption_properties(KmsConnectionConfig(), None, internal))
+    assert pq.read_table(tmp_path / "iu.parquet").equals(t)
 
 
 def test_write_table_and_read_table_projection(tmp_path, ks):

@@ -9,7 +9,7 @@ from ._fips import enable_fips  # eager: PQSEAL_FIPS=1 is applied at import
 # Imported on first use, so `import pqseal` stays light: name -> (module, attribute).
 _LAZY = {
     **{n: (".api", n) for n in ("encrypt_file", "decrypt_file", "rekey_file", "verify", "inspect", "write_table",
-                                "read_table", "recover")},
+                                "read_table", "recover", "rotate")},
     **{n: (".format", n) for n in ("EncryptionProperties", "DecryptionProperties", "FOOTER_KEY", "Stats",
                                    "AlreadyEncrypted", "NotEncrypted", "VerificationFailed")},
     "EncryptionConfig": (".config", "EncryptionConfig"),

@@ -149,6 +149,20 @@ def encryption_properties(encryption, dst=None, *, kms=None, kms_connection_conf
                                                           dst if _is_path(dst) else None)
 
 
+def rotate(path, *, kms=None, kms_connection_config=None, double_wrapping: bool = True) -> int:
+    """Re-wrap the data keys of the PME file ``path`` under the current master key
+    versions (new KEKs); DEKs and data bytes stay the same. External key material is
+    replaced beside the file, internal material by a crash-safe footer-only rewrite in
+    place (:mod:`pqseal.keys.rotation`). Returns the number of keys re-wrapped. For a
+    tree with one wrap per master key, use :func:`pqseal.dataset.rotate`."""
+    from .keys import CryptoFactory
+
+    _recover_once(path)
+    shared = crypto_factory(kms)   # its KMS clients and read KEKs; new KEKs of this rotation only
+    factory = CryptoFactory(shared.kms_client_factory, caches=shared.caches)
+    return factory.rotate_master_keys(_connection(kms_connection_config), path, double_wrapping=double_wrapping)
+
+
 def decryption_properties(src, decryption=None, *, kms=None, kms_connection_config=None) -> DecryptionProperties:
     """Explicit properties as given, or a key retriever that unwraps the file's key
     material through the KMS (``decryption``: None, pqseal's ``DecryptionConfig`` or
@@ -188,10 +202,12 @@ def recover(directory) -> list[str]:
     material commits cut between the data file's rename and the material's, and
     temporary files of processes that are gone. Returns one line per action."""
     from ._io import remove_stale
+    from .format.footer_journal import recover_directory
     from .keys.store import recover as recover_material
 
     d = os.path.abspath(os.fspath(directory) or ".")
-    actions = recover_material(d, file_unique)
+    actions = recover_directory(d)
+    actions += recover_material(d, file_unique)
     actions += [f"removed {name} (left by an interrupted run)" for name in remove_stale(d, force=True)]
     return actions
 

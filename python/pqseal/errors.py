@@ -110,6 +110,10 @@ class UnsupportedFeature(PqsealError):
     """The input uses a feature pqseal does not (yet) support."""
 
 
+class RotationInProgress(PqsealError):
+    """Another process is rewriting this file's footer (a key rotation holds its lock)."""
+
+
 class SessionExpired(PqsealError):
     """A key session (:class:`pqseal.keys.KeySession`) was used after its lifetime ended
     or after it was closed; its keys are no longer available."""

@@ -1,4 +1,4 @@
-"""``pqseal keys``: the local keystore; ``pqseal rotate``: re-wrap external key material."""
+"""``pqseal keys``: the local keystore; ``pqseal rotate``: re-wrap files' key material."""
 
 from __future__ import annotations
 
@@ -23,12 +23,16 @@ from .kms import KmsChoice, properties
 @files.jobs_option
 @files.cluster_options(summaries=False)
 def rotate(path, kms, key_list, props, single_wrapping, jobs, **o):
-    """Re-wrap the keys of file(s) with external key material under the current master
-    key versions (after `pqseal keys rotate`); the Parquet data is not touched.
+    """Re-wrap the data keys of file(s) under the current master key versions (after
+    `pqseal keys rotate`); the data keys and data bytes stay the same. External key
+    material is replaced beside the file; internal material (in the footer) by
+    rewriting the footer alone, in place and crash-safe (a journal beside the file,
+    restored by pqseal's next open). For a data key that may be exposed, use `pqseal
+    rekey` (new data keys, full re-encryption).
 
     A directory runs as a dataset job: one KMS unwrap per distinct key-encryption key of
-    the tree and one wrap per master key, on the driver; files without external key
-    material are listed and left alone."""
+    the tree and one wrap per master key, on the driver; files without key material
+    (plaintext, explicit keys) are listed and left alone."""
     from ..keys import CryptoFactory
 
     choice = KmsChoice(kms, key_list, properties(props))

@@ -109,11 +109,13 @@ def inspect(src, decryption=None, **options) -> "Report":
 
 
 def rotate(src, **options) -> "Report":
-    """Re-wrap the external key material (``_KEY_MATERIAL_FOR_*``) of every data file of
-    ``src`` under the current master key versions: the driver's session unwraps each
-    distinct KEK once and wraps new KEKs once per master key; each material file is
-    replaced atomically, the Parquet files are not touched. Files with internal key
-    material are skipped and listed (``skipped``, with the reason) with a warning."""
+    """Re-wrap the data keys of every data file of ``src`` under the current master key
+    versions: the driver's session unwraps each distinct KEK once and wraps new KEKs once
+    per master key. External key material (``_KEY_MATERIAL_FOR_*``) is replaced
+    atomically and the Parquet file not touched; internal material is re-wrapped by a
+    footer-only rewrite in place, journaled (:mod:`pqseal.keys.rotation`). Files without
+    key material (plaintext, explicit keys) are skipped and listed (``skipped``, with the
+    reason) with a warning."""
     return _run("rotate", src, None, options)
 
 

@@ -47,8 +47,7 @@ WRITERS = ("encrypt", "decrypt", "rekey", "rotate")   # kinds that keep a journa
 TREE_OUTPUT = ("encrypt", "decrypt", "rekey")          # kinds that write a new tree
 VERBS = {"encrypt": "encrypted", "decrypt": "decrypted", "rekey": "rekeyed", "verify": "verified",
          "inspect": "inspected", "rotate": "rotated"}
-NOT_ROTATABLE = ("no external key material (keys in the footer, or explicit keys): not rotatable by "
-                 "rewrapping _KEY_MATERIAL_FOR_* files (rotating keys in footers is a later issue)")
+NOT_ROTATABLE = "no key material (a plaintext file, or explicit keys): nothing to rotate"
 
 
 @dataclasses.dataclass
@@ -96,8 +95,9 @@ def _dec_config(x):
 
 
 def build_keys(o: Options, *, encryption=None, decryption=None, read: bool = False, write: bool = False,
-               files: list[str] | None = None, master_keys: set[str] | None = None) -> Paired:
-    """The job's keys, opened on the driver (every KMS call is made here)."""
+               files: list[str] | None = None, rotate: bool = False) -> Paired:
+    """The job's keys, opened on the driver (every KMS call is made here). ``rotate``:
+    also a write KEK per master key of the files read (their newest versions)."""
     read_side = write_side = None
     enc_cfg = _enc_config(encryption) if write and not _is_explicit(encryption) else None
     dec_explicit = read and _is_explicit(decryption)
@@ -105,15 +105,15 @@ def build_keys(o: Options, *, encryption=None, decryption=None, read: bool = Fal
         write_side = FixedKeys(encryption=encryption)
     if dec_explicit:
         read_side = FixedKeys(decryption=decryption)
-    if enc_cfg is not None or (read and not dec_explicit) or master_keys:
+    if enc_cfg is not None or (read and not dec_explicit) or rotate:
         session = _session_class().open(o.kms, enc_cfg, decryption=_dec_config(decryption) if read else None,
                                         kms_connection_config=o.kms_connection_config,
                                         lifetime=o.session_lifetime)
         try:
             if read and not dec_explicit and files:
                 session.add_files(files)
-            if master_keys:
-                session.add_master_keys(sorted(master_keys))
+            if rotate and session.read_master_key_ids:
+                session.add_master_keys(sorted(session.read_master_key_ids))
         except BaseException:
             session.close()
             raise
@@ -163,7 +163,7 @@ def _output(kind: str, src: str, dst: str | None) -> str | None:
     if kind == "rotate":
         from ..keys.store import material_path
 
-        return material_path(src)
+        return material_path(src) if os.path.exists(material_path(src)) else src
     return dst
 
 
@@ -174,9 +174,7 @@ def _footer_ok(kind: str, out: str, src: str) -> bool:
 
     try:
         if kind == "rotate":
-            from ..keys.store import read_material
-
-            return bool(read_material(src))
+            return _rotatable(src)
         with Source(out) as s:
             return (s.crypto is None) == (kind == "decrypt")
     except (PqsealError, OSError, ValueError):
@@ -238,7 +236,6 @@ def _exists(path: str | None) -> bool:
 
 def _triage(kind: str, p: Plan, journal: Journal | None, o: Options, rep: Report, with_keys: bool) -> list[Task]:
     """The tasks of this run; files skipped or refused before any work go to the report."""
-    from ..keys.store import material_path
 
     tasks = []
     for job in p.jobs:
@@ -249,7 +246,7 @@ def _triage(kind: str, p: Plan, journal: Journal | None, o: Options, rep: Report
         except OSError as exc:
             rep.failed.append(FileResult(job.rel, 0, error=f"{type(exc).__name__}: {exc.strerror}: {job.src}"))
             continue
-        if kind == "rotate" and not os.path.exists(material_path(job.src)):
+        if kind == "rotate" and not _rotatable(job.src):
             rep.skipped.append(FileResult(job.rel, size, reason=NOT_ROTATABLE))
             continue
         out = _output(kind, job.src, job.dst) if kind in TREE_OUTPUT else None
@@ -340,11 +337,10 @@ def run(kind: str, src, dst, o: Options, *, encryption=None, decryption=None) ->
     keys: Paired | None = None
     try:
         tasks = _triage(kind, p, journal, o, rep, read)
-        master_keys = _master_keys(tasks) if kind == "rotate" else None
         # nothing to do (a finished job run again): no key session, no KMS call
         keys = build_keys(o, encryption=encryption, decryption=decryption, read=read, write=write,
                           files=[t.src for t in tasks] if read else None,
-                          master_keys=master_keys) if tasks else Paired()
+                          rotate=kind == "rotate") if tasks else Paired()
         tasks = _unreadable(tasks, keys, journal, rep)
         if tasks:
             ex.start(keys)
@@ -385,19 +381,25 @@ def _non_data(kind: str, p: Plan, dst: str, rep: Report, summaries: str) -> None
             _note(rep, w)
 
 
-def _master_keys(tasks: list[Task]) -> set[str]:
-    """The master key ids named by the key material of the files to rotate."""
+def _rotatable(src: str) -> bool:
+    """A file with key material to re-wrap: external beside it, or in its footer (the
+    footer key metadata, read without a key); unreadable files go to the worker, which
+    reports them."""
     from ..errors import PqsealError
-    from ..keys.material import KeyMaterial
-    from ..keys.store import read_material
+    from ..format.source import Source
+    from ..keys.store import material_path
 
-    ids = set()
-    for t in tasks:
-        try:
-            ids |= {KeyMaterial.parse(text).master_key_id for text in read_material(t.src).values()}
-        except PqsealError:
-            continue     # the worker reports the file
-    return ids
+    if os.path.exists(material_path(src)):
+        return True
+    try:
+        with Source(src, verify_footer=False) as s:
+            if s.crypto is None:
+                return False
+            if s.crypto.footer_key_metadata is not None:
+                return True
+            return bool(s.fmd and s.fmd.get("footer_signing_key_metadata"))
+    except (PqsealError, OSError, ValueError):
+        return True
 
 
 def _unreadable(tasks: list[Task], keys: Paired, journal: Journal | None, rep: Report) -> list[Task]:

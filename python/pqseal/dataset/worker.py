@@ -79,12 +79,16 @@ def execute(task: Task, keys) -> FileResult:
 
 
 def _rotate(path: str, keys) -> int:
-    """Re-wrap a file's external key material under the session's write KEKs, in one
-    atomic replacement of the material file; the Parquet file is not touched."""
-    from ..keys.store import KeyMaterialStore, material_path, read_material
+    """Re-wrap a file's keys under the session's write KEKs: its external key material
+    replaced atomically, or its internal material by a footer-only rewrite in place
+    (journaled; the data bytes untouched). Returns the bytes written."""
+    from ..keys.material import KeyMaterial
+    from ..keys.rotation import rotate_file
 
-    KeyMaterialStore(path, keys.rewrap_material(read_material(path))).write()
-    return os.path.getsize(material_path(path))
+    def rewrap(m: KeyMaterial) -> KeyMaterial:
+        return KeyMaterial.parse(keys.rewrap_material({"k": m.to_json(None)})["k"])
+
+    return rotate_file(path, keys.decryption_properties(path), rewrap).bytes_written
 
 
 # ---- worker processes (local pool and Dask): the job's keys, imported once per process ----

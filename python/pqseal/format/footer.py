@@ -13,7 +13,8 @@ after the last data byte is replaced::
     rewrite_footer(path, DecryptionProperties(footer_key), stamp)
 
 Used by :mod:`pqseal.polars` to stamp KMS key material into files polars wrote with
-explicit keys; a footer-only key rotation is the same edit.
+explicit keys, and by :mod:`pqseal.keys.rotation` (``journal=True``: locked, and
+crash-safe through :mod:`.footer_journal`) to re-wrap internal key material.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from typing import Callable
 
 from ..crypto import GcmModuleCipher, ModuleKey, ModuleType
 from ..errors import MalformedFile, UnsupportedFeature
-from . import thrift
+from . import footer_journal, thrift
 from .layout import MAGIC, MAGIC_ENCRYPTED, dotted
 from .properties import DecryptionProperties
 from .source import FileCrypto, Source
@@ -172,16 +173,34 @@ def _seal(f: Footer, name: str) -> bytes:
 
 
 def rewrite_footer(path, decryption: DecryptionProperties, edit: Callable[[Footer], None], *,
-                   fsync: bool = True) -> Footer:
+                   fsync: bool = True, journal: bool = False) -> Footer:
     """Open the footer of the PME file ``path`` with ``decryption`` (footer key and, for
     :meth:`Footer.set_column_meta` of column-key columns, column keys; an AAD prefix the
     file does not store), let ``edit`` change it, and replace the file's tail in place:
     bytes before the footer stay as they are. Returns the edited footer.
 
-    In place means a crash midway leaves a broken file: rewrite a file that is not yet
-    (or no longer) in use, a temporary copy renamed into place afterwards. The key
+    Without ``journal`` a crash midway leaves a broken file: rewrite a file that is not
+    yet (or no longer) in use, a temporary copy renamed into place afterwards. With
+    ``journal`` (a file in use: key rotation) the file is locked (a concurrent rewrite
+    raises :class:`~pqseal.errors.RotationInProgress`) and its old tail journaled first
+    (:mod:`.footer_journal`), so any pqseal open after a crash restores it. The key
     (footer key, file AAD) and the algorithm stay those of the file."""
     p = os.fspath(path)
+    if not journal:
+        f, offset, tail = _edit(p, decryption, edit)
+        with open(p, "r+b") as out:
+            _write_tail(out.fileno(), offset, tail, fsync)
+        return f
+    with footer_journal.locked(p, wait=False) as fd:
+        footer_journal.restore_locked(p, fd)   # a journal an earlier crash left
+        f, offset, tail = _edit(p, decryption, edit)
+        footer_journal.write_journal(p, fd, offset)
+        _write_tail(fd, offset, tail, True)
+        footer_journal.drop_journal(p)
+    return f
+
+
+def _edit(p: str, decryption: DecryptionProperties, edit: Callable[[Footer], None]) -> tuple[Footer, int, bytes]:
     with Source(p, decryption) as s:
         f = _open(s, decryption)
         try:
@@ -189,15 +208,14 @@ def rewrite_footer(path, decryption: DecryptionProperties, edit: Callable[[Foote
             tail = _seal(f, s.name)
         finally:
             f._close()
-        offset = s.tail.footer_offset
-    with open(p, "r+b") as out:
-        out.seek(offset)
-        out.write(tail)
-        out.truncate(offset + len(tail))
-        out.flush()
-        if fsync:
-            os.fsync(out.fileno())
-    return f
+        return f, s.tail.footer_offset, tail
+
+
+def _write_tail(fd: int, offset: int, tail: bytes, fsync: bool) -> None:
+    os.pwrite(fd, tail, offset)
+    os.ftruncate(fd, offset + len(tail))
+    if fsync:
+        os.fsync(fd)
 
 
 __all__ = ["Footer", "rewrite_footer", "FOOTER_KEY_CRYPTO", "COLUMN_KEY_CRYPTO"]

@@ -26,6 +26,7 @@ from ..crypto import CtrModuleCipher, GcmModuleCipher, ModuleKey, ModuleType
 from ..crypto.cipher import LEN_PREFIX
 from ..errors import InvalidTag, KeyNotFound, MalformedFile, PqsealError
 from . import _buffers, thrift
+from .footer_journal import restore as restore_footer
 from .structs import BloomFilterHeader, ColumnChunk, ColumnMetaData, FileMetaData, OffsetIndex
 from .layout import FOOTER_TRAILER, SIGNATURE_LEN, Tail, dotted, leaf_paths, read_tail
 from .plan import GCM_OVERHEAD, ChunkPlan, ChunkSpot, plan_encrypted, plan_plain, walk_plain
@@ -266,6 +267,7 @@ class Source:
                 size = len(data)
                 self.buf = data  # the whole file, held in memory
             else:
+                restore_footer(self.path)   # an interrupted in-place footer rewrite (key rotation)
                 self._f = _open_file(self.path)
                 size = os.fstat(self._f.fileno()).st_size
                 self.buf = None  # a file is read with preadv, never mapped (a truncation is then an error, not SIGBUS)

@@ -9,14 +9,12 @@ from collections.abc import Mapping
 from typing import Callable
 
 from ..crypto import random_bytes
-from ..errors import KeyNotFound, UnsupportedFeature
 from ..format.properties import DecryptionProperties, EncryptionProperties
 from ..kms.base import DEFAULT, KmsClient, KmsConnectionConfig
 from ..kms.context import FOOTER, key_context
 from .config import DecryptionConfig, EncryptionConfig, prefix_bytes, seconds
 from .material import COLUMN_KEY_REFERENCE_PREFIX, FOOTER_KEY_REFERENCE, KeyMaterial, KeyMetadata
 from .scan import KeyMaterialReader
-from .store import KeyMaterialStore, material_path, read_material
 from .toolkit import ExpiringCache, KeyCaches, KeyUnwrapper, KeyWrapper
 
 KmsClientFactory = Callable[[KmsConnectionConfig], KmsClient]
@@ -31,6 +29,7 @@ class CryptoFactory:
     def __init__(self, kms_client_factory: KmsClientFactory, *, caches: KeyCaches | None = None):
         self.kms_client_factory = kms_client_factory
         self.caches = KeyCaches() if caches is None else caches
+        self._rotation_keks = ExpiringCache()   # KEKs under the new master key versions, for rotations only
 
     def file_encryption_properties(self, kms_connection_config: KmsConnectionConfig,
                                    encryption_config: EncryptionConfig, parquet_file_path=None) -> EncryptionProperties:
@@ -48,26 +47,21 @@ class CryptoFactory:
 
     def rotate_master_keys(self, kms_connection_config: KmsConnectionConfig, parquet_file_path, *,
                            double_wrapping: bool = True, cache_lifetime: float = 600.0) -> int:
-        """Re-wrap every key of a file's external key material with the current master key
-        versions (new KEKs when double wrapping); the Parquet file is not touched. Returns
-        the number of keys re-wrapped."""
-        path = os.fspath(parquet_file_path)
-        try:
-            doc = read_material(path)
-        except KeyNotFound:
-            raise UnsupportedFeature(f"{os.path.basename(path)} has no external key material "
-                                     f"({material_path(path)}); rotation needs external key material, as in "
-                                     "parquet-java") from None
+        """Re-wrap every key of a file with the current master key versions (new KEKs when
+        double wrapping), the DEKs unchanged: external key material is replaced beside the
+        file; internal material by rewriting the file's footer only, in place and
+        crash-safe (:mod:`pqseal.keys.rotation`). Returns the number of keys re-wrapped."""
+        from .rotation import rotate_file, unwrapping_decryption
+
         kms = self.caches.kms_client(self.kms_client_factory, kms_connection_config, cache_lifetime)
         unwrapper = KeyUnwrapper(kms, kms_connection_config, cache_lifetime=cache_lifetime,
                                  cache=self.caches.kek_read)
-        # fresh KEKs under the new master key versions, in a cache of this rotation only
-        # (other writers keep theirs)
+        # fresh KEKs under the new master key versions, shared by this factory's rotations
+        # only (other writers keep theirs): one wrap per master key for a job's files
         wrapper = KeyWrapper(kms, kms_connection_config, double_wrapping=double_wrapping, cache_lifetime=cache_lifetime,
-                             cache=ExpiringCache())
-        out = rewrap(doc, unwrapper.unwrap, wrapper.wrap)
-        KeyMaterialStore(path, out).write()
-        return len(out)
+                             cache=self._rotation_keks)
+        return rotate_file(parquet_file_path, unwrapping_decryption(unwrapper.unwrap),
+                           lambda m: rewrap_one(m, unwrapper.unwrap, wrapper.wrap)).keys
 
     def file_decryption_properties(self, kms_connection_config: KmsConnectionConfig,
                                    decryption_config: DecryptionConfig | None = None,
@@ -139,14 +133,16 @@ def rewrap(entries: Mapping[str, str], unwrap: Callable[[KeyMaterial], bytes], w
     """The entries of an external key material file (``{reference: PKMT1 JSON}``) with
     each DEK unwrapped by ``unwrap`` and wrapped again by ``wrap``. Footer entries keep the
     KMS coordinates the file was written with."""
-    out = {}
-    for ref, text in entries.items():
-        m = KeyMaterial.parse(text)
-        new = wrap(unwrap(m), m.master_key_id, m.is_footer_key)
-        if m.is_footer_key:
-            new = dataclasses.replace(new, kms_instance_id=m.kms_instance_id, kms_instance_url=m.kms_instance_url)
-        out[ref] = new.to_json(None)
-    return out
+    return {ref: rewrap_one(KeyMaterial.parse(text), unwrap, wrap).to_json(None) for ref, text in entries.items()}
+
+
+def rewrap_one(m: KeyMaterial, unwrap: Callable[[KeyMaterial], bytes], wrap: Wrap) -> KeyMaterial:
+    """The DEK of ``m`` wrapped anew; a footer key keeps the KMS coordinates the file was
+    written with."""
+    new = wrap(unwrap(m), m.master_key_id, m.is_footer_key)
+    if m.is_footer_key:
+        new = dataclasses.replace(new, kms_instance_id=m.kms_instance_id, kms_instance_url=m.kms_instance_url)
+    return new
 
 
 def kms_connection_for(conn: KmsConnectionConfig, footer_material: KeyMaterial) -> KmsConnectionConfig:
