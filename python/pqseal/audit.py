@@ -275,6 +275,14 @@ def file_operation(op: str, path: str, run: Callable[[], Any]) -> Any:
     return result
 
 
+def forget_logs() -> None:
+    """Forget the logs of the keystores opened so far: later file operations are recorded
+    only in the logs of keystores opened after this (the counterpart of
+    ``pqseal.keys.clear_caches``, which forgets their KMS clients)."""
+    with _registry_lock:
+        _active.clear()
+
+
 def _record_file(op: str, path: str, outcome: str) -> None:
     with _registry_lock:
         logs = list(_active.values())
