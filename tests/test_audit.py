@@ -145,6 +145,25 @@ def test_cli_encrypt_decrypt_recorded_without_key_bytes(env, tmp_path):
         assert sealed not in text
 
 
+def test_cli_directory_job_recorded_per_file(env, tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(3):
+        pq.write_table(pa.table({"a": [i] * 10}), src / f"f{i}.parquet")
+    r = run("encrypt", "--kms", "keystore", "--footer-key", "footer", src, tmp_path / "dst")
+    assert r.exit_code == 0, r.output
+    (tmp_path / "dst" / "f1.parquet").write_bytes(b"PAR1 not really PAR1")
+    r = run("decrypt", "--kms", "keystore", tmp_path / "dst", tmp_path / "plain")
+    assert r.exit_code == 1
+    recs = records(log_of(env))
+    seals = sorted((x["file"], x["outcome"]) for x in recs if x["op"] == "seal")
+    assert seals == [(str(tmp_path / "dst" / f"f{i}.parquet"), "ok") for i in range(3)]
+    unseals = sorted((x["file"], x["outcome"]) for x in recs if x["op"] == "unseal")
+    assert [u[0] for u in unseals] == [str(tmp_path / "dst" / f"f{i}.parquet") for i in range(3)]
+    assert unseals[1][1] not in ("ok", "") and unseals[0][1] == unseals[2][1] == "ok"
+    assert audit.verify(log_of(env), env.audit_key()).ok
+
+
 def test_cli_show_and_verify(env, tmp_path):
     env.wrap_key(b"k" * 16, "footer")
     LocalKeystore(env.path, PASS).create("other")

@@ -113,6 +113,10 @@ class AuditLog:
 
     def append(self, event: Event, outcome: str = "ok") -> dict:
         """Write one record (locked, O_APPEND, fsync); returns it. Raises AuditLogError."""
+        return self.append_many([(event, outcome)])[0]
+
+    def append_many(self, entries: list[tuple[Event, str]]) -> list[dict]:
+        """Write records of (event, outcome) in one locked write and one fsync."""
         try:
             fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
         except OSError as exc:
@@ -124,19 +128,24 @@ class AuditLog:
             if last and last_rec is None:
                 raise AuditLogError(f"audit log {self.path} ends with a malformed record; "
                                     f"run `pqseal audit verify` and repair or move the log")
-            record: dict[str, Any] = {
-                "seq": last_rec["seq"] + 1 if last_rec else 1,
-                "time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="microseconds"),
-                "user": _user(), "host": socket.gethostname(), "pid": os.getpid(),
-                "op": event.op, "key": event.key, "version": event.version, "file": event.file,
-                "outcome": outcome,
-            }
-            record["mac"] = _mac(self._key, last_rec["mac"] if last_rec else "", record)
-            line = json.dumps({k: record[k] for k in _FIELDS}, ensure_ascii=True).encode("ascii") + b"\n"
-            if os.write(fd, line) != len(line):
+            seq, previous = (last_rec["seq"], last_rec["mac"]) if last_rec else (0, "")
+            who = {"user": _user(), "host": socket.gethostname(), "pid": os.getpid()}
+            out, lines = [], []
+            for event, outcome in entries:
+                seq += 1
+                record: dict[str, Any] = {
+                    "seq": seq, "time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="microseconds"), **who,
+                    "op": event.op, "key": event.key, "version": event.version, "file": event.file,
+                    "outcome": outcome,
+                }
+                record["mac"] = previous = _mac(self._key, previous, record)
+                out.append(record)
+                lines.append(json.dumps({k: record[k] for k in _FIELDS}, ensure_ascii=True).encode("ascii") + b"\n")
+            data = b"".join(lines)
+            if os.write(fd, data) != len(data):
                 raise AuditLogError(f"short write to audit log {self.path}")
             os.fsync(fd)
-            return record
+            return out
         except OSError as exc:
             raise AuditLogError(f"cannot write audit log {self.path}: {exc.strerror}") from None
         finally:
@@ -283,8 +292,14 @@ def forget_logs() -> None:
         _active.clear()
 
 
-def _record_file(op: str, path: str, outcome: str) -> None:
+def record_files(op: str, outcomes: list[tuple[str, str]]) -> None:
+    """Record (path, outcome) of file operations done elsewhere (a dataset job's workers),
+    in one write per log of every keystore this process opened."""
     with _registry_lock:
         logs = list(_active.values())
     for log in logs:
-        log.append(Event(op, file=os.path.abspath(path)), outcome)
+        log.append_many([(Event(op, file=os.path.abspath(path)), outcome) for path, outcome in outcomes])
+
+
+def _record_file(op: str, path: str, outcome: str) -> None:
+    record_files(op, [(path, outcome)])
