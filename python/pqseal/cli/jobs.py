@@ -221,7 +221,7 @@ def _audit(kind: str, src: str, dst: str | None, rep) -> None:
     root = dst if kind == "encrypt" and dst is not None else src
     audit.record_files(_AUDIT_OPS.get(kind, kind),
                        [(os.path.join(root, r.path), "ok") for r in rep.ok]
-                       + [(os.path.join(root, r.path), (r.error or "error").split(":", 1)[0]) for r in rep.failed])
+                       + [(os.path.join(root, r.path), (r.error or "error").split(":", 1)[0][:80]) for r in rep.failed])
 
 
 def run_tree(kind: str, src: str, dst: str | None, o: dict, verb: str, *, workers: int, force: bool = False,
