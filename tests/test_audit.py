@@ -269,6 +269,19 @@ def test_malformed_line_reported(six):
     assert (v.ok, v.bad_line, v.error) == (False, 5, "malformed record")
 
 
+def test_overlong_line_is_malformed_not_loaded_whole(six, monkeypatch):
+    monkeypatch.setattr(audit, "MAX_LINE", 1000)
+    ks, path, lines = six
+    v = _tampered(six, lines[:2] + [b"x" * 5000 + b"\n"] + lines[2:])
+    assert (v.ok, v.bad_line, v.error) == (False, 3, "malformed record")
+    assert [n for n, rec in audit.read(path) if rec is None] == [3]
+    assert len(list(audit.read(path))) == 7
+    with open(path, "ab") as f:
+        f.write(b"y" * 5000 + b"\n")
+    with pytest.raises(AuditLogError, match="malformed"):
+        ks.wrap_key(b"k" * 16, "footer")
+
+
 def test_wrong_audit_key_fails(six, tmp_path, monkeypatch):
     monkeypatch.setenv(audit.ENV, "off")
     other = LocalKeystore.init(tmp_path / "other" / "ks.json", PASS)   # same passphrase, another store

@@ -48,6 +48,7 @@ OFF = "off"
 FILE_NAME = "audit.log"
 _FIELDS = ("seq", "time", "user", "host", "pid", "op", "key", "version", "file", "outcome", "mac")
 _TAIL_CHUNK = 4096
+MAX_LINE = 64 * 1024   # a longer line is malformed (records are < 5 KiB: a path is < 4 KiB)
 
 
 def log_path(keystore_path: str) -> str | None:
@@ -83,7 +84,7 @@ def _last_line(fd: int) -> bytes:
         return b""
     data = b""
     pos = end
-    while pos > 0:
+    while pos > 0 and end - pos <= MAX_LINE:
         step = min(_TAIL_CHUNK, pos)
         pos -= step
         data = os.pread(fd, step, pos) + data
@@ -91,7 +92,7 @@ def _last_line(fd: int) -> bytes:
         cut = data.rfind(b"\n", 0, len(data) - 1)
         if cut >= 0:
             return data[cut + 1:]
-    return data
+    return data if pos == 0 else b"malformed"
 
 
 @dataclass
@@ -180,8 +181,18 @@ def _parse(line: bytes) -> dict | None:
 def read(path: str) -> Iterator[tuple[int, dict | None]]:
     """(line number, record or None when malformed) of every line of the log."""
     with open(path, "rb") as f:
-        for n, line in enumerate(f, 1):
-            yield n, (_parse(line.rstrip(b"\n")) if line.endswith(b"\n") else None)
+        n = 0
+        while True:
+            line = f.readline(MAX_LINE + 1)
+            if not line:
+                return
+            n += 1
+            if line.endswith(b"\n"):
+                yield n, _parse(line[:-1])
+                continue
+            yield n, None  # torn or overlong: skip to the next line
+            while line and not line.endswith(b"\n"):
+                line = f.readline(MAX_LINE + 1)
 
 
 @dataclass(frozen=True)
