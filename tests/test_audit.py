@@ -64,6 +64,9 @@ def test_keystore_operations_are_recorded(ks):
     r = records(path)[0]
     assert r["pid"] == os.getpid() and r["host"] and r["user"] and r["time"].endswith("+00:00")
     assert audit.verify(path, ks.audit_key()).count == 5
+    text = open(path, encoding="ascii").read()
+    for secret in (wrapped.split(":")[2], (b"k" * 16).hex(), base64.b64encode(b"k" * 16).decode()):
+        assert secret not in text
 
 
 def test_audit_key_survives_reopening(ks):
@@ -327,3 +330,25 @@ def test_concurrent_writers_form_one_chain(ks):
     # the writers really interleaved (otherwise the lock was not exercised)
     pids = [r["pid"] for r in recs[1:]]
     assert sum(a != b for a, b in zip(pids, pids[1:])) > WRITERS
+
+
+def test_concurrent_threads_one_keystore(ks):
+    import threading
+
+    w = ks.wrap_key(b"k" * 16, "footer")
+    errors: list = []
+
+    def unwraps():
+        try:
+            for _ in range(30):
+                ks.unwrap_key(w, "footer")
+        except BaseException as exc:  # reported by the assertion below
+            errors.append(exc)
+    threads = [threading.Thread(target=unwraps) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    v = audit.verify(log_of(ks), ks.audit_key())
+    assert v.ok and v.count == 2 + 4 * 30
