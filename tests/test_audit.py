@@ -77,6 +77,20 @@ def test_audit_key_survives_reopening(ks):
     assert audit.verify(log_of(ks), again.audit_key()).count == 3
 
 
+@pytest.mark.skipif(not hasattr(LocalKeystore, "passwd"), reason="LocalKeystore.passwd arrives with the key "
+                    "lifecycle branch")
+def test_audit_key_survives_passwd(ks):
+    """The chain written before a passphrase change still verifies after it: the audit
+    key entry is re-sealed with the keystore, not lost."""
+    ks.wrap_key(b"k" * 16, "footer")
+    before = ks.audit_key()
+    ks.passwd(b"a new passphrase")
+    again = LocalKeystore(ks.path, b"a new passphrase")
+    assert again.audit_key() == before
+    again.rotate("footer")
+    assert audit.verify(log_of(ks), again.audit_key()).ok
+
+
 def test_off_and_elsewhere(tmp_path, monkeypatch):
     monkeypatch.setenv(audit.ENV, "off")
     k = LocalKeystore.init(tmp_path / "a" / "ks.json", PASS)

@@ -255,10 +255,10 @@ def keystore_log(keystore) -> AuditLog | None:
         return log
 
 
-def audited(op: str, key_param: str, version: Callable[[dict, Any], int | None] | None = None):
+def audited(op: str, key_param: str | None = None, version: Callable[[dict, Any], int | None] | None = None):
     """Decorator of a keystore method: one record per call, with the master key id taken
-    from the argument ``key_param`` and the version from ``version(arguments, result)``
-    (result None when the call failed)."""
+    from the argument ``key_param`` (if any) and the version from ``version(arguments,
+    result)`` (result None when the call failed)."""
 
     def decorate(method):
         signature = inspect.signature(method)
@@ -269,7 +269,8 @@ def audited(op: str, key_param: str, version: Callable[[dict, Any], int | None] 
             if log is None:
                 return method(self, *args, **kwargs)
             arguments = signature.bind(self, *args, **kwargs).arguments
-            event = Event(op, str(arguments.get(key_param)))
+            key = arguments.get(key_param) if key_param else None
+            event = Event(op, None if key is None else str(key))
 
             def run():
                 result = None
