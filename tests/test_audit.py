@@ -299,6 +299,19 @@ def test_overlong_line_is_malformed_not_loaded_whole(six, monkeypatch):
         ks.wrap_key(b"k" * 16, "footer")
 
 
+@pytest.mark.parametrize("field,value", [("mac", "\u00e9" * 64), ("mac", "\ud800"), ("mac", 5), ("seq", "3"),
+                                         ("time", "\ud800"), ("time", "2020-01-01T00:00:00")])
+def test_hostile_field_types_are_reported_not_crashing(six, field, value):
+    lines = list(six[2])
+    rec = json.loads(lines[2])
+    rec[field] = value
+    lines[2] = (json.dumps(rec) + "\n").encode()
+    v = _tampered(six, lines)
+    assert (v.ok, v.bad_line) == (False, 3)
+    r = run("audit", "show", "--log", six[1], "--since", "2000-01-01")
+    assert r.exit_code == 0 and len(r.output.splitlines()) == 6
+
+
 def test_wrong_audit_key_fails(six, tmp_path, monkeypatch):
     monkeypatch.setenv(audit.ENV, "off")
     other = LocalKeystore.init(tmp_path / "other" / "ks.json", PASS)   # same passphrase, another store

@@ -169,10 +169,14 @@ def _parse(line: bytes) -> dict | None:
         rec = json.loads(line.decode("ascii"))
     except (ValueError, UnicodeDecodeError):
         return None
-    if not isinstance(rec, dict) or set(rec) != set(_FIELDS) or not isinstance(rec.get("mac"), str) \
-            or not isinstance(rec.get("seq"), int):
+    if not isinstance(rec, dict) or set(rec) != set(_FIELDS) or not isinstance(rec["seq"], int) \
+            or not _is_mac(rec["mac"]):
         return None
     return rec
+
+
+def _is_mac(value) -> bool:
+    return isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value)
 
 
 # ---- reading and verifying -------------------------------------------------------------------

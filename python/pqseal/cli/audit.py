@@ -67,7 +67,8 @@ def show(keystore, log, as_json, since, key_id):
             continue
         if start is not None:
             try:
-                if _dt.datetime.fromisoformat(str(rec["time"])) < start:
+                t = _dt.datetime.fromisoformat(str(rec["time"]))
+                if (t if t.tzinfo else t.replace(tzinfo=_dt.timezone.utc)) < start:
                     continue
             except ValueError:
                 click.echo(f"pqseal: warning: {path} line {n}: malformed time", err=True)
