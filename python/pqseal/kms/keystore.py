@@ -281,16 +281,19 @@ class LocalKeystore(KmsClient):
         return unwrap_key_locally(parts[2], mk, f"{master_key_identifier}:{ver}".encode())
 
     def audit_key(self) -> bytes:
-        """The key of the audit log's MAC chain (``pqseal.audit``): a random key sealed
-        under the passphrase-derived key (entry ``audit``), made on first use."""
-        if "audit" not in self._doc:
-            with self._locked() as doc:
-                if "audit" not in doc:
-                    doc["audit"] = wrap_key_locally(random_bytes(32), self._kek, b"audit")
-        try:
-            return unwrap_key_locally(self._doc["audit"], self._kek, b"audit")
-        except InvalidTag:
-            raise MalformedKeyMaterial(f"keystore {self.path}: the audit key entry is corrupted") from None
+        """The key of the audit log's MAC chain (``pqseal.audit``). Derived from the
+        passphrase key (HKDF) until the store is re-sealed under a new passphrase, which
+        must keep it: re-sealing stores this key, sealed, as the entry ``audit``. So no
+        read ever writes the store, and a chain stays verifiable across passphrase changes."""
+        if "audit" in self._doc:
+            try:
+                return unwrap_key_locally(self._doc["audit"], self._kek, b"audit")
+            except InvalidTag:
+                raise MalformedKeyMaterial(f"keystore {self.path}: the audit key entry is corrupted") from None
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+        return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"pqseal audit log key").derive(self._kek)
 
     def __repr__(self) -> str:
         return f"<LocalKeystore {self.path} ({len(self._doc['keys'])} master keys)>"
