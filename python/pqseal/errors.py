@@ -125,3 +125,8 @@ class InsecureTransport(PqsealError):
 
 
 __all__ = [name for name in dir() if name[0].isupper()]
+
+
+class AuditLogError(PqsealError):
+    """The audit log cannot be written (the audited operation then fails: no record is
+    dropped silently) or its last record is malformed."""

@@ -281,6 +281,7 @@ def encrypt(src, dst, **o):
     explicitly (--footer-key-value, --column-key-value). Existing outputs are refused
     unless --force (or --in-place when DST is SRC)."""
     from ..api import encrypt_file
+    from ..audit import file_operation
 
     cluster = cluster_args(o)
     cfg, kms, conn = _write_keys(o)
@@ -292,8 +293,8 @@ def encrypt(src, dst, **o):
     plan = J.plan(src, dst, in_place=o["in_place"])
 
     def one(s, d):
-        return encrypt_file(s, d, cfg, kms=kms, kms_connection_config=conn, overwrite=o["force"],
-                            in_place=o["in_place"])
+        return file_operation("seal", d, lambda: encrypt_file(s, d, cfg, kms=kms, kms_connection_config=conn,
+                                                              overwrite=o["force"], in_place=o["in_place"]))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # reported once per file by report()
         J.run(plan, one, o["jobs"], "encrypted", lambda stats: J.report(stats, "encrypted"))
@@ -358,6 +359,7 @@ def decrypt(src, dst, footer_key_value, column_key_values, aad_prefix, kms, key_
     keys explicit, or from the KMS through each file's key material. Existing outputs
     are refused unless --force (or --in-place when DST is SRC)."""
     from ..api import decrypt_file
+    from ..audit import file_operation
 
     read = _read_keys(footer_key_value, column_key_values, aad_prefix, kms, key_list, properties)
     if J.tree_job(src, in_place):
@@ -366,7 +368,8 @@ def decrypt(src, dst, footer_key_value, column_key_values, aad_prefix, kms, key_
     J.refuse_cluster_options(cluster, "SRC is a file" if not os.path.isdir(src) else "not with --in-place")
     keys = read.decryption()
     plan = J.plan(src, dst, in_place=in_place)
-    J.run(plan, lambda s, d: decrypt_file(s, d, keys(s), overwrite=force, in_place=in_place), jobs, "decrypted",
+    J.run(plan, lambda s, d: file_operation("unseal", s, lambda: decrypt_file(s, d, keys(s), overwrite=force,
+                                                                               in_place=in_place)), jobs, "decrypted",
           lambda stats: J.report(stats, "decrypted"))
 
 

@@ -208,6 +208,22 @@ def _executor(o: dict):
     return o["scheduler"] or o["executor"] or "threads"
 
 
+#: the audit log's operation of each dataset job kind
+_AUDIT_OPS = {"encrypt": "seal", "decrypt": "unseal", "rekey": "rekey", "rotate": "rotate-file",
+              "verify": "verify", "inspect": "inspect"}
+
+
+def _audit(kind: str, src: str, dst: str | None, rep) -> None:
+    """One audit record per file of a finished dataset job (the sealed file for encrypt),
+    in the logs of the keystores the job's driver opened."""
+    from .. import audit
+
+    root = dst if kind == "encrypt" and dst is not None else src
+    audit.record_files(_AUDIT_OPS.get(kind, kind),
+                       [(os.path.join(root, r.path), "ok") for r in rep.ok]
+                       + [(os.path.join(root, r.path), (r.error or "error").split(":", 1)[0][:80]) for r in rep.failed])
+
+
 def run_tree(kind: str, src: str, dst: str | None, o: dict, verb: str, *, workers: int, force: bool = False,
              show: Callable[[list], None] | None = None, line: Callable[[Any], str] | None = None,
              **keys) -> None:
@@ -251,6 +267,7 @@ def run_tree(kind: str, src: str, dst: str | None, o: dict, verb: str, *, worker
                 rep = getattr(dataset, kind)(src, dst, **options)
     except (PqsealError, OSError, ValueError) as exc:
         fail(one_line(exc, src, dst))
+    _audit(kind, src, dst, rep)
     for w in rep.warnings:
         click.echo(f"warning: {w}", err=True)
     by_reason: dict[str, int] = defaultdict(int)

@@ -24,6 +24,7 @@ import stat
 import threading
 
 from .._io import atomic_write
+from ..audit import audited
 from ..crypto import ModuleKey, random_bytes, unwrap_key_locally, wrap_key_locally
 from ..errors import InvalidTag, KeyAccessDenied, KeyNotFound, MalformedKeyMaterial
 from .base import KmsClient
@@ -195,6 +196,7 @@ class LocalKeystore(KmsClient):
         return {"version": version, "bits": bits, "state": "active",
                 "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "sealed": sealed}
 
+    @audited("create", "key_id", lambda args, result: result)
     def create(self, key_id: str, bits: int = 256) -> int:
         if not key_id or any(c in key_id for c in "\n\r"):
             raise ValueError("key id must be a non-empty single-line string")
@@ -206,6 +208,7 @@ class LocalKeystore(KmsClient):
             doc["keys"][key_id] = {"versions": [self._new_version(key_id, 1, bits)]}
         return 1
 
+    @audited("rotate", "key_id", lambda args, result: result)
     def rotate(self, key_id: str) -> int:
         """A new active version; older versions stay for unwrapping (state decrypt-only)."""
         with self._locked() as doc:
@@ -263,11 +266,13 @@ class LocalKeystore(KmsClient):
 
     # ---- KMS client ----------------------------------------------------------------------
 
+    @audited("wrap", "master_key_identifier", lambda args, result: _wrapped_version(result))
     def wrap_key(self, key_bytes: bytes, master_key_identifier: str) -> str:
         ver, mk = self._master(master_key_identifier, None)
         wrapped = wrap_key_locally(key_bytes, mk, f"{master_key_identifier}:{ver}".encode())
         return f"{WRAP_PREFIX}:{ver}:{wrapped}"
 
+    @audited("unwrap", "master_key_identifier", lambda args, result: _wrapped_version(args["wrapped_key"]))
     def unwrap_key(self, wrapped_key: str, master_key_identifier: str) -> bytes:
         parts = str(wrapped_key).split(":", 2)
         if len(parts) != 3 or parts[0] != WRAP_PREFIX or not parts[1].isdigit():
@@ -275,11 +280,37 @@ class LocalKeystore(KmsClient):
         ver, mk = self._master(master_key_identifier, int(parts[1]))
         return unwrap_key_locally(parts[2], mk, f"{master_key_identifier}:{ver}".encode())
 
+    def audit_key(self) -> bytes:
+        """The key of the audit log's MAC chain (``pqseal.audit``). Derived from the
+        passphrase key (HKDF) until the store is re-sealed under a new passphrase, which
+        must keep it: re-sealing stores this key, sealed, as the entry ``audit``. So no
+        read ever writes the store, and a chain stays verifiable across passphrase changes."""
+        if "audit" in self._doc:
+            try:
+                return unwrap_key_locally(self._doc["audit"], self._kek, b"audit")
+            except InvalidTag:
+                raise MalformedKeyMaterial(f"keystore {self.path}: the audit key entry is corrupted") from None
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+        return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"pqseal audit log key").derive(self._kek)
+
     def __repr__(self) -> str:
         return f"<LocalKeystore {self.path} ({len(self._doc['keys'])} master keys)>"
 
     def __reduce__(self):
         raise TypeError("LocalKeystore cannot be pickled")
+
+
+def _wrapped_version(wrapped) -> int | None:
+    """The master key version a wrapped key names (for the audit log), None if unparsable."""
+    parts = str(wrapped).split(":", 2)
+    if len(parts) != 3 or parts[0] != WRAP_PREFIX or not (parts[1].isascii() and parts[1].isdigit()):
+        return None
+    try:
+        return int(parts[1])
+    except ValueError:  # more digits than int() accepts
+        return None
 
 
 def from_uri(uri):
