@@ -164,6 +164,18 @@ def test_cli_encrypt_decrypt_recorded_without_key_bytes(env, tmp_path):
         assert sealed not in text
 
 
+def test_cli_rotate_file_recorded(env, tmp_path):
+    pq.write_table(pa.table({"a": list(range(10))}), tmp_path / "p.parquet")
+    r = run("encrypt", "--kms", "keystore", "--footer-key", "footer", tmp_path / "p.parquet", tmp_path / "e.parquet")
+    assert r.exit_code == 0, r.output
+    env.rotate("footer")
+    r = run("rotate", "--kms", "keystore", tmp_path / "e.parquet")
+    assert r.exit_code == 0, r.output
+    ops = [(x["op"], x["file"], x["outcome"]) for x in records(log_of(env)) if x["op"] == "rotate-file"]
+    assert ops == [("rotate-file", str(tmp_path / "e.parquet"), "ok")]
+    assert audit.verify(log_of(env), env.audit_key()).ok
+
+
 def test_cli_directory_job_recorded_per_file(env, tmp_path):
     src = tmp_path / "src"
     src.mkdir()

@@ -51,7 +51,10 @@ def rotate(path, kms, key_list, props, single_wrapping, jobs, **o):
     factory, conn = CryptoFactory(choice.client_factory()), choice.connection()
 
     def one(src, _):
-        n = factory.rotate_master_keys(conn, src, double_wrapping=not single_wrapping)
+        from ..audit import file_operation
+
+        n = file_operation("rotate-file", src,
+                           lambda: factory.rotate_master_keys(conn, src, double_wrapping=not single_wrapping))
         click.echo(f"rotated {n} keys of {src}")
     J.run(J.plan(path, None), one, 1, "rotated")
 
