@@ -1,7 +1,9 @@
 """Master-key administration through pqseal's ``keys`` commands, for the KMS clients
 whose servers allow it: the local keystore, Vault/OpenBao transit, PKCS#11 tokens. One
 shape for all: create a key, rotate it (a new active version; older versions stay for
-unwrapping), and the status of its versions (never key bytes)."""
+unwrapping), the status of its versions (never key bytes), and, where the client offers
+it, disable / enable / destroy of a version (the local keystore; PKCS#11 tokens for
+disable and destroy)."""
 
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ from ..errors import UnsupportedFeature
 class KeyVersionInfo:
     id: str
     version: int
-    state: str                 # "active", "decrypt-only" or "disabled"
+    state: str                 # "active", "decrypt-only", "disabled" or "destroyed"
     bits: int | None = None    # None: the KMS does not say
     created: str | None = None  # ISO 8601 UTC, where the KMS records it
 
@@ -24,8 +26,9 @@ class KeyVersionInfo:
 
 
 class KeyAdmin:
-    """``create(id, bits)``, ``rotate(id)`` (both return the new version) and
-    ``status(id=None)`` over one KMS client."""
+    """``create(id, bits)``, ``rotate(id)`` (both return the new version),
+    ``status(id=None)``, ``disable(id, version)``, ``enable(id, version)`` and
+    ``destroy(id, version=None)`` over one KMS client."""
 
     def __init__(self, client):
         from .keystore import LocalKeystore
@@ -56,6 +59,36 @@ class KeyAdmin:
             return self.client.rotate(key_id)
         out = self.client.rotate_key(key_id)
         return out if isinstance(out, int) else out.latest
+
+    def disable(self, key_id: str, version: int) -> None:
+        if self._flavour == "keystore":
+            self.client.disable(key_id, version)
+        else:
+            self._server("disable_key")(key_id, version)
+
+    def enable(self, key_id: str, version: int) -> str:
+        """Returns the version's state afterwards."""
+        if self._flavour == "keystore":
+            return self.client.enable(key_id, version)
+        raise UnsupportedFeature(f"{self.kind}: pqseal cannot re-enable one version; use the KMS's own tools")
+
+    def destroy(self, key_id: str, version: int | None = None):
+        """A :class:`~pqseal.kms.keystore.DestroyReport` (irreversible)."""
+        from .keystore import DestroyReport
+
+        if self._flavour == "keystore":
+            return self.client.destroy(key_id, version)
+        fn = self._server("destroy_key")
+        versions = [v.version for v in self.status(key_id) if version is None or v.version == version]
+        fn(key_id, version)
+        return DestroyReport(versions)
+
+    def _server(self, name: str):
+        fn = getattr(self.client, name, None)
+        if fn is None:
+            raise UnsupportedFeature(f"{self.kind} offers no {name.split('_')[0]} through pqseal; use the KMS's own "
+                                     "tools")
+        return fn
 
     def status(self, key_id: str | None = None) -> list[KeyVersionInfo]:
         if self._flavour == "keystore":

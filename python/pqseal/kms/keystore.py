@@ -101,24 +101,27 @@ def read_private_file(path, what: str) -> bytes:
         return f.read()
 
 
-def passphrase_from_environment(prompt: bool = True, confirm: bool = False) -> bytes:
-    if "PQSEAL_KEYSTORE_PASSPHRASE" in os.environ:
-        return os.environ["PQSEAL_KEYSTORE_PASSPHRASE"].encode("utf-8")
-    if os.environ.get("PQSEAL_KEYSTORE_PASSPHRASE_FILE"):
-        return read_private_file(os.environ["PQSEAL_KEYSTORE_PASSPHRASE_FILE"],
-                                 "passphrase file (PQSEAL_KEYSTORE_PASSPHRASE_FILE)").rstrip(b"\r\n")
+def passphrase_from_environment(prompt: bool = True, confirm: bool = False,
+                                variable: str = "PQSEAL_KEYSTORE_PASSPHRASE") -> bytes:
+    """The passphrase from ``$variable``, a file named by ``$variable_FILE``, or a prompt
+    (``variable`` is PQSEAL_KEYSTORE_NEW_PASSPHRASE for ``pqseal keys passwd``)."""
+    what = "new keystore passphrase" if "NEW" in variable else "keystore passphrase"
+    if variable in os.environ:
+        return os.environ[variable].encode("utf-8")
+    if os.environ.get(variable + "_FILE"):
+        return read_private_file(os.environ[variable + "_FILE"],
+                                 f"passphrase file ({variable}_FILE)").rstrip(b"\r\n")
     if prompt:
         import getpass
         import sys
 
         if not sys.stdin.isatty():
-            raise KeyAccessDenied("no keystore passphrase: set PQSEAL_KEYSTORE_PASSPHRASE or "
-                                  "PQSEAL_KEYSTORE_PASSPHRASE_FILE (no terminal to prompt on)")
-        p = getpass.getpass("keystore passphrase: ")
+            raise KeyAccessDenied(f"no {what}: set {variable} or {variable}_FILE (no terminal to prompt on)")
+        p = getpass.getpass(f"{what}: ")
         if confirm and getpass.getpass("again: ") != p:
             raise KeyAccessDenied("passphrases differ")
         return p.encode("utf-8")
-    raise KeyAccessDenied("no keystore passphrase: set PQSEAL_KEYSTORE_PASSPHRASE or PQSEAL_KEYSTORE_PASSPHRASE_FILE")
+    raise KeyAccessDenied(f"no {what}: set {variable} or {variable}_FILE")
 
 
 def _b64(b: bytes) -> str:
@@ -344,9 +347,9 @@ class LocalKeystore(KmsClient):
             saved = (self._doc, self._kek, self._mac_key, self._passphrase)
             self._doc = copy.deepcopy(self._doc)
             try:
-                kdf = self._doc.get("kdf") or {}
-                if upgrade and (self._doc["format"] != FORMAT or int(kdf.get("n", 0)) < kdf_cost()):
-                    self._reseal(self._passphrase, kdf_cost())
+                n = int((self._doc.get("kdf") or {}).get("n", 0))
+                if upgrade and (self._doc["format"] != FORMAT or n < kdf_cost()):
+                    self._reseal(self._passphrase, max(n, kdf_cost()))
                 yield self._doc
                 self._doc["generation"] = int(self._doc.get("generation", 0)) + 1
                 self._doc["mac"] = _mac(self._mac_key, self._doc)
