@@ -322,10 +322,11 @@ class LocalKeystore(KmsClient):
             return None
         return st.st_mtime_ns, st.st_size, st.st_ino
 
-    def _refresh(self) -> None:
+    def _refresh(self, force: bool = False) -> None:
         """Re-read the file if another process (``pqseal keys rotate|disable|...``) changed
-        it since it was loaded; the passphrase-derived key is reused when the KDF is unchanged."""
-        if self._file_stamp() == self._stamp:
+        it since it was loaded (always if ``force``); the passphrase-derived key is reused
+        when the KDF is unchanged."""
+        if not force and self._file_stamp() == self._stamp:
             return
         doc = self._read()
         if doc.get("kdf") != self._doc.get("kdf") or doc.get("check") != self._doc.get("check"):
@@ -343,7 +344,7 @@ class LocalKeystore(KmsClient):
         (a backup: 0600, refused if present unless ``overwrite``) before the store. If the
         caller fails, nothing is written and the in-memory state is as before."""
         with _exclusive(self.path):
-            self._load()
+            self._refresh(force=True)
             saved = (self._doc, self._kek, self._mac_key, self._passphrase)
             self._doc = copy.deepcopy(self._doc)
             try:
