@@ -430,3 +430,38 @@ def test_cli_commands_concurrently(tmp_path):
     assert {f"k{i}" for i in range(3)} <= {kid for kid, _ in states}
     assert json.load(open(tmp_path / "ks.json"))["generation"] == 2 + len(cmds)
     assert final._doc["backups"] == [str(tmp_path / "b.json")]
+
+
+def test_cli_disable_and_destroy_on_a_pkcs11_token(tmp_path):
+    """disable and destroy through KeyAdmin on a SoftHSM2 token (enable of one version is
+    refused: the client can only re-enable every version), checked by the token's status."""
+    from softhsm import SO_PIN, module_path
+
+    util = shutil.which("softhsm2-util")
+    if util is None:
+        from interop import kms_missing
+
+        kms_missing("softhsm2-util not found (Debian: softhsm2)")
+    (tmp_path / "tokens").mkdir(mode=0o700)
+    conf = tmp_path / "softhsm2.conf"
+    conf.write_text(f"directories.tokendir = {tmp_path / 'tokens'}\nobjectstore.backend = file\nlog.level = ERROR\n")
+    env = dict(os.environ, SOFTHSM2_CONF=str(conf), PQSEAL_PKCS11_PIN="1234-lc", PYTHONPATH=os.pathsep.join(sys.path))
+    subprocess.run([util, "--init-token", "--free", "--label", "lc", "--so-pin", SO_PIN, "--pin", "1234-lc"],
+                   check=True, capture_output=True, timeout=60, env=env)
+    uri = f"pkcs11:module={module_path()};token=lc"
+
+    def run(*args, code=0):
+        p = subprocess.run([sys.executable, "-m", "pqseal", *args, "--kms", uri], capture_output=True, text=True,
+                           timeout=120, env=env)
+        assert p.returncode == code, p.stderr
+        return p
+    run("keys", "create", "hk")
+    run("keys", "rotate", "hk")
+    run("keys", "disable", "hk", "--version", "1")
+    rows = json.loads(run("keys", "status", "--json").stdout)
+    assert [(r["version"], r["state"]) for r in rows] == [(1, "disabled"), (2, "active")]
+    assert "cannot re-enable" in run("keys", "enable", "hk", "--version", "1", code=1).stderr
+    assert "--yes" in run("keys", "destroy", "hk", "--version", "1", code=2).stderr
+    assert "version(s) 1" in run("keys", "destroy", "hk", "--version", "1", "--yes").stdout
+    rows = json.loads(run("keys", "status", "--json").stdout)
+    assert [(r["version"], r["state"]) for r in rows] == [(2, "active")]
