@@ -465,3 +465,35 @@ def test_cli_disable_and_destroy_on_a_pkcs11_token(tmp_path):
     assert "version(s) 1" in run("keys", "destroy", "hk", "--version", "1", "--yes").stdout
     rows = json.loads(run("keys", "status", "--json").stdout)
     assert [(r["version"], r["state"]) for r in rows] == [(2, "active")]
+
+
+def test_usage_counters_per_version_merged_across_holders(tmp_path, ks):
+    dek = os.urandom(16)
+    w = [ks.wrap_key(dek, "pii") for _ in range(3)]
+    other = LocalKeystore(ks.path, PASS)
+    for x in w[:2]:
+        other.unwrap_key(x, "pii")
+    with pytest.raises(pqseal.InvalidTag):       # a failed unwrap is not a use
+        other.unwrap_key(w[0][:-8] + "AAAAAAA=", "pii")
+    store_before = open(ks.path, "rb").read()
+    other.list()                                  # flushes this holder's counts
+    assert open(ks.path, "rb").read() == store_before   # counting never rewrites the sealed store
+    ks.rotate("pii")
+    ks.wrap_key(dek, "pii")
+    rows = {r["version"]: r for r in ks.list()}
+    assert (rows[1]["wraps"], rows[1]["unwraps"], rows[2]["wraps"], rows[2]["unwraps"]) == (3, 2, 1, 0)
+    assert rows[1]["first_use"] <= rows[1]["last_use"] and rows[2]["last_use"]
+    assert oct(os.stat(ks.path + ".usage").st_mode & 0o777) == "0o600"
+
+    # through a file write and the CLI's status table
+    ks.create("footer")
+    pq_path = tmp_path / "t.parquet"
+    pqseal.write_table(pa.table({"ssn": ["1", "2"]}), pq_path, EncryptionConfig("footer", column_keys={"pii": ["ssn"]}),
+                       ks)
+    ks.list()
+    env = {"PQSEAL_KEYSTORE": ks.path, "PQSEAL_KEYSTORE_PASSPHRASE": PASS.decode(), TEST_KDF_ENV: str(TEST_N)}
+    res = CliRunner().invoke(cli, ["keys", "status", "--json"], env=env)
+    rows = {(r["id"], r["version"]): r for r in json.loads(res.output)}
+    assert rows[("footer", 1)]["wraps"] >= 1 and rows[("pii", 2)]["wraps"] >= 2
+    table = CliRunner().invoke(cli, ["keys", "status"], env=env).output
+    assert "wraps" in table.splitlines()[0] and "unwraps" in table.splitlines()[0]

@@ -87,10 +87,12 @@ def _rows(admin, key_id, as_json):
     if as_json:
         click.echo(json.dumps(rows))
         return
-    click.echo(f"{'id':<24} {'version':>7} {'bits':>5}  {'state':<13} created")
+    click.echo(f"{'id':<24} {'version':>7} {'bits':>5}  {'state':<13} {'created':<25} {'wraps':>7} {'unwraps':>7}"
+               "  last use")
     for r in rows:
-        bits = "-" if r["bits"] is None else r["bits"]
-        click.echo(f"{r['id']:<24} {r['version']:>7} {bits:>5}  {r['state']:<13} {r['created'] or '-'}")
+        bits, wraps, unwraps = ("-" if r[k] is None else r[k] for k in ("bits", "wraps", "unwraps"))
+        click.echo(f"{r['id']:<24} {r['version']:>7} {bits:>5}  {r['state']:<13} {r['created'] or '-':<25} "
+                   f"{wraps:>7} {unwraps:>7}  {r['last_use'] or '-'}")
 
 
 @keys.command("init")

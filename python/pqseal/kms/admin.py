@@ -20,6 +20,10 @@ class KeyVersionInfo:
     state: str                 # "active", "decrypt-only", "disabled" or "destroyed"
     bits: int | None = None    # None: the KMS does not say
     created: str | None = None  # ISO 8601 UTC, where the KMS records it
+    wraps: int | None = None    # usage, where pqseal counts it (the local keystore)
+    unwraps: int | None = None
+    first_use: str | None = None
+    last_use: str | None = None
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -103,7 +107,8 @@ class KeyAdmin:
                 raise UnsupportedFeature(f"{self.kind} cannot list its keys: name one (pqseal keys status ID)")
             got = self.client.key_status(key_id)
             rows = got.rows() if hasattr(got, "rows") else [v.as_dict() for v in got]
-        return [KeyVersionInfo(r["id"], int(r["version"]), r["state"], r.get("bits"), r.get("created"))
+        return [KeyVersionInfo(r["id"], int(r["version"]), r["state"], r.get("bits"), r.get("created"),
+                               r.get("wraps"), r.get("unwraps"), r.get("first_use"), r.get("last_use"))
                 for r in rows]
 
 

@@ -54,6 +54,7 @@ from ..crypto import ModuleKey, random_bytes, unwrap_key_locally, wrap_key_local
 from ..errors import (InvalidTag, KeyAccessDenied, KeyDestroyed, KeyDisabled, KeyNotFound, MalformedKeyMaterial,
                       OutputExists)
 from .base import KmsClient
+from .keyusage import UsageCounters, read_usage
 
 FORMAT = "pqseal-keystore-2"
 FORMAT_1 = "pqseal-keystore-1"       # read; upgraded to FORMAT on the next write
@@ -273,6 +274,7 @@ class LocalKeystore(KmsClient):
         self._passphrase = passphrase if passphrase is not None else passphrase_from_environment()
         self._cache: dict = {}
         self._load()
+        self._usage = UsageCounters(self.path, lambda: _exclusive(self.path))
 
     # ---- file handling -------------------------------------------------------------------
 
@@ -547,11 +549,19 @@ class LocalKeystore(KmsClient):
         return None
 
     def list(self) -> list[dict]:
+        """One row per key version: id, version, bits, state, created and its usage
+        (wraps, unwraps, first_use, last_use; from ``PATH.usage``, this process's counts
+        flushed first)."""
+        self._usage.flush()
+        usage = read_usage(self.path)
         out = []
         for kid, entry in sorted(self._doc["keys"].items()):
             for v in entry.get("versions", []):
+                u = usage.get(kid, {}).get(str(v.get("version")), {})
                 out.append({"id": kid, "version": v.get("version"), "bits": v.get("bits"), "state": v.get("state"),
-                            "created": v.get("created")})
+                            "created": v.get("created"), "wraps": int(u.get("wraps", 0)),
+                            "unwraps": int(u.get("unwraps", 0)), "first_use": u.get("first_use"),
+                            "last_use": u.get("last_use")})
         return out
 
     def _master(self, key_id: str, version: int | None) -> tuple[int, ModuleKey]:
@@ -596,6 +606,7 @@ class LocalKeystore(KmsClient):
     def wrap_key(self, key_bytes: bytes, master_key_identifier: str) -> str:
         ver, mk = self._master(master_key_identifier, None)
         wrapped = wrap_key_locally(key_bytes, mk, f"{master_key_identifier}:{ver}".encode())
+        self._usage.count(master_key_identifier, ver, "wraps")
         return f"{WRAP_PREFIX}:{ver}:{wrapped}"
 
     def unwrap_key(self, wrapped_key: str, master_key_identifier: str) -> bytes:
@@ -603,7 +614,9 @@ class LocalKeystore(KmsClient):
         if len(parts) != 3 or parts[0] != WRAP_PREFIX or not parts[1].isdigit():
             raise MalformedKeyMaterial("not a pqseal keystore wrapped key")
         ver, mk = self._master(master_key_identifier, int(parts[1]))
-        return unwrap_key_locally(parts[2], mk, f"{master_key_identifier}:{ver}".encode())
+        key = unwrap_key_locally(parts[2], mk, f"{master_key_identifier}:{ver}".encode())
+        self._usage.count(master_key_identifier, ver, "unwraps")
+        return key
 
     def __repr__(self) -> str:
         return f"<LocalKeystore {self.path} ({len(self._doc['keys'])} master keys)>"
