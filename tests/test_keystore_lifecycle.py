@@ -497,3 +497,15 @@ def test_usage_counters_per_version_merged_across_holders(tmp_path, ks):
     assert rows[("footer", 1)]["wraps"] >= 1 and rows[("pii", 2)]["wraps"] >= 2
     table = CliRunner().invoke(cli, ["keys", "status"], env=env).output
     assert "wraps" in table.splitlines()[0] and "unwraps" in table.splitlines()[0]
+
+
+def test_counting_never_fails_a_wrap_when_the_usage_file_cannot_be_written(ks, monkeypatch):
+    import pqseal.kms.keyusage as ku
+
+    def read_only():
+        raise PermissionError("read-only keystore directory")
+    monkeypatch.setattr(ku, "FLUSH_SECONDS", 0.0)     # every use flushes
+    monkeypatch.setattr(ks._usage, "_lock", read_only)
+    w = ks.wrap_key(b"k" * 16, "pii")
+    assert ks.unwrap_key(w, "pii") == b"k" * 16
+    assert [r["version"] for r in ks.list()] == [1]

@@ -27,7 +27,7 @@ _live: "weakref.WeakSet[UsageCounters]" = weakref.WeakSet()
 
 def _flush_all() -> None:
     for counters in list(_live):
-        with contextlib.suppress(OSError, ValueError):
+        with contextlib.suppress(ValueError):
             counters.flush()
 
 
@@ -80,11 +80,17 @@ class UsageCounters:
             self.flush()
 
     def flush(self) -> None:
+        """Merge this process's counts into the file. Counting never fails a wrap or a
+        listing: when the file or the lock cannot be written (a read-only keystore
+        directory), the counts are dropped."""
         with self._mutex:
             pending, self._pending = self._pending, {}
             self._flushed = time.monotonic()
-        if not pending:
-            return
+        if pending:
+            with contextlib.suppress(OSError):
+                self._merge(pending)
+
+    def _merge(self, pending: dict) -> None:
         with self._lock():
             doc = read_usage(self.store_path)
             for kid, versions in pending.items():
