@@ -54,7 +54,9 @@ def rotate(path, kms, key_list, props, single_wrapping, jobs, **o):
 
 @click.group()
 def keys():
-    """The local keystore (pqseal's embedded KMS): master keys with versions.
+    """The local keystore (pqseal's embedded KMS): master keys with versions in the
+    states active (wraps), decrypt-only, disabled (reversible) and destroyed; usage
+    counts per version; passphrase change (passwd); sealed backups.
 
     Location: --keystore, $PQSEAL_KEYSTORE, or ~/.config/pqseal/keystore.json.
     Passphrase: $PQSEAL_KEYSTORE_PASSPHRASE, a file named by
