@@ -238,6 +238,13 @@ def test_state_edits_without_the_passphrase_are_detected(ks):
         json.dump(doc, f)
     with pytest.raises(MalformedKeyMaterial, match="modified outside pqseal"):
         LocalKeystore(ks.path, PASS)
+    # relabelled as format 1 (no MAC there): the passphrase check names the format
+    doc["format"] = "pqseal-keystore-1"
+    del doc["mac"]
+    with open(ks.path, "w") as f:
+        json.dump(doc, f)
+    with pytest.raises(KeyAccessDenied):
+        LocalKeystore(ks.path, PASS)
 
 
 def test_passwd(ks):

@@ -147,6 +147,12 @@ def _derive(passphrase: bytes, kdf: dict) -> bytes:
     return Scrypt(salt=salt, length=32, n=n, r=r, p=p).derive(passphrase)
 
 
+def _check_aad(fmt: str) -> bytes:
+    """The AAD of the passphrase check: it names the format, so a format-2 store relabelled
+    as format 1 (which has no MAC) fails its check instead of escaping the MAC."""
+    return b"check" if fmt == FORMAT_1 else f"check:{fmt}".encode()
+
+
 def _new_kdf(n: int) -> dict:
     return {"name": "scrypt", "salt": _b64(random_bytes(16)), "n": n, "r": SCRYPT_R, "p": SCRYPT_P}
 
@@ -179,7 +185,7 @@ def _open(doc: dict, passphrase: bytes, path: str, what: str = "keystore") -> by
     """The passphrase key of ``doc``, after checking the passphrase and (format 2) the MAC."""
     kek = _derive(passphrase, doc.get("kdf") or {})
     try:
-        ok = unwrap_key_locally(doc.get("check", ""), kek, b"check") == _CHECK
+        ok = unwrap_key_locally(doc.get("check", ""), kek, _check_aad(doc["format"])) == _CHECK
     except InvalidTag:
         ok = False
     if not ok:
@@ -291,7 +297,7 @@ class LocalKeystore(KmsClient):
         os.makedirs(os.path.dirname(os.path.abspath(path)), mode=0o700, exist_ok=True)
         kdf = _new_kdf(n)
         kek = _derive(passphrase, kdf)
-        doc = {"format": FORMAT, "kdf": kdf, "check": wrap_key_locally(_CHECK, kek, b"check"),
+        doc = {"format": FORMAT, "kdf": kdf, "check": wrap_key_locally(_CHECK, kek, _check_aad(FORMAT)),
                "store_id": random_bytes(16).hex(), "generation": 1, "backups": [], "keys": {}}
         doc["mac"] = _mac(_mac_key(kek), doc)
         data = json.dumps(doc, indent=1).encode()
@@ -379,7 +385,7 @@ class LocalKeystore(KmsClient):
                 except InvalidTag:
                     raise MalformedKeyMaterial(f"keystore entry {kid!r} version {v['version']} is corrupted") from None
                 v["sealed"] = wrap_key_locally(raw, kek, aad)
-        doc.update(format=FORMAT, kdf=kdf, check=wrap_key_locally(_CHECK, kek, b"check"))
+        doc.update(format=FORMAT, kdf=kdf, check=wrap_key_locally(_CHECK, kek, _check_aad(FORMAT)))
         doc.setdefault("store_id", random_bytes(16).hex())
         doc.setdefault("backups", [])
         self._kek, self._mac_key, self._passphrase = kek, _mac_key(kek), passphrase
