@@ -510,14 +510,9 @@ def test_rotate_command(plain, tmp_path, table):
 
 
 def _retire(keystore, key_id: str, version: int) -> None:
-    """Disable one version of a master key in the keystore file (its state is plain JSON)."""
-    doc = json.loads(Path(keystore).read_text())
-    for v in doc["keys"][key_id]["versions"]:
-        if v["version"] == version:
-            v["state"] = "disabled"
-    fd = os.open(keystore, os.O_WRONLY | os.O_TRUNC)
-    with os.fdopen(fd, "w") as f:
-        json.dump(doc, f)
+    """Disable one version of a master key in the keystore (`pqseal keys disable`)."""
+    assert run("keys", "disable", key_id, "--version", str(version),
+               env={"PQSEAL_KEYSTORE": str(keystore), "PQSEAL_KEYSTORE_PASSPHRASE": "pw-1234"}).exit_code == 0
 
 
 def _keks(root) -> set:

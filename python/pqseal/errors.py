@@ -82,6 +82,11 @@ class KeyDisabled(KeyAccessDenied):
     or below the KMS's minimum decryption version; reversible by a key administrator."""
 
 
+class KeyDestroyed(KeyAccessDenied):
+    """The master key version a wrapped key names was destroyed: its bytes are gone and
+    what it wrapped cannot be opened any more (irreversible)."""
+
+
 class KmsUnavailable(KmsError):
     """The KMS cannot be reached or keeps failing transiently (after the bounded
     retries), or its circuit is open after repeated failures."""

@@ -61,7 +61,9 @@ def rotate(path, kms, key_list, props, single_wrapping, jobs, **o):
 
 @click.group()
 def keys():
-    """The local keystore (pqseal's embedded KMS): master keys with versions.
+    """The local keystore (pqseal's embedded KMS): master keys with versions in the
+    states active (wraps), decrypt-only, disabled (reversible) and destroyed; usage
+    counts per version; passphrase change (passwd); sealed backups.
 
     Location: --keystore, $PQSEAL_KEYSTORE, or ~/.config/pqseal/keystore.json.
     Passphrase: $PQSEAL_KEYSTORE_PASSPHRASE, a file named by
@@ -94,10 +96,12 @@ def _rows(admin, key_id, as_json):
     if as_json:
         click.echo(json.dumps(rows))
         return
-    click.echo(f"{'id':<24} {'version':>7} {'bits':>5}  {'state':<13} created")
+    click.echo(f"{'id':<24} {'version':>7} {'bits':>5}  {'state':<13} {'created':<25} {'wraps':>7} {'unwraps':>7}"
+               "  last use")
     for r in rows:
-        bits = "-" if r["bits"] is None else r["bits"]
-        click.echo(f"{r['id']:<24} {r['version']:>7} {bits:>5}  {r['state']:<13} {r['created'] or '-'}")
+        bits, wraps, unwraps = ("-" if r[k] is None else r[k] for k in ("bits", "wraps", "unwraps"))
+        click.echo(f"{r['id']:<24} {r['version']:>7} {bits:>5}  {r['state']:<13} {r['created'] or '-':<25} "
+                   f"{wraps:>7} {unwraps:>7}  {r['last_use'] or '-'}")
 
 
 @keys.command("init")
@@ -110,7 +114,13 @@ def keys_init(path):
         ks = LocalKeystore.init(path)
     except FileExistsError:
         raise click.ClickException(f"a keystore already exists at {path or 'the default location'}") from None
-    click.echo(f"created keystore {ks.path}")
+    click.echo(f"created keystore {ks.path} ({_kdf_text(ks.kdf())})")
+
+
+def _kdf_text(kdf: dict) -> str:
+    n = int(kdf["n"])
+    return f"{kdf['name']} N=2^{n.bit_length() - 1}, r={kdf['r']}, p={kdf['p']}"
+
 
 @keys.command("create")
 @ks_opt
@@ -137,7 +147,7 @@ def keys_list(path, kms_uri, as_json):
 @click.option("--json", "as_json", is_flag=True)
 def keys_status(path, kms_uri, key_id, as_json):
     """The versions of KEY_ID (or of every key, where the KMS can list them) and their
-    states: active (wraps), decrypt-only, disabled."""
+    states: active (wraps), decrypt-only, disabled, destroyed."""
     _rows(_admin(path, kms_uri), key_id, as_json)
 
 @keys.command("rotate")
@@ -148,3 +158,94 @@ def keys_rotate(path, kms_uri, key_id):
     """New version of KEY_ID; older versions stay for unwrapping existing files."""
     v = _admin(path, kms_uri).rotate(key_id)
     click.echo(f"master key {key_id} is now at version {v}; earlier versions are decrypt-only")
+
+
+def version_opt(required: bool):
+    return click.option("--version", "version", type=click.IntRange(min=1), required=required, metavar="N",
+                        help="Key version." if required else "Key version (default: every version).")
+
+
+@keys.command("disable")
+@ks_opt
+@kms_opt
+@click.argument("key_id")
+@version_opt(True)
+def keys_disable(path, kms_uri, key_id, version):
+    """Refuse unwraps (and wraps) with version N of KEY_ID until `keys enable`: files
+    wrapped with it fail to open with KeyDisabled; nothing is erased."""
+    _admin(path, kms_uri).disable(key_id, version)
+    click.echo(f"master key {key_id} version {version} is disabled")
+
+@keys.command("enable")
+@ks_opt
+@kms_opt
+@click.argument("key_id")
+@version_opt(True)
+def keys_enable(path, kms_uri, key_id, version):
+    """Undo `keys disable`: the version is active again if it is the newest, else decrypt-only."""
+    state = _admin(path, kms_uri).enable(key_id, version)
+    click.echo(f"master key {key_id} version {version} is {state}")
+
+@keys.command("destroy")
+@ks_opt
+@kms_opt
+@click.argument("key_id")
+@version_opt(False)
+@click.option("--yes", is_flag=True, help="Confirm: destroying is irreversible.")
+def keys_destroy(path, kms_uri, key_id, version, yes):
+    """Erase version N of KEY_ID (every version without --version) from the keystore and
+    from the backups `keys backup` wrote: files wrapped with it can never be opened again.
+    Copies pqseal did not write keep it sealed under the passphrase of their time: run
+    `keys passwd` afterwards."""
+    if not yes:
+        raise click.UsageError("destroying a key is irreversible: add --yes")
+    rep = _admin(path, kms_uri).destroy(key_id, version)
+    click.echo(f"destroyed master key {key_id} version(s) {', '.join(map(str, rep.versions))}")
+    for b in rep.backups_rewritten:
+        click.echo(f"rewrote backup {b} without them")
+    for b, why in rep.backups_skipped:
+        click.echo(f"warning: backup {b} not rewritten: {why}", err=True)
+
+def _keystore(path):
+    from ..kms.keystore import LocalKeystore
+
+    return LocalKeystore(path)
+
+@keys.command("passwd")
+@ks_opt
+@click.option("--kdf-n", type=int, metavar="N", help="scrypt cost N, a power of two from 131072 (2^17, the "
+              "default) to 1048576 (2^20).")
+def keys_passwd(path, kdf_n):
+    """Re-seal the keystore under a new passphrase (from $PQSEAL_KEYSTORE_NEW_PASSPHRASE,
+    a file named by $PQSEAL_KEYSTORE_NEW_PASSPHRASE_FILE, or a prompt), in one atomic
+    replacement; the old passphrase then fails. Also upgrades a store of format 1."""
+    from ..kms.keystore import kdf_cost, passphrase_from_environment
+
+    kdf_cost(kdf_n)    # a bad --kdf-n is refused before any passphrase is asked for
+    ks = _keystore(path)
+    new = passphrase_from_environment(confirm=True, variable="PQSEAL_KEYSTORE_NEW_PASSPHRASE")
+    ks.passwd(new, kdf_n)
+    click.echo(f"re-sealed keystore {ks.path} ({_kdf_text(ks.kdf())})")
+
+@keys.command("backup")
+@ks_opt
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--force", is_flag=True, help="Overwrite FILE.")
+def keys_backup(path, file, force):
+    """Write a sealed copy of the keystore to FILE (0600; same passphrase). `keys destroy`
+    rewrites it while it stays at FILE."""
+    target = _keystore(path).backup(file, overwrite=force)
+    click.echo(f"wrote backup {target}")
+
+@keys.command("restore")
+@ks_opt
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--force", is_flag=True, help="Replace a keystore that is newer than FILE or another store.")
+def keys_restore(path, file, force):
+    """Replace the keystore by the backup FILE (atomically). Refused when FILE holds a
+    key version the keystore has destroyed, and (unless --force) when the keystore is
+    newer than FILE."""
+    from ..kms.keystore import LocalKeystore
+
+    ks = LocalKeystore.restore(file, path, force=force)
+    click.echo(f"restored keystore {ks.path} from {file}")

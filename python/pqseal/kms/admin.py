@@ -1,7 +1,9 @@
 """Master-key administration through pqseal's ``keys`` commands, for the KMS clients
 whose servers allow it: the local keystore, Vault/OpenBao transit, PKCS#11 tokens. One
 shape for all: create a key, rotate it (a new active version; older versions stay for
-unwrapping), and the status of its versions (never key bytes)."""
+unwrapping), the status of its versions (never key bytes), and, where the client offers
+it, disable / enable / destroy of a version (the local keystore; PKCS#11 tokens for
+disable and destroy)."""
 
 from __future__ import annotations
 
@@ -15,17 +17,22 @@ from ..errors import UnsupportedFeature
 class KeyVersionInfo:
     id: str
     version: int
-    state: str                 # "active", "decrypt-only" or "disabled"
+    state: str                 # "active", "decrypt-only", "disabled" or "destroyed"
     bits: int | None = None    # None: the KMS does not say
     created: str | None = None  # ISO 8601 UTC, where the KMS records it
+    wraps: int | None = None    # usage, where pqseal counts it (the local keystore)
+    unwraps: int | None = None
+    first_use: str | None = None
+    last_use: str | None = None
 
     def as_dict(self) -> dict:
         return asdict(self)
 
 
 class KeyAdmin:
-    """``create(id, bits)``, ``rotate(id)`` (both return the new version) and
-    ``status(id=None)`` over one KMS client."""
+    """``create(id, bits)``, ``rotate(id)`` (both return the new version),
+    ``status(id=None)``, ``disable(id, version)``, ``enable(id, version)`` and
+    ``destroy(id, version=None)`` over one KMS client."""
 
     def __init__(self, client):
         from .keystore import LocalKeystore
@@ -57,6 +64,36 @@ class KeyAdmin:
         out = self.client.rotate_key(key_id)
         return out if isinstance(out, int) else out.latest
 
+    def disable(self, key_id: str, version: int) -> None:
+        if self._flavour == "keystore":
+            self.client.disable(key_id, version)
+        else:
+            self._server("disable_key")(key_id, version)
+
+    def enable(self, key_id: str, version: int) -> str:
+        """Returns the version's state afterwards."""
+        if self._flavour == "keystore":
+            return self.client.enable(key_id, version)
+        raise UnsupportedFeature(f"{self.kind}: pqseal cannot re-enable one version; use the KMS's own tools")
+
+    def destroy(self, key_id: str, version: int | None = None):
+        """A :class:`~pqseal.kms.keystore.DestroyReport` (irreversible)."""
+        from .keystore import DestroyReport
+
+        if self._flavour == "keystore":
+            return self.client.destroy(key_id, version)
+        fn = self._server("destroy_key")
+        versions = [v.version for v in self.status(key_id) if version is None or v.version == version]
+        fn(key_id, version)
+        return DestroyReport(versions)
+
+    def _server(self, name: str):
+        fn = getattr(self.client, name, None)
+        if fn is None:
+            raise UnsupportedFeature(f"{self.kind} offers no {name.split('_')[0]} through pqseal; use the KMS's own "
+                                     "tools")
+        return fn
+
     def status(self, key_id: str | None = None) -> list[KeyVersionInfo]:
         if self._flavour == "keystore":
             rows = [r for r in self.client.list() if key_id is None or r["id"] == key_id]
@@ -70,7 +107,8 @@ class KeyAdmin:
                 raise UnsupportedFeature(f"{self.kind} cannot list its keys: name one (pqseal keys status ID)")
             got = self.client.key_status(key_id)
             rows = got.rows() if hasattr(got, "rows") else [v.as_dict() for v in got]
-        return [KeyVersionInfo(r["id"], int(r["version"]), r["state"], r.get("bits"), r.get("created"))
+        return [KeyVersionInfo(r["id"], int(r["version"]), r["state"], r.get("bits"), r.get("created"),
+                               r.get("wraps"), r.get("unwraps"), r.get("first_use"), r.get("last_use"))
                 for r in rows]
 
 
