@@ -32,6 +32,12 @@ settings.load_profile(_profile)
 
 pytest_plugins = ["pytester"]
 
+# Keystores made by the suite (and by the pqseal processes it starts) use scrypt at a
+# test-only cost (2^14; kms/keystore.py): the production default, 2^17 (~0.5 s and
+# 128 MiB each), would make every keystore open of hundreds of tests pay it. The tests of
+# the default cost unset this (tests/test_keystore_lifecycle.py).
+os.environ.setdefault("PQSEAL_KEYSTORE_TEST_KDF_N", str(1 << 14))
+
 BACKENDS = pqseal.available_backends()
 
 

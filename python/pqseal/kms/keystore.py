@@ -376,8 +376,10 @@ class LocalKeystore(KmsClient):
         """Seal every key version of the document being written under ``passphrase`` with a
         fresh salt and scrypt cost ``n`` (format 2 from now on)."""
         doc = self._doc
+        audit = self.audit_key()   # kept across the re-seal: the audit log's chain stays verifiable
         kdf = _new_kdf(n)
         kek = _derive(passphrase, kdf)
+        doc["audit"] = wrap_key_locally(audit, kek, b"audit")
         for kid, v in _versions(doc):
             if "sealed" in v:
                 aad = f"{kid}:{int(v['version'])}".encode()
