@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import random
+import select
 import signal
 import sys
 import time
@@ -70,16 +71,26 @@ def test_sigkill_during_rotation(tmp_path, plaintext_footer):
         before = _footer_key_metadata(path)
         sys.stdout.flush()
         sys.stderr.flush()
+        done_r, done_w = os.pipe()
         pid = os.fork()
-        if pid == 0:   # child: rotate until killed
+        if pid == 0:   # child: rotate until killed, one byte on the pipe after each rotation
             try:
+                os.close(done_r)
                 while True:
                     factory.rotate_master_keys(conn, path)
+                    os.write(done_w, b".")
             finally:
                 os._exit(1)
-        time.sleep(rng.uniform(0, 4 * per_rotation))
+        os.close(done_w)
+        # let 0-2 rotations complete (so kills land after rotations, not only before the
+        # first one of a slow child), then kill at a random moment of the next one
+        for _ in range(rng.randint(0, 2)):
+            assert select.select([done_r], [], [], 30)[0], "the rotating child made no progress"
+            os.read(done_r, 1)
+        time.sleep(rng.uniform(0, 1.5 * per_rotation))
         os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
+        os.close(done_r)
         journals += os.path.exists(footer_journal.journal_path(path))
         pqseal.verify(path, kms=KeyListKms(MASTER))          # pqseal's open restores a cut rewrite
         assert not os.path.exists(footer_journal.journal_path(path))
