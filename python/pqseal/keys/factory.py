@@ -42,8 +42,17 @@ class CryptoFactory:
         wrapper = KeyWrapper(kms, kms_connection_config, double_wrapping=cfg.double_wrapping,
                              cache_lifetime=lifetime, kek_length_bits=cfg.kek_length_bits,
                              cache=self.caches.kek_write)
+        materials: list[KeyMaterial] = []
+
+        def wrap(dek: bytes, master_key_id: str, is_footer: bool) -> KeyMaterial:
+            materials.append(wrapper.wrap(dek, master_key_id, is_footer))
+            return materials[-1]
         with key_context(file=_file_name(parquet_file_path)):
-            return encryption_properties(cfg, wrapper.wrap)
+            props = encryption_properties(cfg, wrap)
+        seal_usage = getattr(kms, "seal_usage", None)   # a KMS that counts usage (the local keystore)
+        if seal_usage is not None:
+            props.key_usage = seal_usage(materials)
+        return props
 
     def rotate_master_keys(self, kms_connection_config: KmsConnectionConfig, parquet_file_path, *,
                            double_wrapping: bool = True, cache_lifetime: float = 600.0) -> int:

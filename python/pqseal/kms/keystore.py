@@ -55,7 +55,8 @@ from ..crypto import ModuleKey, random_bytes, unwrap_key_locally, wrap_key_local
 from ..errors import (InvalidTag, KeyAccessDenied, KeyDestroyed, KeyDisabled, KeyNotFound, MalformedKeyMaterial,
                       OutputExists)
 from .base import KmsClient
-from .keyusage import UsageCounters, read_usage
+from .keyusage import SealUsage, UsageCounters, empty, read_usage
+from .limits import Limits, enforce, reached
 
 FORMAT = "pqseal-keystore-2"
 FORMAT_1 = "pqseal-keystore-1"       # read; upgraded to FORMAT on the next write
@@ -560,20 +561,71 @@ class LocalKeystore(KmsClient):
         return None
 
     def list(self) -> list[dict]:
-        """One row per key version: id, version, bits, state, created and its usage
-        (wraps, unwraps, first_use, last_use; from ``PATH.usage``, this process's counts
-        flushed first)."""
+        """One row per key version: id, version, bits, state, created, its usage (from
+        ``PATH.usage``, this process's counts flushed first: see
+        :mod:`~pqseal.kms.keyusage`) and its effective usage ``limits``."""
         self._usage.flush()
+        self._refresh()
         usage = read_usage(self.path)
         out = []
         for kid, entry in sorted(self._doc["keys"].items()):
+            limits = self.effective_limits(kid)
             for v in entry.get("versions", []):
                 u = usage.get(kid, {}).get(str(v.get("version")), {})
                 out.append({"id": kid, "version": v.get("version"), "bits": v.get("bits"), "state": v.get("state"),
-                            "created": v.get("created"), "wraps": int(u.get("wraps", 0)),
-                            "unwraps": int(u.get("unwraps", 0)), "first_use": u.get("first_use"),
-                            "last_use": u.get("last_use")})
+                            "created": v.get("created"), **{k: u.get(k, d) for k, d in empty().items()},
+                            "limits": limits})
         return out
+
+    # ---- usage limits (pqseal.kms.limits) --------------------------------------------------
+
+    def limits(self, key_id: str | None = None) -> Limits:
+        """The limits set for ``key_id`` (None: the store's default), as stored."""
+        if key_id is not None:
+            self._entry(self._doc, key_id)
+        stored = self._doc.get("limits") or {}
+        return Limits.from_dict((stored.get("default") if key_id is None else stored.get("keys", {}).get(key_id))
+                                or {})
+
+    def effective_limits(self, key_id: str) -> Limits:
+        """The limits of ``key_id``: its own, and the store's default where it sets none."""
+        return self.limits(key_id).over(self.limits())
+
+    def set_limits(self, key_id: str | None, limits: Limits) -> None:
+        """Store ``limits`` for ``key_id`` (None: the store's default), MAC-protected."""
+        with self._locked() as doc:
+            if key_id is not None:
+                self._entry(doc, key_id)
+            stored = doc.setdefault("limits", {"default": {}, "keys": {}})
+            if key_id is None:
+                stored["default"] = limits.as_dict()
+            else:
+                stored["keys"][key_id] = limits.as_dict()
+
+    def _check_limits(self, key_id: str, version: dict, new_deks: int = 0, unwrap: bool = False) -> list[str]:
+        limits = self.effective_limits(key_id)
+        if limits == Limits(mode=limits.mode):
+            return []
+        ver = int(version["version"])
+        return enforce(self, reached(limits, key_id, ver, version.get("created"), self._usage.totals(key_id, ver),
+                                     new_deks=new_deks, unwrap=unwrap))
+
+    def seal_usage(self, materials) -> SealUsage:
+        """Before a file is sealed: check the limits of the master key versions that
+        wrapped its DEKs (``materials``: their :class:`~pqseal.keys.material.KeyMaterial`)
+        and count the DEKs; the returned :class:`SealUsage` counts the file once sealed."""
+        per: dict[tuple[str, int], int] = {}
+        for m in materials:
+            ver = _wrapped_version(m.wrapped_kek if m.double_wrapping else m.wrapped_dek)
+            if ver is not None:
+                per[(m.master_key_id, ver)] = per.get((m.master_key_id, ver), 0) + 1
+        self._refresh()
+        messages = []
+        for (kid, ver), n in per.items():
+            messages += self._check_limits(kid, self._version(self._doc, kid, ver), new_deks=n)
+        for (kid, ver), n in per.items():
+            self._usage.count(kid, ver, "deks", n)
+        return SealUsage(self._usage, list(per), messages)
 
     def _master(self, key_id: str, version: int | None) -> tuple[int, ModuleKey]:
         # a rotation, disable or destroy by another process takes effect at once (one stat)
@@ -617,6 +669,7 @@ class LocalKeystore(KmsClient):
     @audited("wrap", "master_key_identifier", lambda args, result: _wrapped_version(result))
     def wrap_key(self, key_bytes: bytes, master_key_identifier: str) -> str:
         ver, mk = self._master(master_key_identifier, None)
+        self._check_limits(master_key_identifier, self._version(self._doc, master_key_identifier, ver), new_deks=1)
         wrapped = wrap_key_locally(key_bytes, mk, f"{master_key_identifier}:{ver}".encode())
         self._usage.count(master_key_identifier, ver, "wraps")
         return f"{WRAP_PREFIX}:{ver}:{wrapped}"
@@ -628,6 +681,7 @@ class LocalKeystore(KmsClient):
             raise MalformedKeyMaterial("not a pqseal keystore wrapped key")
         ver, mk = self._master(master_key_identifier, int(parts[1]))
         key = unwrap_key_locally(parts[2], mk, f"{master_key_identifier}:{ver}".encode())
+        self._check_limits(master_key_identifier, self._version(self._doc, master_key_identifier, ver), unwrap=True)
         self._usage.count(master_key_identifier, ver, "unwraps")
         return key
 
