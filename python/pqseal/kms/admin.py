@@ -79,16 +79,45 @@ class KeyAdmin:
         return out if isinstance(out, int) else out.latest
 
     def disable(self, key_id: str, version: int) -> None:
+        """Vault transit disables a prefix of versions only (``min_decryption_version``):
+        ``version`` must be the lowest enabled one, and not the latest."""
         if self._flavour == "keystore":
             self.client.disable(key_id, version)
+        elif hasattr(self.client, "set_min_decryption_version"):
+            st = self._transit_version(key_id, version)
+            if version < st.min_decryption_version:
+                return
+            if version == st.latest:
+                raise UnsupportedFeature(f"{self.kind}: cannot disable {key_id!r} version {version}, the latest "
+                                         "(transit wraps with it): rotate the key first")
+            if version > st.min_decryption_version:
+                raise UnsupportedFeature(
+                    f"{self.kind}: transit disables versions only from the lowest up (min_decryption_version): "
+                    f"disable versions {st.min_decryption_version} to {version - 1} of {key_id!r} first")
+            self.client.set_min_decryption_version(key_id, version + 1)
         else:
             self._server("disable_key")(key_id, version)
 
     def enable(self, key_id: str, version: int) -> str:
-        """Returns the version's state afterwards."""
+        """Returns the version's state afterwards. On Vault transit, enabling a version
+        enables every disabled version above it too (it lowers ``min_decryption_version``)."""
         if self._flavour == "keystore":
             return self.client.enable(key_id, version)
+        if hasattr(self.client, "set_min_decryption_version"):
+            st = self._transit_version(key_id, version)
+            if version < st.min_decryption_version:
+                st = self.client.set_min_decryption_version(key_id, version)
+            return st.state(version)
         raise UnsupportedFeature(f"{self.kind}: pqseal cannot re-enable one version; use the KMS's own tools")
+
+    def _transit_version(self, key_id: str, version: int):
+        """The transit key's status, once ``version`` is known to exist."""
+        from ..errors import KeyNotFound
+
+        st = self.client.key_status(key_id)
+        if version not in st.versions:
+            raise KeyNotFound(f"master key {key_id!r} has no version {version} (latest: {st.latest})")
+        return st
 
     def destroy(self, key_id: str, version: int | None = None):
         """A :class:`~pqseal.kms.keystore.DestroyReport` (irreversible)."""
