@@ -602,13 +602,14 @@ class LocalKeystore(KmsClient):
             else:
                 stored["keys"][key_id] = limits.as_dict()
 
-    def _check_limits(self, key_id: str, version: dict, new_deks: int = 0, unwrap: bool = False) -> list[str]:
+    def _check_limits(self, key_id: str, version: dict, new_deks: int = 0, unwrap: bool = False,
+                      report: bool = False) -> list[str]:
         limits = self.effective_limits(key_id)
         if limits == Limits(mode=limits.mode):
             return []
         ver = int(version["version"])
         return enforce(self, reached(limits, key_id, ver, version.get("created"), self._usage.totals(key_id, ver),
-                                     new_deks=new_deks, unwrap=unwrap))
+                                     new_deks=new_deks, unwrap=unwrap), report)
 
     def seal_usage(self, materials) -> SealUsage:
         """Before a file is sealed: check the limits of the master key versions that
@@ -622,7 +623,7 @@ class LocalKeystore(KmsClient):
         self._refresh()
         messages = []
         for (kid, ver), n in per.items():
-            messages += self._check_limits(kid, self._version(self._doc, kid, ver), new_deks=n)
+            messages += self._check_limits(kid, self._version(self._doc, kid, ver), new_deks=n, report=True)
         for (kid, ver), n in per.items():
             self._usage.count(kid, ver, "deks", n)
         return SealUsage(self._usage, list(per), messages)

@@ -59,11 +59,12 @@ def parse_age(text: str) -> int:
 
 
 def show_age(seconds: float) -> str:
-    for unit in ("y", "w", "d", "h", "m"):
-        if seconds >= _TIME[unit]:
-            n = seconds / _TIME[unit]
-            return f"{n:.0f}{unit}" if n == int(n) else f"{n:.1f}{unit}"
-    return f"{seconds:.0f}s"
+    """Seconds in the largest unit that divides them (90d, 2w), else to one decimal."""
+    units = [u for u in ("y", "w", "d", "h", "m") if seconds >= _TIME[u]]
+    for u in units:
+        if seconds % _TIME[u] == 0:
+            return f"{int(seconds) // _TIME[u]}{u}"
+    return f"{seconds / _TIME[units[0]]:.1f}{units[0]}" if units else f"{seconds:.0f}s"
 
 
 def show_size(n: float) -> str:
@@ -178,16 +179,28 @@ def at_limit(limits: Limits, key_id: str, version: int, created: str | None, usa
     return out
 
 
-_warned: set[tuple] = set()     # (keystore path, key id, version, limit) warned about in this process
+# (keystore path, key id, version, limit) warned about in this process, and reported in a seal's stats
+_warned: set[tuple] = set()
+_reported: set[tuple] = set()
 _warned_lock = threading.Lock()
 
 
-def enforce(keystore, found: list[Reached]) -> list[str]:
+def _first(seen: set, keystore, r: Reached) -> bool:
+    with _warned_lock:
+        k = (keystore.path, r.key_id, r.version, r.limit)
+        if k in seen:
+            return False
+        seen.add(k)
+        return True
+
+
+def enforce(keystore, found: list[Reached], report: bool = False) -> list[str]:
     """Act on the limits ``found`` for a keystore: a ``refuse`` one raises
     :class:`KeyUsageLimitExceeded`; a ``warn`` one, the first time in this process, is
     warned about (:class:`KeyUsageWarning`). Either is recorded in the keystore's audit
-    log (op ``usage-limit``, outcome ``refused LIMIT`` or ``warn LIMIT``). Returns the
-    messages of the warnings given now."""
+    log (op ``usage-limit``, outcome ``refused LIMIT`` or ``warn LIMIT``). With
+    ``report``: returns the messages of the warn ones not reported before in this process
+    (a seal's stats carry them to the CLI, which ignores Python warnings while sealing)."""
     from ..audit import Event, keystore_log
 
     log = keystore_log(keystore)
@@ -197,15 +210,9 @@ def enforce(keystore, found: list[Reached]) -> list[str]:
         if log is not None:
             log.append(Event("usage-limit", r.key_id, r.version), f"refused {r.limit}")
         raise r.error()
-    out = []
     for r in found:
-        with _warned_lock:
-            k = (keystore.path, r.key_id, r.version, r.limit)
-            if k in _warned:
-                continue
-            _warned.add(k)
-        if log is not None:
-            log.append(Event("usage-limit", r.key_id, r.version), f"warn {r.limit}")
-        warnings.warn(KeyUsageWarning(r.message()), stacklevel=2)
-        out.append(r.message())
-    return out
+        if _first(_warned, keystore, r):
+            if log is not None:
+                log.append(Event("usage-limit", r.key_id, r.version), f"warn {r.limit}")
+            warnings.warn(KeyUsageWarning(r.message()), stacklevel=2)
+    return [r.message() for r in found if report and _first(_reported, keystore, r)]
