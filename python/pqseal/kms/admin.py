@@ -170,9 +170,10 @@ def _info(r: dict) -> KeyVersionInfo:
         if r["state"] != "active":
             reached = [dataclasses.replace(x, mode="warn") for x in reached]
     flag = "LIMIT" if any(x.mode == "refuse" for x in reached) else "WARN" if reached else None
+    usage = {k: r.get(k) for k in ("wraps", "deks", "unwraps", "files", "bytes", "max_dek_modules", "first_use",
+                                   "last_use")}
     return KeyVersionInfo(
-        r["id"], int(r["version"]), r["state"], r.get("bits"), r.get("created"),
-        None if age is None else int(age), *(r.get(k) for k in ("wraps", "deks", "unwraps", "files", "bytes",
-                                                                "max_dek_modules", "first_use", "last_use")),
-        None if limits is None else limits.as_dict(),
-        tuple({"limit": x.limit, "mode": x.mode, "value": x.value, "threshold": x.threshold} for x in reached), flag)
+        id=r["id"], version=int(r["version"]), state=r["state"], bits=r.get("bits"), created=r.get("created"),
+        age_seconds=None if age is None else int(age), **usage, limits=None if limits is None else limits.as_dict(),
+        reached=tuple({"limit": x.limit, "mode": x.mode, "value": x.value, "threshold": x.threshold}
+                      for x in reached), flag=flag)

@@ -47,6 +47,7 @@ import json
 import os
 import stat
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from .._io import atomic_write
@@ -603,10 +604,10 @@ class LocalKeystore(KmsClient):
                 stored["keys"][key_id] = limits.as_dict()
 
     def _check_limits(self, key_id: str, version: dict, new_deks: int = 0, unwrap: bool = False,
-                      report: bool = False) -> list[str]:
+                      report: bool = False) -> Sequence[str]:
         limits = self.effective_limits(key_id)
         if limits == Limits(mode=limits.mode):
-            return []
+            return ()
         ver = int(version["version"])
         return enforce(self, reached(limits, key_id, ver, version.get("created"), self._usage.totals(key_id, ver),
                                      new_deks=new_deks, unwrap=unwrap), report)
@@ -621,7 +622,7 @@ class LocalKeystore(KmsClient):
             if ver is not None:
                 per[(m.master_key_id, ver)] = per.get((m.master_key_id, ver), 0) + 1
         self._refresh()
-        messages = []
+        messages: list[str] = []
         for (kid, ver), n in per.items():
             messages += self._check_limits(kid, self._version(self._doc, kid, ver), new_deks=n, report=True)
         for (kid, ver), n in per.items():
