@@ -166,3 +166,26 @@ def test_status_table_and_json(tmp_path, ks, plain):
     assert f1[2] == "decrypt-only" and f1[8] == "1" and f1[9] == f"{size / 1000:.1f}kB"
     f2 = next(ln.split() for ln in lines[1:] if ln.split()[:2] == ["f", "2"])
     assert f2[2] == "active" and f2[5:9] == ["0", "0", "0", "0"] and f2[-1] == "-"
+
+
+@pytest.mark.parametrize("plaintext_footer", [False, True])
+@pytest.mark.parametrize("page_index", [False, True])
+def test_inspect_counts_the_modules_of_each_dek_as_the_seal_did(tmp_path, ks, plaintext_footer, page_index):
+    """pqseal inspect, with keys, counts the modules per DEK from the file's footer and
+    offset indexes (or page headers): the count the seal made (and the reference count above)."""
+    plain = tmp_path / "plain.parquet"
+    pq.write_table(pa.table({"a": list(range(20000)), "b": [str(i % 7) for i in range(20000)]}), plain,
+                   data_page_size=4096, row_group_size=8000, write_page_index=page_index)
+    out = tmp_path / "s.parquet"
+    cfg = EncryptionConfig("f", column_keys={"c": ["a"]}, plaintext_footer=plaintext_footer)
+    stats = pqseal.encrypt_file(plain, out, cfg, kms=ks)
+    assert pqseal.inspect(out, kms=ks)["max_dek_modules"] == stats.max_dek_modules
+    uniform = tmp_path / "u.parquet"       # one footer DEK for everything: the footer and both columns
+    stats = pqseal.encrypt_file(plain, uniform, EncryptionConfig("f", uniform_encryption=True,
+                                                                 plaintext_footer=plaintext_footer), kms=ks)
+    assert pqseal.inspect(uniform, kms=ks)["max_dek_modules"] == stats.max_dek_modules
+    assert "max_dek_modules" not in pqseal.inspect(uniform)        # no keys: not counted
+    env = {"PQSEAL_KEYSTORE": ks.path, "PQSEAL_KEYSTORE_PASSPHRASE": PASS.decode(), TEST_KDF_ENV: str(TEST_N)}
+    res = CliRunner().invoke(cli, ["inspect", str(out), "--kms", "keystore"], env=env)
+    assert res.exit_code == 0, res.output
+    assert f"most modules under one data key: {pqseal.inspect(out, kms=ks)['max_dek_modules']:,}" in res.output
