@@ -189,3 +189,17 @@ def test_inspect_counts_the_modules_of_each_dek_as_the_seal_did(tmp_path, ks, pl
     res = CliRunner().invoke(cli, ["inspect", str(out), "--kms", "keystore"], env=env)
     assert res.exit_code == 0, res.output
     assert f"most modules under one data key: {pqseal.inspect(out, kms=ks)['max_dek_modules']:,}" in res.output
+
+
+def test_parquet_writer_counts_its_files(tmp_path, ks):
+    t = pa.table({"a": list(range(5000)), "b": ["x"] * 5000})
+    pqseal.write_table(t, tmp_path / "w.parquet", EncryptionConfig("f", column_keys={"c": ["a"]}), ks)
+    with pqseal.ParquetWriter(tmp_path / "parts", t.schema, EncryptionConfig("f", uniform_encryption=True), kms=ks,
+                              partition_cols=["b"]) as w:
+        w.write_table(t)
+    parts = [p for p in (tmp_path / "parts").rglob("*") if p.is_file()]
+    r = _rows(ks)[("f", 1)]
+    assert (r["files"], r["deks"]) == (1 + len(parts), 1 + len(parts))
+    assert r["bytes"] == os.path.getsize(tmp_path / "w.parquet") + sum(os.path.getsize(p) for p in parts)
+    assert r["max_dek_modules"] == max(pqseal.inspect(p, kms=ks)["max_dek_modules"]
+                                       for p in [tmp_path / "w.parquet", *parts])

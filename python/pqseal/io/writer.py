@@ -261,7 +261,8 @@ class _SealedFile:
             plain = self.copier.finish(template)
             stats = Stats("<table>", self.out.path if self.out is not None else self.sink.name,
                           bytes_out=self.sink.pos, row_groups=len(self.copier.row_groups),
-                          columns=len(self.sink.paths), pages=self.copier.pages)
+                          columns=len(self.sink.paths), pages=self.copier.pages,
+                          max_dek_modules=self.sink.max_key_invocations())
             if self.sink.saw_v2:
                 stats.warnings.append(_v2_warning(os.path.basename(stats.dst or ""), self.properties))
             self.sink.truncate()
@@ -281,6 +282,8 @@ class _SealedFile:
             self.abort()
             raise
         stats.seconds = time.perf_counter() - self.t0
+        if self.properties.key_usage is not None:   # counts the committed file for its master key versions
+            self.properties.key_usage.sealed(stats.bytes_out, stats.max_dek_modules)
         return plain, stats
 
     def abort(self) -> None:
