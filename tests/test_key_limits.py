@@ -252,3 +252,23 @@ def test_vault_disable_and_enable_move_min_decryption_version(bao, tmp_path, mon
     clear_caches()
     assert pqseal.read_table(tmp_path / "v1.parquet", uri).equals(pq.read_table(tmp_path / "p.parquet"))
     assert "no version 9" in run("keys", "disable", "lim-k", "--version", "9", "--kms", uri, code=1)
+
+
+def test_footer_only_rotation_counts_its_dek_wraps_under_the_new_version(tmp_path, ks, plain):
+    files = [tmp_path / f"s{i}.parquet" for i in range(2)]
+    for f in files:
+        pqseal.encrypt_file(plain, f, EncryptionConfig("f", uniform_encryption=True), kms=ks)
+    ks.list()                                                    # flushes ks's counts
+    ks.rotate("f")
+    ks.set_limits("f", Limits(max_wraps=1, mode="refuse"))     # version 2 may wrap one DEK
+    clear_caches()
+    fresh = LocalKeystore(ks.path, PASS)
+    pqseal.rotate(files[0], kms=fresh)
+    before = files[1].read_bytes()
+    with pytest.raises(KeyUsageLimitExceeded, match="'f' version 2"):
+        pqseal.rotate(files[1], kms=fresh)
+    assert files[1].read_bytes() == before                       # the refused rotation changed nothing
+    rows = {(r["id"], r["version"]): r for r in fresh.list()}
+    assert (rows[("f", 1)]["deks"], rows[("f", 2)]["deks"]) == (2, 1)
+    assert pqseal.read_table(files[0], fresh).equals(pq.read_table(plain))
+    assert pqseal.read_table(files[1], fresh).equals(pq.read_table(plain))   # old wrapping: never refused

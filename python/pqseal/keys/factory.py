@@ -69,8 +69,14 @@ class CryptoFactory:
         # only (other writers keep theirs): one wrap per master key for a job's files
         wrapper = KeyWrapper(kms, kms_connection_config, double_wrapping=double_wrapping, cache_lifetime=cache_lifetime,
                              cache=self._rotation_keks)
-        return rotate_file(parquet_file_path, unwrapping_decryption(unwrapper.unwrap),
-                           lambda m: rewrap_one(m, unwrapper.unwrap, wrapper.wrap)).keys
+        seal_usage = getattr(kms, "seal_usage", None)   # counts the re-wrapped DEKs and checks their usage limits
+
+        def rewrap(m: KeyMaterial) -> KeyMaterial:
+            new = rewrap_one(m, unwrapper.unwrap, wrapper.wrap)
+            if seal_usage is not None:
+                seal_usage([new])
+            return new
+        return rotate_file(parquet_file_path, unwrapping_decryption(unwrapper.unwrap), rewrap).keys
 
     def file_decryption_properties(self, kms_connection_config: KmsConnectionConfig,
                                    decryption_config: DecryptionConfig | None = None,
