@@ -393,6 +393,7 @@ class LocalKeystore(KmsClient):
         doc.setdefault("backups", [])
         self._kek, self._mac_key, self._passphrase = kek, _mac_key(kek), passphrase
 
+    @audited("passwd")
     def passwd(self, new_passphrase: bytes, kdf_n: int | None = None) -> dict:
         """Re-seal the whole store under ``new_passphrase`` (and scrypt N ``kdf_n``, default
         2^17) in one atomic replacement under the lock; the old passphrase then fails.
@@ -408,6 +409,7 @@ class LocalKeystore(KmsClient):
         """The store's format and KDF parameters (without the salt)."""
         return {"format": self._doc["format"], **{k: v for k, v in self._doc["kdf"].items() if k != "salt"}}
 
+    @audited("backup")
     def backup(self, target: str, overwrite: bool = False) -> str:
         """Write a sealed copy of the store to ``target`` (0600; refuses an existing file
         unless ``overwrite``) and remember it, so that ``destroy`` rewrites it."""
@@ -494,12 +496,14 @@ class LocalKeystore(KmsClient):
                                f"({match[0].get('destroyed', 'time unknown')})")
         return match[0]
 
+    @audited("disable", "key_id", lambda args, result: args.get("version"))
     def disable(self, key_id: str, version: int) -> None:
         """Unwraps (and wraps) with this version are refused with :class:`KeyDisabled`
         until :meth:`enable`."""
         with self._locked() as doc:
             self._version(doc, key_id, version)["state"] = "disabled"
 
+    @audited("enable", "key_id", lambda args, result: args.get("version"))
     def enable(self, key_id: str, version: int) -> str:
         """Undo :meth:`disable`: active if it is the key's newest version, else
         decrypt-only. Returns the state."""
@@ -509,6 +513,7 @@ class LocalKeystore(KmsClient):
             v["state"] = "active" if version == newest else "decrypt-only"
         return v["state"]
 
+    @audited("destroy", "key_id", lambda args, result: args.get("version"))
     def destroy(self, key_id: str, version: int | None = None) -> DestroyReport:
         """Erase the sealed bytes of one version (or of all) from the store and from the
         backups pqseal wrote; a tombstone remains. Irreversible."""
