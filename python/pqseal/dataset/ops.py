@@ -95,9 +95,10 @@ def _dec_config(x):
 
 
 def build_keys(o: Options, *, encryption=None, decryption=None, read: bool = False, write: bool = False,
-               files: list[str] | None = None, rotate: bool = False) -> Paired:
+               files: list[str] | None = None, rotate: bool = False, master_keys: list[str] = ()) -> Paired:
     """The job's keys, opened on the driver (every KMS call is made here). ``rotate``:
-    also a write KEK per master key of the files read (their newest versions)."""
+    also a write KEK per master key of the files read (their newest versions);
+    ``master_keys``: the ids the config's templates resolve to for the job's files."""
     read_side = write_side = None
     enc_cfg = _enc_config(encryption) if write and not _is_explicit(encryption) else None
     dec_explicit = read and _is_explicit(decryption)
@@ -114,6 +115,8 @@ def build_keys(o: Options, *, encryption=None, decryption=None, read: bool = Fal
                 session.add_files(files)
             if rotate and session.read_master_key_ids:
                 session.add_master_keys(sorted(session.read_master_key_ids))
+            if master_keys:
+                session.add_master_keys(master_keys)
         except BaseException:
             session.close()
             raise
@@ -337,10 +340,11 @@ def run(kind: str, src, dst, o: Options, *, encryption=None, decryption=None) ->
     keys: Paired | None = None
     try:
         tasks = _triage(kind, p, journal, o, rep, read)
+        tasks, master_keys = _resolve_templates(tasks, encryption if write else None, journal, rep)
         # nothing to do (a finished job run again): no key session, no KMS call
         keys = build_keys(o, encryption=encryption, decryption=decryption, read=read, write=write,
                           files=[t.src for t in tasks] if read else None,
-                          rotate=kind == "rotate") if tasks else Paired()
+                          rotate=kind == "rotate", master_keys=master_keys) if tasks else Paired()
         tasks = _unreadable(tasks, keys, journal, rep)
         if tasks:
             ex.start(keys)
@@ -400,6 +404,36 @@ def _rotatable(src: str) -> bool:
             return bool(s.fmd and s.fmd.get("footer_signing_key_metadata"))
     except (PqsealError, OSError, ValueError):
         return True
+
+
+def _resolve_templates(tasks: list[Task], encryption, journal: Journal | None,
+                       rep: Report) -> tuple[list[Task], list[str]]:
+    """Master key id templates of the write config (``tenant-{customer_id}``), resolved
+    on the driver from each file's partition values (its path relative to the source
+    root): the tasks carry their values, and the session gets one KEK per distinct
+    resolved id before it is shipped. A file the templates cannot be resolved for fails
+    here, without being attempted."""
+    from ..errors import PqsealError
+    from ..keys import template
+
+    if encryption is None or _is_explicit(encryption):
+        return tasks, []
+    cfg = _enc_config(encryption)
+    if not template.has_templates(cfg):
+        return tasks, []
+    keep, ids = [], set()
+    for t in tasks:
+        try:
+            values = template.partition_values(t.rel)
+            ids.update(template.master_key_ids(template.resolve(cfg, values, f" in {t.rel}")))
+        except PqsealError as exc:
+            line = f"{type(exc).__name__}: {' '.join(str(exc).split())}"
+            if journal is not None:
+                journal.failed(t.rel, line)
+            rep.failed.append(FileResult(t.rel, t.size, error=line))
+            continue
+        keep.append(dataclasses.replace(t, partition=tuple(sorted(values.items()))))
+    return keep, sorted(ids)
 
 
 def _unreadable(tasks: list[Task], keys: Paired, journal: Journal | None, rep: Report) -> list[Task]:

@@ -233,7 +233,7 @@ class PqsealFileSystem(ChainedFileSystem):
             raise ZoneError(f"{where} lies in no encryption zone and the pqseal file system has no encryption "
                             "option: refusing to write a plaintext Parquet file (create a zone with 'pqseal zone "
                             "create' or pass storage_options={'pqseal': {'encryption': EncryptionConfig(...)}})")
-        return policy.encryption_config()
+        return policy.encryption_config(where)
 
     @staticmethod
     def _encrypted(src) -> bool:
