@@ -519,6 +519,17 @@ class _Partitions:
         self.kv_extra: dict[str, str] = {}
         self.new_dirs: list[str] = []   # partition directories this writer created
 
+    def _mkdir(self, d: str) -> None:
+        """Create the partition directory ``d`` unless it exists (another writer, in this
+        process or another, may create it at the same moment: then it is not ours)."""
+        try:
+            os.mkdir(d)
+        except FileExistsError:
+            if not os.path.isdir(d):
+                raise
+            return
+        self.new_dirs.append(d)
+
     def remove_new_dirs(self) -> None:
         """Remove the partition directories this writer created, where they are empty."""
         for d in reversed(self.new_dirs):
@@ -546,13 +557,11 @@ class _Partitions:
             if f is None:
                 d = self.root
                 if not os.path.isdir(d):
-                    os.makedirs(d)
+                    os.makedirs(d, exist_ok=True)
                     self.new_dirs.append(d)
                 for c in self.cols:
                     d = os.path.join(d, f"{c}={_segment(key[c])}")
-                    if not os.path.isdir(d):
-                        os.mkdir(d)
-                        self.new_dirs.append(d)
+                    self._mkdir(d)
                 path = os.path.join(d, self.template.replace("{i}", str(len(self.files))))
                 f = self.files[k] = _open_file(path, self.file_schema, **self.args,
                                                partition={c: key[c] for c in self.cols})
