@@ -219,6 +219,10 @@ def test_zone_policy_with_templates_resolves_from_the_path_below_the_zone(tmp_pa
     with pqseal.open(root / "customer_id=5" / "s.parquet", "wb", kms=kms) as f:     # the sealing sink
         pq.write_table(plain, f)
     assert _key_ids(root / "customer_id=5" / "s.parquet", kms) == {"tenant-5", "pii-5"}
+    (root / "customer_id=6").mkdir()                                                # the fsspec file system
+    plain.to_pandas().to_parquet("pqseal::file://" + str(root / "customer_id=6" / "p.parquet"),
+                                 storage_options={"pqseal": {"kms": kms}})
+    assert _key_ids(root / "customer_id=6" / "p.parquet", kms) == {"tenant-6", "pii-6"}
 
     with pytest.raises(UnknownPlaceholder, match=r"\{customer_id\}") as e:   # the path lacks the partition
         with pqseal.ParquetWriter(root / "flat.parquet", plain.schema, kms=kms) as w:

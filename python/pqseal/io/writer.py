@@ -56,14 +56,14 @@ def _properties(where, encryption, kms, kms_connection_config, partition=None):
         if not _is_path(where):
             raise ValueError("pqseal.ParquetWriter: no encryption= given; a file object lies in no encryption zone, "
                              "so pass encryption= (an EncryptionConfig or EncryptionProperties)")
-        from .zones import policy_for
+        from .zones import encryption_config_for, policy_for
 
         policy = policy_for(os.path.abspath(os.fspath(where)))
         if policy is None:
             raise ValueError(f"{os.fspath(where)}: no encryption= given and no encryption zone holds this path; "
                              "pass encryption= (an EncryptionConfig or EncryptionProperties) or create a zone "
                              "(pqseal zone create)")
-        encryption = policy.encryption_config(where)
+        encryption = encryption_config_for(policy, where)
         if kms is None:
             kms = policy.kms
     elif partition is not None and not isinstance(encryption, EncryptionProperties):

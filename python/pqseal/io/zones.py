@@ -104,13 +104,9 @@ class ZonePolicy:
         except ValueError as exc:
             raise ZoneError(f"zone {self.path}: {exc}") from None
 
-    def encryption_config(self, path=None):
-        """The :class:`~pqseal.config.EncryptionConfig` files written in the zone get;
-        with ``path`` (a file in the zone), its master key id templates
-        (``tenant-{customer_id}``) resolved from the hive segments of the path below the
-        zone's root (:mod:`pqseal.keys.template`; a path without the partition raises
-        :class:`~pqseal.keys.template.UnknownPlaceholder`). Without ``path`` the templates
-        stay, and writing with them is refused."""
+    def encryption_config(self):
+        """The :class:`~pqseal.config.EncryptionConfig` files written in the zone get (its
+        master key id templates unresolved: see :func:`encryption_config_for`)."""
         from ..config import EncryptionConfig, parse_column_keys
         from ..keys import template
 
@@ -120,13 +116,7 @@ class ZonePolicy:
                                internal_key_material=self.internal_key_material,
                                data_key_length_bits=self.data_key_length_bits)
         template.config_placeholders(cfg)   # a malformed template is refused when the zone is made
-        if path is None or not template.has_templates(cfg):
-            return cfg
-        where, root = location(path), location(self.path, resolve=False)
-        if not where.within(root):
-            raise ZoneError(f"{path} is not in zone {self.path}")
-        rel = "/".join(where.parts[len(root.parts):])
-        return template.resolve(cfg, template.partition_values(rel), f" in {rel} (zone {self.path})")
+        return cfg
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -405,6 +395,23 @@ def create_zone(path, footer_key: str, *, column_keys: str | None = None, algori
     return ZoneCreated(policy, sealed)
 
 
+def encryption_config_for(policy: ZonePolicy, path):
+    """The config of the file ``path`` in the zone of ``policy``: the policy's, with its
+    master key id templates (``tenant-{customer_id}``) resolved from the hive segments of
+    the path below the zone's root (:mod:`pqseal.keys.template`; a path without the
+    partition raises :class:`~pqseal.keys.template.UnknownPlaceholder`)."""
+    from ..keys import template
+
+    cfg = policy.encryption_config()
+    if path is None or not template.has_templates(cfg):
+        return cfg
+    where, root = location(path), location(policy.path, resolve=False)
+    if not where.within(root):
+        raise ZoneError(f"{path} is not in zone {policy.path}")
+    rel = "/".join(where.parts[len(root.parts):])
+    return template.resolve(cfg, template.partition_values(rel), f" in {rel} (zone {policy.path})")
+
+
 def _check_keys(policy: ZonePolicy, kms) -> None:
     """Wrap fresh data keys with the policy's master keys (KeyNotFound, KeyAccessDenied or
     KmsError when a key is missing or refused). Templates (tenant keys) are checked when
@@ -506,7 +513,7 @@ def _seal_in_place(found: list[str], root: Location, policy: ZonePolicy,
     failed: list[tuple[str, str]] = []
     for p in found:
         try:
-            config = policy.encryption_config(p)
+            config = encryption_config_for(policy, p)
             if root.protocol is None:
                 encrypt_file(p, p, config, kms=kms, in_place=True)
             else:
