@@ -141,6 +141,16 @@ def test_unresolved_template_is_refused_before_any_kms_call(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["plain.parquet"]
 
 
+def test_pyarrows_own_writer_cannot_wrap_under_a_template(tmp_path):
+    kms = AnyKeyKms()
+    factory = pqseal.arrow.crypto_factory(lambda cfg: kms)
+    cfg = pe.EncryptionConfiguration(footer_key="tenant-{customer_id}", uniform_encryption=True)
+    with pytest.raises(UnresolvedTemplate, match="pyarrow's writer does not fill templates"):
+        props = factory.file_encryption_properties(pe.KmsConnectionConfig(), cfg)
+        pq.write_table(TABLE, tmp_path / "pa.parquet", encryption_properties=props)
+    assert kms.calls == [] and not os.path.exists(tmp_path / "pa.parquet")
+
+
 # ---- ParquetWriter / write_to_dataset ---------------------------------------------------------
 
 

@@ -158,6 +158,15 @@ def resolve_for_path(cfg: EncryptionConfig, rel_path: str) -> EncryptionConfig:
     return resolve(cfg, partition_values(rel_path), f" in {rel_path}")
 
 
+def check_id_resolved(key_id: str) -> None:
+    """Raise :class:`UnresolvedTemplate` when ``key_id`` is a template (pyarrow's own
+    writer hands pqseal's KMS clients the ids of its config as they are)."""
+    if is_template(key_id):
+        raise UnresolvedTemplate(f"master key id template {key_id!r} refused: pyarrow's writer "
+                                 "does not fill templates; write with pqseal.ParquetWriter(partition_cols=...) or "
+                                 "pqseal.write_to_dataset")
+
+
 def check_resolved(cfg: EncryptionConfig) -> None:
     """Raise :class:`UnresolvedTemplate` when ``cfg`` still holds a template: its data keys
     would be wrapped under a master key literally named ``tenant-{customer_id}``."""
