@@ -490,9 +490,10 @@ def _check_placeholders(encryption, cols: list[str]) -> None:
         return
     from ..arrow import encryption_config
 
-    for name in sorted(config_placeholders(encryption_config(encryption)) - set(cols)):
-        raise UnknownPlaceholder(f"master key id template placeholder {{{name}}} is not a partition column "
-                                 f"(partition_cols: {', '.join(cols)})", name=name)
+    unknown = sorted(config_placeholders(encryption_config(encryption)) - set(cols))
+    if unknown:
+        raise UnknownPlaceholder(f"master key id template placeholder {{{unknown[0]}}} is not a partition column "
+                                 f"(partition_cols: {', '.join(cols)})", name=unknown[0])
 
 
 _NULL_PARTITION = "__HIVE_DEFAULT_PARTITION__"

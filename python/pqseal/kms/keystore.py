@@ -502,20 +502,22 @@ class LocalKeystore(KmsClient):
         :class:`KeyNotFound` naming the reason when the policy does not allow it."""
         from ..audit import Event, keystore_log
 
-        why = CreationPolicy.from_doc(self._doc).refusal(key_id, current_user())
-        if why is not None:
-            raise KeyNotFound(f"master key {key_id!r} not in keystore {self.path}; not created on first use: {why}")
+        def allowed(doc: dict) -> CreationPolicy:
+            policy = CreationPolicy.from_doc(doc)
+            why = policy.refusal(key_id, current_user())
+            if why is not None:
+                raise KeyNotFound(f"master key {key_id!r} not in keystore {self.path}; not created on first use: "
+                                  f"{why}")
+            return policy
 
         def create() -> None:
             with self._locked() as doc:
                 if key_id in doc["keys"]:
                     raise _AlreadyThere   # nothing written: the store is left as it is
-                policy = CreationPolicy.from_doc(doc)    # as locked (a concurrent `keys policy`)
-                why = policy.refusal(key_id, current_user())
-                if why is not None:
-                    raise KeyNotFound(f"master key {key_id!r} not in keystore {self.path}; not created on first "
-                                      f"use: {why}")
-                doc["keys"][key_id] = {"versions": [self._new_version(key_id, 1, policy.bits)]}
+                bits = allowed(doc).bits   # the policy as locked (a concurrent `keys policy`)
+                doc["keys"][key_id] = {"versions": [self._new_version(key_id, 1, bits)]}
+
+        allowed(self._doc)    # refused without taking the lock
         log = keystore_log(self)
         event = Event("auto-create", key_id, 1)
         try:
