@@ -301,3 +301,40 @@ def keys_restore(path, file, force):
 
     ks = LocalKeystore.restore(file, path, force=force)
     click.echo(f"restored keystore {ks.path} from {file}")
+
+@keys.command("policy")
+@ks_opt
+@click.option("--auto-create", "patterns", multiple=True, metavar="PATTERN", help="Create a missing master key "
+              "matching this glob (e.g. 'tenant-*') when a wrap needs it. Repeatable; replaces the patterns.")
+@click.option("--users", metavar="USER,...", help="OS users allowed to trigger that (default: any user who can open "
+              "the keystore).")
+@click.option("--bits", type=click.Choice(["128", "192", "256"]), default="256", show_default=True,
+              help="Length of keys created on first use.")
+@click.option("--clear", is_flag=True, help="Create no keys on first use (the default).")
+def keys_policy(path, patterns, users, bits, clear):
+    """Show or set which missing master keys a wrap creates (tenant keys on first use).
+    Without options: show the policy. Only wraps create (never unwraps), each creation is
+    audited (auto-create), and concurrent first writers end with one key. This guards
+    against mistakes, not against a holder of the passphrase, who can change the policy."""
+    from ..kms.creation import CreationPolicy
+
+    ks = _keystore(path)
+    if clear or patterns:
+        if clear and (patterns or users):
+            raise click.UsageError("--clear excludes --auto-create and --users")
+        if users is not None and not patterns:
+            raise click.UsageError("--users goes with --auto-create")
+        try:
+            policy = CreationPolicy(tuple(patterns), tuple(u.strip() for u in (users or "").split(",") if u.strip()),
+                                    int(bits))
+        except ValueError as exc:
+            raise click.UsageError(str(exc)) from None
+        ks.set_creation_policy(policy)
+    elif users is not None:
+        raise click.UsageError("--users goes with --auto-create")
+    p = ks.creation_policy()
+    if not p.patterns:
+        click.echo("no keys are created on first use (a missing master key is an error)")
+        return
+    who = ", ".join(p.users) if p.users else "any user who can open the keystore"
+    click.echo(f"created on first use ({p.bits} bits): {', '.join(p.patterns)}; by: {who}")

@@ -337,11 +337,13 @@ def run(kind: str, src, dst, o: Options, *, encryption=None, decryption=None) ->
     keys: Paired | None = None
     try:
         tasks = _triage(kind, p, journal, o, rep, read)
+        tasks, tenant_keys = _resolve_templates(tasks, encryption if write else None, journal, o, rep)
         # nothing to do (a finished job run again): no key session, no KMS call
         keys = build_keys(o, encryption=encryption, decryption=decryption, read=read, write=write,
                           files=[t.src for t in tasks] if read else None,
                           rotate=kind == "rotate") if tasks else Paired()
-        tasks = _unreadable(tasks, keys, journal, rep)
+        tasks = _unreadable(tasks, keys, journal, o, rep)
+        tasks = _add_tenant_keys(tasks, keys, tenant_keys, journal, o, rep)   # before the keys are shipped
         if tasks:
             ex.start(keys)
         _dispatch(tasks, ex, journal, o, rep)
@@ -402,7 +404,73 @@ def _rotatable(src: str) -> bool:
         return True
 
 
-def _unreadable(tasks: list[Task], keys: Paired, journal: Journal | None, rep: Report) -> list[Task]:
+def _fail_early(t: Task, line: str, journal: Journal | None, o: Options, rep: Report) -> None:
+    """A file that fails on the driver, before it is dispatched: journaled and reported
+    like a worker's failure (its source is not touched)."""
+    line = " ".join(line.split())
+    if journal is not None:
+        journal.failed(t.rel, line)
+    res = FileResult(t.rel, t.size, error=line)
+    rep.failed.append(res)
+    if o.on_result is not None:
+        o.on_result(res)
+
+
+def _resolve_templates(tasks: list[Task], encryption, journal: Journal | None, o: Options,
+                       rep: Report) -> tuple[list[Task], dict[str, list[str]]]:
+    """Master key id templates of the write config (``tenant-{customer_id}``), resolved
+    on the driver from each file's partition values (its path relative to the source
+    root): the tasks carry their values; returns {relative path: resolved master key ids}
+    for :func:`_add_tenant_keys`. A file the templates cannot be resolved for fails here,
+    without being attempted."""
+    from ..errors import PqsealError
+    from ..keys import template
+
+    if encryption is None or _is_explicit(encryption):
+        return tasks, {}
+    cfg = _enc_config(encryption)
+    if not template.has_templates(cfg):
+        return tasks, {}
+    keep, ids = [], {}
+    for t in tasks:
+        try:
+            values = template.partition_values(t.rel)
+            ids[t.rel] = template.master_key_ids(template.resolve(cfg, values, f" in {t.rel}"))
+        except PqsealError as exc:
+            _fail_early(t, f"{type(exc).__name__}: {exc}", journal, o, rep)
+            continue
+        keep.append(dataclasses.replace(t, partition=tuple(sorted(values.items()))))
+    return keep, ids
+
+
+def _add_tenant_keys(tasks: list[Task], keys: Paired, tenant_keys: dict[str, list[str]], journal: Journal | None,
+                     o: Options, rep: Report) -> list[Task]:
+    """One write KEK per distinct master key the templates resolved to for the files
+    still to do (one KMS wrap each, on the driver, before the session is shipped). A key
+    the KMS refuses (missing, disabled, a shredded tenant's) fails that key's files only."""
+    from ..errors import PqsealError, SessionExpired
+
+    if not tenant_keys or not tasks:
+        return tasks
+    bad: dict[str, str] = {}
+    for mk in sorted({mk for t in tasks for mk in tenant_keys[t.rel]}):
+        try:
+            keys.write.add_master_keys([mk])
+        except SessionExpired:
+            raise
+        except PqsealError as exc:
+            bad[mk] = f"{type(exc).__name__}: {exc}"
+    keep = []
+    for t in tasks:
+        why = next((bad[mk] for mk in tenant_keys[t.rel] if mk in bad), None)
+        if why is None:
+            keep.append(t)
+        else:
+            _fail_early(t, f"keys not writable: {why}", journal, o, rep)
+    return keep
+
+
+def _unreadable(tasks: list[Task], keys: Paired, journal: Journal | None, o: Options, rep: Report) -> list[Task]:
     """Files whose keys the session could not read fail here, without being attempted."""
     bad = keys.unreadable
     if not bad:
@@ -412,11 +480,8 @@ def _unreadable(tasks: list[Task], keys: Paired, journal: Journal | None, rep: R
         why = bad.get(t.src, bad.get(os.path.abspath(t.src)))
         if why is None:
             keep.append(t)
-            continue
-        line = f"keys not readable: {' '.join(str(why).split())}"
-        if journal is not None:
-            journal.failed(t.rel, line)
-        rep.failed.append(FileResult(t.rel, t.size, error=line))
+        else:
+            _fail_early(t, f"keys not readable: {why}", journal, o, rep)
     return keep
 
 

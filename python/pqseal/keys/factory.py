@@ -15,6 +15,7 @@ from ..kms.context import FOOTER, key_context
 from .config import DecryptionConfig, EncryptionConfig, prefix_bytes, seconds
 from .material import COLUMN_KEY_REFERENCE_PREFIX, FOOTER_KEY_REFERENCE, KeyMaterial, KeyMetadata
 from .scan import KeyMaterialReader
+from .template import check_resolved
 from .toolkit import ExpiringCache, KeyCaches, KeyUnwrapper, KeyWrapper
 
 KmsClientFactory = Callable[[KmsConnectionConfig], KmsClient]
@@ -115,6 +116,7 @@ def encryption_properties(cfg: EncryptionConfig, wrap: Wrap) -> EncryptionProper
     for every column of ``column_keys``, each wrapped by ``wrap``; PKMT1 material in the
     key metadata (internal storage) or as the file's external material (references
     ``footerKey``, ``columnKey0``...)."""
+    check_resolved(cfg)   # no KMS (nor KEK) ever wraps under an id like "tenant-{customer_id}"
     nbytes = cfg.data_key_length_bits // 8
     external: dict[str, str] = {}
 

@@ -37,6 +37,7 @@ from .factory import encryption_properties, kms_connection_for, rewrap
 from .material import KeyMaterial
 from .scan import KeyMaterialReader, scan_file
 from ..kms.context import key_context
+from .template import UnresolvedTemplate, is_template, master_key_ids, resolve
 from .toolkit import KEK_ID_LEN, _kms_call, kek_of, wrap_with_kek
 
 DEFAULT_SESSION_LIFETIME = 3600.0
@@ -65,8 +66,11 @@ class KeySession:
       :class:`EncryptionConfig`, pyarrow's ``EncryptionConfiguration`` or a zone policy;
       one KEK (``kek_length_bits`` long, with a random 16-byte id) per master key it names
       (footer, column and uniform keys), each wrapped by one KMS call. None: a read-only
-      session. Single wrapping (``double_wrapping=False``) is refused: it needs a KMS call
-      per data key, which a worker cannot make. ``decryption`` (pqseal's or pyarrow's
+      session. Master key id templates (``tenant-{customer_id}``,
+      :mod:`pqseal.keys.template`) get no KEK here: the driver resolves them for the
+      files of the job and adds the resulting ids (``add_master_keys``). Single
+      wrapping (``double_wrapping=False``) is refused: it needs a KMS call per data key,
+      which a worker cannot make. ``decryption`` (pqseal's or pyarrow's
       decryption config) is accepted for symmetry with :class:`CryptoFactory`; its cache
       lifetime is superseded by ``lifetime`` (seconds), after which the session is
       refused everywhere (``expires_at``, wall clock, so it holds on other hosts too).
@@ -81,16 +85,19 @@ class KeySession:
       for again in the same call. Returns the KMS calls made.
     - ``add_master_keys(ids) -> int``: write KEKs for more master keys, one KMS wrap each
       (under the master key's current version), e.g. for rotation; master keys that have
-      one already are skipped. Returns the KMS calls made.
+      one already are skipped. Returns the KMS calls made. A template id raises
+      :class:`~pqseal.keys.template.UnresolvedTemplate`.
 
     Worker side (no KMS; :class:`~pqseal.errors.KeyNotFound` for a key the session lacks,
     naming the master key id and KEK id; :class:`~pqseal.errors.SessionExpired` after
     ``expires_at`` or ``close()``):
 
-    - ``encryption_properties(dst=None) -> EncryptionProperties``: fresh DEKs for the
-      footer and each column, wrapped under the KEKs (AAD = the raw KEK id): the PKMT1
-      material (internal or external) :meth:`CryptoFactory.file_encryption_properties`
+    - ``encryption_properties(dst=None, partition=None) -> EncryptionProperties``: fresh
+      DEKs for the footer and each column, wrapped under the KEKs (AAD = the raw KEK id):
+      the PKMT1 material (internal or external) :meth:`CryptoFactory.file_encryption_properties`
       writes. ``dst`` is not needed (external material travels in the properties).
+      ``partition``: the file's partition values ({name: value}), which resolve the
+      config's master key id templates (:func:`pqseal.keys.template.resolve`).
     - ``decryption_properties(src=None) -> DecryptionProperties``: DEKs unwrapped with the
       session's KEKs; external material read from beside ``src``.
     - ``rewrap_material(material) -> dict``: the entries of a ``_KEY_MATERIAL_FOR_*``
@@ -151,7 +158,7 @@ class KeySession:
         session = cls(config=cfg, connection=conn, kek_length_bits=cfg.kek_length_bits if cfg else 128,
                       expires_at=time.time() + lifetime, kms=kms_factory(kms))
         if cfg is not None:
-            session.add_master_keys([cfg.footer_key, *(cfg.column_keys or {})])
+            session.add_master_keys([mk for mk in master_key_ids(cfg) if not is_template(mk)])
         return session
 
     def add_master_keys(self, master_key_ids: Iterable[str]) -> int:
@@ -159,6 +166,9 @@ class KeySession:
         for mk in dict.fromkeys(master_key_ids):
             if not isinstance(mk, str) or not mk:
                 raise ValueError(f"a master key id must be a non-empty string, got {mk!r}")
+            if is_template(mk):
+                raise UnresolvedTemplate(f"master key id template {mk!r}: add the ids it resolves to for the job's "
+                                         "files, not the template")
             with self._lock:
                 self._check_usable()
                 if mk in self._write:
@@ -268,13 +278,15 @@ class KeySession:
 
     # ---- worker side -------------------------------------------------------------------------
 
-    def encryption_properties(self, dst=None) -> EncryptionProperties:
+    def encryption_properties(self, dst=None, partition: Mapping[str, object] | None = None) -> EncryptionProperties:
         with self._lock:
             self._check_usable()
             cfg = self._config
         if cfg is None:
             raise KeyNotFound("this key session is read-only (opened without an encryption config): it has no "
                               "keys to write with")
+        if partition is not None:
+            cfg = resolve(cfg, partition, "" if dst is None else f" for {os.fspath(dst)}")
         return encryption_properties(cfg, self._wrap)
 
     def decryption_properties(self, src=None) -> DecryptionProperties:
@@ -474,7 +486,7 @@ class KeySession:
             if session._deks.setdefault((_text(item, "master_key_id"), _text(item, "wrapped_dek")), dek) is not dek:
                 raise MalformedKeyMaterial("key session export: a data key is listed twice")
         if cfg is not None:
-            missing = {cfg.footer_key, *(cfg.column_keys or {})} - set(session._write)
+            missing = {mk for mk in master_key_ids(cfg) if not is_template(mk)} - set(session._write)
             if missing:
                 raise MalformedKeyMaterial(f"key session export: no write KEK for master keys {sorted(missing)}")
         return session

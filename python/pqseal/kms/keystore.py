@@ -56,6 +56,7 @@ from ..crypto import ModuleKey, random_bytes, unwrap_key_locally, wrap_key_local
 from ..errors import (InvalidTag, KeyAccessDenied, KeyDestroyed, KeyDisabled, KeyNotFound, MalformedKeyMaterial,
                       OutputExists)
 from .base import KmsClient
+from .creation import CreationPolicy, current_user
 from .keyusage import SealUsage, UsageCounters, empty, read_usage
 from .limits import Limits, enforce, reached
 
@@ -395,6 +396,7 @@ class LocalKeystore(KmsClient):
         doc.setdefault("backups", [])
         self._kek, self._mac_key, self._passphrase = kek, _mac_key(kek), passphrase
 
+    @audited("passwd")
     def passwd(self, new_passphrase: bytes, kdf_n: int | None = None) -> dict:
         """Re-seal the whole store under ``new_passphrase`` (and scrypt N ``kdf_n``, default
         2^17) in one atomic replacement under the lock; the old passphrase then fails.
@@ -410,6 +412,7 @@ class LocalKeystore(KmsClient):
         """The store's format and KDF parameters (without the salt)."""
         return {"format": self._doc["format"], **{k: v for k, v in self._doc["kdf"].items() if k != "salt"}}
 
+    @audited("backup")
     def backup(self, target: str, overwrite: bool = False) -> str:
         """Write a sealed copy of the store to ``target`` (0600; refuses an existing file
         unless ``overwrite``) and remember it, so that ``destroy`` rewrites it."""
@@ -481,6 +484,57 @@ class LocalKeystore(KmsClient):
             versions.append(self._new_version(key_id, new, int(versions[-1].get("bits", 256))))
         return new
 
+    def creation_policy(self) -> CreationPolicy:
+        """Which missing keys a wrap creates (:mod:`pqseal.kms.creation`)."""
+        self._refresh()
+        return CreationPolicy.from_doc(self._doc)
+
+    @audited("policy")
+    def set_creation_policy(self, policy: CreationPolicy) -> None:
+        """Store ``policy`` (no patterns: nothing is created on first use)."""
+        with self._locked() as doc:
+            entry = policy.to_doc()
+            if entry is None:
+                doc.pop("creation", None)
+            else:
+                doc["creation"] = entry
+
+    def _create_on_first_use(self, key_id: str) -> None:
+        """Create the missing master key ``key_id`` (version 1) if the store's creation
+        policy lets this user do it, under the lock: of concurrent first writers one
+        creates it and the others find it. Audited as ``auto-create``. Raises
+        :class:`KeyNotFound` naming the reason when the policy does not allow it."""
+        from ..audit import Event, keystore_log
+
+        def allowed(doc: dict) -> CreationPolicy:
+            policy = CreationPolicy.from_doc(doc)
+            why = policy.refusal(key_id, current_user())
+            if why is not None:
+                raise KeyNotFound(f"master key {key_id!r} not in keystore {self.path}; not created on first use: "
+                                  f"{why}")
+            return policy
+
+        def create() -> None:
+            with self._locked() as doc:
+                if key_id in doc["keys"]:
+                    raise _AlreadyThere   # nothing written: the store is left as it is
+                bits = allowed(doc).bits   # the policy as locked (a concurrent `keys policy`)
+                doc["keys"][key_id] = {"versions": [self._new_version(key_id, 1, bits)]}
+
+        allowed(self._doc)    # refused without taking the lock
+        log = keystore_log(self)
+        event = Event("auto-create", key_id, 1)
+        try:
+            create()
+        except _AlreadyThere:
+            return   # another writer created it first: nothing to record
+        except BaseException as exc:
+            if log is not None:
+                log.append(event, type(exc).__name__)
+            raise
+        if log is not None:
+            log.append(event)
+
     def _entry(self, doc: dict, key_id: str) -> list:
         entry = doc["keys"].get(key_id)
         if entry is None:
@@ -496,12 +550,14 @@ class LocalKeystore(KmsClient):
                                f"({match[0].get('destroyed', 'time unknown')})")
         return match[0]
 
+    @audited("disable", "key_id", lambda args, result: args.get("version"))
     def disable(self, key_id: str, version: int) -> None:
         """Unwraps (and wraps) with this version are refused with :class:`KeyDisabled`
         until :meth:`enable`."""
         with self._locked() as doc:
             self._version(doc, key_id, version)["state"] = "disabled"
 
+    @audited("enable", "key_id", lambda args, result: args.get("version"))
     def enable(self, key_id: str, version: int) -> str:
         """Undo :meth:`disable`: active if it is the key's newest version, else
         decrypt-only. Returns the state."""
@@ -511,6 +567,7 @@ class LocalKeystore(KmsClient):
             v["state"] = "active" if version == newest else "decrypt-only"
         return v["state"]
 
+    @audited("destroy", "key_id", lambda args, result: args.get("version"))
     def destroy(self, key_id: str, version: int | None = None) -> DestroyReport:
         """Erase the sealed bytes of one version (or of all) from the store and from the
         backups pqseal wrote; a tombstone remains. Irreversible."""
@@ -592,6 +649,7 @@ class LocalKeystore(KmsClient):
         """The limits of ``key_id``: its own, and the store's default where it sets none."""
         return self.limits(key_id).over(self.limits())
 
+    @audited("limits", "key_id")
     def set_limits(self, key_id: str | None, limits: Limits) -> None:
         """Store ``limits`` for ``key_id`` (None: the store's default), MAC-protected."""
         with self._locked() as doc:
@@ -670,7 +728,11 @@ class LocalKeystore(KmsClient):
 
     @audited("wrap", "master_key_identifier", lambda args, result: _wrapped_version(result))
     def wrap_key(self, key_bytes: bytes, master_key_identifier: str) -> str:
-        ver, mk = self._master(master_key_identifier, None)
+        try:
+            ver, mk = self._master(master_key_identifier, None)
+        except KeyNotFound:
+            self._create_on_first_use(master_key_identifier)   # or KeyNotFound saying why not
+            ver, mk = self._master(master_key_identifier, None)
         self._check_limits(master_key_identifier, self._version(self._doc, master_key_identifier, ver), new_deks=1)
         wrapped = wrap_key_locally(key_bytes, mk, f"{master_key_identifier}:{ver}".encode())
         self._usage.count(master_key_identifier, ver, "wraps")
@@ -707,6 +769,10 @@ class LocalKeystore(KmsClient):
 
     def __reduce__(self):
         raise TypeError("LocalKeystore cannot be pickled")
+
+
+class _AlreadyThere(Exception):
+    """A key to create on first use was created by another writer meanwhile."""
 
 
 def _wrapped_version(wrapped) -> int | None:
