@@ -272,3 +272,16 @@ def test_footer_only_rotation_counts_its_dek_wraps_under_the_new_version(tmp_pat
     assert (rows[("f", 1)]["deks"], rows[("f", 2)]["deks"]) == (2, 1)
     assert pqseal.read_table(files[0], fresh).equals(pq.read_table(plain))
     assert pqseal.read_table(files[1], fresh).equals(pq.read_table(plain))   # old wrapping: never refused
+
+
+def test_cli_rotate_warns_in_one_line(tmp_path, ks, plain):
+    pqseal.encrypt_file(plain, tmp_path / "s.parquet", EncryptionConfig("f", uniform_encryption=True), kms=ks)
+    ks.list()
+    ks.set_limits(None, Limits(max_wraps=1))        # warn: the rotation wraps f's DEK a second time
+    p = subprocess.run([sys.executable, "-m", "pqseal", "rotate", str(tmp_path / "s.parquet")],
+                       env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path), **_env(ks)),
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    (line,) = p.stderr.splitlines()
+    assert line.startswith("pqseal: warning: master key 'f' version 1 has wrapped more DEKs than its max-wraps (2 > 1)")
+    assert "rotated 1 keys" in p.stdout
