@@ -57,7 +57,7 @@ from ..errors import (InvalidTag, KeyAccessDenied, KeyDestroyed, KeyDisabled, Ke
                       OutputExists)
 from .base import KmsClient
 from .creation import CreationPolicy, current_user
-from .keyusage import SealUsage, UsageCounters, empty, read_usage
+from .keyusage import SealUsage, UsageCounters, merged, read_usage
 from .limits import Limits, enforce, reached
 
 FORMAT = "pqseal-keystore-2"
@@ -628,10 +628,12 @@ class LocalKeystore(KmsClient):
         out = []
         for kid, entry in sorted(self._doc["keys"].items()):
             limits = self.effective_limits(kid)
+            counts = usage.get(kid)
+            counts = counts if isinstance(counts, dict) else {}
             for v in entry.get("versions", []):
-                u = usage.get(kid, {}).get(str(v.get("version")), {})
+                u = counts.get(str(v.get("version")))
                 out.append({"id": kid, "version": v.get("version"), "bits": v.get("bits"), "state": v.get("state"),
-                            "created": v.get("created"), **{k: u.get(k, d) for k, d in empty().items()},
+                            "created": v.get("created"), **merged(u if isinstance(u, dict) else None, {}),
                             "limits": limits})
         return out
 

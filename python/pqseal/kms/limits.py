@@ -32,11 +32,9 @@ import threading
 import warnings
 from dataclasses import asdict, dataclass, fields, replace
 
-from ..crypto.keys import GCM_INVOCATION_LIMIT
 from ..errors import KeyUsageLimitExceeded, KeyUsageWarning, MalformedKeyMaterial
 
 MODES = ("warn", "refuse")
-GCM_BOUND = GCM_INVOCATION_LIMIT      # GCM invocations allowed per DEK (2^32)
 _SIZE = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12, "pb": 10**15,
          "kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "tib": 1 << 40, "pib": 1 << 50}
 _TIME = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400, "y": 365 * 86400}
@@ -203,6 +201,8 @@ def enforce(keystore, found: list[Reached], report: bool = False) -> list[str]:
     (a seal's stats carry them to the CLI, which ignores Python warnings while sealing)."""
     from ..audit import Event, keystore_log
 
+    if not found:
+        return []
     log = keystore_log(keystore)
     refused = [r for r in found if r.mode == "refuse"]
     if refused:
