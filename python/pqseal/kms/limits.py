@@ -21,7 +21,9 @@ the usage counters keep the most modules one DEK encrypted (``max_dek_modules``)
 
 Counts of other processes are seen once they flush them (at most a second late, see
 :mod:`pqseal.kms.keyusage`), so a ``refuse`` limit can be overshot by what concurrent
-processes do within that second.
+processes do within that second. The limits live in the MAC-protected keystore, the
+counts in the unauthenticated usage file: limits guard against overuse by mistake, not
+against someone who can write that file.
 """
 
 from __future__ import annotations
