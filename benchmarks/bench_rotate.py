@@ -10,7 +10,7 @@
    call per master key), for files sealed with double wrapping and with single wrapping,
    and for comparison a loop of ``pqseal.rotate`` over the same files.
 
-    python benchmarks/bench_rotate.py                    # both parts; about 1.5 minutes here
+    python benchmarks/bench_rotate.py                    # both parts; 45-90 s here
     python benchmarks/bench_rotate.py --only file        # or: files
     python benchmarks/bench_rotate.py --size-gib 0.25 --files 200 --json
 
