@@ -10,12 +10,20 @@ from pqseal.kms import KmsClient
 
 class CountingKms(KmsClient):
     """Counts wraps and unwraps (thread-safe) and records the pids of the processes that
-    made them, so a test can assert that only the driver calls the KMS."""
+    made them, so a test can assert that only the driver calls the KMS. Passes on (and
+    counts, as ``seals``) ``seal_usage`` where ``inner`` counts key usage (the local
+    keystore)."""
 
     def __init__(self, inner: KmsClient):
-        self.inner, self.wraps, self.unwraps = inner, 0, 0
+        self.inner, self.wraps, self.unwraps, self.seals = inner, 0, 0, 0
         self.pids: set[int] = set()
         self._lock = threading.Lock()
+        if hasattr(inner, "seal_usage"):
+            self.seal_usage = self._seal_usage
+
+    def _seal_usage(self, materials, **kw):
+        self._count("seals")
+        return self.inner.seal_usage(materials, **kw)
 
     def _count(self, op: str) -> None:
         with self._lock:

@@ -40,6 +40,7 @@ from .plan import Plan, plan
 from .progress import Progress
 from .report import FileResult, Report
 from .summary import copy_success, dropped, regenerate
+from .usage import JobUsage
 from .worker import Task
 
 SUMMARY_POLICIES = ("auto", "drop")                  # see summary.py
@@ -344,9 +345,12 @@ def run(kind: str, src, dst, o: Options, *, encryption=None, decryption=None) ->
                           rotate=kind == "rotate") if tasks else Paired()
         tasks = _unreadable(tasks, keys, journal, o, rep)
         tasks = _add_tenant_keys(tasks, keys, tenant_keys, journal, o, rep)   # before the keys are shipped
+        usage = JobUsage.of(kind, keys) if tasks else None
         if tasks:
             ex.start(keys)
-        _dispatch(tasks, ex, journal, o, rep)
+        _dispatch(tasks, ex, journal, o, rep, usage)
+        if usage is not None:
+            rep.warnings += list(usage.warnings.values())
         if not rep.interrupted:
             _cleanup(p, tasks)
             if kind in TREE_OUTPUT:
@@ -485,7 +489,10 @@ def _unreadable(tasks: list[Task], keys: Paired, journal: Journal | None, o: Opt
     return keep
 
 
-def _dispatch(tasks: list[Task], ex, journal: Journal | None, o: Options, rep: Report) -> None:
+def _dispatch(tasks: list[Task], ex, journal: Journal | None, o: Options, rep: Report,
+              usage: JobUsage | None = None) -> None:
+    """Run ``tasks`` on ``ex``, a window of them at a time; ``usage``: checked and counted
+    per file on the way out and back (a file over a refusing usage limit fails here)."""
     bar = Progress(VERBS[tasks[0].kind] if tasks else "done", len(tasks), sum(t.size for t in tasks), o.progress)
     queue = deque(tasks)
     inflight: dict = {}
@@ -493,6 +500,8 @@ def _dispatch(tasks: list[Task], ex, journal: Journal | None, o: Options, rep: R
     window = ex.window      # bounded: results and futures, not the whole tree, in flight
 
     def handle(t: Task, res: FileResult) -> None:
+        if usage is not None:
+            usage.done(t, res)
         if res.reason == "cancelled":
             return
         bar.update(res)
@@ -517,15 +526,23 @@ def _dispatch(tasks: list[Task], ex, journal: Journal | None, o: Options, rep: R
             # refilled once half the window is free: one journal fsync and one submission
             # per half window of files, not per file, while the workers still have a queue
             if queue and len(inflight) <= window // 2:
-                batch = [queue.popleft() for _ in range(min(window - len(inflight), len(queue)))]
+                batch: list[Task] = []
+                while queue and len(inflight) + len(batch) < window:
+                    t = queue.popleft()
+                    why = None if usage is None else usage.admit(t)
+                    if why is None:
+                        batch.append(t)
+                    else:
+                        handle(t, FileResult(t.rel, t.size, error=why))
                 for t in batch:
                     stamps[t.rel] = Stamp.of(t.src)
                     if journal is not None:
                         journal.started(t.rel, stamps[t.rel])
                 if journal is not None:
                     journal.sync()
-                inflight.update(zip(ex.submit(batch), batch))
-            for f in ex.wait(list(inflight)):
+                if batch:
+                    inflight.update(zip(ex.submit(batch), batch))
+            for f in ex.wait(list(inflight)) if inflight else ():   # none: the rest refused by a usage limit
                 t = inflight.pop(f)
                 handle(t, ex.result(f, t))
         if rep.interrupted:

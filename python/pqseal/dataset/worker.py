@@ -68,6 +68,7 @@ def execute(task: Task, keys) -> FileResult:
             raise ValueError(f"unknown task kind {task.kind!r}")
         if stats is not None:
             res.output_bytes = stats.bytes_out
+            res.max_dek_modules = stats.max_dek_modules
             res.warnings = list(stats.warnings)
     except _cancel.Cancelled:
         res.reason = "cancelled"

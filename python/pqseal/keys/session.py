@@ -22,6 +22,7 @@ import dataclasses
 import json
 import math
 import os
+import sys
 import threading
 import time
 from collections.abc import Iterable, Mapping
@@ -87,6 +88,12 @@ class KeySession:
       (under the master key's current version), e.g. for rotation; master keys that have
       one already are skipped. Returns the KMS calls made. A template id raises
       :class:`~pqseal.keys.template.UnresolvedTemplate`.
+    - For usage counting (:mod:`pqseal.dataset.usage`): ``kms_seal_usage()``, the KMS's
+      ``seal_usage`` where it counts usage (the local keystore), else None;
+      ``write_wrappings(partition=None)`` and ``rewrap_wrappings(path)``: for each DEK a
+      worker will wrap for a new file (``encryption_properties``) or re-wrap in a file
+      ``add_files`` scanned (``rewrap_material``), the material of the write KEK it goes
+      under, without a wrapped DEK. Neither the KMS client nor these travel to workers.
 
     Worker side (no KMS; :class:`~pqseal.errors.KeyNotFound` for a key the session lacks,
     naming the master key id and KEK id; :class:`~pqseal.errors.SessionExpired` after
@@ -129,6 +136,7 @@ class KeySession:
         self._write: dict[str, tuple[_Kek, str]] = {}          # master key id -> (KEK, wrapped KEK)
         self._read: dict[tuple[str, bytes], _Kek] = {}         # (master key id, KEK id) -> KEK
         self._deks: dict[tuple[str, str], bytearray] = {}      # (master key id, wrapped DEK) -> single-wrapped DEK
+        self._file_keys: dict[str, tuple[str, ...]] = {}       # path -> master key ids of its DEKs (driver only)
         self._portable = portable
         self._closed = False
         self.expires_at = float(expires_at)
@@ -218,6 +226,10 @@ class KeySession:
         for material in keys.columns if keys is not None else ():
             self._fetch(material, conn, failed)
             self._unwrap(material)   # the DEK opens: the file is readable with this session
+        if keys is not None:
+            ids = tuple(sys.intern(m.master_key_id) for m in (keys.footer, *keys.columns))
+            with self._lock:
+                self._file_keys[path] = ids
 
     def _fetch(self, m: KeyMaterial, conn: KmsConnectionConfig, failed: dict) -> None:
         """Unwrap with the KMS what ``m`` needs and the session lacks: its KEK (double
@@ -275,6 +287,42 @@ class KeySession:
         with self._lock:
             self.kms_calls += 1
         return _kms_call(fn, what)
+
+    def kms_seal_usage(self):
+        """The ``seal_usage`` of the KMS client the write KEKs were wrapped by, where that
+        KMS counts usage and enforces usage limits (the local keystore:
+        :meth:`~pqseal.kms.keystore.LocalKeystore.seal_usage`); else None."""
+        return getattr(self._client(self._conn), "seal_usage", None)
+
+    def write_wrappings(self, partition: Mapping[str, object] | None = None) -> list[KeyMaterial]:
+        """For each DEK ``encryption_properties(dst, partition)`` draws (footer first), the
+        material of the write KEK it is wrapped under, without a wrapped DEK."""
+        with self._lock:
+            cfg = self._config
+        if cfg is None:
+            return []
+        if partition is not None:
+            cfg = resolve(cfg, partition)
+        columns = [] if cfg.uniform_encryption else [mk for mk, cols in (cfg.column_keys or {}).items() for _ in cols]
+        return self._kek_materials([cfg.footer_key, *columns])
+
+    def rewrap_wrappings(self, path) -> list[KeyMaterial]:
+        """For each DEK of a file ``add_files`` scanned (footer first), the material of the
+        write KEK ``rewrap_material`` wraps it under, without a wrapped DEK."""
+        with self._lock:
+            ids = self._file_keys.get(os.fspath(path), ())
+        return self._kek_materials(ids)
+
+    def _kek_materials(self, master_key_ids: Iterable[str]) -> list[KeyMaterial]:
+        with self._lock:
+            self._check_usable()
+            out = []
+            for i, mk in enumerate(master_key_ids):
+                entry = self._write.get(mk)
+                if entry is not None:     # else the worker fails the file (KeyNotFound)
+                    kek, wrapped = entry
+                    out.append(KeyMaterial(i == 0, mk, "", True, _b64(kek.kek_id), wrapped))
+            return out
 
     # ---- worker side -------------------------------------------------------------------------
 
@@ -357,6 +405,7 @@ class KeySession:
             self._write.clear()
             self._read.clear()
             self._deks.clear()
+            self._file_keys.clear()
             self._clients.clear()
             self._kms = None
             self._closed = True

@@ -47,7 +47,7 @@ import json
 import os
 import stat
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from .._io import atomic_write
@@ -58,7 +58,7 @@ from ..errors import (InvalidTag, KeyAccessDenied, KeyDestroyed, KeyDisabled, Ke
 from .base import KmsClient
 from .creation import CreationPolicy, current_user
 from .keyusage import SealUsage, UsageCounters, merged, read_usage
-from .limits import Limits, enforce, reached
+from .limits import Limits, Reached, enforce, reached
 
 FORMAT = "pqseal-keystore-2"
 FORMAT_1 = "pqseal-keystore-1"       # read; upgraded to FORMAT on the next write
@@ -663,31 +663,39 @@ class LocalKeystore(KmsClient):
             else:
                 stored["keys"][key_id] = limits.as_dict()
 
-    def _check_limits(self, key_id: str, version: dict, new_deks: int = 0, unwrap: bool = False,
-                      report: bool = False) -> Sequence[str]:
+    def _reached(self, key_id: str, version: dict, new_deks: int = 0, unwrap: bool = False,
+                 reserved_bytes: int = 0) -> Sequence[Reached]:
         limits = self.effective_limits(key_id)
         if limits == Limits(mode=limits.mode):
             return ()
         ver = int(version["version"])
-        return enforce(self, reached(limits, key_id, ver, version.get("created"), self._usage.totals(key_id, ver),
-                                     new_deks=new_deks, unwrap=unwrap), report)
+        usage = self._usage.totals(key_id, ver)
+        usage["bytes"] += reserved_bytes
+        return reached(limits, key_id, ver, version.get("created"), usage, new_deks=new_deks, unwrap=unwrap)
 
-    def seal_usage(self, materials) -> SealUsage:
+    def _check_limits(self, key_id: str, version: dict, new_deks: int = 0, unwrap: bool = False) -> None:
+        enforce(self, list(self._reached(key_id, version, new_deks, unwrap)))
+
+    def seal_usage(self, materials, reserved: Mapping[tuple[str, int], int] | None = None) -> SealUsage:
         """Before a file is sealed: check the limits of the master key versions that
         wrapped its DEKs (``materials``: their :class:`~pqseal.keys.material.KeyMaterial`)
-        and count the DEKs; the returned :class:`SealUsage` counts the file once sealed."""
+        and count the DEKs; the returned :class:`SealUsage` counts the file once sealed.
+        ``reserved``: bytes of files being sealed meanwhile and not counted yet, per (key
+        id, version) (a dataset job's files in flight), counted as sealed for max-bytes."""
         per: dict[tuple[str, int], int] = {}
         for m in materials:
             ver = _wrapped_version(m.wrapped_kek if m.double_wrapping else m.wrapped_dek)
             if ver is not None:
                 per[(m.master_key_id, ver)] = per.get((m.master_key_id, ver), 0) + 1
         self._refresh()
-        messages: list[str] = []
+        found: list[Reached] = []
         for (kid, ver), n in per.items():
-            messages += self._check_limits(kid, self._version(self._doc, kid, ver), new_deks=n, report=True)
+            found += self._reached(kid, self._version(self._doc, kid, ver), new_deks=n,
+                                   reserved_bytes=(reserved or {}).get((kid, ver), 0))
+        messages = enforce(self, found, report=True)
         for (kid, ver), n in per.items():
             self._usage.count(kid, ver, "deks", n)
-        return SealUsage(self._usage, list(per), messages)
+        return SealUsage(self._usage, list(per), messages, found)
 
     def _master(self, key_id: str, version: int | None) -> tuple[int, ModuleKey]:
         # a rotation, disable or destroy by another process takes effect at once (one stat)

@@ -154,11 +154,14 @@ class UsageCounters:
 class SealUsage:
     """What one file's seal counts once it is committed: the file and its bytes for every
     master key version that wrapped one of its DEKs (``versions``), and the most modules
-    one DEK encrypted. ``warnings``: usage-limit warnings given when its DEKs were wrapped."""
+    one DEK encrypted. ``warnings``: usage-limit warnings given when its DEKs were wrapped
+    (the first time in this process); ``reached``: every limit (warn mode) they reached,
+    for callers that report per job (:class:`~pqseal.kms.limits.Reached`)."""
 
     counters: UsageCounters
     versions: list[tuple[str, int]]
     warnings: list[str] = field(default_factory=list)
+    reached: list = field(default_factory=list)
 
     def sealed(self, nbytes: int, max_dek_modules: int) -> None:
         for key_id, version in self.versions:
