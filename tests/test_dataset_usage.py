@@ -216,3 +216,40 @@ def test_a_dask_cluster_job_is_counted_on_the_driver(ks, src, tmp_path):
     rows = status(ks)
     assert (rows[("kf", 1)]["deks"], rows[("kf", 1)]["files"]) == (N - 1, N - 1)
     assert (rows[("kc", 1)]["deks"], rows[("kc", 1)]["bytes"]) == (2 * (N - 1), sum(os.path.getsize(f) for f in files))
+
+
+def test_a_rotation_fails_only_the_files_of_a_key_already_over_its_limit(ks, src, tmp_path):
+    """The session's write KEK for kc is refused (kc is at its limit before the job):
+    the files with kc DEKs fail, those with kf DEKs only are rotated; the job goes on."""
+    import pqseal
+
+    out = tmp_path / "out"
+    for f in sealed_files(src):
+        cfg = CFG if index(f) < 3 else EncryptionConfig("kf", uniform_encryption=True)
+        (out / f.parent.name).mkdir(parents=True, exist_ok=True)
+        pqseal.encrypt_file(f, out / f.parent.name / f.name, cfg, kms=ks)
+    ks.set_limits("kc", Limits(max_wraps=6, mode="refuse"))    # 3 files × 2 DEKs: no more
+    before = {f: sha(f) for f in sealed_files(out)}
+    r = dataset.rotate(out, kms=ks, executor="threads", workers=2)
+    assert sorted(index(out / f.path) for f in r.ok) == [3, 4, 5]
+    assert sorted(index(out / f.path) for f in r.failed) == [0, 1, 2]
+    assert all("KeyUsageLimitExceeded: master key 'kc' version 1" in f.error for f in r.failed)
+    assert all(sha(out / f.path) == before[out / f.path] for f in r.failed)
+    assert status(ks)[("kf", 1)]["deks"] == N + 3                 # sealed 6, re-wrapped 3
+    for f in sealed_files(out):
+        pyarrow_reads(ks, f, table(index(f)))
+
+
+def test_tenant_keys_are_counted_per_tenant(ks, src, tmp_path):
+    for t in ("t-0", "t-1"):
+        ks.create(t)
+    ks.set_limits("t-0", Limits(max_wraps=2, mode="refuse"))
+    cfg = EncryptionConfig("t-{p}", uniform_encryption=True)
+    r = dataset.encrypt(src, tmp_path / "out", cfg, kms=ks, executor="processes", workers=2)
+    assert sorted(f.path.split("/")[0] for f in r.ok) == ["p=0", "p=0", "p=1", "p=1", "p=1"]
+    assert [f.path.split("/")[0] for f in r.failed] == ["p=0"] and "'t-0' version 1" in r.failed[0].error
+    rows = status(ks)
+    assert [(rows[(t, 1)]["deks"], rows[(t, 1)]["files"]) for t in ("t-0", "t-1")] == [(2, 2), (3, 3)]
+    assert rows[("kf", 1)]["deks"] == 0
+    for f in sealed_files(tmp_path / "out"):
+        pyarrow_reads(ks, f, table(index(f)))

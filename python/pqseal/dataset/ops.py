@@ -26,7 +26,7 @@ import os
 import time
 import warnings
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from .. import _cancel
@@ -96,9 +96,8 @@ def _dec_config(x):
 
 
 def build_keys(o: Options, *, encryption=None, decryption=None, read: bool = False, write: bool = False,
-               files: list[str] | None = None, rotate: bool = False) -> Paired:
-    """The job's keys, opened on the driver (every KMS call is made here). ``rotate``:
-    also a write KEK per master key of the files read (their newest versions)."""
+               files: list[str] | None = None) -> Paired:
+    """The job's keys, opened on the driver (every KMS call is made here)."""
     read_side = write_side = None
     enc_cfg = _enc_config(encryption) if write and not _is_explicit(encryption) else None
     dec_explicit = read and _is_explicit(decryption)
@@ -106,15 +105,13 @@ def build_keys(o: Options, *, encryption=None, decryption=None, read: bool = Fal
         write_side = FixedKeys(encryption=encryption)
     if dec_explicit:
         read_side = FixedKeys(decryption=decryption)
-    if enc_cfg is not None or (read and not dec_explicit) or rotate:
+    if enc_cfg is not None or (read and not dec_explicit):
         session = _session_class().open(o.kms, enc_cfg, decryption=_dec_config(decryption) if read else None,
                                         kms_connection_config=o.kms_connection_config,
                                         lifetime=o.session_lifetime)
         try:
             if read and not dec_explicit and files:
                 session.add_files(files)
-            if rotate and session.read_master_key_ids:
-                session.add_master_keys(sorted(session.read_master_key_ids))
         except BaseException:
             session.close()
             raise
@@ -341,10 +338,15 @@ def run(kind: str, src, dst, o: Options, *, encryption=None, decryption=None) ->
         tasks, tenant_keys = _resolve_templates(tasks, encryption if write else None, journal, o, rep)
         # nothing to do (a finished job run again): no key session, no KMS call
         keys = build_keys(o, encryption=encryption, decryption=decryption, read=read, write=write,
-                          files=[t.src for t in tasks] if read else None,
-                          rotate=kind == "rotate") if tasks else Paired()
+                          files=[t.src for t in tasks] if read else None) if tasks else Paired()
         tasks = _unreadable(tasks, keys, journal, o, rep)
-        tasks = _add_tenant_keys(tasks, keys, tenant_keys, journal, o, rep)   # before the keys are shipped
+        # write KEKs of master keys known per file, before the keys are shipped: tenant keys,
+        # and for a rotation the master keys of each file's DEKs (their newest versions)
+        if kind == "rotate" and hasattr(keys.read, "file_master_keys"):
+            tasks = _add_write_keys(tasks, keys.read, {t.rel: keys.read.file_master_keys(t.src) for t in tasks},
+                                    journal, o, rep)
+        else:
+            tasks = _add_write_keys(tasks, keys.write, tenant_keys, journal, o, rep)
         usage = JobUsage.of(kind, keys) if tasks else None
         if tasks:
             ex.start(keys)
@@ -425,7 +427,7 @@ def _resolve_templates(tasks: list[Task], encryption, journal: Journal | None, o
     """Master key id templates of the write config (``tenant-{customer_id}``), resolved
     on the driver from each file's partition values (its path relative to the source
     root): the tasks carry their values; returns {relative path: resolved master key ids}
-    for :func:`_add_tenant_keys`. A file the templates cannot be resolved for fails here,
+    for :func:`_add_write_keys`. A file the templates cannot be resolved for fails here,
     without being attempted."""
     from ..errors import PqsealError
     from ..keys import template
@@ -447,26 +449,27 @@ def _resolve_templates(tasks: list[Task], encryption, journal: Journal | None, o
     return keep, ids
 
 
-def _add_tenant_keys(tasks: list[Task], keys: Paired, tenant_keys: dict[str, list[str]], journal: Journal | None,
-                     o: Options, rep: Report) -> list[Task]:
-    """One write KEK per distinct master key the templates resolved to for the files
-    still to do (one KMS wrap each, on the driver, before the session is shipped). A key
-    the KMS refuses (missing, disabled, a shredded tenant's) fails that key's files only."""
+def _add_write_keys(tasks: list[Task], session, ids: Mapping[str, Sequence[str]], journal: Journal | None,
+                    o: Options, rep: Report) -> list[Task]:
+    """One write KEK in ``session`` per distinct master key of the files still to do
+    (``ids``: {relative path: master key ids}; one KMS wrap each, on the driver). A key the
+    KMS refuses (missing, disabled, a shredded tenant's, over a refusing usage limit) fails
+    that key's files only."""
     from ..errors import PqsealError, SessionExpired
 
-    if not tenant_keys or not tasks:
+    if not ids or not tasks:
         return tasks
     bad: dict[str, str] = {}
-    for mk in sorted({mk for t in tasks for mk in tenant_keys[t.rel]}):
+    for mk in sorted({mk for t in tasks for mk in ids[t.rel]}):
         try:
-            keys.write.add_master_keys([mk])
+            session.add_master_keys([mk])
         except SessionExpired:
             raise
         except PqsealError as exc:
             bad[mk] = f"{type(exc).__name__}: {exc}"
     keep = []
     for t in tasks:
-        why = next((bad[mk] for mk in tenant_keys[t.rel] if mk in bad), None)
+        why = next((bad[mk] for mk in ids[t.rel] if mk in bad), None)
         if why is None:
             keep.append(t)
         else:

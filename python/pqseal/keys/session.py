@@ -88,6 +88,8 @@ class KeySession:
       (under the master key's current version), e.g. for rotation; master keys that have
       one already are skipped. Returns the KMS calls made. A template id raises
       :class:`~pqseal.keys.template.UnresolvedTemplate`.
+    - ``file_master_keys(path)``: the master key ids of the DEKs of a file ``add_files``
+      scanned (footer first): the write KEKs its rotation needs.
     - For usage counting (:mod:`pqseal.dataset.usage`): ``kms_seal_usage()``, the KMS's
       ``seal_usage`` where it counts usage (the local keystore), else None;
       ``write_wrappings(partition=None)`` and ``rewrap_wrappings(path)``: for each DEK a
@@ -306,12 +308,15 @@ class KeySession:
         columns = [] if cfg.uniform_encryption else [mk for mk, cols in (cfg.column_keys or {}).items() for _ in cols]
         return self._kek_materials([cfg.footer_key, *columns])
 
+    def file_master_keys(self, path) -> tuple[str, ...]:
+        """The master key ids of the DEKs of a file ``add_files`` scanned (footer first)."""
+        with self._lock:
+            return self._file_keys.get(os.fspath(path), ())
+
     def rewrap_wrappings(self, path) -> list[KeyMaterial]:
         """For each DEK of a file ``add_files`` scanned (footer first), the material of the
         write KEK ``rewrap_material`` wraps it under, without a wrapped DEK."""
-        with self._lock:
-            ids = self._file_keys.get(os.fspath(path), ())
-        return self._kek_materials(ids)
+        return self._kek_materials(self.file_master_keys(path))
 
     def _kek_materials(self, master_key_ids: Iterable[str]) -> list[KeyMaterial]:
         with self._lock:
