@@ -15,9 +15,13 @@
 2. Throughput of ``pqseal.dataset.encrypt`` on a dataset of >= 2 GB in >= 64 files:
    2 Dask workers vs 1 (goal >= 1.8x), and 1 worker vs a loop of
    ``pqseal.encrypt_file`` calls in one process (goal >= 0.95x); contenders take turns.
+   Timed: the job alone (the Dask clusters are started before, outside the clock); the
+   loop gets a new KMS client per job, so it wraps its KEKs once per job as a dataset
+   job's key session does. Also the CPU seconds of the driver and of the workers.
 
     python benchmarks/bench_dataset.py                  # everything; a few minutes
     python benchmarks/bench_dataset.py --only counts    # or: throughput
+    python benchmarks/bench_dataset.py --only throughput --tmpfs   # data and outputs in /dev/shm
     python benchmarks/bench_dataset.py --impl pyarrow,spark --json
 
 Prints the tables on stdout (``--json``: also one JSON object per row) and writes
@@ -33,6 +37,7 @@ import glob
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -353,19 +358,32 @@ class Timing:
     case: str
     seconds: list[float]
     bytes: int
+    cpu: list[tuple[float, float]] = field(default_factory=list)   # (driver, workers) CPU seconds per turn
 
     @property
     def best(self) -> float:
         return min(self.seconds)
 
     @property
+    def median(self) -> float:
+        return statistics.median(self.seconds)
+
+    @property
     def gb_per_s(self) -> float:
-        return self.bytes / self.best / GB
+        return self.bytes / self.median / GB
+
+    def median_cpu(self, i: int) -> float:
+        return statistics.median(c[i] for c in self.cpu)
 
 
-def _loop(src: Path, dst: Path, cfg, kms) -> None:
+def _loop(src: Path, dst: Path, cfg, url: str) -> None:
+    """The contender without pqseal.dataset: ``encrypt_file`` per file in this process,
+    with a new KMS client per job (so its KEKs are wrapped once per job, as a dataset
+    job's key session wraps them: not once for every turn)."""
     import pqseal
+    from kms_server import HttpKms
 
+    kms = HttpKms(url, "pqseal-loop")
     dst.mkdir()
     for p in sorted(src.glob("*.parquet")):
         pqseal.encrypt_file(p, dst / p.name, cfg, kms=kms)
@@ -374,8 +392,16 @@ def _loop(src: Path, dst: Path, cfg, kms) -> None:
 LOOP, ONE, TWO = "loop of encrypt_file (1 process)", "dataset.encrypt, Dask 1 worker", "dataset.encrypt, Dask 2 workers"
 
 
+def _cpu(client) -> tuple[float, float]:
+    """CPU seconds so far of this process (the driver: with a LocalCluster, the scheduler
+    too) and of the client's workers (None: no cluster)."""
+    workers = sum(client.run(time.process_time).values()) if client is not None else 0.0
+    return time.process_time(), workers
+
+
 def run_throughput(gb: float, files: int, rounds: int, data_dir: Path, work_dir: Path) -> tuple[list[Timing], dict]:
-    """The contenders in turns; without ``pqseal.dataset`` (not merged yet) the loop alone."""
+    """The contenders in turns; without ``pqseal.dataset`` (not merged yet) the loop alone.
+    Ratios are of the medians of the turns."""
     from kms_server import HttpKms, KmsServer
 
     from pqseal.config import EncryptionConfig
@@ -391,29 +417,51 @@ def run_throughput(gb: float, files: int, rounds: int, data_dir: Path, work_dir:
     with contextlib.ExitStack() as stack:
         kms = stack.enter_context(KmsServer(MASTER_KEYS))
         driver = HttpKms(kms.url, "pqseal-driver")
-        jobs = {LOOP: lambda dst: _loop(src, dst, cfg, driver)}
+        jobs = {LOOP: (None, lambda dst: _loop(src, dst, cfg, kms.url))}
         if dataset is not None:
             for case, client in ((ONE, stack.enter_context(dask_cluster(1))),
                                  (TWO, stack.enter_context(dask_cluster(2)))):
-                jobs[case] = (lambda c: lambda dst: _check(dataset.encrypt(src, dst, cfg, kms=driver, executor=c),
-                                                           files))(client)
-        times: dict[str, list[float]] = {case: [] for case in jobs}
+                jobs[case] = (client, (lambda c: lambda dst: _check(dataset.encrypt(src, dst, cfg, kms=driver,
+                                                                                    executor=c), files))(client))
+        timings = {case: Timing(case, [], size) for case in jobs}
         for r in range(rounds):
             for i, case in enumerate(list(jobs) if r % 2 == 0 else list(reversed(jobs))):
+                client, job = jobs[case]
                 dst = work_dir / f"bench-dataset-out-{i}"
+                cpu0 = _cpu(client)
                 t0 = time.perf_counter()
-                jobs[case](dst)
-                times[case].append(time.perf_counter() - t0)
-                print(f"  {case}: {times[case][-1]:.2f} s", file=sys.stderr)
+                job(dst)
+                timings[case].seconds.append(time.perf_counter() - t0)
+                cpu1 = _cpu(client)
+                timings[case].cpu.append((cpu1[0] - cpu0[0], cpu1[1] - cpu0[1]))
+                print(f"  {case}: {timings[case].seconds[-1]:.2f} s", file=sys.stderr)
                 _oracle(dst, kms.url, files)
                 shutil.rmtree(dst)
-    timings = [Timing(case, s, size) for case, s in times.items()]
-    t = {x.case: x.best for x in timings}
+    t = {x.case: x.median for x in timings.values()}
     ratios = {}
     if dataset is not None:
         ratios = {"2 workers / 1 worker (speed)": (t[ONE] / t[TWO], 1.8),
                   "1 worker / loop of encrypt_file (speed)": (t[LOOP] / t[ONE], 0.95)}
-    return timings, ratios
+    return list(timings.values()), ratios
+
+
+@contextlib.contextmanager
+def tmpfs_dirs(gb: float):
+    """A directory in /dev/shm (memory: no disk bandwidth in the way) for the dataset and
+    the outputs, removed at the end; refused when the dataset and one output would not fit."""
+    root = Path("/dev/shm")
+    if not root.is_dir():
+        raise SystemExit("--tmpfs: /dev/shm does not exist here; pass --data-dir on a tmpfs")
+    need = 2.3 * gb * GB
+    free = shutil.disk_usage(root).free
+    if free < need:
+        raise SystemExit(f"--tmpfs: /dev/shm has {free / GB:.1f} GB free, {need / GB:.1f} GB needed "
+                         f"(the dataset and one output); try a smaller --gb")
+    d = Path(tempfile.mkdtemp(prefix="pqseal-bench-dataset-", dir=root))
+    try:
+        yield d
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
 
 
 def _check(report, files: int) -> None:
@@ -486,9 +534,13 @@ def main(argv=None) -> int:
     ap.add_argument("--gb", type=float, default=2.2, help="size of the throughput dataset (GB)")
     ap.add_argument("--big-files", type=int, default=64, help="files of the throughput dataset")
     ap.add_argument("--rounds", type=int, default=5,
-                    help="turns of the throughput contenders, the order reversed every other turn (best is kept)")
+                    help="turns of the throughput contenders, the order reversed every other turn (ratios of "
+                         "the medians)")
     ap.add_argument("--data-dir", default=os.path.join("bench-out", "data"), help="cache of the generated dataset")
     ap.add_argument("--work-dir", default=None, help="where outputs go (default: beside the data)")
+    ap.add_argument("--tmpfs", action="store_true",
+                    help="throughput: generate the dataset and write the outputs in /dev/shm (memory), removed "
+                         "at the end: no disk bandwidth in the way, so 2 workers vs 1 shows the CPU side")
     ap.add_argument("--plot", default=os.path.join("bench-out", "dataset.png"))
     ap.add_argument("--json", action="store_true", help="also one JSON object per row")
     a = ap.parse_args(argv)
@@ -508,23 +560,29 @@ def main(argv=None) -> int:
             for c in counts:
                 print(json.dumps({"kind": "kms_calls", **asdict(c)}))
     if "throughput" in parts:
-        data = Path(a.data_dir)
-        work = Path(a.work_dir) if a.work_dir else data
-        work.mkdir(parents=True, exist_ok=True)
-        load = os.getloadavg()[0]
-        timings, ratios = run_throughput(a.gb, a.big_files, a.rounds, data, work)
-        print(f"\nthroughput, {timings[0].bytes / GB:.2f} GB in {a.big_files} files "
-              f"(best of {a.rounds} round{'s' * (a.rounds > 1)}; load average {load:.1f} before, "
-              f"{os.getloadavg()[0]:.1f} after)")
+        with contextlib.ExitStack() as stack:
+            data = stack.enter_context(tmpfs_dirs(a.gb)) if a.tmpfs else Path(a.data_dir)
+            work = Path(a.work_dir) if a.work_dir else data
+            work.mkdir(parents=True, exist_ok=True)
+            load = os.getloadavg()[0]
+            timings, ratios = run_throughput(a.gb, a.big_files, a.rounds, data, work)
+        print(f"\nthroughput, {timings[0].bytes / GB:.2f} GB in {a.big_files} files, "
+              f"{'tmpfs (/dev/shm)' if a.tmpfs else 'outputs in ' + str(work)}, {a.rounds} turns "
+              f"(load average {load:.1f} before, {os.getloadavg()[0]:.1f} after); CPU: seconds per job, "
+              "medians (driver: this process, with the LocalCluster's scheduler)")
         if max(load, os.getloadavg()[0]) > 1.5:
             print("warning: other processes were running; the ratios need two idle cores", file=sys.stderr)
+        print(f"{'':40} {'median':>8} {'best':>8} {'GB/s':>7} {'CPU driver':>11} {'CPU workers':>12}")
         for t in timings:
-            print(f"{t.case:40} {t.best:8.2f} s {t.gb_per_s:7.2f} GB/s")
+            print(f"{t.case:40} {t.median:7.2f}s {t.best:7.2f}s {t.gb_per_s:7.2f} {t.median_cpu(0):10.2f}s "
+                  f"{t.median_cpu(1):11.2f}s")
         for k, (v, goal) in ratios.items():
-            print(f"{k:40} {v:8.2f}   goal >= {goal}  {'PASS' if v >= goal else 'MISS'}")
+            print(f"{k:40} {v:8.2f}   goal >= {goal}  {'PASS' if v >= goal else 'MISS'}  (medians)")
         if a.json:
             for t in timings:
-                print(json.dumps({"kind": "throughput", "case": t.case, "seconds": t.seconds, "bytes": t.bytes}))
+                print(json.dumps({"kind": "throughput", "case": t.case, "seconds": t.seconds, "bytes": t.bytes,
+                                  "cpu_driver": [c[0] for c in t.cpu], "cpu_workers": [c[1] for c in t.cpu],
+                                  "tmpfs": a.tmpfs}))
             for k, (v, goal) in ratios.items():
                 print(json.dumps({"kind": "ratio", "what": k, "value": v, "goal": goal}))
     problem = plot(counts, ratios, a.plot)
