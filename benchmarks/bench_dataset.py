@@ -105,17 +105,22 @@ def big_dataset(root: Path, gb: float, files: int) -> tuple[Path, int]:
 # ---------------------------------------------------------------- Dask
 
 @contextlib.contextmanager
-def dask_cluster(workers: int):
-    """A LocalCluster of ``workers`` processes (1 thread each) over TLS, and its client."""
+def dask_cluster(workers: int, profiler: bool = True):
+    """A LocalCluster of ``workers`` processes (1 thread each) over TLS, and its client.
+    ``profiler=False``: without Dask's statistical profiler in the workers (a sample of
+    the running task's stack every 10 ms, on the worker's event loop, under the GIL)."""
     import logging
 
+    import dask
     from distributed import Client, LocalCluster
     from distributed.security import Security
 
     logging.getLogger("distributed").setLevel(logging.ERROR)   # no connection chatter at shutdown
     sec = Security.temporary()
-    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, security=sec,
-                      dashboard_address=":0", protocol="tls") as cluster, Client(cluster, security=sec) as client:
+    with dask.config.set({"distributed.worker.profile.enabled": profiler}), \
+            LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, security=sec,
+                         dashboard_address=":0", protocol="tls") as cluster, \
+            Client(cluster, security=sec) as client:
         client.wait_for_workers(workers)
         yield client
 
@@ -423,7 +428,8 @@ def _cpu(ctx) -> tuple[float, float]:
     return time.process_time(), workers
 
 
-def run_throughput(gb: float, files: int, rounds: int, data_dir: Path, work_dir: Path) -> tuple[list[Timing], dict]:
+def run_throughput(gb: float, files: int, rounds: int, data_dir: Path, work_dir: Path,
+                   profiler: bool = True) -> tuple[list[Timing], dict]:
     """The contenders in turns; without ``pqseal.dataset`` (not merged yet) the loops alone.
     Only the contender's own processes run during its turn: a Dask case starts its
     cluster for the turn (an idle LocalCluster costs some 4 % of a core per worker and 4 %
@@ -464,7 +470,8 @@ def run_throughput(gb: float, files: int, rounds: int, data_dir: Path, work_dir:
         # case: (its processes, a job of the files of a directory; returns the workers' CPU or None)
         cases = {LOOP: (contextlib.nullcontext, loop), HALVES: (_two_processes, halves)}
         if dataset is not None:
-            cases.update({ONE: (lambda: dask_cluster(1), dask_job), TWO: (lambda: dask_cluster(2), dask_job)})
+            cases.update({ONE: (lambda: dask_cluster(1, profiler), dask_job),
+                          TWO: (lambda: dask_cluster(2, profiler), dask_job)})
         timings = {case: Timing(case, [], size) for case in cases}
         for r in range(rounds):
             for i, case in enumerate(list(cases) if r % 2 == 0 else list(reversed(cases))):
@@ -587,6 +594,9 @@ def main(argv=None) -> int:
                          "the medians)")
     ap.add_argument("--data-dir", default=os.path.join("bench-out", "data"), help="cache of the generated dataset")
     ap.add_argument("--work-dir", default=None, help="where outputs go (default: beside the data)")
+    ap.add_argument("--no-dask-profiler", action="store_true",
+                    help="throughput: Dask workers without their statistical profiler "
+                         "(distributed.worker.profile.enabled: false)")
     ap.add_argument("--tmpfs", action="store_true",
                     help="throughput: generate the dataset and write the outputs in /dev/shm (memory), removed "
                          "at the end: no disk bandwidth in the way, so 2 workers vs 1 shows the CPU side")
@@ -614,9 +624,10 @@ def main(argv=None) -> int:
             work = Path(a.work_dir) if a.work_dir else data
             work.mkdir(parents=True, exist_ok=True)
             load = os.getloadavg()[0]
-            timings, ratios = run_throughput(a.gb, a.big_files, a.rounds, data, work)
+            timings, ratios = run_throughput(a.gb, a.big_files, a.rounds, data, work, not a.no_dask_profiler)
         print(f"\nthroughput, {timings[0].bytes / GB:.2f} GB in {a.big_files} files, "
-              f"{'tmpfs (/dev/shm)' if a.tmpfs else 'outputs in ' + str(work)}, {a.rounds} turns "
+              f"{'tmpfs (/dev/shm)' if a.tmpfs else 'outputs in ' + str(work)}, {a.rounds} turns, "
+              f"Dask's worker profiler {'off' if a.no_dask_profiler else 'on (the default)'} "
               f"(load average {load:.1f} before, {os.getloadavg()[0]:.1f} after); CPU: seconds per job, "
               "medians (driver: this process, with the LocalCluster's scheduler)")
         if max(load, os.getloadavg()[0]) > 1.5:
@@ -633,7 +644,7 @@ def main(argv=None) -> int:
             for t in timings:
                 print(json.dumps({"kind": "throughput", "case": t.case, "seconds": t.seconds, "bytes": t.bytes,
                                   "cpu_driver": [c[0] for c in t.cpu], "cpu_workers": [c[1] for c in t.cpu],
-                                  "tmpfs": a.tmpfs}))
+                                  "tmpfs": a.tmpfs, "dask_profiler": not a.no_dask_profiler}))
             for k, (v, goal) in ratios.items():
                 print(json.dumps({"kind": "ratio", "what": k, "value": v, "goal": goal}))
     problem = plot(counts, ratios, a.plot)
