@@ -20,8 +20,7 @@ Dask run it again). Keys travel only over an encrypted connection: the scheduler
 address must be ``tls://`` (or ``inproc://``, the same process); anything else is
 refused unless ``allow_insecure=True``. A worker that dies mid-task has its tasks
 rescheduled by Dask on the others; a task can run twice without harm (temporary file +
-rename). When the job
-ends every worker drops (and closes) its copy of the keys.
+rename). When the job ends every worker drops (and closes) its copy of the keys.
 """
 
 from __future__ import annotations
