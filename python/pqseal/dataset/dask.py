@@ -24,8 +24,8 @@ rename). When the job ends every worker drops (and closes) its copy of the keys.
 
 Sealing is CPU-bound when the disk keeps up, and a Dask worker's event loop shares the
 GIL with the task: Dask's statistical profiler (a stack sample of the running task every
-10 ms) took about half of that loop's CPU and cost 4-5 % of a job's time in a measured
-run; clusters that do this work can turn it off (``distributed.worker.profile.enabled:
+10 ms) took about half of that loop's CPU and cost about 5 % of a job's time in measured
+runs; clusters that do this work can turn it off (``distributed.worker.profile.enabled:
 false``).
 """
 
