@@ -15,9 +15,13 @@
 2. Throughput of ``pqseal.dataset.encrypt`` on a dataset of >= 2 GB in >= 64 files:
    2 Dask workers vs 1 (goal >= 1.8x), and 1 worker vs a loop of
    ``pqseal.encrypt_file`` calls in one process (goal >= 0.95x); contenders take turns.
+   Timed: the job alone (the Dask clusters are started before, outside the clock); the
+   loop gets a new KMS client per job, so it wraps its KEKs once per job as a dataset
+   job's key session does. Also the CPU seconds of the driver and of the workers.
 
     python benchmarks/bench_dataset.py                  # everything; a few minutes
     python benchmarks/bench_dataset.py --only counts    # or: throughput
+    python benchmarks/bench_dataset.py --only throughput --tmpfs   # data and outputs in /dev/shm
     python benchmarks/bench_dataset.py --impl pyarrow,spark --json
 
 Prints the tables on stdout (``--json``: also one JSON object per row) and writes
@@ -33,6 +37,7 @@ import glob
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -100,17 +105,22 @@ def big_dataset(root: Path, gb: float, files: int) -> tuple[Path, int]:
 # ---------------------------------------------------------------- Dask
 
 @contextlib.contextmanager
-def dask_cluster(workers: int):
-    """A LocalCluster of ``workers`` processes (1 thread each) over TLS, and its client."""
+def dask_cluster(workers: int, profiler: bool = True):
+    """A LocalCluster of ``workers`` processes (1 thread each) over TLS, and its client.
+    ``profiler=False``: without Dask's statistical profiler in the workers (a sample of
+    the running task's stack every 10 ms, on the worker's event loop, under the GIL)."""
     import logging
 
+    import dask
     from distributed import Client, LocalCluster
     from distributed.security import Security
 
     logging.getLogger("distributed").setLevel(logging.ERROR)   # no connection chatter at shutdown
     sec = Security.temporary()
-    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, security=sec,
-                      dashboard_address=":0", protocol="tls") as cluster, Client(cluster, security=sec) as client:
+    with dask.config.set({"distributed.worker.profile.enabled": profiler}), \
+            LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, security=sec,
+                         dashboard_address=":0", protocol="tls") as cluster, \
+            Client(cluster, security=sec) as client:
         client.wait_for_workers(workers)
         yield client
 
@@ -353,29 +363,80 @@ class Timing:
     case: str
     seconds: list[float]
     bytes: int
+    cpu: list[tuple[float, float]] = field(default_factory=list)   # (driver, workers) CPU seconds per turn
 
     @property
     def best(self) -> float:
         return min(self.seconds)
 
     @property
+    def median(self) -> float:
+        return statistics.median(self.seconds)
+
+    @property
     def gb_per_s(self) -> float:
-        return self.bytes / self.best / GB
+        return self.bytes / self.median / GB
+
+    def median_cpu(self, i: int) -> float:
+        return statistics.median(c[i] for c in self.cpu)
 
 
-def _loop(src: Path, dst: Path, cfg, kms) -> None:
+def _loop(src: Path, dst: Path, cfg, url: str, part: int = 0, parts: int = 1) -> float:
+    """The contender without pqseal.dataset: ``encrypt_file`` per file in this process
+    (files ``part``, ``part + parts``, ...), with a new KMS client per job (so its KEKs
+    are wrapped once per job, as a dataset job's key session wraps them: not once for
+    every turn). Returns the CPU seconds of this process."""
     import pqseal
+    from kms_server import HttpKms
 
-    dst.mkdir()
-    for p in sorted(src.glob("*.parquet")):
+    c0 = time.process_time()
+    kms = HttpKms(url, "pqseal-loop")
+    dst.mkdir(exist_ok=True)
+    for p in sorted(src.glob("*.parquet"))[part::parts]:
         pqseal.encrypt_file(p, dst / p.name, cfg, kms=kms)
+    return time.process_time() - c0
 
 
 LOOP, ONE, TWO = "loop of encrypt_file (1 process)", "dataset.encrypt, Dask 1 worker", "dataset.encrypt, Dask 2 workers"
+HALVES = "2 processes, a loop over half each"
 
 
-def run_throughput(gb: float, files: int, rounds: int, data_dir: Path, work_dir: Path) -> tuple[list[Timing], dict]:
-    """The contenders in turns; without ``pqseal.dataset`` (not merged yet) the loop alone."""
+def _import_pqseal() -> None:
+    """What a worker imports on its first file (run on every worker before the clock)."""
+    import pqseal.api
+    import pqseal.dataset.worker
+    import pqseal.format.engine
+    import pqseal.keys.session  # noqa: F401
+
+
+@contextlib.contextmanager
+def _two_processes():
+    """Two fresh worker processes (forkserver), both started and having imported pqseal."""
+    import multiprocessing
+
+    with multiprocessing.get_context("forkserver").Pool(2, initializer=_import_pqseal) as pool:
+        pool.map(time.sleep, [0.3, 0.3], chunksize=1)      # both busy at once: both up
+        yield pool
+
+
+def _cpu(ctx) -> tuple[float, float]:
+    """CPU seconds so far of this process (the driver: with a LocalCluster, the scheduler
+    too) and of a Dask client's workers (0 for the others: their jobs return it)."""
+    from distributed import Client
+
+    workers = sum(ctx.run(time.process_time).values()) if isinstance(ctx, Client) else 0.0
+    return time.process_time(), workers
+
+
+def run_throughput(gb: float, files: int, rounds: int, data_dir: Path, work_dir: Path,
+                   profiler: bool = True) -> tuple[list[Timing], dict]:
+    """The contenders in turns; without ``pqseal.dataset`` (not merged yet) the loops alone.
+    Only the contender's own processes run during its turn: a Dask case starts its
+    cluster for the turn (an idle LocalCluster costs some 4 % of a core per worker and 4 %
+    in the driver, which would be taken from 2 busy workers), has every worker import
+    pqseal and runs a job of one file, all before the clock starts. ``HALVES`` (two plain
+    processes, no Dask, each a loop over every other file) is what two workers can reach
+    on this machine. Ratios are of the medians of the turns."""
     from kms_server import HttpKms, KmsServer
 
     from pqseal.config import EncryptionConfig
@@ -384,36 +445,79 @@ def run_throughput(gb: float, files: int, rounds: int, data_dir: Path, work_dir:
         import pqseal.dataset as dataset
     except ImportError as e:
         dataset = None
-        print(f"  no pqseal.dataset ({e}): the loop alone, no ratios", file=sys.stderr)
+        print(f"  no pqseal.dataset ({e}): the loops alone, no ratios", file=sys.stderr)
     src, size = big_dataset(data_dir, gb, files)
     print(f"  dataset: {files} files, {size / GB:.2f} GB in {src}", file=sys.stderr)
     cfg = EncryptionConfig("kf", column_keys={"kc1": ["a"], "kc2": ["s"]}, double_wrapping=True)
-    with contextlib.ExitStack() as stack:
-        kms = stack.enter_context(KmsServer(MASTER_KEYS))
+    warm_src = work_dir / "bench-dataset-warm-src"
+    shutil.rmtree(warm_src, ignore_errors=True)
+    warm_src.mkdir()
+    shutil.copy(sorted(src.glob("*.parquet"))[0], warm_src)
+    with KmsServer(MASTER_KEYS) as kms:
         driver = HttpKms(kms.url, "pqseal-driver")
-        jobs = {LOOP: lambda dst: _loop(src, dst, cfg, driver)}
+
+        def loop(source: Path, dst: Path, _) -> None:
+            _loop(source, dst, cfg, kms.url)
+
+        def halves(source: Path, dst: Path, pool) -> float:
+            return sum(pool.starmap(_loop, [(source, dst, cfg, kms.url, i, 2) for i in range(2)], chunksize=1))
+
+        def dask_job(source: Path, dst: Path, client) -> None:
+            rep = dataset.encrypt(source, dst, cfg, kms=driver, executor=client)
+            if source == src:
+                _check(rep, files)
+
+        # case: (its processes, a job of the files of a directory; returns the workers' CPU or None)
+        cases = {LOOP: (contextlib.nullcontext, loop), HALVES: (_two_processes, halves)}
         if dataset is not None:
-            for case, client in ((ONE, stack.enter_context(dask_cluster(1))),
-                                 (TWO, stack.enter_context(dask_cluster(2)))):
-                jobs[case] = (lambda c: lambda dst: _check(dataset.encrypt(src, dst, cfg, kms=driver, executor=c),
-                                                           files))(client)
-        times: dict[str, list[float]] = {case: [] for case in jobs}
+            cases.update({ONE: (lambda: dask_cluster(1, profiler), dask_job),
+                          TWO: (lambda: dask_cluster(2, profiler), dask_job)})
+        timings = {case: Timing(case, [], size) for case in cases}
         for r in range(rounds):
-            for i, case in enumerate(list(jobs) if r % 2 == 0 else list(reversed(jobs))):
-                dst = work_dir / f"bench-dataset-out-{i}"
-                t0 = time.perf_counter()
-                jobs[case](dst)
-                times[case].append(time.perf_counter() - t0)
-                print(f"  {case}: {times[case][-1]:.2f} s", file=sys.stderr)
+            for i, case in enumerate(list(cases) if r % 2 == 0 else list(reversed(cases))):
+                processes, job = cases[case]
+                dst, warm = work_dir / f"bench-dataset-out-{i}", work_dir / "bench-dataset-warm-out"
+                with processes() as ctx:
+                    if hasattr(ctx, "run"):
+                        ctx.run(_import_pqseal)
+                    job(warm_src, warm, ctx)
+                    shutil.rmtree(warm)
+                    cpu0 = _cpu(ctx)
+                    t0 = time.perf_counter()
+                    workers_cpu = job(src, dst, ctx)
+                    timings[case].seconds.append(time.perf_counter() - t0)
+                    cpu1 = _cpu(ctx)
+                timings[case].cpu.append((cpu1[0] - cpu0[0], workers_cpu or cpu1[1] - cpu0[1]))
+                print(f"  {case}: {timings[case].seconds[-1]:.2f} s", file=sys.stderr)
                 _oracle(dst, kms.url, files)
                 shutil.rmtree(dst)
-    timings = [Timing(case, s, size) for case, s in times.items()]
-    t = {x.case: x.best for x in timings}
+    shutil.rmtree(warm_src)
+    t = {x.case: x.median for x in timings.values()}
     ratios = {}
     if dataset is not None:
         ratios = {"2 workers / 1 worker (speed)": (t[ONE] / t[TWO], 1.8),
                   "1 worker / loop of encrypt_file (speed)": (t[LOOP] / t[ONE], 0.95)}
-    return timings, ratios
+    ratios["reference: 2 processes / 1 (no Dask)"] = (t[LOOP] / t[HALVES], None)
+    return list(timings.values()), ratios
+
+
+@contextlib.contextmanager
+def tmpfs_dirs(gb: float):
+    """A directory in /dev/shm (memory: no disk bandwidth in the way) for the dataset and
+    the outputs, removed at the end; refused when the dataset and one output would not fit."""
+    root = Path("/dev/shm")
+    if not root.is_dir():
+        raise SystemExit("--tmpfs: /dev/shm does not exist here; pass --data-dir on a tmpfs")
+    need = 2.3 * gb * GB
+    free = shutil.disk_usage(root).free
+    if free < need:
+        raise SystemExit(f"--tmpfs: /dev/shm has {free / GB:.1f} GB free, {need / GB:.1f} GB needed "
+                         f"(the dataset and one output); try a smaller --gb")
+    d = Path(tempfile.mkdtemp(prefix="pqseal-bench-dataset-", dir=root))
+    try:
+        yield d
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
 
 
 def _check(report, files: int) -> None:
@@ -462,7 +566,7 @@ def plot(counts: list[Counts], ratios: dict, path: str) -> str | None:
             ax.set_title("KMS calls per job, M = 3 master keys")
             ax.legend()
         else:
-            names = list(ratios)
+            names = [k for k in ratios if ratios[k][1] is not None]
             vals = [ratios[k][0] for k in names]
             ax.barh(names, vals, color=["tab:green" if v >= ratios[k][1] else "tab:red" for k, v in zip(names, vals)])
             for i, k in enumerate(names):
@@ -486,9 +590,16 @@ def main(argv=None) -> int:
     ap.add_argument("--gb", type=float, default=2.2, help="size of the throughput dataset (GB)")
     ap.add_argument("--big-files", type=int, default=64, help="files of the throughput dataset")
     ap.add_argument("--rounds", type=int, default=5,
-                    help="turns of the throughput contenders, the order reversed every other turn (best is kept)")
+                    help="turns of the throughput contenders, the order reversed every other turn (ratios of "
+                         "the medians)")
     ap.add_argument("--data-dir", default=os.path.join("bench-out", "data"), help="cache of the generated dataset")
     ap.add_argument("--work-dir", default=None, help="where outputs go (default: beside the data)")
+    ap.add_argument("--no-dask-profiler", action="store_true",
+                    help="throughput: Dask workers without their statistical profiler "
+                         "(distributed.worker.profile.enabled: false)")
+    ap.add_argument("--tmpfs", action="store_true",
+                    help="throughput: generate the dataset and write the outputs in /dev/shm (memory), removed "
+                         "at the end: no disk bandwidth in the way, so 2 workers vs 1 shows the CPU side")
     ap.add_argument("--plot", default=os.path.join("bench-out", "dataset.png"))
     ap.add_argument("--json", action="store_true", help="also one JSON object per row")
     a = ap.parse_args(argv)
@@ -508,23 +619,32 @@ def main(argv=None) -> int:
             for c in counts:
                 print(json.dumps({"kind": "kms_calls", **asdict(c)}))
     if "throughput" in parts:
-        data = Path(a.data_dir)
-        work = Path(a.work_dir) if a.work_dir else data
-        work.mkdir(parents=True, exist_ok=True)
-        load = os.getloadavg()[0]
-        timings, ratios = run_throughput(a.gb, a.big_files, a.rounds, data, work)
-        print(f"\nthroughput, {timings[0].bytes / GB:.2f} GB in {a.big_files} files "
-              f"(best of {a.rounds} round{'s' * (a.rounds > 1)}; load average {load:.1f} before, "
-              f"{os.getloadavg()[0]:.1f} after)")
+        with contextlib.ExitStack() as stack:
+            data = stack.enter_context(tmpfs_dirs(a.gb)) if a.tmpfs else Path(a.data_dir)
+            work = Path(a.work_dir) if a.work_dir else data
+            work.mkdir(parents=True, exist_ok=True)
+            load = os.getloadavg()[0]
+            timings, ratios = run_throughput(a.gb, a.big_files, a.rounds, data, work, not a.no_dask_profiler)
+        print(f"\nthroughput, {timings[0].bytes / GB:.2f} GB in {a.big_files} files, "
+              f"{'tmpfs (/dev/shm)' if a.tmpfs else 'outputs in ' + str(work)}, {a.rounds} turns, "
+              f"Dask's worker profiler {'off' if a.no_dask_profiler else 'on (the default)'} "
+              f"(load average {load:.1f} before, {os.getloadavg()[0]:.1f} after); CPU: seconds per job, "
+              "medians (driver: this process, with the LocalCluster's scheduler)")
         if max(load, os.getloadavg()[0]) > 1.5:
             print("warning: other processes were running; the ratios need two idle cores", file=sys.stderr)
+        print(f"{'':40} {'median':>8} {'best':>8} {'GB/s':>7} {'CPU driver':>11} {'CPU workers':>12}")
         for t in timings:
-            print(f"{t.case:40} {t.best:8.2f} s {t.gb_per_s:7.2f} GB/s")
+            print(f"{t.case:40} {t.median:7.2f}s {t.best:7.2f}s {t.gb_per_s:7.2f} {t.median_cpu(0):10.2f}s "
+                  f"{t.median_cpu(1):11.2f}s")
         for k, (v, goal) in ratios.items():
-            print(f"{k:40} {v:8.2f}   goal >= {goal}  {'PASS' if v >= goal else 'MISS'}")
+            verdict = "the machine's ceiling for the 2-worker ratio" if goal is None else \
+                f"goal >= {goal}  {'PASS' if v >= goal else 'MISS'}"
+            print(f"{k:40} {v:8.2f}   {verdict}  (medians)")
         if a.json:
             for t in timings:
-                print(json.dumps({"kind": "throughput", "case": t.case, "seconds": t.seconds, "bytes": t.bytes}))
+                print(json.dumps({"kind": "throughput", "case": t.case, "seconds": t.seconds, "bytes": t.bytes,
+                                  "cpu_driver": [c[0] for c in t.cpu], "cpu_workers": [c[1] for c in t.cpu],
+                                  "tmpfs": a.tmpfs, "dask_profiler": not a.no_dask_profiler}))
             for k, (v, goal) in ratios.items():
                 print(json.dumps({"kind": "ratio", "what": k, "value": v, "goal": goal}))
     problem = plot(counts, ratios, a.plot)

@@ -290,21 +290,32 @@ def check_sealed_with_session(root, table) -> None:
 
 
 def test_files_are_batched_into_dask_tasks():
-    """A Dask task seals up to BATCH_FILES files of at most BATCH_BYTES together (a larger
-    file goes alone); a short list is spread over every worker."""
+    """Consecutive files go into Dask tasks of about equal cost (a file per BATCH_FILES
+    plus its bytes per BATCH_BYTES, at most about one each), as few as that allows but a
+    multiple of the workers, so every worker gets its share (the last files too)."""
     from pqseal.dataset.dask import BATCH_BYTES, BATCH_FILES, batches
     from pqseal.dataset.worker import Task
 
     def tasks(*sizes):
         return [Task("encrypt", f"s{i}", f"d{i}", f"f{i}", size) for i, size in enumerate(sizes)]
 
-    small = tasks(*[1000] * 40)
-    groups = batches(small, 2)
-    assert [len(g) for g in groups] == [BATCH_FILES] * 5 and sum(groups, []) == small   # order kept
-    assert [len(g) for g in batches(tasks(*[1000] * 6), 2)] == [3, 3]
-    assert [len(g) for g in batches(tasks(*[1000] * 5), 8)] == [1] * 5
+    def lens(sizes, workers):
+        groups = batches(tasks(*sizes), workers)
+        assert sum(groups, []) == tasks(*sizes)         # every file once, in order
+        return [len(g) for g in groups]
+
+    assert batches([], 2) == []
+    assert lens([1000] * 40, 2) == [20, 20]             # one task's worth, spread over both workers
+    assert lens([1000] * 40, 1) == [40]
+    assert lens([1000] * 5, 8) == [1] * 5
+    assert lens([1000] * (3 * BATCH_FILES - 1), 1) == [BATCH_FILES, BATCH_FILES - 1, BATCH_FILES]
+    assert lens([1000] * (3 * BATCH_FILES - 1), 2) == [48, 47, 48, 48]
+    big = BATCH_BYTES // 16                             # 64 such files: 5 tasks' worth
+    assert lens([big] * 64, 1) == [13, 13, 12, 13, 13]
+    assert lens([big] * 64, 2) == [11, 10, 11, 11, 10, 11]
+    assert lens([3 * BATCH_BYTES] + [1000] * 100, 2) == [1, 2, 49, 49]   # the big file alone
     half = BATCH_BYTES // 2
-    assert [len(g) for g in batches(tasks(half, half, half + 1, 10, 2 * BATCH_BYTES, 10), 1)] == [2, 2, 1, 1]
+    assert lens([half, half, half + 1, 10, 2 * BATCH_BYTES, 10], 1) == [2, 2, 1, 1]
 
 
 def test_rotation_on_dask_after_the_master_keys_rotate(tls_cluster, tmp_path):

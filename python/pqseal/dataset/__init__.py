@@ -32,8 +32,9 @@
   ``report=PATH`` writes it.
 - **Progress**: one bar on the driver (bytes, throughput, files done/total), shown on a
   terminal, forced with ``progress=True``, never with ``False``.
-- **Memory**: at most ``2 × workers`` (at least 4) files are in flight (Dask: two tasks
-  of up to 8 files per worker thread, queued on the workers); the driver holds one small
+- **Memory**: at most ``2 × workers`` (at least 4) files are in flight (Dask: about two
+  tasks of up to 64 files or 512 MB per worker thread, queued on the workers, sealed one
+  file at a time); the driver holds one small
   record per file. A worker holds what the engine holds for one file: its
   footer and page indexes and about two column chunks' worth of buffers, never the whole
   file. Measured: a worker sealing a 314 MB file (largest column chunk 9.8 MB) peaked at
