@@ -66,13 +66,19 @@ def __getattr__(name):
     return value
 
 
-def _run(kind: str, src, dst, options: dict, **keys) -> "Report":
-    from .ops import Options, run
+def _options(options: dict):
+    from .ops import Options
 
     unknown = set(options) - set(Options.__dataclass_fields__)
     if unknown:
         raise TypeError(f"unknown option(s): {', '.join(sorted(unknown))}")
-    return run(kind, src, dst, Options(**options), **keys)
+    return Options(**options)
+
+
+def _run(kind: str, src, dst, options: dict, **keys) -> "Report":
+    from .ops import run
+
+    return run(kind, src, dst, _options(options), **keys)
 
 
 def encrypt(src, dst, encryption, **options) -> "Report":
@@ -119,5 +125,20 @@ def rotate(src, **options) -> "Report":
     return _run("rotate", src, None, options)
 
 
-__all__ = ["encrypt", "decrypt", "rekey", "verify", "inspect", "rotate", "Report", "FileResult", "Files",
+def compact(src, dst=None, encryption=None, *, decryption=None, target_size: int = 128 << 20,
+            **options) -> "Report":
+    """Merge the small data files of each partition directory of ``src`` into files of up
+    to ``target_size`` bytes, page by page (no decode), each sealed with new DEKs and a
+    new ``aad_file_unique``. ``dst=None``: in place, crash-safe (an interrupted run is
+    finished or rolled back by the next); else into the new tree ``dst``. ``encryption``:
+    the outputs' keys (a config or explicit properties); None: each output sealed like
+    its inputs (same master keys, algorithm and footer mode). Files that cannot be
+    decrypted are never merged nor deleted: left in place (or copied into ``dst``) and
+    listed in ``skipped``. See :mod:`pqseal.dataset.compact`."""
+    from .compact import run
+
+    return run(src, dst, encryption, decryption, target_size, _options(options))
+
+
+__all__ = ["encrypt", "decrypt", "rekey", "verify", "inspect", "rotate", "compact", "Report", "FileResult", "Files",
            "JournalMismatch", "Options"]

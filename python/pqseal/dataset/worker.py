@@ -14,13 +14,14 @@ import os
 import threading
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from .. import _cancel
 from ..errors import PqsealError
 from .keys import Shipped
 from .report import FileResult
 
-KINDS = ("encrypt", "decrypt", "rekey", "verify", "inspect", "rotate")
+KINDS = ("encrypt", "decrypt", "rekey", "verify", "inspect", "rotate", "compact")
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,7 @@ class Task:
     size: int
     overwrite: bool = False     # the output is this job's (or the caller allowed replacing it)
     with_keys: bool = True      # inspect: open encrypted footers with the job's keys
+    group: Any = None           # compact: the files merged into ``dst`` (a compact_merge.Group)
 
 
 def execute(task: Task, keys) -> FileResult:
@@ -62,6 +64,11 @@ def execute(task: Task, keys) -> FileResult:
         elif task.kind == "rotate":
             stats = None
             res.output_bytes = _rotate(task.src, keys)
+        elif task.kind == "compact":
+            from .compact_merge import merge_group
+
+            stats = None
+            res.detail, res.output_bytes = merge_group(task.group, task.dst, keys)
         else:
             raise ValueError(f"unknown task kind {task.kind!r}")
         if stats is not None:

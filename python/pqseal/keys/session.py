@@ -87,10 +87,13 @@ class KeySession:
     naming the master key id and KEK id; :class:`~pqseal.errors.SessionExpired` after
     ``expires_at`` or ``close()``):
 
-    - ``encryption_properties(dst=None) -> EncryptionProperties``: fresh DEKs for the
-      footer and each column, wrapped under the KEKs (AAD = the raw KEK id): the PKMT1
-      material (internal or external) :meth:`CryptoFactory.file_encryption_properties`
-      writes. ``dst`` is not needed (external material travels in the properties).
+    - ``encryption_properties(dst=None, *, config=None) -> EncryptionProperties``: fresh
+      DEKs for the footer and each column, wrapped under the KEKs (AAD = the raw KEK id):
+      the PKMT1 material (internal or external)
+      :meth:`CryptoFactory.file_encryption_properties` writes. ``dst`` is not needed
+      (external material travels in the properties). ``config``: another
+      :class:`EncryptionConfig` than the session's, whose master keys have write KEKs
+      here (``add_master_keys``), e.g. one per partition of a compaction.
     - ``decryption_properties(src=None) -> DecryptionProperties``: DEKs unwrapped with the
       session's KEKs; external material read from beside ``src``.
     - ``rewrap_material(material) -> dict``: the entries of a ``_KEY_MATERIAL_FOR_*``
@@ -268,10 +271,10 @@ class KeySession:
 
     # ---- worker side -------------------------------------------------------------------------
 
-    def encryption_properties(self, dst=None) -> EncryptionProperties:
+    def encryption_properties(self, dst=None, *, config: EncryptionConfig | None = None) -> EncryptionProperties:
         with self._lock:
             self._check_usable()
-            cfg = self._config
+            cfg = self._config if config is None else config
         if cfg is None:
             raise KeyNotFound("this key session is read-only (opened without an encryption config): it has no "
                               "keys to write with")

@@ -1,0 +1,211 @@
+"""The driver of :func:`pqseal.dataset.compact`: merge the small PME files of each
+partition directory into files of up to ``target_size`` bytes, page by page.
+
+- **What merges** (``compact_groups.py``): data files as pyarrow finds them
+  (``plan.py``), per partition directory, in sorted order; only files of equal Parquet
+  and Arrow schemas (and, with ``encryption=None``, equal encryption) are merged into
+  one output. Files that are already ``target_size`` or larger, or alone of their kind,
+  are left as they are.
+- **Keys**: the driver makes every KMS call. ``encryption``: an ``EncryptionConfig``
+  (outputs sealed under its master keys, fresh DEKs per output and column), explicit
+  ``EncryptionProperties`` (those keys), or None: each output is sealed like its inputs
+  (same master key per column, algorithm, footer mode and key material storage; read
+  from their key material), with fresh DEKs. A :class:`~pqseal.keys.KeySession` reads the
+  inputs (one KMS call per distinct KEK) and wraps (one per master key).
+- **Carried forward**: a file that cannot be decrypted (keys missing, disabled or
+  destroyed, a tag failure) is never merged and never deleted: it stays in place (or is
+  copied byte for byte into ``dst``) and is listed in ``Report.skipped`` with the reason.
+- **In place** (``dst=None``): each merge commits under a manifest
+  (``compact_merge.py``); a run recovers what an interrupted one left before it plans,
+  so after any crash and a rerun every row is in exactly one data file. One compaction
+  of a tree runs at a time (a lock in ``<root>/.pqseal-job/``).
+- **New tree** (``dst``): merged files and carried-forward copies; ``dst`` must not hold
+  anything but this job's journal unless ``overwrite=True``; a rerun resumes.
+- **Report**: ``ok`` has one record per merged output (``detail``: its inputs, rows,
+  row groups), ``skipped`` the files left as they were, ``failed`` the merges that failed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+import shutil
+import time
+
+from ..errors import OutputExists
+from ..format.properties import DecryptionProperties
+from .compact_groups import FileInfo, group, output_name, survey
+from .compact_merge import MANIFEST_DIR, Group, recover
+from .executors import make_executor
+from .journal import DIRECTORY, Journal, Stamp
+from .keys import Paired
+from .ops import Options, _dispatch, _note, build_keys, fingerprint
+from .plan import check_destination, plan
+from .report import FileResult, Report
+from .summary import SUMMARY_NAMES, copy_success, dropped
+from .worker import Task
+
+DEFAULT_TARGET_SIZE = 128 << 20
+ALONE = "nothing to merge it with (alone of its kind in its directory, or already target_size)"
+
+
+class CompactionRunning(OutputExists):
+    """Another compaction of the same tree is running."""
+
+
+def _lock(root: str) -> int:
+    d = os.path.join(root, DIRECTORY)
+    os.makedirs(d, exist_ok=True)
+    fd = os.open(os.path.join(d, "compact.lock"), os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise CompactionRunning(f"another compaction of {root} is running") from None
+    return fd
+
+
+def _check_dst(src: str, dst: str, overwrite: bool) -> None:
+    check_destination(src, dst)
+    if os.path.isdir(dst) and not overwrite:
+        extra = [n for n in os.listdir(dst) if n != DIRECTORY]
+        if extra:
+            raise OutputExists(f"{dst} exists and is not empty; pass overwrite=True (CLI: --force) to write into it")
+
+
+def run(src, dst, encryption, decryption, target_size: int, o: Options) -> Report:
+    t0 = time.monotonic()
+    src = os.fspath(src)
+    dst = None if dst is None else os.fspath(dst)
+    if not os.path.isdir(src):
+        raise NotADirectoryError(errno.ENOTDIR, f"{src} is not a directory")
+    if isinstance(target_size, bool) or not isinstance(target_size, int) or target_size <= 0:
+        raise ValueError(f"target_size must be a positive number of bytes, got {target_size!r}")
+    if encryption is None and isinstance(decryption, DecryptionProperties):
+        raise TypeError("with explicit DecryptionProperties give the outputs' keys too (encryption=...): the "
+                        "inputs' master keys are known only from their key material, through a KMS")
+    if dst is not None:
+        _check_dst(src, dst, o.overwrite)
+        os.makedirs(dst, exist_ok=True)
+    root = src if dst is None else dst
+    manifests = os.path.join(src, DIRECTORY, MANIFEST_DIR) if dst is None else None
+    lock = _lock(root)
+    ex = journal = keys = rep = None
+    try:
+        ex = make_executor(o.executor, o.workers, allow_insecure=o.allow_insecure, security=o.security)
+        ex.check(keys_travel=True)
+        recovered = recover(src, manifests) if manifests is not None else []
+        p = plan(src, dst)
+        if dst is not None:
+            journal = Journal.open(dst, "compact", lambda salt: fingerprint(
+                "compact", src, salt, encryption=encryption, decryption=decryption, target_size=target_size),
+                restart=o.overwrite)
+        rep = Report("compact", src, dst, ex.name, ex.workers, ignored=list(p.skipped),
+                     journal=None if journal is None else journal.path)
+        for line in recovered:
+            _note(rep, f"recovered: {line}")
+        keys = _keys(o, encryption, decryption, [j.src for j in p.jobs])
+        unreadable = keys.unreadable
+        infos = []
+        for j in p.jobs:
+            why = unreadable.get(j.src, unreadable.get(os.path.abspath(j.src)))
+            if why is not None:
+                infos.append(FileInfo(j, os.path.getsize(j.src), why=f"undecryptable: keys not readable: {why}"))
+            else:
+                infos.append(survey(j, keys.decryption_properties(j.src), derive=encryption is None))
+        groups, alone = group(infos, target_size)
+        if encryption is None:
+            ids = {mk for g in groups for cfg in [g.files[0].config] if cfg is not None
+                   for mk in (cfg.footer_key, *(cfg.column_keys or {}))}
+            if ids:
+                keys.write.add_master_keys(sorted(ids))
+        tasks = []
+        for g in groups:
+            rel = os.path.join(g.directory, output_name(g))
+            out = os.path.join(root, rel)
+            if journal is not None and _done(journal, rel, out):
+                rep.skipped.append(FileResult(rel, g.size, reason="done in an earlier run"))
+                continue
+            first = g.files[0]
+            grp = Group(tuple(f.job.src for f in g.files), tuple(f.job.rel for f in g.files), first.config,
+                        first.plaintext and encryption is None, manifests)
+            tasks.append(Task("compact", first.job.src, out, rel, g.size, overwrite=True, group=grp))
+        if tasks:
+            ex.start(keys)
+        _dispatch(tasks, ex, journal, o, rep)
+        _carried(rep, alone, src, dst)
+        if dst is not None and not rep.interrupted:
+            copy_success(p, dst)
+            if o.summaries == "auto":
+                for w in dropped(p):
+                    _note(rep, w)
+        elif o.summaries == "auto":
+            for rel, _ in p.skipped:
+                if os.path.basename(rel) in SUMMARY_NAMES:
+                    _note(rep, f"{rel} still describes the files before compaction; regenerate or remove it")
+    finally:
+        if ex is not None:
+            ex.close()
+        if keys is not None:
+            if rep is not None:
+                rep.kms_calls = keys.kms_calls
+            keys.close()
+        if journal is not None:
+            journal.close()
+        if manifests is not None:
+            with contextlib.suppress(OSError):
+                os.rmdir(manifests)      # when empty: every merge committed
+        os.close(lock)
+    rep.seconds = time.monotonic() - t0
+    for files in (rep.ok, rep.failed, rep.skipped):
+        files.sort(key=lambda r: r.path)
+    if o.report is not None:
+        rep.write(o.report)
+    return rep
+
+
+def _keys(o: Options, encryption, decryption, files: list[str]) -> Paired:
+    """Read keys for every file; write keys from ``encryption``, or (None) the read
+    session, which the driver gives a write KEK per master key the outputs need."""
+    keys = build_keys(o, encryption=encryption, decryption=decryption, read=True, write=encryption is not None,
+                      files=files)
+    return keys if encryption is not None else Paired(keys.read, keys.read)
+
+
+def _done(journal: Journal, rel: str, out: str) -> bool:
+    rec = journal.state.get(rel)
+    if not rec or rec.get("t") != "done":
+        return False
+    was = Stamp.load(rec.get("out"))
+    try:
+        return was is not None and Stamp.of(out).same_file(was)
+    except FileNotFoundError:
+        return False
+
+
+def _carried(rep: Report, alone: list[FileInfo], src: str, dst: str | None) -> None:
+    """Files left as they were go to ``skipped`` (and, for a new tree, are copied there
+    byte for byte, with their external key material)."""
+    left: list[tuple[str, int, str]] = [(f.job.rel, f.size, f.why or ALONE) for f in alone]
+    for r in list(rep.ok):
+        for c in r.detail.get("carried", []):
+            size = os.path.getsize(os.path.join(src, c["path"]))
+            left.append((c["path"], size, c["reason"]))
+            r.bytes -= size
+        if not r.detail.get("inputs"):
+            rep.ok.remove(r)
+    for rel, size, why in left:
+        if dst is not None:
+            _copy(os.path.join(src, rel), os.path.join(dst, rel))
+        rep.skipped.append(FileResult(rel, size, reason=why))
+
+
+def _copy(a: str, b: str) -> None:
+    from ..keys.store import material_path
+
+    os.makedirs(os.path.dirname(b), exist_ok=True)
+    for x, y in ((material_path(a), material_path(b)), (a, b)):
+        if os.path.exists(x) and not (os.path.exists(y) and Stamp.of(x).same_content(Stamp.of(y))):
+            shutil.copy2(x, y)

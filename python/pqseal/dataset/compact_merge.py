@@ -1,0 +1,194 @@
+"""What a worker does for :func:`pqseal.dataset.compact`: merge one group of files, and,
+in place, commit the merged file under a manifest.
+
+The merge is :func:`pqseal.format.engine.merge` (page level, no decode, new DEKs and a
+new ``aad_file_unique``). An input it cannot read (key missing or refused, tag failure,
+damage) is dropped from the group and carried forward untouched; the rest is merged
+again (while two inputs or more remain).
+
+In place (``Group.manifests`` set), the commit of a group, whose inputs and output lie
+in one directory, is:
+
+1. the merged file is written under a hidden staging name (``.NAME.pqseal-compact``,
+   which dataset readers ignore), fsync'd, renamed there (directory fsync'd), and every
+   module's tag checked with the keys it was just sealed with;
+2. a manifest naming the staging file (size, inode), the final name and the inputs
+   (size, mtime, inode) is written atomically to ``<root>/.pqseal-job/compact/``: the
+   commit point;
+3. the staging file (and its external key material) is renamed to the final name;
+4. the inputs (and their key material) are removed; the manifest is removed.
+
+:func:`recover` (run by every in-place compaction before it plans) finishes each
+manifest it finds (steps 3 and 4, for the files that are still the recorded ones) and
+removes staging files no manifest names (a run that died before its commit point, whose
+inputs were never touched). So after recovery every row is in exactly one data file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from .._io import atomic_write, fsync_dir, replace, unlink_quietly
+from ..format.engine import MergeInputFailed, merge
+from ..format.properties import DecryptionProperties, EncryptionProperties
+from ..format.source import Source
+from ..format.verify import verify_file
+from ..keys.store import KeyMaterialStore, material_path
+from .journal import Stamp
+
+STAGING_SUFFIX = ".pqseal-compact"
+_STAGING_RE = re.compile(r"^\.(?P<final>.+)" + re.escape(STAGING_SUFFIX) + r"$")
+MANIFEST_DIR = "compact"          # under <root>/.pqseal-job/
+
+
+@dataclass(frozen=True)
+class Group:
+    """Files of one partition directory merged into one output (``Task.dst``)."""
+
+    inputs: tuple[str, ...]          # paths, in the plan's order
+    rels: tuple[str, ...]            # the same, relative to the source root (for the report)
+    config: Any = None               # a derived EncryptionConfig (encryption=None: the inputs' keys)
+    plaintext: bool = False          # plaintext inputs and no encryption asked for: a plaintext output
+    manifests: str | None = None     # in place: the manifest directory; None: a new tree
+    created_by: str = "pqseal (merged)"
+
+
+def staging_path(final: str) -> str:
+    d, name = os.path.split(final)
+    return os.path.join(d, f".{name}{STAGING_SUFFIX}")
+
+
+def merge_group(group: Group, dst: str | None, keys) -> tuple[dict, int]:
+    """Merge ``group`` into ``dst`` (in place: commit it); returns (detail, bytes
+    written). ``detail``: ``inputs`` merged (relative paths), ``carried`` [{path,
+    reason}] left untouched, ``rows``, ``row_groups``."""
+    if dst is None:
+        raise ValueError("a compaction task needs its output path")
+    todo = list(range(len(group.inputs)))
+    carried: list[dict] = []
+    while len(todo) >= 2:
+        paths = [group.inputs[i] for i in todo]
+        try:
+            stats = _merge_one(group, paths, dst, keys)
+        except MergeInputFailed as exc:
+            bad = todo.pop(exc.index)
+            cause = exc.__cause__ or exc
+            carried.append({"path": group.rels[bad],
+                            "reason": f"undecryptable: {type(cause).__name__}: {' '.join(str(cause).split())}"})
+            continue
+        return ({"inputs": [group.rels[i] for i in todo], "carried": carried, "rows": stats[0],
+                 "row_groups": stats[1]}, stats[2])
+    carried += [{"path": group.rels[i], "reason": "nothing left to merge it with"} for i in todo]
+    return {"inputs": [], "carried": carried}, 0
+
+
+def _merge_one(group: Group, paths: list[str], dst: str, keys) -> tuple[int, int, int]:
+    enc = _encryption(group, keys)
+    decs = [keys.decryption_properties(p) for p in paths]
+    out = dst if group.manifests is None else staging_path(dst)
+    store = KeyMaterialStore(out, enc.external_key_material) if enc is not None and enc.external_key_material \
+        else None
+    # a new tree: the output is this job's (the driver checked it); in place: a staging
+    # file left by a run that died before its commit point is replaced
+    stats = merge(paths, out, decs, encryption=enc, created_by=group.created_by, overwrite=True, companion=store)
+    with Source(out, None if enc is None else decryption_of(enc)) as s:
+        rows, row_groups = int(s.file_metadata().get("num_rows") or 0), s.num_row_groups
+    if group.manifests is not None:
+        if enc is not None:
+            verify_file(out, decryption_of(enc))   # every tag, before an input goes
+        _commit(group.manifests, out, dst, paths, store is not None)
+    return rows, row_groups, stats.bytes_out
+
+
+def _encryption(group: Group, keys) -> EncryptionProperties | None:
+    if group.plaintext:
+        return None
+    if group.config is not None:
+        return keys.write.encryption_properties(None, config=group.config)
+    return keys.encryption_properties(None)
+
+
+def decryption_of(enc: EncryptionProperties) -> DecryptionProperties:
+    """The keys that open a file just sealed with ``enc``."""
+    cols = {p: ck.key or enc.footer_key for p, ck in enc.column_keys.items()}
+    return DecryptionProperties(enc.footer_key, column_keys=cols,
+                                aad_prefix=None if enc.store_aad_prefix else enc.aad_prefix)
+
+
+# ---- the in-place commit and its recovery ------------------------------------------------------
+
+
+def _stamp(path: str) -> dict:
+    return Stamp.of(path).__dict__
+
+
+def _commit(manifests: str, staging: str, final: str, inputs: list[str], material: bool) -> None:
+    doc = {"v": 1, "staging": staging, "final": final, "material": material, "out": _stamp(staging),
+           "inputs": [{"path": p, **_stamp(p)} for p in inputs]}
+    os.makedirs(manifests, exist_ok=True)
+    name = os.path.join(manifests, os.path.basename(final) + f".{Stamp.of(staging).ino}.json")
+    atomic_write(name, json.dumps(doc).encode())      # the commit point
+    _finish(name, doc)
+
+
+def _finish(manifest: str, doc: dict) -> str:
+    """Steps 3 and 4 for one manifest; returns what was done."""
+    staging, final, out = doc["staging"], doc["final"], Stamp.load(doc["out"])
+    directory = os.path.dirname(final)
+    if os.path.exists(staging) and out is not None and Stamp.of(staging).ino == out.ino:
+        if doc.get("material") and os.path.exists(material_path(staging)):
+            os.replace(material_path(staging), material_path(final))
+        replace(staging, final, exclusive=True)
+        fsync_dir(directory)
+    try:
+        placed = out is not None and Stamp.of(final).ino == out.ino and Stamp.of(final).size == out.size
+    except FileNotFoundError:
+        placed = False
+    if not placed:     # the merged file is gone: the inputs stay, whatever the manifest says
+        unlink_quietly(manifest)
+        return f"{final}: merged file missing, its inputs kept"
+    for rec in doc["inputs"]:
+        p, was = rec["path"], Stamp.load(rec)
+        try:
+            now = Stamp.of(p)
+        except FileNotFoundError:
+            continue
+        if was is not None and now.same_file(was):
+            unlink_quietly(material_path(p))
+            unlink_quietly(p)
+    fsync_dir(directory)
+    unlink_quietly(manifest)
+    fsync_dir(os.path.dirname(manifest))
+    return f"{final}: merge committed, {len(doc['inputs'])} inputs removed"
+
+
+def recover(root: str, manifests: str) -> list[str]:
+    """Finish the commits recorded in ``manifests`` and remove staging files of runs that
+    died before their commit point, anywhere under ``root``. The caller holds the job's
+    lock (no other compaction of ``root`` runs). Returns one line per action."""
+    actions = []
+    named = set()
+    for name in sorted(os.listdir(manifests)) if os.path.isdir(manifests) else []:
+        path = os.path.join(manifests, name)
+        try:
+            with open(path, "rb") as f:
+                doc = json.loads(f.read())
+            named.add(doc["staging"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue    # a manifest cut before its rename is never under this name
+        actions.append(_finish(path, doc))
+    for d, dirs, files in os.walk(root):
+        dirs[:] = [x for x in dirs if x != ".pqseal-job"]
+        for n in files:
+            m = _STAGING_RE.match(n)
+            p = os.path.join(d, n)
+            if m and p not in named:
+                unlink_quietly(material_path(p))
+                unlink_quietly(p)
+                actions.append(f"removed {p} (a merge that did not reach its commit)")
+    return actions
+
