@@ -134,8 +134,8 @@ def compact(src, dst=None, encryption=None, *, decryption=None, target_size: int
     the outputs' keys (a config or explicit properties); None: each output sealed like
     its inputs (same master keys, algorithm and footer mode). Files that cannot be
     decrypted are never merged nor deleted: left in place (or copied into ``dst``) and
-    listed in ``skipped``. See :mod:`pqseal.dataset.compact`."""
-    from .compact import run
+    listed in ``skipped``. See :mod:`pqseal.dataset.compaction`."""
+    from .compaction import run
 
     return run(src, dst, encryption, decryption, target_size, _options(options))
 

@@ -39,7 +39,7 @@ from ..format.properties import DecryptionProperties
 from .compact_groups import FileInfo, group, output_name, survey
 from .compact_merge import MANIFEST_DIR, Group, recover
 from .executors import make_executor
-from .journal import DIRECTORY, Journal, Stamp
+from .journal import DIRECTORY, Journal, Stamp, path_in
 from .keys import Paired
 from .ops import Options, _dispatch, _note, build_keys, fingerprint
 from .plan import check_destination, plan
@@ -68,8 +68,10 @@ def _lock(root: str) -> int:
 
 
 def _check_dst(src: str, dst: str, overwrite: bool) -> None:
+    """A new tree, or one a compaction wrote and journaled (the journal then must be of
+    this job: :class:`JournalMismatch` otherwise)."""
     check_destination(src, dst)
-    if os.path.isdir(dst) and not overwrite:
+    if os.path.isdir(dst) and not overwrite and not os.path.exists(path_in(dst)):
         extra = [n for n in os.listdir(dst) if n != DIRECTORY]
         if extra:
             raise OutputExists(f"{dst} exists and is not empty; pass overwrite=True (CLI: --force) to write into it")

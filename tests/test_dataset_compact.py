@@ -1,0 +1,385 @@
+"""pqseal.dataset.compact: small PME files of a partition merged page by page.
+
+Oracles: pyarrow's own PME reader (its CryptoFactory and a KMS written with
+`cryptography`, tests/pyarrow_kms.py) reads every merged file and its statistics, and
+the independent reference reader (tests/pme_reference.py) decrypts every page, page
+index and bloom filter module of the output with the spec's AADs: the pages must be the
+inputs' pages, in the inputs' order. Also: new DEKs and a new aad_file_unique per
+output, files that cannot be decrypted carried forward byte for byte, mixed schemas
+never merged, an existing destination refused, the row-group ordinal limit, KMS calls
+made by the driver only, the CLI, and SIGKILL at random instants of an in-place run
+(every row exactly once after recovery).
+
+PQSEAL_COMPACT_KILL_TRIALS sets the number of kill trials (default 30)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import random
+import shutil
+import signal
+import sys
+import time
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pyarrow.parquet.encryption as pe
+import pytest
+
+import pqseal
+from pqseal import dataset
+from pqseal.config import EncryptionConfig
+from pqseal.errors import InvalidOrdinal, OutputExists
+from pqseal.format import engine
+from pqseal.format.layout import dotted
+from pqseal.format.source import Source
+from pqseal.kms import KeyListKms
+from pqseal.kms.base import KmsClient
+
+import parquet_gen as G
+from pyarrow_kms import key_list_client
+
+MASTER = {"kf": bytes(range(16)), "kc": bytes(range(16, 32)), "k2": bytes(range(32, 48))}
+KILL_TRIALS = int(os.environ.get("PQSEAL_COMPACT_KILL_TRIALS", "30"))
+
+
+class CountingKms(KmsClient):
+    """A key-list KMS that counts its calls and the processes they were made in."""
+
+    def __init__(self, master=MASTER):
+        self.inner, self.wraps, self.unwraps, self.pids = KeyListKms(master), 0, 0, set()
+
+    def wrap_key(self, key_bytes, master_key_identifier):
+        self.wraps += 1
+        self.pids.add(os.getpid())
+        return self.inner.wrap_key(key_bytes, master_key_identifier)
+
+    def unwrap_key(self, wrapped_key, master_key_identifier):
+        self.unwraps += 1
+        self.pids.add(os.getpid())
+        return self.inner.unwrap_key(wrapped_key, master_key_identifier)
+
+
+def table(start: int, n: int = 300) -> pa.Table:
+    return pa.table({"id": pa.array(range(start, start + n), pa.int64()),
+                     "s": [f"s{i % 13}" for i in range(start, start + n)]})
+
+
+def seal(path, t: pa.Table, cfg: EncryptionConfig, kms=None, **write) -> None:
+    plain = str(path) + ".plain"
+    pq.write_table(t, plain, row_group_size=120, data_page_size=512, write_page_index=True,
+                   bloom_filter_options={"id": True}, **write)
+    pqseal.encrypt_file(plain, path, cfg, kms=kms or KeyListKms(MASTER))
+    os.unlink(plain)
+
+
+def make_tree(root, cfg, *, parts=("k=a", "k=b"), files=4, schema2_at=()) -> dict[str, list[pa.Table]]:
+    """Partitions of ``files`` sealed files each; the ones at ``schema2_at`` get another
+    schema. Returns {partition: [tables in file order]}."""
+    out = {}
+    for pi, p in enumerate(parts):
+        d = root / p
+        d.mkdir(parents=True)
+        out[p] = []
+        for i in range(files):
+            t = table(10_000 * pi + 1000 * i)
+            if i in schema2_at:
+                t = t.append_column("extra", pa.array([1.5] * t.num_rows))
+            seal(d / f"part-{i:03d}.parquet", t, cfg)
+            out[p].append(t)
+    return out
+
+
+def pa_props(path):
+    return pe.CryptoFactory(key_list_client(MASTER)).file_decryption_properties(
+        pe.KmsConnectionConfig(), pe.DecryptionConfiguration(), parquet_file_path=str(path))
+
+
+def pa_read(path) -> pa.Table:
+    return pq.read_table(path, decryption_properties=pa_props(path))
+
+
+def data_files(root) -> list[str]:
+    out = []
+    for d, dirs, fs in os.walk(root):
+        dirs[:] = [x for x in dirs if not x.startswith((".", "_"))]
+        out += [os.path.relpath(os.path.join(d, f), root) for f in fs if not f.startswith((".", "_"))]
+    return sorted(out)
+
+
+def sha(path) -> str:
+    return hashlib.sha256(open(path, "rb").read()).hexdigest()
+
+
+def dec_of(path):
+    return pqseal.api.decryption_properties(str(path), kms=KeyListKms(MASTER))
+
+
+def deks(path) -> set[bytes]:
+    dec = dec_of(path)
+    with Source(str(path), dec) as s:
+        out = {dec.get_footer_key(s.crypto.footer_key_metadata)}
+        for col, p in enumerate(s.paths):
+            cc = s.column_crypto(0, col)
+            if cc.encrypted and not cc.footer_key:
+                out.add(dec.get_column_key(dotted(p), cc.key_metadata))
+    return out
+
+
+def file_unique(path) -> bytes:
+    with Source(str(path)) as s:
+        return s.crypto.aad_file_unique
+
+
+def ref_pages(path) -> list:
+    """Every page of the file in row-group order, decrypted by the reference reader."""
+    pages = G.pages(path, dec_of(path))
+    return [pages[k] for k in sorted(pages)]
+
+
+def ref_indexes(path) -> list:
+    idx = G.indexes(path, dec_of(path))
+    return [idx[k] for k in sorted(idx)]
+
+
+# ---- the merge itself ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("algorithm,plaintext_footer", [("AES_GCM_V1", False), ("AES_GCM_CTR_V1", False),
+                                                        ("AES_GCM_V1", True), ("AES_GCM_CTR_V1", True)])
+def test_in_place_merge_pyarrow_and_reference(tmp_path, algorithm, plaintext_footer):
+    cfg = EncryptionConfig("kf", column_keys={"kc": ["id"]}, encryption_algorithm=algorithm,
+                           plaintext_footer=plaintext_footer)
+    root = tmp_path / "t"
+    tables = make_tree(root, cfg)
+    before = {rel: (deks(root / rel), file_unique(root / rel), ref_pages(root / rel), ref_indexes(root / rel))
+              for rel in data_files(root)}
+    kms = CountingKms()
+    r = dataset.compact(root, kms=kms)
+    assert r.ok == 2 and r.failed == 0 and r.skipped == 0, r.to_json()
+    # one unwrap per distinct KEK read (each input was sealed on its own: 2 KEKs each),
+    # one wrap per master key written
+    assert (kms.unwraps, kms.wraps) == (2 * len(before), 2) and r.kms_calls == kms.unwraps + kms.wraps
+    outs = data_files(root)
+    assert len(outs) == 2 and all(o.startswith(("k=a/part-000-m", "k=b/part-000-m")) for o in outs)
+    for out in outs:
+        part = os.path.dirname(out)
+        ins = sorted(rel for rel in before if rel.startswith(part + "/"))
+        path = root / out
+        got = pa_read(path)
+        assert got.equals(pa.concat_tables(tables[part])), "pyarrow: rows and their order"
+        md = pq.ParquetFile(path, decryption_properties=pa_props(path)).metadata
+        assert md.num_row_groups == sum(len(before[i][2]) // 2 for i in ins)
+        assert md.created_by.startswith("pqseal") and "merged" in md.created_by
+        stats = md.row_group(0).column(0).statistics
+        assert stats.has_min_max and stats.min == tables[part][0]["id"][0].as_py()
+        # the reference decrypts every page and index module of the output: the inputs' own
+        assert ref_pages(path) == [pg for i in ins for pg in before[i][2]]
+        assert ref_indexes(path) == [ix for i in ins for ix in before[i][3]]
+        assert all(ix["bloom"] is not None for ix in ref_indexes(path)[0::2])   # column "id"
+        with Source(str(path)) as s:
+            assert (s.crypto.algorithm, s.crypto.plaintext_footer) == (algorithm, plaintext_footer)
+        assert not deks(path) & set().union(*(before[i][0] for i in ins)), "new DEKs"
+        assert file_unique(path) not in {before[i][1] for i in ins}, "new aad_file_unique"
+        assert r.ok[outs.index(out)].detail["inputs"] == ins
+    assert os.listdir(root / ".pqseal-job") == ["compact.lock"]   # no manifest left
+
+
+def test_new_tree_with_new_master_keys(tmp_path):
+    root, dst = tmp_path / "t", tmp_path / "out"
+    tables = make_tree(root, EncryptionConfig("kf", uniform_encryption=True), parts=("k=a",), files=5)
+    hashes = {rel: sha(root / rel) for rel in data_files(root)}
+    new = EncryptionConfig("k2", column_keys={"kc": ["s"]})
+    r = dataset.compact(root, dst, new, kms=KeyListKms(MASTER), target_size=1 << 30, summaries="drop")
+    assert r.ok == 1 and r.bytes == sum(os.path.getsize(root / rel) for rel in hashes)
+    assert {rel: sha(root / rel) for rel in data_files(root)} == hashes, "the source is untouched"
+    (out,) = data_files(dst)
+    assert pa_read(dst / out).equals(pa.concat_tables(tables["k=a"]))
+    with Source(str(dst / out)) as s:
+        assert b'"k2"' in bytes(s.crypto.footer_key_metadata)
+    again = dataset.compact(root, dst, new, kms=KeyListKms(MASTER), target_size=1 << 30, summaries="drop")
+    assert again.ok == 0 and [x.reason for x in again.skipped] == ["done in an earlier run"]
+
+
+def test_existing_destination_refused(tmp_path):
+    root, dst = tmp_path / "t", tmp_path / "out"
+    make_tree(root, EncryptionConfig("kf", uniform_encryption=True), parts=("k=a",), files=2)
+    dst.mkdir()
+    (dst / "keep.txt").write_text("mine")
+    with pytest.raises(OutputExists, match="not empty"):
+        dataset.compact(root, dst, kms=KeyListKms(MASTER))
+    assert os.listdir(dst) == ["keep.txt"]
+    r = dataset.compact(root, dst, kms=KeyListKms(MASTER), overwrite=True)
+    assert r.ok == 1 and (dst / "keep.txt").read_text() == "mine"
+
+
+def test_undecryptable_files_carried_forward(tmp_path):
+    """A file under a master key the KMS does not know, and one with a damaged page: never
+    merged, never changed, never deleted; listed in skipped; the others merged."""
+    cfg = EncryptionConfig("kf", column_keys={"kc": ["id"]})
+    root = tmp_path / "t"
+    tables = make_tree(root, cfg, parts=("k=a",), files=5)
+    gone = {**MASTER, "kgone": os.urandom(16)}
+    os.unlink(root / "k=a" / "part-002.parquet")
+    seal(root / "k=a" / "part-002.parquet", tables["k=a"][2], EncryptionConfig("kgone", uniform_encryption=True),
+         kms=KeyListKms(gone))
+    damaged = root / "k=a" / "part-003.parquet"
+    with Source(str(damaged), dec_of(damaged)) as s:
+        meta = s.column_meta(1, 0)
+    data = bytearray(damaged.read_bytes())
+    data[meta["data_page_offset"] + meta["total_compressed_size"] // 2] ^= 1    # inside a page module
+    damaged.write_bytes(bytes(data))
+    kept = {r: sha(root / "k=a" / r) for r in ("part-002.parquet", "part-003.parquet")}
+    dst = tmp_path / "copy"
+    for target in (dst, None):
+        r = dataset.compact(root, target, kms=KeyListKms(MASTER))
+        assert r.ok == 1 and r.failed == 0 and r.success
+        skipped = {x.path: x.reason for x in r.skipped}
+        assert set(skipped) == {"k=a/part-002.parquet", "k=a/part-003.parquet"}
+        assert all(why.startswith("undecryptable: ") for why in skipped.values())
+        assert "kgone" in skipped["k=a/part-002.parquet"]
+        assert r.ok[0].detail["inputs"] == ["k=a/part-000.parquet", "k=a/part-001.parquet", "k=a/part-004.parquet"]
+        where = dst if target is not None else root
+        assert {n: sha(where / "k=a" / n) for n in kept} == kept, "carried forward byte for byte"
+        merged = [f for f in data_files(where) if "-m" in f]
+        assert pa_read(where / merged[0]).equals(pa.concat_tables([tables["k=a"][i] for i in (0, 1, 4)]))
+
+
+def test_mixed_schemas_never_merged(tmp_path):
+    root = tmp_path / "t"
+    tables = make_tree(root, EncryptionConfig("kf", uniform_encryption=True), parts=("k=a",), files=6,
+                       schema2_at=(1, 3, 4))
+    r = dataset.compact(root, kms=KeyListKms(MASTER))
+    assert r.ok == 2
+    got = {}
+    for rec in r.ok:
+        t = pa_read(root / rec.path)
+        got[tuple(t.column_names)] = (t, rec.detail["inputs"])
+    narrow, wide = got[("id", "s")], got[("id", "s", "extra")]
+    assert narrow[1] == [f"k=a/part-{i:03d}.parquet" for i in (0, 2, 5)]
+    assert wide[1] == [f"k=a/part-{i:03d}.parquet" for i in (1, 3, 4)]
+    assert narrow[0].equals(pa.concat_tables([tables["k=a"][i] for i in (0, 2, 5)]))
+    assert wide[0].equals(pa.concat_tables([tables["k=a"][i] for i in (1, 3, 4)]))
+
+
+def test_target_size_and_row_group_limit(tmp_path, monkeypatch):
+    root = tmp_path / "t"
+    make_tree(root, EncryptionConfig("kf", uniform_encryption=True), parts=("k=a",), files=7)
+    size = os.path.getsize(root / "k=a" / "part-000.parquet")
+    from pqseal.dataset import compact_groups
+
+    monkeypatch.setattr(compact_groups, "MAX_ROW_GROUPS", 9)      # 3 files of 3 row groups
+    r = dataset.compact(root, kms=KeyListKms(MASTER), target_size=size * 10)
+    assert [len(x.detail["inputs"]) for x in r.ok] == [3, 3] and [x.path for x in r.skipped] == \
+        ["k=a/part-006.parquet"]
+    assert engine.MAX_ROW_GROUPS == 32768          # PME row-group ordinals are int16
+
+
+def test_engine_merge_refuses_past_the_ordinal_limit(tmp_path, monkeypatch):
+    root = tmp_path / "t"
+    make_tree(root, EncryptionConfig("kf", uniform_encryption=True), parts=("k=a",), files=2)
+    ins = [str(root / "k=a" / f"part-00{i}.parquet") for i in range(2)]
+    monkeypatch.setattr(engine, "MAX_ROW_GROUPS", 5)
+    enc = pqseal.api.encryption_properties(EncryptionConfig("kf", uniform_encryption=True), kms=KeyListKms(MASTER))
+    with pytest.raises(InvalidOrdinal, match="more than 5 row groups"):
+        engine.merge(ins, tmp_path / "m.parquet", [dec_of(p) for p in ins], encryption=enc)
+    assert not os.path.exists(tmp_path / "m.parquet") and os.listdir(tmp_path) == ["t"]
+
+
+def test_engine_merge_refuses_other_schemas(tmp_path):
+    root = tmp_path / "t"
+    make_tree(root, EncryptionConfig("kf", uniform_encryption=True), parts=("k=a",), files=2, schema2_at=(1,))
+    ins = [str(root / "k=a" / f"part-00{i}.parquet") for i in range(2)]
+    enc = pqseal.api.encryption_properties(EncryptionConfig("kf", uniform_encryption=True), kms=KeyListKms(MASTER))
+    with pytest.raises(engine.SchemaMismatch):
+        engine.merge(ins, tmp_path / "m.parquet", [dec_of(p) for p in ins], encryption=enc)
+    assert os.listdir(tmp_path) == ["t"]
+
+
+def test_worker_processes_make_no_kms_call(tmp_path):
+    root = tmp_path / "t"
+    tables = make_tree(root, EncryptionConfig("kf", column_keys={"kc": ["s"]}), parts=("k=a", "k=b", "k=c"))
+    kms = CountingKms()
+    r = dataset.compact(root, kms=kms, executor="processes", workers=2)
+    assert r.ok == 3 and kms.pids == {os.getpid()}
+    for rec in r.ok:
+        assert pa_read(root / rec.path).equals(pa.concat_tables(tables[os.path.dirname(rec.path)]))
+
+
+def test_cli(tmp_path):
+    from click.testing import CliRunner
+
+    from pqseal.cli import main
+
+    root, dst = tmp_path / "t", tmp_path / "out"
+    tables = make_tree(root, EncryptionConfig("kf", uniform_encryption=True), parts=("k=a",), files=3)
+    keys = ", ".join(f"{k}: {base64.b64encode(v).decode()}" for k, v in MASTER.items())
+    res = CliRunner().invoke(main, ["compact", str(root), str(dst), "--target-size", "10MB", "--workers", "1",
+                                    "--kms", "keylist", "--key-list", keys])
+    assert res.exit_code == 0, res.output
+    assert "1 merged" in res.output
+    (out,) = data_files(dst)
+    assert pa_read(dst / out).equals(pa.concat_tables(tables["k=a"]))
+    res = CliRunner().invoke(main, ["compact", str(root), str(tmp_path / "x"), "--target-size", "lots"])
+    assert res.exit_code != 0 and "target-size" in res.output and "Traceback" not in res.output
+
+
+# ---- crash safety ------------------------------------------------------------------------------
+
+
+def _rows(root) -> list[int]:
+    ids: list[int] = []
+    for rel in data_files(root):
+        ids += pa_read(root / rel)["id"].to_pylist()
+    return sorted(ids)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+def test_sigkill_in_place(tmp_path):
+    """A child compacts a tree in place and is killed at a random instant; the next
+    compaction's recovery leaves every row in exactly one data file, and finishes."""
+    template = tmp_path / "template"
+    make_tree(template, EncryptionConfig("kf", column_keys={"kc": ["id"]}), parts=("k=a", "k=b", "k=c"), files=3)
+    expected = _rows(template)
+    kms = KeyListKms(MASTER)
+    warm = tmp_path / "warm"
+    shutil.copytree(template, warm)
+    t0 = time.perf_counter()
+    dataset.compact(warm, kms=kms, workers=1)
+    run = time.perf_counter() - t0
+    rng = random.Random(int.from_bytes(os.urandom(4), "little"))
+    outcomes = {"untouched": 0, "partial": 0, "done": 0}
+    from pqseal.dataset.compact_merge import recover
+
+    for trial in range(KILL_TRIALS):
+        root = tmp_path / f"r{trial}"
+        shutil.copytree(template, root)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        ready_r, ready_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:   # child: compact until killed
+            try:
+                os.close(ready_r)
+                os.write(ready_w, b"x")
+                dataset.compact(root, kms=kms, workers=1)
+            finally:
+                os._exit(0)
+        os.close(ready_w)
+        os.read(ready_r, 1)
+        os.close(ready_r)
+        time.sleep(rng.uniform(0, run * 1.2))
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        recover(str(root), str(root / ".pqseal-job" / "compact"))
+        assert _rows(root) == expected, f"trial {trial}: after recovery"
+        merged = sum("-m" in f for f in data_files(root))
+        outcomes["untouched" if merged == 0 else "done" if merged == 3 else "partial"] += 1
+        r = dataset.compact(root, kms=kms, workers=1)
+        assert r.failed == 0 and _rows(root) == expected, f"trial {trial}: after the rerun"
+        assert sum("-m" in f for f in data_files(root)) == 3 and len(data_files(root)) == 3
+        assert not any(n.endswith(".pqseal-compact") for _, _, fs in os.walk(root) for n in fs)
+        shutil.rmtree(root)
+    assert outcomes["untouched"] + outcomes["partial"] > 0, outcomes   # some kills landed mid-run
