@@ -203,6 +203,20 @@ def test_new_tree_with_new_master_keys(tmp_path):
     assert again.ok == 0 and [x.reason for x in again.skipped] == ["done in an earlier run"]
 
 
+def test_external_key_material(tmp_path):
+    """Inputs with their key material beside them: the merged file gets its own, renamed
+    with it at the commit; the inputs' material goes with them."""
+    root = tmp_path / "t"
+    tables = make_tree(root, EncryptionConfig("kf", column_keys={"kc": ["id"]}, internal_key_material=False),
+                       parts=("k=a",), files=3)
+    assert len(os.listdir(root / "k=a")) == 6
+    r = dataset.compact(root, kms=KeyListKms(MASTER))
+    (out,) = data_files(root)
+    assert r.ok == 1 and sorted(os.listdir(root / "k=a")) == [f"_KEY_MATERIAL_FOR_{os.path.basename(out)}.json",
+                                                             os.path.basename(out)]
+    assert pa_read(root / out).equals(pa.concat_tables(tables["k=a"]))
+
+
 def test_existing_destination_refused(tmp_path):
     root, dst = tmp_path / "t", tmp_path / "out"
     make_tree(root, EncryptionConfig("kf", uniform_encryption=True), parts=("k=a",), files=2)
@@ -341,14 +355,16 @@ def test_sigkill_in_place(tmp_path):
     """A child compacts a tree in place and is killed at a random instant; the next
     compaction's recovery leaves every row in exactly one data file, and finishes."""
     template = tmp_path / "template"
-    make_tree(template, EncryptionConfig("kf", column_keys={"kc": ["id"]}), parts=("k=a", "k=b", "k=c"), files=3)
+    make_tree(template, EncryptionConfig("kf", column_keys={"kc": ["id"]}), parts=("k=a", "k=b"), files=3)
     expected = _rows(template)
     kms = KeyListKms(MASTER)
-    warm = tmp_path / "warm"
-    shutil.copytree(template, warm)
-    t0 = time.perf_counter()
-    dataset.compact(warm, kms=kms, workers=1)
-    run = time.perf_counter() - t0
+    runs = []
+    for i in range(3):      # the first run imports and warms up; the kills spread over a warm one
+        shutil.copytree(template, tmp_path / f"warm{i}")
+        t0 = time.perf_counter()
+        dataset.compact(tmp_path / f"warm{i}", kms=kms, workers=1)
+        runs.append(time.perf_counter() - t0)
+    run = min(runs[1:])
     rng = random.Random(int.from_bytes(os.urandom(4), "little"))
     outcomes = {"untouched": 0, "partial": 0, "done": 0}
     from pqseal.dataset.compact_merge import recover
@@ -370,16 +386,16 @@ def test_sigkill_in_place(tmp_path):
         os.close(ready_w)
         os.read(ready_r, 1)
         os.close(ready_r)
-        time.sleep(rng.uniform(0, run * 1.2))
+        time.sleep(rng.uniform(0, run))
         os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
         recover(str(root), str(root / ".pqseal-job" / "compact"))
         assert _rows(root) == expected, f"trial {trial}: after recovery"
         merged = sum("-m" in f for f in data_files(root))
-        outcomes["untouched" if merged == 0 else "done" if merged == 3 else "partial"] += 1
+        outcomes["untouched" if merged == 0 else "done" if merged == 2 else "partial"] += 1
         r = dataset.compact(root, kms=kms, workers=1)
         assert r.failed == 0 and _rows(root) == expected, f"trial {trial}: after the rerun"
-        assert sum("-m" in f for f in data_files(root)) == 3 and len(data_files(root)) == 3
+        assert sum("-m" in f for f in data_files(root)) == 2 and len(data_files(root)) == 2
         assert not any(n.endswith(".pqseal-compact") for _, _, fs in os.walk(root) for n in fs)
         shutil.rmtree(root)
     assert outcomes["untouched"] + outcomes["partial"] > 0, outcomes   # some kills landed mid-run
