@@ -1,4 +1,4 @@
-"""Dataset jobs: seal, unseal, verify, re-key, rotate and inspect whole directory trees
+"""Dataset jobs: seal, unseal, verify, re-key, rotate, compact and inspect whole directory trees
 (hive-partitioned or not) on driver threads, local processes or a Dask cluster.
 
     import pqseal
@@ -35,6 +35,10 @@
   footer and page indexes and about two column chunks' worth of buffers, never the whole
   file. Measured: a worker sealing a 314 MB file (largest column chunk 9.8 MB) peaked at
   88 MB RSS, 19 MB above its 69 MB after imports.
+
+``compact`` merges the small files of each partition directory page by page, each
+output sealed with new DEKs; in place it commits under a manifest that the next run
+finishes or rolls back (``compaction.py``, ``compact_groups.py``, ``compact_merge.py``).
 
 Options of every operation: ``kms``, ``kms_connection_config``, ``executor``,
 ``workers``, ``overwrite`` (replace outputs the journal does not know), ``retry_failed``,

@@ -32,6 +32,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from .._version import __version__
 from .._io import atomic_write, fsync_dir, replace, unlink_quietly
 from ..format.engine import MergeInputFailed, merge
 from ..format.properties import DecryptionProperties, EncryptionProperties
@@ -54,7 +55,7 @@ class Group:
     config: Any = None               # a derived EncryptionConfig (encryption=None: the inputs' keys)
     plaintext: bool = False          # plaintext inputs and no encryption asked for: a plaintext output
     manifests: str | None = None     # in place: the manifest directory; None: a new tree
-    created_by: str = "pqseal (merged)"
+    created_by: str = f"pqseal version {__version__} (merged)"
 
 
 def staging_path(final: str) -> str:
@@ -167,26 +168,27 @@ def _finish(manifest: str, doc: dict) -> str:
 
 
 def recover(root: str, manifests: str) -> list[str]:
-    """Finish the commits recorded in ``manifests`` and remove staging files of runs that
-    died before their commit point, anywhere under ``root``. The caller holds the job's
+    """Finish the commits recorded in ``manifests``, then remove the staging files of runs
+    that died before their commit point, anywhere under ``root``. The caller holds the job's
     lock (no other compaction of ``root`` runs). Returns one line per action."""
     actions = []
-    named = set()
     for name in sorted(os.listdir(manifests)) if os.path.isdir(manifests) else []:
         path = os.path.join(manifests, name)
+        if name.startswith("."):     # atomic_write's temporary file: the manifest never committed
+            unlink_quietly(path)
+            continue
         try:
             with open(path, "rb") as f:
                 doc = json.loads(f.read())
-            named.add(doc["staging"])
-        except (OSError, ValueError, KeyError, TypeError):
-            continue    # a manifest cut before its rename is never under this name
-        actions.append(_finish(path, doc))
+            actions.append(_finish(path, doc))
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            actions.append(f"manifest {path} not usable, kept: {type(exc).__name__}: {exc}")
+    # every manifest is finished: a staging file left is of a merge that never committed
     for d, dirs, files in os.walk(root):
         dirs[:] = [x for x in dirs if x != ".pqseal-job"]
         for n in files:
-            m = _STAGING_RE.match(n)
-            p = os.path.join(d, n)
-            if m and p not in named:
+            if _STAGING_RE.match(n):
+                p = os.path.join(d, n)
                 unlink_quietly(material_path(p))
                 unlink_quietly(p)
                 actions.append(f"removed {p} (a merge that did not reach its commit)")

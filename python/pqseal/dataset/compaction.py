@@ -137,7 +137,7 @@ def run(src, dst, encryption, decryption, target_size: int, o: Options) -> Repor
         if tasks:
             ex.start(keys)
         _dispatch(tasks, ex, journal, o, rep)
-        _carried(rep, alone, src, dst)
+        _carried(rep, alone, src, None if rep.interrupted else dst)
         if dst is not None and not rep.interrupted:
             copy_success(p, dst)
             if o.summaries == "auto":
