@@ -90,14 +90,19 @@ def run(src, dst, encryption, decryption, target_size: int, o: Options) -> Repor
                         "inputs' master keys are known only from their key material, through a KMS")
     if dst is not None:
         _check_dst(src, dst, o.overwrite)
-        os.makedirs(dst, exist_ok=True)
     root = src if dst is None else dst
     manifests = os.path.join(src, DIRECTORY, MANIFEST_DIR) if dst is None else None
-    lock = _lock(root)
-    ex = journal = keys = rep = None
+    ex = make_executor(o.executor, o.workers, allow_insecure=o.allow_insecure, security=o.security)
     try:
-        ex = make_executor(o.executor, o.workers, allow_insecure=o.allow_insecure, security=o.security)
-        ex.check(keys_travel=True)
+        ex.check(keys_travel=True)      # refused before anything is written or asked of the KMS
+        if dst is not None:
+            os.makedirs(dst, exist_ok=True)
+        lock = _lock(root)
+    except BaseException:
+        ex.close()
+        raise
+    journal = keys = rep = None
+    try:
         recovered = recover(src, manifests) if manifests is not None else []
         p = plan(src, dst)
         if dst is not None:
@@ -148,8 +153,7 @@ def run(src, dst, encryption, decryption, target_size: int, o: Options) -> Repor
                 if os.path.basename(rel) in SUMMARY_NAMES:
                     _note(rep, f"{rel} still describes the files before compaction; regenerate or remove it")
     finally:
-        if ex is not None:
-            ex.close()
+        ex.close()
         if keys is not None:
             if rep is not None:
                 rep.kms_calls = keys.kms_calls
