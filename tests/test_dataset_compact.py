@@ -21,6 +21,7 @@ import random
 import shutil
 import signal
 import sys
+import threading
 import time
 
 import pyarrow as pa
@@ -292,6 +293,27 @@ def test_mixed_schemas_never_merged(tmp_path):
     assert wide[0].equals(pa.concat_tables([tables["k=a"][i] for i in (1, 3, 4)]))
 
 
+def test_files_under_other_master_keys_never_merged(tmp_path):
+    """Tenant keys stay per tenant: with encryption=None files sealed under other master
+    keys (or another footer mode) go to other outputs, each sealed like its inputs."""
+    d = tmp_path / "t" / "k=a"
+    d.mkdir(parents=True)
+    cfgs = [EncryptionConfig("kf", uniform_encryption=True), EncryptionConfig("k2", uniform_encryption=True),
+            EncryptionConfig("kf", uniform_encryption=True, plaintext_footer=True)]
+    for i in range(6):
+        seal(d / f"part-{i:03d}.parquet", table(1000 * i), cfgs[i % 3])
+    r = dataset.compact(tmp_path / "t", kms=KeyListKms(MASTER))
+    assert sorted(x.detail["inputs"] for x in r.ok) == [[f"k=a/part-{i:03d}.parquet" for i in (j, j + 3)]
+                                                        for j in range(3)]
+    for x in r.ok:
+        first = int(x.detail["inputs"][0][-11:-8])
+        path = tmp_path / "t" / x.path
+        assert master_keys(path)["footer"] == cfgs[first].footer_key
+        with Source(str(path)) as s:
+            assert s.crypto.plaintext_footer == cfgs[first].plaintext_footer
+        assert pa_read(path).equals(pa.concat_tables([table(1000 * first), table(1000 * (first + 3))]))
+
+
 def test_target_size_and_row_group_limit(tmp_path, monkeypatch):
     root = tmp_path / "t"
     make_tree(root, EncryptionConfig("kf", uniform_encryption=True), parts=("k=a",), files=7)
@@ -412,6 +434,11 @@ def test_sigkill_in_place(tmp_path):
         pid = os.fork()
         if pid == 0:   # child: compact until killed
             try:
+                # tqdm's write lock is a semaphore shared with the forked parent: a child
+                # killed while holding it would block the parent's next progress bar
+                from tqdm import tqdm
+
+                tqdm.set_lock(threading.RLock())
                 os.close(ready_r)
                 os.write(ready_w, b"x")
                 dataset.compact(root, kms=kms, workers=1)

@@ -58,11 +58,15 @@ class Planned:
         return sum(f.row_groups for f in self.files)
 
 
-def survey(job: Job, decryption, derive: bool) -> FileInfo:
-    """Read one file's footer; a failure becomes ``why`` (the file is carried forward)."""
-    size = os.path.getsize(job.src)
-    info = FileInfo(job, size)
+def survey(job: Job, decryption, derive: bool, unreadable: str | None = None) -> FileInfo:
+    """Read one file's footer; a failure becomes ``why`` (the file is carried forward),
+    as does ``unreadable`` (why the job's keys cannot open it)."""
+    info = FileInfo(job, 0)
     try:
+        info.size = os.path.getsize(job.src)
+        if unreadable is not None:
+            info.why = f"undecryptable: keys not readable: {unreadable}"
+            return info
         with Source(job.src, decryption) as s:
             fmd = s.file_metadata()
             info.row_groups = s.num_row_groups

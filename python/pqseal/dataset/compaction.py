@@ -115,13 +115,8 @@ def run(src, dst, encryption, decryption, target_size: int, o: Options) -> Repor
             _note(rep, f"recovered: {line}")
         keys = _keys(o, encryption, decryption, [j.src for j in p.jobs])
         unreadable = keys.unreadable
-        infos = []
-        for j in p.jobs:
-            why = unreadable.get(j.src, unreadable.get(os.path.abspath(j.src)))
-            if why is not None:
-                infos.append(FileInfo(j, os.path.getsize(j.src), why=f"undecryptable: keys not readable: {why}"))
-            else:
-                infos.append(survey(j, keys.decryption_properties(j.src), derive=encryption is None))
+        infos = [survey(j, keys.decryption_properties(j.src), encryption is None,
+                        unreadable.get(j.src, unreadable.get(os.path.abspath(j.src)))) for j in p.jobs]
         groups, alone = group(infos, target_size)
         if encryption is None:
             ids = {mk for g in groups for cfg in [g.files[0].config] if cfg is not None
