@@ -190,6 +190,10 @@ def test_in_place_merge_pyarrow_and_reference(tmp_path, algorithm, plaintext_foo
         assert md.created_by.startswith("pqseal") and "merged" in md.created_by
         stats = md.row_group(0).column(0).statistics
         assert stats.has_min_max and stats.min == tables[part][0]["id"][0].as_py()
+        for rg in range(md.num_row_groups):    # pyarrow sees every page index and "id"'s bloom filters
+            cols = [md.row_group(rg).column(c) for c in range(2)]
+            assert all(c.has_column_index and c.has_offset_index for c in cols)
+            assert cols[0].bloom_filter_offset > 0 and cols[1].bloom_filter_offset is None
         # the reference decrypts every page and index module of the output: the inputs' own
         assert ref_pages(path) == [pg for i in ins for pg in before[i][2]]
         assert ref_indexes(path) == [ix for i in ins for ix in before[i][3]]
