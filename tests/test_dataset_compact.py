@@ -410,6 +410,48 @@ def _rows(root) -> list[int]:
     return sorted(ids)
 
 
+@pytest.mark.parametrize("state", ["staged", "committed", "linked", "half-removed", "output-lost"])
+def test_recovery_of_each_commit_step(tmp_path, monkeypatch, state):
+    """The in-place commit stopped after each of its steps (``compact_merge``'s docstring),
+    made by hand: recovery rolls back (before the manifest) or forward (after it)."""
+    from pqseal.dataset import compact_merge
+
+    root = tmp_path / "t"
+    tables = make_tree(root, EncryptionConfig("kf", column_keys={"kc": ["id"]}, internal_key_material=False),
+                       parts=("k=a",), files=3)
+    inputs = data_files(root)
+    expected = sorted(pa.concat_tables(tables["k=a"])["id"].to_pylist())
+    with monkeypatch.context() as m:     # stop after the staging file (and its manifest)
+        m.setattr(compact_merge, "_commit" if state == "staged" else "_finish", lambda *a: "")
+        r = dataset.compact(root, kms=KeyListKms(MASTER))
+    final = root / r.ok[0].path
+    staging = final.parent / f".{final.name}.pqseal-compact"
+    assert staging.exists() and not final.exists() and data_files(root) == inputs
+    if state == "linked":                # the exclusive rename: linked, staging name not yet removed
+        os.replace(staging.parent / f"_KEY_MATERIAL_FOR_{staging.name}.json",
+                   final.parent / f"_KEY_MATERIAL_FOR_{final.name}.json")
+        os.link(staging, final)
+    elif state == "half-removed":        # renamed; one input removed, the next one's data file only
+        os.replace(staging.parent / f"_KEY_MATERIAL_FOR_{staging.name}.json",
+                   final.parent / f"_KEY_MATERIAL_FOR_{final.name}.json")
+        os.replace(staging, final)
+        os.unlink(root / inputs[0])
+        os.unlink(root / "k=a" / f"_KEY_MATERIAL_FOR_{os.path.basename(inputs[0])}.json")
+        os.unlink(root / inputs[1])
+    elif state == "output-lost":
+        os.unlink(staging)
+    actions = compact_merge.recover(str(root), str(root / ".pqseal-job" / "compact"))
+    assert len(actions) == 1, actions
+    names = sorted(os.listdir(root / "k=a"))
+    if state in ("staged", "output-lost"):
+        assert data_files(root) == inputs and all(not n.startswith(".") for n in names)
+    else:
+        assert names == [f"_KEY_MATERIAL_FOR_{final.name}.json", final.name]
+    assert _rows(root) == expected
+    manifests = root / ".pqseal-job" / "compact"
+    assert not manifests.exists() or os.listdir(manifests) == []
+
+
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
 def test_sigkill_in_place(tmp_path):
     """A child compacts a tree in place and is killed at a random instant; the next

@@ -34,11 +34,13 @@ from typing import Any
 
 from .._version import __version__
 from .._io import atomic_write, fsync_dir, replace, unlink_quietly
+from ..api import file_unique
 from ..format.engine import MergeInputFailed, merge
 from ..format.properties import DecryptionProperties, EncryptionProperties
 from ..format.source import Source
 from ..format.verify import verify_file
 from ..keys.store import KeyMaterialStore, material_path
+from ..keys.store import recover as recover_material
 from .journal import Stamp
 
 STAGING_SUFFIX = ".pqseal-compact"
@@ -136,17 +138,28 @@ def _commit(manifests: str, staging: str, final: str, inputs: list[str], materia
     _finish(name, doc)
 
 
+def _ino(path: str) -> int | None:
+    try:
+        return Stamp.of(path).ino
+    except FileNotFoundError:
+        return None
+
+
 def _finish(manifest: str, doc: dict) -> str:
     """Steps 3 and 4 for one manifest; returns what was done."""
     staging, final, out = doc["staging"], doc["final"], Stamp.load(doc["out"])
     directory = os.path.dirname(final)
-    if os.path.exists(staging) and out is not None and Stamp.of(staging).ino == out.ino:
+    if out is not None and _ino(staging) == out.ino:
         if doc.get("material") and os.path.exists(material_path(staging)):
             os.replace(material_path(staging), material_path(final))
-        replace(staging, final, exclusive=True)
+        if _ino(final) == out.ino:       # linked there already, the staging name not yet removed
+            unlink_quietly(staging)
+        else:
+            replace(staging, final, exclusive=True)
         fsync_dir(directory)
     try:
-        placed = out is not None and Stamp.of(final).ino == out.ino and Stamp.of(final).size == out.size
+        now = Stamp.of(final)
+        placed = out is not None and (now.ino, now.size) == (out.ino, out.size)
     except FileNotFoundError:
         placed = False
     if not placed:     # the merged file is gone: the inputs stay, whatever the manifest says
@@ -155,12 +168,12 @@ def _finish(manifest: str, doc: dict) -> str:
     for rec in doc["inputs"]:
         p, was = rec["path"], Stamp.load(rec)
         try:
-            now = Stamp.of(p)
+            if was is None or not Stamp.of(p).same_file(was):
+                continue          # another file by now: not this merge's to remove
         except FileNotFoundError:
-            continue
-        if was is not None and now.same_file(was):
-            unlink_quietly(material_path(p))
-            unlink_quietly(p)
+            pass                  # removed before the crash; its key material perhaps not
+        unlink_quietly(p)
+        unlink_quietly(material_path(p))
     fsync_dir(directory)
     unlink_quietly(manifest)
     fsync_dir(os.path.dirname(manifest))
@@ -172,25 +185,30 @@ def recover(root: str, manifests: str) -> list[str]:
     that died before their commit point, anywhere under ``root``. The caller holds the job's
     lock (no other compaction of ``root`` runs). Returns one line per action."""
     actions = []
+    kept: set[str] = set()
     for name in sorted(os.listdir(manifests)) if os.path.isdir(manifests) else []:
         path = os.path.join(manifests, name)
         if name.startswith("."):     # atomic_write's temporary file: the manifest never committed
             unlink_quietly(path)
             continue
+        doc = None
         try:
             with open(path, "rb") as f:
                 doc = json.loads(f.read())
             actions.append(_finish(path, doc))
         except (OSError, ValueError, KeyError, TypeError) as exc:
             actions.append(f"manifest {path} not usable, kept: {type(exc).__name__}: {exc}")
-    # every manifest is finished: a staging file left is of a merge that never committed
+            if isinstance(doc, dict) and isinstance(doc.get("staging"), str):
+                kept.add(doc["staging"])
+    # the manifests are finished: a staging file left (but a kept one's) never committed
     for d, dirs, files in os.walk(root):
         dirs[:] = [x for x in dirs if x != ".pqseal-job"]
         for n in files:
-            if _STAGING_RE.match(n):
-                p = os.path.join(d, n)
+            p = os.path.join(d, n)
+            if _STAGING_RE.match(n) and p not in kept:
                 unlink_quietly(material_path(p))
                 unlink_quietly(p)
                 actions.append(f"removed {p} (a merge that did not reach its commit)")
+        actions += recover_material(d, file_unique)    # material staged by a writer that died
     return actions
 
