@@ -410,7 +410,7 @@ def _rows(root) -> list[int]:
     return sorted(ids)
 
 
-@pytest.mark.parametrize("state", ["staged", "committed", "linked", "half-removed", "output-lost"])
+@pytest.mark.parametrize("state", ["staged", "committed", "linked", "half-removed", "output-lost", "moved"])
 def test_recovery_of_each_commit_step(tmp_path, monkeypatch, state):
     """The in-place commit stopped after each of its steps (``compact_merge``'s docstring),
     made by hand: recovery rolls back (before the manifest) or forward (after it)."""
@@ -440,6 +440,10 @@ def test_recovery_of_each_commit_step(tmp_path, monkeypatch, state):
         os.unlink(root / inputs[1])
     elif state == "output-lost":
         os.unlink(staging)
+    elif state == "moved":               # the tree renamed after the crash: manifests name relative paths
+        os.rename(root, tmp_path / "moved")
+        root = tmp_path / "moved"
+        final = root / r.ok[0].path
     actions = compact_merge.recover(str(root), str(root / ".pqseal-job" / "compact"))
     assert len(actions) == 1, actions
     names = sorted(os.listdir(root / "k=a"))
@@ -450,6 +454,27 @@ def test_recovery_of_each_commit_step(tmp_path, monkeypatch, state):
     assert _rows(root) == expected
     manifests = root / ".pqseal-job" / "compact"
     assert not manifests.exists() or os.listdir(manifests) == []
+
+
+def test_an_input_changed_during_the_merge(tmp_path, monkeypatch):
+    """An input rewritten while it was merged: the merge is dropped, nothing removed."""
+    from pqseal.dataset import compact_merge
+
+    root = tmp_path / "t"
+    tables = make_tree(root, EncryptionConfig("kf", uniform_encryption=True), parts=("k=a",), files=3)
+    inputs = data_files(root)
+    verify = compact_merge.verify_file
+
+    def verify_and_touch(path, dec):
+        os.unlink(root / inputs[1])       # another file under the same name
+        seal(root / inputs[1], tables["k=a"][0], EncryptionConfig("kf", uniform_encryption=True))
+        return verify(path, dec)
+
+    monkeypatch.setattr(compact_merge, "verify_file", verify_and_touch)
+    r = dataset.compact(root, kms=KeyListKms(MASTER))
+    assert r.ok == 0 and r.failed == 1 and "changed while it was merged" in r.failed[0].error
+    assert data_files(root) == inputs and sorted(os.listdir(root / "k=a")) == [os.path.basename(i) for i in inputs]
+    assert pa_read(root / inputs[1]).equals(tables["k=a"][0])
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")

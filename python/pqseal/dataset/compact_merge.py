@@ -35,6 +35,7 @@ from typing import Any
 from .._version import __version__
 from .._io import atomic_write, fsync_dir, replace, unlink_quietly
 from ..api import file_unique
+from ..errors import PqsealError
 from ..format.engine import MergeInputFailed, merge
 from ..format.properties import DecryptionProperties, EncryptionProperties
 from ..format.source import Source
@@ -97,13 +98,22 @@ def _merge_one(group: Group, paths: list[str], dst: str, keys) -> tuple[int, int
         else None
     # a new tree: the output is this job's (the driver checked it); in place: a staging
     # file left by a run that died before its commit point is replaced
+    read = [Stamp.of(p) for p in paths]        # the inputs as merged
     stats = merge(paths, out, decs, encryption=enc, created_by=group.created_by, overwrite=True, companion=store)
     with Source(out, None if enc is None else decryption_of(enc)) as s:
         rows, row_groups = int(s.file_metadata().get("num_rows") or 0), s.num_row_groups
     if group.manifests is not None:
-        if enc is not None:
-            verify_file(out, decryption_of(enc))   # every tag, before an input goes
-        _commit(group.manifests, out, dst, paths, store is not None)
+        try:
+            if enc is not None:
+                verify_file(out, decryption_of(enc))   # every tag, before an input goes
+            changed = [p for p, was in zip(paths, read) if not Stamp.of(p).same_file(was)]
+            if changed:
+                raise InputChanged(f"{', '.join(changed)} changed while it was merged; nothing was removed")
+        except BaseException:
+            unlink_quietly(material_path(out))
+            unlink_quietly(out)
+            raise
+        _commit(group.manifests, out, dst, list(zip(paths, read)), store is not None)
     return rows, row_groups, stats.bytes_out
 
 
@@ -125,17 +135,29 @@ def decryption_of(enc: EncryptionProperties) -> DecryptionProperties:
 # ---- the in-place commit and its recovery ------------------------------------------------------
 
 
-def _stamp(path: str) -> dict:
-    return Stamp.of(path).__dict__
+class InputChanged(PqsealError):
+    """An input of an in-place merge changed while it was merged (the merge is dropped)."""
 
 
-def _commit(manifests: str, staging: str, final: str, inputs: list[str], material: bool) -> None:
-    doc = {"v": 1, "staging": staging, "final": final, "material": material, "out": _stamp(staging),
-           "inputs": [{"path": p, **_stamp(p)} for p in inputs]}
+def _root(manifests: str) -> str:
+    """The tree of a manifest directory (``<root>/.pqseal-job/compact``): manifests name
+    files relative to it, so a tree moved after a crash still recovers."""
+    return os.path.dirname(os.path.dirname(os.path.abspath(manifests)))
+
+
+def _commit(manifests: str, staging: str, final: str, inputs: list[tuple[str, Stamp]], material: bool) -> None:
+    root = _root(manifests)
+
+    def rel(p: str) -> str:
+        return os.path.relpath(p, root)
+
+    out = Stamp.of(staging)
+    doc = {"v": 1, "staging": rel(staging), "final": rel(final), "material": material, "out": out.__dict__,
+           "inputs": [{"path": rel(p), **was.__dict__} for p, was in inputs]}
     os.makedirs(manifests, exist_ok=True)
-    name = os.path.join(manifests, os.path.basename(final) + f".{Stamp.of(staging).ino}.json")
+    name = os.path.join(manifests, f"{os.path.basename(final)}.{out.ino}.json")
     atomic_write(name, json.dumps(doc).encode())      # the commit point
-    _finish(name, doc)
+    _finish(name, doc, root)
 
 
 def _ino(path: str) -> int | None:
@@ -145,9 +167,10 @@ def _ino(path: str) -> int | None:
         return None
 
 
-def _finish(manifest: str, doc: dict) -> str:
-    """Steps 3 and 4 for one manifest; returns what was done."""
-    staging, final, out = doc["staging"], doc["final"], Stamp.load(doc["out"])
+def _finish(manifest: str, doc: dict, root: str) -> str:
+    """Steps 3 and 4 for one manifest (paths relative to ``root``); returns what was done."""
+    staging, final = os.path.join(root, doc["staging"]), os.path.join(root, doc["final"])
+    out = Stamp.load(doc["out"])
     directory = os.path.dirname(final)
     if out is not None and _ino(staging) == out.ino:
         if doc.get("material") and os.path.exists(material_path(staging)):
@@ -166,7 +189,7 @@ def _finish(manifest: str, doc: dict) -> str:
         unlink_quietly(manifest)
         return f"{final}: merged file missing, its inputs kept"
     for rec in doc["inputs"]:
-        p, was = rec["path"], Stamp.load(rec)
+        p, was = os.path.join(root, rec["path"]), Stamp.load(rec)
         try:
             if was is None or not Stamp.of(p).same_file(was):
                 continue          # another file by now: not this merge's to remove
@@ -195,11 +218,11 @@ def recover(root: str, manifests: str) -> list[str]:
         try:
             with open(path, "rb") as f:
                 doc = json.loads(f.read())
-            actions.append(_finish(path, doc))
+            actions.append(_finish(path, doc, root))
         except (OSError, ValueError, KeyError, TypeError) as exc:
             actions.append(f"manifest {path} not usable, kept: {type(exc).__name__}: {exc}")
             if isinstance(doc, dict) and isinstance(doc.get("staging"), str):
-                kept.add(doc["staging"])
+                kept.add(os.path.join(root, doc["staging"]))
     # the manifests are finished: a staging file left (but a kept one's) never committed
     for d, dirs, files in os.walk(root):
         dirs[:] = [x for x in dirs if x != ".pqseal-job"]
