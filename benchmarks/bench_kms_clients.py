@@ -32,7 +32,6 @@ import os
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -47,6 +46,7 @@ except ImportError:  # not installed: the source tree (needs the built _native m
 sys.path.insert(0, str(ROOT / "tests"))   # the test servers
 
 from pqseal.kms import KmsClient, KmsConnectionConfig, open_kms  # noqa: E402
+from counting_kms import CountingKms  # noqa: E402
 
 MASTER_KEYS = ("bench-footer", "bench-column")
 PKCS11_PIN = "bench-pin-1234"
@@ -134,22 +134,6 @@ CLIENTS: list[Client] = [Client("keystore", start_keystore), Client("vault", sta
                          Client("pkcs11", start_pkcs11), Client("aws", start_aws)]
 
 
-class Counting(KmsClient):
-    """A KMS client that counts the calls it passes on."""
-
-    def __init__(self, inner: KmsClient):
-        self.inner, self.wraps, self.unwraps = inner, 0, 0
-        self._lock = threading.Lock()
-
-    def wrap_key(self, key_bytes, master_key_identifier):
-        with self._lock:
-            self.wraps += 1
-        return self.inner.wrap_key(key_bytes, master_key_identifier)
-
-    def unwrap_key(self, wrapped_key, master_key_identifier):
-        with self._lock:
-            self.unwraps += 1
-        return self.inner.unwrap_key(wrapped_key, master_key_identifier)
 
 
 def latency(fn: Callable[[int], object], ops: int) -> dict:
@@ -183,7 +167,7 @@ def measure_calls(s: Started, workdir: str, files: int) -> dict:
     pq.write_table(pa.table({"a": list(range(100)), "s": [str(i) for i in range(100)]}), src)
     out = {}
     for double in (True, False):
-        counting = Counting(s.kms)
+        counting = CountingKms(s.kms)
         job, reader = CryptoFactory(lambda cfg: counting), CryptoFactory(lambda cfg: counting)
         cfg = EncryptionConfig(s.key_ids[0], column_keys={s.key_ids[1]: ["s"]}, double_wrapping=double)
         t0 = time.perf_counter()

@@ -16,6 +16,7 @@ import sys
 import time
 
 from interop import kms_missing
+from servers import free_port, stop_process
 
 ACCOUNT = "123456789012"
 REGION = "us-east-1"
@@ -23,12 +24,6 @@ FAKE_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", 
             "AWS_DEFAULT_REGION": REGION, "AWS_EC2_METADATA_DISABLED": "true",
             "AWS_CONFIG_FILE": os.devnull, "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
             "MOTO_ACCOUNT_ID": ACCOUNT}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class MotoKms:
@@ -40,7 +35,7 @@ class MotoKms:
             import moto.server  # noqa: F401
         except ImportError as exc:
             kms_missing(f"moto[server] and boto3 are needed for the AWS KMS tests ({exc.name} missing)")
-        self.port = _free_port()
+        self.port = free_port()
         self.endpoint = f"http://127.0.0.1:{self.port}"
         self.proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -74,13 +69,7 @@ class MotoKms:
         return arn
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
 
 
 @contextlib.contextmanager

@@ -69,6 +69,24 @@ def test_keystore_operations_are_recorded(ks):
         assert secret not in text
 
 
+def test_lifecycle_operations_are_recorded(ks, tmp_path):
+    """disable, enable, destroy, backup and passwd change what the store can do: each is
+    in the chain, a refused one with its outcome."""
+    ks.rotate("footer")
+    ks.disable("footer", 1)
+    ks.enable("footer", 1)
+    with pytest.raises(KeyNotFound):
+        ks.disable("footer", 9)
+    ks.destroy("footer", 1)
+    ks.backup(str(tmp_path / "b.json"))
+    ks.passwd(b"another passphrase")
+    got = [(r["op"], r["key"], r["version"], r["outcome"]) for r in records(log_of(ks))][2:]
+    assert got == [("disable", "footer", 1, "ok"), ("enable", "footer", 1, "ok"),
+                   ("disable", "footer", 9, "KeyNotFound"), ("destroy", "footer", 1, "ok"),
+                   ("backup", None, None, "ok"), ("passwd", None, None, "ok")]
+    assert audit.verify(log_of(ks), ks.audit_key()).count == 8
+
+
 def test_audit_key_survives_reopening_and_reading_writes_nothing(ks):
     ks.wrap_key(b"k" * 16, "footer")
     before = open(ks.path, "rb").read()

@@ -26,6 +26,7 @@ from pqseal.dataset.worker import jobs_held
 from pqseal.errors import InsecureTransport
 from pqseal.format import DecryptionProperties, EncryptionProperties
 
+from counting_kms import CountingKms
 from interop import require
 
 distributed = require("distributed")
@@ -313,7 +314,6 @@ def test_rotation_on_dask_after_the_master_keys_rotate(tls_cluster, tmp_path):
     disabled pyarrow still reads every file through its rotated material."""
     from pqseal.arrow import crypto_factory
     from pqseal.config import EncryptionConfig
-    from pqseal.kms.base import KmsClient
     from pqseal.kms.keystore import LocalKeystore
 
     ks_path = tmp_path / "ks.json"
@@ -321,28 +321,16 @@ def test_rotation_on_dask_after_the_master_keys_rotate(tls_cluster, tmp_path):
     for k in ("kf", "kc"):
         keystore.create(k)
 
-    class Counting(KmsClient):
-        def __init__(self):
-            self.wraps = self.unwraps = 0
-
-        def wrap_key(self, key_bytes, master_key_identifier):
-            self.wraps += 1
-            return keystore.wrap_key(key_bytes, master_key_identifier)
-
-        def unwrap_key(self, wrapped_key, master_key_identifier):
-            self.unwraps += 1
-            return keystore.unwrap_key(wrapped_key, master_key_identifier)
-
     src, sealed = tmp_path / "src", tmp_path / "sealed"
     table = make_tree(src, 9)
     cfg = EncryptionConfig(footer_key="kf", column_keys={"kc": ["v"]}, internal_key_material=False)
     for part in ("p=0", "p=1"):      # two jobs: two KEKs per master key
-        r = dataset.encrypt(src / part, sealed / part, cfg, kms=Counting(), executor=tls_cluster)
+        r = dataset.encrypt(src / part, sealed / part, cfg, kms=CountingKms(keystore), executor=tls_cluster)
         assert r.ok == 3
     old = json.loads(json.loads((sealed / "p=0" / "_KEY_MATERIAL_FOR_f000.parquet.json").read_text())["footerKey"])
     keystore.rotate("kf")
     keystore.rotate("kc")
-    kms = Counting()
+    kms = CountingKms(keystore)
     r = dataset.rotate(sealed, kms=kms, executor=tls_cluster)
     assert r.ok == 6 and r.failed == 0 and (kms.unwraps, kms.wraps) == (4, 2) and r.kms_calls == 6
     for k in ("kf", "kc"):

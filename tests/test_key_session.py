@@ -32,6 +32,7 @@ from pqseal.keys import CryptoFactory, KeySession
 from pqseal.keys.store import KeyMaterialStore, read_material
 from pqseal.kms import KeyListKms, KmsClient, KmsConnectionConfig
 
+from counting_kms import CountingKms
 from pyarrow_kms import key_list_client
 
 MASTER = {"kf": os.urandom(16), "kc1": os.urandom(16), "kc2": os.urandom(32)}
@@ -39,17 +40,6 @@ PyarrowKeyList = key_list_client(MASTER)   # pyarrow's side, independent of pqse
 COLUMN_KEYS = {"kc1": ["a"], "kc2": ["b", "c"]}
 
 
-class CountingKms(KmsClient):
-    def __init__(self, inner):
-        self.inner, self.wraps, self.unwraps = inner, 0, 0
-
-    def wrap_key(self, key_bytes, master_key_identifier):
-        self.wraps += 1
-        return self.inner.wrap_key(key_bytes, master_key_identifier)
-
-    def unwrap_key(self, wrapped_key, master_key_identifier):
-        self.unwraps += 1
-        return self.inner.unwrap_key(wrapped_key, master_key_identifier)
 
 
 def counting():

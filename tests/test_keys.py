@@ -20,8 +20,9 @@ from pqseal.config import (DecryptionConfig, EncryptionConfig, encryption_config
                            kms_connection_from_properties, parse_column_keys)
 from pqseal.errors import InvalidTag, KeyNotFound, MalformedKeyMaterial
 from pqseal.keys import CryptoFactory, KeyMaterial, KeyMetadata, clear_caches
-from pqseal.kms import KeyListKms, KmsClient, KmsConnectionConfig, parse_key_list
+from pqseal.kms import KeyListKms, KmsConnectionConfig, parse_key_list
 
+from counting_kms import CountingKms
 from pyarrow_kms import key_list_client
 
 DATA = os.path.join(os.path.dirname(__file__), "data", "parquet-testing")
@@ -53,17 +54,6 @@ def plain(tmp_path, table):
 PyarrowKeyList = key_list_client(MASTER)   # pyarrow's InMemoryKMS dialect, independent of pqseal
 
 
-class CountingKms(KmsClient):
-    def __init__(self, inner):
-        self.inner, self.wraps, self.unwraps = inner, 0, 0
-
-    def wrap_key(self, key_bytes, master_key_identifier):
-        self.wraps += 1
-        return self.inner.wrap_key(key_bytes, master_key_identifier)
-
-    def unwrap_key(self, wrapped_key, master_key_identifier):
-        self.unwraps += 1
-        return self.inner.unwrap_key(wrapped_key, master_key_identifier)
 
 
 # ---- key list KMS ------------------------------------------------------------------------------

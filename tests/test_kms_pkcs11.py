@@ -7,7 +7,6 @@ import base64
 import json
 import os
 import pickle
-import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -19,10 +18,11 @@ import pqseal
 from pqseal.config import EncryptionConfig
 from pqseal.errors import InvalidTag, KeyAccessDenied, KeyDisabled, KeyNotFound, MalformedKeyMaterial, PqsealError
 from pqseal.keys import CryptoFactory, clear_caches
-from pqseal.kms import KmsClient, KmsConnectionConfig
+from pqseal.kms import KmsConnectionConfig
 from pqseal.kms.uri import KmsUri
 
 import softhsm
+from counting_kms import CountingKms
 
 PIN = "pin-0815-secret"
 TOKEN, FRESH = "pqseal-test", "pqseal-fresh"   # FRESH: never logged in before the wrong-PIN test
@@ -69,22 +69,6 @@ def client(factory):
     return factory(KmsConnectionConfig())
 
 
-class Counting(KmsClient):
-    """Counts the calls that reach the token."""
-
-    def __init__(self, inner):
-        self.inner, self.wraps, self.unwraps = inner, 0, 0
-        self._lock = threading.Lock()
-
-    def wrap_key(self, key_bytes, master_key_identifier):
-        with self._lock:
-            self.wraps += 1
-        return self.inner.wrap_key(key_bytes, master_key_identifier)
-
-    def unwrap_key(self, wrapped_key, master_key_identifier):
-        with self._lock:
-            self.unwraps += 1
-        return self.inner.unwrap_key(wrapped_key, master_key_identifier)
 
 
 def table(n=2000):
@@ -496,7 +480,7 @@ def test_200_file_job_token_calls(tmp_path, client, double_wrapping):
     footer, pii = key_ids("footer", "pii")
     client.create_key(footer)
     client.create_key(pii)
-    counting = Counting(client)
+    counting = CountingKms(client)
     files, masters = 200, 2
     src = tmp_path / "p.parquet"
     t = table(50)

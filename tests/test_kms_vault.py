@@ -528,7 +528,8 @@ def test_kubernetes_login_reads_the_token_file(bao, env_token, tmp_path):
 
 def test_tls_with_a_ca_bundle(tmp_path, monkeypatch):
     """vault+https with ca=PATH against a dev server with TLS (its own CA)."""
-    from vault_server import BaoServer, bao_binary, free_port
+    from servers import free_port
+    from vault_server import BaoServer, bao_binary
 
     server = BaoServer(bao_binary(), free_port(), "tls-" + uuid.uuid4().hex, str(tmp_path / "bao.log"),
                        tls_dir=str(tmp_path / "tls")).start()

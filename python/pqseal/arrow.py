@@ -33,6 +33,9 @@ def kms_client_factory(factory: Callable[[KmsConnectionConfig], KmsClient]):
             self._client = client
 
         def wrap_key(self, key_bytes, master_key_identifier):
+            from .keys.template import check_id_resolved
+
+            check_id_resolved(master_key_identifier)   # pyarrow does not resolve pqseal's templates
             return self._client.wrap_key(bytes(key_bytes), master_key_identifier)
 
         def unwrap_key(self, wrapped_key, master_key_identifier):

@@ -129,9 +129,26 @@ class InsecureTransport(PqsealError):
     sent to a plain-TCP Dask scheduler) and the caller did not explicitly allow it."""
 
 
+class KeyUsageLimitExceeded(PqsealError):
+    """A master key version reached a usage limit set to refuse (``pqseal keys limits``:
+    maximum age, DEKs wrapped or bytes sealed): new wraps and seals with it are refused
+    (rotate the key). Unwraps are never refused for a usage limit. Names the key id,
+    version and limit; ``key_id``, ``version``, ``limit``, ``value`` and ``threshold``."""
+
+    def __init__(self, message: str, *, key_id: str, version: int, limit: str, value: float, threshold: float):
+        super().__init__(message)
+        self.key_id, self.version, self.limit = key_id, version, limit
+        self.value, self.threshold = value, threshold
+
+
+class KeyUsageWarning(UserWarning):
+    """A master key version reached a usage limit set to warn (``pqseal keys limits``)."""
+
+
 __all__ = [name for name in dir() if name[0].isupper()]
 
 
 class AuditLogError(PqsealError):
     """The audit log cannot be written (the audited operation then fails: no record is
     dropped silently) or its last record is malformed."""
+

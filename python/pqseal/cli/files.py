@@ -468,3 +468,5 @@ def _print_inspect(info: dict) -> None:
         size = c.get("compressed_bytes")
         click.echo(f"{c['path']:<{width}}  {c.get('encryption', '?'):<11} {size if size is not None else '?':>14}  "
                    f"{extra}")
+    if "max_dek_modules" in info:
+        click.echo(f"most modules under one data key: {info['max_dek_modules']:,} (GCM allows 2^32 per key)")

@@ -7,6 +7,7 @@ import errno
 import os
 import signal
 import sys
+import warnings
 
 import click
 
@@ -52,12 +53,18 @@ def fail(message: str, code: int = EXIT_FAILED):
     sys.exit(code)
 
 
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Python warnings (a key usage limit, say) as one line on stderr."""
+    click.echo(f"pqseal: warning: {' '.join(str(message).split())}", err=True)
+
+
 class Group(click.Group):
     """The exit-code contract: usage errors (click's and ours) print one line and exit 2,
     pqseal errors and failing files/paths one line and exit 1."""
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
-        with interruptible() as interruption:   # SIGINT/SIGTERM from here on: stop cleanly
+        with interruptible() as interruption, warnings.catch_warnings():   # SIGINT/SIGTERM: stop cleanly
+            warnings.showwarning = _one_line_warning
             try:
                 rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
             except click.UsageError as exc:

@@ -91,17 +91,29 @@ def _admin(path, kms_uri):
     return KeyAdmin(KmsChoice(kms_uri, None, {}).client_factory()(KmsConnectionConfig()))
 
 
+_COLUMNS = (("id", "<20"), ("version", ">7"), ("state", "<12"), ("created", "<25"), ("age", ">6"),
+            ("wraps", ">7"), ("deks", ">7"), ("unwraps", ">7"), ("files", ">7"), ("bytes", ">8"),
+            ("max_dek_modules", ">15"), ("first_use", "<25"), ("last_use", "<25"), ("flag", "<5"))
+
+
 def _rows(admin, key_id, as_json):
+    """The status of key versions: a table, or with ``as_json`` a JSON list of
+    :class:`~pqseal.kms.admin.KeyVersionInfo` dicts."""
+    from ..kms.limits import show_age, show_size
+
     rows = [r.as_dict() for r in admin.status(key_id)]
     if as_json:
         click.echo(json.dumps(rows))
         return
-    click.echo(f"{'id':<24} {'version':>7} {'bits':>5}  {'state':<13} {'created':<25} {'wraps':>7} {'unwraps':>7}"
-               "  last use")
+    shown = {"age": lambda r: None if r["age_seconds"] is None else show_age(r["age_seconds"]),
+             "bytes": lambda r: None if r["bytes"] is None else show_size(r["bytes"])}
+    click.echo(" ".join(f"{name:{fmt}}" for name, fmt in _COLUMNS).rstrip())
     for r in rows:
-        bits, wraps, unwraps = ("-" if r[k] is None else r[k] for k in ("bits", "wraps", "unwraps"))
-        click.echo(f"{r['id']:<24} {r['version']:>7} {bits:>5}  {r['state']:<13} {r['created'] or '-':<25} "
-                   f"{wraps:>7} {unwraps:>7}  {r['last_use'] or '-'}")
+        cells = [shown[name](r) if name in shown else r[name] for name, _ in _COLUMNS]
+        click.echo(" ".join(f"{'-' if c is None else c:{fmt}}" for c, (_, fmt) in zip(cells, _COLUMNS)).rstrip())
+    for r in rows:
+        for x in r["reached"]:
+            click.echo(f"{x['mode']}: {r['id']} version {r['version']} reached {x['limit']}", err=True)
 
 
 @keys.command("init")
@@ -144,11 +156,51 @@ def keys_list(path, kms_uri, as_json):
 @ks_opt
 @kms_opt
 @click.argument("key_id", required=False)
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="A JSON list, one object per version with the keys id, "
+              "version, state, bits, created, age_seconds, wraps, deks, unwraps, files, bytes, max_dek_modules, "
+              "first_use, last_use, limits, reached, flag (null where the KMS does not say).")
 def keys_status(path, kms_uri, key_id, as_json):
-    """The versions of KEY_ID (or of every key, where the KMS can list them) and their
-    states: active (wraps), decrypt-only, disabled, destroyed."""
+    """The versions of KEY_ID (or of every key, where the KMS can list them): state
+    (active: wraps; decrypt-only; disabled; destroyed), created and age, and the usage
+    the local keystore counts: wraps (KMS wrap calls), DEKs wrapped, unwraps, files and
+    bytes sealed, the most modules one DEK encrypted (GCM allows 2^32 per DEK), first and
+    last use. flag: WARN or LIMIT when a usage limit (`keys limits`) set to warn or to
+    refuse is reached."""
     _rows(_admin(path, kms_uri), key_id, as_json)
+
+
+@keys.command("limits")
+@ks_opt
+@click.argument("key_id", required=False)
+@click.option("--default", "default", is_flag=True, help="Set the keystore's default (for keys without their own).")
+@click.option("--max-age", metavar="AGE", help="Age of a version since its creation: 90d, 12h, 2w, 1y; 0: none.")
+@click.option("--max-wraps", type=click.IntRange(min=0), metavar="N", help="DEKs a version may wrap; 0: none.")
+@click.option("--max-bytes", metavar="SIZE", help="Bytes of files sealed with its DEKs: 500GB, 1TiB; 0: none.")
+@click.option("--mode", type=click.Choice(["warn", "refuse"]), help="What a reached limit does (default: warn).")
+def keys_limits(path, key_id, default, max_age, max_wraps, max_bytes, mode):
+    """Show or set the usage limits of KEY_ID's versions (or with --default, of the whole
+    keystore; a key's own settings win, field by field). warn: a warning (Python warning,
+    one line on stderr) and an audit record; refuse: new wraps and seals fail with
+    KeyUsageLimitExceeded. Limits apply to new wraps and seals with the active version:
+    after `keys rotate` the new version starts from zero, and a decrypt-only version
+    never refuses an unwrap (max-age on an unwrap only warns). Stored in the keystore
+    (MAC-protected). Without options: print the limits."""
+    from ..kms.limits import parse_age, parse_size
+
+    if default == (key_id is not None):
+        raise click.UsageError("name a KEY_ID or give --default")
+    try:
+        values = {"max_age": None if max_age is None else parse_age(max_age), "max_wraps": max_wraps,
+                  "max_bytes": None if max_bytes is None else parse_size(max_bytes), "mode": mode}
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    ks = _keystore(path)
+    what = "default" if default else f"master key {key_id}"
+    if any(v is not None for v in values.values()):
+        ks.set_limits(key_id, ks.limits(key_id).changed(**values))
+    own = ks.limits(key_id).text()
+    eff = "" if default else f"; in effect: {ks.effective_limits(key_id).text()}"
+    click.echo(f"limits of {what}: {own}{eff}")
 
 @keys.command("rotate")
 @ks_opt
@@ -249,3 +301,40 @@ def keys_restore(path, file, force):
 
     ks = LocalKeystore.restore(file, path, force=force)
     click.echo(f"restored keystore {ks.path} from {file}")
+
+@keys.command("policy")
+@ks_opt
+@click.option("--auto-create", "patterns", multiple=True, metavar="PATTERN", help="Create a missing master key "
+              "matching this glob (e.g. 'tenant-*') when a wrap needs it. Repeatable; replaces the patterns.")
+@click.option("--users", metavar="USER,...", help="OS users allowed to trigger that (default: any user who can open "
+              "the keystore).")
+@click.option("--bits", type=click.Choice(["128", "192", "256"]), default="256", show_default=True,
+              help="Length of keys created on first use.")
+@click.option("--clear", is_flag=True, help="Create no keys on first use (the default).")
+def keys_policy(path, patterns, users, bits, clear):
+    """Show or set which missing master keys a wrap creates (tenant keys on first use).
+    Without options: show the policy. Only wraps create (never unwraps), each creation is
+    audited (auto-create), and concurrent first writers end with one key. This guards
+    against mistakes, not against a holder of the passphrase, who can change the policy."""
+    from ..kms.creation import CreationPolicy
+
+    ks = _keystore(path)
+    if clear or patterns:
+        if clear and (patterns or users):
+            raise click.UsageError("--clear excludes --auto-create and --users")
+        if users is not None and not patterns:
+            raise click.UsageError("--users goes with --auto-create")
+        try:
+            policy = CreationPolicy(tuple(patterns), tuple(u.strip() for u in (users or "").split(",") if u.strip()),
+                                    int(bits))
+        except ValueError as exc:
+            raise click.UsageError(str(exc)) from None
+        ks.set_creation_policy(policy)
+    elif users is not None:
+        raise click.UsageError("--users goes with --auto-create")
+    p = ks.creation_policy()
+    if not p.patterns:
+        click.echo("no keys are created on first use (a missing master key is an error)")
+        return
+    who = ", ".join(p.users) if p.users else "any user who can open the keystore"
+    click.echo(f"created on first use ({p.bits} bits): {', '.join(p.patterns)}; by: {who}")

@@ -15,7 +15,10 @@
   use only the session. Explicit :class:`~pqseal.EncryptionProperties` /
   :class:`~pqseal.DecryptionProperties` work too (no KMS). Files whose keys the session
   could not read fail without being attempted; a file that cannot be decrypted is kept
-  intact and listed, never deleted.
+  intact and listed, never deleted. Master key id templates of a config
+  (``tenant-{customer_id}``, :mod:`pqseal.keys.template`) are resolved on the driver from
+  each file's path below ``src``; the session gets one KEK per resolved id before it is
+  shipped (a key the KMS refuses, e.g. a destroyed tenant key, fails that key's files only).
 - **Executors**: ``executor="threads"`` (default), ``"processes"``, a
   ``distributed.Client`` or a scheduler address (``"tls://host:8786"``). Keys reach other
   processes only exported on request; over Dask only through a ``tls://`` scheduler

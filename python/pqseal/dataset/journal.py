@@ -21,8 +21,9 @@ from dataclasses import dataclass
 
 from .._io import fsync_dir, unlink_quietly
 from ..errors import PqsealError
+from .plan import JOB_DIRECTORY
 
-DIRECTORY = ".pqseal-job"
+DIRECTORY = JOB_DIRECTORY
 NAME = "journal.jsonl"
 VERSION = 1
 

@@ -1,6 +1,7 @@
 """The keys a dataset job's workers use, and how they travel to worker processes.
 
-Workers ask one object for ``encryption_properties(dst)`` and/or
+Workers ask one object for ``encryption_properties(dst, partition)`` (``partition``: the
+file's partition values, for master key id templates; None when the config has none) and/or
 ``decryption_properties(src)``: a :class:`~pqseal.keys.KeySession` opened by the driver
 (configs and a KMS), or :class:`FixedKeys` (explicit properties given by the caller). A
 rekey pairs two of them (:class:`Paired`). Neither makes a KMS call in a worker. To reach
@@ -28,10 +29,10 @@ class FixedKeys:
         self._dec = decryption
         self.unreadable: dict[str, str] = {}
 
-    def encryption_properties(self, dst=None) -> EncryptionProperties:
+    def encryption_properties(self, dst=None, partition=None) -> EncryptionProperties:
         if self._enc is None:
             raise ValueError("no encryption properties in this job")
-        return self._enc
+        return self._enc   # explicit keys: no master key ids, so nothing to resolve
 
     def decryption_properties(self, src=None) -> DecryptionProperties:
         if self._dec is None:
@@ -87,10 +88,10 @@ class Paired:
         self.read = read
         self.write = write
 
-    def encryption_properties(self, dst=None) -> EncryptionProperties:
+    def encryption_properties(self, dst=None, partition=None) -> EncryptionProperties:
         if self.write is None:
             raise ValueError("no encryption keys in this job")
-        return self.write.encryption_properties(dst)
+        return self.write.encryption_properties(dst, partition)
 
     def decryption_properties(self, src=None) -> DecryptionProperties:
         if self.read is None:

@@ -26,7 +26,7 @@ import os
 import time
 import warnings
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from .. import _cancel
@@ -40,6 +40,7 @@ from .plan import Plan, plan
 from .progress import Progress
 from .report import FileResult, Report
 from .summary import copy_success, dropped, regenerate
+from .usage import JobUsage
 from .worker import Task
 
 SUMMARY_POLICIES = ("auto", "drop")                  # see summary.py
@@ -95,9 +96,8 @@ def _dec_config(x):
 
 
 def build_keys(o: Options, *, encryption=None, decryption=None, read: bool = False, write: bool = False,
-               files: list[str] | None = None, rotate: bool = False) -> Paired:
-    """The job's keys, opened on the driver (every KMS call is made here). ``rotate``:
-    also a write KEK per master key of the files read (their newest versions)."""
+               files: list[str] | None = None) -> Paired:
+    """The job's keys, opened on the driver (every KMS call is made here)."""
     read_side = write_side = None
     enc_cfg = _enc_config(encryption) if write and not _is_explicit(encryption) else None
     dec_explicit = read and _is_explicit(decryption)
@@ -105,15 +105,13 @@ def build_keys(o: Options, *, encryption=None, decryption=None, read: bool = Fal
         write_side = FixedKeys(encryption=encryption)
     if dec_explicit:
         read_side = FixedKeys(decryption=decryption)
-    if enc_cfg is not None or (read and not dec_explicit) or rotate:
+    if enc_cfg is not None or (read and not dec_explicit):
         session = _session_class().open(o.kms, enc_cfg, decryption=_dec_config(decryption) if read else None,
                                         kms_connection_config=o.kms_connection_config,
                                         lifetime=o.session_lifetime)
         try:
             if read and not dec_explicit and files:
                 session.add_files(files)
-            if rotate and session.read_master_key_ids:
-                session.add_master_keys(sorted(session.read_master_key_ids))
         except BaseException:
             session.close()
             raise
@@ -337,14 +335,24 @@ def run(kind: str, src, dst, o: Options, *, encryption=None, decryption=None) ->
     keys: Paired | None = None
     try:
         tasks = _triage(kind, p, journal, o, rep, read)
+        tasks, tenant_keys = _resolve_templates(tasks, encryption if write else None, journal, o, rep)
         # nothing to do (a finished job run again): no key session, no KMS call
         keys = build_keys(o, encryption=encryption, decryption=decryption, read=read, write=write,
-                          files=[t.src for t in tasks] if read else None,
-                          rotate=kind == "rotate") if tasks else Paired()
-        tasks = _unreadable(tasks, keys, journal, rep)
+                          files=[t.src for t in tasks] if read else None) if tasks else Paired()
+        tasks = _unreadable(tasks, keys, journal, o, rep)
+        # write KEKs of master keys known per file, before the keys are shipped: tenant keys,
+        # and for a rotation the master keys of each file's DEKs (their newest versions)
+        if kind == "rotate" and hasattr(keys.read, "file_master_keys"):
+            tasks = _add_write_keys(tasks, keys.read, {t.rel: keys.read.file_master_keys(t.src) for t in tasks},
+                                    journal, o, rep)
+        else:
+            tasks = _add_write_keys(tasks, keys.write, tenant_keys, journal, o, rep)
+        usage = JobUsage.of(kind, keys) if tasks else None
         if tasks:
             ex.start(keys)
-        _dispatch(tasks, ex, journal, o, rep)
+        _dispatch(tasks, ex, journal, o, rep, usage)
+        if usage is not None:
+            rep.warnings += list(usage.warnings.values())
         if not rep.interrupted:
             _cleanup(p, tasks)
             if kind in TREE_OUTPUT:
@@ -402,7 +410,74 @@ def _rotatable(src: str) -> bool:
         return True
 
 
-def _unreadable(tasks: list[Task], keys: Paired, journal: Journal | None, rep: Report) -> list[Task]:
+def _fail_early(t: Task, line: str, journal: Journal | None, o: Options, rep: Report) -> None:
+    """A file that fails on the driver, before it is dispatched: journaled and reported
+    like a worker's failure (its source is not touched)."""
+    line = " ".join(line.split())
+    if journal is not None:
+        journal.failed(t.rel, line)
+    res = FileResult(t.rel, t.size, error=line)
+    rep.failed.append(res)
+    if o.on_result is not None:
+        o.on_result(res)
+
+
+def _resolve_templates(tasks: list[Task], encryption, journal: Journal | None, o: Options,
+                       rep: Report) -> tuple[list[Task], dict[str, list[str]]]:
+    """Master key id templates of the write config (``tenant-{customer_id}``), resolved
+    on the driver from each file's partition values (its path relative to the source
+    root): the tasks carry their values; returns {relative path: resolved master key ids}
+    for :func:`_add_write_keys`. A file the templates cannot be resolved for fails here,
+    without being attempted."""
+    from ..errors import PqsealError
+    from ..keys import template
+
+    if encryption is None or _is_explicit(encryption):
+        return tasks, {}
+    cfg = _enc_config(encryption)
+    if not template.has_templates(cfg):
+        return tasks, {}
+    keep, ids = [], {}
+    for t in tasks:
+        try:
+            values = template.partition_values(t.rel)
+            ids[t.rel] = template.master_key_ids(template.resolve(cfg, values, f" in {t.rel}"))
+        except PqsealError as exc:
+            _fail_early(t, f"{type(exc).__name__}: {exc}", journal, o, rep)
+            continue
+        keep.append(dataclasses.replace(t, partition=tuple(sorted(values.items()))))
+    return keep, ids
+
+
+def _add_write_keys(tasks: list[Task], session, ids: Mapping[str, Sequence[str]], journal: Journal | None,
+                    o: Options, rep: Report) -> list[Task]:
+    """One write KEK in ``session`` per distinct master key of the files still to do
+    (``ids``: {relative path: master key ids}; one KMS wrap each, on the driver). A key the
+    KMS refuses (missing, disabled, a shredded tenant's, over a refusing usage limit) fails
+    that key's files only."""
+    from ..errors import PqsealError, SessionExpired
+
+    if not ids or not tasks:
+        return tasks
+    bad: dict[str, str] = {}
+    for mk in sorted({mk for t in tasks for mk in ids[t.rel]}):
+        try:
+            session.add_master_keys([mk])
+        except SessionExpired:
+            raise
+        except PqsealError as exc:
+            bad[mk] = f"{type(exc).__name__}: {exc}"
+    keep = []
+    for t in tasks:
+        why = next((bad[mk] for mk in ids[t.rel] if mk in bad), None)
+        if why is None:
+            keep.append(t)
+        else:
+            _fail_early(t, f"keys not writable: {why}", journal, o, rep)
+    return keep
+
+
+def _unreadable(tasks: list[Task], keys: Paired, journal: Journal | None, o: Options, rep: Report) -> list[Task]:
     """Files whose keys the session could not read fail here, without being attempted."""
     bad = keys.unreadable
     if not bad:
@@ -412,15 +487,15 @@ def _unreadable(tasks: list[Task], keys: Paired, journal: Journal | None, rep: R
         why = bad.get(t.src, bad.get(os.path.abspath(t.src)))
         if why is None:
             keep.append(t)
-            continue
-        line = f"keys not readable: {' '.join(str(why).split())}"
-        if journal is not None:
-            journal.failed(t.rel, line)
-        rep.failed.append(FileResult(t.rel, t.size, error=line))
+        else:
+            _fail_early(t, f"keys not readable: {why}", journal, o, rep)
     return keep
 
 
-def _dispatch(tasks: list[Task], ex, journal: Journal | None, o: Options, rep: Report) -> None:
+def _dispatch(tasks: list[Task], ex, journal: Journal | None, o: Options, rep: Report,
+              usage: JobUsage | None = None) -> None:
+    """Run ``tasks`` on ``ex``, a window of them at a time; ``usage``: checked and counted
+    per file on the way out and back (a file over a refusing usage limit fails here)."""
     bar = Progress(VERBS[tasks[0].kind] if tasks else "done", len(tasks), sum(t.size for t in tasks), o.progress)
     queue = deque(tasks)
     inflight: dict = {}
@@ -428,6 +503,8 @@ def _dispatch(tasks: list[Task], ex, journal: Journal | None, o: Options, rep: R
     window = ex.window      # bounded: results and futures, not the whole tree, in flight
 
     def handle(t: Task, res: FileResult) -> None:
+        if usage is not None:
+            usage.done(t, res)
         if res.reason == "cancelled":
             return
         bar.update(res)
@@ -452,15 +529,23 @@ def _dispatch(tasks: list[Task], ex, journal: Journal | None, o: Options, rep: R
             # refilled once half the window is free: one journal fsync and one submission
             # per half window of files, not per file, while the workers still have a queue
             if queue and len(inflight) <= window // 2:
-                batch = [queue.popleft() for _ in range(min(window - len(inflight), len(queue)))]
+                batch: list[Task] = []
+                while queue and len(inflight) + len(batch) < window:
+                    t = queue.popleft()
+                    why = None if usage is None else usage.admit(t)
+                    if why is None:
+                        batch.append(t)
+                    else:
+                        handle(t, FileResult(t.rel, t.size, error=why))
                 for t in batch:
                     stamps[t.rel] = Stamp.of(t.src)
                     if journal is not None:
                         journal.started(t.rel, stamps[t.rel])
                 if journal is not None:
                     journal.sync()
-                inflight.update(zip(ex.submit(batch), batch))
-            for f in ex.wait(list(inflight)):
+                if batch:
+                    inflight.update(zip(ex.submit(batch), batch))
+            for f in ex.wait(list(inflight)) if inflight else ():   # none: the rest refused by a usage limit
                 t = inflight.pop(f)
                 handle(t, ex.result(f, t))
         if rep.interrupted:

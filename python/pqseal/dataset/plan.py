@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 IGNORE_PREFIXES = (".", "_")   # pyarrow.dataset's default ignore_prefixes
 SUMMARY_NAMES = ("_metadata", "_common_metadata")
 SUCCESS_NAME = "_SUCCESS"
+JOB_DIRECTORY = ".pqseal-job"   # a job journal pqseal wrote (dataset.journal): ignored without a notice
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,8 @@ def plan(src: str, dst: str | None, *, in_place: bool = False) -> Plan:
         rel = os.path.relpath(root, src)
         kept = []
         for d in sorted(dirs):
+            if d == JOB_DIRECTORY:
+                continue
             if d.startswith(IGNORE_PREFIXES):
                 out.skipped.append((os.path.normpath(os.path.join(rel, d)) + os.sep, _reason(d, True)))
             else:

@@ -16,7 +16,9 @@ from typing import Any
 class FileResult:
     """One data file: ``path`` relative to the source root, ``bytes`` read from it,
     ``error`` (one line, None when it succeeded), ``reason`` why it was skipped,
-    ``detail`` the operation's own result (verify's report, inspect's description)."""
+    ``detail`` the operation's own result (verify's report, inspect's description),
+    ``max_dek_modules`` the most modules one DEK of a sealed output encrypted (encrypt,
+    rekey: the driver counts it in the key usage)."""
 
     path: str
     bytes: int = 0
@@ -26,6 +28,7 @@ class FileResult:
     output_bytes: int = 0
     detail: Any = None
     warnings: list[str] = field(default_factory=list)
+    max_dek_modules: int = 0
 
     def to_json(self) -> dict:
         d = asdict(self)

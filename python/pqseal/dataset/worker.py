@@ -33,6 +33,7 @@ class Task:
     size: int
     overwrite: bool = False     # the output is this job's (or the caller allowed replacing it)
     with_keys: bool = True      # inspect: open encrypted footers with the job's keys
+    partition: tuple[tuple[str, str], ...] | None = None   # values for master key id templates (the driver's)
     group: Any = None           # compact: the files merged into ``dst`` (a compact_merge.Group)
 
 
@@ -46,15 +47,16 @@ def execute(task: Task, keys) -> FileResult:
         _cancel.check()
         if task.dst is not None:
             os.makedirs(os.path.dirname(task.dst) or ".", exist_ok=True)
+        partition = None if task.partition is None else dict(task.partition)
         if task.kind == "encrypt":
-            stats = api.encrypt_file(task.src, task.dst, keys.encryption_properties(task.dst),
+            stats = api.encrypt_file(task.src, task.dst, keys.encryption_properties(task.dst, partition),
                                      overwrite=task.overwrite)
         elif task.kind == "decrypt":
             stats = api.decrypt_file(task.src, task.dst, keys.decryption_properties(task.src),
                                      overwrite=task.overwrite)
         elif task.kind == "rekey":
             stats = api.rekey_file(task.src, task.dst, keys.decryption_properties(task.src),
-                                   keys.encryption_properties(task.dst), overwrite=task.overwrite)
+                                   keys.encryption_properties(task.dst, partition), overwrite=task.overwrite)
         elif task.kind == "verify":
             stats = None
             res.detail = api.verify(task.src, keys.decryption_properties(task.src))
@@ -73,6 +75,7 @@ def execute(task: Task, keys) -> FileResult:
             raise ValueError(f"unknown task kind {task.kind!r}")
         if stats is not None:
             res.output_bytes = stats.bytes_out
+            res.max_dek_modules = stats.max_dek_modules
             res.warnings = list(stats.warnings)
     except _cancel.Cancelled:
         res.reason = "cancelled"

@@ -58,6 +58,7 @@ class Stats:
     row_groups: int = 0
     columns: int = 0
     pages: int = 0
+    max_dek_modules: int = 0     # the most modules encrypted under one of the output's keys
     seconds: float = 0.0
     warnings: list[str] = field(default_factory=list)
 
@@ -149,6 +150,7 @@ def transform(src, dst, *, decryption: DecryptionProperties | None = None,
                             size_hint=_size_hint(s, encryption), writeback=fsync)
                 try:
                     stats.pages = _copy(s, sink)
+                    stats.max_dek_modules = sink.max_key_invocations()
                     sink.truncate()
                     if sink.saw_v2 and encryption is not None:
                         stats.warnings.append(_v2_warning(s.name, encryption))
@@ -195,6 +197,7 @@ def transform_into(src, target, *, decryption: DecryptionProperties | None = Non
         sink = Sink(target, s.paths, encryption, backend=backend, name=name)
         try:
             stats.pages = _copy(s, sink)
+            stats.max_dek_modules = sink.max_key_invocations()
             if sink.saw_v2 and encryption is not None:
                 stats.warnings.append(_v2_warning(s.name, encryption))
         finally:

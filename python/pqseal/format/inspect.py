@@ -41,6 +41,39 @@ def _v2_framing(s: Source, rg: int, col: int):
         return None
 
 
+def _pages(s: Source, rg: int, col: int, meta) -> int:
+    """Pages of a chunk (the dictionary page included): from its offset index, else by
+    walking its page headers."""
+    oi = s.offset_index(rg, col)
+    if oi is None:
+        return len(s.chunk_plan(rg, col))
+    return len(oi.get("page_locations") or []) + (int(meta.get("dictionary_page_offset") or 0) > 0)
+
+
+def dek_modules(s: Source) -> int:
+    """The most modules encrypted under one key of an encrypted file whose keys ``s``
+    has (the 2^32 GCM bound of NIST SP 800-38D applies per key): per column chunk its page
+    headers and pages, column and offset index, bloom filter header and bitset, and its
+    ColumnMetaData where that is a module of its own; the footer (or its signature)
+    under the footer key. Keys are told apart by their key metadata (explicit keys
+    without metadata: per column)."""
+    plaintext_footer = s.crypto is not None and s.crypto.plaintext_footer
+    per: dict[object, int] = {"footer": 1}
+    for rg in range(s.num_row_groups):
+        for col in range(len(s.paths)):
+            cc = s.column_crypto(rg, col)
+            if not cc.encrypted:
+                continue
+            meta = s.column_meta(rg, col)
+            key = "footer" if cc.footer_key else (cc.key_metadata or ("column", col))
+            n = 2 * _pages(s, rg, col, meta)
+            n += (s.column_index(rg, col) is not None) + (s.offset_index(rg, col) is not None)
+            n += 2 * (meta.get("bloom_filter_offset") is not None)
+            n += plaintext_footer or not cc.footer_key
+            per[key] = per.get(key, 0) + n
+    return max(per.values())
+
+
 def inspect_file(path, decryption: DecryptionProperties | None = None, *,
                  describe_key: Callable[[bytes | None], object] = describe_key_metadata) -> dict:
     """Everything readable about a file's encryption. Without keys an encrypted footer
@@ -102,4 +135,9 @@ def inspect_file(path, decryption: DecryptionProperties | None = None, *,
                         entry["v2_framing"] = framing
             cols.append(entry)
         out["columns"] = cols
+        if c is not None and decryption is not None:
+            try:
+                out["max_dek_modules"] = dek_modules(s)
+            except (KeyNotFound, InvalidTag):
+                pass
         return out

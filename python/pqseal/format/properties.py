@@ -80,6 +80,9 @@ class EncryptionProperties:
         self.complete_columns = bool(complete_columns)
         # {key reference: PKMT1 JSON} written as _KEY_MATERIAL_FOR_<file>.json beside the output
         self.external_key_material = dict(external_key_material) if external_key_material else None
+        # set by the key-management layer: counts the sealed file (files, bytes) for the
+        # master key versions that wrapped its DEKs (pqseal.kms.keyusage.SealUsage)
+        self.key_usage = None
         self.column_keys: dict[str, ColumnKey] = {}
         for path, value in (column_keys or {}).items():
             if not isinstance(path, str) or not path:

@@ -168,6 +168,11 @@ class Sink:
         if enc.algorithm == "AES_GCM_CTR_V1":
             self.ctr = CtrModuleCipher(self._keys, backend=backend)
 
+    def max_key_invocations(self) -> int:
+        """The most modules encrypted so far under one of the output's keys (counted per
+        key in this process: a key given for several files counts them all)."""
+        return max((k.invocations for k in self._keys), default=0)
+
     def _encryption(self) -> tuple[EncryptionProperties, GcmModuleCipher]:
         """The properties and GCM cipher of an encrypted output (columns have plans only then)."""
         if self.enc is None or self.gcm is None:

@@ -225,7 +225,7 @@ class PqsealFileSystem(ChainedFileSystem):
         plaintext Parquet: neither is a ZoneError."""
         if self.encryption is not None:
             return self.encryption
-        from .zones import ZoneError, policy_for
+        from .zones import ZoneError, encryption_config_for, policy_for
 
         where = self._zone_path(path)
         policy = policy_for(where, zones=self.zones)
@@ -233,7 +233,7 @@ class PqsealFileSystem(ChainedFileSystem):
             raise ZoneError(f"{where} lies in no encryption zone and the pqseal file system has no encryption "
                             "option: refusing to write a plaintext Parquet file (create a zone with 'pqseal zone "
                             "create' or pass storage_options={'pqseal': {'encryption': EncryptionConfig(...)}})")
-        return policy.encryption_config()
+        return encryption_config_for(policy, where)
 
     @staticmethod
     def _encrypted(src) -> bool:

@@ -211,7 +211,9 @@ def open_sink(dst, *, encryption=None, kms=None, overwrite: bool = False, memory
         directory = None
     if encryption is None:
         policy = _zone_policy(name if path else getattr(dst, "path", None), zones)
-        encryption = policy.encryption_config()
+        from .zones import encryption_config_for
+
+        encryption = encryption_config_for(policy, name if path else getattr(dst, "path", None))
         if kms is None:
             kms = policy.kms
     spill_dir = os.fspath(spill_dir) if spill_dir is not None else (directory or _tmpdir())

@@ -45,25 +45,32 @@ def _is_path(obj) -> bool:
     return isinstance(obj, (str, os.PathLike))
 
 
-def _properties(where, encryption, kms, kms_connection_config):
-    """EncryptionProperties for the output ``where``: fresh data keys for a config, the
-    zone's policy when ``encryption`` is None."""
+def _properties(where, encryption, kms, kms_connection_config, partition=None):
+    """EncryptionProperties for the output ``where``: fresh data keys for a config (its
+    master key id templates resolved from ``partition``, the file's partition values), the
+    zone's policy (templates resolved from the path in the zone) when ``encryption`` is None."""
     from ..api import encryption_properties
+    from ..format.properties import EncryptionProperties
 
     if encryption is None:
         if not _is_path(where):
             raise ValueError("pqseal.ParquetWriter: no encryption= given; a file object lies in no encryption zone, "
                              "so pass encryption= (an EncryptionConfig or EncryptionProperties)")
-        from .zones import policy_for
+        from .zones import encryption_config_for, policy_for
 
         policy = policy_for(os.path.abspath(os.fspath(where)))
         if policy is None:
             raise ValueError(f"{os.fspath(where)}: no encryption= given and no encryption zone holds this path; "
                              "pass encryption= (an EncryptionConfig or EncryptionProperties) or create a zone "
                              "(pqseal zone create)")
-        encryption = policy.encryption_config()
+        encryption = encryption_config_for(policy, where)
         if kms is None:
             kms = policy.kms
+    elif partition is not None and not isinstance(encryption, EncryptionProperties):
+        from ..arrow import encryption_config
+        from ..keys.template import resolve
+
+        encryption = resolve(encryption_config(encryption), partition, f" for {os.fspath(where)}")
     return encryption_properties(encryption, where, kms=kms, kms_connection_config=kms_connection_config)
 
 
@@ -261,7 +268,8 @@ class _SealedFile:
             plain = self.copier.finish(template)
             stats = Stats("<table>", self.out.path if self.out is not None else self.sink.name,
                           bytes_out=self.sink.pos, row_groups=len(self.copier.row_groups),
-                          columns=len(self.sink.paths), pages=self.copier.pages)
+                          columns=len(self.sink.paths), pages=self.copier.pages,
+                          max_dek_modules=self.sink.max_key_invocations())
             if self.sink.saw_v2:
                 stats.warnings.append(_v2_warning(os.path.basename(stats.dst or ""), self.properties))
             self.sink.truncate()
@@ -281,6 +289,8 @@ class _SealedFile:
             self.abort()
             raise
         stats.seconds = time.perf_counter() - self.t0
+        if self.properties.key_usage is not None:   # counts the committed file for its master key versions
+            self.properties.key_usage.sealed(stats.bytes_out, stats.max_dek_modules)
         return plain, stats
 
     def abort(self) -> None:
@@ -327,7 +337,9 @@ class ParquetWriter:
 
     ``partition_cols``: ``where`` is a dataset root; rows go to one sealed file per
     partition (``root/col=value/.../<basename_template with {i}>``), each with fresh data
-    keys (or its own zone's policy).
+    keys (or its own zone's policy). Master key ids of ``encryption`` may be templates
+    naming partition columns (``footer_key="tenant-{customer_id}"``): each partition's
+    file is wrapped under the ids resolved from its values (:mod:`pqseal.keys.template`).
 
     Leaving a ``with`` block by an exception (or dropping the writer unclosed) leaves no
     output file. Memory: about two encoded row groups per open file."""
@@ -357,6 +369,7 @@ class ParquetWriter:
             missing = [c for c in self._partition_cols if schema.get_field_index(c) < 0]
             if missing:
                 raise ValueError(f"partition columns not in the schema: {', '.join(missing)}")
+            _check_placeholders(encryption, self._partition_cols)
             self._parts = _Partitions(os.fspath(where), schema, self._partition_cols,
                                       basename_template or uuid.uuid4().hex + "-{i}.parquet", args)
         else:
@@ -464,9 +477,26 @@ class ParquetWriter:
             self._abort()
 
 
-def _open_file(where, schema, *, encryption, kms, kms_connection_config, overwrite, backend, fsync, options):
-    props = _properties(where, encryption, kms, kms_connection_config)
+def _open_file(where, schema, *, encryption, kms, kms_connection_config, overwrite, backend, fsync, options,
+               partition=None):
+    props = _properties(where, encryption, kms, kms_connection_config, partition)
     return _SealedFile(where, schema, props, options=options, overwrite=overwrite, backend=backend, fsync=fsync)
+
+
+def _check_placeholders(encryption, cols: list[str]) -> None:
+    """Refuse (before any row is written) master key id templates naming a placeholder
+    that is not a partition column."""
+    from ..format.properties import EncryptionProperties
+    from ..keys.template import UnknownPlaceholder, config_placeholders
+
+    if encryption is None or isinstance(encryption, EncryptionProperties):
+        return
+    from ..arrow import encryption_config
+
+    unknown = sorted(config_placeholders(encryption_config(encryption)) - set(cols))
+    if unknown:
+        raise UnknownPlaceholder(f"master key id template placeholder {{{unknown[0]}}} is not a partition column "
+                                 f"(partition_cols: {', '.join(cols)})", name=unknown[0])
 
 
 _NULL_PARTITION = "__HIVE_DEFAULT_PARTITION__"
@@ -492,6 +522,17 @@ class _Partitions:
         self.files: dict[tuple, _SealedFile] = {}
         self.kv_extra: dict[str, str] = {}
         self.new_dirs: list[str] = []   # partition directories this writer created
+
+    def _mkdir(self, d: str) -> None:
+        """Create the partition directory ``d`` unless it exists (another writer, in this
+        process or another, may create it at the same moment: then it is not ours)."""
+        try:
+            os.mkdir(d)
+        except FileExistsError:
+            if not os.path.isdir(d):
+                raise
+            return
+        self.new_dirs.append(d)
 
     def remove_new_dirs(self) -> None:
         """Remove the partition directories this writer created, where they are empty."""
@@ -520,15 +561,14 @@ class _Partitions:
             if f is None:
                 d = self.root
                 if not os.path.isdir(d):
-                    os.makedirs(d)
+                    os.makedirs(d, exist_ok=True)
                     self.new_dirs.append(d)
                 for c in self.cols:
                     d = os.path.join(d, f"{c}={_segment(key[c])}")
-                    if not os.path.isdir(d):
-                        os.mkdir(d)
-                        self.new_dirs.append(d)
+                    self._mkdir(d)
                 path = os.path.join(d, self.template.replace("{i}", str(len(self.files))))
-                f = self.files[k] = _open_file(path, self.file_schema, **self.args)
+                f = self.files[k] = _open_file(path, self.file_schema, **self.args,
+                                               partition={c: key[c] for c in self.cols})
                 f.kv_extra.update(self.kv_extra)
             f.write_table(part, row_group_size)
 

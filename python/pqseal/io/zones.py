@@ -105,14 +105,18 @@ class ZonePolicy:
             raise ZoneError(f"zone {self.path}: {exc}") from None
 
     def encryption_config(self):
-        """The :class:`~pqseal.config.EncryptionConfig` files written in the zone get."""
+        """The :class:`~pqseal.config.EncryptionConfig` files written in the zone get (its
+        master key id templates unresolved: see :func:`encryption_config_for`)."""
         from ..config import EncryptionConfig, parse_column_keys
+        from ..keys import template
 
         columns = parse_column_keys(self.column_keys) if self.column_keys else None
-        return EncryptionConfig(footer_key=self.footer_key, column_keys=columns, uniform_encryption=not columns,
-                                encryption_algorithm=self.algorithm, plaintext_footer=self.plaintext_footer,
-                                internal_key_material=self.internal_key_material,
-                                data_key_length_bits=self.data_key_length_bits)
+        cfg = EncryptionConfig(footer_key=self.footer_key, column_keys=columns, uniform_encryption=not columns,
+                               encryption_algorithm=self.algorithm, plaintext_footer=self.plaintext_footer,
+                               internal_key_material=self.internal_key_material,
+                               data_key_length_bits=self.data_key_length_bits)
+        template.config_placeholders(cfg)   # a malformed template is refused when the zone is made
+        return cfg
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -379,7 +383,7 @@ def create_zone(path, footer_key: str, *, column_keys: str | None = None, algori
         shown = ", ".join(found[:3]) + (f" and {len(found) - 3} more" if len(found) > 3 else "")
         raise ZoneError(f"{root.text} holds {len(found)} plaintext Parquet file(s) ({shown}); pass "
                         "encrypt_existing=True (CLI: --encrypt-existing) to seal them with the zone's policy")
-    sealed, failed = _seal_in_place(found, root, policy.encryption_config(), kms)
+    sealed, failed = _seal_in_place(found, root, policy, kms)
     if failed:
         raise ZoneError(f"zone {policy.path} not created: {len(failed)} of {len(found)} plaintext Parquet file(s) "
                         f"could not be sealed (first: {failed[0][0]}: {failed[0][1]}); {len(sealed)} were",
@@ -391,12 +395,34 @@ def create_zone(path, footer_key: str, *, column_keys: str | None = None, algori
     return ZoneCreated(policy, sealed)
 
 
+def encryption_config_for(policy: ZonePolicy, path):
+    """The config of the file ``path`` in the zone of ``policy``: the policy's, with its
+    master key id templates (``tenant-{customer_id}``) resolved from the hive segments of
+    the path below the zone's root (:mod:`pqseal.keys.template`; a path without the
+    partition raises :class:`~pqseal.keys.template.UnknownPlaceholder`)."""
+    from ..keys import template
+
+    cfg = policy.encryption_config()
+    if path is None or not template.has_templates(cfg):
+        return cfg
+    where, root = location(path), location(policy.path, resolve=False)
+    if not where.within(root):
+        raise ZoneError(f"{path} is not in zone {policy.path}")
+    rel = "/".join(where.parts[len(root.parts):])
+    return template.resolve(cfg, template.partition_values(rel), f" in {rel} (zone {policy.path})")
+
+
 def _check_keys(policy: ZonePolicy, kms) -> None:
     """Wrap fresh data keys with the policy's master keys (KeyNotFound, KeyAccessDenied or
-    KmsError when a key is missing or refused)."""
+    KmsError when a key is missing or refused). Templates (tenant keys) are checked when
+    a file is written: their ids depend on its path."""
     from ..api import encryption_properties
+    from ..keys import template
 
-    encryption_properties(dataclasses.replace(policy.encryption_config(), internal_key_material=True), kms=kms)
+    cfg = policy.encryption_config()
+    if template.has_templates(cfg):
+        return
+    encryption_properties(dataclasses.replace(cfg, internal_key_material=True), kms=kms)
 
 
 def delete_zone(path, *, zones=None) -> ZonePolicy:
@@ -478,14 +504,16 @@ def _fsspec(url: str):
         raise ZoneError(f"{url}: no fsspec file system for it ({_one_line(exc)})") from None
 
 
-def _seal_in_place(found: list[str], root: Location, config, kms) -> tuple[list[str], list[tuple[str, str]]]:
-    """Seal each file of ``found`` in place with ``config``: (sealed, [(file, reason)])."""
+def _seal_in_place(found: list[str], root: Location, policy: ZonePolicy,
+                   kms) -> tuple[list[str], list[tuple[str, str]]]:
+    """Seal each file of ``found`` in place with ``policy``: (sealed, [(file, reason)])."""
     from ..api import encrypt_file
 
     sealed: list[str] = []
     failed: list[tuple[str, str]] = []
     for p in found:
         try:
+            config = encryption_config_for(policy, p)
             if root.protocol is None:
                 encrypt_file(p, p, config, kms=kms, in_place=True)
             else:

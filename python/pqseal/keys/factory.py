@@ -15,6 +15,7 @@ from ..kms.context import FOOTER, key_context
 from .config import DecryptionConfig, EncryptionConfig, prefix_bytes, seconds
 from .material import COLUMN_KEY_REFERENCE_PREFIX, FOOTER_KEY_REFERENCE, KeyMaterial, KeyMetadata
 from .scan import KeyMaterialReader
+from .template import check_resolved
 from .toolkit import ExpiringCache, KeyCaches, KeyUnwrapper, KeyWrapper
 
 KmsClientFactory = Callable[[KmsConnectionConfig], KmsClient]
@@ -42,8 +43,17 @@ class CryptoFactory:
         wrapper = KeyWrapper(kms, kms_connection_config, double_wrapping=cfg.double_wrapping,
                              cache_lifetime=lifetime, kek_length_bits=cfg.kek_length_bits,
                              cache=self.caches.kek_write)
+        materials: list[KeyMaterial] = []
+
+        def wrap(dek: bytes, master_key_id: str, is_footer: bool) -> KeyMaterial:
+            materials.append(wrapper.wrap(dek, master_key_id, is_footer))
+            return materials[-1]
         with key_context(file=_file_name(parquet_file_path)):
-            return encryption_properties(cfg, wrapper.wrap)
+            props = encryption_properties(cfg, wrap)
+        seal_usage = getattr(kms, "seal_usage", None)   # a KMS that counts usage (the local keystore)
+        if seal_usage is not None:
+            props.key_usage = seal_usage(materials)
+        return props
 
     def rotate_master_keys(self, kms_connection_config: KmsConnectionConfig, parquet_file_path, *,
                            double_wrapping: bool = True, cache_lifetime: float = 600.0) -> int:
@@ -60,8 +70,14 @@ class CryptoFactory:
         # only (other writers keep theirs): one wrap per master key for a job's files
         wrapper = KeyWrapper(kms, kms_connection_config, double_wrapping=double_wrapping, cache_lifetime=cache_lifetime,
                              cache=self._rotation_keks)
-        return rotate_file(parquet_file_path, unwrapping_decryption(unwrapper.unwrap),
-                           lambda m: rewrap_one(m, unwrapper.unwrap, wrapper.wrap)).keys
+        seal_usage = getattr(kms, "seal_usage", None)   # counts the re-wrapped DEKs and checks their usage limits
+
+        def rewrap(m: KeyMaterial) -> KeyMaterial:
+            new = rewrap_one(m, unwrapper.unwrap, wrapper.wrap)
+            if seal_usage is not None:
+                seal_usage([new])
+            return new
+        return rotate_file(parquet_file_path, unwrapping_decryption(unwrapper.unwrap), rewrap).keys
 
     def file_decryption_properties(self, kms_connection_config: KmsConnectionConfig,
                                    decryption_config: DecryptionConfig | None = None,
@@ -100,6 +116,7 @@ def encryption_properties(cfg: EncryptionConfig, wrap: Wrap) -> EncryptionProper
     for every column of ``column_keys``, each wrapped by ``wrap``; PKMT1 material in the
     key metadata (internal storage) or as the file's external material (references
     ``footerKey``, ``columnKey0``...)."""
+    check_resolved(cfg)   # no KMS (nor KEK) ever wraps under an id like "tenant-{customer_id}"
     nbytes = cfg.data_key_length_bits // 8
     external: dict[str, str] = {}
 

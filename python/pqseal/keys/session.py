@@ -22,6 +22,7 @@ import dataclasses
 import json
 import math
 import os
+import sys
 import threading
 import time
 from collections.abc import Iterable, Mapping
@@ -37,6 +38,7 @@ from .factory import encryption_properties, kms_connection_for, rewrap
 from .material import KeyMaterial
 from .scan import KeyMaterialReader, scan_file
 from ..kms.context import key_context
+from .template import UnresolvedTemplate, is_template, master_key_ids, resolve
 from .toolkit import KEK_ID_LEN, _kms_call, kek_of, wrap_with_kek
 
 DEFAULT_SESSION_LIFETIME = 3600.0
@@ -65,8 +67,11 @@ class KeySession:
       :class:`EncryptionConfig`, pyarrow's ``EncryptionConfiguration`` or a zone policy;
       one KEK (``kek_length_bits`` long, with a random 16-byte id) per master key it names
       (footer, column and uniform keys), each wrapped by one KMS call. None: a read-only
-      session. Single wrapping (``double_wrapping=False``) is refused: it needs a KMS call
-      per data key, which a worker cannot make. ``decryption`` (pqseal's or pyarrow's
+      session. Master key id templates (``tenant-{customer_id}``,
+      :mod:`pqseal.keys.template`) get no KEK here: the driver resolves them for the
+      files of the job and adds the resulting ids (``add_master_keys``). Single
+      wrapping (``double_wrapping=False``) is refused: it needs a KMS call per data key,
+      which a worker cannot make. ``decryption`` (pqseal's or pyarrow's
       decryption config) is accepted for symmetry with :class:`CryptoFactory`; its cache
       lifetime is superseded by ``lifetime`` (seconds), after which the session is
       refused everywhere (``expires_at``, wall clock, so it holds on other hosts too).
@@ -81,17 +86,28 @@ class KeySession:
       for again in the same call. Returns the KMS calls made.
     - ``add_master_keys(ids) -> int``: write KEKs for more master keys, one KMS wrap each
       (under the master key's current version), e.g. for rotation; master keys that have
-      one already are skipped. Returns the KMS calls made.
+      one already are skipped. Returns the KMS calls made. A template id raises
+      :class:`~pqseal.keys.template.UnresolvedTemplate`.
+    - ``file_master_keys(path)``: the master key ids of the DEKs of a file ``add_files``
+      scanned (footer first): the write KEKs its rotation needs.
+    - For usage counting (:mod:`pqseal.dataset.usage`): ``kms_seal_usage()``, the KMS's
+      ``seal_usage`` where it counts usage (the local keystore), else None;
+      ``write_wrappings(partition=None)`` and ``rewrap_wrappings(path)``: for each DEK a
+      worker will wrap for a new file (``encryption_properties``) or re-wrap in a file
+      ``add_files`` scanned (``rewrap_material``), the material of the write KEK it goes
+      under, without a wrapped DEK. Neither the KMS client nor these travel to workers.
 
     Worker side (no KMS; :class:`~pqseal.errors.KeyNotFound` for a key the session lacks,
     naming the master key id and KEK id; :class:`~pqseal.errors.SessionExpired` after
     ``expires_at`` or ``close()``):
 
-    - ``encryption_properties(dst=None, *, config=None) -> EncryptionProperties``: fresh
-      DEKs for the footer and each column, wrapped under the KEKs (AAD = the raw KEK id):
-      the PKMT1 material (internal or external)
+    - ``encryption_properties(dst=None, partition=None, *, config=None) ->
+      EncryptionProperties``: fresh DEKs for the footer and each column, wrapped under the
+      KEKs (AAD = the raw KEK id): the PKMT1 material (internal or external)
       :meth:`CryptoFactory.file_encryption_properties` writes. ``dst`` is not needed
-      (external material travels in the properties). ``config``: another
+      (external material travels in the properties). ``partition``: the file's partition
+      values ({name: value}), which resolve the config's master key id templates
+      (:func:`pqseal.keys.template.resolve`). ``config``: another
       :class:`EncryptionConfig` than the session's, whose master keys have write KEKs
       here (``add_master_keys``), e.g. one per partition of a compaction.
     - ``decryption_properties(src=None) -> DecryptionProperties``: DEKs unwrapped with the
@@ -125,6 +141,7 @@ class KeySession:
         self._write: dict[str, tuple[_Kek, str]] = {}          # master key id -> (KEK, wrapped KEK)
         self._read: dict[tuple[str, bytes], _Kek] = {}         # (master key id, KEK id) -> KEK
         self._deks: dict[tuple[str, str], bytearray] = {}      # (master key id, wrapped DEK) -> single-wrapped DEK
+        self._file_keys: dict[str, tuple[str, ...]] = {}       # path -> master key ids of its DEKs (driver only)
         self._portable = portable
         self._closed = False
         self.expires_at = float(expires_at)
@@ -154,7 +171,7 @@ class KeySession:
         session = cls(config=cfg, connection=conn, kek_length_bits=cfg.kek_length_bits if cfg else 128,
                       expires_at=time.time() + lifetime, kms=kms_factory(kms))
         if cfg is not None:
-            session.add_master_keys([cfg.footer_key, *(cfg.column_keys or {})])
+            session.add_master_keys([mk for mk in master_key_ids(cfg) if not is_template(mk)])
         return session
 
     def add_master_keys(self, master_key_ids: Iterable[str]) -> int:
@@ -162,6 +179,9 @@ class KeySession:
         for mk in dict.fromkeys(master_key_ids):
             if not isinstance(mk, str) or not mk:
                 raise ValueError(f"a master key id must be a non-empty string, got {mk!r}")
+            if is_template(mk):
+                raise UnresolvedTemplate(f"master key id template {mk!r}: add the ids it resolves to for the job's "
+                                         "files, not the template")
             with self._lock:
                 self._check_usable()
                 if mk in self._write:
@@ -211,6 +231,10 @@ class KeySession:
         for material in keys.columns if keys is not None else ():
             self._fetch(material, conn, failed)
             self._unwrap(material)   # the DEK opens: the file is readable with this session
+        if keys is not None:
+            ids = tuple(sys.intern(m.master_key_id) for m in (keys.footer, *keys.columns))
+            with self._lock:
+                self._file_keys[path] = ids
 
     def _fetch(self, m: KeyMaterial, conn: KmsConnectionConfig, failed: dict) -> None:
         """Unwrap with the KMS what ``m`` needs and the session lacks: its KEK (double
@@ -269,15 +293,57 @@ class KeySession:
             self.kms_calls += 1
         return _kms_call(fn, what)
 
+    def kms_seal_usage(self):
+        """The ``seal_usage`` of the KMS client the write KEKs were wrapped by, where that
+        KMS counts usage and enforces usage limits (the local keystore:
+        :meth:`~pqseal.kms.keystore.LocalKeystore.seal_usage`); else None."""
+        return getattr(self._client(self._conn), "seal_usage", None)
+
+    def write_wrappings(self, partition: Mapping[str, object] | None = None) -> list[KeyMaterial]:
+        """For each DEK ``encryption_properties(dst, partition)`` draws (footer first), the
+        material of the write KEK it is wrapped under, without a wrapped DEK."""
+        with self._lock:
+            cfg = self._config
+        if cfg is None:
+            return []
+        if partition is not None:
+            cfg = resolve(cfg, partition)
+        columns = [] if cfg.uniform_encryption else [mk for mk, cols in (cfg.column_keys or {}).items() for _ in cols]
+        return self._kek_materials([cfg.footer_key, *columns])
+
+    def file_master_keys(self, path) -> tuple[str, ...]:
+        """The master key ids of the DEKs of a file ``add_files`` scanned (footer first)."""
+        with self._lock:
+            return self._file_keys.get(os.fspath(path), ())
+
+    def rewrap_wrappings(self, path) -> list[KeyMaterial]:
+        """For each DEK of a file ``add_files`` scanned (footer first), the material of the
+        write KEK ``rewrap_material`` wraps it under, without a wrapped DEK."""
+        return self._kek_materials(self.file_master_keys(path))
+
+    def _kek_materials(self, master_key_ids: Iterable[str]) -> list[KeyMaterial]:
+        with self._lock:
+            self._check_usable()
+            out = []
+            for i, mk in enumerate(master_key_ids):
+                entry = self._write.get(mk)
+                if entry is not None:     # else the worker fails the file (KeyNotFound)
+                    kek, wrapped = entry
+                    out.append(KeyMaterial(i == 0, mk, "", True, _b64(kek.kek_id), wrapped))
+            return out
+
     # ---- worker side -------------------------------------------------------------------------
 
-    def encryption_properties(self, dst=None, *, config: EncryptionConfig | None = None) -> EncryptionProperties:
+    def encryption_properties(self, dst=None, partition: Mapping[str, object] | None = None, *,
+                              config: EncryptionConfig | None = None) -> EncryptionProperties:
         with self._lock:
             self._check_usable()
             cfg = self._config if config is None else config
         if cfg is None:
             raise KeyNotFound("this key session is read-only (opened without an encryption config): it has no "
                               "keys to write with")
+        if partition is not None:
+            cfg = resolve(cfg, partition, "" if dst is None else f" for {os.fspath(dst)}")
         return encryption_properties(cfg, self._wrap)
 
     def decryption_properties(self, src=None) -> DecryptionProperties:
@@ -348,6 +414,7 @@ class KeySession:
             self._write.clear()
             self._read.clear()
             self._deks.clear()
+            self._file_keys.clear()
             self._clients.clear()
             self._kms = None
             self._closed = True
@@ -477,7 +544,7 @@ class KeySession:
             if session._deks.setdefault((_text(item, "master_key_id"), _text(item, "wrapped_dek")), dek) is not dek:
                 raise MalformedKeyMaterial("key session export: a data key is listed twice")
         if cfg is not None:
-            missing = {cfg.footer_key, *(cfg.column_keys or {})} - set(session._write)
+            missing = {mk for mk in master_key_ids(cfg) if not is_template(mk)} - set(session._write)
             if missing:
                 raise MalformedKeyMaterial(f"key session export: no write KEK for master keys {sorted(missing)}")
         return session

@@ -7,6 +7,7 @@ disable and destroy)."""
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from dataclasses import asdict, dataclass
 
@@ -15,18 +16,31 @@ from ..errors import UnsupportedFeature
 
 @dataclass(frozen=True)
 class KeyVersionInfo:
+    """One key version as ``pqseal keys status --json`` shows it (these keys are stable)."""
+
     id: str
     version: int
     state: str                 # "active", "decrypt-only", "disabled" or "destroyed"
     bits: int | None = None    # None: the KMS does not say
     created: str | None = None  # ISO 8601 UTC, where the KMS records it
-    wraps: int | None = None    # usage, where pqseal counts it (the local keystore)
+    age_seconds: int | None = None   # since created
+    # usage, where pqseal counts it (the local keystore; None elsewhere): see pqseal.kms.keyusage
+    wraps: int | None = None    # KMS wrap calls (KEKs when double wrapping, DEKs when single)
+    deks: int | None = None     # DEKs wrapped, directly or through a KEK (what max_wraps limits)
     unwraps: int | None = None
+    files: int | None = None    # files sealed with a DEK it wrapped
+    bytes: int | None = None    # their bytes
+    max_dek_modules: int | None = None   # most modules one such DEK encrypted (GCM bound: 2^32 per DEK)
     first_use: str | None = None
     last_use: str | None = None
+    limits: dict | None = None  # effective limits: max_age (s), max_wraps, max_bytes, mode (pqseal.kms.limits)
+    reached: tuple = ()         # limits reached: {"limit", "mode", "value", "threshold"} each
+    flag: str | None = None     # "LIMIT" (a refusing limit reached), "WARN" (a warning one), None
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        d["reached"] = list(d["reached"])
+        return d
 
 
 class KeyAdmin:
@@ -65,16 +79,45 @@ class KeyAdmin:
         return out if isinstance(out, int) else out.latest
 
     def disable(self, key_id: str, version: int) -> None:
+        """Vault transit disables a prefix of versions only (``min_decryption_version``):
+        ``version`` must be the lowest enabled one, and not the latest."""
         if self._flavour == "keystore":
             self.client.disable(key_id, version)
+        elif hasattr(self.client, "set_min_decryption_version"):
+            st = self._transit_version(key_id, version)
+            if version < st.min_decryption_version:
+                return
+            if version == st.latest:
+                raise UnsupportedFeature(f"{self.kind}: cannot disable {key_id!r} version {version}, the latest "
+                                         "(transit wraps with it): rotate the key first")
+            if version > st.min_decryption_version:
+                raise UnsupportedFeature(
+                    f"{self.kind}: transit disables versions only from the lowest up (min_decryption_version): "
+                    f"disable versions {st.min_decryption_version} to {version - 1} of {key_id!r} first")
+            self.client.set_min_decryption_version(key_id, version + 1)
         else:
             self._server("disable_key")(key_id, version)
 
     def enable(self, key_id: str, version: int) -> str:
-        """Returns the version's state afterwards."""
+        """Returns the version's state afterwards. On Vault transit, enabling a version
+        enables every disabled version above it too (it lowers ``min_decryption_version``)."""
         if self._flavour == "keystore":
             return self.client.enable(key_id, version)
+        if hasattr(self.client, "set_min_decryption_version"):
+            st = self._transit_version(key_id, version)
+            if version < st.min_decryption_version:
+                st = self.client.set_min_decryption_version(key_id, version)
+            return st.state(version)
         raise UnsupportedFeature(f"{self.kind}: pqseal cannot re-enable one version; use the KMS's own tools")
+
+    def _transit_version(self, key_id: str, version: int):
+        """The transit key's status, once ``version`` is known to exist."""
+        from ..errors import KeyNotFound
+
+        st = self.client.key_status(key_id)
+        if version not in st.versions:
+            raise KeyNotFound(f"master key {key_id!r} has no version {version} (latest: {st.latest})")
+        return st
 
     def destroy(self, key_id: str, version: int | None = None):
         """A :class:`~pqseal.kms.keystore.DestroyReport` (irreversible)."""
@@ -107,10 +150,30 @@ class KeyAdmin:
                 raise UnsupportedFeature(f"{self.kind} cannot list its keys: name one (pqseal keys status ID)")
             got = self.client.key_status(key_id)
             rows = got.rows() if hasattr(got, "rows") else [v.as_dict() for v in got]
-        return [KeyVersionInfo(r["id"], int(r["version"]), r["state"], r.get("bits"), r.get("created"),
-                               r.get("wraps"), r.get("unwraps"), r.get("first_use"), r.get("last_use"))
-                for r in rows]
+        return [_info(r) for r in rows]
 
 
 def _parameters(fn) -> dict:
     return dict(inspect.signature(fn).parameters)
+
+
+def _info(r: dict) -> KeyVersionInfo:
+    """A status row of a KMS client (the keystore's with usage and ``limits``)."""
+    from .limits import age_seconds, at_limit
+
+    age = age_seconds(r.get("created"))
+    limits, reached = r.get("limits"), []
+    if limits is not None and r["state"] != "destroyed":
+        found = at_limit(limits, r["id"], int(r["version"]), r.get("created"), r)
+        # wrap limits concern the active version; the age of an older one warns on unwrap
+        reached = [x for x in found if r["state"] == "active" or x.limit == "max-age"]
+        if r["state"] != "active":
+            reached = [dataclasses.replace(x, mode="warn") for x in reached]
+    flag = "LIMIT" if any(x.mode == "refuse" for x in reached) else "WARN" if reached else None
+    usage = {k: r.get(k) for k in ("wraps", "deks", "unwraps", "files", "bytes", "max_dek_modules", "first_use",
+                                   "last_use")}
+    return KeyVersionInfo(
+        id=r["id"], version=int(r["version"]), state=r["state"], bits=r.get("bits"), created=r.get("created"),
+        age_seconds=None if age is None else int(age), **usage, limits=None if limits is None else limits.as_dict(),
+        reached=tuple({"limit": x.limit, "mode": x.mode, "value": x.value, "threshold": x.threshold}
+                      for x in reached), flag=flag)

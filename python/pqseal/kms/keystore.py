@@ -47,6 +47,7 @@ import json
 import os
 import stat
 import threading
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from .._io import atomic_write
@@ -55,7 +56,9 @@ from ..crypto import ModuleKey, random_bytes, unwrap_key_locally, wrap_key_local
 from ..errors import (InvalidTag, KeyAccessDenied, KeyDestroyed, KeyDisabled, KeyNotFound, MalformedKeyMaterial,
                       OutputExists)
 from .base import KmsClient
-from .keyusage import UsageCounters, read_usage
+from .creation import CreationPolicy, current_user
+from .keyusage import SealUsage, UsageCounters, merged, read_usage
+from .limits import Limits, Reached, enforce, reached
 
 FORMAT = "pqseal-keystore-2"
 FORMAT_1 = "pqseal-keystore-1"       # read; upgraded to FORMAT on the next write
@@ -393,6 +396,7 @@ class LocalKeystore(KmsClient):
         doc.setdefault("backups", [])
         self._kek, self._mac_key, self._passphrase = kek, _mac_key(kek), passphrase
 
+    @audited("passwd")
     def passwd(self, new_passphrase: bytes, kdf_n: int | None = None) -> dict:
         """Re-seal the whole store under ``new_passphrase`` (and scrypt N ``kdf_n``, default
         2^17) in one atomic replacement under the lock; the old passphrase then fails.
@@ -408,6 +412,7 @@ class LocalKeystore(KmsClient):
         """The store's format and KDF parameters (without the salt)."""
         return {"format": self._doc["format"], **{k: v for k, v in self._doc["kdf"].items() if k != "salt"}}
 
+    @audited("backup")
     def backup(self, target: str, overwrite: bool = False) -> str:
         """Write a sealed copy of the store to ``target`` (0600; refuses an existing file
         unless ``overwrite``) and remember it, so that ``destroy`` rewrites it."""
@@ -479,6 +484,57 @@ class LocalKeystore(KmsClient):
             versions.append(self._new_version(key_id, new, int(versions[-1].get("bits", 256))))
         return new
 
+    def creation_policy(self) -> CreationPolicy:
+        """Which missing keys a wrap creates (:mod:`pqseal.kms.creation`)."""
+        self._refresh()
+        return CreationPolicy.from_doc(self._doc)
+
+    @audited("policy")
+    def set_creation_policy(self, policy: CreationPolicy) -> None:
+        """Store ``policy`` (no patterns: nothing is created on first use)."""
+        with self._locked() as doc:
+            entry = policy.to_doc()
+            if entry is None:
+                doc.pop("creation", None)
+            else:
+                doc["creation"] = entry
+
+    def _create_on_first_use(self, key_id: str) -> None:
+        """Create the missing master key ``key_id`` (version 1) if the store's creation
+        policy lets this user do it, under the lock: of concurrent first writers one
+        creates it and the others find it. Audited as ``auto-create``. Raises
+        :class:`KeyNotFound` naming the reason when the policy does not allow it."""
+        from ..audit import Event, keystore_log
+
+        def allowed(doc: dict) -> CreationPolicy:
+            policy = CreationPolicy.from_doc(doc)
+            why = policy.refusal(key_id, current_user())
+            if why is not None:
+                raise KeyNotFound(f"master key {key_id!r} not in keystore {self.path}; not created on first use: "
+                                  f"{why}")
+            return policy
+
+        def create() -> None:
+            with self._locked() as doc:
+                if key_id in doc["keys"]:
+                    raise _AlreadyThere   # nothing written: the store is left as it is
+                bits = allowed(doc).bits   # the policy as locked (a concurrent `keys policy`)
+                doc["keys"][key_id] = {"versions": [self._new_version(key_id, 1, bits)]}
+
+        allowed(self._doc)    # refused without taking the lock
+        log = keystore_log(self)
+        event = Event("auto-create", key_id, 1)
+        try:
+            create()
+        except _AlreadyThere:
+            return   # another writer created it first: nothing to record
+        except BaseException as exc:
+            if log is not None:
+                log.append(event, type(exc).__name__)
+            raise
+        if log is not None:
+            log.append(event)
+
     def _entry(self, doc: dict, key_id: str) -> list:
         entry = doc["keys"].get(key_id)
         if entry is None:
@@ -494,12 +550,14 @@ class LocalKeystore(KmsClient):
                                f"({match[0].get('destroyed', 'time unknown')})")
         return match[0]
 
+    @audited("disable", "key_id", lambda args, result: args.get("version"))
     def disable(self, key_id: str, version: int) -> None:
         """Unwraps (and wraps) with this version are refused with :class:`KeyDisabled`
         until :meth:`enable`."""
         with self._locked() as doc:
             self._version(doc, key_id, version)["state"] = "disabled"
 
+    @audited("enable", "key_id", lambda args, result: args.get("version"))
     def enable(self, key_id: str, version: int) -> str:
         """Undo :meth:`disable`: active if it is the key's newest version, else
         decrypt-only. Returns the state."""
@@ -509,6 +567,7 @@ class LocalKeystore(KmsClient):
             v["state"] = "active" if version == newest else "decrypt-only"
         return v["state"]
 
+    @audited("destroy", "key_id", lambda args, result: args.get("version"))
     def destroy(self, key_id: str, version: int | None = None) -> DestroyReport:
         """Erase the sealed bytes of one version (or of all) from the store and from the
         backups pqseal wrote; a tombstone remains. Irreversible."""
@@ -560,20 +619,83 @@ class LocalKeystore(KmsClient):
         return None
 
     def list(self) -> list[dict]:
-        """One row per key version: id, version, bits, state, created and its usage
-        (wraps, unwraps, first_use, last_use; from ``PATH.usage``, this process's counts
-        flushed first)."""
+        """One row per key version: id, version, bits, state, created, its usage (from
+        ``PATH.usage``, this process's counts flushed first: see
+        :mod:`~pqseal.kms.keyusage`) and its effective usage ``limits``."""
         self._usage.flush()
+        self._refresh()
         usage = read_usage(self.path)
         out = []
         for kid, entry in sorted(self._doc["keys"].items()):
+            limits = self.effective_limits(kid)
+            counts = usage.get(kid)
+            counts = counts if isinstance(counts, dict) else {}
             for v in entry.get("versions", []):
-                u = usage.get(kid, {}).get(str(v.get("version")), {})
+                u = counts.get(str(v.get("version")))
                 out.append({"id": kid, "version": v.get("version"), "bits": v.get("bits"), "state": v.get("state"),
-                            "created": v.get("created"), "wraps": int(u.get("wraps", 0)),
-                            "unwraps": int(u.get("unwraps", 0)), "first_use": u.get("first_use"),
-                            "last_use": u.get("last_use")})
+                            "created": v.get("created"), **merged(u if isinstance(u, dict) else None, {}),
+                            "limits": limits})
         return out
+
+    # ---- usage limits (pqseal.kms.limits) --------------------------------------------------
+
+    def limits(self, key_id: str | None = None) -> Limits:
+        """The limits set for ``key_id`` (None: the store's default), as stored."""
+        if key_id is not None:
+            self._entry(self._doc, key_id)
+        stored = self._doc.get("limits") or {}
+        return Limits.from_dict((stored.get("default") if key_id is None else stored.get("keys", {}).get(key_id))
+                                or {})
+
+    def effective_limits(self, key_id: str) -> Limits:
+        """The limits of ``key_id``: its own, and the store's default where it sets none."""
+        return self.limits(key_id).over(self.limits())
+
+    @audited("limits", "key_id")
+    def set_limits(self, key_id: str | None, limits: Limits) -> None:
+        """Store ``limits`` for ``key_id`` (None: the store's default), MAC-protected."""
+        with self._locked() as doc:
+            if key_id is not None:
+                self._entry(doc, key_id)
+            stored = doc.setdefault("limits", {"default": {}, "keys": {}})
+            if key_id is None:
+                stored["default"] = limits.as_dict()
+            else:
+                stored["keys"][key_id] = limits.as_dict()
+
+    def _reached(self, key_id: str, version: dict, new_deks: int = 0, unwrap: bool = False,
+                 reserved_bytes: int = 0) -> Sequence[Reached]:
+        limits = self.effective_limits(key_id)
+        if limits == Limits(mode=limits.mode):
+            return ()
+        ver = int(version["version"])
+        usage = self._usage.totals(key_id, ver)
+        usage["bytes"] += reserved_bytes
+        return reached(limits, key_id, ver, version.get("created"), usage, new_deks=new_deks, unwrap=unwrap)
+
+    def _check_limits(self, key_id: str, version: dict, new_deks: int = 0, unwrap: bool = False) -> None:
+        enforce(self, list(self._reached(key_id, version, new_deks, unwrap)))
+
+    def seal_usage(self, materials, reserved: Mapping[tuple[str, int], int] | None = None) -> SealUsage:
+        """Before a file is sealed: check the limits of the master key versions that
+        wrapped its DEKs (``materials``: their :class:`~pqseal.keys.material.KeyMaterial`)
+        and count the DEKs; the returned :class:`SealUsage` counts the file once sealed.
+        ``reserved``: bytes of files being sealed meanwhile and not counted yet, per (key
+        id, version) (a dataset job's files in flight), counted as sealed for max-bytes."""
+        per: dict[tuple[str, int], int] = {}
+        for m in materials:
+            ver = _wrapped_version(m.wrapped_kek if m.double_wrapping else m.wrapped_dek)
+            if ver is not None:
+                per[(m.master_key_id, ver)] = per.get((m.master_key_id, ver), 0) + 1
+        self._refresh()
+        found: list[Reached] = []
+        for (kid, ver), n in per.items():
+            found += self._reached(kid, self._version(self._doc, kid, ver), new_deks=n,
+                                   reserved_bytes=(reserved or {}).get((kid, ver), 0))
+        messages = enforce(self, found, report=True)
+        for (kid, ver), n in per.items():
+            self._usage.count(kid, ver, "deks", n)
+        return SealUsage(self._usage, list(per), messages, found)
 
     def _master(self, key_id: str, version: int | None) -> tuple[int, ModuleKey]:
         # a rotation, disable or destroy by another process takes effect at once (one stat)
@@ -616,7 +738,12 @@ class LocalKeystore(KmsClient):
 
     @audited("wrap", "master_key_identifier", lambda args, result: _wrapped_version(result))
     def wrap_key(self, key_bytes: bytes, master_key_identifier: str) -> str:
-        ver, mk = self._master(master_key_identifier, None)
+        try:
+            ver, mk = self._master(master_key_identifier, None)
+        except KeyNotFound:
+            self._create_on_first_use(master_key_identifier)   # or KeyNotFound saying why not
+            ver, mk = self._master(master_key_identifier, None)
+        self._check_limits(master_key_identifier, self._version(self._doc, master_key_identifier, ver), new_deks=1)
         wrapped = wrap_key_locally(key_bytes, mk, f"{master_key_identifier}:{ver}".encode())
         self._usage.count(master_key_identifier, ver, "wraps")
         return f"{WRAP_PREFIX}:{ver}:{wrapped}"
@@ -628,6 +755,7 @@ class LocalKeystore(KmsClient):
             raise MalformedKeyMaterial("not a pqseal keystore wrapped key")
         ver, mk = self._master(master_key_identifier, int(parts[1]))
         key = unwrap_key_locally(parts[2], mk, f"{master_key_identifier}:{ver}".encode())
+        self._check_limits(master_key_identifier, self._version(self._doc, master_key_identifier, ver), unwrap=True)
         self._usage.count(master_key_identifier, ver, "unwraps")
         return key
 
@@ -651,6 +779,10 @@ class LocalKeystore(KmsClient):
 
     def __reduce__(self):
         raise TypeError("LocalKeystore cannot be pickled")
+
+
+class _AlreadyThere(Exception):
+    """A key to create on first use was created by another writer meanwhile."""
 
 
 def _wrapped_version(wrapped) -> int | None:
