@@ -114,8 +114,8 @@ def sha(path) -> str:
     return hashlib.sha256(open(path, "rb").read()).hexdigest()
 
 
-def dec_of(path):
-    return pqseal.api.decryption_properties(str(path), kms=KeyListKms(MASTER))
+def dec_of(path, master=MASTER):
+    return pqseal.api.decryption_properties(str(path), kms=KeyListKms(master))
 
 
 def deks(path) -> set[bytes]:
@@ -129,12 +129,12 @@ def deks(path) -> set[bytes]:
     return out
 
 
-def master_keys(path) -> dict:
+def master_keys(path, master=MASTER) -> dict:
     """{"footer" or column: master key id} from the file's key material."""
     from pqseal.keys.scan import KeyMaterialReader
 
     reader = KeyMaterialReader(str(path))
-    with Source(str(path), dec_of(path)) as s:
+    with Source(str(path), dec_of(path, master)) as s:
         out = {"footer": reader.material(s.crypto.footer_key_metadata).master_key_id}
         for col, p in enumerate(s.paths):
             cc = s.column_crypto(0, col)
@@ -316,6 +316,81 @@ def test_files_under_other_master_keys_never_merged(tmp_path):
         with Source(str(path)) as s:
             assert s.crypto.plaintext_footer == cfgs[first].plaintext_footer
         assert pa_read(path).equals(pa.concat_tables([table(1000 * first), table(1000 * (first + 3))]))
+
+
+def test_tenant_keys_and_a_shredded_tenant(tmp_path):
+    """Hive partitions customer_id=1..3, each under its tenant key. A template config
+    (``tenant-{customer_id}``) seals each merged file under its partition's key; with
+    encryption=None each keeps its inputs' key, and a shredded tenant's files (its key
+    gone from the KMS) are carried forward byte for byte while the others merge."""
+    keys = {f"tenant-{i}": os.urandom(16) for i in (1, 2, 3)}
+    root = tmp_path / "t"
+    tables = {}
+    for c in (1, 2, 3):
+        d = root / f"customer_id={c}"
+        d.mkdir(parents=True)
+        tables[c] = [table(1000 * (10 * c + i)) for i in range(2)]
+        for i, t in enumerate(tables[c]):
+            seal(d / f"part-{i}.parquet", t, EncryptionConfig("kf", uniform_encryption=True))
+    r = dataset.compact(root, tmp_path / "out", EncryptionConfig("tenant-{customer_id}", uniform_encryption=True),
+                        kms=KeyListKms({**MASTER, **keys}))
+    assert r.ok == 3 and r.kms_calls == 6 + 3      # one unwrap per input's KEK, one wrap per tenant key
+    for rec in r.ok:
+        c = int(rec.path.split("=")[1].split("/")[0])
+        assert master_keys(tmp_path / "out" / rec.path, {**MASTER, **keys})["footer"] == f"tenant-{c}"
+    # the tree under tenant keys, then tenant 2 shredded
+    shutil.rmtree(root)
+    shutil.copytree(tmp_path / "out", root, ignore=shutil.ignore_patterns(".pqseal-job"))
+    for c in (1, 2, 3):       # a second small file per tenant, under its key
+        seal(root / f"customer_id={c}" / "zz.parquet", table(900_000 + c), EncryptionConfig(f"tenant-{c}",
+             uniform_encryption=True), kms=KeyListKms(keys))
+    shredded = {k: v for k, v in keys.items() if k != "tenant-2"}
+    before = {f: sha(root / f) for f in data_files(root) if f.startswith("customer_id=2/")}
+    r = dataset.compact(root, kms=KeyListKms(shredded))
+    assert sorted(x.path.split("/")[0] for x in r.ok) == ["customer_id=1", "customer_id=3"]
+    assert {x.path for x in r.skipped} == set(before) and all("undecryptable" in x.reason for x in r.skipped)
+    assert {f: sha(root / f) for f in before} == before
+    for rec in r.ok:
+        c = int(rec.path.split("=")[1].split("/")[0])
+        path = root / rec.path
+        assert master_keys(path, keys)["footer"] == f"tenant-{c}"
+        assert pq.read_table(path, decryption_properties=pe.CryptoFactory(key_list_client(keys))
+                             .file_decryption_properties(pe.KmsConnectionConfig(), pe.DecryptionConfiguration(),
+                                                         parquet_file_path=str(path))).equals(
+            pa.concat_tables(tables[c] + [table(900_000 + c)]))
+
+
+def test_key_usage_counted_with_the_local_keystore(tmp_path, monkeypatch):
+    """The merged files' DEKs, files and bytes count in the keystore's usage, by the
+    driver (workers make no KMS call)."""
+    from pqseal.keys import clear_caches
+    from pqseal.kms.keystore import TEST_KDF_ENV, LocalKeystore
+
+    monkeypatch.setenv(TEST_KDF_ENV, str(1 << 14))
+    monkeypatch.delenv("PQSEAL_AUDIT_LOG", raising=False)
+    clear_caches()
+    ks = LocalKeystore.init(tmp_path / "ks.json", b"compact usage")
+    ks.create("kf")
+    ks.create("kc")
+    root = tmp_path / "t"
+    for p in ("k=a", "k=b"):
+        for i in range(3):
+            (root / p).mkdir(parents=True, exist_ok=True)
+            seal(root / p / f"part-{i}.parquet", table(100 * i), EncryptionConfig("kf", column_keys={"kc": ["id"]}),
+                 kms=ks)
+
+    def usage():
+        return {k["id"]: k for k in ks.list()}
+
+    before = usage()
+    r = dataset.compact(root, kms=ks, executor="processes", workers=2)
+    assert r.ok == 2 and r.kms_calls == 2 + 2 and not r.warnings   # the inputs share 2 KEKs (one KEK cache)
+    after = usage()
+    out_bytes = sum(os.path.getsize(root / x.path) for x in r.ok)
+    for kid in ("kf", "kc"):
+        delta = {f: after[kid][f] - before[kid][f] for f in ("deks", "files", "bytes")}
+        assert delta == {"deks": 2, "files": 2, "bytes": out_bytes}, (kid, delta)
+    clear_caches()
 
 
 def test_target_size_and_row_group_limit(tmp_path, monkeypatch):

@@ -36,7 +36,7 @@ from .._version import __version__
 from .._io import atomic_write, fsync_dir, replace, unlink_quietly
 from ..api import file_unique
 from ..errors import PqsealError
-from ..format.engine import MergeInputFailed, merge
+from ..format.engine import MergeInputFailed, Stats, merge
 from ..format.properties import DecryptionProperties, EncryptionProperties
 from ..format.source import Source
 from ..format.verify import verify_file
@@ -55,7 +55,8 @@ class Group:
 
     inputs: tuple[str, ...]          # paths, in the plan's order
     rels: tuple[str, ...]            # the same, relative to the source root (for the report)
-    config: Any = None               # a derived EncryptionConfig (encryption=None: the inputs' keys)
+    config: Any = None               # the outputs' EncryptionConfig: the inputs' (derived), or the job's
+    #                                  resolved for the partition; None: the job's explicit properties
     plaintext: bool = False          # plaintext inputs and no encryption asked for: a plaintext output
     manifests: str | None = None     # in place: the manifest directory; None: a new tree
     created_by: str = f"pqseal version {__version__} (merged)"
@@ -66,10 +67,11 @@ def staging_path(final: str) -> str:
     return os.path.join(d, f".{name}{STAGING_SUFFIX}")
 
 
-def merge_group(group: Group, dst: str | None, keys) -> tuple[dict, int]:
+def merge_group(group: Group, dst: str | None, keys) -> tuple[dict, int, int]:
     """Merge ``group`` into ``dst`` (in place: commit it); returns (detail, bytes
-    written). ``detail``: ``inputs`` merged (relative paths), ``carried`` [{path,
-    reason}] left untouched, ``rows``, ``row_groups``."""
+    written, the most modules one DEK encrypted). ``detail``: ``inputs`` merged
+    (relative paths), ``carried`` [{path, reason}] left untouched, ``rows``,
+    ``row_groups``."""
     if dst is None:
         raise ValueError("a compaction task needs its output path")
     todo = list(range(len(group.inputs)))
@@ -85,12 +87,12 @@ def merge_group(group: Group, dst: str | None, keys) -> tuple[dict, int]:
                             "reason": f"undecryptable: {type(cause).__name__}: {' '.join(str(cause).split())}"})
             continue
         return ({"inputs": [group.rels[i] for i in todo], "carried": carried, "rows": stats[0],
-                 "row_groups": stats[1]}, stats[2])
+                 "row_groups": stats[1]}, stats[2].bytes_out, stats[2].max_dek_modules)
     carried += [{"path": group.rels[i], "reason": "nothing left to merge it with"} for i in todo]
-    return {"inputs": [], "carried": carried}, 0
+    return {"inputs": [], "carried": carried}, 0, 0
 
 
-def _merge_one(group: Group, paths: list[str], dst: str, keys) -> tuple[int, int, int]:
+def _merge_one(group: Group, paths: list[str], dst: str, keys) -> tuple[int, int, Stats]:
     enc = _encryption(group, keys)
     decs = [keys.decryption_properties(p) for p in paths]
     out = dst if group.manifests is None else staging_path(dst)
@@ -114,7 +116,7 @@ def _merge_one(group: Group, paths: list[str], dst: str, keys) -> tuple[int, int
             unlink_quietly(out)
             raise
         _commit(group.manifests, out, dst, list(zip(paths, read)), store is not None)
-    return rows, row_groups, stats.bytes_out
+    return rows, row_groups, stats
 
 
 def _encryption(group: Group, keys) -> EncryptionProperties | None:

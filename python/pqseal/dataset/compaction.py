@@ -34,17 +34,19 @@ import os
 import shutil
 import time
 
-from ..errors import OutputExists
+from ..errors import OutputExists, PqsealError, SessionExpired
 from ..format.properties import DecryptionProperties
-from .compact_groups import FileInfo, group, output_name, survey
+from ..keys.config import EncryptionConfig
+from .compact_groups import FileInfo, Planned, group, output_name, survey
 from .compact_merge import MANIFEST_DIR, Group, recover
 from .executors import make_executor
 from .journal import DIRECTORY, Journal, Stamp, path_in
 from .keys import Paired
-from .ops import Options, _dispatch, _note, build_keys, fingerprint
+from .ops import Options, _dispatch, _enc_config, _is_explicit, _note, build_keys, fingerprint
 from .plan import check_destination, plan
 from .report import FileResult, Report
 from .summary import SUMMARY_NAMES, copy_success, dropped
+from .usage import JobUsage
 from .worker import Task
 
 DEFAULT_TARGET_SIZE = 128 << 20
@@ -118,25 +120,26 @@ def run(src, dst, encryption, decryption, target_size: int, o: Options) -> Repor
         infos = [survey(j, keys.decryption_properties(j.src), encryption is None,
                         unreadable.get(j.src, unreadable.get(os.path.abspath(j.src)))) for j in p.jobs]
         groups, alone = group(infos, target_size)
-        if encryption is None:
-            ids = {mk for g in groups for cfg in [g.files[0].config] if cfg is not None
-                   for mk in (cfg.footer_key, *(cfg.column_keys or {}))}
-            if ids:
-                keys.write.add_master_keys(sorted(ids))
-        tasks = []
-        for g in groups:
-            rel = os.path.join(g.directory, output_name(g))
-            out = os.path.join(root, rel)
-            if journal is not None and _done(journal, rel, out):
+        named = [(os.path.join(g.directory, output_name(g)), g) for g in groups]
+        todo = []
+        for rel, g in named:
+            if journal is not None and _done(journal, rel, os.path.join(root, rel)):
                 rep.skipped.append(FileResult(rel, g.size, reason="done in an earlier run"))
-                continue
+            else:
+                todo.append((rel, g))
+        tasks = []
+        for rel, g, cfg in _write_configs(todo, encryption, keys, journal, o, rep):
             first = g.files[0]
-            grp = Group(tuple(f.job.src for f in g.files), tuple(f.job.rel for f in g.files), first.config,
+            grp = Group(tuple(f.job.src for f in g.files), tuple(f.job.rel for f in g.files), cfg,
                         first.plaintext and encryption is None, manifests)
-            tasks.append(Task("compact", first.job.src, out, rel, g.size, overwrite=True, group=grp))
+            tasks.append(Task("compact", first.job.src, os.path.join(root, rel), rel, g.size, overwrite=True,
+                              group=grp))
+        usage = _usage(keys) if tasks else None
         if tasks:
             ex.start(keys)
-        _dispatch(tasks, ex, journal, o, rep)
+        _dispatch(tasks, ex, journal, o, rep, usage)
+        if usage is not None:
+            rep.warnings += list(usage.warnings.values())
         _carried(rep, alone, src, None if rep.interrupted else dst)
         if dst is not None and not rep.interrupted:
             copy_success(p, dst)
@@ -173,6 +176,65 @@ def _keys(o: Options, encryption, decryption, files: list[str]) -> Paired:
     keys = build_keys(o, encryption=encryption, decryption=decryption, read=True, write=encryption is not None,
                       files=files)
     return keys if encryption is not None else Paired(keys.read, keys.read)
+
+
+def _write_configs(todo: list[tuple[str, Planned]], encryption, keys: Paired, journal: Journal | None,
+                   o: Options, rep: Report) -> list[tuple[str, Planned, EncryptionConfig | None]]:
+    """Each output with its EncryptionConfig: its inputs' (``encryption=None``), or the
+    job's resolved for its partition (master key id templates such as
+    ``tenant-{customer_id}``); None for explicit properties or a plaintext output. The
+    driver adds a write KEK per master key they name (one KMS wrap each). An output whose
+    config cannot be resolved, or whose master key the KMS refuses (missing, disabled, a
+    shredded tenant's, over a refusing usage limit), fails alone: its inputs stay."""
+    from ..keys import template
+
+    job_cfg = None if encryption is None or _is_explicit(encryption) else _enc_config(encryption)
+    out: list[tuple[str, Planned, EncryptionConfig | None]] = []
+    for rel, g in todo:
+        first = g.files[0]
+        try:
+            cfg = first.config if encryption is None else \
+                None if job_cfg is None else template.resolve_for_path(job_cfg, first.job.rel)
+        except PqsealError as exc:
+            _fail_group(rel, g, f"{type(exc).__name__}: {exc}", journal, o, rep)
+            continue
+        out.append((rel, g, cfg))
+    bad: dict[str, str] = {}
+    for mk in sorted({mk for _, _, cfg in out if cfg is not None for mk in template.master_key_ids(cfg)}):
+        try:
+            keys.write.add_master_keys([mk])
+        except SessionExpired:
+            raise
+        except PqsealError as exc:
+            bad[mk] = f"{type(exc).__name__}: {exc}"
+    keep = []
+    for rel, g, cfg in out:
+        why = next((bad[mk] for mk in (template.master_key_ids(cfg) if cfg else ()) if mk in bad), None)
+        if why is None:
+            keep.append((rel, g, cfg))
+        else:
+            _fail_group(rel, g, f"keys not writable: {why}", journal, o, rep)
+    return keep
+
+
+def _fail_group(rel: str, g: Planned, line: str, journal: Journal | None, o: Options, rep: Report) -> None:
+    line = " ".join(line.split())
+    if journal is not None:
+        journal.failed(rel, line)
+    res = FileResult(rel, g.size, error=line, detail={"inputs": [f.job.rel for f in g.files], "carried": []})
+    rep.failed.append(res)
+    if o.on_result is not None:
+        o.on_result(res)
+
+
+def _usage(keys: Paired) -> JobUsage | None:
+    """Usage counting and limits of the outputs' DEKs, where the KMS counts usage (see
+    ``usage.py``): per output, one DEK per footer and column key of its config."""
+    session = keys.write
+    seal_usage = session.kms_seal_usage() if hasattr(session, "kms_seal_usage") else None
+    if seal_usage is None:
+        return None
+    return JobUsage(seal_usage, lambda t: session.write_wrappings(config=t.group.config), count_files=True)
 
 
 def _done(journal: Journal, rel: str, out: str) -> bool:

@@ -70,7 +70,7 @@ def execute(task: Task, keys) -> FileResult:
             from .compact_merge import merge_group
 
             stats = None
-            res.detail, res.output_bytes = merge_group(task.group, task.dst, keys)
+            res.detail, res.output_bytes, res.max_dek_modules = merge_group(task.group, task.dst, keys)
         else:
             raise ValueError(f"unknown task kind {task.kind!r}")
         if stats is not None:

@@ -278,6 +278,7 @@ def merge(srcs: list, dst, decryptions: list, *, encryption: EncryptionPropertie
                             raise MergeInputFailed(f"{s.name}: {exc}", i, os.fspath(srcs[i])) from exc
                 copier.finish(template)
                 stats.pages, stats.row_groups, stats.columns = copier.pages, len(copier.row_groups), len(paths)
+                stats.max_dek_modules = sink.max_key_invocations()
                 if sink.saw_v2 and encryption is not None:
                     stats.warnings.append(_v2_warning(out.name, encryption))
             finally:

@@ -299,11 +299,13 @@ class KeySession:
         :meth:`~pqseal.kms.keystore.LocalKeystore.seal_usage`); else None."""
         return getattr(self._client(self._conn), "seal_usage", None)
 
-    def write_wrappings(self, partition: Mapping[str, object] | None = None) -> list[KeyMaterial]:
-        """For each DEK ``encryption_properties(dst, partition)`` draws (footer first), the
-        material of the write KEK it is wrapped under, without a wrapped DEK."""
+    def write_wrappings(self, partition: Mapping[str, object] | None = None, *,
+                        config: EncryptionConfig | None = None) -> list[KeyMaterial]:
+        """For each DEK ``encryption_properties(dst, partition, config=config)`` draws
+        (footer first), the material of the write KEK it is wrapped under, without a
+        wrapped DEK."""
         with self._lock:
-            cfg = self._config
+            cfg = self._config if config is None else config
         if cfg is None:
             return []
         if partition is not None:
