@@ -36,8 +36,8 @@ _NOT_OFFERED = {"footer_key_columns": (), "uniform": False, "complete_columns": 
 
 
 @click.command()
-@click.argument("src", type=click.Path())
-@click.argument("dst", type=click.Path(), required=False)
+@click.argument("src", metavar="SRC_DIR", type=click.Path())
+@click.argument("dst", metavar="[DST_DIR]", type=click.Path(), required=False)
 @click.option("--target-size", type=Size(), default="128MiB", show_default=True,
               help="Merged files grow up to this size (K, M, G: binary units).")
 @click.option("--kms", metavar="URI", help="KMS of the master keys, a URI as for encrypt (default: the local "

@@ -7,11 +7,14 @@ partition directory into files of up to ``target_size`` bytes, page by page.
   one output. Files that are already ``target_size`` or larger, or alone of their kind,
   are left as they are.
 - **Keys**: the driver makes every KMS call. ``encryption``: an ``EncryptionConfig``
-  (outputs sealed under its master keys, fresh DEKs per output and column), explicit
-  ``EncryptionProperties`` (those keys), or None: each output is sealed like its inputs
-  (same master key per column, algorithm, footer mode and key material storage; read
-  from their key material), with fresh DEKs. A :class:`~pqseal.keys.KeySession` reads the
-  inputs (one KMS call per distinct KEK) and wraps (one per master key).
+  (outputs sealed under its master keys, resolved per partition where they are
+  templates such as ``tenant-{customer_id}``; fresh DEKs per output and column),
+  explicit ``EncryptionProperties`` (those keys, the same for every output), or None:
+  each output is sealed like its inputs (same master key per column, algorithm, footer
+  mode and key material storage; read from their key material), with fresh DEKs. A
+  :class:`~pqseal.keys.KeySession` reads the inputs (one KMS call per distinct KEK) and
+  wraps (one per master key); key usage and limits are counted and checked per output
+  as for ``encrypt`` (``usage.py``).
 - **Carried forward**: a file that cannot be decrypted (keys missing, disabled or
   destroyed, a tag failure) is never merged and never deleted: it stays in place (or is
   copied byte for byte into ``dst``) and is listed in ``Report.skipped`` with the reason.
