@@ -9,7 +9,7 @@ import click
 
 from .. import __version__
 from .._backend import backend_info
-from . import audit, bench, demo, files, keys, zones
+from . import audit, bench, compact, demo, files, keys, zones
 from .group import EXIT_CODES, Group
 
 
@@ -33,5 +33,5 @@ def info(as_json: bool) -> None:
 
 
 for _command in (demo.demo, files.encrypt, files.decrypt, files.rekey, files.verify, files.inspect, keys.keys,
-                 keys.rotate, bench.bench, zones.zone, audit.audit):
+                 keys.rotate, compact.compact, bench.bench, zones.zone, audit.audit):
     main.add_command(_command)

@@ -218,7 +218,7 @@ def _audit(kind: str, src: str, dst: str | None, rep) -> None:
     in the logs of the keystores the job's driver opened."""
     from .. import audit
 
-    root = dst if kind == "encrypt" and dst is not None else src
+    root = dst if kind in ("encrypt", "compact") and dst is not None else src
     audit.record_files(_AUDIT_OPS.get(kind, kind),
                        [(os.path.join(root, r.path), "ok") for r in rep.ok]
                        + [(os.path.join(root, r.path), (r.error or "error").split(":", 1)[0][:80]) for r in rep.failed])

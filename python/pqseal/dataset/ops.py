@@ -47,7 +47,7 @@ SUMMARY_POLICIES = ("auto", "drop")                  # see summary.py
 WRITERS = ("encrypt", "decrypt", "rekey", "rotate")   # kinds that keep a journal
 TREE_OUTPUT = ("encrypt", "decrypt", "rekey")          # kinds that write a new tree
 VERBS = {"encrypt": "encrypted", "decrypt": "decrypted", "rekey": "rekeyed", "verify": "verified",
-         "inspect": "inspected", "rotate": "rotated"}
+         "inspect": "inspected", "rotate": "rotated", "compact": "compacted"}
 NOT_ROTATABLE = "no key material (a plaintext file, or explicit keys): nothing to rotate"
 
 

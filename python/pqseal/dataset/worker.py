@@ -14,13 +14,14 @@ import os
 import threading
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from .. import _cancel
 from ..errors import PqsealError
 from .keys import Shipped
 from .report import FileResult
 
-KINDS = ("encrypt", "decrypt", "rekey", "verify", "inspect", "rotate")
+KINDS = ("encrypt", "decrypt", "rekey", "verify", "inspect", "rotate", "compact")
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,7 @@ class Task:
     overwrite: bool = False     # the output is this job's (or the caller allowed replacing it)
     with_keys: bool = True      # inspect: open encrypted footers with the job's keys
     partition: tuple[tuple[str, str], ...] | None = None   # values for master key id templates (the driver's)
+    group: Any = None           # compact: the files merged into ``dst`` (a compact_merge.Group)
 
 
 def execute(task: Task, keys) -> FileResult:
@@ -64,6 +66,11 @@ def execute(task: Task, keys) -> FileResult:
         elif task.kind == "rotate":
             stats = None
             res.output_bytes = _rotate(task.src, keys)
+        elif task.kind == "compact":
+            from .compact_merge import merge_group
+
+            stats = None
+            res.detail, res.output_bytes, res.max_dek_modules = merge_group(task.group, task.dst, keys)
         else:
             raise ValueError(f"unknown task kind {task.kind!r}")
         if stats is not None:

@@ -33,7 +33,8 @@ from typing import Protocol
 from .. import _cancel
 from .._io import create_temp, fsync_dir, plan_output, remove_stale, replace, unlink_quietly
 from ..crypto import ModuleType
-from ..errors import PqsealError
+from ..errors import (InvalidOrdinal, InvalidTag, KeyAccessDenied, KeyNotFound, KmsError, MalformedFile,
+                      MalformedKeyMaterial, MalformedModule, PqsealError, UnsupportedFeature)
 from .properties import DecryptionProperties, EncryptionProperties
 from .sink import ChunkRecord, Sink
 from .structs import ColumnChunk, FileMetaData, RowGroup
@@ -202,6 +203,96 @@ def transform_into(src, target, *, decryption: DecryptionProperties | None = Non
         finally:
             sink.close()
         stats.bytes_out = sink.pos
+    stats.seconds = time.perf_counter() - t0
+    return stats
+
+
+class SchemaMismatch(PqsealError, ValueError):
+    """The inputs of a merge do not share one Parquet schema."""
+
+
+class MergeInputFailed(PqsealError):
+    """An input of a merge could not be read (key missing or refused, tag failure,
+    damage): ``index`` and ``path`` name it, ``__cause__`` is the error."""
+
+    def __init__(self, message: str, index: int, path: str):
+        super().__init__(message)
+        self.index = index
+        self.path = path
+
+
+MAX_ROW_GROUPS = 32768   # of a PME file: row-group ordinals are int16, 0..32767
+
+# the reader errors that are an input's fault, not the output's
+_INPUT_ERRORS = (InvalidTag, KeyNotFound, KeyAccessDenied, KmsError, MalformedFile, MalformedModule,
+                 MalformedKeyMaterial, UnsupportedFeature)
+
+
+def merge(srcs: list, dst, decryptions: list, *, encryption: EncryptionProperties | None,
+          created_by: str | None = None, backend: str | None = None, overwrite: bool = False, fsync: bool = True,
+          companion: Companion | None = None) -> Stats:
+    """Concatenate the row groups of the Parquet files ``srcs`` (each opened with its
+    ``decryptions[i]``) into the one file ``dst``, page by page without decoding: every
+    module is decrypted with its input's keys and sealed again under ``encryption``
+    (fresh ``aad_file_unique``, the output's row-group ordinals), offsets, page indexes
+    and bloom filters relocated. The inputs must share one schema (else
+    :class:`SchemaMismatch`); the footer is the first input's (key-value metadata
+    included) with the summed row count and ``created_by``. An input that cannot be
+    read raises :class:`MergeInputFailed`. Output handling as :func:`transform`."""
+    if not srcs or len(srcs) != len(decryptions):
+        raise ValueError("merge needs one or more inputs, each with its decryption properties (or None)")
+    t0 = time.perf_counter()
+    out = plan_output(dst, overwrite=overwrite)
+    remove_stale(out.directory)
+    stats = Stats(", ".join(map(os.fspath, srcs)), os.fspath(dst))
+
+    def open_input(i: int) -> Source:
+        try:
+            return Source(srcs[i], decryptions[i], backend=backend, reuse_buffers=True)
+        except _INPUT_ERRORS as exc:
+            raise MergeInputFailed(f"{srcs[i]}: {exc}", i, os.fspath(srcs[i])) from exc
+
+    with open_input(0) as first:
+        template = first.file_metadata().copy()
+        paths = first.paths
+    if created_by:
+        template["created_by"] = created_by.encode()
+    fd, tmp = create_temp(out.directory, out.name, 0o666 if encryption is not None else 0o600)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            sink = Sink(f.fileno(), paths, encryption, backend=backend, name=out.path, writeback=fsync)
+            try:
+                copier = RowGroupCopier(sink)
+                for i in range(len(srcs)):
+                    with open_input(i) as s:
+                        if s.file_metadata().get("schema") != template.get("schema"):
+                            raise SchemaMismatch(f"{s.name} has another schema than {os.path.basename(srcs[0])}")
+                        if encryption is not None and len(copier.row_groups) + s.num_row_groups > MAX_ROW_GROUPS:
+                            raise InvalidOrdinal(f"{out.name}: merging {s.name} would give the output more than "
+                                                 f"{MAX_ROW_GROUPS} row groups (PME row-group ordinals end at 32767)")
+                        stats.bytes_in += s.tail.file_size
+                        try:
+                            for rg in range(s.num_row_groups):
+                                copier.add(s, rg)
+                        except _INPUT_ERRORS as exc:
+                            raise MergeInputFailed(f"{s.name}: {exc}", i, os.fspath(srcs[i])) from exc
+                copier.finish(template)
+                stats.pages, stats.row_groups, stats.columns = copier.pages, len(copier.row_groups), len(paths)
+                stats.max_dek_modules = sink.max_key_invocations()
+                if sink.saw_v2 and encryption is not None:
+                    stats.warnings.append(_v2_warning(out.name, encryption))
+            finally:
+                sink.close()
+            if fsync:
+                os.fsync(f.fileno())
+            stats.bytes_out = sink.pos
+        publish(tmp, out.path, out.directory, exclusive=not overwrite, companion=companion,
+                file_unique=sink.aad_file_unique)
+    except BaseException:
+        unlink_quietly(tmp)
+        if companion is not None:
+            companion.abort()
+        raise
     stats.seconds = time.perf_counter() - t0
     return stats
 

@@ -101,12 +101,15 @@ class KeySession:
     naming the master key id and KEK id; :class:`~pqseal.errors.SessionExpired` after
     ``expires_at`` or ``close()``):
 
-    - ``encryption_properties(dst=None, partition=None) -> EncryptionProperties``: fresh
-      DEKs for the footer and each column, wrapped under the KEKs (AAD = the raw KEK id):
-      the PKMT1 material (internal or external) :meth:`CryptoFactory.file_encryption_properties`
-      writes. ``dst`` is not needed (external material travels in the properties).
-      ``partition``: the file's partition values ({name: value}), which resolve the
-      config's master key id templates (:func:`pqseal.keys.template.resolve`).
+    - ``encryption_properties(dst=None, partition=None, *, config=None) ->
+      EncryptionProperties``: fresh DEKs for the footer and each column, wrapped under the
+      KEKs (AAD = the raw KEK id): the PKMT1 material (internal or external)
+      :meth:`CryptoFactory.file_encryption_properties` writes. ``dst`` is not needed
+      (external material travels in the properties). ``partition``: the file's partition
+      values ({name: value}), which resolve the config's master key id templates
+      (:func:`pqseal.keys.template.resolve`). ``config``: another
+      :class:`EncryptionConfig` than the session's, whose master keys have write KEKs
+      here (``add_master_keys``), e.g. one per partition of a compaction.
     - ``decryption_properties(src=None) -> DecryptionProperties``: DEKs unwrapped with the
       session's KEKs; external material read from beside ``src``.
     - ``rewrap_material(material) -> dict``: the entries of a ``_KEY_MATERIAL_FOR_*``
@@ -296,11 +299,13 @@ class KeySession:
         :meth:`~pqseal.kms.keystore.LocalKeystore.seal_usage`); else None."""
         return getattr(self._client(self._conn), "seal_usage", None)
 
-    def write_wrappings(self, partition: Mapping[str, object] | None = None) -> list[KeyMaterial]:
-        """For each DEK ``encryption_properties(dst, partition)`` draws (footer first), the
-        material of the write KEK it is wrapped under, without a wrapped DEK."""
+    def write_wrappings(self, partition: Mapping[str, object] | None = None, *,
+                        config: EncryptionConfig | None = None) -> list[KeyMaterial]:
+        """For each DEK ``encryption_properties(dst, partition, config=config)`` draws
+        (footer first), the material of the write KEK it is wrapped under, without a
+        wrapped DEK."""
         with self._lock:
-            cfg = self._config
+            cfg = self._config if config is None else config
         if cfg is None:
             return []
         if partition is not None:
@@ -331,10 +336,11 @@ class KeySession:
 
     # ---- worker side -------------------------------------------------------------------------
 
-    def encryption_properties(self, dst=None, partition: Mapping[str, object] | None = None) -> EncryptionProperties:
+    def encryption_properties(self, dst=None, partition: Mapping[str, object] | None = None, *,
+                              config: EncryptionConfig | None = None) -> EncryptionProperties:
         with self._lock:
             self._check_usable()
-            cfg = self._config
+            cfg = self._config if config is None else config
         if cfg is None:
             raise KeyNotFound("this key session is read-only (opened without an encryption config): it has no "
                               "keys to write with")
