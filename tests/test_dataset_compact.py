@@ -473,6 +473,12 @@ def test_cli(tmp_path):
     assert pa_read(dst / out).equals(pa.concat_tables(tables["k=a"]))
     res = CliRunner().invoke(main, ["compact", str(root), str(tmp_path / "x"), "--target-size", "lots"])
     assert res.exit_code != 0 and "target-size" in res.output and "Traceback" not in res.output
+    # every failed merge is retried on a rerun, so the option that would change it is not offered
+    res = CliRunner().invoke(main, ["compact", str(root), str(tmp_path / "y"), "--retry-failed"])
+    assert res.exit_code == 2 and "--retry-failed" in res.output and not (tmp_path / "y").exists()
+    with pytest.raises(TypeError, match="retry_failed does not apply"):
+        dataset.compact(root, tmp_path / "z", retry_failed=True)
+    assert not (tmp_path / "z").exists()
 
 
 # ---- crash safety ------------------------------------------------------------------------------

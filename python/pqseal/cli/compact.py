@@ -55,7 +55,7 @@ _NOT_OFFERED = {"footer_key_columns": (), "uniform": False, "complete_columns": 
 @click.option("--external-key-material", is_flag=True, help="With new master keys: key material beside each file.")
 @click.option("--force", is_flag=True, help="Write into a DST_DIR that is not empty.")
 @files.jobs_option
-@files.cluster_options()
+@files.cluster_options(retry=False)
 def compact(src, dst, target_size, kms, key_list, props, jobs, force, **o):
     """Merge the small data files of each partition directory of SRC_DIR into files of
     up to --target-size, page by page (nothing is decoded): each merged file is sealed

@@ -63,9 +63,10 @@ def jobs_option(f):
                         "default is the cluster's worker threads).")(f)
 
 
-def cluster_options(*, summaries: bool = True):
+def cluster_options(*, summaries: bool = True, retry: bool = True):
     """The options of a directory SRC run as a dataset job (see pqseal.dataset), as a
-    decorator; ``summaries=False`` leaves out --summaries (jobs that write no new tree)."""
+    decorator; ``summaries=False`` leaves out --summaries (jobs that write no new tree),
+    ``retry=False`` --retry-failed (jobs that retry every failure anyway: compact)."""
     options = [
         click.option("--executor", type=click.Choice(["threads", "processes"]), help="Run files on threads of "
                      "this process (default) or on local worker processes."),
@@ -79,8 +80,8 @@ def cluster_options(*, summaries: bool = True):
                      "cluster."),
         click.option("--allow-insecure-scheduler", is_flag=True, help="Send keys to a scheduler that is not "
                      "reached over TLS (tcp://): anyone on the network can read them."),
-        click.option("--retry-failed", is_flag=True, help="On a rerun, retry the files that failed before "
-                     "(by default they are skipped)."),
+        *([click.option("--retry-failed", is_flag=True, help="On a rerun, retry the files that failed before "
+                        "(by default they are skipped).")] if retry else []),
         click.option("--report", type=click.Path(dir_okay=False), help="Write the job's JSON report here."),
         click.option("--summaries", type=click.Choice(["auto", "drop"]), default="auto", show_default=True,
                      help="_metadata/_common_metadata: auto drops them (with a warning) when sealing and "

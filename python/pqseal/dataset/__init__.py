@@ -145,6 +145,9 @@ def compact(src, dst=None, encryption=None, *, decryption=None, target_size: int
     listed in ``skipped``. See :mod:`pqseal.dataset.compaction`."""
     from .compaction import run
 
+    if options.get("retry_failed"):
+        raise TypeError("compact retries every failed merge on a rerun (its inputs stay as they were): "
+                        "retry_failed does not apply")
     return run(src, dst, encryption, decryption, target_size, _options(options))
 
 
