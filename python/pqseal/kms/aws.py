@@ -289,7 +289,8 @@ class AwsKms(KmsClient):
         return self._describe(key_id)["KeyId"]
 
     def _version(self, key_id: str) -> int:
-        """``key_id`` (a key id or ARN): rotations + 1; 1 when the caller may not list rotations or the key's state forbids it."""
+        """``key_id`` (a key id or ARN): rotations + 1; 1 when the caller may not list
+        rotations or the key's state forbids it."""
         count, marker = 0, None
         for _ in range(LIST_PAGES):
             extra: dict[str, str] = {"Marker": marker} if marker else {}
@@ -321,10 +322,10 @@ class AwsKms(KmsClient):
 
     def _row(self, key_id: str, name: str) -> KeyVersionInfo:
         md = self._describe(key_id)
-        state = md["KeyState"]
         bits = 256 if md.get("KeySpec", md.get("CustomerMasterKeySpec")) == "SYMMETRIC_DEFAULT" else None
         created = _iso(md["CreationDate"]) if md.get("CreationDate") else None
-        return KeyVersionInfo(id=name, version=self._version(md["KeyId"]), state=_aws_state(state), bits=bits, created=created)
+        return KeyVersionInfo(id=name, version=self._version(md["KeyId"]), state=_aws_state(md["KeyState"]),
+                              bits=bits, created=created)
 
     def _whole_key(self, key_id: str, version: int | None, verb: str) -> str:
         """The key id of ``key_id``, once ``version`` is None or its current version (AWS
