@@ -223,9 +223,13 @@ class AwsKms(KmsClient):
         try:
             self._call(f"CreateAlias {alias!r}", lambda: self._kms.create_alias(AliasName=alias, TargetKeyId=made))
         except PqsealError as exc:   # the alias is taken or refused: the new key must not linger unnamed
-            self._call("ScheduleKeyDeletion", lambda: self._kms.schedule_key_deletion(
-                KeyId=made, PendingWindowInDays=MIN_PENDING_DAYS))
-            raise type(exc)(f"{exc} (the key made for it, {made}, is scheduled for deletion)") from None
+            try:
+                self._call("ScheduleKeyDeletion", lambda: self._kms.schedule_key_deletion(
+                    KeyId=made, PendingWindowInDays=MIN_PENDING_DAYS))
+                fate = "is scheduled for deletion"
+            except PqsealError as again:
+                fate = f"remains: delete it with AWS's tools ({again})"
+            raise type(exc)(f"{exc} (the key made for it, {made}, {fate})") from None
         return 1
 
     def rotate_key(self, key_id: str) -> int:
