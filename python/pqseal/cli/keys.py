@@ -72,7 +72,8 @@ def keys():
 ks_opt = click.option("--keystore", "path", metavar="PATH", help="Keystore file.")
 kms_opt = click.option("--kms", "kms_uri", metavar="URI", help="Manage the keys of another KMS that allows it: "
                        "vault+https://HOST:8200/transit (token from $VAULT_TOKEN/$BAO_TOKEN), "
-                       "'pkcs11:module=...;token=NAME' (PIN from $PQSEAL_PKCS11_PIN[_FILE]), keystore:PATH.")
+                       "'pkcs11:module=...;token=NAME' (PIN from $PQSEAL_PKCS11_PIN[_FILE]), aws-kms://REGION "
+                       "(whole keys: no per-version states; destroy schedules a deletion), keystore:PATH.")
 
 
 def _admin(path, kms_uri):
@@ -91,7 +92,7 @@ def _admin(path, kms_uri):
     return KeyAdmin(KmsChoice(kms_uri, None, {}).client_factory()(KmsConnectionConfig()))
 
 
-_COLUMNS = (("id", "<20"), ("version", ">7"), ("state", "<12"), ("created", "<25"), ("age", ">6"),
+_COLUMNS = (("id", "<20"), ("version", ">7"), ("state", "<16"), ("created", "<25"), ("age", ">6"),
             ("wraps", ">7"), ("deks", ">7"), ("unwraps", ">7"), ("files", ">7"), ("bytes", ">8"),
             ("max_dek_modules", ">15"), ("first_use", "<25"), ("last_use", "<25"), ("flag", "<5"))
 
@@ -141,8 +142,10 @@ def _kdf_text(kdf: dict) -> str:
 @click.option("--bits", type=click.Choice(["128", "192", "256"]), default="256", show_default=True)
 def keys_create(path, kms_uri, key_id, bits):
     """Create master key KEY_ID (version 1)."""
-    v = _admin(path, kms_uri).create(key_id, int(bits))
-    click.echo(f"created master key {key_id} (version {v}, {bits} bits)")
+    admin = _admin(path, kms_uri)
+    v = admin.create(key_id, int(bits))
+    named = "" if admin.per_version else f" as alias/{key_id.removeprefix('alias/')}"
+    click.echo(f"created master key {key_id}{named} (version {v}, {bits} bits)")
 
 @keys.command("list")
 @ks_opt
@@ -213,8 +216,21 @@ def keys_rotate(path, kms_uri, key_id):
 
 
 def version_opt(required: bool):
-    return click.option("--version", "version", type=click.IntRange(min=1), required=required, metavar="N",
-                        help="Key version." if required else "Key version (default: every version).")
+    return click.option("--version", "version", type=click.IntRange(min=1), metavar="N",
+                        help="Key version (required, except on AWS KMS, which acts on whole keys)." if required
+                        else "Key version (default: every version).")
+
+
+def _versioned(path, kms_uri, version):
+    """The key administration, once --version is known to be given where versions have states."""
+    admin = _admin(path, kms_uri)
+    if version is None and admin.per_version:
+        raise click.UsageError("name the key version: --version N")
+    return admin
+
+
+def _which(key_id, version) -> str:
+    return f"master key {key_id}" if version is None else f"master key {key_id} version {version}"
 
 
 @keys.command("disable")
@@ -225,8 +241,8 @@ def version_opt(required: bool):
 def keys_disable(path, kms_uri, key_id, version):
     """Refuse unwraps (and wraps) with version N of KEY_ID until `keys enable`: files
     wrapped with it fail to open with KeyDisabled; nothing is erased."""
-    _admin(path, kms_uri).disable(key_id, version)
-    click.echo(f"master key {key_id} version {version} is disabled")
+    _versioned(path, kms_uri, version).disable(key_id, version)
+    click.echo(f"{_which(key_id, version)} is disabled")
 
 @keys.command("enable")
 @ks_opt
@@ -234,9 +250,13 @@ def keys_disable(path, kms_uri, key_id, version):
 @click.argument("key_id")
 @version_opt(True)
 def keys_enable(path, kms_uri, key_id, version):
-    """Undo `keys disable`: the version is active again if it is the newest, else decrypt-only."""
-    state = _admin(path, kms_uri).enable(key_id, version)
-    click.echo(f"master key {key_id} version {version} is {state}")
+    """Undo `keys disable`: the version is active again if it is the newest, else decrypt-only.
+    On AWS KMS: enable the key, first cancelling its scheduled deletion (`keys destroy`)."""
+    admin = _versioned(path, kms_uri, version)
+    if not admin.per_version and admin.cancel_deletion(key_id):
+        click.echo(f"cancelled the scheduled deletion of master key {key_id}")
+    state = admin.enable(key_id, version)
+    click.echo(f"{_which(key_id, version)} is {state}")
 
 @keys.command("destroy")
 @ks_opt
@@ -244,14 +264,24 @@ def keys_enable(path, kms_uri, key_id, version):
 @click.argument("key_id")
 @version_opt(False)
 @click.option("--yes", is_flag=True, help="Confirm: destroying is irreversible.")
-def keys_destroy(path, kms_uri, key_id, version, yes):
+@click.option("--pending-days", type=click.IntRange(7, 30), metavar="DAYS", help="AWS KMS: days before the key is "
+              "deleted, 7 to 30 (default 30, AWS's); `keys enable` cancels until then.")
+def keys_destroy(path, kms_uri, key_id, version, yes, pending_days):
     """Erase version N of KEY_ID (every version without --version) from the keystore and
     from the backups `keys backup` wrote: files wrapped with it can never be opened again.
     Copies pqseal did not write keep it sealed under the passphrase of their time: run
-    `keys passwd` afterwards."""
+    `keys passwd` afterwards. On AWS KMS: schedule the key's deletion after --pending-days
+    (AWS never deletes at once); until then every use of it fails and `keys enable`
+    cancels the deletion."""
+    from ..kms.admin import ScheduledDeletion
+
     if not yes:
         raise click.UsageError("destroying a key is irreversible: add --yes")
-    rep = _admin(path, kms_uri).destroy(key_id, version)
+    rep = _admin(path, kms_uri).destroy(key_id, version, pending_days)
+    if isinstance(rep, ScheduledDeletion):
+        click.echo(f"master key {key_id} is scheduled for deletion on {rep.deletion_date} (in {rep.pending_days} "
+                   f"days; every use fails from now on); cancel with: pqseal keys enable {key_id} --kms '{kms_uri}'")
+        return
     click.echo(f"destroyed master key {key_id} version(s) {', '.join(map(str, rep.versions))}")
     for b in rep.backups_rewritten:
         click.echo(f"rewrote backup {b} without them")

@@ -1,9 +1,11 @@
 """Master-key administration through pqseal's ``keys`` commands, for the KMS clients
-whose servers allow it: the local keystore, Vault/OpenBao transit, PKCS#11 tokens. One
-shape for all: create a key, rotate it (a new active version; older versions stay for
-unwrapping), the status of its versions (never key bytes), and, where the client offers
-it, disable / enable / destroy of a version (the local keystore; PKCS#11 tokens for
-disable and destroy)."""
+whose servers allow it: the local keystore, Vault/OpenBao transit, PKCS#11 tokens, AWS
+KMS. One shape for all: create a key, rotate it (a new active version; older versions
+stay for unwrapping), the status of its versions (never key bytes), and, where the client
+offers it, disable / enable / destroy of a version (the local keystore; PKCS#11 tokens for
+disable and destroy). AWS KMS acts on whole keys (``per_version`` is False): disable and
+enable the key, and destroy schedules its deletion after a waiting period
+(:class:`ScheduledDeletion`), which enable cancels."""
 
 from __future__ import annotations
 
@@ -20,7 +22,8 @@ class KeyVersionInfo:
 
     id: str
     version: int
-    state: str                 # "active", "decrypt-only", "disabled" or "destroyed"
+    state: str                 # "active", "decrypt-only", "disabled", "destroyed"; AWS KMS: "pending-deletion"
+                               # (every use refused until deleted or enabled again) and AWS's other states
     bits: int | None = None    # None: the KMS does not say
     created: str | None = None  # ISO 8601 UTC, where the KMS records it
     age_seconds: int | None = None   # since created
@@ -43,10 +46,23 @@ class KeyVersionInfo:
         return d
 
 
+@dataclass(frozen=True)
+class ScheduledDeletion:
+    """What ``destroy`` does on a KMS that deletes keys after a waiting period (AWS KMS):
+    the key refuses every use from now on and is deleted on ``deletion_date`` unless
+    ``enable`` cancels it before."""
+
+    id: str
+    deletion_date: str   # ISO 8601 UTC
+    pending_days: int
+
+
 class KeyAdmin:
     """``create(id, bits)``, ``rotate(id)`` (both return the new version),
     ``status(id=None)``, ``disable(id, version)``, ``enable(id, version)`` and
-    ``destroy(id, version=None)`` over one KMS client."""
+    ``destroy(id, version=None)`` over one KMS client. ``per_version``: False where the
+    KMS disables, enables and destroys whole keys (AWS KMS; ``version`` may then be None,
+    or the current one)."""
 
     def __init__(self, client):
         from .keystore import LocalKeystore
@@ -60,6 +76,7 @@ class KeyAdmin:
         else:
             raise UnsupportedFeature(f"{self.kind} offers no key administration through pqseal; manage its "
                                      "master keys with the KMS's own tools")
+        self.per_version = not hasattr(client, "schedule_key_deletion")
 
     def create(self, key_id: str, bits: int = 256) -> int:
         if self._flavour == "keystore":
@@ -78,9 +95,13 @@ class KeyAdmin:
         out = self.client.rotate_key(key_id)
         return out if isinstance(out, int) else out.latest
 
-    def disable(self, key_id: str, version: int) -> None:
+    def disable(self, key_id: str, version: int | None) -> None:
         """Vault transit disables a prefix of versions only (``min_decryption_version``):
         ``version`` must be the lowest enabled one, and not the latest."""
+        if not self.per_version:
+            self.client.disable_key(key_id, version)
+            return
+        version = self._version(version)
         if self._flavour == "keystore":
             self.client.disable(key_id, version)
         elif hasattr(self.client, "set_min_decryption_version"):
@@ -98,9 +119,13 @@ class KeyAdmin:
         else:
             self._server("disable_key")(key_id, version)
 
-    def enable(self, key_id: str, version: int) -> str:
+    def enable(self, key_id: str, version: int | None) -> str:
         """Returns the version's state afterwards. On Vault transit, enabling a version
-        enables every disabled version above it too (it lowers ``min_decryption_version``)."""
+        enables every disabled version above it too (it lowers ``min_decryption_version``).
+        On AWS KMS it enables the key, cancelling its scheduled deletion first."""
+        if not self.per_version:
+            return self.client.enable_key(key_id, version)
+        version = self._version(version)
         if self._flavour == "keystore":
             return self.client.enable(key_id, version)
         if hasattr(self.client, "set_min_decryption_version"):
@@ -109,6 +134,11 @@ class KeyAdmin:
                 st = self.client.set_min_decryption_version(key_id, version)
             return st.state(version)
         raise UnsupportedFeature(f"{self.kind}: pqseal cannot re-enable one version; use the KMS's own tools")
+
+    def _version(self, version: int | None) -> int:
+        if version is None:
+            raise UnsupportedFeature(f"{self.kind} disables and enables one key version at a time: name it")
+        return version
 
     def _transit_version(self, key_id: str, version: int):
         """The transit key's status, once ``version`` is known to exist."""
@@ -119,10 +149,21 @@ class KeyAdmin:
             raise KeyNotFound(f"master key {key_id!r} has no version {version} (latest: {st.latest})")
         return st
 
-    def destroy(self, key_id: str, version: int | None = None):
-        """A :class:`~pqseal.kms.keystore.DestroyReport` (irreversible)."""
+    def cancel_deletion(self, key_id: str) -> bool:
+        """Cancel the scheduled deletion of ``key_id`` (the key stays disabled until
+        ``enable``); False if none was scheduled."""
+        return bool(self._server("cancel_key_deletion")(key_id))
+
+    def destroy(self, key_id: str, version: int | None = None, pending_days: int | None = None):
+        """A :class:`~pqseal.kms.keystore.DestroyReport` (irreversible), or on a KMS that
+        deletes after a waiting period (AWS KMS: ``pending_days``, 7 to 30, default 30) a
+        :class:`ScheduledDeletion`."""
         from .keystore import DestroyReport
 
+        if not self.per_version:
+            return self.client.schedule_key_deletion(key_id, version, pending_days)
+        if pending_days is not None:
+            raise UnsupportedFeature(f"{self.kind} destroys keys at once: no waiting period (pending days)")
         if self._flavour == "keystore":
             return self.client.destroy(key_id, version)
         fn = self._server("destroy_key")

@@ -33,6 +33,14 @@
 - :meth:`AwsKms.generate_key` is ``GenerateDataKey`` (key and wrapped key in one call,
   the key from AWS's RNG), used for KEKs with double wrapping: one call, as random KEK +
   ``Encrypt`` would be; it saves the local RNG draw, not a round trip.
+- Key administration (``pqseal keys ... --kms aws-kms://...``, :class:`~pqseal.kms.admin.KeyAdmin`):
+  ``create`` is ``CreateKey`` (SYMMETRIC_DEFAULT, 256 bits) plus ``CreateAlias alias/ID``;
+  ``rotate`` is ``RotateKeyOnDemand``; ``disable``/``enable`` are ``DisableKey``/``EnableKey``
+  of the whole key (AWS has no per-version states); ``destroy`` is ``ScheduleKeyDeletion``
+  after 7 to 30 days (never an immediate delete), cancelled by ``enable``
+  (``CancelKeyDeletion``, then ``EnableKey``). A key's version is its number of
+  rotations (``ListKeyRotations``) + 1, or 1 when the caller may not list them; its state:
+  active (Enabled), disabled, pending-deletion, or AWS's other states in kebab case.
 
 The tests run against moto's KMS server: it checks the API (parameters, errors, key ids,
 aliases, encryption context), not AWS's cryptography, key states or IAM policies.
@@ -42,12 +50,16 @@ from __future__ import annotations
 
 import base64
 import binascii
+import datetime as _dt
+import re
 import threading
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from ..errors import (InvalidKmsUri, InvalidTag, KeyAccessDenied, KeyDisabled, KeyNotFound, KmsError,
-                      MalformedKeyMaterial, PqsealError)
+                      MalformedKeyMaterial, PqsealError, UnsupportedFeature)
+from .admin import KeyVersionInfo, ScheduledDeletion
 from .base import KmsClient, KmsConnectionConfig
 from .context import current_key_context
 from .resilience import Resilience, RetryPolicy
@@ -64,7 +76,7 @@ _TRANSIENT_CODES = {"ThrottlingException", "Throttling", "TooManyRequestsExcepti
 _ERRORS = {"AccessDeniedException": KeyAccessDenied, "AccessDenied": KeyAccessDenied,
            "NotAuthorizedException": KeyAccessDenied, "UnrecognizedClientException": KeyAccessDenied,
            "InvalidSignatureException": KeyAccessDenied, "ExpiredTokenException": KeyAccessDenied,
-           "NotFoundException": KeyNotFound,
+           "NotFoundException": KeyNotFound, "UnsupportedOperationException": UnsupportedFeature,
            "DisabledException": KeyDisabled, "KMSInvalidStateException": KeyDisabled,
            "InvalidCiphertextException": InvalidTag, "IncorrectKeyException": InvalidTag}
 
@@ -200,11 +212,165 @@ class AwsKms(KmsClient):
                                                               **self._aws_context(ctx)))
         return bytes(resp["Plaintext"]), self._wrapped(resp["CiphertextBlob"], ctx)
 
+    # ---- key administration (pqseal.kms.admin.KeyAdmin) ---------------------------------
+
+    def create_key(self, key_id: str) -> int:
+        """A new symmetric key named ``alias/ID`` (version 1)."""
+        alias = _alias(key_id)
+        md = self._call("CreateKey", lambda: self._kms.create_key(
+            KeyUsage="ENCRYPT_DECRYPT", KeySpec="SYMMETRIC_DEFAULT", Description=f"pqseal master key {alias}"))
+        made = md["KeyMetadata"]["KeyId"]
+        try:
+            self._call(f"CreateAlias {alias!r}", lambda: self._kms.create_alias(AliasName=alias, TargetKeyId=made))
+        except PqsealError as exc:   # the alias is taken or refused: the new key must not linger unnamed
+            try:
+                self._call("ScheduleKeyDeletion", lambda: self._kms.schedule_key_deletion(
+                    KeyId=made, PendingWindowInDays=MIN_PENDING_DAYS))
+                fate = "is scheduled for deletion"
+            except PqsealError as again:
+                fate = f"remains: delete it with AWS's tools ({again})"
+            raise type(exc)(f"{exc} (the key made for it, {made}, {fate})") from None
+        return 1
+
+    def rotate_key(self, key_id: str) -> int:
+        """``RotateKeyOnDemand``: new key material inside AWS; returns the version afterwards."""
+        kid = self._key_id(key_id)
+        self._call(f"RotateKeyOnDemand of {key_id!r}", lambda: self._kms.rotate_key_on_demand(KeyId=kid))
+        return self._version(kid)
+
+    def key_status(self, key_id: str | None = None) -> list[KeyVersionInfo]:
+        """One row per key: ``key_id``'s, or those of the first :data:`LIST_LIMIT` keys
+        ``ListKeys`` returns (named by their first alias, else their key id; a warning
+        says when there are more)."""
+        if key_id is not None:
+            return [self._row(key_id, key_id)]
+        page = self._call("ListKeys", lambda: self._kms.list_keys(Limit=LIST_LIMIT))
+        if page.get("Truncated"):
+            warnings.warn(f"AWS KMS lists more than {LIST_LIMIT} keys: showing the first {LIST_LIMIT}; name a key "
+                          "to see it (pqseal keys status ID)", stacklevel=2)
+        names = self._aliases()
+        return [self._row(k["KeyId"], names.get(k["KeyId"], k["KeyId"])) for k in page["Keys"]]
+
+    def disable_key(self, key_id: str, version: int | None = None) -> None:
+        kid = self._whole_key(key_id, version, "disables")
+        self._call(f"DisableKey {key_id!r}", lambda: self._kms.disable_key(KeyId=kid))
+
+    def cancel_key_deletion(self, key_id: str) -> bool:
+        """``CancelKeyDeletion`` if the key is pending deletion (it is then disabled);
+        False if it was not."""
+        md = self._describe(key_id)
+        if md["KeyState"] != "PendingDeletion":
+            return False
+        self._call(f"CancelKeyDeletion {key_id!r}", lambda: self._kms.cancel_key_deletion(KeyId=md["KeyId"]))
+        return True
+
+    def enable_key(self, key_id: str, version: int | None = None) -> str:
+        """``EnableKey``, after ``CancelKeyDeletion`` for a key pending deletion; returns its state."""
+        kid = self._whole_key(key_id, version, "enables")
+        self.cancel_key_deletion(kid)
+        self._call(f"EnableKey {key_id!r}", lambda: self._kms.enable_key(KeyId=kid))
+        return _aws_state(self._describe(kid)["KeyState"])
+
+    def schedule_key_deletion(self, key_id: str, version: int | None = None,
+                              pending_days: int | None = None) -> ScheduledDeletion:
+        """``ScheduleKeyDeletion`` after ``pending_days`` (7 to 30; default AWS's 30).
+        Until then the key refuses every use and ``enable_key`` cancels the deletion."""
+        days = DEFAULT_PENDING_DAYS if pending_days is None else pending_days
+        if not MIN_PENDING_DAYS <= days <= MAX_PENDING_DAYS:
+            raise UnsupportedFeature(f"AWS KMS deletes a key after {MIN_PENDING_DAYS} to {MAX_PENDING_DAYS} days of "
+                                     f"waiting, not {days}")
+        kid = self._whole_key(key_id, version, "deletes")
+        resp = self._call(f"ScheduleKeyDeletion {key_id!r}", lambda: self._kms.schedule_key_deletion(
+            KeyId=kid, PendingWindowInDays=days))
+        return ScheduledDeletion(key_id, _iso(resp["DeletionDate"]), days)
+
+    def _describe(self, key_id: str) -> dict:
+        return self._call(f"DescribeKey {key_id!r}", lambda: self._kms.describe_key(KeyId=key_id))["KeyMetadata"]
+
+    def _key_id(self, key_id: str) -> str:
+        """The key id of any name of it (aliases included: the administrative calls take key
+        ids and ARNs only)."""
+        return self._describe(key_id)["KeyId"]
+
+    def _version(self, key_id: str) -> int:
+        """``key_id`` (a key id or ARN): rotations + 1; 1 when the caller may not list
+        rotations or the key's state forbids it."""
+        count, marker = 0, None
+        for _ in range(LIST_PAGES):
+            extra: dict[str, str] = {"Marker": marker} if marker else {}
+            try:
+                page = self._call(f"ListKeyRotations of {key_id!r}",
+                                  lambda: self._kms.list_key_rotations(KeyId=key_id, **extra))
+            except (KeyAccessDenied, UnsupportedFeature):   # KeyDisabled included (KMSInvalidStateException)
+                return 1
+            count += len(page.get("Rotations", ()))
+            marker = page.get("NextMarker") if page.get("Truncated") else None
+            if not marker:
+                break
+        return count + 1
+
+    def _aliases(self) -> dict[str, str]:
+        """key id -> its first alias (sorted), from the first :data:`LIST_PAGES` pages of ``ListAliases``."""
+        names: dict[str, list[str]] = {}
+        marker = None
+        for _ in range(LIST_PAGES):
+            extra: dict[str, str] = {"Marker": marker} if marker else {}
+            page = self._call("ListAliases", lambda: self._kms.list_aliases(Limit=LIST_LIMIT, **extra))
+            for a in page.get("Aliases", ()):
+                if a.get("TargetKeyId"):
+                    names.setdefault(a["TargetKeyId"], []).append(a["AliasName"])
+            marker = page.get("NextMarker") if page.get("Truncated") else None
+            if not marker:
+                break
+        return {k: sorted(v)[0] for k, v in names.items()}
+
+    def _row(self, key_id: str, name: str) -> KeyVersionInfo:
+        md = self._describe(key_id)
+        bits = 256 if md.get("KeySpec", md.get("CustomerMasterKeySpec")) == "SYMMETRIC_DEFAULT" else None
+        created = _iso(md["CreationDate"]) if md.get("CreationDate") else None
+        return KeyVersionInfo(id=name, version=self._version(md["KeyId"]), state=_aws_state(md["KeyState"]),
+                              bits=bits, created=created)
+
+    def _whole_key(self, key_id: str, version: int | None, verb: str) -> str:
+        """The key id of ``key_id``, once ``version`` is None or its current version (AWS
+        acts on whole keys)."""
+        kid = self._key_id(key_id)
+        if version is not None and version != (current := self._version(kid)):
+            raise UnsupportedFeature(f"AWS KMS {verb} a whole key, not one version: omit --version ({key_id!r} is at "
+                                     f"version {current})")
+        return kid
+
     def __repr__(self) -> str:
         return f"<AwsKms region={self.region!r} context={'on' if self.bind_context else 'off'}>"
 
     def __reduce__(self):
         raise TypeError("AwsKms holds a network client and cannot be pickled; open it in each process")
+
+
+LIST_LIMIT = 100        # keys shown by ``keys status`` without an id (one ListKeys page)
+LIST_PAGES = 100        # pages of ListAliases / ListKeyRotations read at most
+MIN_PENDING_DAYS, MAX_PENDING_DAYS, DEFAULT_PENDING_DAYS = 7, 30, 30   # ScheduleKeyDeletion's window (AWS's)
+_STATES = {"Enabled": "active", "Disabled": "disabled", "PendingDeletion": "pending-deletion"}
+_ALIAS = re.compile(r"[A-Za-z0-9/_-]{1,250}")
+
+
+def _aws_state(state: str) -> str:
+    """AWS's KeyState as pqseal names states: PendingImport -> pending-import."""
+    return _STATES.get(state) or re.sub(r"(?<!^)(?=[A-Z])", "-", state).lower()
+
+
+def _alias(key_id: str) -> str:
+    """``alias/ID`` for ``keys create ID`` (``ID`` or ``alias/ID``), checked as AWS checks alias names."""
+    name = key_id.removeprefix("alias/")
+    if not _ALIAS.fullmatch(name) or name.startswith("aws/"):
+        raise UnsupportedFeature(f"AWS KMS: {key_id!r} is not a valid alias name for a new key (letters, digits, "
+                                 "'/', '_', '-'; up to 250; not aws/...)")
+    return "alias/" + name
+
+
+def _iso(t) -> str:
+    """A botocore timestamp as ISO 8601 UTC."""
+    return t.astimezone(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
 def _flag(uri: KmsUri, name: str) -> bool:
