@@ -200,10 +200,10 @@ def _parameters(fn) -> dict:
 
 def _info(r: dict) -> KeyVersionInfo:
     """A status row of a KMS client (the keystore's with usage and ``limits``)."""
-    from .limits import age_seconds, at_limit
+    from .limits import Limits, age_seconds, at_limit
 
     age = age_seconds(r.get("created"))
-    limits, reached = r.get("limits"), []
+    limits, reached = None if r.get("limits") is None else Limits.from_dict(r["limits"]), []
     if limits is not None and r["state"] != "destroyed":
         found = at_limit(limits, r["id"], int(r["version"]), r.get("created"), r)
         # wrap limits concern the active version; the age of an older one warns on unwrap

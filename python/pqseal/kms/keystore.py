@@ -621,7 +621,8 @@ class LocalKeystore(KmsClient):
     def list(self) -> list[dict]:
         """One row per key version: id, version, bits, state, created, its usage (from
         ``PATH.usage``, this process's counts flushed first: see
-        :mod:`~pqseal.kms.keyusage`) and its effective usage ``limits``."""
+        :mod:`~pqseal.kms.keyusage`) and its effective usage ``limits`` (a dict, as
+        :meth:`~pqseal.kms.limits.Limits.as_dict`): plain JSON values."""
         self._usage.flush()
         self._refresh()
         usage = read_usage(self.path)
@@ -634,7 +635,7 @@ class LocalKeystore(KmsClient):
                 u = counts.get(str(v.get("version")))
                 out.append({"id": kid, "version": v.get("version"), "bits": v.get("bits"), "state": v.get("state"),
                             "created": v.get("created"), **merged(u if isinstance(u, dict) else None, {}),
-                            "limits": limits})
+                            "limits": limits.as_dict()})
         return out
 
     # ---- usage limits (pqseal.kms.limits) --------------------------------------------------
