@@ -165,12 +165,7 @@ def run(src, dst, encryption, decryption, target_size: int, o: Options) -> Repor
             with contextlib.suppress(OSError):
                 os.rmdir(manifests)      # when empty: every merge committed
         os.close(lock)
-    rep.seconds = time.monotonic() - t0
-    for files in (rep.ok, rep.failed, rep.skipped):
-        files.sort(key=lambda r: r.path)
-    if o.report is not None:
-        rep.write(o.report)
-    return rep
+    return rep.finish(t0, o.report)
 
 
 def _keys(o: Options, encryption, decryption, files: list[str]) -> Paired:

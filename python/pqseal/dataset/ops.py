@@ -367,12 +367,7 @@ def run(kind: str, src, dst, o: Options, *, encryption=None, decryption=None) ->
                 journal.remove()     # a later rotation is a new job
                 rep.journal = None
             journal.close()
-    rep.seconds = time.monotonic() - t0
-    for files in (rep.ok, rep.failed, rep.skipped):
-        files.sort(key=lambda r: r.path)
-    if o.report is not None:
-        rep.write(o.report)
-    return rep
+    return rep.finish(t0, o.report)
 
 
 def _non_data(kind: str, p: Plan, dst: str, rep: Report, summaries: str) -> None:

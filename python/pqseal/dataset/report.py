@@ -8,6 +8,7 @@ count, so ``len(r.ok) == 3`` and ``r.ok == 3`` both hold.
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -90,6 +91,16 @@ class Report:
                 "ok": [r.to_json() for r in self.ok], "failed": [r.to_json() for r in self.failed],
                 "skipped": [r.to_json() for r in self.skipped],
                 "ignored": [{"path": p, "reason": why} for p, why in self.ignored], "warnings": self.warnings}
+
+    def finish(self, started: float, path=None) -> "Report":
+        """At the job's end: its seconds since ``started`` (``time.monotonic()``), the
+        files in path order, and the JSON report written to ``path`` (if given)."""
+        self.seconds = time.monotonic() - started
+        for files in (self.ok, self.failed, self.skipped):
+            files.sort(key=lambda r: r.path)
+        if path is not None:
+            self.write(path)
+        return self
 
     def write(self, path) -> None:
         """The JSON report, written atomically."""
