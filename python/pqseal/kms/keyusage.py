@@ -83,7 +83,21 @@ def read_usage(store_path: str) -> dict:
         return {}
     except (ValueError, UnicodeDecodeError):
         return {}     # statistics only: a damaged file starts counting afresh
-    return doc if isinstance(doc, dict) else {}
+    if not isinstance(doc, dict):
+        return {}
+    return {kid: {ver: c for ver, c in versions.items() if _well_formed(c)}
+            for kid, versions in doc.items() if isinstance(versions, dict)}
+
+
+def _well_formed(c) -> bool:
+    """Whether ``c`` is one version's counts as :func:`merged` writes them; a damaged
+    entry (edited by hand, a wrong type) is dropped like a damaged file."""
+    if not isinstance(c, dict):
+        return False
+    if any(isinstance(c.get(k, 0), bool) or not isinstance(c.get(k, 0), int) or c.get(k, 0) < 0
+           for k in SUMS + MAXIMA):
+        return False
+    return all(c.get(k) is None or isinstance(c.get(k), str) for k in ("first_use", "last_use"))
 
 
 class UsageCounters:

@@ -1,0 +1,70 @@
+"""Failure paths of today's features, tried the way a user gets them wrong: damaged
+side files of the keystore, odd arguments, non-interactive shells. Each test here
+failed on the code before its fix."""
+
+from __future__ import annotations
+
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+
+import pqseal
+from pqseal.cli import main as cli
+from pqseal.config import EncryptionConfig
+from pqseal.keys import clear_caches
+from pqseal.kms.keystore import TEST_KDF_ENV, LocalKeystore
+from pqseal.kms.keyusage import usage_path
+
+PASS = b"failure paths"
+TEST_N = 1 << 14
+
+
+@pytest.fixture(autouse=True)
+def cheap_kdf(monkeypatch):
+    monkeypatch.setenv(TEST_KDF_ENV, str(TEST_N))
+    monkeypatch.setenv("PQSEAL_AUDIT_LOG", "off")
+    clear_caches()
+    yield
+    clear_caches()
+
+
+@pytest.fixture
+def ks(tmp_path):
+    k = LocalKeystore.init(tmp_path / "ks.json", PASS)
+    k.create("f")
+    k.create("c")
+    return k
+
+
+@pytest.fixture
+def env(ks):
+    return {"PQSEAL_KEYSTORE": ks.path, "PQSEAL_KEYSTORE_PASSPHRASE": PASS.decode(), TEST_KDF_ENV: str(TEST_N),
+            "PQSEAL_AUDIT_LOG": "off"}
+
+
+@pytest.fixture
+def plain(tmp_path):
+    p = tmp_path / "plain.parquet"
+    pq.write_table(pa.table({"a": list(range(1000)), "b": [str(i % 7) for i in range(1000)]}), p)
+    return p
+
+
+@pytest.mark.parametrize("bad", ["abc", 1e300, [1], True, -5, {"n": 1}])
+def test_a_damaged_entry_of_the_usage_file_is_dropped_not_a_crash(tmp_path, ks, env, plain, bad):
+    """``keystore.json.usage`` is JSON anyone can edit: a count of the wrong type (valid
+    JSON) used to crash ``keys status`` (a traceback) and the counts' flush at exit. The
+    damaged version's counts start afresh; the other entries are kept."""
+    with open(usage_path(ks.path), "w") as f:
+        json.dump({"f": {"1": {"wraps": bad, "first_use": 5}}, "c": {"1": {"wraps": 3, "deks": 4}}}, f)
+    res = CliRunner().invoke(cli, ["keys", "status", "--json"], env=env)
+    assert res.exit_code == 0, res.output
+    by = {r["id"]: r for r in json.loads(res.output)}
+    assert (by["f"]["wraps"], by["c"]["wraps"], by["c"]["deks"]) == (0, 3, 4)
+    pqseal.encrypt_file(plain, tmp_path / "s.parquet", EncryptionConfig("f", uniform_encryption=True), kms=ks)
+    ks.list()                                   # flushes this process's counts
+    with open(usage_path(ks.path)) as f:
+        doc = json.load(f)
+    assert doc["f"]["1"]["wraps"] == 1 and doc["c"]["1"]["wraps"] == 3
