@@ -68,3 +68,16 @@ def test_a_damaged_entry_of_the_usage_file_is_dropped_not_a_crash(tmp_path, ks, 
     with open(usage_path(ks.path)) as f:
         doc = json.load(f)
     assert doc["f"]["1"]["wraps"] == 1 and doc["c"]["1"]["wraps"] == 3
+
+
+@pytest.mark.parametrize("args", [["destroy", "k", "--yes"], ["disable", "k", "--version", "1"], ["create", "n"],
+                                  ["rotate", "k"]])
+def test_an_unwritable_audit_log_fails_a_key_operation_before_it_happens(tmp_path, ks, env, args):
+    """With an audit log that cannot be opened, ``keys destroy`` used to erase the key and
+    then report an error: an irreversible operation reported as failed, and unrecorded."""
+    ks.create("k")
+    before = {(r["id"], r["version"]): r["state"] for r in ks.list()}
+    res = CliRunner().invoke(cli, ["keys", *args], env={**env, "PQSEAL_AUDIT_LOG": str(tmp_path / "no" / "a.log")})
+    assert res.exit_code == 1 and "AuditLogError" in res.output
+    again = LocalKeystore(ks.path, PASS)
+    assert {(r["id"], r["version"]): r["state"] for r in again.list()} == before

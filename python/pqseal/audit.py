@@ -118,10 +118,7 @@ class AuditLog:
 
     def append_many(self, entries: list[tuple[Event, str]]) -> list[dict]:
         """Write records of (event, outcome) in one locked write and one fsync."""
-        try:
-            fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
-        except OSError as exc:
-            raise AuditLogError(f"cannot open audit log {self.path}: {exc.strerror}") from None
+        fd = self._open()
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             last = _last_line(fd)
@@ -152,9 +149,18 @@ class AuditLog:
         finally:
             os.close(fd)  # releases the lock
 
+    def _open(self) -> int:
+        try:
+            return os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise AuditLogError(f"cannot open audit log {self.path}: {exc.strerror}") from None
+
     def record(self, event: Event, run: Callable[[], Any]) -> Any:
         """``run()`` and one record of it with its outcome (the error's type name when it
-        raises, which is re-raised). A record that cannot be written fails the operation."""
+        raises, which is re-raised). A record that cannot be written fails the operation:
+        a log that cannot be opened fails it before ``run()`` (a destroy or disable does
+        not happen unrecorded while reported as failed)."""
+        os.close(self._open())
         try:
             result = run()
         except BaseException as exc:
