@@ -81,3 +81,26 @@ def test_an_unwritable_audit_log_fails_a_key_operation_before_it_happens(tmp_pat
     assert res.exit_code == 1 and "AuditLogError" in res.output
     again = LocalKeystore(ks.path, PASS)
     assert {(r["id"], r["version"]): r["state"] for r in again.list()} == before
+
+
+def test_keys_policy_bits_without_auto_create_is_refused_not_ignored(ks, env):
+    """``keys policy --bits 128`` alone printed the unchanged policy (256 bits) and exited 0."""
+    r = CliRunner()
+    assert r.invoke(cli, ["keys", "policy", "--auto-create", "tenant-*"], env=env).exit_code == 0
+    res = r.invoke(cli, ["keys", "policy", "--bits", "128"], env=env)
+    assert res.exit_code == 2 and "--bits" in res.output
+    assert r.invoke(cli, ["keys", "policy", "--clear", "--bits", "192"], env=env).exit_code == 2
+    assert LocalKeystore(ks.path, PASS).creation_policy().bits == 256
+    res = r.invoke(cli, ["keys", "policy", "--auto-create", "tenant-*", "--bits", "128"], env=env)
+    assert res.exit_code == 0 and LocalKeystore(ks.path, PASS).creation_policy().bits == 128
+
+
+def test_keys_policy_warns_of_a_pattern_matching_every_id_and_an_unknown_user(ks, env):
+    """``--auto-create '*'`` makes every mistyped master key id a new key; it was set
+    without a word, as was a user name this host does not know."""
+    res = CliRunner().invoke(cli, ["keys", "policy", "--auto-create", "*", "--users", "no-such-user-xq7"], env=env)
+    assert res.exit_code == 0
+    assert "warning: pattern '*' matches every master key id" in res.output
+    assert "warning: user 'no-such-user-xq7' is not known on this host" in res.output
+    res = CliRunner().invoke(cli, ["keys", "policy", "--auto-create", "tenant-*"], env=env)
+    assert res.exit_code == 0 and "warning" not in res.output
