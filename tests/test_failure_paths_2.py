@@ -5,6 +5,7 @@ failed on the code before its fix."""
 from __future__ import annotations
 
 import json
+import os
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -104,3 +105,36 @@ def test_keys_policy_warns_of_a_pattern_matching_every_id_and_an_unknown_user(ks
     assert "warning: user 'no-such-user-xq7' is not known on this host" in res.output
     res = CliRunner().invoke(cli, ["keys", "policy", "--auto-create", "tenant-*"], env=env)
     assert res.exit_code == 0 and "warning" not in res.output
+
+
+def test_compact_into_a_new_tree_refuses_a_source_with_an_interrupted_in_place_commit(tmp_path, monkeypatch):
+    """An in-place compaction killed after its commit point leaves the merged file beside
+    some of its inputs until the next in-place run finishes it. ``compact SRC DST`` does
+    not recover SRC, and used to merge both into DST: every such row twice."""
+    from pqseal import dataset
+    from pqseal.dataset import compact_merge
+    from pqseal.errors import PqsealError
+    from pqseal.kms import KeyListKms
+
+    master = {"kf": bytes(range(16))}
+    root = tmp_path / "t"
+    (root / "k=a").mkdir(parents=True)
+    for i in range(3):
+        plain = tmp_path / f"p{i}.parquet"
+        pq.write_table(pa.table({"id": list(range(100 * i, 100 * i + 100))}), plain)
+        pqseal.encrypt_file(plain, root / "k=a" / f"part-{i}.parquet", EncryptionConfig("kf", uniform_encryption=True),
+                            kms=KeyListKms(master))
+    with monkeypatch.context() as m:     # killed right after the manifest (the commit point)
+        m.setattr(compact_merge, "_finish", lambda *a: "")
+        r = dataset.compact(root, kms=KeyListKms(master))
+    final = root / r.ok[0].path
+    os.replace(final.parent / f".{final.name}.pqseal-compact", final)     # step 3 done, inputs not yet removed
+    with pytest.raises(PqsealError, match="interrupted in-place merge"):
+        dataset.compact(root, tmp_path / "out", kms=KeyListKms(master))
+    assert not (tmp_path / "out").exists()
+    with pytest.warns(UserWarning, match="merge committed"):
+        dataset.compact(root, kms=KeyListKms(master))         # the in-place run finishes it
+    r = dataset.compact(root, tmp_path / "out", kms=KeyListKms(master))
+    ids = sorted(i for f in (tmp_path / "out" / "k=a").glob("*.parquet")
+                 for i in pqseal.read_table(str(f), kms=KeyListKms(master))["id"].to_pylist())
+    assert ids == list(range(300))

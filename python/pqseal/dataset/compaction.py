@@ -60,6 +60,20 @@ class CompactionRunning(OutputExists):
     """Another compaction of the same tree is running."""
 
 
+class UnfinishedCompaction(PqsealError):
+    """The source tree holds an in-place compaction that was interrupted after its commit
+    point: until a compaction in place finishes it, some rows are in two data files."""
+
+
+def _check_no_pending_commit(src: str) -> None:
+    d = os.path.join(src, DIRECTORY, MANIFEST_DIR)
+    pending = sorted(n for n in os.listdir(d) if not n.startswith(".")) if os.path.isdir(d) else []
+    if pending:
+        raise UnfinishedCompaction(f"{src} holds {len(pending)} interrupted in-place merge(s) (manifests in {d}): "
+                                   "some rows are in two files until they are finished; compact it in place first "
+                                   "(without a destination)")
+
+
 def _lock(root: str) -> int:
     d = os.path.join(root, DIRECTORY)
     os.makedirs(d, exist_ok=True)
@@ -95,6 +109,7 @@ def run(src, dst, encryption, decryption, target_size: int, o: Options) -> Repor
                         "inputs' master keys are known only from their key material, through a KMS")
     if dst is not None:
         _check_dst(src, dst, o.overwrite)
+        _check_no_pending_commit(src)
     root = src if dst is None else dst
     manifests = os.path.join(src, DIRECTORY, MANIFEST_DIR) if dst is None else None
     ex = make_executor(o.executor, o.workers, allow_insecure=o.allow_insecure, security=o.security)
