@@ -138,3 +138,13 @@ def test_compact_into_a_new_tree_refuses_a_source_with_an_interrupted_in_place_c
     ids = sorted(i for f in (tmp_path / "out" / "k=a").glob("*.parquet")
                  for i in pqseal.read_table(str(f), kms=KeyListKms(master))["id"].to_pylist())
     assert ids == list(range(300))
+
+
+def test_compact_with_dst_equal_to_src_names_the_way_to_compact_in_place(tmp_path, env):
+    """``pqseal compact SRC SRC`` answered "pass --in-place", an option compact does not
+    have (in place is: no destination)."""
+    (tmp_path / "t").mkdir()
+    pq.write_table(pa.table({"a": [1]}), tmp_path / "t" / "x.parquet")
+    res = CliRunner().invoke(cli, ["compact", str(tmp_path / "t"), str(tmp_path / "t" / ".")], env=env)
+    assert res.exit_code != 0 and "--in-place" not in res.output
+    assert "give no destination" in res.output and "Traceback" not in res.output

@@ -86,9 +86,16 @@ def _lock(root: str) -> int:
     return fd
 
 
+def refuse_same_tree(src: str, dst: str) -> None:
+    """ValueError when ``dst`` is ``src`` itself: in place is no destination."""
+    if os.path.isdir(dst) and os.path.isdir(src) and os.path.samefile(src, dst):
+        raise ValueError(f"{dst} is the source tree; to compact it in place give no destination")
+
+
 def _check_dst(src: str, dst: str, overwrite: bool) -> None:
     """A new tree, or one a compaction wrote and journaled (the journal then must be of
     this job: :class:`JournalMismatch` otherwise)."""
+    refuse_same_tree(src, dst)
     check_destination(src, dst)
     if os.path.isdir(dst) and not overwrite and not os.path.exists(path_in(dst)):
         extra = [n for n in os.listdir(dst) if n != DIRECTORY]
