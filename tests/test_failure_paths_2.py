@@ -148,3 +148,20 @@ def test_compact_with_dst_equal_to_src_names_the_way_to_compact_in_place(tmp_pat
     res = CliRunner().invoke(cli, ["compact", str(tmp_path / "t"), str(tmp_path / "t" / ".")], env=env)
     assert res.exit_code != 0 and "--in-place" not in res.output
     assert "give no destination" in res.output and "Traceback" not in res.output
+
+
+def test_compact_with_keys_that_open_no_file_fails(tmp_path, ks, env, plain):
+    """A wrong keystore passphrase (or key list, or an unreachable KMS) made every file
+    "left as it was" and ``pqseal compact`` exit 0: a compaction that can never happen
+    looked like one with nothing to do."""
+    root = tmp_path / "t" / "k=a"
+    root.mkdir(parents=True)
+    for i in range(3):
+        pqseal.encrypt_file(plain, root / f"p{i}.parquet", EncryptionConfig("f", uniform_encryption=True), kms=ks)
+    before = sorted(p.name for p in root.iterdir())
+    res = CliRunner().invoke(cli, ["compact", str(tmp_path / "t")], env={**env, "PQSEAL_KEYSTORE_PASSPHRASE": "wrong"})
+    assert res.exit_code == 1, res.output
+    assert "none of the 3 files" in res.output and "wrong passphrase" in res.output
+    assert sorted(p.name for p in root.iterdir()) == before
+    res = CliRunner().invoke(cli, ["compact", str(tmp_path / "t")], env=env)
+    assert res.exit_code == 0 and "1 merged files from 3 inputs" in res.output

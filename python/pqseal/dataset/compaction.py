@@ -40,7 +40,7 @@ import time
 from ..errors import OutputExists, PqsealError, SessionExpired
 from ..format.properties import DecryptionProperties
 from ..keys.config import EncryptionConfig
-from .compact_groups import FileInfo, Planned, group, output_name, survey
+from .compact_groups import KEYS_NOT_READABLE, FileInfo, Planned, group, output_name, survey
 from .compact_merge import MANIFEST_DIR, Group, recover
 from .executors import make_executor
 from .journal import DIRECTORY, Journal, Stamp, path_in
@@ -63,6 +63,11 @@ class CompactionRunning(OutputExists):
 class UnfinishedCompaction(PqsealError):
     """The source tree holds an in-place compaction that was interrupted after its commit
     point: until a compaction in place finishes it, some rows are in two data files."""
+
+
+class NoKeysReadable(PqsealError):
+    """The keys of no file of the tree could be read (a wrong keystore passphrase, wrong
+    key list, the KMS unreachable): nothing would be compacted."""
 
 
 def _check_no_pending_commit(src: str) -> None:
@@ -144,6 +149,10 @@ def run(src, dst, encryption, decryption, target_size: int, o: Options) -> Repor
         unreadable = keys.unreadable
         infos = [survey(j, keys.decryption_properties(j.src), encryption is None,
                         unreadable.get(j.src, unreadable.get(os.path.abspath(j.src)))) for j in p.jobs]
+        locked = [i.why for i in infos if (i.why or "").startswith(KEYS_NOT_READABLE)]
+        if locked and len(locked) == len(infos):
+            raise NoKeysReadable(f"the keys of none of the {len(infos)} files could be read (first: "
+                                 f"{locked[0][len(KEYS_NOT_READABLE):]}); nothing was compacted")
         groups, alone = group(infos, target_size)
         named = [(os.path.join(g.directory, output_name(g)), g) for g in groups]
         todo = []
