@@ -149,7 +149,7 @@ def run(src, dst, encryption, decryption, target_size: int, o: Options) -> Repor
         unreadable = keys.unreadable
         infos = [survey(j, keys.decryption_properties(j.src), encryption is None,
                         unreadable.get(j.src, unreadable.get(os.path.abspath(j.src)))) for j in p.jobs]
-        locked = [i.why for i in infos if (i.why or "").startswith(KEYS_NOT_READABLE)]
+        locked = [i.why for i in infos if i.why and i.why.startswith(KEYS_NOT_READABLE)]
         if locked and len(locked) == len(infos):
             raise NoKeysReadable(f"the keys of none of the {len(infos)} files could be read (first: "
                                  f"{locked[0][len(KEYS_NOT_READABLE):]}); nothing was compacted")
