@@ -168,3 +168,13 @@ def test_compact_with_keys_that_open_no_file_fails(tmp_path, ks, env, plain):
     assert sorted(p.name for p in root.iterdir()) == before
     res = CliRunner().invoke(cli, ["compact", str(tmp_path / "t")], env=env)
     assert res.exit_code == 0 and "1 merged files from 3 inputs" in res.output, res.output
+
+
+def test_compact_refuses_an_unknown_summaries_policy(tmp_path):
+    """``dataset.compact(..., summaries="copy")`` ran, the option silently ignored (the
+    other dataset operations refuse it)."""
+    from pqseal import dataset
+
+    (tmp_path / "t").mkdir()
+    with pytest.raises(ValueError, match="summaries must be one of auto, drop"):
+        dataset.compact(tmp_path / "t", summaries="copy")
