@@ -178,3 +178,12 @@ def test_compact_refuses_an_unknown_summaries_policy(tmp_path):
     (tmp_path / "t").mkdir()
     with pytest.raises(ValueError, match="summaries must be one of auto, drop"):
         dataset.compact(tmp_path / "t", summaries="copy")
+
+
+def test_compact_in_place_refuses_force(tmp_path, env):
+    """``pqseal compact SRC --force`` (no DST_DIR) ran with --force silently ignored."""
+    (tmp_path / "t").mkdir()
+    pq.write_table(pa.table({"a": [1]}), tmp_path / "t" / "x.parquet")
+    res = CliRunner().invoke(cli, ["compact", str(tmp_path / "t"), "--force"], env=env)
+    assert res.exit_code == 1 and "--force" in res.output and "Traceback" not in res.output
+    assert sorted(os.listdir(tmp_path / "t")) == ["x.parquet"]

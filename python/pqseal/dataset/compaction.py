@@ -119,6 +119,8 @@ def run(src, dst, encryption, decryption, target_size: int, o: Options) -> Repor
     if encryption is None and isinstance(decryption, DecryptionProperties):
         raise TypeError("with explicit DecryptionProperties give the outputs' keys too (encryption=...): the "
                         "inputs' master keys are known only from their key material, through a KMS")
+    if dst is None and o.overwrite:
+        raise ValueError("overwrite (CLI: --force) applies to a destination tree; in place nothing is overwritten")
     if dst is not None:
         _check_dst(src, dst, o.overwrite)
         _check_no_pending_commit(src)
