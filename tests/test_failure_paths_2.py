@@ -19,6 +19,7 @@ from pqseal.config import EncryptionConfig
 from pqseal.keys import clear_caches
 from pqseal.kms.keystore import TEST_KDF_ENV, LocalKeystore
 from pqseal.kms.keyusage import usage_path
+from pqseal.kms.limits import Limits
 
 PASS = b"failure paths"
 TEST_N = 1 << 14
@@ -187,3 +188,17 @@ def test_compact_in_place_refuses_force(tmp_path, env):
     res = CliRunner().invoke(cli, ["compact", str(tmp_path / "t"), "--force"], env=env)
     assert res.exit_code == 1 and "--force" in res.output and "Traceback" not in res.output
     assert sorted(os.listdir(tmp_path / "t")) == ["x.parquet"]
+
+
+def test_an_unreadable_usage_file_fails_neither_a_seal_nor_keys_status(tmp_path, ks, env, plain):
+    """``keystore.json.usage`` that cannot be read (here: a directory) failed every seal
+    with a master key under a usage limit (KmsError: IsADirectoryError), even in warn
+    mode, and ``keys status``; the module promises that counting never fails a wrap or a
+    listing. Now the counts start from zero with a warning."""
+    ks.set_limits("f", Limits(max_wraps=1000, mode="warn"))
+    os.mkdir(usage_path(ks.path))
+    with pytest.warns(UserWarning, match="unreadable"):
+        pqseal.encrypt_file(plain, tmp_path / "s.parquet", EncryptionConfig("f", uniform_encryption=True), kms=ks)
+    res = CliRunner().invoke(cli, ["keys", "status", "--json"], env=env)
+    assert res.exit_code == 0, res.output
+    assert "warning: key usage counts" in res.output and "unreadable" in res.output
