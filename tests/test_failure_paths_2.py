@@ -202,3 +202,16 @@ def test_an_unreadable_usage_file_fails_neither_a_seal_nor_keys_status(tmp_path,
     res = CliRunner().invoke(cli, ["keys", "status", "--json"], env=env)
     assert res.exit_code == 0, res.output
     assert "warning: key usage counts" in res.output and "unreadable" in res.output
+
+
+def test_an_audit_log_ending_with_a_malformed_record_fails_destroy_before_it_happens(tmp_path, ks, env):
+    """An audit log whose last line is malformed refuses appends; ``keys destroy`` erased
+    the key first and then reported AuditLogError."""
+    ks.create("k")
+    log = tmp_path / "audit.log"
+    CliRunner().invoke(cli, ["keys", "rotate", "k"], env={**env, "PQSEAL_AUDIT_LOG": str(log)})
+    with open(log, "ab") as f:
+        f.write(b'{"seq": 9, "trunc')
+    res = CliRunner().invoke(cli, ["keys", "destroy", "k", "--yes"], env={**env, "PQSEAL_AUDIT_LOG": str(log)})
+    assert res.exit_code == 1 and "malformed record" in res.output
+    assert [r["state"] for r in LocalKeystore(ks.path, PASS).list() if r["id"] == "k"] == ["decrypt-only", "active"]
