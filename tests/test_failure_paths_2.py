@@ -215,3 +215,29 @@ def test_an_audit_log_ending_with_a_malformed_record_fails_destroy_before_it_hap
     res = CliRunner().invoke(cli, ["keys", "destroy", "k", "--yes"], env={**env, "PQSEAL_AUDIT_LOG": str(log)})
     assert res.exit_code == 1 and "malformed record" in res.output
     assert [r["state"] for r in LocalKeystore(ks.path, PASS).list() if r["id"] == "k"] == ["decrypt-only", "active"]
+
+
+def test_a_manifest_that_cannot_be_written_leaves_no_staging_file(tmp_path, monkeypatch):
+    """An in-place merge whose manifest (its commit point) cannot be written (a full
+    disk) failed with its hidden staging file left beside the inputs."""
+    from pqseal import dataset
+    from pqseal.dataset import compact_merge
+    from pqseal.kms import KeyListKms
+
+    master = {"kf": bytes(range(16))}
+    root = tmp_path / "t"
+    (root / "k=a").mkdir(parents=True)
+    for i in range(3):
+        plain = tmp_path / f"p{i}.parquet"
+        pq.write_table(pa.table({"id": list(range(100 * i, 100 * i + 100))}), plain)
+        pqseal.encrypt_file(plain, root / "k=a" / f"part-{i}.parquet",
+                            EncryptionConfig("kf", uniform_encryption=True, internal_key_material=False),
+                            kms=KeyListKms(master))
+    before = sorted(os.listdir(root / "k=a"))
+
+    def full(*a, **k):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(compact_merge, "atomic_write", full)
+    r = dataset.compact(root, kms=KeyListKms(master))
+    assert len(r.failed) == 1 and "No space left" in r.failed[0].error
+    assert sorted(os.listdir(root / "k=a")) == before
