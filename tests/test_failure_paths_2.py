@@ -241,3 +241,30 @@ def test_a_manifest_that_cannot_be_written_leaves_no_staging_file(tmp_path, monk
     r = dataset.compact(root, kms=KeyListKms(master))
     assert len(r.failed) == 1 and "No space left" in r.failed[0].error
     assert sorted(os.listdir(root / "k=a")) == before
+
+
+def test_compact_with_new_keys_never_writes_an_encrypted_column_as_plaintext(tmp_path):
+    """New master keys that name fewer columns than the inputs encrypt (``--footer-key kf
+    --column-keys 'kc:id'`` over files whose column s is encrypted) made the merged files
+    hold s as plaintext: decrypted and written to disk without being asked."""
+    from pqseal import dataset
+    from pqseal.kms import KeyListKms
+
+    master = {"kf": bytes(range(16)), "kc": bytes(range(16, 32))}
+    root = tmp_path / "t"
+    (root / "k=a").mkdir(parents=True)
+    for i in range(2):
+        plain = tmp_path / f"p{i}.parquet"
+        pq.write_table(pa.table({"id": [i], "s": ["secret-value"]}), plain)
+        pqseal.encrypt_file(plain, root / "k=a" / f"part-{i}.parquet",
+                            EncryptionConfig("kf", column_keys={"kc": ["s"]}), kms=KeyListKms(master))
+    r = dataset.compact(root, tmp_path / "out", EncryptionConfig("kf", column_keys={"kc": ["id"]}),
+                        kms=KeyListKms(master))
+    assert len(r.failed) == 1 and "WouldExposeColumn" in r.failed[0].error and not r.ok
+    for d, _, files in os.walk(tmp_path / "out"):
+        for n in files:
+            with open(os.path.join(d, n), "rb") as f:
+                assert b"secret-value" not in f.read(), n
+    r = dataset.compact(root, tmp_path / "out2", EncryptionConfig("kf", column_keys={"kc": ["id", "s"]}),
+                        kms=KeyListKms(master))
+    assert len(r.ok) == 1 and not r.failed
