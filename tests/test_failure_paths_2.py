@@ -268,3 +268,31 @@ def test_compact_with_new_keys_never_writes_an_encrypted_column_as_plaintext(tmp
     r = dataset.compact(root, tmp_path / "out2", EncryptionConfig("kf", column_keys={"kc": ["id", "s"]}),
                         kms=KeyListKms(master))
     assert len(r.ok) == 1 and not r.failed
+
+
+def test_compact_starting_over_with_force_does_not_keep_the_replaced_outputs(tmp_path):
+    """A second ``compact SRC DST`` with another --target-size is refused (the journal is
+    of other options) and says "pass --force to start over, replacing its outputs". With
+    --force the earlier merged files stayed beside the new ones (their names depend on
+    the grouping): every row twice in DST."""
+    from pqseal import dataset
+    from pqseal.kms import KeyListKms
+
+    master = {"kf": bytes(range(16))}
+    root = tmp_path / "t"
+    (root / "k=a").mkdir(parents=True)
+    for i in range(4):
+        plain = tmp_path / f"p{i}.parquet"
+        pq.write_table(pa.table({"id": list(range(100 * i, 100 * i + 100))}), plain)
+        pqseal.encrypt_file(plain, root / "k=a" / f"part-{i}.parquet",
+                            EncryptionConfig("kf", uniform_encryption=True, internal_key_material=False),
+                            kms=KeyListKms(master))
+    small = os.path.getsize(root / "k=a" / "part-0.parquet") * 2 + 100
+    out = tmp_path / "out"
+    assert len(dataset.compact(root, out, kms=KeyListKms(master), target_size=small).ok) == 2
+    r = dataset.compact(root, out, kms=KeyListKms(master), target_size=1 << 30, overwrite=True)
+    assert len(r.ok) == 1
+    names = sorted(n for n in os.listdir(out / "k=a"))
+    assert names == [f"_KEY_MATERIAL_FOR_{r.ok[0].path.split('/')[-1]}.json", r.ok[0].path.split("/")[-1]]
+    ids = pqseal.read_table(str(out / r.ok[0].path), kms=KeyListKms(master))["id"].to_pylist()
+    assert sorted(ids) == list(range(400))

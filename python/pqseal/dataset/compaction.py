@@ -37,13 +37,14 @@ import os
 import shutil
 import time
 
+from .._io import unlink_quietly
 from ..errors import OutputExists, PqsealError, SessionExpired
 from ..format.properties import DecryptionProperties
 from ..keys.config import EncryptionConfig
 from .compact_groups import KEYS_NOT_READABLE, FileInfo, Planned, group, output_name, survey
 from .compact_merge import MANIFEST_DIR, Group, recover
 from .executors import make_executor
-from .journal import DIRECTORY, Journal, Stamp, path_in
+from .journal import DIRECTORY, Journal, Stamp, done_outputs, path_in
 from .keys import Paired
 from .ops import Options, _dispatch, _enc_config, _is_explicit, _note, build_keys, fingerprint
 from .plan import check_destination, plan
@@ -140,9 +141,12 @@ def run(src, dst, encryption, decryption, target_size: int, o: Options) -> Repor
         recovered = recover(src, manifests) if manifests is not None else []
         p = plan(src, dst)
         if dst is not None:
+            earlier = done_outputs(dst, "compact") if o.overwrite else []
             journal = Journal.open(dst, "compact", lambda salt: fingerprint(
                 "compact", src, salt, encryption=encryption, decryption=decryption, target_size=target_size),
                 restart=o.overwrite)
+            if not journal.resumed:
+                _remove_replaced(dst, earlier)
         rep = Report("compact", src, dst, ex.name, ex.workers, ignored=list(p.skipped),
                      journal=None if journal is None else journal.path)
         for line in recovered:
@@ -204,6 +208,24 @@ def run(src, dst, encryption, decryption, target_size: int, o: Options) -> Repor
     if o.report is not None:
         rep.write(o.report)
     return rep
+
+
+def _remove_replaced(dst: str, earlier: list[tuple[str, Stamp]]) -> None:
+    """Starting over (``overwrite`` and a journal of other options): remove the merged
+    files the replaced compaction wrote, where they are still as it wrote them. Their
+    names depend on the grouping, so the new outputs would not replace them: their rows
+    would be in ``dst`` twice."""
+    from ..keys.store import material_path
+
+    for rel, was in earlier:
+        path = os.path.join(dst, rel)
+        try:
+            if not Stamp.of(path).same_file(was):
+                continue
+        except FileNotFoundError:
+            continue
+        unlink_quietly(material_path(path))
+        unlink_quietly(path)
 
 
 def _keys(o: Options, encryption, decryption, files: list[str]) -> Paired:
