@@ -211,13 +211,13 @@ def test_new_tree_with_new_master_keys(tmp_path):
     root, dst = tmp_path / "t", tmp_path / "out"
     tables = make_tree(root, EncryptionConfig("kf", uniform_encryption=True), parts=("k=a",), files=5)
     hashes = {rel: sha(root / rel) for rel in data_files(root)}
-    new = EncryptionConfig("k2", column_keys={"kc": ["s"]})
+    new = EncryptionConfig("k2", column_keys={"kc": ["s"], "k2": ["id"]})   # every column encrypted in the inputs
     r = dataset.compact(root, dst, new, kms=KeyListKms(MASTER), target_size=1 << 30, summaries="drop")
     assert r.ok == 1 and r.bytes == sum(os.path.getsize(root / rel) for rel in hashes)
     assert {rel: sha(root / rel) for rel in data_files(root)} == hashes, "the source is untouched"
     (out,) = data_files(dst)
     assert pa_read(dst / out).equals(pa.concat_tables(tables["k=a"]))
-    assert master_keys(dst / out) == {"footer": "k2", "id": None, "s": "kc"}
+    assert master_keys(dst / out) == {"footer": "k2", "id": "k2", "s": "kc"}
     again = dataset.compact(root, dst, new, kms=KeyListKms(MASTER), target_size=1 << 30, summaries="drop")
     assert again.ok == 0 and [x.reason for x in again.skipped] == ["done in an earlier run"]
 

@@ -118,18 +118,10 @@ class AuditLog:
 
     def append_many(self, entries: list[tuple[Event, str]]) -> list[dict]:
         """Write records of (event, outcome) in one locked write and one fsync."""
-        try:
-            fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
-        except OSError as exc:
-            raise AuditLogError(f"cannot open audit log {self.path}: {exc.strerror}") from None
+        fd = self._open()
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
-            last = _last_line(fd)
-            last_rec = _parse(last[:-1]) if last.endswith(b"\n") else None
-            if last and last_rec is None:
-                raise AuditLogError(f"audit log {self.path} ends with a malformed record; "
-                                    f"run `pqseal audit verify` and repair or move the log")
-            seq, previous = (last_rec["seq"], last_rec["mac"]) if last_rec else (0, "")
+            seq, previous = self._last(fd)
             who = {"user": _user(), "host": socket.gethostname(), "pid": os.getpid()}
             out, lines = [], []
             for event, outcome in entries:
@@ -152,9 +144,39 @@ class AuditLog:
         finally:
             os.close(fd)  # releases the lock
 
+    def _open(self) -> int:
+        try:
+            return os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise AuditLogError(f"cannot open audit log {self.path}: {exc.strerror}") from None
+
+    def _last(self, fd: int) -> tuple[int, str]:
+        """``seq`` and ``mac`` of the log's last record ((0, "") when empty)."""
+        last = _last_line(fd)
+        last_rec = _parse(last[:-1]) if last.endswith(b"\n") else None
+        if last and last_rec is None:
+            raise AuditLogError(f"audit log {self.path} ends with a malformed record; "
+                                f"run `pqseal audit verify` and repair or move the log")
+        return (last_rec["seq"], last_rec["mac"]) if last_rec else (0, "")
+
+    def _check_appendable(self) -> None:
+        """AuditLogError now when a record could not be appended (the log cannot be
+        opened, or ends with a malformed record)."""
+        fd = self._open()
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH)
+            self._last(fd)
+        except OSError as exc:
+            raise AuditLogError(f"cannot read audit log {self.path}: {exc.strerror}") from None
+        finally:
+            os.close(fd)
+
     def record(self, event: Event, run: Callable[[], Any]) -> Any:
         """``run()`` and one record of it with its outcome (the error's type name when it
-        raises, which is re-raised). A record that cannot be written fails the operation."""
+        raises, which is re-raised). A record that cannot be written fails the operation:
+        a log that cannot be opened, or ends with a malformed record, fails it before
+        ``run()`` (a destroy does not happen unrecorded while reported as failed)."""
+        self._check_appendable()
         try:
             result = run()
         except BaseException as exc:

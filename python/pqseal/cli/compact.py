@@ -78,6 +78,13 @@ def compact(src, dst, target_size, kms, key_list, props, jobs, force, **o):
     encryption = files._envelope_config({**_NOT_OFFERED, **o}, enc_props) if new_keys else None
     if not J.tree_job(src):
         raise click.UsageError(f"{src} is not a directory: compact merges the files of a directory tree")
+    if dst is not None:
+        from ..dataset.compaction import refuse_same_tree
+
+        try:
+            refuse_same_tree(src, dst)
+        except ValueError as exc:
+            raise click.UsageError(str(exc)) from None
 
     def line(rep) -> str:
         merged = sum(len(r.detail["inputs"]) for r in rep.ok)

@@ -338,7 +338,7 @@ def keys_restore(path, file, force):
               "matching this glob (e.g. 'tenant-*') when a wrap needs it. Repeatable; replaces the patterns.")
 @click.option("--users", metavar="USER,...", help="OS users allowed to trigger that (default: any user who can open "
               "the keystore).")
-@click.option("--bits", type=click.Choice(["128", "192", "256"]), default="256", show_default=True,
+@click.option("--bits", type=click.Choice(["128", "192", "256"]), show_default="256",
               help="Length of keys created on first use.")
 @click.option("--clear", is_flag=True, help="Create no keys on first use (the default).")
 def keys_policy(path, patterns, users, bits, clear):
@@ -350,18 +350,20 @@ def keys_policy(path, patterns, users, bits, clear):
 
     ks = _keystore(path)
     if clear or patterns:
-        if clear and (patterns or users):
-            raise click.UsageError("--clear excludes --auto-create and --users")
+        if clear and (patterns or users or bits):
+            raise click.UsageError("--clear excludes --auto-create, --users and --bits")
         if users is not None and not patterns:
             raise click.UsageError("--users goes with --auto-create")
         try:
             policy = CreationPolicy(tuple(patterns), tuple(u.strip() for u in (users or "").split(",") if u.strip()),
-                                    int(bits))
+                                    int(bits or 256))
         except ValueError as exc:
             raise click.UsageError(str(exc)) from None
         ks.set_creation_policy(policy)
-    elif users is not None:
-        raise click.UsageError("--users goes with --auto-create")
+        for line in policy.cautions():
+            click.echo(f"pqseal: warning: {line}", err=True)
+    elif users is not None or bits:
+        raise click.UsageError("--users and --bits go with --auto-create")
     p = ks.creation_policy()
     if not p.patterns:
         click.echo("no keys are created on first use (a missing master key is an error)")

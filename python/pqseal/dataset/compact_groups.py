@@ -58,6 +58,9 @@ class Planned:
         return sum(f.row_groups for f in self.files)
 
 
+KEYS_NOT_READABLE = "undecryptable: keys not readable: "
+
+
 def survey(job: Job, decryption, derive: bool, unreadable: str | None = None) -> FileInfo:
     """Read one file's footer; a failure becomes ``why`` (the file is carried forward),
     as does ``unreadable`` (why the job's keys cannot open it)."""
@@ -65,7 +68,7 @@ def survey(job: Job, decryption, derive: bool, unreadable: str | None = None) ->
     try:
         info.size = os.path.getsize(job.src)
         if unreadable is not None:
-            info.why = f"undecryptable: keys not readable: {unreadable}"
+            info.why = KEYS_NOT_READABLE + unreadable
             return info
         with Source(job.src, decryption) as s:
             fmd = s.file_metadata()

@@ -156,9 +156,17 @@ def _commit(manifests: str, staging: str, final: str, inputs: list[tuple[str, St
     out = Stamp.of(staging)
     doc = {"v": 1, "staging": rel(staging), "final": rel(final), "material": material, "out": out.__dict__,
            "inputs": [{"path": rel(p), **was.__dict__} for p, was in inputs]}
-    os.makedirs(manifests, exist_ok=True)
     name = os.path.join(manifests, f"{os.path.basename(final)}.{out.ino}.json")
-    atomic_write(name, json.dumps(doc).encode())      # the commit point
+    try:
+        os.makedirs(manifests, exist_ok=True)
+        atomic_write(name, json.dumps(doc).encode())      # the commit point
+    except BaseException:
+        # not committed (or, if the manifest reached the disk after all, recovery finds
+        # its merged file missing and keeps the inputs): the staging file goes
+        if material:
+            unlink_quietly(material_path(staging))
+        unlink_quietly(staging)
+        raise
     _finish(name, doc, root)
 
 

@@ -37,13 +37,14 @@ import os
 import shutil
 import time
 
+from .._io import unlink_quietly
 from ..errors import OutputExists, PqsealError, SessionExpired
 from ..format.properties import DecryptionProperties
 from ..keys.config import EncryptionConfig
-from .compact_groups import FileInfo, Planned, group, output_name, survey
+from .compact_groups import KEYS_NOT_READABLE, FileInfo, Planned, group, output_name, survey
 from .compact_merge import MANIFEST_DIR, Group, recover
 from .executors import make_executor
-from .journal import DIRECTORY, Journal, Stamp, path_in
+from .journal import DIRECTORY, Journal, Stamp, done_outputs, path_in
 from .keys import Paired
 from .ops import Options, _dispatch, _enc_config, _is_explicit, _note, build_keys, fingerprint
 from .plan import check_destination, plan
@@ -60,6 +61,25 @@ class CompactionRunning(OutputExists):
     """Another compaction of the same tree is running."""
 
 
+class UnfinishedCompaction(PqsealError):
+    """The source tree holds an in-place compaction that was interrupted after its commit
+    point: until a compaction in place finishes it, some rows are in two data files."""
+
+
+class NoKeysReadable(PqsealError):
+    """The keys of no file of the tree could be read (a wrong keystore passphrase, wrong
+    key list, the KMS unreachable): nothing would be compacted."""
+
+
+def _check_no_pending_commit(src: str) -> None:
+    d = os.path.join(src, DIRECTORY, MANIFEST_DIR)
+    pending = sorted(n for n in os.listdir(d) if not n.startswith(".")) if os.path.isdir(d) else []
+    if pending:
+        raise UnfinishedCompaction(f"{src} holds {len(pending)} interrupted in-place merge(s) (manifests in {d}): "
+                                   "some rows are in two files until they are finished; compact it in place first "
+                                   "(without a destination)")
+
+
 def _lock(root: str) -> int:
     d = os.path.join(root, DIRECTORY)
     os.makedirs(d, exist_ok=True)
@@ -72,9 +92,16 @@ def _lock(root: str) -> int:
     return fd
 
 
+def refuse_same_tree(src: str, dst: str) -> None:
+    """ValueError when ``dst`` is ``src`` itself: in place is no destination."""
+    if os.path.isdir(dst) and os.path.isdir(src) and os.path.samefile(src, dst):
+        raise ValueError(f"{dst} is the source tree; to compact it in place give no destination")
+
+
 def _check_dst(src: str, dst: str, overwrite: bool) -> None:
     """A new tree, or one a compaction wrote and journaled (the journal then must be of
     this job: :class:`JournalMismatch` otherwise)."""
+    refuse_same_tree(src, dst)
     check_destination(src, dst)
     if os.path.isdir(dst) and not overwrite and not os.path.exists(path_in(dst)):
         extra = [n for n in os.listdir(dst) if n != DIRECTORY]
@@ -93,8 +120,11 @@ def run(src, dst, encryption, decryption, target_size: int, o: Options) -> Repor
     if encryption is None and isinstance(decryption, DecryptionProperties):
         raise TypeError("with explicit DecryptionProperties give the outputs' keys too (encryption=...): the "
                         "inputs' master keys are known only from their key material, through a KMS")
+    if dst is None and o.overwrite:
+        raise ValueError("overwrite (CLI: --force) applies to a destination tree; in place nothing is overwritten")
     if dst is not None:
         _check_dst(src, dst, o.overwrite)
+        _check_no_pending_commit(src)
     root = src if dst is None else dst
     manifests = os.path.join(src, DIRECTORY, MANIFEST_DIR) if dst is None else None
     ex = make_executor(o.executor, o.workers, allow_insecure=o.allow_insecure, security=o.security)
@@ -111,9 +141,12 @@ def run(src, dst, encryption, decryption, target_size: int, o: Options) -> Repor
         recovered = recover(src, manifests) if manifests is not None else []
         p = plan(src, dst)
         if dst is not None:
+            earlier = done_outputs(dst, "compact") if o.overwrite else []
             journal = Journal.open(dst, "compact", lambda salt: fingerprint(
                 "compact", src, salt, encryption=encryption, decryption=decryption, target_size=target_size),
                 restart=o.overwrite)
+            if not journal.resumed:
+                _remove_replaced(dst, earlier)
         rep = Report("compact", src, dst, ex.name, ex.workers, ignored=list(p.skipped),
                      journal=None if journal is None else journal.path)
         for line in recovered:
@@ -122,6 +155,10 @@ def run(src, dst, encryption, decryption, target_size: int, o: Options) -> Repor
         unreadable = keys.unreadable
         infos = [survey(j, keys.decryption_properties(j.src), encryption is None,
                         unreadable.get(j.src, unreadable.get(os.path.abspath(j.src)))) for j in p.jobs]
+        locked = [i.why for i in infos if i.why and i.why.startswith(KEYS_NOT_READABLE)]
+        if locked and len(locked) == len(infos):
+            raise NoKeysReadable(f"the keys of none of the {len(infos)} files could be read (first: "
+                                 f"{locked[0][len(KEYS_NOT_READABLE):]}); nothing was compacted")
         groups, alone = group(infos, target_size)
         named = [(os.path.join(g.directory, output_name(g)), g) for g in groups]
         todo = []
@@ -166,6 +203,24 @@ def run(src, dst, encryption, decryption, target_size: int, o: Options) -> Repor
                 os.rmdir(manifests)      # when empty: every merge committed
         os.close(lock)
     return rep.finish(t0, o.report)
+
+
+def _remove_replaced(dst: str, earlier: list[tuple[str, Stamp]]) -> None:
+    """Starting over (``overwrite`` and a journal of other options): remove the merged
+    files the replaced compaction wrote, where they are still as it wrote them. Their
+    names depend on the grouping, so the new outputs would not replace them: their rows
+    would be in ``dst`` twice."""
+    from ..keys.store import material_path
+
+    for rel, was in earlier:
+        path = os.path.join(dst, rel)
+        try:
+            if not Stamp.of(path).same_file(was):
+                continue
+        except FileNotFoundError:
+            continue
+        unlink_quietly(material_path(path))
+        unlink_quietly(path)
 
 
 def _keys(o: Options, encryption, decryption, files: list[str]) -> Paired:

@@ -65,6 +65,20 @@ def path_in(root: str, kind: str = "") -> str:
     return os.path.join(root, DIRECTORY, ROTATE_NAME if kind == "rotate" else NAME)
 
 
+def done_outputs(root: str, kind: str) -> list[tuple[str, Stamp]]:
+    """(relative path, stamp) of every output the journal in ``root`` records as done,
+    if it is a journal of ``kind`` (else none)."""
+    header, state, _ = _read(path_in(root, kind))
+    if header is None or header.get("kind") != kind:
+        return []
+    out = []
+    for rel, rec in state.items():
+        stamp = Stamp.load(rec.get("out")) if rec.get("t") == "done" else None
+        if stamp is not None:
+            out.append((rel, stamp))
+    return out
+
+
 class Journal:
     """Open with :meth:`open`; :attr:`state` maps a file's relative path to its last record."""
 

@@ -69,6 +69,10 @@ class Options:
     summaries: str = "auto"
     on_result: Callable[[FileResult], None] | None = None
 
+    def __post_init__(self):
+        if self.summaries not in SUMMARY_POLICIES:
+            raise ValueError(f"summaries must be one of {', '.join(SUMMARY_POLICIES)}, not {self.summaries!r}")
+
 
 # ---- keys ------------------------------------------------------------------------------------
 
@@ -308,8 +312,6 @@ def run(kind: str, src, dst, o: Options, *, encryption=None, decryption=None) ->
     dst = None if dst is None else os.fspath(dst)
     if not os.path.isdir(src):
         raise NotADirectoryError(errno.ENOTDIR, f"{src} is not a directory (pqseal.api works on single files)")
-    if o.summaries not in SUMMARY_POLICIES:
-        raise ValueError(f"summaries must be one of {', '.join(SUMMARY_POLICIES)}, not {o.summaries!r}")
     if kind in TREE_OUTPUT and dst is None:
         raise TypeError(f"dataset.{kind} needs a destination directory")
     p = plan(src, dst)

@@ -35,6 +35,7 @@ from .._io import create_temp, fsync_dir, plan_output, remove_stale, replace, un
 from ..crypto import ModuleType
 from ..errors import (InvalidOrdinal, InvalidTag, KeyAccessDenied, KeyNotFound, KmsError, MalformedFile,
                       MalformedKeyMaterial, MalformedModule, PqsealError, UnsupportedFeature)
+from .layout import dotted
 from .properties import DecryptionProperties, EncryptionProperties
 from .sink import ChunkRecord, Sink
 from .structs import ColumnChunk, FileMetaData, RowGroup
@@ -211,6 +212,16 @@ class SchemaMismatch(PqsealError, ValueError):
     """The inputs of a merge do not share one Parquet schema."""
 
 
+class WouldExposeColumn(PqsealError, ValueError):
+    """A merge would write a column that is encrypted in an input as plaintext."""
+
+
+def _exposed(s: Source, encryption: EncryptionProperties | None) -> list[str]:
+    """The columns encrypted in ``s`` that ``encryption`` would leave plaintext."""
+    return [dotted(p) for c, p in enumerate(s.paths) if s.num_row_groups and s.column_crypto(0, c).encrypted
+            and (encryption is None or encryption.column(dotted(p)) is None)]
+
+
 class MergeInputFailed(PqsealError):
     """An input of a merge could not be read (key missing or refused, tag failure,
     damage): ``index`` and ``path`` name it, ``__cause__`` is the error."""
@@ -236,9 +247,11 @@ def merge(srcs: list, dst, decryptions: list, *, encryption: EncryptionPropertie
     module is decrypted with its input's keys and sealed again under ``encryption``
     (fresh ``aad_file_unique``, the output's row-group ordinals), offsets, page indexes
     and bloom filters relocated. The inputs must share one schema (else
-    :class:`SchemaMismatch`); the footer is the first input's (key-value metadata
-    included) with the summed row count and ``created_by``. An input that cannot be
-    read raises :class:`MergeInputFailed`. Output handling as :func:`transform`."""
+    :class:`SchemaMismatch`); a column encrypted in an input must be encrypted in the
+    output (else :class:`WouldExposeColumn`: a merge never writes it as plaintext). The
+    footer is the first input's (key-value metadata included) with the summed row count
+    and ``created_by``. An input that cannot be read raises :class:`MergeInputFailed`.
+    Output handling as :func:`transform`."""
     if not srcs or len(srcs) != len(decryptions):
         raise ValueError("merge needs one or more inputs, each with its decryption properties (or None)")
     t0 = time.perf_counter()
@@ -267,6 +280,13 @@ def merge(srcs: list, dst, decryptions: list, *, encryption: EncryptionPropertie
                     with open_input(i) as s:
                         if s.file_metadata().get("schema") != template.get("schema"):
                             raise SchemaMismatch(f"{s.name} has another schema than {os.path.basename(srcs[0])}")
+                        try:
+                            exposed = _exposed(s, encryption)
+                        except _INPUT_ERRORS as exc:
+                            raise MergeInputFailed(f"{s.name}: {exc}", i, os.fspath(srcs[i])) from exc
+                        if exposed:
+                            raise WouldExposeColumn(f"{s.name}: column(s) {', '.join(exposed)} encrypted there would "
+                                                    "be written as plaintext; give the output keys for them")
                         if encryption is not None and len(copier.row_groups) + s.num_row_groups > MAX_ROW_GROUPS:
                             raise InvalidOrdinal(f"{out.name}: merging {s.name} would give the output more than "
                                                  f"{MAX_ROW_GROUPS} row groups (PME row-group ordinals end at 32767)")

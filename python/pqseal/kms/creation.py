@@ -75,6 +75,21 @@ class CreationPolicy:
         except ValueError as exc:
             raise MalformedKeyMaterial(f"keystore: the creation policy is malformed ({exc})") from None
 
+    def cautions(self) -> list[str]:
+        """Lines worth a warning when the policy is set: a pattern matching every id
+        (then a typo in a master key id creates a key instead of failing), a user this
+        host does not know (valid on another host sharing the store, or a typo)."""
+        import pwd
+
+        out = [f"pattern {p!r} matches every master key id: a mistyped key id will create a new key instead of "
+               "failing; prefer a prefix such as 'tenant-*'" for p in self.patterns if set(p) <= {"*", "?"}]
+        for u in self.users:
+            try:
+                pwd.getpwnam(u)
+            except KeyError:
+                out.append(f"user {u!r} is not known on this host")
+        return out
+
     def to_doc(self) -> dict | None:
         if not self.patterns:
             return None

@@ -11,7 +11,8 @@ wrap never rewrites the sealed store. Counts are batched in memory and merged in
 file under the keystore's lock at most once a second, at process exit and on
 :meth:`UsageCounters.flush`; a process killed with SIGKILL loses its last second of
 counts. The file is statistics, not evidence: it is not authenticated (the audit log is
-the tamper-evident record)."""
+the tamper-evident record). A file that cannot be read, or is damaged, counts from zero
+with a warning; a damaged entry of one version is dropped."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ import json
 import os
 import threading
 import time
+import warnings
 import weakref
 from dataclasses import dataclass, field
 from typing import Callable, ContextManager
@@ -74,16 +76,40 @@ def merged(old: dict | None, new: dict) -> dict:
     return out
 
 
-def read_usage(store_path: str) -> dict:
-    """``{key id: {version (str): counts}}`` (see the module's docstring); {} if none."""
+def read_usage(store_path: str, *, warn: bool = True) -> dict:
+    """``{key id: {version (str): counts}}`` (see the module's docstring); {} if none.
+    ``warn``: a warning when the file is unreadable or damaged (its counts are lost)."""
+    path = usage_path(store_path)
     try:
-        with open(usage_path(store_path), "rb") as f:
+        with open(path, "rb") as f:
             doc = json.loads(f.read().decode("utf-8"))
     except FileNotFoundError:
         return {}
+    except OSError as exc:      # statistics only: never fails a wrap or a listing
+        if warn:
+            warnings.warn(f"key usage counts {path} unreadable ({exc.strerror}): counted from zero",
+                          stacklevel=2)
+        return {}
     except (ValueError, UnicodeDecodeError):
-        return {}     # statistics only: a damaged file starts counting afresh
-    return doc if isinstance(doc, dict) else {}
+        doc = None
+    if not isinstance(doc, dict):
+        if warn:
+            warnings.warn(f"key usage counts {path} damaged: counted from zero (the next count replaces the file)",
+                          stacklevel=2)
+        return {}
+    return {kid: {ver: c for ver, c in versions.items() if _well_formed(c)}
+            for kid, versions in doc.items() if isinstance(versions, dict)}
+
+
+def _well_formed(c) -> bool:
+    """Whether ``c`` is one version's counts as :func:`merged` writes them; a damaged
+    entry (edited by hand, a wrong type) is dropped like a damaged file."""
+    if not isinstance(c, dict):
+        return False
+    if any(isinstance(c.get(k, 0), bool) or not isinstance(c.get(k, 0), int) or c.get(k, 0) < 0
+           for k in SUMS + MAXIMA):
+        return False
+    return all(c.get(k) is None or isinstance(c.get(k), str) for k in ("first_use", "last_use"))
 
 
 class UsageCounters:
@@ -137,7 +163,7 @@ class UsageCounters:
 
     def _merge(self, pending: dict) -> None:
         with self._lock():
-            doc = read_usage(self.store_path)
+            doc = read_usage(self.store_path, warn=False)     # may run at exit; readers warned
             for kid, versions in pending.items():
                 mine = doc.setdefault(kid, {})
                 if not isinstance(mine, dict):
