@@ -296,3 +296,29 @@ def test_compact_starting_over_with_force_does_not_keep_the_replaced_outputs(tmp
     assert names == [f"_KEY_MATERIAL_FOR_{r.ok[0].path.split('/')[-1]}.json", r.ok[0].path.split("/")[-1]]
     ids = pqseal.read_table(str(out / r.ok[0].path), kms=KeyListKms(master))["id"].to_pylist()
     assert sorted(ids) == list(range(400))
+
+
+def test_rekey_with_fewer_column_keys_never_writes_an_encrypted_column_as_plaintext(tmp_path, ks, env, plain):
+    """`pqseal rekey` promises that plaintext never reaches the disk: new keys that leave
+    out a column encrypted in the input are refused (before, that column came out in the
+    clear), by the API and by the CLI, and nothing is written."""
+    from pqseal.format.engine import WouldExposeColumn
+
+    sealed, out = tmp_path / "sealed.parquet", tmp_path / "rekeyed.parquet"
+    pqseal.encrypt_file(plain, sealed, EncryptionConfig("f", column_keys={"c": ["a", "b"]}), kms=ks)
+    with pytest.raises(WouldExposeColumn, match="b"):
+        pqseal.rekey_file(sealed, out, None, EncryptionConfig("f", column_keys={"c": ["a"]}), kms=ks)
+    assert not out.exists() and not [n for n in os.listdir(tmp_path) if n.startswith(".")]   # no temp file
+    res = CliRunner().invoke(cli, ["rekey", str(sealed), str(out), "--footer-key", "f", "--column-keys", "c:a"],
+                             env=env)
+    assert res.exit_code != 0 and "WouldExposeColumn" in res.output and "Traceback" not in res.output
+    assert not out.exists()
+    # a key for every encrypted column (or a uniform key) is a re-key as before
+    import pyarrow.parquet.encryption as pe
+
+    pqseal.rekey_file(sealed, out, None, EncryptionConfig("f", uniform_encryption=True), kms=ks)
+    props = pqseal.arrow.crypto_factory(lambda cfg: ks).file_decryption_properties(
+        pe.KmsConnectionConfig(), pe.DecryptionConfiguration())
+    assert pq.read_table(out, decryption_properties=props).equals(pq.read_table(plain))
+    with pytest.raises(OSError):     # pyarrow: column b is encrypted in the output too
+        pq.read_table(out)

@@ -135,13 +135,19 @@ def transform(src, dst, *, decryption: DecryptionProperties | None = None,
     cancellation it is removed and an existing ``dst`` is left as it was. An existing
     ``dst`` is replaced only with ``overwrite`` (or ``in_place`` when it is ``src``) and
     keeps its mode; new encrypted outputs follow the umask, new plaintext outputs are
-    0600. ``expect``: "plaintext" (sealing: refuse PME input) or "encrypted"."""
+    0600. ``expect``: "plaintext" (sealing: refuse PME input) or "encrypted". With
+    ``encryption``, a column encrypted in ``src`` must stay encrypted (else
+    :class:`WouldExposeColumn`)."""
     t0 = time.perf_counter()
     out = plan_output(dst, overwrite=overwrite, src=src if isinstance(src, (str, os.PathLike)) else None,
                       in_place=in_place)
     remove_stale(out.directory)
     with Source(src, decryption, backend=backend, reuse_buffers=True) as s:
         _check_expect(s, expect)
+        exposed = _exposed(s, encryption) if encryption is not None else []
+        if exposed:
+            raise WouldExposeColumn(f"{s.name}: column(s) {', '.join(exposed)} encrypted there would be written as "
+                                    "plaintext; give the output keys for them (or decrypt the file)")
         stats = Stats(s.path, os.fspath(dst), bytes_in=s.tail.file_size, row_groups=s.num_row_groups,
                       columns=len(s.paths))
         fd, tmp = create_temp(out.directory, out.name, 0o666 if encryption is not None else 0o600)
@@ -213,7 +219,8 @@ class SchemaMismatch(PqsealError, ValueError):
 
 
 class WouldExposeColumn(PqsealError, ValueError):
-    """A merge would write a column that is encrypted in an input as plaintext."""
+    """A re-key or merge would write a column that is encrypted in its input as
+    plaintext (only a decrypt writes plaintext of an encrypted column)."""
 
 
 def _exposed(s: Source, encryption: EncryptionProperties | None) -> list[str]:
