@@ -41,6 +41,7 @@ from pqseal.crypto import ModuleType
 from pqseal.errors import InvalidTag, KeyNotFound
 from pqseal.format import FOOTER_KEY, DecryptionProperties, EncryptionProperties
 from pqseal.format.layout import PageType
+from pqseal.format.engine import WouldExposeColumn
 
 import parquet_gen as G
 from interop import require
@@ -479,7 +480,10 @@ def test_rekey(kitchen, table, tmp_path, plaintext_footer):
     a, b, out = tmp_path / "a.parquet", tmp_path / "b.parquet", tmp_path / "out.parquet"
     pqseal.encrypt_file(kitchen, a, enc1)
     h = G.sha256(a)
-    pqseal.rekey_file(a, b, dec1, enc2)
+    with G.raises(WouldExposeColumn):          # "partial" leaves columns encrypted in a in plaintext
+        pqseal.rekey_file(a, b, dec1, enc2)
+    assert not b.exists()
+    pqseal.rekey_file(a, b, dec1, enc2, allow_plaintext_columns=True)
     assert G.sha256(a) == h
     assert RefFile(a, dec1).aad_file_unique != RefFile(b, dec2).aad_file_unique
     check_sealed_structure(kitchen, b, enc2, dec2, labels2, mds2)

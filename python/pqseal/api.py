@@ -271,10 +271,12 @@ def decrypt_file(src, dst, decryption=None, *, kms=None, kms_connection_config=N
 
 def rekey_file(src, dst, decryption=None, encryption=None, *, kms=None, kms_connection_config=None,
                backend: str | None = None, in_place: bool = False, overwrite: bool = False,
-               fsync: bool = True) -> Stats:
+               fsync: bool = True, allow_plaintext_columns: bool = False) -> Stats:
     """Decrypt with the old keys and encrypt with new ones (or another algorithm) in one
     pass; plaintext never reaches the disk. Keys as in :func:`decrypt_file` and
-    :func:`encrypt_file`."""
+    :func:`encrypt_file`. New keys that leave out a column encrypted in ``src`` raise
+    :class:`~pqseal.format.engine.WouldExposeColumn`, unless ``allow_plaintext_columns``
+    asks for such columns in plaintext."""
     if encryption is None:
         raise TypeError("rekey_file needs the new keys: encryption=EncryptionProperties or a config")
     _recover_once(src)
@@ -283,7 +285,8 @@ def rekey_file(src, dst, decryption=None, encryption=None, *, kms=None, kms_conn
     encryption = encryption_properties(encryption, dst, kms=kms, kms_connection_config=kms_connection_config)
     return _sealed(encryption, _warn(transform(src, dst, decryption=decryption, encryption=encryption, backend=backend,
                                                in_place=in_place, overwrite=overwrite, expect="encrypted", fsync=fsync,
-                                               companion=_material_store(dst, encryption))))
+                                               companion=_material_store(dst, encryption),
+                                               allow_plaintext_columns=allow_plaintext_columns)))
 
 
 def verify(path, decryption=None, *, kms=None, kms_connection_config=None, backend: str | None = None) -> dict:

@@ -127,7 +127,7 @@ def _size_hint(s: Source, encryption: EncryptionProperties | None) -> int:
 def transform(src, dst, *, decryption: DecryptionProperties | None = None,
               encryption: EncryptionProperties | None = None, backend: str | None = None,
               in_place: bool = False, overwrite: bool = False, expect: str | None = None, fsync: bool = True,
-              companion: Companion | None = None) -> Stats:
+              companion: Companion | None = None, allow_plaintext_columns: bool = False) -> Stats:
     """Rewrite ``src`` (a path or an in-memory buffer) into the file ``dst``.
 
     The output is written to a temporary file beside ``dst`` (its name carries this
@@ -137,14 +137,14 @@ def transform(src, dst, *, decryption: DecryptionProperties | None = None,
     keeps its mode; new encrypted outputs follow the umask, new plaintext outputs are
     0600. ``expect``: "plaintext" (sealing: refuse PME input) or "encrypted". With
     ``encryption``, a column encrypted in ``src`` must stay encrypted (else
-    :class:`WouldExposeColumn`)."""
+    :class:`WouldExposeColumn`) unless ``allow_plaintext_columns``."""
     t0 = time.perf_counter()
     out = plan_output(dst, overwrite=overwrite, src=src if isinstance(src, (str, os.PathLike)) else None,
                       in_place=in_place)
     remove_stale(out.directory)
     with Source(src, decryption, backend=backend, reuse_buffers=True) as s:
         _check_expect(s, expect)
-        exposed = _exposed(s, encryption) if encryption is not None else []
+        exposed = _exposed(s, encryption) if encryption is not None and not allow_plaintext_columns else []
         if exposed:
             raise WouldExposeColumn(f"{s.name}: column(s) {', '.join(exposed)} encrypted there would be written as "
                                     "plaintext; give the output keys for them (or decrypt the file)")
