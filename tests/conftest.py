@@ -41,6 +41,34 @@ os.environ.setdefault("PQSEAL_KEYSTORE_TEST_KDF_N", str(1 << 14))
 BACKENDS = pqseal.available_backends()
 
 
+@pytest.fixture
+def fresh_key_caches():
+    """Key caches and the audit logs opened cleared before and after the test: one test's
+    keys (or an audit log it could not open) are not the next test's."""
+    from pqseal.audit import forget_logs
+    from pqseal.keys import clear_caches
+
+    clear_caches()
+    forget_logs()
+    yield
+    clear_caches()
+    forget_logs()
+
+
+@pytest.fixture
+def make_keystore(tmp_path):
+    """``make_keystore(passphrase, *key_ids)``: a new local keystore at ``tmp_path/ks.json``
+    (the test KDF cost above) holding new master keys of these ids."""
+    from pqseal.kms.keystore import LocalKeystore
+
+    def make(passphrase: bytes, *key_ids: str) -> LocalKeystore:
+        k = LocalKeystore.init(tmp_path / "ks.json", passphrase)
+        for key_id in key_ids:
+            k.create(key_id)
+        return k
+    return make
+
+
 def pytest_report_header(config):
     info = pqseal.backend_info()
     return [f"pqseal {pqseal.__version__}: backends {info['available']} (default {info['backend']}), "

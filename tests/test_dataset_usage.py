@@ -24,7 +24,6 @@ from pqseal.arrow import crypto_factory
 from pqseal.cli import main as cli
 from pqseal.config import EncryptionConfig
 from pqseal.format.inspect import inspect_file
-from pqseal.keys import clear_caches
 from pqseal.kms.keystore import TEST_KDF_ENV, LocalKeystore
 from pqseal.kms.limits import Limits
 
@@ -39,20 +38,13 @@ CFG = EncryptionConfig("kf", column_keys={"kc": ["id", "v"]})
 
 
 @pytest.fixture(autouse=True)
-def cheap_kdf(monkeypatch):
-    monkeypatch.setenv(TEST_KDF_ENV, str(TEST_N))
+def environment(monkeypatch, fresh_key_caches):
     monkeypatch.delenv("PQSEAL_AUDIT_LOG", raising=False)     # beside the keystore
-    clear_caches()
-    yield
-    clear_caches()
 
 
 @pytest.fixture
-def ks(tmp_path):
-    k = LocalKeystore.init(tmp_path / "ks.json", PASS)
-    k.create("kf")
-    k.create("kc")
-    return k
+def ks(make_keystore):
+    return make_keystore(PASS, "kf", "kc")
 
 
 def table(i: int) -> pa.Table:

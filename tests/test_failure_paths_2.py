@@ -13,10 +13,8 @@ import pytest
 from click.testing import CliRunner
 
 import pqseal
-from pqseal.audit import forget_logs
 from pqseal.cli import main as cli
 from pqseal.config import EncryptionConfig
-from pqseal.keys import clear_caches
 from pqseal.kms.keystore import TEST_KDF_ENV, LocalKeystore
 from pqseal.kms.keyusage import usage_path
 from pqseal.kms.limits import Limits
@@ -26,22 +24,13 @@ TEST_N = 1 << 14
 
 
 @pytest.fixture(autouse=True)
-def cheap_kdf(monkeypatch):
-    monkeypatch.setenv(TEST_KDF_ENV, str(TEST_N))
+def environment(monkeypatch, fresh_key_caches):
     monkeypatch.setenv("PQSEAL_AUDIT_LOG", "off")
-    clear_caches()
-    forget_logs()
-    yield
-    clear_caches()
-    forget_logs()     # a test's audit log (one that cannot be opened) is not every later test's
 
 
 @pytest.fixture
-def ks(tmp_path):
-    k = LocalKeystore.init(tmp_path / "ks.json", PASS)
-    k.create("f")
-    k.create("c")
-    return k
+def ks(make_keystore):
+    return make_keystore(PASS, "f", "c")
 
 
 @pytest.fixture
@@ -55,6 +44,25 @@ def plain(tmp_path):
     p = tmp_path / "plain.parquet"
     pq.write_table(pa.table({"a": list(range(1000)), "b": [str(i % 7) for i in range(1000)]}), p)
     return p
+
+
+MASTER = {"kf": bytes(range(16))}
+
+
+def sealed_partition(tmp_path, files: int, internal: bool = True):
+    """``tmp_path/t/k=a`` holding ``files`` sealed files of 100 ids each (key-list key
+    ``kf``, uniform); returns the tree's root."""
+    from pqseal.kms import KeyListKms
+
+    root = tmp_path / "t"
+    (root / "k=a").mkdir(parents=True)
+    for i in range(files):
+        plain = tmp_path / f"p{i}.parquet"
+        pq.write_table(pa.table({"id": list(range(100 * i, 100 * i + 100))}), plain)
+        pqseal.encrypt_file(plain, root / "k=a" / f"part-{i}.parquet",
+                            EncryptionConfig("kf", uniform_encryption=True, internal_key_material=internal),
+                            kms=KeyListKms(MASTER))
+    return root
 
 
 @pytest.mark.parametrize("bad", ["abc", 1e300, [1], True, -5, {"n": 1}])
@@ -120,14 +128,7 @@ def test_compact_into_a_new_tree_refuses_a_source_with_an_interrupted_in_place_c
     from pqseal.errors import PqsealError
     from pqseal.kms import KeyListKms
 
-    master = {"kf": bytes(range(16))}
-    root = tmp_path / "t"
-    (root / "k=a").mkdir(parents=True)
-    for i in range(3):
-        plain = tmp_path / f"p{i}.parquet"
-        pq.write_table(pa.table({"id": list(range(100 * i, 100 * i + 100))}), plain)
-        pqseal.encrypt_file(plain, root / "k=a" / f"part-{i}.parquet", EncryptionConfig("kf", uniform_encryption=True),
-                            kms=KeyListKms(master))
+    master, root = MASTER, sealed_partition(tmp_path, 3)
     with monkeypatch.context() as m:     # killed right after the manifest (the commit point)
         m.setattr(compact_merge, "_finish", lambda *a: "")
         r = dataset.compact(root, kms=KeyListKms(master))
@@ -224,15 +225,7 @@ def test_a_manifest_that_cannot_be_written_leaves_no_staging_file(tmp_path, monk
     from pqseal.dataset import compact_merge
     from pqseal.kms import KeyListKms
 
-    master = {"kf": bytes(range(16))}
-    root = tmp_path / "t"
-    (root / "k=a").mkdir(parents=True)
-    for i in range(3):
-        plain = tmp_path / f"p{i}.parquet"
-        pq.write_table(pa.table({"id": list(range(100 * i, 100 * i + 100))}), plain)
-        pqseal.encrypt_file(plain, root / "k=a" / f"part-{i}.parquet",
-                            EncryptionConfig("kf", uniform_encryption=True, internal_key_material=False),
-                            kms=KeyListKms(master))
+    master, root = MASTER, sealed_partition(tmp_path, 3, internal=False)
     before = sorted(os.listdir(root / "k=a"))
 
     def full(*a, **k):
@@ -278,15 +271,7 @@ def test_compact_starting_over_with_force_does_not_keep_the_replaced_outputs(tmp
     from pqseal import dataset
     from pqseal.kms import KeyListKms
 
-    master = {"kf": bytes(range(16))}
-    root = tmp_path / "t"
-    (root / "k=a").mkdir(parents=True)
-    for i in range(4):
-        plain = tmp_path / f"p{i}.parquet"
-        pq.write_table(pa.table({"id": list(range(100 * i, 100 * i + 100))}), plain)
-        pqseal.encrypt_file(plain, root / "k=a" / f"part-{i}.parquet",
-                            EncryptionConfig("kf", uniform_encryption=True, internal_key_material=False),
-                            kms=KeyListKms(master))
+    master, root = MASTER, sealed_partition(tmp_path, 4, internal=False)
     small = os.path.getsize(root / "k=a" / "part-0.parquet") * 2 + 100
     out = tmp_path / "out"
     assert len(dataset.compact(root, out, kms=KeyListKms(master), target_size=small).ok) == 2

@@ -35,20 +35,13 @@ CFG = EncryptionConfig("f", column_keys={"c": ["a"]})
 
 
 @pytest.fixture(autouse=True)
-def cheap_kdf(monkeypatch):
-    monkeypatch.setenv(TEST_KDF_ENV, str(TEST_N))
+def environment(monkeypatch, fresh_key_caches):
     monkeypatch.delenv("PQSEAL_AUDIT_LOG", raising=False)    # beside the keystore
-    clear_caches()
-    yield
-    clear_caches()
 
 
 @pytest.fixture
-def ks(tmp_path):
-    k = LocalKeystore.init(tmp_path / "ks.json", PASS)
-    k.create("f")
-    k.create("c")
-    return k
+def ks(make_keystore):
+    return make_keystore(PASS, "f", "c")
 
 
 @pytest.fixture

@@ -20,7 +20,6 @@ from pqseal.cli import main as cli
 from pqseal.api import decryption_properties
 from pqseal.config import EncryptionConfig
 from pqseal.errors import OutputExists
-from pqseal.keys import clear_caches
 from pqseal.kms.keystore import TEST_KDF_ENV, LocalKeystore
 
 PASS = b"usage passphrase"
@@ -28,20 +27,13 @@ TEST_N = 1 << 14
 
 
 @pytest.fixture(autouse=True)
-def cheap_kdf(monkeypatch):
-    monkeypatch.setenv(TEST_KDF_ENV, str(TEST_N))
+def environment(monkeypatch, fresh_key_caches):
     monkeypatch.setenv("PQSEAL_AUDIT_LOG", "off")
-    clear_caches()
-    yield
-    clear_caches()
 
 
 @pytest.fixture
-def ks(tmp_path):
-    k = LocalKeystore.init(tmp_path / "ks.json", PASS)
-    k.create("f")
-    k.create("c")
-    return k
+def ks(make_keystore):
+    return make_keystore(PASS, "f", "c")
 
 
 @pytest.fixture

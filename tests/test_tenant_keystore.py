@@ -19,7 +19,6 @@ import pqseal
 from pqseal import audit
 from pqseal.cli import main as cli
 from pqseal.errors import KeyDestroyed, KeyDisabled, KeyNotFound, MalformedKeyMaterial
-from pqseal.keys import clear_caches
 from pqseal.kms.creation import CreationPolicy, current_user
 from pqseal.kms.keylist import KeyListKms
 from pqseal.kms.keystore import TEST_KDF_ENV, LocalKeystore
@@ -31,14 +30,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 TABLE = pa.table({"customer_id": [7, 7, 8], "ssn": ["a", "b", "c"]})
 
 
-@pytest.fixture(autouse=True)
-def cheap_kdf(monkeypatch):
-    monkeypatch.setenv(TEST_KDF_ENV, str(1 << 14))
-    clear_caches()
-    audit.forget_logs()
-    yield
-    clear_caches()
-    audit.forget_logs()
+pytestmark = pytest.mark.usefixtures("fresh_key_caches")
 
 
 @pytest.fixture

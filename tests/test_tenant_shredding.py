@@ -18,12 +18,11 @@ import pytest
 from click.testing import CliRunner
 
 import pqseal
-from pqseal import audit
 from pqseal.cli import main as cli
 from pqseal.errors import KeyDestroyed
 from pqseal.keys import clear_caches
 from pqseal.kms.creation import CreationPolicy
-from pqseal.kms.keystore import TEST_KDF_ENV, LocalKeystore
+from pqseal.kms.keystore import LocalKeystore
 
 from pyarrow_kms import pyarrow_read
 
@@ -37,14 +36,7 @@ CONFIG = pqseal.EncryptionConfig(footer_key="tenant-{customer_id}", column_keys=
                                  complete_columns=True)     # every column and the footer under the tenant key
 
 
-@pytest.fixture(autouse=True)
-def cheap_kdf(monkeypatch):
-    monkeypatch.setenv(TEST_KDF_ENV, str(1 << 14))
-    clear_caches()
-    audit.forget_logs()
-    yield
-    clear_caches()
-    audit.forget_logs()
+pytestmark = pytest.mark.usefixtures("fresh_key_caches")
 
 
 def _tenant_of(path) -> int:
