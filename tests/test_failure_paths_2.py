@@ -307,3 +307,14 @@ def test_rekey_with_fewer_column_keys_never_writes_an_encrypted_column_as_plaint
     assert pq.read_table(out, decryption_properties=props).equals(pq.read_table(plain))
     with pytest.raises(OSError):     # pyarrow: column b is encrypted in the output too
         pq.read_table(out)
+
+
+@pytest.mark.parametrize("args", [["--max-bytes", "1" + "0" * 400 + "PB"], ["--max-bytes", "10000000000000000000TB"],
+                                  ["--max-wraps", str(1 << 64)], ["--max-age", "9999999999999999y"]])
+def test_keys_limits_beyond_2_53_are_refused_in_one_line(ks, env, args):
+    """A limit past 2^53 was stored (JSON readers round it) and a size too large for a
+    float ended in a traceback (OverflowError); both are a usage error now, and nothing
+    is stored."""
+    res = CliRunner().invoke(cli, ["keys", "limits", "f", *args], env=env)
+    assert res.exit_code == 2 and "beyond the largest limit" in res.output and "Traceback" not in res.output
+    assert LocalKeystore(ks.path, PASS).limits("f") == Limits()

@@ -200,7 +200,11 @@ def keys_limits(path, key_id, default, max_age, max_wraps, max_bytes, mode):
     ks = _keystore(path)
     what = "default" if default else f"master key {key_id}"
     if any(v is not None for v in values.values()):
-        ks.set_limits(key_id, ks.limits(key_id).changed(**values))
+        try:
+            new = ks.limits(key_id).changed(**values)
+        except ValueError as exc:
+            raise click.UsageError(str(exc)) from None
+        ks.set_limits(key_id, new)
     own = ks.limits(key_id).text()
     eff = "" if default else f"; in effect: {ks.effective_limits(key_id).text()}"
     click.echo(f"limits of {what}: {own}{eff}")

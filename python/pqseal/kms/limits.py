@@ -33,6 +33,7 @@ import re
 import threading
 import warnings
 from dataclasses import asdict, dataclass, fields, replace
+from decimal import Decimal
 
 from ..errors import KeyUsageLimitExceeded, KeyUsageWarning, MalformedKeyMaterial
 
@@ -47,7 +48,7 @@ def parse_size(text: str) -> int:
     m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", text)
     if not m or m.group(2).lower() not in _SIZE:
         raise ValueError(f"not a size: {text!r} (e.g. 500GB, 1TiB, 1048576)")
-    return int(float(m.group(1)) * _SIZE[m.group(2).lower()])
+    return int(Decimal(m.group(1)) * _SIZE[m.group(2).lower()])   # exact: no float overflow
 
 
 def parse_age(text: str) -> int:
@@ -74,6 +75,10 @@ def show_size(n: float) -> str:
     return f"{int(n)}B"
 
 
+#: the largest limit: the largest integer every JSON reader keeps exactly (2^53)
+LARGEST = 1 << 53
+
+
 @dataclass(frozen=True)
 class Limits:
     """Limits of a key (or the store's default); None: not set (inherited from the default)."""
@@ -89,7 +94,11 @@ class Limits:
                          else getattr(default, f.name) for f in fields(self)})
 
     def changed(self, **values) -> "Limits":
-        """A copy with ``values`` set (0 clears a number: no limit)."""
+        """A copy with ``values`` set (0 clears a number: no limit). A number above
+        :data:`LARGEST` raises ValueError."""
+        for k, v in values.items():
+            if k != "mode" and v is not None and v > LARGEST:
+                raise ValueError(f"{k.replace('_', '-')} {v:,} is beyond the largest limit, 2^53 ({LARGEST:,})")
         return replace(self, **{k: (None if v == 0 else v) for k, v in values.items() if v is not None})
 
     def as_dict(self) -> dict:
@@ -100,7 +109,7 @@ class Limits:
         if not isinstance(d, dict) or set(d) - {f.name for f in fields(cls)}:
             raise MalformedKeyMaterial("keystore: malformed usage limits")
         for k, v in d.items():
-            if k == "mode" and v not in MODES or k != "mode" and (not isinstance(v, int) or v <= 0):
+            if k == "mode" and v not in MODES or k != "mode" and (not isinstance(v, int) or not 0 < v <= LARGEST):
                 raise MalformedKeyMaterial(f"keystore: malformed usage limit {k}")
         return cls(**d)
 
