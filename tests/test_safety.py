@@ -132,7 +132,7 @@ def test_failed_rekey_leaves_no_material(tmp_path, plain):
     from pqseal.kms import KmsConnectionConfig
 
     b = tmp_path / "b.parquet"
-    cfg = EncryptionConfig("kf", column_keys={"kc": ["nope"]}, internal_key_material=False)
+    cfg = EncryptionConfig("kf", column_keys={"kc": ["nope"]}, complete_columns=True, internal_key_material=False)
     new = CryptoFactory(lambda c: kms()).file_encryption_properties(KmsConnectionConfig(), cfg, b)
     with pytest.raises(ValueError, match="nope"):  # found once the data is being written
         pqseal.rekey_file(sealed, b, DecryptionProperties(K16), new)
@@ -141,7 +141,7 @@ def test_failed_rekey_leaves_no_material(tmp_path, plain):
 
 def test_rekey_with_configs_both_sides(tmp_path, plain, table):
     a, b = tmp_path / "a.parquet", tmp_path / "b.parquet"
-    pqseal.encrypt_file(plain, a, EncryptionConfig("kf", uniform_encryption=True), kms=kms())
+    pqseal.encrypt_file(plain, a, EncryptionConfig("kf", column_keys={"kc": ["ssn"]}), kms=kms())
     pqseal.rekey_file(a, b, DecryptionConfig(), ext_cfg(encryption_algorithm="AES_GCM_CTR_V1"), kms=kms())
     assert pa_read(b).equals(table)
     assert json.loads(material(b).read_text())["footerKey"]
