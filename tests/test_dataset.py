@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 
+import psutil
 import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
@@ -264,8 +265,12 @@ def test_driver_killed_mid_job_then_rerun_completes_without_duplicate_work(tmp_p
             break
         assert p.poll() is None, p.stderr.read()
         time.sleep(0.01)
+    helpers = psutil.Process(p.pid).children(recursive=True)   # pool workers, forkserver, resource tracker
     os.kill(p.pid, signal.SIGKILL)
     p.wait()
+    # the driver's worker processes end with it (they held its keys, waiting for work for ever)
+    _, alive = psutil.wait_procs(helpers, timeout=30)
+    assert not alive, [" ".join(x.cmdline())[:120] for x in alive]
     state: dict[str, str] = {}
     for rec in journal_records(sealed):
         if "f" in rec:

@@ -94,7 +94,7 @@ class ProcessExecutor(ThreadExecutor):
         shipped = keys.ship(uuid.uuid4().hex)
         self._token = shipped.token
         self._pool = cf.ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx,  # type: ignore[assignment]
-                                            initializer=install, initargs=(shipped,))
+                                            initializer=install, initargs=(shipped, os.getpid()))
 
     def submit(self, tasks: list[Task]) -> list:
         assert self._pool is not None

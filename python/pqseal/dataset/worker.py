@@ -11,12 +11,14 @@ and renamed into place, so running a task twice (a rescheduled Dask task) is har
 from __future__ import annotations
 
 import os
+import select
 import threading
 import time
 from dataclasses import dataclass
 from typing import Any
 
 from .. import _cancel
+from .._io import pid_alive
 from ..errors import PqsealError
 from .keys import Shipped
 from .report import FileResult
@@ -107,11 +109,42 @@ _jobs: dict[str, object] = {}
 _jobs_lock = threading.Lock()
 
 
-def install(shipped: Shipped) -> None:
-    """Import the job's keys in this process (a pool initializer)."""
+_busy = threading.Lock()      # held while a local pool worker runs a task
+CLEANUP_SECONDS = 30           # how long an orphaned worker lets its cancelled file clean up
+
+
+def install(shipped: Shipped, driver_pid: int | None = None) -> None:
+    """Import the job's keys in this process (a pool initializer). ``driver_pid``: a
+    local pool's driver, which this worker follows (:func:`follow_driver`)."""
     with _jobs_lock:
         if shipped.token not in _jobs:
             _jobs[shipped.token] = shipped.open()
+    if driver_pid is not None:
+        follow_driver(driver_pid)
+
+
+def follow_driver(pid: int) -> None:
+    """End this worker process when the driver process ``pid`` is gone. A driver killed
+    with SIGKILL leaves the workers of its pool waiting on the pool's queue for ever
+    (each holds both ends of the queue's pipe, so none sees an end of file), keys in
+    memory. A daemon thread waits for the driver's exit (a pidfd; polling where there is
+    none), cancels the file in progress (its temporary file is removed on the way out),
+    lets it finish and exits."""
+    def watch() -> None:
+        try:
+            fd = os.pidfd_open(pid)
+        except (AttributeError, OSError):
+            fd = None
+        if fd is not None:
+            select.select([fd], [], [])       # readable once the process has ended
+        else:
+            while pid_alive(pid):
+                time.sleep(1)
+        _cancel.request()
+        _busy.acquire(timeout=CLEANUP_SECONDS)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="pqseal-follow-driver", daemon=True).start()
 
 
 def forget(token: str) -> None:
@@ -130,7 +163,8 @@ def jobs_held() -> list[str]:
 
 def run_installed(task: Task, token: str) -> FileResult:
     """A task of a local worker process whose initializer installed the keys."""
-    return execute(task, _jobs[token])
+    with _busy:
+        return execute(task, _jobs[token])
 
 
 def run_batch(tasks: list[Task], shipped: Shipped) -> list[FileResult]:
