@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from .. import _cancel
-from .._io import create_temp, fsync_dir, plan_output, remove_stale, replace, unlink_quietly
+from .._io import OutputPlan, create_temp, fsync_dir, plan_output, remove_stale, replace, unlink_quietly
 from ..crypto import ModuleType
 from ..errors import (InvalidOrdinal, InvalidTag, KeyAccessDenied, KeyNotFound, KmsError, MalformedFile,
                       MalformedKeyMaterial, MalformedModule, PqsealError, UnsupportedFeature)
@@ -163,20 +163,31 @@ def transform(src, dst, *, decryption: DecryptionProperties | None = None,
                         stats.warnings.append(_v2_warning(s.name, encryption))
                 finally:
                     sink.close()
-                if out.mode is not None:
-                    os.fchmod(f.fileno(), out.mode)
-                if fsync:
-                    os.fsync(f.fileno())
-                stats.bytes_out = sink.pos
+                _settle(f, out, sink, stats, fsync)
             publish(tmp, out.path, out.directory, exclusive=not (overwrite or in_place), companion=companion,
                     file_unique=sink.aad_file_unique)
         except BaseException:
-            unlink_quietly(tmp)
-            if companion is not None:
-                companion.abort()
+            _discard(tmp, companion)
             raise
     stats.seconds = time.perf_counter() - t0
     return stats
+
+
+def _settle(f, out: OutputPlan, sink: Sink, stats: Stats, fsync: bool) -> None:
+    """A written output before it is published: the mode of the file it replaces (if
+    any), flushed to disk (``fsync``), its size in ``stats``."""
+    if out.mode is not None:
+        os.fchmod(f.fileno(), out.mode)
+    if fsync:
+        os.fsync(f.fileno())
+    stats.bytes_out = sink.pos
+
+
+def _discard(tmp: str, companion: Companion | None) -> None:
+    """A failed or cancelled output: its temporary file and staged key material go."""
+    unlink_quietly(tmp)
+    if companion is not None:
+        companion.abort()
 
 
 def transform_to_memory(src, *, decryption: DecryptionProperties | None = None,
@@ -310,15 +321,11 @@ def merge(srcs: list, dst, decryptions: list, *, encryption: EncryptionPropertie
                     stats.warnings.append(_v2_warning(out.name, encryption))
             finally:
                 sink.close()
-            if fsync:
-                os.fsync(f.fileno())
-            stats.bytes_out = sink.pos
+            _settle(f, out, sink, stats, fsync)
         publish(tmp, out.path, out.directory, exclusive=not overwrite, companion=companion,
                 file_unique=sink.aad_file_unique)
     except BaseException:
-        unlink_quietly(tmp)
-        if companion is not None:
-            companion.abort()
+        _discard(tmp, companion)
         raise
     stats.seconds = time.perf_counter() - t0
     return stats
